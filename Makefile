@@ -1,0 +1,58 @@
+# latch: the two commands a newcomer runs are `make run` and `make test`.
+# Everything is built by CMake in build/ (release with debug info) and
+# build-asan/ (AddressSanitizer + UndefinedBehaviorSanitizer).
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+HOST ?= 127.0.0.1
+PORT ?= 8080
+FUZZ_SECONDS ?= 60
+CMAKE_FLAGS ?=
+
+.PHONY: all build run test test-fast test-asan fuzz bench install clean deps
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+build: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_TESTS=OFF \
+	    $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j $(JOBS) --target latch
+
+run: build
+	./build/latch -h $(HOST) -p $(PORT)
+
+# Every test, then the whole suite again under ASan + UBSan. Warnings are
+# errors here, as in CI.
+test:
+	@scripts/deps.sh build test
+	@$(MAKE) --no-print-directory test-fast test-asan
+
+test-fast:
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_TESTS=ON \
+	    -DLATCH_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j $(JOBS)
+	@cd build && ctest --output-on-failure -j $(JOBS)
+
+test-asan:
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLATCH_TESTS=ON \
+	    -DLATCH_WERROR=ON -DLATCH_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest --output-on-failure -j $(JOBS)
+
+fuzz:
+	@scripts/deps.sh build fuzz
+	@fuzz/run.sh $(FUZZ_SECONDS)
+
+bench:
+	@scripts/deps.sh build bench
+	@bench/run.sh
+
+install: build
+	@cmake --install build
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,434 @@
+/*
+ * latch.h - the public interface of latch, an HTTP/1.1 server library.
+ *
+ * latch gives C programs the programming model of Node's http module and of
+ * Express (a response object with headers_sent / writable_ended /
+ * writable_finished / destroyed, middleware, next, error middleware) with one
+ * guarantee on top: every request gets exactly one well-formed response, and
+ * every misuse of a response (a header after the headers went out, a write
+ * after the end, a late call from an async callback) is refused with an
+ * error code and reported with the place it happened and the place the
+ * response was sealed. Nothing a handler does to its response can reach the
+ * wire of another request.
+ *
+ * Conventions (those of libuv):
+ *  - Fallible functions return 0 (or a documented non-negative value) on
+ *    success and a negative code on failure: a LATCH_ERR_* constant below or
+ *    a negated errno value (as libuv's UV_E* codes). latch_err_name() and
+ *    latch_strerror() name both kinds.
+ *  - All objects are opaque. Strings returned by the library are owned by
+ *    it; the comment of each function says how long they stay valid.
+ *  - A request and its response live on one worker thread (one libuv loop).
+ *    Handlers and every callback about a response run on that thread.
+ *  - Functions that can raise a lifecycle violation are macros over an
+ *    `_at` variant that takes the caller's place (LATCH_HERE), so reports
+ *    name the file and line of the offending call.
+ *
+ * This header is the only public one. Names here are a contract: they are
+ * used by code outside this repository.
+ */
+#ifndef LATCH_H
+#define LATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(LATCH_BUILDING) && defined(__GNUC__)
+#define LATCH_API __attribute__((visibility("default")))
+#else
+#define LATCH_API
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The one list of latch's own error codes: X(NAME, number, message).
+ * Numbers never change once released; the message is Node's where Node
+ * has the same error. The range -3000.. keeps them apart from -errno.
+ */
+#define LATCH_ERRNO_MAP(X)                                                     \
+    X(HTTP_HEADERS_SENT, -3001,                                                \
+      "Cannot set headers after they are sent to the client")                  \
+    X(STREAM_WRITE_AFTER_END, -3002, "write after end")                        \
+    X(STREAM_DESTROYED, -3003, "Cannot call write after a stream was "         \
+                               "destroyed")                                    \
+    X(STREAM_ALREADY_FINISHED, -3004,                                          \
+      "Cannot call end after a stream was finished")                           \
+    X(HTTP_CONTENT_LENGTH_MISMATCH, -3005,                                     \
+      "Response body's content-length does not match the content-length "      \
+      "set in header")                                                         \
+    X(HTTP_INVALID_STATUS_CODE, -3006, "Invalid status code")                  \
+    X(INVALID_CHAR, -3007, "Invalid character in header content")              \
+    X(NO_RESPONSE, -3008,                                                      \
+      "The request ended without a response: nothing was sent")                \
+    X(NEXT_TWICE, -3009, "next() was called more than once")                   \
+    X(NEXT_AFTER_RESPONSE, -3010,                                              \
+      "next() was called after the response was sent")                         \
+    X(WRONG_THREAD, -3011,                                                     \
+      "Called from a thread other than the response's event loop")             \
+    X(NOMEM, -3012, "Out of memory")                                           \
+    X(INVALID_ARG, -3013, "Invalid argument")                                  \
+    X(HTTP_BODY_NOT_ALLOWED, -3014, "Adding content for this request method "  \
+                                    "or response status is not allowed.")      \
+    X(HTTP, -3015, "HTTP error")                                               \
+    X(LIMIT, -3016, "A configured limit was exceeded")                         \
+    X(STATE, -3017, "Not allowed in the current state")                        \
+    X(NOT_FOUND, -3018, "Not found")
+
+enum {
+#define LATCH_X_(name, num, msg) LATCH_ERR_##name = (num),
+    LATCH_ERRNO_MAP(LATCH_X_)
+#undef LATCH_X_
+};
+
+/* "ERR_HTTP_HEADERS_SENT" for a latch code, libuv's name ("ECONNRESET")
+ * for a negated errno, "OK" for 0, "UNKNOWN" otherwise. Static storage. */
+LATCH_API const char *latch_err_name(int code);
+/* The message for a code (Node's wording for Node's errors). Static. */
+LATCH_API const char *latch_strerror(int code);
+
+/* ------------------------------------------------------------------ */
+/* Types                                                                */
+/* ------------------------------------------------------------------ */
+
+typedef struct latch_app latch_app;
+typedef struct latch_req latch_req;
+typedef struct latch_res latch_res;
+
+/* A place in the caller's source. */
+typedef struct latch_site {
+    const char *file;
+    int line;
+    const char *func;
+} latch_site;
+#define LATCH_HERE ((latch_site){__FILE__, __LINE__, __func__})
+
+/* What a handler returns. */
+enum { LATCH_DONE = 0, LATCH_NEXT = 1, LATCH_PENDING = 2 };
+
+/*
+ * A handler or middleware. Runs on the request's worker thread. Returns
+ * LATCH_DONE (it responded, or async work holding the response will),
+ * LATCH_NEXT (continue with the next matching handler), LATCH_PENDING (it
+ * will call latch_next() or latch_fail() later), or a negative error (the
+ * error handlers run, as with Express's next(err)).
+ */
+typedef int (*latch_handler)(latch_req *req, latch_res *res, void *data);
+
+/* An error on its way through the error handlers. */
+typedef struct latch_error {
+    int code;            /* negative latch or errno code */
+    int status;          /* HTTP status to answer (4xx/5xx) */
+    const char *message; /* human text; may be NULL */
+    latch_site at;       /* where it was raised */
+} latch_error;
+
+/* An error handler: returns LATCH_DONE (handled) or LATCH_NEXT. */
+typedef int (*latch_error_handler)(const latch_error *err, latch_req *req,
+                                   latch_res *res, void *data);
+
+typedef void (*latch_res_cb)(latch_res *res, void *data);
+
+/* A lifecycle violation, as delivered to the app's violation hook. All
+ * pointers are valid only during the hook call. */
+typedef struct latch_violation {
+    int code;            /* LATCH_ERR_* */
+    const char *name;    /* "ERR_HTTP_HEADERS_SENT" */
+    const char *message; /* Node's message, specific to the call */
+    const char *call;    /* the offending API function, "latch_res_json" */
+    latch_site at;       /* where the offending call was made */
+    const char *sealed_call; /* what sealed the response: an API function
+                                name, or an event ("request timeout",
+                                "client disconnect"); NULL if not sealed */
+    latch_site sealed_at;    /* where; file NULL for framework events */
+    uint64_t request_id;
+    const char *method;
+    const char *path;
+} latch_violation;
+
+enum {
+    LATCH_POLICY_REPORT = 0, /* hook (default: stderr) + counters */
+    LATCH_POLICY_ABORT = 1,  /* report, then abort(): tests, development */
+    LATCH_POLICY_COUNT = 2,  /* counters only */
+};
+
+/* ------------------------------------------------------------------ */
+/* The application                                                      */
+/* ------------------------------------------------------------------ */
+
+/* A new app with default settings; NULL when out of memory. The
+ * environment variable LATCH_STRICT=1 selects LATCH_POLICY_ABORT. */
+LATCH_API latch_app *latch_app_new(void);
+/* Frees an app that is not running. NULL is allowed. */
+LATCH_API void latch_app_free(latch_app *app);
+
+/*
+ * Registers middleware run for every request whose path starts with
+ * `prefix` at a segment boundary (NULL or "/": every request), in
+ * registration order with the routes. Returns 0, LATCH_ERR_NOMEM, or
+ * LATCH_ERR_STATE once the app runs. `data` is passed to fn as is.
+ */
+LATCH_API int latch_use(latch_app *app, const char *prefix, latch_handler fn,
+                        void *data);
+/*
+ * Registers a route: `method` ("GET", ...; NULL or "*" for every method)
+ * and a path pattern with named parameters ("/users/:id") and a trailing
+ * wildcard ("/static/ *", param name "*"). A GET route also serves HEAD
+ * (the body is dropped). Returns 0, LATCH_ERR_INVALID_ARG for a malformed
+ * pattern, LATCH_ERR_NOMEM, or LATCH_ERR_STATE once the app runs.
+ */
+LATCH_API int latch_route(latch_app *app, const char *method,
+                          const char *pattern, latch_handler fn, void *data);
+LATCH_API int latch_get(latch_app *app, const char *pattern, latch_handler fn,
+                        void *data);
+LATCH_API int latch_post(latch_app *app, const char *pattern, latch_handler fn,
+                         void *data);
+LATCH_API int latch_put(latch_app *app, const char *pattern, latch_handler fn,
+                        void *data);
+LATCH_API int latch_delete(latch_app *app, const char *pattern,
+                           latch_handler fn, void *data);
+LATCH_API int latch_patch(latch_app *app, const char *pattern,
+                          latch_handler fn, void *data);
+LATCH_API int latch_all(latch_app *app, const char *pattern, latch_handler fn,
+                        void *data);
+/* Registers an error handler (run in registration order). */
+LATCH_API int latch_use_error(latch_app *app, latch_error_handler fn,
+                              void *data);
+
+/*
+ * Binds a listening socket on host:port (host: "127.0.0.1", "::1", "0.0.0.0"
+ * ...; port 0 picks a free port, see latch_app_port). Each worker gets its
+ * own SO_REUSEPORT socket on the same address when the app runs. Returns 0
+ * or a negated errno (UV_EADDRINUSE, ...). One address per app.
+ */
+LATCH_API int latch_listen(latch_app *app, const char *host, int port);
+/* The bound port after latch_listen, or -1. */
+LATCH_API int latch_app_port(const latch_app *app);
+/*
+ * Runs the workers and blocks until the server stopped: after latch_stop()
+ * or SIGINT/SIGTERM it stops accepting, closes idle keep-alive
+ * connections, lets in-flight requests finish up to the drain timeout,
+ * closes the rest and returns 0. A negative code when it could not start.
+ */
+LATCH_API int latch_run(latch_app *app);
+/* Asks a running app to drain and stop. Any thread; async-signal-unsafe. */
+LATCH_API void latch_stop(latch_app *app);
+
+/* Worker threads; 0 = one per core (the default). Before latch_run. */
+LATCH_API int latch_app_set_workers(latch_app *app, int n);
+/* Whether latch_run installs SIGINT/SIGTERM handlers (default: true). */
+LATCH_API int latch_app_set_handle_signals(latch_app *app, bool on);
+
+/* Limits and timeouts; each returns 0 or LATCH_ERR_INVALID_ARG, and
+ * LATCH_ERR_STATE once the app runs. Defaults in brackets. */
+enum latch_limit {
+    LATCH_LIMIT_REQUEST_LINE = 0, /* bytes [8192] -> 414 */
+    LATCH_LIMIT_FIELD_LINE,       /* bytes of one field line [8192] -> 431 */
+    LATCH_LIMIT_HEAD,             /* bytes of the field section [16384] */
+    LATCH_LIMIT_FIELDS,           /* number of fields [100] -> 431 */
+    LATCH_LIMIT_BODY,             /* buffered body bytes [1 MiB] -> 413 */
+    LATCH_LIMIT_CHUNK_EXT,        /* chunk-ext bytes per request [16384] */
+    LATCH_LIMIT_PIPELINE,         /* requests in flight per conn [64] */
+    LATCH_TIMEOUT_HEADER,         /* ms to receive a request head [60000] */
+    LATCH_TIMEOUT_BODY,           /* ms without body progress [60000] */
+    LATCH_TIMEOUT_KEEPALIVE,      /* ms an idle keep-alive conn stays [5000] */
+    LATCH_TIMEOUT_LINGER,         /* ms to discard input after an error
+                                     response before closing [2000] */
+    LATCH_TIMEOUT_DRAIN,          /* ms in-flight requests get on stop
+                                     [10000] */
+};
+LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
+
+LATCH_API int latch_app_set_violation_policy(latch_app *app, int policy);
+/* Replaces the violation hook (NULL: the default, which prints to stderr).
+ * The hook runs on the worker thread of the offending call. */
+LATCH_API int latch_app_on_violation(latch_app *app,
+                                     void (*cb)(const latch_violation *v,
+                                                void *data),
+                                     void *data);
+/* Total violations reported so far with `code` (0: all codes). */
+LATCH_API uint64_t latch_app_violation_count(const latch_app *app, int code);
+
+/* ------------------------------------------------------------------ */
+/* The chain                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Resumes the chain after a handler returned LATCH_PENDING. Calling it
+ * twice, or without LATCH_PENDING, is reported (ERR_NEXT_TWICE). */
+#define latch_next(req) latch_next_at((req), LATCH_HERE)
+LATCH_API void latch_next_at(latch_req *req, latch_site at);
+/*
+ * Records an HTTP error (status 400..599, else 500; message may be NULL)
+ * and returns a negative code for the handler to return. After
+ * LATCH_PENDING it resumes the chain at the error handlers.
+ */
+#define latch_fail(req, status, message)                                       \
+    latch_fail_at((req), (status), (message), LATCH_HERE)
+LATCH_API int latch_fail_at(latch_req *req, int status, const char *message,
+                            latch_site at);
+
+/* ------------------------------------------------------------------ */
+/* The request                                                          */
+/* ------------------------------------------------------------------ */
+/*
+ * Strings returned by these functions are NUL-terminated, owned by the
+ * request, and valid as long as the response is referenced (during the
+ * handler, and while a latch_res_retain is held).
+ */
+LATCH_API const char *latch_req_method(const latch_req *req);
+/* The path, percent-decoded, without the query. */
+LATCH_API const char *latch_req_path(const latch_req *req);
+/* The request target exactly as sent. */
+LATCH_API const char *latch_req_url(const latch_req *req);
+/* The first value of query parameter `name` (decoded), NULL if absent. */
+LATCH_API const char *latch_req_query(const latch_req *req, const char *name);
+/* A route parameter (decoded), NULL if the route has none of that name. */
+LATCH_API const char *latch_req_param(const latch_req *req, const char *name);
+/* The first value of a header (case-insensitive name), NULL if absent. */
+LATCH_API const char *latch_req_header(const latch_req *req, const char *name);
+/* Number of header fields, and field i (0-based) as name and value. */
+LATCH_API int latch_req_header_count(const latch_req *req);
+LATCH_API int latch_req_header_at(const latch_req *req, int i,
+                                  const char **name, const char **value);
+/* The buffered body (may be empty, data non-NULL). Returns 0. */
+LATCH_API int latch_req_body(latch_req *req, const void **data, size_t *len);
+/* Unique per server run, increasing per worker. */
+LATCH_API uint64_t latch_req_id(const latch_req *req);
+/* True once the client went away or the request was cancelled. */
+LATCH_API bool latch_req_aborted(const latch_req *req);
+/* 0 for HTTP/1.0, 1 for HTTP/1.1. */
+LATCH_API int latch_req_version_minor(const latch_req *req);
+/* The response of a request, and the request of a response. */
+LATCH_API latch_res *latch_req_res(latch_req *req);
+LATCH_API latch_req *latch_res_req(latch_res *res);
+
+/* ------------------------------------------------------------------ */
+/* The response                                                         */
+/* ------------------------------------------------------------------ */
+/*
+ * States: FRESH -> HEADERS_SENT -> ENDED -> FINISHED, and DESTROYED from
+ * any of them. Calls that the state forbids return the error below and
+ * report a violation; they never put a byte on the wire.
+ */
+
+/* Sets the status (100..999, else LATCH_ERR_HTTP_INVALID_STATUS_CODE). */
+#define latch_res_status(res, status)                                          \
+    latch_res_status_at((res), (status), LATCH_HERE)
+LATCH_API int latch_res_status_at(latch_res *res, int status, latch_site at);
+/* The status set so far (200 by default). */
+LATCH_API int latch_res_get_status(const latch_res *res);
+
+/*
+ * Sets (replacing, keeping its position), appends (another line of the same
+ * name) or removes a header before the headers are sent. Name must be a
+ * token and value must not contain CR, LF or NUL (LATCH_ERR_INVALID_CHAR).
+ * The strings are copied.
+ */
+#define latch_res_set_header(res, name, value)                                 \
+    latch_res_set_header_at((res), (name), (value), LATCH_HERE)
+#define latch_res_append_header(res, name, value)                              \
+    latch_res_append_header_at((res), (name), (value), LATCH_HERE)
+#define latch_res_remove_header(res, name)                                     \
+    latch_res_remove_header_at((res), (name), LATCH_HERE)
+LATCH_API int latch_res_set_header_at(latch_res *res, const char *name,
+                                      const char *value, latch_site at);
+LATCH_API int latch_res_append_header_at(latch_res *res, const char *name,
+                                         const char *value, latch_site at);
+LATCH_API int latch_res_remove_header_at(latch_res *res, const char *name,
+                                         latch_site at);
+/* The value of a header set so far (first one), or NULL. Valid until the
+ * next header change on this response. */
+LATCH_API const char *latch_res_get_header(const latch_res *res,
+                                           const char *name);
+
+/* Builds the header block with this status; nothing is sent yet (Node's
+ * writeHead). */
+#define latch_res_write_head(res, status)                                      \
+    latch_res_write_head_at((res), (status), LATCH_HERE)
+LATCH_API int latch_res_write_head_at(latch_res *res, int status,
+                                      latch_site at);
+/* Builds the header block if needed and sends it now. */
+#define latch_res_flush_headers(res)                                           \
+    latch_res_flush_headers_at((res), LATCH_HERE)
+LATCH_API int latch_res_flush_headers_at(latch_res *res, latch_site at);
+
+/*
+ * Writes body bytes (headers implicitly first; chunked unless a
+ * Content-Length was set). An empty write sends nothing. Returns 1 while
+ * the connection's pending output is below the high-water mark, 0 when the
+ * caller should wait for latch_res_on_drain, or a negative error.
+ */
+#define latch_res_write(res, data, len)                                        \
+    latch_res_write_at((res), (data), (len), LATCH_HERE)
+LATCH_API int latch_res_write_at(latch_res *res, const void *data, size_t len,
+                                 latch_site at);
+/* Ends the response, with optional last data (NULL, 0: none). With no
+ * earlier write, the length is sent as Content-Length. */
+#define latch_res_end(res, data, len)                                          \
+    latch_res_end_at((res), (data), (len), LATCH_HERE)
+LATCH_API int latch_res_end_at(latch_res *res, const void *data, size_t len,
+                               latch_site at);
+
+/* Express's res.send: Content-Type text/html; charset=utf-8 unless set,
+ * Content-Length, the body, end. */
+#define latch_res_send(res, body, len)                                         \
+    latch_res_send_at((res), (body), (len), LATCH_HERE)
+LATCH_API int latch_res_send_at(latch_res *res, const void *body, size_t len,
+                                latch_site at);
+/* Sends NUL-terminated JSON text as application/json; charset=utf-8. */
+#define latch_res_json(res, json) latch_res_json_at((res), (json), LATCH_HERE)
+LATCH_API int latch_res_json_at(latch_res *res, const char *json,
+                                latch_site at);
+/* Sends the status with its reason phrase as a text/plain body. */
+#define latch_res_send_status(res, status)                                     \
+    latch_res_send_status_at((res), (status), LATCH_HERE)
+LATCH_API int latch_res_send_status_at(latch_res *res, int status,
+                                       latch_site at);
+/* Redirects (status 0: 302) to url, with Location and a short body. */
+#define latch_res_redirect(res, status, url)                                   \
+    latch_res_redirect_at((res), (status), (url), LATCH_HERE)
+LATCH_API int latch_res_redirect_at(latch_res *res, int status,
+                                    const char *url, latch_site at);
+
+/* Tears the response down: the connection is closed without completing
+ * the response (a truncated body stays visibly truncated). */
+#define latch_res_destroy(res) latch_res_destroy_at((res), LATCH_HERE)
+LATCH_API void latch_res_destroy_at(latch_res *res, latch_site at);
+
+LATCH_API bool latch_res_headers_sent(const latch_res *res);
+LATCH_API bool latch_res_writable_ended(const latch_res *res);
+LATCH_API bool latch_res_writable_finished(const latch_res *res);
+LATCH_API bool latch_res_destroyed(const latch_res *res);
+
+/*
+ * Callbacks, each fired at most once, on the response's thread, after
+ * latch's own cleanup: on_finish when the last byte was handed to the
+ * OS; on_close when the response is done with, finished or not; on_drain
+ * when pending output fell below the high-water mark after a write
+ * returned 0. One callback of each kind; a second replaces the first.
+ * Returns 0, or LATCH_ERR_STATE when the event already happened.
+ */
+LATCH_API int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data);
+LATCH_API int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data);
+LATCH_API int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data);
+
+/* Reference counting: a response stays a valid object (a tombstone once
+ * the request is done) until the last reference is released. */
+LATCH_API void latch_res_retain(latch_res *res);
+LATCH_API void latch_res_release(latch_res *res);
+
+/* Runs fn(res, data) on the response's loop; callable from any thread.
+ * Holds a reference until fn ran. Returns 0 or LATCH_ERR_NOMEM. */
+LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,541 @@
+/*
+ * app.c - the handler chain: middleware, routes, next, error handlers and
+ * the final handler, with the chain's misuses turned into reports.
+ *
+ * Layers (middleware and routes) run in registration order. A handler's
+ * return value decides what happens next (LATCH_DONE, LATCH_NEXT,
+ * LATCH_PENDING, or a negative error), and the chain backs the decision
+ * up: continuing after the response was sealed, resuming twice, or
+ * finishing without a response is reported and made harmless. When no
+ * layer answers, the final handler does: 404, or 405 with Allow when the
+ * path exists for other methods, or the error's status.
+ *
+ * Route matching here is a linear walk over segment patterns; it does not
+ * try to be a radix tree.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { L_MIDDLEWARE, L_ROUTE };
+
+#define MAX_SEGS 32
+
+struct latch_layer {
+    latch_layer *next;
+    int kind;
+    char *method;  /* NULL: every method */
+    char *pattern; /* owned copy; segments point into it */
+    size_t prefix_len;
+    int nsegs;
+    const char *segs[MAX_SEGS];
+    uint16_t seg_len[MAX_SEGS];
+    latch_handler fn;
+    void *data;
+};
+
+struct latch_errlayer {
+    latch_errlayer *next;
+    latch_error_handler fn;
+    void *data;
+};
+
+void latch__app_free_layers(latch_app *app)
+{
+    latch_layer *l, *ln;
+    latch_errlayer *e, *en;
+
+    for (l = app->layers; l != NULL; l = ln) {
+        ln = l->next;
+        free(l->method);
+        free(l->pattern);
+        free(l);
+    }
+    for (e = app->errlayers; e != NULL; e = en) {
+        en = e->next;
+        free(e);
+    }
+    app->layers = app->layers_tail = NULL;
+    app->errlayers = app->errlayers_tail = NULL;
+}
+
+static int add_layer(latch_app *app, int kind, const char *method,
+                     const char *pattern, latch_handler fn, void *data)
+{
+    latch_layer *l;
+    char *p;
+
+    if (app == NULL || fn == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    if (pattern == NULL)
+        pattern = "/";
+    if (pattern[0] != '/')
+        return LATCH_ERR_INVALID_ARG;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return LATCH_ERR_NOMEM;
+    l->kind = kind;
+    l->fn = fn;
+    l->data = data;
+    l->pattern = strdup(pattern);
+    if (l->pattern == NULL)
+        goto fail;
+    if (method != NULL && strcmp(method, "*") != 0) {
+        l->method = strdup(method);
+        if (l->method == NULL)
+            goto fail;
+    }
+    /* Middleware prefix without its trailing slash ("/" matches all). */
+    l->prefix_len = strlen(l->pattern);
+    while (l->prefix_len > 0 && l->pattern[l->prefix_len - 1] == '/')
+        l->prefix_len--;
+    /* Split the pattern into segments: literal, ":name" or a final "*". */
+    for (p = l->pattern + 1; kind == L_ROUTE && *p;) {
+        char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (l->nsegs == MAX_SEGS || n > UINT16_MAX ||
+            (p[0] == '*' && (n != 1 || e != NULL)) || (p[0] == ':' && n < 2))
+            goto fail_arg;
+        l->segs[l->nsegs] = p;
+        l->seg_len[l->nsegs] = (uint16_t)n;
+        l->nsegs++;
+        if (e == NULL)
+            break;
+        *e = '\0'; /* names of parameters become C strings */
+        p = e + 1;
+    }
+    if (app->layers_tail)
+        app->layers_tail->next = l;
+    else
+        app->layers = l;
+    app->layers_tail = l;
+    return 0;
+
+fail_arg:
+    free(l->method);
+    free(l->pattern);
+    free(l);
+    return LATCH_ERR_INVALID_ARG;
+fail:
+    free(l->method);
+    free(l->pattern);
+    free(l);
+    return LATCH_ERR_NOMEM;
+}
+
+int latch_use(latch_app *app, const char *prefix, latch_handler fn,
+              void *data)
+{
+    return add_layer(app, L_MIDDLEWARE, NULL, prefix, fn, data);
+}
+
+int latch_route(latch_app *app, const char *method, const char *pattern,
+                latch_handler fn, void *data)
+{
+    return add_layer(app, L_ROUTE, method, pattern, fn, data);
+}
+
+int latch_get(latch_app *app, const char *p, latch_handler fn, void *d)
+{
+    return latch_route(app, "GET", p, fn, d);
+}
+
+int latch_post(latch_app *app, const char *p, latch_handler fn, void *d)
+{
+    return latch_route(app, "POST", p, fn, d);
+}
+
+int latch_put(latch_app *app, const char *p, latch_handler fn, void *d)
+{
+    return latch_route(app, "PUT", p, fn, d);
+}
+
+int latch_delete(latch_app *app, const char *p, latch_handler fn, void *d)
+{
+    return latch_route(app, "DELETE", p, fn, d);
+}
+
+int latch_patch(latch_app *app, const char *p, latch_handler fn, void *d)
+{
+    return latch_route(app, "PATCH", p, fn, d);
+}
+
+int latch_all(latch_app *app, const char *p, latch_handler fn, void *d)
+{
+    return latch_route(app, NULL, p, fn, d);
+}
+
+int latch_use_error(latch_app *app, latch_error_handler fn, void *data)
+{
+    latch_errlayer *e;
+
+    if (app == NULL || fn == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return LATCH_ERR_NOMEM;
+    e->fn = fn;
+    e->data = data;
+    if (app->errlayers_tail)
+        app->errlayers_tail->next = e;
+    else
+        app->errlayers = e;
+    app->errlayers_tail = e;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Matching                                                             */
+/* ------------------------------------------------------------------ */
+
+char *latch__req_decode(latch_req *q, const char *s, size_t n);
+
+static bool prefix_match(const latch_layer *l, const char *path)
+{
+    return l->prefix_len == 0 ||
+           (strncmp(path, l->pattern, l->prefix_len) == 0 &&
+            (path[l->prefix_len] == '/' || path[l->prefix_len] == '\0'));
+}
+
+/* Matches the raw path (before decoding, so an escaped '/' stays inside
+ * its segment) and fills the route parameters, decoded. */
+static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
+                        size_t rawlen)
+{
+    const char *p = raw, *end = raw + rawlen;
+    int i;
+
+    q->nparams = 0;
+    for (i = 0; i < l->nsegs; i++) {
+        const char *seg = l->segs[i];
+        size_t n = l->seg_len[i];
+        const char *e;
+        if (p >= end || *p != '/')
+            return false;
+        p++;
+        if (seg[0] == '*') {
+            if (q->nparams < 16) {
+                q->params[q->nparams].name = "*";
+                q->params[q->nparams].value =
+                    latch__req_decode(q, p, (size_t)(end - p));
+                q->nparams++;
+            }
+            return true;
+        }
+        e = memchr(p, '/', (size_t)(end - p));
+        if (e == NULL)
+            e = end;
+        if (seg[0] == ':') {
+            if (e == p)
+                return false;
+            if (q->nparams < 16) {
+                q->params[q->nparams].name = seg + 1;
+                q->params[q->nparams].value =
+                    latch__req_decode(q, p, (size_t)(e - p));
+                q->nparams++;
+            }
+        } else if ((size_t)(e - p) != n || memcmp(p, seg, n) != 0) {
+            return false;
+        }
+        p = e;
+    }
+    /* A trailing slash is tolerated, as Express does by default. */
+    return p == end || (p + 1 == end && *p == '/');
+}
+
+static void raw_path(const latch_req *q, const char **s, size_t *n)
+{
+    const char *t = q->url, *e;
+
+    if (t[0] != '/') {
+        *s = q->path;
+        *n = strlen(q->path);
+        return;
+    }
+    e = strchr(t, '?');
+    *s = t;
+    *n = e ? (size_t)(e - t) : strlen(t);
+}
+
+static bool method_match(const latch_layer *l, const latch_req *q)
+{
+    if (l->method == NULL)
+        return true;
+    if (strcmp(l->method, q->method) == 0)
+        return true;
+    return q->is_head && strcmp(l->method, "GET") == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Running the chain                                                    */
+/* ------------------------------------------------------------------ */
+
+static const latch_site no_site = {NULL, 0, NULL};
+
+static void chain_done(latch_res *res);
+
+/* The final handler for a request no layer answered. */
+static void final_not_found(latch_res *res)
+{
+    latch_app *app = res->w->app;
+    const char *raw;
+    size_t rawn;
+    char allow[256] = "", body[64];
+    latch_layer *l;
+    int n;
+
+    raw_path(&res->req, &raw, &rawn);
+    for (l = app->layers; l != NULL; l = l->next) {
+        size_t len = strlen(allow);
+        if (l->kind != L_ROUTE || l->method == NULL ||
+            !route_match(l, &res->req, raw, rawn))
+            continue;
+        if (strstr(allow, l->method) == NULL &&
+            len + strlen(l->method) + 8 < sizeof(allow))
+            snprintf(allow + len, sizeof(allow) - len, "%s%s",
+                     len ? ", " : "", l->method);
+        if (strcmp(l->method, "GET") == 0 && strstr(allow, "HEAD") == NULL &&
+            strlen(allow) + 8 < sizeof(allow))
+            strcat(allow, ", HEAD");
+    }
+    res->req.nparams = 0;
+    if (allow[0] != '\0') {
+        latch_res_set_header(res, "Allow", allow);
+        n = snprintf(body, sizeof(body), "Method Not Allowed\n");
+        latch__res_simple(res, 405, "text/plain; charset=utf-8", body,
+                          (size_t)n, "final handler");
+        return;
+    }
+    n = snprintf(body, sizeof(body), "Not Found\n");
+    latch__res_simple(res, 404, "text/plain; charset=utf-8", body, (size_t)n,
+                      "final handler");
+}
+
+/* The final handler for an error no error handler took. */
+static void final_error(latch_res *res)
+{
+    int status = res->err.status;
+    char body[160];
+    int n;
+
+    if (status < 400 || status > 599)
+        status = 500;
+    if (res->state == LATCH_RS_FRESH) {
+        n = snprintf(body, sizeof(body), "%s\n",
+                     latch__status_reason(status));
+        /* Headers the handler set do not leak into the error page. */
+        res->nhdrs = 0;
+        res->hbuf.len = 0;
+        latch__res_simple(res, status, "text/plain; charset=utf-8", body,
+                          (size_t)n, "final handler");
+    } else if (res->state == LATCH_RS_HEADERS_SENT) {
+        /* Too late for a status: cut the response so the client sees it
+         * incomplete, never whole. */
+        latch_res_destroy_at(res, no_site);
+    }
+}
+
+static void set_error(latch_res *res, int code, latch_site at)
+{
+    if (!res->failed) {
+        res->err.code = code;
+        res->err.status = 500;
+        res->err.message = NULL;
+        res->err.at = at;
+    }
+    res->in_error = true;
+}
+
+/* Runs layers from where the chain stands until one does not continue. */
+static void run(latch_res *res)
+{
+    latch_app *app = res->w->app;
+    latch_req *q = &res->req;
+    const char *raw;
+    size_t rawn;
+    int rc;
+
+    raw_path(q, &raw, &rawn);
+    while (!res->detached) {
+        if (res->in_error) {
+            latch_errlayer *e = res->elayer;
+            if (e == NULL) {
+                final_error(res);
+                chain_done(res);
+                return;
+            }
+            res->elayer = e->next;
+            res->in_handler = true;
+            rc = e->fn(&res->err, q, res, e->data);
+            res->in_handler = false;
+            if (rc == LATCH_NEXT)
+                continue;
+            chain_done(res);
+            return;
+        }
+        latch_layer *l = res->layer;
+        while (l != NULL &&
+               (l->kind == L_MIDDLEWARE ? !prefix_match(l, q->path)
+                                        : (!method_match(l, q) ||
+                                           !route_match(l, q, raw, rawn))))
+            l = l->next;
+        if (l == NULL) {
+            if (res->state == LATCH_RS_FRESH)
+                final_not_found(res);
+            chain_done(res);
+            return;
+        }
+        res->layer = l->next;
+        res->in_handler = true;
+        res->failed = false;
+        rc = l->fn(q, res, l->data);
+        res->in_handler = false;
+        if (res->failed) {
+            /* latch_fail decided the outcome; a conflicting NEXT is the
+             * classic "catch block that responds and forwards" bug. */
+            if (rc == LATCH_NEXT)
+                latch__violation(res, LATCH_ERR_NEXT_TWICE, "latch_fail",
+                                 "latch_fail() and LATCH_NEXT in one handler",
+                                 res->err.at);
+            res->failed = false;
+            res->in_error = true;
+            res->elayer = app->errlayers;
+            continue;
+        }
+        if (rc == LATCH_DONE) {
+            chain_done(res);
+            return;
+        }
+        if (rc == LATCH_PENDING) {
+            res->pending_next = true;
+            return; /* the framework's reference waits for latch_next */
+        }
+        if (rc == LATCH_NEXT) {
+            if (res->state != LATCH_RS_FRESH) {
+                latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE,
+                                 "LATCH_NEXT", NULL,
+                                 (latch_site){NULL, 0, l->pattern});
+                chain_done(res);
+                return;
+            }
+            continue;
+        }
+        /* A negative code: next(err). */
+        set_error(res, rc < 0 ? rc : LATCH_ERR_INVALID_ARG, no_site);
+        res->elayer = app->errlayers;
+    }
+    chain_done(res);
+}
+
+/* The chain is over: nobody can answer unless someone holds a reference. */
+static void chain_done(latch_res *res)
+{
+    res->dispatched = 2;
+    latch__app_orphan_check(res);
+    res->chain_ref = false;
+    latch_res_release(res);
+}
+
+/*
+ * A response the chain is done with, unanswered, that nobody but the
+ * connection (and the chain, while it finishes) references: it can never
+ * be answered, so report it and answer 500, or cut it when its headers are
+ * already out.
+ */
+void latch__app_orphan_check(latch_res *res)
+{
+    uint32_t mine = 1 + (res->chain_ref ? 1 : 0);
+
+    if (res->detached || res->state >= LATCH_RS_ENDED || res->pending_next ||
+        res->dispatched != 2 || res->refs != mine)
+        return;
+    latch__violation(res, LATCH_ERR_NO_RESPONSE, "handler", NULL, no_site);
+    if (res->state == LATCH_RS_FRESH) {
+        static const char body[] = "Internal Server Error\n";
+        res->nhdrs = 0;
+        res->hbuf.len = 0;
+        latch__res_simple(res, 500, "text/plain; charset=utf-8", body,
+                          sizeof(body) - 1, "no response");
+    } else {
+        latch_res_destroy_at(res, no_site);
+    }
+}
+
+void latch__app_dispatch(latch_res *res)
+{
+    res->layer = res->w->app->layers;
+    res->dispatched = 1;
+    res->refs++; /* the chain's reference */
+    res->chain_ref = true;
+    run(res);
+}
+
+void latch_next_at(latch_req *req, latch_site at)
+{
+    latch_res *res = latch_req_res(req);
+
+    if (res == NULL)
+        return;
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_next", NULL,
+                         at);
+        return;
+    }
+    if (!res->pending_next) {
+        latch__violation(res, LATCH_ERR_NEXT_TWICE, "latch_next", NULL, at);
+        return;
+    }
+    res->pending_next = false;
+    if (res->state != LATCH_RS_FRESH || res->detached) {
+        if (!res->detached)
+            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE,
+                             "latch_next", NULL, at);
+        chain_done(res);
+        return;
+    }
+    run(res);
+}
+
+int latch_fail_at(latch_req *req, int status, const char *message,
+                  latch_site at)
+{
+    latch_res *res = latch_req_res(req);
+
+    if (res == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_fail", NULL,
+                         at);
+        return LATCH_ERR_WRONG_THREAD;
+    }
+    if (status < 400 || status > 599)
+        status = 500;
+    res->err.code = LATCH_ERR_HTTP;
+    res->err.status = status;
+    res->err.at = at;
+    if (message != NULL) {
+        snprintf(res->err_msg, sizeof(res->err_msg), "%s", message);
+        res->err.message = res->err_msg;
+    } else {
+        res->err.message = NULL;
+    }
+    if (res->in_handler) {
+        res->failed = true;
+        return LATCH_ERR_HTTP;
+    }
+    if (!res->pending_next) {
+        latch__violation(res, LATCH_ERR_NEXT_TWICE, "latch_fail", NULL, at);
+        return LATCH_ERR_HTTP;
+    }
+    res->pending_next = false;
+    res->in_error = true;
+    res->elayer = res->w->app->errlayers;
+    run(res);
+    return LATCH_ERR_HTTP;
+}

@@ -1,0 +1,950 @@
+/*
+ * conn.c - one TCP connection: the read buffer and the parser, the queue
+ * of pipelined requests, the write path, timeouts, keep-alive and close.
+ *
+ * Reading: bytes land in a reference-counted read buffer (rbuf). A request
+ * whose head is complete keeps a reference to the buffer holding its head,
+ * so its fields stay slices of what was read (zero copy) while the
+ * connection reads on, into the same buffer when it can and into a fresh
+ * one when the old one is still referenced. Bodies are copied into the
+ * request, up to the body limit.
+ *
+ * Writing: responses sit in a queue in request order. Only the first one
+ * that has not ended (the writer) appends to the connection's output
+ * buffer; later ones buffer their bytes until they become the writer, so
+ * responses leave strictly in order even when a later one finishes first.
+ * Output is flushed once per loop turn (a uv_prepare in server.c), which
+ * makes one write(2) per connection per batch of pipelined requests.
+ *
+ * Timeouts: a connection waits on at most one timeout at a time (header,
+ * body, keep-alive idle, linger). Each kind keeps its connections in a list
+ * ordered by deadline, and one timer per worker fires for the earliest.
+ *
+ * This module decides nothing about response contents (res.c) nor which
+ * handler runs (app.c); it answers protocol errors itself, through res.c.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define RBUF_SIZE (16u * 1024)
+#define RBUF_FREE_MAX 256
+#define OUT_LIMIT ((size_t)1 << 40) /* bounded by the high-water mark */
+#define HIGH_WATER ((size_t)64 * 1024)
+
+static void conn_close(latch_conn *c);
+static void process(latch_conn *c);
+static void start_linger(latch_conn *c);
+static void advance_queue(latch_conn *c);
+
+/* ------------------------------------------------------------------ */
+/* Read buffers                                                         */
+/* ------------------------------------------------------------------ */
+
+static latch_rbuf *rbuf_get(latch_worker *w, uint32_t cap)
+{
+    latch_rbuf *rb;
+
+    if (cap == RBUF_SIZE && w->free_rbufs != NULL) {
+        rb = w->free_rbufs;
+        w->free_rbufs = rb->next_free;
+        w->nfree_rbufs--;
+    } else {
+        rb = malloc(sizeof(*rb) + cap);
+        if (rb == NULL)
+            return NULL;
+        rb->cap = cap;
+    }
+    rb->refs = 1;
+    rb->next_free = NULL;
+    return rb;
+}
+
+void latch__rbuf_release(latch_worker *w, latch_rbuf *rb)
+{
+    if (rb == NULL || --rb->refs > 0)
+        return;
+    if (rb->cap == RBUF_SIZE && w->nfree_rbufs < RBUF_FREE_MAX) {
+        rb->next_free = w->free_rbufs;
+        w->free_rbufs = rb;
+        w->nfree_rbufs++;
+        return;
+    }
+    free(rb);
+}
+
+/* The largest head a connection can need to hold in one buffer. */
+static uint32_t rbuf_max(const latch_config *cfg)
+{
+    uint64_t m = (uint64_t)cfg->parse.request_line + cfg->parse.head + 4096;
+    return m < RBUF_SIZE ? RBUF_SIZE : (uint32_t)m;
+}
+
+/*
+ * Makes free room at the end of the read buffer. Only the bytes not yet
+ * given to a request need to move: [msg, rlen) of an unfinished head, or
+ * nothing while a body is being read (body bytes are copied out as they
+ * come). Returns 0 or LATCH_ERR_NOMEM / LATCH_ERR_LIMIT.
+ */
+static int make_room(latch_conn *c)
+{
+    latch_worker *w = c->w;
+    uint32_t keep_from, keep, cap;
+    latch_rbuf *nb;
+
+    if (c->rb == NULL) {
+        c->rb = rbuf_get(w, RBUF_SIZE);
+        c->rlen = c->msg = c->bpos = 0;
+        return c->rb ? 0 : LATCH_ERR_NOMEM;
+    }
+    if (c->rlen < c->rb->cap)
+        return 0;
+    keep_from = (c->flags & LATCH_CF_IN_BODY) ? c->bpos : c->msg;
+    keep = c->rlen - keep_from;
+    if (keep_from > 0 && c->rb->refs == 1) {
+        /* Only the connection uses the buffer: slide the bytes down. The
+         * parser works on offsets, so nothing else needs fixing. */
+        memmove(c->rb->data, c->rb->data + keep_from, keep);
+    } else {
+        cap = c->rb->cap;
+        if (keep_from == 0 && keep == cap) {
+            /* One head fills the buffer: grow, up to the largest head the
+             * limits allow (the parser refuses before that). */
+            if (cap >= rbuf_max(&w->app->cfg))
+                return LATCH_ERR_LIMIT;
+            cap = cap * 2 > rbuf_max(&w->app->cfg) ? rbuf_max(&w->app->cfg)
+                                                   : cap * 2;
+        } else {
+            cap = RBUF_SIZE;
+        }
+        nb = rbuf_get(w, cap);
+        if (nb == NULL)
+            return LATCH_ERR_NOMEM;
+        memcpy(nb->data, c->rb->data + keep_from, keep);
+        latch__rbuf_release(w, c->rb);
+        c->rb = nb;
+    }
+    c->rlen = keep;
+    if (c->flags & LATCH_CF_IN_BODY) {
+        /* The head stays where it is (its request holds the old buffer);
+         * body parsing goes on from the start of this one. */
+        c->msg = 0;
+        c->bpos = 0;
+    } else {
+        c->msg = 0;
+        c->bpos = 0;
+    }
+    return 0;
+}
+
+/* Gives the read buffer back when nothing unread is in it. */
+static void maybe_release_rbuf(latch_conn *c)
+{
+    if (c->rb == NULL || (c->flags & LATCH_CF_IN_BODY) || c->cur != NULL)
+        return;
+    if (c->rlen != c->msg)
+        return;
+    latch__rbuf_release(c->w, c->rb);
+    c->rb = NULL;
+    c->rlen = c->msg = c->bpos = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Timeouts                                                             */
+/* ------------------------------------------------------------------ */
+
+static void t_unlink(latch_conn *c)
+{
+    latch_tlist *l;
+
+    if (c->tkind == LATCH_T_NONE)
+        return;
+    l = &c->w->tl[c->tkind];
+    if (c->t_prev)
+        c->t_prev->t_next = c->t_next;
+    else
+        l->head = c->t_next;
+    if (c->t_next)
+        c->t_next->t_prev = c->t_prev;
+    else
+        l->tail = c->t_prev;
+    c->t_next = c->t_prev = NULL;
+    c->tkind = LATCH_T_NONE;
+}
+
+static uint64_t t_duration(latch_conn *c, int kind)
+{
+    const latch_config *cfg = &c->w->app->cfg;
+
+    switch (kind) {
+    case LATCH_T_HEADER:
+        return cfg->header_ms;
+    case LATCH_T_BODY:
+        return cfg->body_ms;
+    case LATCH_T_IDLE:
+        return cfg->keepalive_ms;
+    default:
+        return cfg->linger_ms;
+    }
+}
+
+static void on_sweep(uv_timer_t *t);
+
+static void arm_sweeper(latch_worker *w, uint64_t deadline)
+{
+    uint64_t now = uv_now(&w->loop);
+
+    /* Re-arm only when this deadline comes before the armed one. */
+    if (uv_is_active((uv_handle_t *)&w->sweeper) &&
+        now + uv_timer_get_due_in(&w->sweeper) <= deadline)
+        return;
+    uv_timer_start(&w->sweeper, on_sweep, deadline > now ? deadline - now : 0,
+                   0);
+}
+
+/* Puts the connection on the list of `kind`, with a fresh deadline. All
+ * entries of a list have the same duration, so appending keeps it sorted. */
+static void t_set(latch_conn *c, int kind)
+{
+    latch_tlist *l = &c->w->tl[kind];
+
+    t_unlink(c);
+    c->tkind = (uint8_t)kind;
+    c->deadline = uv_now(&c->w->loop) + t_duration(c, kind);
+    c->t_prev = l->tail;
+    c->t_next = NULL;
+    if (l->tail)
+        l->tail->t_next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    arm_sweeper(c->w, c->deadline);
+}
+
+static void on_timeout(latch_conn *c)
+{
+    int kind = c->tkind;
+
+    t_unlink(c);
+    switch (kind) {
+    case LATCH_T_IDLE:
+    case LATCH_T_LINGER:
+        conn_close(c);
+        break;
+    case LATCH_T_HEADER:
+    case LATCH_T_BODY:
+        /* A request that took too long to arrive: 408 once the responses
+         * before it are out, then close. */
+        latch__conn_protocol_error(c, 408, "request timeout");
+        break;
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    latch__conn_sweep(t->data);
+}
+
+void latch__conn_sweep(latch_worker *w)
+{
+    uint64_t now = uv_now(&w->loop), next = UINT64_MAX;
+    int k;
+
+    for (k = 1; k < LATCH_T_COUNT; k++) {
+        while (w->tl[k].head && w->tl[k].head->deadline <= now)
+            on_timeout(w->tl[k].head);
+    }
+    if (w->draining && w->drain_deadline && now >= w->drain_deadline) {
+        /* The drain time is over: what is still open is cut. */
+        w->drain_deadline = 0;
+        while (w->conns)
+            conn_close(w->conns);
+        return;
+    }
+    for (k = 1; k < LATCH_T_COUNT; k++)
+        if (w->tl[k].head && w->tl[k].head->deadline < next)
+            next = w->tl[k].head->deadline;
+    if (w->draining && w->drain_deadline && w->drain_deadline < next)
+        next = w->drain_deadline;
+    if (next != UINT64_MAX)
+        uv_timer_start(&w->sweeper, on_sweep, next > now ? next - now : 0, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Accept and close                                                     */
+/* ------------------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+void latch__conn_accept(latch_worker *w, uv_stream_t *server)
+{
+    latch_conn *c = calloc(1, sizeof(*c));
+
+    if (c == NULL) {
+        /* Accept and drop it, so the backlog does not wedge the loop. */
+        uv_tcp_t tmp;
+        uv_tcp_init(&w->loop, &tmp);
+        if (uv_accept(server, (uv_stream_t *)&tmp) == 0)
+            uv_close((uv_handle_t *)&tmp, NULL);
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+        return;
+    }
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    latch__parser_init(&c->parser, &w->app->cfg.parse, NULL, 0);
+    /* The first request gets the header timeout: a client that connects
+     * and says nothing is the start of a slowloris attack. */
+    t_set(c, LATCH_T_HEADER);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    latch_conn *c = h->data;
+    latch_worker *w = c->w;
+
+    latch__rbuf_release(w, c->rb);
+    latch__buf_dispose(&c->out);
+    latch__buf_dispose(&c->wout);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    free(c->sreq);
+    free(c);
+    if (w->draining && w->nconns == 0)
+        latch__worker_finish(w);
+}
+
+/*
+ * Closes at once: every response still queued is destroyed (its on_close
+ * fires), the request being received is dropped, then the handle closes.
+ */
+static void conn_close(latch_conn *c)
+{
+    latch_res *r, *next;
+
+    if (c->flags & LATCH_CF_CLOSING)
+        return;
+    c->flags |= LATCH_CF_CLOSING | LATCH_CF_NO_MORE;
+    t_unlink(c);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->cur != NULL) {
+        r = c->cur;
+        c->cur = NULL;
+        r->conn = NULL;
+        r->detached = true;
+        latch_res_release(r);
+    }
+    r = c->q_head;
+    c->q_head = c->q_tail = c->writer = NULL;
+    c->inflight = 0;
+    for (; r != NULL; r = next) {
+        next = r->q_next;
+        r->q_next = NULL;
+        latch__res_detach(r, "client disconnect");
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void latch__conn_destroy(latch_conn *c)
+{
+    conn_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    latch_conn *c = req->data;
+
+    if (c->flags & LATCH_CF_CLOSING)
+        return;
+    if (status < 0 || (c->flags & LATCH_CF_EOF)) {
+        conn_close(c);
+        return;
+    }
+    /* Read and discard what the client still sends, for a bounded time,
+     * so that closing does not reset the connection under the response
+     * it has not read yet. */
+    c->flags |= LATCH_CF_LINGER;
+    t_set(c, LATCH_T_LINGER);
+    if (c->flags & LATCH_CF_READ_STOPPED) {
+        c->flags &= ~LATCH_CF_READ_STOPPED;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+}
+
+/* Everything was written and the connection must not serve more. */
+static void start_linger(latch_conn *c)
+{
+    if (c->flags & (LATCH_CF_CLOSING | LATCH_CF_SHUTDOWN))
+        return;
+    c->flags |= LATCH_CF_SHUTDOWN;
+    t_unlink(c);
+    if (c->flags & LATCH_CF_EOF) {
+        conn_close(c);
+        return;
+    }
+    c->sreq = malloc(sizeof(*c->sreq));
+    if (c->sreq == NULL) {
+        conn_close(c);
+        return;
+    }
+    c->sreq->data = c;
+    if (uv_shutdown(c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        conn_close(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                              */
+/* ------------------------------------------------------------------ */
+
+static void read_stop(latch_conn *c)
+{
+    if (!(c->flags & LATCH_CF_READ_STOPPED)) {
+        c->flags |= LATCH_CF_READ_STOPPED;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+static void read_resume(latch_conn *c)
+{
+    if ((c->flags & LATCH_CF_READ_STOPPED) &&
+        !(c->flags & (LATCH_CF_CLOSING | LATCH_CF_EOF))) {
+        c->flags &= ~LATCH_CF_READ_STOPPED;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    latch_conn *c = h->data;
+
+    (void)suggested;
+    if (make_room(c) < 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = c->rb->data + c->rlen;
+    buf->len = c->rb->cap - c->rlen;
+}
+
+/* The connection is idle: nothing unread, nothing in flight. */
+static void went_idle(latch_conn *c)
+{
+    maybe_release_rbuf(c);
+    if (c->flags & LATCH_CF_NO_MORE) {
+        c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
+        latch__conn_mark_dirty(c);
+        return;
+    }
+    if (c->w->draining) {
+        conn_close(c);
+        return;
+    }
+    t_set(c, LATCH_T_IDLE);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    latch_conn *c = s->data;
+
+    (void)buf;
+    if (nread > 0) {
+        c->rlen += (uint32_t)nread;
+        /* After an error or a last request, what follows is never
+         * parsed, only discarded. */
+        if ((c->flags & LATCH_CF_LINGER) ||
+            ((c->flags & LATCH_CF_NO_MORE) && c->cur == NULL &&
+             !(c->flags & LATCH_CF_IN_BODY))) {
+            c->rlen = c->msg;
+            return;
+        }
+        process(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread == UV_ENOBUFS) {
+        /* make_room refused: a head larger than any limit allows, or no
+         * memory. */
+        latch__conn_protocol_error(c, 431, "request head too large");
+        return;
+    }
+    if (nread == UV_EOF) {
+        c->flags |= LATCH_CF_EOF | LATCH_CF_NO_MORE;
+        read_stop(c);
+        if ((c->flags & LATCH_CF_LINGER) || c->q_head == NULL) {
+            /* Nothing to answer: an incomplete request at EOF is never
+             * dispatched. */
+            conn_close(c);
+            return;
+        }
+        /* Responses in flight are still delivered (the client may have
+         * only half-closed); the cur request, incomplete, is dropped. */
+        if (c->cur != NULL) {
+            latch_res *r = c->cur;
+            c->cur = NULL;
+            c->flags &= ~LATCH_CF_IN_BODY;
+            r->detached = true;
+            r->conn = NULL;
+            latch_res_release(r);
+        }
+        t_unlink(c);
+        return;
+    }
+    conn_close(c);
+}
+
+/* Copies the start of the request into its request view, and terminates
+ * its strings in place: the head is never parsed again. */
+static int head_done(latch_conn *c)
+{
+    latch_parser *p = &c->parser;
+    latch_res *res = c->cur;
+    latch_req *q = &res->req;
+    char *base = c->rb->data + c->msg;
+    uint32_t i;
+
+    if (p->host_count > 1 || (p->version_minor == 1 && p->host_count != 1)) {
+        latch__conn_protocol_error(c, 400, "exactly one Host is required");
+        return -1;
+    }
+    if (p->is_connect) {
+        latch__conn_protocol_error(c, 501, "CONNECT is not supported");
+        return -1;
+    }
+    if (p->expect == LATCH_EXPECT_OTHER) {
+        latch__conn_protocol_error(c, 417, "unsupported expectation");
+        return -1;
+    }
+    q->head = base;
+    q->rb = c->rb;
+    c->rb->refs++;
+    base[p->method.off + p->method.len] = '\0';
+    base[p->target.off + p->target.len] = '\0';
+    q->method = base + p->method.off;
+    q->url = base + p->target.off;
+    q->nfields = p->nfields;
+    for (i = 0; i < p->nfields; i++) {
+        latch_field *f = &q->fields[i];
+        base[f->name.off + f->name.len] = '\0';
+        base[f->value.off + f->value.len] = '\0';
+    }
+    q->version_minor = p->version_minor;
+    q->is_head = p->is_head;
+    q->keep_alive = p->keep_alive && !p->upgrade;
+    q->id = c->w->next_req_id++;
+    latch__req_prepare(q);
+    /* After a last request, the bytes that follow are never read as
+     * requests (with an upgrade they belong to another protocol). */
+    if (!q->keep_alive)
+        c->flags |= LATCH_CF_NO_MORE;
+    return 0;
+}
+
+static void queue_push(latch_conn *c, latch_res *res)
+{
+    res->q_next = NULL;
+    if (c->q_tail)
+        c->q_tail->q_next = res;
+    else
+        c->q_head = res;
+    c->q_tail = res;
+    c->inflight++;
+    if (c->writer == NULL)
+        c->writer = res;
+}
+
+/* The current request is complete: queue its response and run the app. */
+static void dispatch(latch_conn *c)
+{
+    latch_res *res = c->cur;
+
+    c->cur = NULL;
+    res->conn = c;
+    queue_push(c, res);
+    t_unlink(c);
+    latch__app_dispatch(res);
+}
+
+/* Parses and dispatches every complete request in the buffer. */
+static void process(latch_conn *c)
+{
+    latch_parser *p = &c->parser;
+    const latch_config *cfg = &c->w->app->cfg;
+    const char *data;
+    size_t consumed, dlen;
+    int r;
+
+    while (!(c->flags & LATCH_CF_CLOSING)) {
+        if (!(c->flags & LATCH_CF_IN_BODY)) {
+            if (c->msg == c->rlen || (c->flags & LATCH_CF_NO_MORE))
+                break;
+            if (c->inflight >= cfg->pipeline) {
+                /* Enough in flight: stop reading until some finish. */
+                read_stop(c);
+                break;
+            }
+            if (c->cur == NULL) {
+                c->cur = latch__res_alloc(c->w);
+                if (c->cur == NULL) {
+                    conn_close(c);
+                    return;
+                }
+                latch__parser_reset(p);
+                p->fields = c->cur->req.fields;
+                p->fields_cap = cfg->parse.fields;
+            }
+            r = latch__parse_head(p, c->rb->data + c->msg, c->rlen - c->msg);
+            if (r == LATCH_PARSE_AGAIN) {
+                if (c->tkind != LATCH_T_HEADER)
+                    t_set(c, LATCH_T_HEADER);
+                break;
+            }
+            if (r == LATCH_PARSE_ERROR) {
+                latch__conn_protocol_error(c, p->status, p->reason);
+                break;
+            }
+            if (head_done(c) < 0)
+                break;
+            c->bpos = c->msg + p->head_len;
+            if (p->body_kind == LATCH_BODY_NONE) {
+                c->msg = c->bpos;
+                dispatch(c);
+                continue;
+            }
+            c->flags |= LATCH_CF_IN_BODY;
+            if (p->expect == LATCH_EXPECT_CONTINUE && c->bpos == c->rlen) {
+                /* The client waits for our word before sending the body;
+                 * it must come after every earlier response. */
+                c->flags |= LATCH_CF_CONTINUE;
+                if (c->writer == NULL)
+                    latch__conn_send_continue(c);
+            }
+        }
+        r = latch__parse_body(p, c->rb->data + c->bpos, c->rlen - c->bpos,
+                              &consumed, &data, &dlen);
+        c->bpos += (uint32_t)consumed;
+        if (r == LATCH_PARSE_DATA) {
+            if (latch__buf_append(&c->cur->req.body, data, dlen,
+                                  cfg->parse.body) < 0) {
+                latch__conn_protocol_error(c, 413, "body too large");
+                break;
+            }
+            continue;
+        }
+        if (r == LATCH_PARSE_AGAIN) {
+            t_set(c, LATCH_T_BODY);
+            break;
+        }
+        if (r == LATCH_PARSE_ERROR) {
+            latch__conn_protocol_error(c, p->status, p->reason);
+            break;
+        }
+        c->flags &= ~(LATCH_CF_IN_BODY | LATCH_CF_CONTINUE);
+        c->msg = c->bpos;
+        dispatch(c);
+    }
+    if (c->flags & LATCH_CF_CLOSING)
+        return;
+    if (c->flags & LATCH_CF_NO_MORE && c->cur == NULL &&
+        !(c->flags & LATCH_CF_IN_BODY))
+        c->rlen = c->msg; /* never parsed */
+    if (c->q_head == NULL && c->cur == NULL && c->msg == c->rlen)
+        went_idle(c);
+    else
+        maybe_release_rbuf(c);
+}
+
+void latch__conn_send_continue(latch_conn *c)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+    c->flags &= ~LATCH_CF_CONTINUE;
+    if (latch__buf_append(&c->out, cont, sizeof(cont) - 1, OUT_LIMIT) == 0) {
+        c->out_total += sizeof(cont) - 1;
+        latch__conn_mark_dirty(c);
+    }
+}
+
+/*
+ * The request being received is refused (or never came in time): one
+ * response with the status, Connection: close, then linger and close.
+ * Nothing after the bad bytes is parsed.
+ */
+void latch__conn_protocol_error(latch_conn *c, int status, const char *reason)
+{
+    latch_res *res = c->cur;
+
+    if (c->flags & LATCH_CF_CLOSING)
+        return;
+    c->flags |= LATCH_CF_NO_MORE;
+    c->flags &= ~(LATCH_CF_IN_BODY | LATCH_CF_CONTINUE);
+    c->rlen = c->msg;
+    t_unlink(c);
+    if (res == NULL) {
+        res = latch__res_alloc(c->w);
+        if (res == NULL) {
+            conn_close(c);
+            return;
+        }
+    }
+    c->cur = NULL;
+    res->conn = c;
+    res->req.keep_alive = false;
+    res->req.id = c->w->next_req_id++;
+    queue_push(c, res);
+    latch__res_protocol_error(res, status, reason);
+}
+
+/* ------------------------------------------------------------------ */
+/* The response queue and the write path                                */
+/* ------------------------------------------------------------------ */
+
+latch_buf *latch__conn_sink(latch_res *res)
+{
+    latch_conn *c = res->conn;
+
+    if (res == c->writer && res->pending.len == 0 && !res->hold) {
+        latch__conn_mark_dirty(c);
+        return &c->out;
+    }
+    return &res->pending;
+}
+
+/* Moves output a response buffered while it waited into the wire. */
+void latch__conn_unhold(latch_res *res)
+{
+    latch_conn *c = res->conn;
+
+    res->hold = false;
+    if (c == NULL || res != c->writer || res->pending.len == 0)
+        return;
+    if (latch__buf_append(&c->out, res->pending.data, res->pending.len,
+                          OUT_LIMIT) < 0) {
+        latch__conn_destroy(c);
+        return;
+    }
+    c->out_total += res->pending.len;
+    res->pending.len = 0;
+    latch__conn_mark_dirty(c);
+}
+
+/* Lets the next responses write, in order, once the writer ended. */
+static void advance_queue(latch_conn *c)
+{
+    latch_res *r;
+
+    while ((r = c->writer) != NULL && r->state >= LATCH_RS_ENDED) {
+        r->end_seq = c->out_total;
+        r = c->writer = r->q_next;
+        if (r == NULL)
+            break;
+        if (!r->hold)
+            latch__conn_unhold(r);
+        if (c->flags & LATCH_CF_CLOSING)
+            return;
+    }
+    if (c->writer == NULL && (c->flags & LATCH_CF_CONTINUE))
+        latch__conn_send_continue(c);
+    latch__conn_mark_dirty(c);
+}
+
+void latch__conn_res_ended(latch_res *res)
+{
+    latch_conn *c = res->conn;
+
+    if (c != NULL && res == c->writer)
+        advance_queue(c);
+}
+
+size_t latch__conn_pending_out(const latch_conn *c)
+{
+    return c->out.len + c->wout.len;
+}
+
+/* Responses whose last byte the OS has taken are finished. */
+static void finish_written(latch_conn *c)
+{
+    latch_res *r;
+    bool close_after = false;
+
+    while ((r = c->q_head) != NULL && r != c->writer &&
+           r->end_seq <= c->written_total) {
+        c->q_head = r->q_next;
+        if (c->q_head == NULL)
+            c->q_tail = NULL;
+        c->inflight--;
+        r->q_next = NULL;
+        if (!r->keep_alive)
+            close_after = true;
+        latch__res_finished(r);
+        if (c->flags & LATCH_CF_CLOSING)
+            return;
+        if (close_after)
+            break;
+    }
+    if (close_after) {
+        /* A last response went out: later ones (there should be none,
+         * parsing stopped) are cut, then the connection closes. */
+        c->flags |= LATCH_CF_NO_MORE | LATCH_CF_CLOSE_AFTER_WRITE;
+        while ((r = c->q_head) != NULL) {
+            c->q_head = r->q_next;
+            r->q_next = NULL;
+            c->inflight--;
+            latch__res_detach(r, "connection closed");
+        }
+        c->q_tail = c->writer = NULL;
+        return;
+    }
+    if (c->q_head == NULL && c->inflight == 0) {
+        /* More requests may be waiting in the buffer. */
+        if (c->rlen != c->msg || (c->flags & LATCH_CF_IN_BODY) || c->cur)
+            process(c);
+        else
+            went_idle(c);
+    } else if (c->flags & LATCH_CF_READ_STOPPED &&
+               c->inflight < c->w->app->cfg.pipeline) {
+        read_resume(c);
+        process(c);
+    }
+}
+
+static void flush(latch_conn *c);
+
+static void on_written(uv_write_t *req, int status)
+{
+    latch_conn *c = req->data;
+
+    c->writing = false;
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            conn_close(c);
+        return;
+    }
+    c->written_total += c->wout.len;
+    c->wout.len = 0;
+    finish_written(c);
+    if (!(c->flags & LATCH_CF_CLOSING))
+        latch__conn_mark_dirty(c);
+}
+
+static void flush(latch_conn *c)
+{
+    uv_buf_t b;
+    int n;
+    latch_buf tmp;
+
+    if (c->writing || (c->flags & LATCH_CF_CLOSING))
+        return;
+    if (c->out.len > 0) {
+        b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+        n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        if (n < 0)
+            n = 0;
+        c->written_total += (size_t)n;
+        if ((size_t)n < c->out.len) {
+            /* The socket is full: hand the rest to uv_write and collect
+             * new output in the other buffer meanwhile. */
+            memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
+            c->out.len -= (size_t)n;
+            tmp = c->wout;
+            c->wout = c->out;
+            c->out = tmp;
+            c->out.len = 0;
+            b = uv_buf_init(c->wout.data, (unsigned)c->wout.len);
+            c->wreq.data = c;
+            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1,
+                         on_written) < 0) {
+                conn_close(c);
+                return;
+            }
+            c->writing = true;
+        } else {
+            c->out.len = 0;
+        }
+        finish_written(c);
+        if (c->flags & LATCH_CF_CLOSING)
+            return;
+        latch__res_check_drain(c);
+    }
+    if (!c->writing && c->out.len == 0 &&
+        (c->flags & LATCH_CF_CLOSE_AFTER_WRITE) && c->q_head == NULL)
+        start_linger(c);
+}
+
+void latch__conn_mark_dirty(latch_conn *c)
+{
+    if (c->flags & (LATCH_CF_DIRTY | LATCH_CF_CLOSING))
+        return;
+    c->flags |= LATCH_CF_DIRTY;
+    c->next_dirty = c->w->dirty;
+    c->w->dirty = c;
+}
+
+void latch__conn_flush_all(latch_worker *w)
+{
+    latch_conn *c;
+
+    /* Flushing can finish responses, which can start handlers of
+     * pipelined requests, which can dirty connections again: go on until
+     * a pass leaves nothing behind. */
+    while ((c = w->dirty) != NULL) {
+        w->dirty = c->next_dirty;
+        c->next_dirty = NULL;
+        c->flags &= ~LATCH_CF_DIRTY;
+        flush(c);
+    }
+}
+
+/* Shutdown: idle connections close now, busy ones after their last
+ * response (which says Connection: close if its headers are not out). */
+void latch__conn_drain(latch_worker *w)
+{
+    latch_conn *c, *next;
+
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        c->flags |= LATCH_CF_NO_MORE;
+        if (c->q_head == NULL)
+            conn_close(c);
+    }
+    if (w->nconns == 0) {
+        latch__worker_finish(w);
+        return;
+    }
+    w->drain_deadline = uv_now(&w->loop) + w->app->cfg.drain_ms;
+    arm_sweeper(w, w->drain_deadline);
+}
+
+void latch__conn_pool_free(latch_worker *w)
+{
+    latch_rbuf *rb;
+
+    while ((rb = w->free_rbufs) != NULL) {
+        w->free_rbufs = rb->next_free;
+        free(rb);
+    }
+    w->nfree_rbufs = 0;
+}

@@ -1,0 +1,191 @@
+/*
+ * diag.c - error names and messages, and lifecycle violation reports.
+ *
+ * Every refused call on a response ends here: the violation is counted,
+ * then delivered according to the app's policy (the hook, by default a
+ * block on stderr in the shape Node users read; abort() under the strict
+ * policy). Reports never touch the connection. This module does not decide
+ * what is a violation: res.c and app.c do.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *latch_err_name(int code)
+{
+    switch (code) {
+    case 0:
+        return "OK";
+#define LATCH_X_(name, num, msg)                                               \
+    case num:                                                                  \
+        return "ERR_" #name;
+        LATCH_ERRNO_MAP(LATCH_X_)
+#undef LATCH_X_
+    default:
+        break;
+    }
+    /* libuv's codes are negated errno values on Unix. */
+    if (code < 0 && code > -4096)
+        return uv_err_name(code);
+    return "UNKNOWN";
+}
+
+const char *latch_strerror(int code)
+{
+    switch (code) {
+    case 0:
+        return "Success";
+#define LATCH_X_(name, num, msg)                                               \
+    case num:                                                                  \
+        return msg;
+        LATCH_ERRNO_MAP(LATCH_X_)
+#undef LATCH_X_
+    default:
+        break;
+    }
+    if (code < 0 && code > -4096)
+        return uv_strerror(code);
+    return "Unknown error";
+}
+
+static const char *base_name(const char *file)
+{
+    return file ? file : "?";
+}
+
+static void print_site(FILE *f, const char *call, latch_site at)
+{
+    fprintf(f, "%s (%s:%d, %s)", call ? call : "?", base_name(at.file),
+            at.line, at.func ? at.func : "?");
+}
+
+/* The default hook: one block per violation, on stderr. */
+static void default_hook(const latch_violation *v, void *data)
+{
+    char block[1024];
+    FILE *f;
+    size_t n;
+
+    (void)data;
+    /* Build the block in memory and write it once, so reports from
+     * several workers never interleave line by line. */
+    f = fmemopen(block, sizeof(block), "w");
+    if (f == NULL)
+        return;
+    fprintf(f, "latch: %s: %s\n    at ", v->name, v->message);
+    print_site(f, v->call, v->at);
+    fputc('\n', f);
+    if (v->sealed_call != NULL) {
+        fputs("    response was sealed at ", f);
+        if (v->sealed_at.file != NULL)
+            print_site(f, v->sealed_call, v->sealed_at);
+        else
+            fputs(v->sealed_call, f);
+        fputc('\n', f);
+    }
+    if (v->request_id != 0)
+        fprintf(f, "    request %llu: %s %s\n",
+                (unsigned long long)v->request_id,
+                v->method ? v->method : "?", v->path ? v->path : "?");
+    n = (size_t)ftell(f);
+    fclose(f);
+    if (n >= sizeof(block))
+        n = sizeof(block) - 1;
+    fwrite(block, 1, n, stderr);
+}
+
+static void count(latch_app *app, int code)
+{
+    int i = -code - 3001;
+
+    atomic_fetch_add_explicit(&app->vcount_total, 1, memory_order_relaxed);
+    if (i >= 0 && i < 32)
+        atomic_fetch_add_explicit(&app->vcount[i], 1, memory_order_relaxed);
+}
+
+static void deliver(latch_app *app, latch_violation *v)
+{
+    count(app, v->code);
+    if (app->policy == LATCH_POLICY_COUNT)
+        return;
+    if (app->on_violation != NULL)
+        app->on_violation(v, app->on_violation_data);
+    else
+        default_hook(v, NULL);
+    if (app->policy == LATCH_POLICY_ABORT)
+        abort();
+}
+
+void latch__violation(latch_res *res, int code, const char *call,
+                      const char *message, latch_site at)
+{
+    latch_violation v;
+    const latch_seal *seal;
+
+    memset(&v, 0, sizeof(v));
+    v.code = code;
+    v.name = latch_err_name(code);
+    v.message = message ? message : latch_strerror(code);
+    v.call = call;
+    v.at = at;
+    /* The place that matters is the one that closed the door the call
+     * tried to open: the end for writes, the headers for header calls. */
+    seal = res->ended_at.call ? &res->ended_at : &res->headers_at;
+    if (code == LATCH_ERR_HTTP_HEADERS_SENT && res->headers_at.call)
+        seal = &res->headers_at;
+    if (seal->call != NULL) {
+        v.sealed_call = seal->call;
+        v.sealed_at = seal->at;
+    }
+    v.request_id = res->req.id;
+    v.method = res->req.method;
+    v.path = res->req.path ? res->req.path : res->req.url;
+    deliver(res->w->app, &v);
+}
+
+void latch__violation_app(latch_app *app, int code, const char *call,
+                          const char *message, latch_site at)
+{
+    latch_violation v;
+
+    memset(&v, 0, sizeof(v));
+    v.code = code;
+    v.name = latch_err_name(code);
+    v.message = message ? message : latch_strerror(code);
+    v.call = call;
+    v.at = at;
+    deliver(app, &v);
+}
+
+int latch_app_set_violation_policy(latch_app *app, int policy)
+{
+    if (app == NULL || policy < LATCH_POLICY_REPORT ||
+        policy > LATCH_POLICY_COUNT)
+        return LATCH_ERR_INVALID_ARG;
+    app->policy = policy;
+    return 0;
+}
+
+int latch_app_on_violation(latch_app *app,
+                           void (*cb)(const latch_violation *v, void *data),
+                           void *data)
+{
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    app->on_violation = cb;
+    app->on_violation_data = data;
+    return 0;
+}
+
+uint64_t latch_app_violation_count(const latch_app *app, int code)
+{
+    int i = -code - 3001;
+
+    if (code == 0)
+        return atomic_load(&app->vcount_total);
+    if (i < 0 || i >= 32)
+        return 0;
+    return atomic_load(&app->vcount[i]);
+}

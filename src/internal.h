@@ -1,0 +1,337 @@
+/*
+ * internal.h - the structures that latch's modules share: the app, a
+ * worker (one thread, one loop), a connection, a request/response pair,
+ * and the small buffer types under them.
+ *
+ * This header is private. Only src/ and the unit tests include it. Each
+ * struct belongs to one module that changes it; the others only read it
+ * or go through that module's latch__ functions.
+ */
+#ifndef LATCH_INTERNAL_H
+#define LATCH_INTERNAL_H
+
+#include "latch.h"
+#include "parser.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#define LATCH_CONTAINER_OF(ptr, type, member)                                  \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* ------------------------------------------------------------------ */
+/* buf.c: a growable byte buffer with a hard cap                        */
+/* ------------------------------------------------------------------ */
+typedef struct latch_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} latch_buf;
+
+/* Makes room for `more` bytes beyond len, never growing past `limit`.
+ * Returns 0, LATCH_ERR_LIMIT or LATCH_ERR_NOMEM (the buffer unchanged). */
+int latch__buf_reserve(latch_buf *b, size_t more, size_t limit);
+int latch__buf_append(latch_buf *b, const void *p, size_t n, size_t limit);
+void latch__buf_dispose(latch_buf *b);
+
+/* ------------------------------------------------------------------ */
+/* Read buffers: reference counted so requests can keep their head      */
+/* bytes (zero copy) while the connection reads on into a new buffer.   */
+/* ------------------------------------------------------------------ */
+typedef struct latch_rbuf {
+    uint32_t refs;
+    uint32_t cap;
+    struct latch_rbuf *next_free;
+    char data[];
+} latch_rbuf;
+
+/* ------------------------------------------------------------------ */
+/* The app                                                              */
+/* ------------------------------------------------------------------ */
+typedef struct latch_layer latch_layer; /* app.c: middleware or route */
+typedef struct latch_errlayer latch_errlayer;
+typedef struct latch_worker latch_worker;
+
+typedef struct latch_config {
+    latch_parse_limits parse;
+    uint32_t pipeline;
+    uint64_t header_ms, body_ms, keepalive_ms, linger_ms, drain_ms;
+} latch_config;
+
+struct latch_app {
+    latch_config cfg;
+    latch_layer *layers, *layers_tail;
+    latch_errlayer *errlayers, *errlayers_tail;
+    int nworkers;
+    bool handle_signals;
+    bool running;
+    /* listening address */
+    int listen_fd; /* bound by latch_listen, given to worker 0 */
+    int port;
+    struct sockaddr_storage addr;
+    /* violations (diag.c) */
+    int policy;
+    void (*on_violation)(const latch_violation *v, void *data);
+    void *on_violation_data;
+    _Atomic uint64_t vcount_total;
+    _Atomic uint64_t vcount[32]; /* by -(code) - 3000 */
+    /* workers (server.c) */
+    latch_worker *workers;
+    int nworkers_running;
+    _Atomic(latch_worker *) live; /* set once every worker is ready */
+    pthread_mutex_t live_mu;      /* latch_stop vs. the end of latch_run */
+    atomic_bool stopping;
+};
+
+/* ------------------------------------------------------------------ */
+/* A worker: one thread, one loop, one listener                        */
+/* ------------------------------------------------------------------ */
+typedef struct latch_conn latch_conn;
+
+/* Connections waiting on one kind of timeout form a list ordered by
+ * deadline, because every entry of a list has the same duration. */
+typedef struct latch_tlist {
+    latch_conn *head, *tail;
+} latch_tlist;
+
+enum { LATCH_T_NONE = 0, LATCH_T_HEADER, LATCH_T_BODY, LATCH_T_IDLE,
+       LATCH_T_LINGER, LATCH_T_DRAIN, LATCH_T_COUNT };
+
+struct latch_worker {
+    uv_loop_t loop;
+    latch_app *app;
+    int index;
+    pthread_t thread;
+    uv_tcp_t listener;
+    uv_async_t wake;       /* latch_stop, latch_res_post */
+    uv_prepare_t flusher;  /* flushes dirty connections once per loop turn */
+    uv_timer_t ticker;     /* Date header, once per second */
+    uv_timer_t sweeper;    /* connection timeouts */
+    uv_signal_t sigint, sigterm;
+    bool has_signals;
+    bool draining;
+    int listen_fd;
+    /* The Date header line, "Date: ...\r\n", redone once per second. */
+    char date_line[48];
+    size_t date_len;
+    /* Connections that have output to flush at the next loop turn. */
+    latch_conn *dirty;
+    /* All connections, and those with a pending timeout, by kind. */
+    latch_conn *conns;
+    uint32_t nconns;
+    latch_tlist tl[LATCH_T_COUNT];
+    /* Free lists, so the hot path does not call malloc. */
+    latch_rbuf *free_rbufs;
+    uint32_t nfree_rbufs;
+    latch_res *free_res;
+    uint32_t nfree_res;
+    uint64_t next_req_id;
+    /* Calls posted from other threads (latch_res_post). */
+    pthread_mutex_t post_mu;
+    struct latch_post *posts;
+    uint64_t emfile_last_log;
+    uint64_t drain_deadline;
+    /* "Connection: keep-alive\r\nKeep-Alive: timeout=N\r\n" */
+    char ka_line[64];
+    size_t ka_len;
+};
+
+/* ------------------------------------------------------------------ */
+/* A connection                                                         */
+/* ------------------------------------------------------------------ */
+enum {
+    LATCH_CF_CLOSING = 1u << 0,     /* uv_close called */
+    LATCH_CF_NO_MORE = 1u << 1,     /* no further request will be read */
+    LATCH_CF_READ_STOPPED = 1u << 2,
+    LATCH_CF_EOF = 1u << 3,         /* the peer half-closed */
+    LATCH_CF_DIRTY = 1u << 4,       /* on the worker's dirty list */
+    LATCH_CF_LINGER = 1u << 5,      /* error answered: discard, then close */
+    LATCH_CF_SHUTDOWN = 1u << 6,    /* write side shut down */
+    LATCH_CF_IN_BODY = 1u << 7,     /* reading the current request's body */
+    LATCH_CF_CONTINUE = 1u << 8,    /* owe a 100 Continue when at head */
+    LATCH_CF_CLOSE_AFTER_WRITE = 1u << 9,
+    LATCH_CF_WRITE_ERROR = 1u << 10,
+};
+
+struct latch_conn {
+    uv_tcp_t tcp;
+    latch_worker *w;
+    uint32_t flags;
+    /* Read side: rb holds bytes [0, rlen); the current message starts at
+     * msg; body bytes are decoded from bpos on. */
+    latch_rbuf *rb;
+    uint32_t rlen, msg, bpos;
+    latch_parser parser;
+    latch_res *cur; /* request being received (head or body), or NULL */
+    /* Responses in request order; only the head one writes to `out`. */
+    latch_res *q_head, *q_tail;
+    latch_res *writer; /* first response in the queue not yet ended */
+    uint32_t inflight;
+    uv_shutdown_t *sreq;
+    /* Write side: out collects bytes; wout is being written by uv_write. */
+    latch_buf out, wout;
+    uv_write_t wreq;
+    bool writing;
+    uint64_t out_total;     /* bytes ever appended to out */
+    uint64_t written_total; /* bytes the OS accepted */
+    /* Lists. */
+    latch_conn *next, *prev; /* worker->conns */
+    latch_conn *next_dirty;
+    latch_conn *t_next, *t_prev;
+    uint64_t deadline;
+    uint8_t tkind;
+};
+
+/* ------------------------------------------------------------------ */
+/* A request and its response: one pooled, reference-counted object    */
+/* ------------------------------------------------------------------ */
+enum latch_res_state {
+    LATCH_RS_FRESH = 0,
+    LATCH_RS_HEADERS_SENT,
+    LATCH_RS_ENDED,
+    LATCH_RS_FINISHED,
+    LATCH_RS_DESTROYED,
+};
+
+typedef struct latch_hdr {
+    uint32_t name_off, value_off; /* into res->hbuf, NUL-terminated */
+    uint16_t name_len;
+    uint16_t removed;
+    uint32_t value_len;
+} latch_hdr;
+
+typedef struct latch_param {
+    const char *name;
+    const char *value;
+} latch_param;
+
+struct latch_req {
+    const char *head;       /* the message's first byte (in rb) */
+    latch_rbuf *rb;         /* keeps head alive */
+    const char *method;
+    const char *url;
+    const char *path;       /* decoded, no query */
+    const char *query;      /* raw query (after '?'), NULL if none */
+    latch_field *fields;    /* spans into head; NUL-terminated in place */
+    uint32_t nfields;
+    uint8_t version_minor;
+    bool is_head;
+    bool keep_alive;
+    bool aborted;
+    uint64_t id;
+    latch_buf body;
+    struct latch_arena_blk *arena; /* decoded strings; never move */
+    size_t arena_left;
+    latch_param params[16];
+    uint32_t nparams;
+};
+
+/* Sealing and offending places, and the chain's state (app.c). */
+typedef struct latch_seal {
+    const char *call; /* API function or framework event */
+    latch_site at;
+} latch_seal;
+
+struct latch_res {
+    latch_req req;
+    uint32_t refs;
+    uint8_t state;
+    uint8_t dispatched;   /* handler chain running or done */
+    bool detached;        /* no longer attached to a connection */
+    bool chunked;
+    bool has_body;        /* false for HEAD, 1xx, 204, 304 */
+    bool keep_alive;      /* the connection stays open after this one */
+    bool has_cl;          /* a Content-Length header was set */
+    bool close_delimited; /* HTTP/1.0 without length: body ends at close */
+    bool end_short;       /* ended short of its Content-Length: close */
+    bool hold;            /* head built by write_head: not sent yet */
+    bool end_called;      /* end ran to completion (writable_ended) */
+    int status;
+    uint64_t content_length; /* declared, when has_cl */
+    uint64_t body_sent;      /* body bytes accepted so far */
+    uint64_t end_seq;        /* conn->out_total after its last byte */
+    latch_conn *conn;        /* NULL once detached */
+    latch_worker *w;
+    latch_res *q_next;       /* conn queue, or worker free list */
+    /* Headers before they are sent: entries over one byte buffer. */
+    latch_buf hbuf;
+    latch_hdr *hdrs;
+    uint32_t nhdrs, hdrs_cap;
+    /* Output produced while an earlier response is still in the queue. */
+    latch_buf pending;
+    /* Places. */
+    latch_seal headers_at, ended_at;
+    /* Callbacks. */
+    latch_res_cb on_finish, on_close, on_drain;
+    void *on_finish_data, *on_close_data, *on_drain_data;
+    bool closed_fired, want_drain;
+    /* The chain (app.c). */
+    latch_layer *layer;     /* next layer to try */
+    latch_errlayer *elayer; /* next error layer to try */
+    latch_error err;
+    bool in_error;
+    bool pending_next;      /* a handler returned LATCH_PENDING */
+    bool chain_ref;         /* the chain holds a reference */
+    bool in_handler;
+    bool failed;            /* latch_fail was called in the current handler */
+    char err_msg[128];
+};
+
+/* ------------------------------------------------------------------ */
+/* Cross-module internal functions                                      */
+/* ------------------------------------------------------------------ */
+
+/* server.c */
+uint64_t latch__now(latch_worker *w);
+void latch__worker_finish(latch_worker *w);
+
+/* conn.c */
+void latch__conn_accept(latch_worker *w, uv_stream_t *server);
+void latch__conn_mark_dirty(latch_conn *c);
+void latch__conn_flush_all(latch_worker *w);
+void latch__conn_sweep(latch_worker *w);
+void latch__conn_drain(latch_worker *w);
+/* The response ended (all bytes emitted): advance the queue. */
+void latch__conn_res_ended(latch_res *res);
+void latch__conn_protocol_error(latch_conn *c, int status, const char *reason);
+void latch__conn_send_continue(latch_conn *c);
+latch_buf *latch__conn_sink(latch_res *res);
+void latch__conn_unhold(latch_res *res);
+void latch__rbuf_release(latch_worker *w, latch_rbuf *rb);
+/* Tear the connection down (a response was destroyed mid-way). */
+void latch__conn_destroy(latch_conn *c);
+size_t latch__conn_pending_out(const latch_conn *c);
+void latch__conn_pool_free(latch_worker *w);
+
+/* res.c */
+latch_res *latch__res_alloc(latch_worker *w);
+void latch__res_pool_free(latch_worker *w);
+void latch__res_finished(latch_res *res);
+void latch__res_detach(latch_res *res, const char *event);
+void latch__res_run_posts(latch_worker *w);
+/* Answers a request the framework refuses (404, 500, ...): status and a
+ * short text body, honouring the state machine. */
+int latch__res_simple(latch_res *res, int status, const char *ctype,
+                      const char *body, size_t len, const char *event);
+const char *latch__status_reason(int status);
+void latch__res_protocol_error(latch_res *res, int status, const char *reason);
+void latch__res_check_drain(latch_conn *c);
+
+/* req.c */
+void latch__req_prepare(latch_req *q);
+void latch__req_reset(latch_req *q);
+char *latch__req_alloc(latch_req *q, size_t n);
+
+/* app.c */
+void latch__app_dispatch(latch_res *res);
+void latch__app_orphan_check(latch_res *res);
+void latch__app_free_layers(latch_app *app);
+
+/* diag.c */
+void latch__violation(latch_res *res, int code, const char *call,
+                      const char *message, latch_site at);
+void latch__violation_app(latch_app *app, int code, const char *call,
+                          const char *message, latch_site at);
+
+#endif

@@ -1,0 +1,275 @@
+/*
+ * req.c - the request view: method, target, decoded path, query, headers
+ * and body of one request, read without copying from the connection's
+ * read buffer where possible.
+ *
+ * Strings the head already holds are returned in place (conn.c terminated
+ * them with NUL once the head was parsed). Decoded strings (the path when
+ * it has escapes or a query, query values, route parameters) come from a
+ * small per-request arena whose blocks never move, so every pointer handed
+ * out stays valid as long as the response is referenced. This module does
+ * not parse HTTP (parser.c) and does not match routes (app.c).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_BLOCK 1024
+#define ARENA_LIMIT ((size_t)1 << 20)
+
+struct latch_arena_blk {
+    struct latch_arena_blk *next;
+    size_t size;
+    char data[];
+};
+
+/* n bytes that never move; NULL when out of memory or past the limit. */
+char *latch__req_alloc(latch_req *q, size_t n)
+{
+    struct latch_arena_blk *b;
+    size_t size;
+
+    if (q->arena != NULL && q->arena_left >= n) {
+        char *p = q->arena->data + (q->arena->size - q->arena_left);
+        q->arena_left -= n;
+        return p;
+    }
+    if (n > ARENA_LIMIT)
+        return NULL;
+    size = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+    b = malloc(sizeof(*b) + size);
+    if (b == NULL)
+        return NULL;
+    b->next = q->arena;
+    b->size = size;
+    q->arena = b;
+    q->arena_left = size - n;
+    return b->data;
+}
+
+void latch__req_reset(latch_req *q)
+{
+    struct latch_arena_blk *b, *next;
+
+    for (b = q->arena; b != NULL; b = next) {
+        next = b->next;
+        free(b);
+    }
+    q->arena = NULL;
+    q->arena_left = 0;
+}
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Percent-decodes s[0..n) into a new arena string (with `plus`, '+' is a
+ * space: query strings). A malformed escape, and %00 (which would cut a C
+ * string), are kept as written.
+ */
+static char *decode(latch_req *q, const char *s, size_t n, bool plus)
+{
+    char *out = latch__req_alloc(q, n + 1), *o = out;
+    size_t i;
+
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n) {
+            int hi = hexval((unsigned char)s[i + 1]);
+            int lo = hexval((unsigned char)s[i + 2]);
+            if (hi >= 0 && lo >= 0 && (hi | lo) != 0) {
+                *o++ = (char)(hi * 16 + lo);
+                i += 2;
+                continue;
+            }
+        }
+        *o++ = (plus && s[i] == '+') ? ' ' : s[i];
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Fills path and query from the target (origin-, absolute- or
+ * asterisk-form). */
+void latch__req_prepare(latch_req *q)
+{
+    const char *t = q->url, *path = t, *qm;
+    size_t plen;
+
+    if (t[0] != '/' && t[0] != '*') {
+        /* absolute-form: skip "scheme://authority" */
+        const char *s = strstr(t, "://");
+        path = s ? s + 3 : t;
+        while (*path && *path != '/' && *path != '?')
+            path++;
+    }
+    qm = strchr(path, '?');
+    q->query = qm ? qm + 1 : NULL;
+    plen = qm ? (size_t)(qm - path) : strlen(path);
+    if (plen == 0) {
+        q->path = "/";
+        return;
+    }
+    if (path[plen] == '\0' && memchr(path, '%', plen) == NULL) {
+        q->path = path; /* the common case: no copy */
+        return;
+    }
+    q->path = decode(q, path, plen, false);
+    if (q->path == NULL)
+        q->path = "/";
+}
+
+const char *latch_req_method(const latch_req *req)
+{
+    return req && req->method ? req->method : "";
+}
+
+const char *latch_req_path(const latch_req *req)
+{
+    return req && req->path ? req->path : "";
+}
+
+const char *latch_req_url(const latch_req *req)
+{
+    return req && req->url ? req->url : "";
+}
+
+int latch_req_version_minor(const latch_req *req)
+{
+    return req ? req->version_minor : 0;
+}
+
+uint64_t latch_req_id(const latch_req *req)
+{
+    return req ? req->id : 0;
+}
+
+bool latch_req_aborted(const latch_req *req)
+{
+    return req ? req->aborted : false;
+}
+
+static bool name_ieq(const char *a, const char *b)
+{
+    for (;; a++, b++) {
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z')
+            x += 32;
+        if (y >= 'A' && y <= 'Z')
+            y += 32;
+        if (x != y)
+            return false;
+        if (x == '\0')
+            return true;
+    }
+}
+
+const char *latch_req_header(const latch_req *req, const char *name)
+{
+    uint32_t i;
+
+    if (req == NULL || name == NULL || req->head == NULL)
+        return NULL;
+    for (i = 0; i < req->nfields; i++)
+        if (name_ieq(req->head + req->fields[i].name.off, name))
+            return req->head + req->fields[i].value.off;
+    return NULL;
+}
+
+int latch_req_header_count(const latch_req *req)
+{
+    return req && req->head ? (int)req->nfields : 0;
+}
+
+int latch_req_header_at(const latch_req *req, int i, const char **name,
+                        const char **value)
+{
+    if (name)
+        *name = NULL;
+    if (value)
+        *value = NULL;
+    if (req == NULL || req->head == NULL || i < 0 ||
+        (uint32_t)i >= req->nfields)
+        return LATCH_ERR_INVALID_ARG;
+    if (name)
+        *name = req->head + req->fields[i].name.off;
+    if (value)
+        *value = req->head + req->fields[i].value.off;
+    return 0;
+}
+
+const char *latch_req_query(const latch_req *req, const char *name)
+{
+    latch_req *q = (latch_req *)req; /* the arena is a cache */
+    const char *s, *e, *eq, *end;
+    size_t nlen;
+
+    if (req == NULL || name == NULL || req->query == NULL)
+        return NULL;
+    nlen = strlen(name);
+    s = req->query;
+    end = s + strlen(s);
+    while (s < end) {
+        e = memchr(s, '&', (size_t)(end - s));
+        if (e == NULL)
+            e = end;
+        eq = memchr(s, '=', (size_t)(e - s));
+        {
+            const char *kend = eq ? eq : e;
+            char *key = decode(q, s, (size_t)(kend - s), true);
+            if (key != NULL && strlen(key) == nlen &&
+                memcmp(key, name, nlen) == 0)
+                return eq ? decode(q, eq + 1, (size_t)(e - eq - 1), true)
+                          : "";
+        }
+        s = e + 1;
+    }
+    return NULL;
+}
+
+const char *latch_req_param(const latch_req *req, const char *name)
+{
+    uint32_t i;
+
+    if (req == NULL || name == NULL)
+        return NULL;
+    for (i = 0; i < req->nparams; i++)
+        if (strcmp(req->params[i].name, name) == 0)
+            return req->params[i].value;
+    return NULL;
+}
+
+int latch_req_body(latch_req *req, const void **data, size_t *len)
+{
+    static const char empty[1];
+
+    if (data)
+        *data = empty;
+    if (len)
+        *len = 0;
+    if (req == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (req->body.len > 0) {
+        if (data)
+            *data = req->body.data;
+        if (len)
+            *len = req->body.len;
+    }
+    return 0;
+}
+
+/* Exposed for app.c: a decoded copy of s[0..n). */
+char *latch__req_decode(latch_req *q, const char *s, size_t n)
+{
+    return decode(q, s, n, false);
+}

@@ -1,0 +1,1227 @@
+/*
+ * res.c - the response: its state machine, header block and body framing.
+ *
+ * A response moves FRESH -> HEADERS_SENT -> ENDED -> FINISHED, or to
+ * DESTROYED from any state. Every public call first asks `gate` whether the
+ * state allows it; a refused call returns Node's error code, is reported
+ * with the place of the call and the place that sealed the response, and
+ * never reaches the wire. Bytes go out through conn.c's sink, which keeps
+ * pipelined responses in order.
+ *
+ * A response is a reference-counted object from a per-worker pool, never a
+ * slot of its connection: once the request is over it stays a tombstone
+ * (conn == NULL) until its last reference goes, and any call on it is
+ * refused without touching the connection that may already serve the next
+ * request. This module does not pick handlers (app.c) nor read requests.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RES_FREE_MAX 1024
+#define HDR_LIMIT ((size_t)64 * 1024)
+#define PENDING_LIMIT ((size_t)1 << 40)
+#define HIGH_WATER ((size_t)64 * 1024)
+
+/* ------------------------------------------------------------------ */
+/* Pool                                                                 */
+/* ------------------------------------------------------------------ */
+
+latch_res *latch__res_alloc(latch_worker *w)
+{
+    latch_res *r;
+    uint32_t nf = w->app->cfg.parse.fields;
+
+    if (w->free_res != NULL) {
+        r = w->free_res;
+        w->free_res = r->q_next;
+        w->nfree_res--;
+    } else {
+        r = calloc(1, sizeof(*r) + nf * sizeof(latch_field));
+        if (r == NULL)
+            return NULL;
+        r->req.fields = (latch_field *)(void *)(r + 1);
+    }
+    /* Keep the buffers' storage; reset everything else. */
+    {
+        latch_buf hbuf = r->hbuf, pending = r->pending, body = r->req.body;
+        latch_hdr *hdrs = r->hdrs;
+        uint32_t hcap = r->hdrs_cap;
+        latch_field *fields = r->req.fields;
+
+        memset(r, 0, sizeof(*r));
+        r->hbuf = hbuf;
+        r->hbuf.len = 0;
+        r->pending = pending;
+        r->pending.len = 0;
+        r->req.body = body;
+        r->req.body.len = 0;
+        r->hdrs = hdrs;
+        r->hdrs_cap = hcap;
+        r->req.fields = fields;
+    }
+    r->refs = 1; /* the connection's */
+    r->status = 200;
+    r->w = w;
+    return r;
+}
+
+static void res_recycle(latch_res *r)
+{
+    latch_worker *w = r->w;
+
+    latch__rbuf_release(w, r->req.rb);
+    r->req.rb = NULL;
+    latch__req_reset(&r->req);
+    /* Large buffers are not worth keeping in the pool. */
+    if (r->hbuf.cap > 4096)
+        latch__buf_dispose(&r->hbuf);
+    if (r->pending.cap > 16384)
+        latch__buf_dispose(&r->pending);
+    if (r->req.body.cap > 16384)
+        latch__buf_dispose(&r->req.body);
+    if (w->nfree_res < RES_FREE_MAX) {
+        r->q_next = w->free_res;
+        w->free_res = r;
+        w->nfree_res++;
+        return;
+    }
+    latch__buf_dispose(&r->hbuf);
+    latch__buf_dispose(&r->pending);
+    latch__buf_dispose(&r->req.body);
+    free(r->hdrs);
+    free(r);
+}
+
+void latch__res_pool_free(latch_worker *w)
+{
+    latch_res *r;
+
+    while ((r = w->free_res) != NULL) {
+        w->free_res = r->q_next;
+        latch__buf_dispose(&r->hbuf);
+        latch__buf_dispose(&r->pending);
+        latch__buf_dispose(&r->req.body);
+        free(r->hdrs);
+        free(r);
+    }
+    w->nfree_res = 0;
+}
+
+static bool on_loop(const latch_res *res)
+{
+    return pthread_equal(pthread_self(), res->w->thread);
+}
+
+void latch_res_retain(latch_res *res)
+{
+    if (res == NULL)
+        return;
+    if (!on_loop(res)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_retain",
+                         NULL, (latch_site){NULL, 0, NULL});
+        return;
+    }
+    res->refs++;
+}
+
+void latch_res_release(latch_res *res)
+{
+    if (res == NULL)
+        return;
+    if (!on_loop(res)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_release",
+                         NULL, (latch_site){NULL, 0, NULL});
+        return;
+    }
+    if (res->refs == 0)
+        return; /* latch's own invariant would be broken: never free twice */
+    if (--res->refs == 0) {
+        res_recycle(res);
+        return;
+    }
+    /* The last holder let go of a response nobody answered. */
+    latch__app_orphan_check(res);
+}
+
+/* ------------------------------------------------------------------ */
+/* Status lines                                                         */
+/* ------------------------------------------------------------------ */
+
+const char *latch__status_reason(int s)
+{
+    switch (s) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a Teapot";
+    case 422: return "Unprocessable Entity";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "unknown";
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Gate: may this call run in this state?                               */
+/* ------------------------------------------------------------------ */
+
+enum call_kind {
+    K_HEADER, /* set/append/remove header, write_head */
+    K_STATUS,
+    K_WRITE,
+    K_END_DATA,
+    K_END_EMPTY,
+    K_SEND, /* send, json, redirect, send_status */
+};
+
+static int refuse(latch_res *res, int code, const char *call,
+                  const char *msg, latch_site at)
+{
+    latch__violation(res, code, call, msg, at);
+    return code;
+}
+
+/*
+ * Returns 0 when `kind` is allowed now, 1 for the silent no-op of end()
+ * on an ended response, or a reported error.
+ */
+static int gate(latch_res *res, int kind, const char *call, const char *verb,
+                latch_site at)
+{
+    char msg[96];
+
+    if (res == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!on_loop(res))
+        return refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
+    switch (res->state) {
+    case LATCH_RS_FRESH:
+        return 0;
+    case LATCH_RS_DESTROYED:
+        snprintf(msg, sizeof(msg),
+                 "Cannot call %s after a stream was destroyed",
+                 kind == K_WRITE || kind == K_END_DATA || kind == K_END_EMPTY
+                     ? (kind == K_WRITE ? "write" : "end")
+                     : call);
+        return refuse(res, LATCH_ERR_STREAM_DESTROYED, call, msg, at);
+    case LATCH_RS_HEADERS_SENT:
+        if (kind == K_WRITE || kind == K_END_DATA || kind == K_END_EMPTY)
+            return 0;
+        break;
+    default: /* ENDED, FINISHED */
+        if (kind == K_END_EMPTY)
+            return 1;
+        if (kind == K_WRITE || kind == K_END_DATA)
+            return refuse(res, LATCH_ERR_STREAM_WRITE_AFTER_END, call, NULL,
+                          at);
+        break;
+    }
+    snprintf(msg, sizeof(msg),
+             "Cannot %s headers after they are sent to the client", verb);
+    return refuse(res, LATCH_ERR_HTTP_HEADERS_SENT, call, msg, at);
+}
+
+/* ------------------------------------------------------------------ */
+/* Headers                                                              */
+/* ------------------------------------------------------------------ */
+
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static bool valid_name(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!tchar[(unsigned char)*s])
+            return false;
+    return true;
+}
+
+/* No CR, LF (response splitting) nor other controls but HTAB. */
+static bool valid_value(const char *s)
+{
+    if (s == NULL)
+        return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool ieq(const char *a, const char *b, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z')
+            x += 32;
+        if (y >= 'A' && y <= 'Z')
+            y += 32;
+        if (x != y)
+            return false;
+    }
+    return true;
+}
+
+static int find_hdr(const latch_res *res, const char *name, size_t nlen)
+{
+    uint32_t i;
+
+    for (i = 0; i < res->nhdrs; i++) {
+        const latch_hdr *h = &res->hdrs[i];
+        if (!h->removed && h->name_len == nlen &&
+            ieq(res->hbuf.data + h->name_off, name, nlen))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Stores "value\0" (and "name\0" for a new entry) in hbuf. */
+static int store_str(latch_res *res, const char *s, size_t n, uint32_t *off)
+{
+    int r = latch__buf_reserve(&res->hbuf, n + 1, HDR_LIMIT);
+
+    if (r < 0)
+        return r;
+    *off = (uint32_t)res->hbuf.len;
+    memcpy(res->hbuf.data + res->hbuf.len, s, n);
+    res->hbuf.data[res->hbuf.len + n] = '\0';
+    res->hbuf.len += n + 1;
+    return 0;
+}
+
+static int add_hdr(latch_res *res, const char *name, size_t nlen,
+                   const char *value, size_t vlen)
+{
+    latch_hdr *h;
+    int r;
+
+    if (res->nhdrs == res->hdrs_cap) {
+        uint32_t cap = res->hdrs_cap ? res->hdrs_cap * 2 : 8;
+        latch_hdr *p;
+        if (cap > 1024)
+            return LATCH_ERR_LIMIT;
+        p = realloc(res->hdrs, cap * sizeof(*p));
+        if (p == NULL)
+            return LATCH_ERR_NOMEM;
+        res->hdrs = p;
+        res->hdrs_cap = cap;
+    }
+    h = &res->hdrs[res->nhdrs];
+    memset(h, 0, sizeof(*h));
+    if ((r = store_str(res, name, nlen, &h->name_off)) < 0 ||
+        (r = store_str(res, value, vlen, &h->value_off)) < 0)
+        return r;
+    h->name_len = (uint16_t)nlen;
+    h->value_len = (uint32_t)vlen;
+    res->nhdrs++;
+    return 0;
+}
+
+/* Header changes the framing logic must know about. */
+static bool is_cl(const char *name, size_t n)
+{
+    return n == 14 && ieq(name, "content-length", 14);
+}
+
+static bool digits_only(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+static int header_op(latch_res *res, const char *name, const char *value,
+                     bool append, const char *call, latch_site at)
+{
+    size_t nlen, vlen;
+    int r, i;
+
+    r = gate(res, K_HEADER, call, append ? "append" : "set", at);
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (!valid_name(name) || !valid_value(value))
+        return refuse(res, LATCH_ERR_INVALID_CHAR, call,
+                      value == NULL || name == NULL
+                          ? "Invalid header: NULL name or value"
+                          : (valid_name(name)
+                                 ? "Invalid character in header content"
+                                 : "Header name must be a valid HTTP token"),
+                      at);
+    nlen = strlen(name);
+    vlen = strlen(value);
+    if (nlen > 1024)
+        return refuse(res, LATCH_ERR_INVALID_ARG, call,
+                      "Header name too long", at);
+    if (is_cl(name, nlen) && !digits_only(value))
+        return refuse(res, LATCH_ERR_INVALID_ARG, call,
+                      "Content-Length must be a decimal number", at);
+    if (!append && (i = find_hdr(res, name, nlen)) >= 0) {
+        /* Replace in place: Node keeps the first position of a name. */
+        latch_hdr *h = &res->hdrs[i];
+        uint32_t j;
+        r = store_str(res, value, vlen, &h->value_off);
+        if (r < 0)
+            return r;
+        h->value_len = (uint32_t)vlen;
+        for (j = (uint32_t)i + 1; j < res->nhdrs; j++)
+            if (!res->hdrs[j].removed && res->hdrs[j].name_len == nlen &&
+                ieq(res->hbuf.data + res->hdrs[j].name_off, name, nlen))
+                res->hdrs[j].removed = 1;
+        return 0;
+    }
+    return add_hdr(res, name, nlen, value, vlen);
+}
+
+int latch_res_set_header_at(latch_res *res, const char *name,
+                            const char *value, latch_site at)
+{
+    return header_op(res, name, value, false, "latch_res_set_header", at);
+}
+
+int latch_res_append_header_at(latch_res *res, const char *name,
+                               const char *value, latch_site at)
+{
+    return header_op(res, name, value, true, "latch_res_append_header", at);
+}
+
+int latch_res_remove_header_at(latch_res *res, const char *name,
+                               latch_site at)
+{
+    size_t nlen;
+    int r, i;
+
+    r = gate(res, K_HEADER, "latch_res_remove_header", "remove", at);
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (name == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    nlen = strlen(name);
+    while ((i = find_hdr(res, name, nlen)) >= 0)
+        res->hdrs[i].removed = 1;
+    return 0;
+}
+
+const char *latch_res_get_header(const latch_res *res, const char *name)
+{
+    int i;
+
+    if (res == NULL || name == NULL)
+        return NULL;
+    i = find_hdr(res, name, strlen(name));
+    return i < 0 ? NULL : res->hbuf.data + res->hdrs[i].value_off;
+}
+
+int latch_res_status_at(latch_res *res, int status, latch_site at)
+{
+    int r = gate(res, K_STATUS, "latch_res_status", "set", at);
+    char msg[64];
+
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (status < 100 || status > 999) {
+        snprintf(msg, sizeof(msg), "Invalid status code: %d", status);
+        return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
+                      "latch_res_status", msg, at);
+    }
+    res->status = status;
+    return 0;
+}
+
+int latch_res_get_status(const latch_res *res)
+{
+    return res ? res->status : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The header block                                                     */
+/* ------------------------------------------------------------------ */
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    int n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static bool value_has_token(const char *v, const char *tok)
+{
+    size_t tl = strlen(tok);
+
+    while (*v) {
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        const char *s = v;
+        while (*v && *v != ',')
+            v++;
+        const char *e = v;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if ((size_t)(e - s) == tl && ieq(s, tok, tl))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Builds the status line and headers, decides the framing, and puts the
+ * block into the response's sink. `known_len` is the whole body's length
+ * when end(data) is the first body call, else -1. With `hold`, the block
+ * waits in the response until the next write/end/flush (Node's writeHead).
+ */
+static int build_head(latch_res *res, int64_t known_len, bool hold,
+                      const char *call, latch_site at)
+{
+    latch_conn *c = res->conn;
+    latch_worker *w = res->w;
+    const char *reason = latch__status_reason(res->status);
+    bool user_cl = false, user_te = false, user_conn = false,
+         user_date = false, close_req = false;
+    size_t need, rl = strlen(reason);
+    latch_buf *b;
+    uint32_t i;
+    char *p;
+    int r, st = res->status;
+
+    res->has_body = !(res->req.is_head || st < 200 || st == 204 || st == 304);
+    need = 17 + rl + w->date_len + w->ka_len + 64;
+    for (i = 0; i < res->nhdrs; i++) {
+        const latch_hdr *h = &res->hdrs[i];
+        const char *name = res->hbuf.data + h->name_off;
+        const char *val = res->hbuf.data + h->value_off;
+        if (h->removed)
+            continue;
+        need += h->name_len + h->value_len + 4;
+        switch (h->name_len) {
+        case 14:
+            if (ieq(name, "content-length", 14)) {
+                user_cl = true;
+                res->content_length = strtoull(val, NULL, 10);
+            }
+            break;
+        case 17:
+            if (ieq(name, "transfer-encoding", 17)) {
+                user_te = true;
+                res->chunked = value_has_token(val, "chunked");
+            }
+            break;
+        case 10:
+            if (ieq(name, "connection", 10)) {
+                user_conn = true;
+                close_req = value_has_token(val, "close");
+            }
+            break;
+        case 4:
+            if (ieq(name, "date", 4))
+                user_date = true;
+            break;
+        }
+    }
+    res->has_cl = user_cl && !user_te;
+    if (user_te && !res->has_body && res->chunked) {
+        /* A 204/304 that claims chunking: no zero chunk may follow, so
+         * the connection cannot be reused (Node does the same). */
+        res->chunked = false;
+        close_req = true;
+    } else if (!user_cl && !user_te && res->has_body) {
+        if (known_len >= 0) {
+            res->content_length = (uint64_t)known_len;
+            res->has_cl = true;
+        } else if (res->req.version_minor >= 1) {
+            res->chunked = true;
+        } else {
+            res->close_delimited = true;
+        }
+    }
+    res->keep_alive = res->req.keep_alive && !close_req &&
+                      !res->close_delimited && c != NULL &&
+                      !((c->flags & LATCH_CF_NO_MORE) && res == c->q_tail);
+
+    res->hold = hold;
+    if (c == NULL)
+        goto sealed; /* destroyed meanwhile: nothing to send */
+    b = latch__conn_sink(res);
+    r = latch__buf_reserve(b, need, PENDING_LIMIT);
+    if (r < 0)
+        return r;
+    p = b->data + b->len;
+    if (st == 200) {
+        p = put(p, "HTTP/1.1 200 OK\r\n", 17);
+    } else {
+        p = put(p, "HTTP/1.1 ", 9);
+        p = put_u64(p, (uint64_t)st);
+        *p++ = ' ';
+        p = put(p, reason, rl);
+        p = put(p, "\r\n", 2);
+    }
+    for (i = 0; i < res->nhdrs; i++) {
+        const latch_hdr *h = &res->hdrs[i];
+        if (h->removed)
+            continue;
+        p = put(p, res->hbuf.data + h->name_off, h->name_len);
+        p = put(p, ": ", 2);
+        p = put(p, res->hbuf.data + h->value_off, h->value_len);
+        p = put(p, "\r\n", 2);
+    }
+    if (!user_date)
+        p = put(p, w->date_line, w->date_len);
+    if (!user_conn) {
+        if (res->keep_alive)
+            p = put(p, w->ka_line, w->ka_len);
+        else
+            p = put(p, "Connection: close\r\n", 19);
+    }
+    if (!user_cl && !user_te && res->has_body) {
+        if (res->has_cl) {
+            p = put(p, "Content-Length: ", 16);
+            p = put_u64(p, res->content_length);
+            p = put(p, "\r\n", 2);
+        } else if (res->chunked) {
+            p = put(p, "Transfer-Encoding: chunked\r\n", 28);
+        }
+    }
+    p = put(p, "\r\n", 2);
+    if (b == &c->out)
+        c->out_total += (size_t)(p - (b->data + b->len));
+    b->len = (size_t)(p - b->data);
+sealed:
+    res->state = LATCH_RS_HEADERS_SENT;
+    res->headers_at.call = call;
+    res->headers_at.at = at;
+    return 0;
+}
+
+/* Appends body bytes (framed) to the sink. */
+static int emit_body(latch_res *res, const void *data, size_t len, bool last)
+{
+    latch_conn *c = res->conn;
+    latch_buf *b;
+    size_t need;
+    char *p;
+    int r;
+
+    if (c == NULL)
+        return 0;
+    if (!res->has_body)
+        len = 0;
+    if (len == 0 && !(last && res->chunked))
+        return 0;
+    b = latch__conn_sink(res);
+    need = len + (res->chunked ? 32 : 0);
+    r = latch__buf_reserve(b, need, PENDING_LIMIT);
+    if (r < 0)
+        return r;
+    p = b->data + b->len;
+    if (res->chunked && len > 0) {
+        static const char hex[] = "0123456789abcdef";
+        char tmp[16];
+        int n = 0;
+        size_t v = len;
+        do {
+            tmp[n++] = hex[v & 15];
+            v >>= 4;
+        } while (v);
+        while (n)
+            *p++ = tmp[--n];
+        p = put(p, "\r\n", 2);
+        p = put(p, data, len);
+        p = put(p, "\r\n", 2);
+    } else if (len > 0) {
+        p = put(p, data, len);
+    }
+    if (last && res->chunked)
+        p = put(p, "0\r\n\r\n", 5);
+    if (b == &c->out)
+        c->out_total += (size_t)(p - (b->data + b->len));
+    b->len = (size_t)(p - b->data);
+    return 0;
+}
+
+static int check_status(latch_res *res, const char *call, latch_site at)
+{
+    char msg[64];
+
+    if (res->status >= 100 && res->status <= 999)
+        return 0;
+    snprintf(msg, sizeof(msg), "Invalid status code: %d", res->status);
+    return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE, call, msg, at);
+}
+
+int latch_res_write_head_at(latch_res *res, int status, latch_site at)
+{
+    int r = gate(res, K_HEADER, "latch_res_write_head", "write", at);
+    char msg[64];
+
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (status < 100 || status > 999) {
+        snprintf(msg, sizeof(msg), "Invalid status code: %d", status);
+        return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
+                      "latch_res_write_head", msg, at);
+    }
+    res->status = status;
+    return build_head(res, -1, true, "latch_res_write_head", at);
+}
+
+int latch_res_flush_headers_at(latch_res *res, latch_site at)
+{
+    int r = gate(res, K_HEADER, "latch_res_flush_headers", "write", at);
+
+    if (r < 0 && res != NULL && res->state == LATCH_RS_HEADERS_SENT &&
+        r == LATCH_ERR_HTTP_HEADERS_SENT)
+        return 0; /* unreachable: gate reported; kept for clarity */
+    if (res != NULL && res->state == LATCH_RS_HEADERS_SENT && res->hold) {
+        latch__conn_unhold(res);
+        return 0;
+    }
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if ((r = check_status(res, "latch_res_flush_headers", at)) < 0)
+        return r;
+    return build_head(res, -1, false, "latch_res_flush_headers", at);
+}
+
+static int write_common(latch_res *res, const void *data, size_t len,
+                        const char *call, latch_site at)
+{
+    latch_conn *c;
+    int r;
+
+    if (res->state == LATCH_RS_FRESH) {
+        if ((r = check_status(res, call, at)) < 0)
+            return r;
+        if ((r = build_head(res, -1, false, call, at)) < 0)
+            return r;
+    }
+    if (res->has_cl && res->has_body &&
+        (len > res->content_length - res->body_sent ||
+         res->body_sent > res->content_length)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "Response body's content-length of %llu byte(s) does not "
+                 "match the content-length of %llu byte(s) set in header",
+                 (unsigned long long)(res->body_sent + len),
+                 (unsigned long long)res->content_length);
+        return refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg,
+                      at);
+    }
+    if (res->hold)
+        latch__conn_unhold(res);
+    if ((r = emit_body(res, data, len, false)) < 0)
+        return r;
+    res->body_sent += len;
+    c = res->conn;
+    if (c != NULL && latch__conn_pending_out(c) >= HIGH_WATER) {
+        res->want_drain = true;
+        return 0;
+    }
+    return 1;
+}
+
+int latch_res_write_at(latch_res *res, const void *data, size_t len,
+                       latch_site at)
+{
+    int r = gate(res, K_WRITE, "latch_res_write", "write", at);
+
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_STREAM_WRITE_AFTER_END;
+    if (data == NULL && len > 0)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_write",
+                      "May not write null values to stream", at);
+    return write_common(res, data, len, "latch_res_write", at);
+}
+
+static int end_common(latch_res *res, const void *data, size_t len,
+                      const char *call, latch_site at)
+{
+    int r, ret = 0;
+
+    if (res->state == LATCH_RS_FRESH) {
+        if ((r = check_status(res, call, at)) < 0)
+            return r;
+        if ((r = build_head(res, (int64_t)len, false, call, at)) < 0)
+            return r;
+    }
+    if (res->has_cl && res->has_body) {
+        if (len > res->content_length - res->body_sent) {
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "Response body's content-length of %llu byte(s) does "
+                     "not match the content-length of %llu byte(s) set in "
+                     "header",
+                     (unsigned long long)(res->body_sent + len),
+                     (unsigned long long)res->content_length);
+            return refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call,
+                          msg, at);
+        }
+    }
+    if (res->hold)
+        latch__conn_unhold(res);
+    if ((r = emit_body(res, data, len, true)) < 0)
+        return r;
+    res->body_sent += len;
+    if (res->has_cl && res->has_body && res->body_sent < res->content_length) {
+        /* Ended short: the client must not take the truncated body for a
+         * whole one, so the connection closes after it. */
+        char msg[160];
+        res->end_short = true;
+        res->keep_alive = false;
+        snprintf(msg, sizeof(msg),
+                 "Response body's content-length of %llu byte(s) does not "
+                 "match the content-length of %llu byte(s) set in header",
+                 (unsigned long long)res->body_sent,
+                 (unsigned long long)res->content_length);
+        ret = refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg,
+                     at);
+    }
+    res->state = LATCH_RS_ENDED;
+    res->end_called = true;
+    res->ended_at.call = call;
+    res->ended_at.at = at;
+    if (res->conn == NULL) {
+        /* Destroyed while the head was built: nothing more to do. */
+        return ret;
+    }
+    latch__conn_res_ended(res);
+    return ret;
+}
+
+int latch_res_end_at(latch_res *res, const void *data, size_t len,
+                     latch_site at)
+{
+    int kind = (data != NULL && len > 0) ? K_END_DATA : K_END_EMPTY;
+    int r = gate(res, kind, "latch_res_end", "write", at);
+
+    if (r == 1)
+        return 0; /* end() after end(): a no-op, as in Node */
+    if (r != 0)
+        return r;
+    return end_common(res, data, len, "latch_res_end", at);
+}
+
+/* The Express-style senders share this: FRESH only, then one end(). */
+static int send_as(latch_res *res, const char *ctype, const void *body,
+                   size_t len, const char *call, latch_site at)
+{
+    char num[24];
+    int r = gate(res, K_SEND, call, "set", at);
+
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (body == NULL && len > 0)
+        return refuse(res, LATCH_ERR_INVALID_ARG, call,
+                      "May not send null values", at);
+    if (ctype != NULL && (r = header_op(res, "Content-Type", ctype, false,
+                                        call, at)) < 0)
+        return r;
+    *put_u64(num, len) = '\0';
+    if ((r = header_op(res, "Content-Length", num, false, call, at)) < 0)
+        return r;
+    return end_common(res, body, len, call, at);
+}
+
+int latch_res_send_at(latch_res *res, const void *body, size_t len,
+                      latch_site at)
+{
+    const char *ct = NULL;
+
+    if (res != NULL && on_loop(res) && res->state == LATCH_RS_FRESH &&
+        latch_res_get_header(res, "Content-Type") == NULL)
+        ct = "text/html; charset=utf-8";
+    return send_as(res, ct, body, len, "latch_res_send", at);
+}
+
+int latch_res_json_at(latch_res *res, const char *json, latch_site at)
+{
+    if (json == NULL)
+        json = "null";
+    return send_as(res, "application/json; charset=utf-8", json,
+                   strlen(json), "latch_res_json", at);
+}
+
+int latch_res_send_status_at(latch_res *res, int status, latch_site at)
+{
+    const char *reason;
+    int r = gate(res, K_SEND, "latch_res_send_status", "set", at);
+    char msg[64];
+
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (status < 100 || status > 999) {
+        snprintf(msg, sizeof(msg), "Invalid status code: %d", status);
+        return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
+                      "latch_res_send_status", msg, at);
+    }
+    res->status = status;
+    reason = latch__status_reason(status);
+    if (strcmp(reason, "unknown") == 0) {
+        snprintf(msg, sizeof(msg), "%d", status);
+        reason = msg;
+    }
+    return send_as(res, "text/plain; charset=utf-8", reason, strlen(reason),
+                   "latch_res_send_status", at);
+}
+
+int latch_res_redirect_at(latch_res *res, int status, const char *url,
+                          latch_site at)
+{
+    char body[512];
+    int r = gate(res, K_SEND, "latch_res_redirect", "set", at);
+    int n;
+
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (status == 0)
+        status = 302;
+    if (status < 300 || status > 399 || url == NULL)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_redirect",
+                      "A redirect needs a 3xx status and a URL", at);
+    if ((r = header_op(res, "Location", url, false, "latch_res_redirect",
+                       at)) < 0)
+        return r;
+    res->status = status;
+    n = snprintf(body, sizeof(body), "%s. Redirecting to %s",
+                 latch__status_reason(status), url);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = (int)strlen(latch__status_reason(status));
+    return send_as(res, "text/plain; charset=utf-8", body, (size_t)n,
+                   "latch_res_redirect", at);
+}
+
+/* ------------------------------------------------------------------ */
+/* Framework answers                                                    */
+/* ------------------------------------------------------------------ */
+
+int latch__res_simple(latch_res *res, int status, const char *ctype,
+                      const char *body, size_t len, const char *event)
+{
+    latch_site none = {NULL, 0, NULL};
+    char num[24];
+    int r;
+
+    if (res->state != LATCH_RS_FRESH)
+        return LATCH_ERR_STATE;
+    res->status = status;
+    if (ctype != NULL &&
+        (r = header_op(res, "Content-Type", ctype, false, event, none)) < 0)
+        return r;
+    *put_u64(num, len) = '\0';
+    if ((r = header_op(res, "Content-Length", num, false, event, none)) < 0)
+        return r;
+    return end_common(res, body, len, event, none);
+}
+
+void latch__res_protocol_error(latch_res *res, int status, const char *reason)
+{
+    char body[160];
+    int n;
+
+    (void)reason;
+    /* The reason stays in the server: it can help an attacker tune a
+     * smuggling payload. The client gets the status text. */
+    n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
+    res->nhdrs = 0;
+    res->hbuf.len = 0;
+    latch__res_simple(res, status, "text/plain; charset=utf-8", body,
+                      (size_t)n, "protocol error");
+}
+
+/* ------------------------------------------------------------------ */
+/* Ends of life                                                         */
+/* ------------------------------------------------------------------ */
+
+static void fire_close(latch_res *res)
+{
+    latch_res_cb cb = res->on_close;
+
+    if (res->closed_fired)
+        return;
+    res->closed_fired = true;
+    res->on_close = NULL;
+    if (cb)
+        cb(res, res->on_close_data);
+}
+
+/* The last byte was handed to the OS: FINISHED, then finish and close. */
+void latch__res_finished(latch_res *res)
+{
+    latch_res_cb cb = res->on_finish;
+
+    res->state = LATCH_RS_FINISHED;
+    res->conn = NULL;
+    res->detached = true;
+    res->on_finish = NULL;
+    res->on_drain = NULL;
+    latch_res_retain(res);
+    if (cb)
+        cb(res, res->on_finish_data);
+    fire_close(res);
+    latch_res_release(res); /* ours */
+    latch_res_release(res); /* the queue's */
+}
+
+/* The connection went away under the response (or cut it). */
+void latch__res_detach(latch_res *res, const char *event)
+{
+    res->conn = NULL;
+    res->detached = true;
+    if (res->state < LATCH_RS_FINISHED) {
+        if (res->state < LATCH_RS_ENDED && res->ended_at.call == NULL) {
+            res->ended_at.call = event;
+            res->ended_at.at = (latch_site){NULL, 0, NULL};
+        }
+        res->state = LATCH_RS_DESTROYED;
+        res->req.aborted = true;
+    }
+    res->on_finish = NULL;
+    res->on_drain = NULL;
+    latch_res_retain(res);
+    fire_close(res);
+    latch_res_release(res);
+    latch_res_release(res);
+}
+
+void latch_res_destroy_at(latch_res *res, latch_site at)
+{
+    latch_conn *c;
+
+    if (res == NULL)
+        return;
+    if (!on_loop(res)) {
+        refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_destroy", NULL, at);
+        return;
+    }
+    if (res->state >= LATCH_RS_FINISHED || res->detached)
+        return; /* as Node: destroying a finished response does nothing */
+    c = res->conn;
+    if (res->ended_at.call == NULL) {
+        res->ended_at.call = "latch_res_destroy";
+        res->ended_at.at = at;
+    }
+    res->state = LATCH_RS_DESTROYED;
+    if (c != NULL)
+        latch__conn_destroy(c); /* detaches every queued response */
+}
+
+void latch__res_check_drain(latch_conn *c)
+{
+    latch_res *r = c->writer;
+    latch_res_cb cb;
+
+    if (r == NULL || !r->want_drain || latch__conn_pending_out(c) >= HIGH_WATER)
+        return;
+    r->want_drain = false;
+    cb = r->on_drain;
+    if (cb) {
+        r->on_drain = NULL;
+        cb(r, r->on_drain_data);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Flags and callbacks                                                  */
+/* ------------------------------------------------------------------ */
+
+bool latch_res_headers_sent(const latch_res *res)
+{
+    return res != NULL && res->headers_at.call != NULL;
+}
+
+bool latch_res_writable_ended(const latch_res *res)
+{
+    return res != NULL && res->end_called;
+}
+
+bool latch_res_writable_finished(const latch_res *res)
+{
+    if (res == NULL)
+        return false;
+    if (res->state == LATCH_RS_FINISHED)
+        return true;
+    /* Ended and nothing of it left unwritten. */
+    return res->state == LATCH_RS_ENDED && res->conn != NULL &&
+           res != res->conn->writer && res->end_seq <= res->conn->written_total;
+}
+
+bool latch_res_destroyed(const latch_res *res)
+{
+    return res != NULL && (res->state == LATCH_RS_DESTROYED ||
+                           (res->state == LATCH_RS_FINISHED &&
+                            res->closed_fired));
+}
+
+static int set_cb(latch_res *res, latch_res_cb *slot, void **dslot,
+                  latch_res_cb cb, void *data, bool done)
+{
+    if (res == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!on_loop(res))
+        return LATCH_ERR_WRONG_THREAD;
+    if (done)
+        return LATCH_ERR_STATE;
+    *slot = cb;
+    *dslot = data;
+    return 0;
+}
+
+int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
+{
+    return set_cb(res, &res->on_finish, &res->on_finish_data, cb, data,
+                  res && (res->detached || res->state >= LATCH_RS_FINISHED));
+}
+
+int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data)
+{
+    return set_cb(res, &res->on_close, &res->on_close_data, cb, data,
+                  res && res->closed_fired);
+}
+
+int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
+{
+    return set_cb(res, &res->on_drain, &res->on_drain_data, cb, data,
+                  res && res->detached);
+}
+
+latch_req *latch_res_req(latch_res *res)
+{
+    return res ? &res->req : NULL;
+}
+
+latch_res *latch_req_res(latch_req *req)
+{
+    return req ? LATCH_CONTAINER_OF(req, latch_res, req) : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Posting from other threads                                           */
+/* ------------------------------------------------------------------ */
+
+struct latch_post {
+    struct latch_post *next;
+    latch_res *res;
+    latch_res_cb fn;
+    void *data;
+};
+
+int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
+{
+    struct latch_post *p;
+    latch_worker *w;
+
+    if (res == NULL || fn == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    p = malloc(sizeof(*p));
+    if (p == NULL)
+        return LATCH_ERR_NOMEM;
+    w = res->w;
+    p->res = res;
+    p->fn = fn;
+    p->data = data;
+    pthread_mutex_lock(&w->post_mu);
+    p->next = w->posts;
+    w->posts = p;
+    pthread_mutex_unlock(&w->post_mu);
+    uv_async_send(&w->wake);
+    return 0;
+}
+
+void latch__res_run_posts(latch_worker *w)
+{
+    struct latch_post *p, *rev = NULL, *next;
+
+    pthread_mutex_lock(&w->post_mu);
+    p = w->posts;
+    w->posts = NULL;
+    pthread_mutex_unlock(&w->post_mu);
+    /* Posted in LIFO order: run them in the order they were posted. */
+    for (; p != NULL; p = next) {
+        next = p->next;
+        p->next = rev;
+        rev = p;
+    }
+    for (p = rev; p != NULL; p = next) {
+        next = p->next;
+        p->fn(p->res, p->data);
+        free(p);
+    }
+}

@@ -1,0 +1,468 @@
+/*
+ * server.c - listening, worker threads, signals and the graceful drain.
+ *
+ * Each worker is one thread running one libuv loop with its own
+ * SO_REUSEPORT listener on the app's address, so the kernel spreads
+ * connections and no lock sits on the accept path. The calling thread of
+ * latch_run is worker 0. latch_stop (or SIGINT/SIGTERM) makes every worker
+ * stop accepting, close its idle connections, and give in-flight requests
+ * the drain timeout before closing what is left.
+ *
+ * This module owns the app's settings too (latch_app_new, limits). It does
+ * not parse or answer requests: conn.c does.
+ */
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+latch_app *latch_app_new(void)
+{
+    latch_app *app = calloc(1, sizeof(*app));
+    const char *strict;
+
+    if (app == NULL)
+        return NULL;
+    app->cfg.parse = latch__parse_limits_default;
+    app->cfg.pipeline = 64;
+    app->cfg.header_ms = 60000;
+    app->cfg.body_ms = 60000;
+    app->cfg.keepalive_ms = 5000;
+    app->cfg.linger_ms = 2000;
+    app->cfg.drain_ms = 10000;
+    app->handle_signals = true;
+    app->listen_fd = -1;
+    app->port = -1;
+    pthread_mutex_init(&app->live_mu, NULL);
+    strict = getenv("LATCH_STRICT");
+    if (strict != NULL && strcmp(strict, "1") == 0)
+        app->policy = LATCH_POLICY_ABORT;
+    return app;
+}
+
+void latch__app_free_layers(latch_app *app);
+
+void latch_app_free(latch_app *app)
+{
+    if (app == NULL)
+        return;
+    if (app->listen_fd >= 0)
+        close(app->listen_fd);
+    latch__app_free_layers(app);
+    pthread_mutex_destroy(&app->live_mu);
+    free(app);
+}
+
+int latch_app_set_workers(latch_app *app, int n)
+{
+    if (app == NULL || n < 0 || n > 256)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    app->nworkers = n;
+    return 0;
+}
+
+int latch_app_set_handle_signals(latch_app *app, bool on)
+{
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    app->handle_signals = on;
+    return 0;
+}
+
+int latch_app_set_limit(latch_app *app, int which, uint64_t v)
+{
+    latch_config *c;
+
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    c = &app->cfg;
+    /* Head limits are offsets into one read buffer: keep them in 32 bits
+     * and sane. */
+    switch (which) {
+    case LATCH_LIMIT_REQUEST_LINE:
+    case LATCH_LIMIT_FIELD_LINE:
+    case LATCH_LIMIT_HEAD:
+        if (v < 64 || v > (1u << 20))
+            return LATCH_ERR_INVALID_ARG;
+        if (which == LATCH_LIMIT_REQUEST_LINE)
+            c->parse.request_line = (uint32_t)v;
+        else if (which == LATCH_LIMIT_FIELD_LINE)
+            c->parse.field_line = (uint32_t)v;
+        else
+            c->parse.head = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_FIELDS:
+        if (v < 1 || v > 10000)
+            return LATCH_ERR_INVALID_ARG;
+        c->parse.fields = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_BODY:
+        c->parse.body = v;
+        return 0;
+    case LATCH_LIMIT_CHUNK_EXT:
+        if (v > UINT32_MAX)
+            return LATCH_ERR_INVALID_ARG;
+        c->parse.chunk_ext = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_PIPELINE:
+        if (v < 1 || v > 1024)
+            return LATCH_ERR_INVALID_ARG;
+        c->pipeline = (uint32_t)v;
+        return 0;
+    default:
+        break;
+    }
+    if (v < 1 || v > 24ull * 3600 * 1000)
+        return LATCH_ERR_INVALID_ARG;
+    switch (which) {
+    case LATCH_TIMEOUT_HEADER:
+        c->header_ms = v;
+        return 0;
+    case LATCH_TIMEOUT_BODY:
+        c->body_ms = v;
+        return 0;
+    case LATCH_TIMEOUT_KEEPALIVE:
+        c->keepalive_ms = v;
+        return 0;
+    case LATCH_TIMEOUT_LINGER:
+        c->linger_ms = v;
+        return 0;
+    case LATCH_TIMEOUT_DRAIN:
+        c->drain_ms = v;
+        return 0;
+    default:
+        return LATCH_ERR_INVALID_ARG;
+    }
+}
+
+/* A non-blocking TCP socket with SO_REUSEPORT, bound and listening. */
+static int open_listener(const struct sockaddr *sa, int *out_fd)
+{
+    int fd, one = 1;
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+
+    *out_fd = -1;
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, sa, len) < 0 || listen(fd, 1024) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    *out_fd = fd;
+    return 0;
+}
+
+int latch_listen(latch_app *app, const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int r, fd;
+
+    if (app == NULL || port < 0 || port > 65535)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running || app->listen_fd >= 0)
+        return LATCH_ERR_STATE;
+    if (host == NULL)
+        host = "127.0.0.1";
+    memset(&ss, 0, sizeof(ss));
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+        return LATCH_ERR_INVALID_ARG;
+    r = open_listener((struct sockaddr *)&ss, &fd);
+    if (r < 0)
+        return r;
+    /* Port 0: the other workers must bind the port the kernel chose. */
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    app->addr = ss;
+    app->listen_fd = fd;
+    app->port = ntohs(ss.ss_family == AF_INET6
+                          ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                          : ((struct sockaddr_in *)&ss)->sin_port);
+    return 0;
+}
+
+int latch_app_port(const latch_app *app)
+{
+    return app ? app->port : -1;
+}
+
+uint64_t latch__now(latch_worker *w)
+{
+    return uv_now(&w->loop);
+}
+
+/* The Date header, redone once a second rather than per response. */
+static void update_date(latch_worker *w)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    w->date_len = strftime(w->date_line, sizeof(w->date_line),
+                           "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    update_date(t->data);
+}
+
+static void on_flush(uv_prepare_t *p)
+{
+    latch__conn_flush_all(p->data);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    latch_worker *w = server->data;
+
+    if (status < 0) {
+        /* EMFILE/ENFILE: libuv already accepted and closed the pending
+         * connections with its reserve descriptor, so the loop does not
+         * spin. Say so at most once a second and keep serving. */
+        uint64_t now = uv_now(&w->loop);
+        if (now - w->emfile_last_log >= 1000 || w->emfile_last_log == 0) {
+            w->emfile_last_log = now;
+            fprintf(stderr, "latch: accept: %s\n", uv_strerror(status));
+        }
+        return;
+    }
+    latch__conn_accept(w, server);
+}
+
+static void begin_drain(latch_worker *w);
+
+static void on_wake(uv_async_t *a)
+{
+    latch_worker *w = a->data;
+
+    if (atomic_load(&w->app->stopping) && !w->draining)
+        begin_drain(w);
+    latch__res_run_posts(w);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    latch_stop(((latch_worker *)s->data)->app);
+}
+
+static void close_cb_noop(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Stop accepting and close idle connections; conn.c closes the rest as
+ * their responses finish, or when the drain timeout passes. */
+static void begin_drain(latch_worker *w)
+{
+    w->draining = true;
+    if (!uv_is_closing((uv_handle_t *)&w->listener))
+        uv_close((uv_handle_t *)&w->listener, close_cb_noop);
+    if (w->has_signals) {
+        uv_close((uv_handle_t *)&w->sigint, close_cb_noop);
+        uv_close((uv_handle_t *)&w->sigterm, close_cb_noop);
+        w->has_signals = false;
+    }
+    latch__conn_drain(w);
+}
+
+/* Called by conn.c when a draining worker has no connection left. */
+void latch__worker_finish(latch_worker *w)
+{
+    uv_close((uv_handle_t *)&w->wake, close_cb_noop);
+    uv_close((uv_handle_t *)&w->flusher, close_cb_noop);
+    uv_close((uv_handle_t *)&w->ticker, close_cb_noop);
+    uv_close((uv_handle_t *)&w->sweeper, close_cb_noop);
+}
+
+static int worker_init(latch_worker *w, latch_app *app, int index)
+{
+    int r, fd;
+
+    w->app = app;
+    w->index = index;
+    w->listen_fd = -1;
+    w->next_req_id = ((uint64_t)index << 48) + 1;
+    pthread_mutex_init(&w->post_mu, NULL);
+    r = uv_loop_init(&w->loop);
+    if (r < 0)
+        return r;
+    if (index == 0) {
+        fd = app->listen_fd;
+        app->listen_fd = -1;
+    } else {
+        r = open_listener((struct sockaddr *)&app->addr, &fd);
+        if (r < 0)
+            goto fail_loop;
+    }
+    w->listen_fd = fd;
+    w->ka_len = (size_t)snprintf(
+        w->ka_line, sizeof(w->ka_line),
+        "Connection: keep-alive\r\nKeep-Alive: timeout=%llu\r\n",
+        (unsigned long long)(app->cfg.keepalive_ms / 1000));
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    r = uv_tcp_open(&w->listener, fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
+    if (r < 0) {
+        uv_close((uv_handle_t *)&w->listener, NULL);
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+        goto fail_loop;
+    }
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_prepare_init(&w->loop, &w->flusher);
+    w->flusher.data = w;
+    uv_prepare_start(&w->flusher, on_flush);
+    uv_timer_init(&w->loop, &w->ticker);
+    w->ticker.data = w;
+    uv_timer_start(&w->ticker, on_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&w->ticker);
+    uv_timer_init(&w->loop, &w->sweeper);
+    w->sweeper.data = w;
+    update_date(w);
+    if (index == 0 && app->handle_signals) {
+        uv_signal_init(&w->loop, &w->sigint);
+        uv_signal_init(&w->loop, &w->sigterm);
+        w->sigint.data = w->sigterm.data = w;
+        uv_signal_start(&w->sigint, on_signal, SIGINT);
+        uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+        w->has_signals = true;
+    }
+    return 0;
+
+fail_loop:
+    uv_loop_close(&w->loop);
+    return r;
+}
+
+static void worker_dispose(latch_worker *w)
+{
+    /* Let close callbacks run, then release the pools. */
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    latch__res_pool_free(w);
+    latch__conn_pool_free(w);
+    uv_loop_close(&w->loop);
+    pthread_mutex_destroy(&w->post_mu);
+}
+
+static void *worker_main(void *arg)
+{
+    latch_worker *w = arg;
+
+    w->thread = pthread_self();
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+int latch_run(latch_app *app)
+{
+    int n, i, r = 0, started = 0;
+    latch_worker *ws;
+    struct {
+        pthread_t id;
+        bool started;
+    } *tids = NULL;
+
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running || app->listen_fd < 0)
+        return LATCH_ERR_STATE;
+    n = app->nworkers;
+    if (n <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores > 0 ? (int)cores : 1;
+    }
+    ws = calloc((size_t)n, sizeof(*ws));
+    if (ws == NULL)
+        return LATCH_ERR_NOMEM;
+    app->workers = ws;
+    app->nworkers_running = n;
+    app->running = true;
+    atomic_store(&app->stopping, false);
+    for (i = 0; i < n; i++) {
+        r = worker_init(&ws[i], app, i);
+        if (r < 0)
+            break;
+        started++;
+    }
+    if (r < 0) {
+        /* Undo the workers that did start; nothing ran on them yet. */
+        for (i = 0; i < started; i++) {
+            begin_drain(&ws[i]);
+            worker_dispose(&ws[i]);
+        }
+        goto out;
+    }
+    ws[0].thread = pthread_self();
+    atomic_store(&app->live, ws);
+    tids = calloc((size_t)n, sizeof(*tids));
+    for (i = 1; i < n; i++) {
+        /* The worker records its own id: pthread_create may store it only
+         * after the thread already runs. */
+        if (tids == NULL ||
+            pthread_create(&tids[i].id, NULL, worker_main, &ws[i]) != 0) {
+            /* Run with the workers we have. */
+            begin_drain(&ws[i]);
+        } else {
+            tids[i].started = true;
+        }
+    }
+    /* A latch_stop that came before the workers were live. */
+    if (atomic_load(&app->stopping))
+        latch_stop(app);
+    uv_run(&ws[0].loop, UV_RUN_DEFAULT);
+    pthread_mutex_lock(&app->live_mu);
+    atomic_store(&app->live, NULL);
+    pthread_mutex_unlock(&app->live_mu);
+    for (i = 1; i < n; i++)
+        if (tids != NULL && tids[i].started)
+            pthread_join(tids[i].id, NULL);
+    free(tids);
+    for (i = 0; i < n; i++)
+        worker_dispose(&ws[i]);
+out:
+    free(ws);
+    app->workers = NULL;
+    app->running = false;
+    return r;
+}
+
+void latch_stop(latch_app *app)
+{
+    latch_worker *ws;
+    int i;
+
+    if (app == NULL)
+        return;
+    atomic_store(&app->stopping, true);
+    pthread_mutex_lock(&app->live_mu);
+    ws = atomic_load(&app->live);
+    for (i = 0; ws != NULL && i < app->nworkers_running; i++)
+        uv_async_send(&ws[i].wake);
+    pthread_mutex_unlock(&app->live_mu);
+}

@@ -1,0 +1,225 @@
+/*
+ * harness.c - the in-process server, the raw-socket client and the
+ * violation recorder used by every integration test (see harness.h).
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static void *server_main(void *arg)
+{
+    th_server *s = arg;
+
+    s->run_result = latch_run(s->app);
+    return NULL;
+}
+
+void th_server_start(th_server *s, latch_app *app)
+{
+    pthread_t *t = malloc(sizeof(*t));
+
+    assert_non_null(t);
+    memset(s, 0, sizeof(*s));
+    s->app = app;
+    assert_int_equal(latch_app_set_workers(app, 1), 0);
+    assert_int_equal(latch_app_set_handle_signals(app, false), 0);
+    assert_int_equal(latch_listen(app, "127.0.0.1", 0), 0);
+    s->port = latch_app_port(app);
+    assert_true(s->port > 0);
+    assert_int_equal(pthread_create(t, NULL, server_main, s), 0);
+    s->thread = t;
+}
+
+int th_server_stop(th_server *s)
+{
+    pthread_t *t = s->thread;
+
+    latch_stop(s->app);
+    pthread_join(*t, NULL);
+    free(t);
+    latch_app_free(s->app);
+    s->app = NULL;
+    return s->run_result;
+}
+
+int th_connect(int port)
+{
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+void th_send(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        assert_true(n > 0);
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+void th_send_str(int fd, const char *s)
+{
+    th_send(fd, s, strlen(s));
+}
+
+static _Thread_local int last_end;
+
+int th_last_end(void)
+{
+    return last_end;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *th_read(int fd, size_t *lenp, int timeout_ms, th_until until,
+              void *arg)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap + 1);
+    int64_t deadline = now_ms() + timeout_ms;
+
+    assert_non_null(buf);
+    last_end = TH_OPEN;
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int64_t left = deadline - now_ms();
+        ssize_t n;
+
+        buf[len] = '\0';
+        if (until != NULL && until(buf, len, arg))
+            break;
+        if (left <= 0)
+            break;
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        if (len == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            assert_non_null(buf);
+        }
+        n = recv(fd, buf + len, cap - len, 0);
+        if (n == 0) {
+            last_end = TH_EOF;
+            break;
+        }
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            last_end = TH_RESET;
+            break;
+        }
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    *lenp = len;
+    return buf;
+}
+
+bool th_until_responses(const char *buf, size_t len, void *n)
+{
+    th_resp r[64];
+    const char *err;
+    int want = *(int *)n;
+    int got = th_wire_parse(buf, len, NULL, r, want < 64 ? want : 64, false,
+                            &err);
+
+    if (got > 0)
+        th_resp_free(r, got);
+    return got >= want;
+}
+
+int th_wait_close(int fd, int timeout_ms)
+{
+    size_t len;
+    char *b = th_read(fd, &len, timeout_ms, NULL, NULL);
+
+    free(b);
+    return last_end;
+}
+
+char *th_exchange(int port, const char *req, size_t reqlen, int nresp,
+                  size_t *len)
+{
+    int fd = th_connect(port);
+    char *out;
+
+    th_send(fd, req, reqlen);
+    out = th_read(fd, len, 5000, nresp > 0 ? th_until_responses : NULL,
+                  &nresp);
+    close(fd);
+    return out;
+}
+
+/* ---- violations ---- */
+
+static pthread_mutex_t vmu = PTHREAD_MUTEX_INITIALIZER;
+
+static void record(const latch_violation *v, void *data)
+{
+    th_violations *t = data;
+
+    pthread_mutex_lock(&vmu);
+    if (t->count < 64) {
+        int i = t->count;
+        t->codes[i] = v->code;
+        snprintf(t->at_file[i], sizeof(t->at_file[i]), "%s",
+                 v->at.file ? v->at.file : "");
+        t->at_line[i] = v->at.line;
+        snprintf(t->sealed_call[i], sizeof(t->sealed_call[i]), "%s",
+                 v->sealed_call ? v->sealed_call : "");
+        t->sealed_line[i] = v->sealed_at.line;
+    }
+    t->count++;
+    pthread_mutex_unlock(&vmu);
+}
+
+void th_record_violations(latch_app *app, th_violations *v)
+{
+    memset(v, 0, sizeof(*v));
+    latch_app_on_violation(app, record, v);
+}
+
+int th_violation_count(th_violations *v)
+{
+    int n;
+
+    pthread_mutex_lock(&vmu);
+    n = v->count;
+    pthread_mutex_unlock(&vmu);
+    return n;
+}

@@ -1,0 +1,96 @@
+/*
+ * harness.h - what integration tests share: an in-process latch server on
+ * 127.0.0.1 (its own thread, port chosen by the kernel), raw-socket
+ * clients that send exact bytes, and the wire checker (wire.c) that
+ * re-parses everything the server wrote.
+ *
+ * Waiting is always for an event (bytes, EOF, a counter), bounded by a
+ * deadline; nothing sleeps "a bit".
+ */
+#ifndef LATCH_TEST_HARNESS_H
+#define LATCH_TEST_HARNESS_H
+
+#include <latch.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- server ---- */
+typedef struct th_server {
+    latch_app *app;
+    int port;
+    void *thread; /* pthread_t, opaque here */
+    int run_result;
+} th_server;
+
+/* Starts app (routes already registered) on 127.0.0.1:0 with one worker,
+ * no signal handlers. Asserts on failure. */
+void th_server_start(th_server *s, latch_app *app);
+/* latch_stop, join, latch_app_free. Returns latch_run's result. */
+int th_server_stop(th_server *s);
+
+/* ---- raw client ---- */
+int th_connect(int port);                        /* asserts */
+void th_send(int fd, const void *data, size_t len); /* all of it */
+void th_send_str(int fd, const char *s);
+/* Reads until EOF/reset or until `until` returns true for what was read
+ * so far, or timeout_ms passed. Returns the bytes (malloc'd, NUL-added). */
+typedef bool (*th_until)(const char *buf, size_t len, void *arg);
+char *th_read(int fd, size_t *len, int timeout_ms, th_until until,
+              void *arg);
+/* How the connection ended, after th_read: */
+enum { TH_OPEN = 0, TH_EOF = 1, TH_RESET = 2 };
+int th_last_end(void);
+/* true when `n` complete responses are in buf (wire checker). */
+bool th_until_responses(const char *buf, size_t len, void *n);
+/* Waits for EOF (or reset); returns TH_EOF, TH_RESET, or TH_OPEN on
+ * timeout. Discards what arrives. */
+int th_wait_close(int fd, int timeout_ms);
+
+/* One request on a fresh connection; returns the raw reply (malloc'd),
+ * read until the connection closes or `nresp` responses arrived. */
+char *th_exchange(int port, const char *req, size_t reqlen, int nresp,
+                  size_t *len);
+
+/* ---- wire checker ---- */
+typedef struct th_resp {
+    int status;
+    char head[4096]; /* status line + headers, Date value as <d> */
+    size_t body_len;
+    char *body; /* malloc'd, NUL-terminated */
+    bool chunked;
+    bool close_delimited;
+} th_resp;
+
+/*
+ * Parses `n` responses (n < 0: as many as there are) from buf. `methods`
+ * gives the request method for each response (NULL: all GET) so HEAD is
+ * known to have no body. Returns the count parsed, or -1 with *err set to
+ * the first malformation (incomplete trailing bytes are malformed when
+ * `complete` is true). Fills out[0..count).
+ */
+int th_wire_parse(const char *buf, size_t len, const char **methods,
+                  th_resp *out, int max, bool complete, const char **err);
+void th_resp_free(th_resp *r, int n);
+/* Asserts that buf holds exactly `n` well-formed responses, nothing
+ * more, and returns them (caller frees with th_resp_free). */
+th_resp *th_expect_responses(const char *buf, size_t len, int n,
+                             const char **methods);
+/* Copies buf with each Date header value replaced by "<d>". */
+char *th_normalize(const char *buf, size_t len);
+
+/* ---- violations ---- */
+typedef struct th_violations {
+    int count;
+    int codes[64];
+    char at_file[64][128];
+    int at_line[64];
+    char sealed_call[64][64];
+    int sealed_line[64];
+} th_violations;
+/* Installs a hook that records violations (thread-safe). */
+void th_record_violations(latch_app *app, th_violations *v);
+int th_violation_count(th_violations *v);
+
+#endif

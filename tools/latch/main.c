@@ -1,0 +1,112 @@
+/*
+ * latch - the demo server that `make run` starts.
+ *
+ * A user of the library like any other: it registers a few routes and runs
+ * the app. Usage: latch [-h host] [-p port] [-w workers]. Defaults:
+ * 127.0.0.1, 8080, one worker per core.
+ */
+#include <latch.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char index_html[] =
+    "<!doctype html>\n"
+    "<html><head><meta charset=\"utf-8\"><title>latch</title></head>\n"
+    "<body>\n"
+    "<h1>latch</h1>\n"
+    "<p>An HTTP/1.1 server library for C: every request gets exactly one "
+    "response.</p>\n"
+    "<ul>\n"
+    "<li><a href=\"/\">GET /</a>: this page</li>\n"
+    "<li><a href=\"/hello\">GET /hello</a>: plain text</li>\n"
+    "<li><a href=\"/json\">GET /json</a>: JSON</li>\n"
+    "<li>POST /echo: echoes the request body</li>\n"
+    "</ul>\n"
+    "</body></html>\n";
+
+static int on_index(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_send(res, index_html, sizeof(index_html) - 1);
+    return LATCH_DONE;
+}
+
+static int on_hello(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_set_header(res, "Content-Type", "text/plain; charset=utf-8");
+    latch_res_send(res, "Hello, World!", 13);
+    return LATCH_DONE;
+}
+
+static int on_json(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_json(res, "{\"message\":\"Hello, World!\"}");
+    return LATCH_DONE;
+}
+
+static int on_echo(latch_req *req, latch_res *res, void *data)
+{
+    const void *body;
+    size_t len;
+    const char *ct = latch_req_header(req, "Content-Type");
+
+    (void)data;
+    latch_req_body(req, &body, &len);
+    latch_res_set_header(res, "Content-Type",
+                         ct ? ct : "application/octet-stream");
+    latch_res_send(res, body, len);
+    return LATCH_DONE;
+}
+
+int main(int argc, char **argv)
+{
+    const char *host = "127.0.0.1";
+    int port = 8080, workers = 0, opt, r;
+    latch_app *app;
+
+    while ((opt = getopt(argc, argv, "h:p:w:")) != -1) {
+        switch (opt) {
+        case 'h':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'w':
+            workers = atoi(optarg);
+            break;
+        default:
+            fprintf(stderr, "usage: %s [-h host] [-p port] [-w workers]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    app = latch_app_new();
+    if (app == NULL)
+        return 1;
+    latch_app_set_workers(app, workers);
+    latch_get(app, "/", on_index, NULL);
+    latch_get(app, "/hello", on_hello, NULL);
+    latch_get(app, "/json", on_json, NULL);
+    latch_post(app, "/echo", on_echo, NULL);
+    r = latch_listen(app, host, port);
+    if (r < 0) {
+        fprintf(stderr, "latch: cannot listen on %s:%d: %s\n", host, port,
+                latch_strerror(r));
+        latch_app_free(app);
+        return 1;
+    }
+    printf("latch: listening on http://%s:%d/\n", host, latch_app_port(app));
+    fflush(stdout);
+    r = latch_run(app);
+    latch_app_free(app);
+    return r < 0 ? 1 : 0;
+}
