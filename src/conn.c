@@ -37,6 +37,7 @@ static void conn_close(latch_conn *c);
 static void process(latch_conn *c);
 static void start_linger(latch_conn *c);
 static void advance_queue(latch_conn *c);
+static void flush(latch_conn *c);
 
 /* ------------------------------------------------------------------ */
 /* Read buffers                                                         */
@@ -477,6 +478,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         process(c);
+        /* Answer what this read produced right away (one write for the
+         * whole batch of pipelined requests) rather than at the next loop
+         * turn: the client sees its response a little sooner. */
+        if ((c->flags & LATCH_CF_DIRTY) && c->out.len > 0)
+            flush(c);
         return;
     }
     if (nread == 0)
@@ -826,8 +832,6 @@ static void finish_written(latch_conn *c)
         process(c);
     }
 }
-
-static void flush(latch_conn *c);
 
 static void on_written(uv_write_t *req, int status)
 {
