@@ -57,8 +57,9 @@ extern "C" {
     X(HTTP_HEADERS_SENT, -3001,                                                \
       "Cannot set headers after they are sent to the client")                  \
     X(STREAM_WRITE_AFTER_END, -3002, "write after end")                        \
-    X(STREAM_DESTROYED, -3003, "Cannot call write after a stream was "         \
-                               "destroyed")                                    \
+    X(STREAM_DESTROYED, -3003,                                                 \
+      "Cannot call write after a stream was "                                  \
+      "destroyed")                                                             \
     X(STREAM_ALREADY_FINISHED, -3004,                                          \
       "Cannot call end after a stream was finished")                           \
     X(HTTP_CONTENT_LENGTH_MISMATCH, -3005,                                     \
@@ -75,8 +76,9 @@ extern "C" {
       "Called from a thread other than the response's event loop")             \
     X(NOMEM, -3012, "Out of memory")                                           \
     X(INVALID_ARG, -3013, "Invalid argument")                                  \
-    X(HTTP_BODY_NOT_ALLOWED, -3014, "Adding content for this request method "  \
-                                    "or response status is not allowed.")      \
+    X(HTTP_BODY_NOT_ALLOWED, -3014,                                            \
+      "Adding content for this request method "                                \
+      "or response status is not allowed.")                                    \
     X(HTTP, -3015, "HTTP error")                                               \
     X(LIMIT, -3016, "A configured limit was exceeded")                         \
     X(STATE, -3017, "Not allowed in the current state")                        \
@@ -139,11 +141,11 @@ typedef void (*latch_res_cb)(latch_res *res, void *data);
 /* A lifecycle violation, as delivered to the app's violation hook. All
  * pointers are valid only during the hook call. */
 typedef struct latch_violation {
-    int code;            /* LATCH_ERR_* */
-    const char *name;    /* "ERR_HTTP_HEADERS_SENT" */
-    const char *message; /* Node's message, specific to the call */
-    const char *call;    /* the offending API function, "latch_res_json" */
-    latch_site at;       /* where the offending call was made */
+    int code;                /* LATCH_ERR_* */
+    const char *name;        /* "ERR_HTTP_HEADERS_SENT" */
+    const char *message;     /* Node's message, specific to the call */
+    const char *call;        /* the offending API function, "latch_res_json" */
+    latch_site at;           /* where the offending call was made */
     const char *sealed_call; /* what sealed the response: an API function
                                 name, or an event ("request timeout",
                                 "client disconnect"); NULL if not sealed */
@@ -194,8 +196,8 @@ LATCH_API int latch_put(latch_app *app, const char *pattern, latch_handler fn,
                         void *data);
 LATCH_API int latch_delete(latch_app *app, const char *pattern,
                            latch_handler fn, void *data);
-LATCH_API int latch_patch(latch_app *app, const char *pattern,
-                          latch_handler fn, void *data);
+LATCH_API int latch_patch(latch_app *app, const char *pattern, latch_handler fn,
+                          void *data);
 LATCH_API int latch_all(latch_app *app, const char *pattern, latch_handler fn,
                         void *data);
 /* Registers an error handler (run in registration order). */
@@ -394,8 +396,8 @@ LATCH_API int latch_res_send_status_at(latch_res *res, int status,
 /* Redirects (status 0: 302) to url, with Location and a short body. */
 #define latch_res_redirect(res, status, url)                                   \
     latch_res_redirect_at((res), (status), (url), LATCH_HERE)
-LATCH_API int latch_res_redirect_at(latch_res *res, int status,
-                                    const char *url, latch_site at);
+LATCH_API int latch_res_redirect_at(latch_res *res, int status, const char *url,
+                                    latch_site at);
 
 /* Tears the response down: the connection is closed without completing
  * the response (a truncated body stays visibly truncated). */

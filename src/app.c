@@ -127,8 +127,7 @@ fail:
     return LATCH_ERR_NOMEM;
 }
 
-int latch_use(latch_app *app, const char *prefix, latch_handler fn,
-              void *data)
+int latch_use(latch_app *app, const char *prefix, latch_handler fn, void *data)
 {
     return add_layer(app, L_MIDDLEWARE, NULL, prefix, fn, data);
 }
@@ -298,8 +297,8 @@ static void final_not_found(latch_res *res)
             continue;
         if (strstr(allow, l->method) == NULL &&
             len + strlen(l->method) + 8 < sizeof(allow))
-            snprintf(allow + len, sizeof(allow) - len, "%s%s",
-                     len ? ", " : "", l->method);
+            snprintf(allow + len, sizeof(allow) - len, "%s%s", len ? ", " : "",
+                     l->method);
         if (strcmp(l->method, "GET") == 0 && strstr(allow, "HEAD") == NULL &&
             strlen(allow) + 8 < sizeof(allow))
             strcat(allow, ", HEAD");
@@ -327,8 +326,7 @@ static void final_error(latch_res *res)
     if (status < 400 || status > 599)
         status = 500;
     if (res->state == LATCH_RS_FRESH) {
-        n = snprintf(body, sizeof(body), "%s\n",
-                     latch__status_reason(status));
+        n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
         /* Headers the handler set do not leak into the error page. */
         res->nhdrs = 0;
         res->hbuf.len = 0;
@@ -381,9 +379,9 @@ static void run(latch_res *res)
         }
         latch_layer *l = res->layer;
         while (l != NULL &&
-               (l->kind == L_MIDDLEWARE ? !prefix_match(l, q->path)
-                                        : (!method_match(l, q) ||
-                                           !route_match(l, q, raw, rawn))))
+               (l->kind == L_MIDDLEWARE
+                    ? !prefix_match(l, q->path)
+                    : (!method_match(l, q) || !route_match(l, q, raw, rawn))))
             l = l->next;
         if (l == NULL) {
             if (res->state == LATCH_RS_FRESH)
@@ -483,8 +481,7 @@ void latch_next_at(latch_req *req, latch_site at)
     if (res == NULL)
         return;
     if (!pthread_equal(pthread_self(), res->w->thread)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_next", NULL,
-                         at);
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_next", NULL, at);
         return;
     }
     if (!res->pending_next) {
@@ -494,8 +491,8 @@ void latch_next_at(latch_req *req, latch_site at)
     res->pending_next = false;
     if (res->state != LATCH_RS_FRESH || res->detached) {
         if (!res->detached)
-            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE,
-                             "latch_next", NULL, at);
+            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, "latch_next",
+                             NULL, at);
         chain_done(res);
         return;
     }
@@ -510,8 +507,7 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (!pthread_equal(pthread_self(), res->w->thread)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_fail", NULL,
-                         at);
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_fail", NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
     if (status < 400 || status > 599)

@@ -179,14 +179,10 @@ static uint64_t t_duration(latch_conn *c, int kind)
     const latch_config *cfg = &c->w->app->cfg;
 
     switch (kind) {
-    case LATCH_T_HEADER:
-        return cfg->header_ms;
-    case LATCH_T_BODY:
-        return cfg->body_ms;
-    case LATCH_T_IDLE:
-        return cfg->keepalive_ms;
-    default:
-        return cfg->linger_ms;
+    case LATCH_T_HEADER: return cfg->header_ms;
+    case LATCH_T_BODY: return cfg->body_ms;
+    case LATCH_T_IDLE: return cfg->keepalive_ms;
+    default: return cfg->linger_ms;
     }
 }
 
@@ -230,13 +226,17 @@ static void on_timeout(latch_conn *c)
     t_unlink(c);
     switch (kind) {
     case LATCH_T_IDLE:
-    case LATCH_T_LINGER:
-        conn_close(c);
-        break;
+    case LATCH_T_LINGER: conn_close(c); break;
     case LATCH_T_HEADER:
     case LATCH_T_BODY:
-        /* A request that took too long to arrive: 408 once the responses
-         * before it are out, then close. */
+        /* A connection that never sent a byte is closed quietly, as an
+         * idle one; a request that took too long to arrive gets 408 once
+         * the responses before it are out, then the connection closes. */
+        if (kind == LATCH_T_HEADER && c->cur == NULL && c->rlen == c->msg &&
+            c->q_head == NULL) {
+            conn_close(c);
+            break;
+        }
         latch__conn_protocol_error(c, 408, "request timeout");
         break;
     }
@@ -879,8 +879,8 @@ static void flush(latch_conn *c)
             c->out.len = 0;
             b = uv_buf_init(c->wout.data, (unsigned)c->wout.len);
             c->wreq.data = c;
-            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1,
-                         on_written) < 0) {
+            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) <
+                0) {
                 conn_close(c);
                 return;
             }

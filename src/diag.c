@@ -16,15 +16,12 @@
 const char *latch_err_name(int code)
 {
     switch (code) {
-    case 0:
-        return "OK";
+    case 0: return "OK";
 #define LATCH_X_(name, num, msg)                                               \
-    case num:                                                                  \
-        return "ERR_" #name;
+    case num: return "ERR_" #name;
         LATCH_ERRNO_MAP(LATCH_X_)
 #undef LATCH_X_
-    default:
-        break;
+    default: break;
     }
     /* libuv's codes are negated errno values on Unix. */
     if (code < 0 && code > -4096)
@@ -35,15 +32,12 @@ const char *latch_err_name(int code)
 const char *latch_strerror(int code)
 {
     switch (code) {
-    case 0:
-        return "Success";
+    case 0: return "Success";
 #define LATCH_X_(name, num, msg)                                               \
-    case num:                                                                  \
-        return msg;
+    case num: return msg;
         LATCH_ERRNO_MAP(LATCH_X_)
 #undef LATCH_X_
-    default:
-        break;
+    default: break;
     }
     if (code < 0 && code > -4096)
         return uv_strerror(code);
@@ -57,8 +51,8 @@ static const char *base_name(const char *file)
 
 static void print_site(FILE *f, const char *call, latch_site at)
 {
-    fprintf(f, "%s (%s:%d, %s)", call ? call : "?", base_name(at.file),
-            at.line, at.func ? at.func : "?");
+    fprintf(f, "%s (%s:%d, %s)", call ? call : "?", base_name(at.file), at.line,
+            at.func ? at.func : "?");
 }
 
 /* The default hook: one block per violation, on stderr. */
@@ -87,8 +81,8 @@ static void default_hook(const latch_violation *v, void *data)
     }
     if (v->request_id != 0)
         fprintf(f, "    request %llu: %s %s\n",
-                (unsigned long long)v->request_id,
-                v->method ? v->method : "?", v->path ? v->path : "?");
+                (unsigned long long)v->request_id, v->method ? v->method : "?",
+                v->path ? v->path : "?");
     n = (size_t)ftell(f);
     fclose(f);
     if (n >= sizeof(block))

@@ -95,8 +95,15 @@ typedef struct latch_tlist {
     latch_conn *head, *tail;
 } latch_tlist;
 
-enum { LATCH_T_NONE = 0, LATCH_T_HEADER, LATCH_T_BODY, LATCH_T_IDLE,
-       LATCH_T_LINGER, LATCH_T_DRAIN, LATCH_T_COUNT };
+enum {
+    LATCH_T_NONE = 0,
+    LATCH_T_HEADER,
+    LATCH_T_BODY,
+    LATCH_T_IDLE,
+    LATCH_T_LINGER,
+    LATCH_T_DRAIN,
+    LATCH_T_COUNT
+};
 
 struct latch_worker {
     uv_loop_t loop;
@@ -104,10 +111,10 @@ struct latch_worker {
     int index;
     pthread_t thread;
     uv_tcp_t listener;
-    uv_async_t wake;       /* latch_stop, latch_res_post */
-    uv_prepare_t flusher;  /* flushes dirty connections once per loop turn */
-    uv_timer_t ticker;     /* Date header, once per second */
-    uv_timer_t sweeper;    /* connection timeouts */
+    uv_async_t wake;      /* latch_stop, latch_res_post */
+    uv_prepare_t flusher; /* flushes dirty connections once per loop turn */
+    uv_timer_t ticker;    /* Date header, once per second */
+    uv_timer_t sweeper;   /* connection timeouts */
     uv_signal_t sigint, sigterm;
     bool has_signals;
     bool draining;
@@ -141,15 +148,15 @@ struct latch_worker {
 /* A connection                                                         */
 /* ------------------------------------------------------------------ */
 enum {
-    LATCH_CF_CLOSING = 1u << 0,     /* uv_close called */
-    LATCH_CF_NO_MORE = 1u << 1,     /* no further request will be read */
+    LATCH_CF_CLOSING = 1u << 0, /* uv_close called */
+    LATCH_CF_NO_MORE = 1u << 1, /* no further request will be read */
     LATCH_CF_READ_STOPPED = 1u << 2,
-    LATCH_CF_EOF = 1u << 3,         /* the peer half-closed */
-    LATCH_CF_DIRTY = 1u << 4,       /* on the worker's dirty list */
-    LATCH_CF_LINGER = 1u << 5,      /* error answered: discard, then close */
-    LATCH_CF_SHUTDOWN = 1u << 6,    /* write side shut down */
-    LATCH_CF_IN_BODY = 1u << 7,     /* reading the current request's body */
-    LATCH_CF_CONTINUE = 1u << 8,    /* owe a 100 Continue when at head */
+    LATCH_CF_EOF = 1u << 3,      /* the peer half-closed */
+    LATCH_CF_DIRTY = 1u << 4,    /* on the worker's dirty list */
+    LATCH_CF_LINGER = 1u << 5,   /* error answered: discard, then close */
+    LATCH_CF_SHUTDOWN = 1u << 6, /* write side shut down */
+    LATCH_CF_IN_BODY = 1u << 7,  /* reading the current request's body */
+    LATCH_CF_CONTINUE = 1u << 8, /* owe a 100 Continue when at head */
     LATCH_CF_CLOSE_AFTER_WRITE = 1u << 9,
     LATCH_CF_WRITE_ERROR = 1u << 10,
 };
@@ -207,13 +214,13 @@ typedef struct latch_param {
 } latch_param;
 
 struct latch_req {
-    const char *head;       /* the message's first byte (in rb) */
-    latch_rbuf *rb;         /* keeps head alive */
+    const char *head; /* the message's first byte (in rb) */
+    latch_rbuf *rb;   /* keeps head alive */
     const char *method;
     const char *url;
-    const char *path;       /* decoded, no query */
-    const char *query;      /* raw query (after '?'), NULL if none */
-    latch_field *fields;    /* spans into head; NUL-terminated in place */
+    const char *path;    /* decoded, no query */
+    const char *query;   /* raw query (after '?'), NULL if none */
+    latch_field *fields; /* spans into head; NUL-terminated in place */
     uint32_t nfields;
     uint8_t version_minor;
     bool is_head;
@@ -237,8 +244,8 @@ struct latch_res {
     latch_req req;
     uint32_t refs;
     uint8_t state;
-    uint8_t dispatched;   /* handler chain running or done */
-    bool detached;        /* no longer attached to a connection */
+    uint8_t dispatched; /* handler chain running or done */
+    bool detached;      /* no longer attached to a connection */
     bool chunked;
     bool has_body;        /* false for HEAD, 1xx, 204, 304 */
     bool keep_alive;      /* the connection stays open after this one */
@@ -253,7 +260,7 @@ struct latch_res {
     uint64_t end_seq;        /* conn->out_total after its last byte */
     latch_conn *conn;        /* NULL once detached */
     latch_worker *w;
-    latch_res *q_next;       /* conn queue, or worker free list */
+    latch_res *q_next; /* conn queue, or worker free list */
     /* Headers before they are sent: entries over one byte buffer. */
     latch_buf hbuf;
     latch_hdr *hdrs;
@@ -271,10 +278,10 @@ struct latch_res {
     latch_errlayer *elayer; /* next error layer to try */
     latch_error err;
     bool in_error;
-    bool pending_next;      /* a handler returned LATCH_PENDING */
-    bool chain_ref;         /* the chain holds a reference */
+    bool pending_next; /* a handler returned LATCH_PENDING */
+    bool chain_ref;    /* the chain holds a reference */
     bool in_handler;
-    bool failed;            /* latch_fail was called in the current handler */
+    bool failed; /* latch_fail was called in the current handler */
     char err_msg[128];
 };
 

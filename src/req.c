@@ -229,8 +229,7 @@ const char *latch_req_query(const latch_req *req, const char *name)
             char *key = decode(q, s, (size_t)(kend - s), true);
             if (key != NULL && strlen(key) == nlen &&
                 memcmp(key, name, nlen) == 0)
-                return eq ? decode(q, eq + 1, (size_t)(e - eq - 1), true)
-                          : "";
+                return eq ? decode(q, eq + 1, (size_t)(e - eq - 1), true) : "";
         }
         s = e + 1;
     }

@@ -120,8 +120,8 @@ void latch_res_retain(latch_res *res)
     if (res == NULL)
         return;
     if (!on_loop(res)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_retain",
-                         NULL, (latch_site){NULL, 0, NULL});
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_retain", NULL,
+                         (latch_site){NULL, 0, NULL});
         return;
     }
     res->refs++;
@@ -132,8 +132,8 @@ void latch_res_release(latch_res *res)
     if (res == NULL)
         return;
     if (!on_loop(res)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_release",
-                         NULL, (latch_site){NULL, 0, NULL});
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_release", NULL,
+                         (latch_site){NULL, 0, NULL});
         return;
     }
     if (res->refs == 0)
@@ -219,8 +219,8 @@ enum call_kind {
     K_SEND, /* send, json, redirect, send_status */
 };
 
-static int refuse(latch_res *res, int code, const char *call,
-                  const char *msg, latch_site at)
+static int refuse(latch_res *res, int code, const char *call, const char *msg,
+                  latch_site at)
 {
     latch__violation(res, code, call, msg, at);
     return code;
@@ -240,8 +240,7 @@ static int gate(latch_res *res, int kind, const char *call, const char *verb,
     if (!on_loop(res))
         return refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
     switch (res->state) {
-    case LATCH_RS_FRESH:
-        return 0;
+    case LATCH_RS_FRESH: return 0;
     case LATCH_RS_DESTROYED:
         snprintf(msg, sizeof(msg),
                  "Cannot call %s after a stream was destroyed",
@@ -273,19 +272,17 @@ static int gate(latch_res *res, int kind, const char *call, const char *verb,
 static const unsigned char tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
     ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
-    ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
-    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
-    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
-    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
-    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
-    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
-    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
-    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
+    ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
+    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
+    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
 static bool valid_name(const char *s)
@@ -418,8 +415,8 @@ static int header_op(latch_res *res, const char *name, const char *value,
     nlen = strlen(name);
     vlen = strlen(value);
     if (nlen > 1024)
-        return refuse(res, LATCH_ERR_INVALID_ARG, call,
-                      "Header name too long", at);
+        return refuse(res, LATCH_ERR_INVALID_ARG, call, "Header name too long",
+                      at);
     if (is_cl(name, nlen) && !digits_only(value))
         return refuse(res, LATCH_ERR_INVALID_ARG, call,
                       "Content-Length must be a decimal number", at);
@@ -440,8 +437,8 @@ static int header_op(latch_res *res, const char *name, const char *value,
     return add_hdr(res, name, nlen, value, vlen);
 }
 
-int latch_res_set_header_at(latch_res *res, const char *name,
-                            const char *value, latch_site at)
+int latch_res_set_header_at(latch_res *res, const char *name, const char *value,
+                            latch_site at)
 {
     return header_op(res, name, value, false, "latch_res_set_header", at);
 }
@@ -452,8 +449,7 @@ int latch_res_append_header_at(latch_res *res, const char *name,
     return header_op(res, name, value, true, "latch_res_append_header", at);
 }
 
-int latch_res_remove_header_at(latch_res *res, const char *name,
-                               latch_site at)
+int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
 {
     size_t nlen;
     int r, i;
@@ -555,8 +551,8 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     latch_conn *c = res->conn;
     latch_worker *w = res->w;
     const char *reason = latch__status_reason(res->status);
-    bool user_cl = false, user_te = false, user_conn = false,
-         user_date = false, close_req = false;
+    bool user_cl = false, user_te = false, user_conn = false, user_date = false,
+         close_req = false;
     size_t need, rl = strlen(reason);
     latch_buf *b;
     uint32_t i;
@@ -851,8 +847,8 @@ static int end_common(latch_res *res, const void *data, size_t len,
                  "match the content-length of %llu byte(s) set in header",
                  (unsigned long long)res->body_sent,
                  (unsigned long long)res->content_length);
-        ret = refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg,
-                     at);
+        ret =
+            refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg, at);
     }
     res->state = LATCH_RS_ENDED;
     res->end_called = true;
@@ -891,8 +887,8 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
     if (body == NULL && len > 0)
         return refuse(res, LATCH_ERR_INVALID_ARG, call,
                       "May not send null values", at);
-    if (ctype != NULL && (r = header_op(res, "Content-Type", ctype, false,
-                                        call, at)) < 0)
+    if (ctype != NULL &&
+        (r = header_op(res, "Content-Type", ctype, false, call, at)) < 0)
         return r;
     *put_u64(num, len) = '\0';
     if ((r = header_op(res, "Content-Length", num, false, call, at)) < 0)
@@ -915,8 +911,8 @@ int latch_res_json_at(latch_res *res, const char *json, latch_site at)
 {
     if (json == NULL)
         json = "null";
-    return send_as(res, "application/json; charset=utf-8", json,
-                   strlen(json), "latch_res_json", at);
+    return send_as(res, "application/json; charset=utf-8", json, strlen(json),
+                   "latch_res_json", at);
 }
 
 int latch_res_send_status_at(latch_res *res, int status, latch_site at)
@@ -956,8 +952,8 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
     if (status < 300 || status > 399 || url == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_redirect",
                       "A redirect needs a 3xx status and a URL", at);
-    if ((r = header_op(res, "Location", url, false, "latch_res_redirect",
-                       at)) < 0)
+    if ((r = header_op(res, "Location", url, false, "latch_res_redirect", at)) <
+        0)
         return r;
     res->status = status;
     n = snprintf(body, sizeof(body), "%s. Redirecting to %s",
@@ -1002,8 +998,8 @@ void latch__res_protocol_error(latch_res *res, int status, const char *reason)
     n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
     res->nhdrs = 0;
     res->hbuf.len = 0;
-    latch__res_simple(res, status, "text/plain; charset=utf-8", body,
-                      (size_t)n, "protocol error");
+    latch__res_simple(res, status, "text/plain; charset=utf-8", body, (size_t)n,
+                      "protocol error");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1125,9 +1121,9 @@ bool latch_res_writable_finished(const latch_res *res)
 
 bool latch_res_destroyed(const latch_res *res)
 {
-    return res != NULL && (res->state == LATCH_RS_DESTROYED ||
-                           (res->state == LATCH_RS_FINISHED &&
-                            res->closed_fired));
+    return res != NULL &&
+           (res->state == LATCH_RS_DESTROYED ||
+            (res->state == LATCH_RS_FINISHED && res->closed_fired));
 }
 
 static int set_cb(latch_res *res, latch_res_cb *slot, void **dslot,

@@ -109,9 +109,7 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
             return LATCH_ERR_INVALID_ARG;
         c->parse.fields = (uint32_t)v;
         return 0;
-    case LATCH_LIMIT_BODY:
-        c->parse.body = v;
-        return 0;
+    case LATCH_LIMIT_BODY: c->parse.body = v; return 0;
     case LATCH_LIMIT_CHUNK_EXT:
         if (v > UINT32_MAX)
             return LATCH_ERR_INVALID_ARG;
@@ -122,29 +120,17 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
             return LATCH_ERR_INVALID_ARG;
         c->pipeline = (uint32_t)v;
         return 0;
-    default:
-        break;
+    default: break;
     }
     if (v < 1 || v > 24ull * 3600 * 1000)
         return LATCH_ERR_INVALID_ARG;
     switch (which) {
-    case LATCH_TIMEOUT_HEADER:
-        c->header_ms = v;
-        return 0;
-    case LATCH_TIMEOUT_BODY:
-        c->body_ms = v;
-        return 0;
-    case LATCH_TIMEOUT_KEEPALIVE:
-        c->keepalive_ms = v;
-        return 0;
-    case LATCH_TIMEOUT_LINGER:
-        c->linger_ms = v;
-        return 0;
-    case LATCH_TIMEOUT_DRAIN:
-        c->drain_ms = v;
-        return 0;
-    default:
-        return LATCH_ERR_INVALID_ARG;
+    case LATCH_TIMEOUT_HEADER: c->header_ms = v; return 0;
+    case LATCH_TIMEOUT_BODY: c->body_ms = v; return 0;
+    case LATCH_TIMEOUT_KEEPALIVE: c->keepalive_ms = v; return 0;
+    case LATCH_TIMEOUT_LINGER: c->linger_ms = v; return 0;
+    case LATCH_TIMEOUT_DRAIN: c->drain_ms = v; return 0;
+    default: return LATCH_ERR_INVALID_ARG;
     }
 }
 
@@ -197,9 +183,9 @@ int latch_listen(latch_app *app, const char *host, int port)
     }
     app->addr = ss;
     app->listen_fd = fd;
-    app->port = ntohs(ss.ss_family == AF_INET6
-                          ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                          : ((struct sockaddr_in *)&ss)->sin_port);
+    app->port =
+        ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                       : ((struct sockaddr_in *)&ss)->sin_port);
     return 0;
 }
 

@@ -106,8 +106,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-char *th_read(int fd, size_t *lenp, int timeout_ms, th_until until,
-              void *arg)
+char *th_read(int fd, size_t *lenp, int timeout_ms, th_until until, void *arg)
 {
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap + 1);
@@ -155,8 +154,8 @@ bool th_until_responses(const char *buf, size_t len, void *n)
     th_resp r[64];
     const char *err;
     int want = *(int *)n;
-    int got = th_wire_parse(buf, len, NULL, r, want < 64 ? want : 64, false,
-                            &err);
+    int got =
+        th_wire_parse(buf, len, NULL, r, want < 64 ? want : 64, false, &err);
 
     if (got > 0)
         th_resp_free(r, got);
@@ -179,8 +178,7 @@ char *th_exchange(int port, const char *req, size_t reqlen, int nresp,
     char *out;
 
     th_send(fd, req, reqlen);
-    out = th_read(fd, len, 5000, nresp > 0 ? th_until_responses : NULL,
-                  &nresp);
+    out = th_read(fd, len, 5000, nresp > 0 ? th_until_responses : NULL, &nresp);
     close(fd);
     return out;
 }

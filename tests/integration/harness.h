@@ -31,14 +31,13 @@ void th_server_start(th_server *s, latch_app *app);
 int th_server_stop(th_server *s);
 
 /* ---- raw client ---- */
-int th_connect(int port);                        /* asserts */
+int th_connect(int port);                           /* asserts */
 void th_send(int fd, const void *data, size_t len); /* all of it */
 void th_send_str(int fd, const char *s);
 /* Reads until EOF/reset or until `until` returns true for what was read
  * so far, or timeout_ms passed. Returns the bytes (malloc'd, NUL-added). */
 typedef bool (*th_until)(const char *buf, size_t len, void *arg);
-char *th_read(int fd, size_t *len, int timeout_ms, th_until until,
-              void *arg);
+char *th_read(int fd, size_t *len, int timeout_ms, th_until until, void *arg);
 /* How the connection ended, after th_read: */
 enum { TH_OPEN = 0, TH_EOF = 1, TH_RESET = 2 };
 int th_last_end(void);

@@ -50,15 +50,14 @@ static int teardown(void **state)
     return 0;
 }
 
-static const char hello_resp[] =
-    "HTTP/1.1 200 OK\r\n"
-    "Content-Type: text/plain\r\n"
-    "Content-Length: 13\r\n"
-    "Date: <d>\r\n"
-    "Connection: keep-alive\r\n"
-    "Keep-Alive: timeout=5\r\n"
-    "\r\n"
-    "Hello, World!";
+static const char hello_resp[] = "HTTP/1.1 200 OK\r\n"
+                                 "Content-Type: text/plain\r\n"
+                                 "Content-Length: 13\r\n"
+                                 "Date: <d>\r\n"
+                                 "Connection: keep-alive\r\n"
+                                 "Keep-Alive: timeout=5\r\n"
+                                 "\r\n"
+                                 "Hello, World!";
 
 static void test_exact_bytes(void **state)
 {

@@ -107,8 +107,8 @@ static int parse_one(const char **pp, const char *end, const char *method,
                 n = snprintf(tmp, sizeof(tmp), "%.*s: <d>\r\n", (int)nlen,
                              line);
             else
-                n = snprintf(tmp, sizeof(tmp), "%.*s\r\n",
-                             (int)(eol - line), line);
+                n = snprintf(tmp, sizeof(tmp), "%.*s\r\n", (int)(eol - line),
+                             line);
             if (n < 0 || hl + (size_t)n >= sizeof(r->head)) {
                 *err = "head too long";
                 return -1;
@@ -127,8 +127,8 @@ static int parse_one(const char **pp, const char *end, const char *method,
                     return -1;
                 }
             } else if (nlen == 17 && ieq_n(line, "transfer-encoding", 17)) {
-                chunked = (size_t)(eol - v) >= 7 &&
-                          ieq_n(eol - 7, "chunked", 7);
+                chunked =
+                    (size_t)(eol - v) >= 7 && ieq_n(eol - 7, "chunked", 7);
             } else if (nlen == 10 && ieq_n(line, "connection", 10)) {
                 conn_close = (size_t)(eol - v) == 5 && ieq_n(v, "close", 5);
             }
@@ -266,9 +266,8 @@ th_resp *th_expect_responses(const char *buf, size_t len, int n,
     assert_non_null(r);
     got = th_wire_parse(buf, len, methods, r, n, true, &err);
     if (got != n)
-        fail_msg("wire: expected %d response(s), got %d (%s) in:\n%.*s", n,
-                 got, err ? err : "fewer", (int)(len > 2000 ? 2000 : len),
-                 buf);
+        fail_msg("wire: expected %d response(s), got %d (%s) in:\n%.*s", n, got,
+                 err ? err : "fewer", (int)(len > 2000 ? 2000 : len), buf);
     return r;
 }
 

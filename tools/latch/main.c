@@ -74,15 +74,9 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "h:p:w:")) != -1) {
         switch (opt) {
-        case 'h':
-            host = optarg;
-            break;
-        case 'p':
-            port = atoi(optarg);
-            break;
-        case 'w':
-            workers = atoi(optarg);
-            break;
+        case 'h': host = optarg; break;
+        case 'p': port = atoi(optarg); break;
+        case 'w': workers = atoi(optarg); break;
         default:
             fprintf(stderr, "usage: %s [-h host] [-p port] [-w workers]\n",
                     argv[0]);
