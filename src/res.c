@@ -285,27 +285,34 @@ static const unsigned char tchar[256] = {
     ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
-static bool valid_name(const char *s)
+/* The length of a token name, or -1 when it is empty or not a token. */
+static long name_len(const char *s)
 {
+    const char *p = s;
+
     if (s == NULL || *s == '\0')
-        return false;
-    for (; *s; s++)
-        if (!tchar[(unsigned char)*s])
-            return false;
-    return true;
+        return -1;
+    while (tchar[(unsigned char)*p])
+        p++;
+    return *p == '\0' ? p - s : -1;
 }
 
-/* No CR, LF (response splitting) nor other controls but HTAB. */
-static bool valid_value(const char *s)
+/* The length of a value, or -1 when it has a CR, LF (response splitting)
+ * or another control byte but HTAB. */
+static long value_len(const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
+
     if (s == NULL)
-        return false;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
+        return -1;
+    for (;; p++) {
+        if (*p >= 0x20 && *p != 0x7f)
+            continue;
+        if (*p == '\t')
+            continue;
+        break;
     }
-    return true;
+    return *p == '\0' ? (const char *)p - s : -1;
 }
 
 static bool ieq(const char *a, const char *b, size_t n)
@@ -395,31 +402,12 @@ static bool digits_only(const char *s)
     return true;
 }
 
-static int header_op(latch_res *res, const char *name, const char *value,
-                     bool append, const char *call, latch_site at)
+/* Sets or appends a header already known to be valid. */
+static int put_hdr(latch_res *res, const char *name, size_t nlen,
+                   const char *value, size_t vlen, bool append)
 {
-    size_t nlen, vlen;
     int r, i;
 
-    r = gate(res, K_HEADER, call, append ? "append" : "set", at);
-    if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
-    if (!valid_name(name) || !valid_value(value))
-        return refuse(res, LATCH_ERR_INVALID_CHAR, call,
-                      value == NULL || name == NULL
-                          ? "Invalid header: NULL name or value"
-                          : (valid_name(name)
-                                 ? "Invalid character in header content"
-                                 : "Header name must be a valid HTTP token"),
-                      at);
-    nlen = strlen(name);
-    vlen = strlen(value);
-    if (nlen > 1024)
-        return refuse(res, LATCH_ERR_INVALID_ARG, call, "Header name too long",
-                      at);
-    if (is_cl(name, nlen) && !digits_only(value))
-        return refuse(res, LATCH_ERR_INVALID_ARG, call,
-                      "Content-Length must be a decimal number", at);
     if (!append && (i = find_hdr(res, name, nlen)) >= 0) {
         /* Replace in place: Node keeps the first position of a name. */
         latch_hdr *h = &res->hdrs[i];
@@ -435,6 +423,34 @@ static int header_op(latch_res *res, const char *name, const char *value,
         return 0;
     }
     return add_hdr(res, name, nlen, value, vlen);
+}
+
+static int header_op(latch_res *res, const char *name, const char *value,
+                     bool append, const char *call, latch_site at)
+{
+    long nlen, vlen;
+    int r;
+
+    r = gate(res, K_HEADER, call, append ? "append" : "set", at);
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    if (name == NULL || value == NULL)
+        return refuse(res, LATCH_ERR_INVALID_ARG, call,
+                      "Invalid header: NULL name or value", at);
+    nlen = name_len(name);
+    if (nlen < 0)
+        return refuse(res, LATCH_ERR_INVALID_CHAR, call,
+                      "Header name must be a valid HTTP token", at);
+    vlen = value_len(value);
+    if (vlen < 0)
+        return refuse(res, LATCH_ERR_INVALID_CHAR, call,
+                      "Invalid character in header content", at);
+    if (nlen > 1024 || vlen > 65536)
+        return refuse(res, LATCH_ERR_INVALID_ARG, call, "Header too long", at);
+    if (is_cl(name, (size_t)nlen) && !digits_only(value))
+        return refuse(res, LATCH_ERR_INVALID_ARG, call,
+                      "Content-Length must be a decimal number", at);
+    return put_hdr(res, name, (size_t)nlen, value, (size_t)vlen, append);
 }
 
 int latch_res_set_header_at(latch_res *res, const char *name, const char *value,
@@ -520,6 +536,17 @@ static char *put_u64(char *p, uint64_t v)
     return p;
 }
 
+/* A decimal value that header_op already checked (digits only). */
+static uint64_t parse_digits(const char *s)
+{
+    uint64_t v = 0;
+
+    for (; *s >= '0' && *s <= '9'; s++)
+        v = v > (UINT64_MAX - 9) / 10 ? UINT64_MAX
+                                      : v * 10 + (uint64_t)(*s - '0');
+    return v;
+}
+
 static bool value_has_token(const char *v, const char *tok)
 {
     size_t tl = strlen(tok);
@@ -572,7 +599,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         case 14:
             if (ieq(name, "content-length", 14)) {
                 user_cl = true;
-                res->content_length = strtoull(val, NULL, 10);
+                res->content_length = parse_digits(val);
             }
             break;
         case 17:
@@ -875,7 +902,8 @@ int latch_res_end_at(latch_res *res, const void *data, size_t len,
     return end_common(res, data, len, "latch_res_end", at);
 }
 
-/* The Express-style senders share this: FRESH only, then one end(). */
+/* The Express-style senders share this: FRESH only, then one end(). The
+ * Content-Type comes from latch itself (a valid constant) or NULL. */
 static int send_as(latch_res *res, const char *ctype, const void *body,
                    size_t len, const char *call, latch_site at)
 {
@@ -888,10 +916,13 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
         return refuse(res, LATCH_ERR_INVALID_ARG, call,
                       "May not send null values", at);
     if (ctype != NULL &&
-        (r = header_op(res, "Content-Type", ctype, false, call, at)) < 0)
+        (r = put_hdr(res, "Content-Type", 12, ctype, strlen(ctype), false)) < 0)
         return r;
-    *put_u64(num, len) = '\0';
-    if ((r = header_op(res, "Content-Length", num, false, call, at)) < 0)
+    /* Express sets Content-Length as a header: it keeps its place before
+     * Date, and a HEAD response carries it too. */
+    r = put_hdr(res, "Content-Length", 14, num,
+                (size_t)(put_u64(num, len) - num), false);
+    if (r < 0)
         return r;
     return end_common(res, body, len, call, at);
 }
@@ -909,10 +940,15 @@ int latch_res_send_at(latch_res *res, const void *body, size_t len,
 
 int latch_res_json_at(latch_res *res, const char *json, latch_site at)
 {
+    const char *ct = "application/json; charset=utf-8";
+
     if (json == NULL)
         json = "null";
-    return send_as(res, "application/json; charset=utf-8", json, strlen(json),
-                   "latch_res_json", at);
+    /* As Express: a Content-Type the handler chose stays. */
+    if (res != NULL && on_loop(res) && res->state == LATCH_RS_FRESH &&
+        latch_res_get_header(res, "Content-Type") != NULL)
+        ct = NULL;
+    return send_as(res, ct, json, strlen(json), "latch_res_json", at);
 }
 
 int latch_res_send_status_at(latch_res *res, int status, latch_site at)
@@ -979,10 +1015,11 @@ int latch__res_simple(latch_res *res, int status, const char *ctype,
         return LATCH_ERR_STATE;
     res->status = status;
     if (ctype != NULL &&
-        (r = header_op(res, "Content-Type", ctype, false, event, none)) < 0)
+        (r = put_hdr(res, "Content-Type", 12, ctype, strlen(ctype), false)) < 0)
         return r;
-    *put_u64(num, len) = '\0';
-    if ((r = header_op(res, "Content-Length", num, false, event, none)) < 0)
+    r = put_hdr(res, "Content-Length", 14, num,
+                (size_t)(put_u64(num, len) - num), false);
+    if (r < 0)
         return r;
     return end_common(res, body, len, event, none);
 }

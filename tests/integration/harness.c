@@ -221,3 +221,107 @@ int th_violation_count(th_violations *v)
     pthread_mutex_unlock(&vmu);
     return n;
 }
+
+/* ---- helpers added for the core tests ---- */
+
+int64_t th_now_ms(void)
+{
+    return now_ms();
+}
+
+int th_try_connect(int port)
+{
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, err;
+
+    if (fd < 0)
+        return -errno;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+void th_close_reset(int fd)
+{
+    struct linger l = {1, 0};
+
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close(fd);
+}
+
+bool th_until_bytes(const char *buf, size_t len, void *n)
+{
+    (void)buf;
+    return len >= *(size_t *)n;
+}
+
+char *th_error_bytes(int status, const char *reason)
+{
+    size_t cap = 256 + 2 * strlen(reason);
+    char *s = malloc(cap);
+
+    assert_non_null(s);
+    snprintf(s, cap,
+             "HTTP/1.1 %d %s\r\n"
+             "Content-Type: text/plain; charset=utf-8\r\n"
+             "Content-Length: %zu\r\n"
+             "Date: <d>\r\n"
+             "Connection: close\r\n"
+             "\r\n"
+             "%s\n",
+             status, reason, strlen(reason) + 1, reason);
+    return s;
+}
+
+void th_expect_error_close(int port, const char *req, size_t len,
+                           int status, const char *reason)
+{
+    int fd = th_connect(port);
+    size_t n;
+    char *out, *norm, *want = th_error_bytes(status, reason);
+    th_resp *r;
+
+    th_send(fd, req, len);
+    out = th_read(fd, &n, 5000, NULL, NULL);
+    if (last_end != TH_EOF)
+        fail_msg("expected a FIN after the %d, got %s; read:\n%s", status,
+                 last_end == TH_OPEN ? "nothing (still open)" : "a reset",
+                 out);
+    r = th_expect_responses(out, n, 1, NULL);
+    assert_int_equal(r[0].status, status);
+    norm = th_normalize(out, n);
+    assert_string_equal(norm, want);
+    th_resp_free(r, 1);
+    free(r);
+    free(norm);
+    free(want);
+    free(out);
+    close(fd);
+}
+
+void th_expect_alive(int port, const char *path, const char *body)
+{
+    char req[512];
+    size_t n;
+    char *out;
+    th_resp *r;
+    int len = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n",
+                       path);
+
+    assert_true(len > 0 && (size_t)len < sizeof(req));
+    out = th_exchange(port, req, (size_t)len, 1, &n);
+    r = th_expect_responses(out, n, 1, NULL);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, body);
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}

@@ -92,4 +92,30 @@ typedef struct th_violations {
 void th_record_violations(latch_app *app, th_violations *v);
 int th_violation_count(th_violations *v);
 
+/* ---- helpers added for the core tests (framing, limits, conn, ...) ---- */
+
+/* Connects to 127.0.0.1:port; returns the fd or -errno (no assert), so a
+ * test can see a refused connection. */
+int th_try_connect(int port);
+/* Closes with SO_LINGER 0: the peer gets a reset, not a FIN. */
+void th_close_reset(int fd);
+/* th_until for th_read: true once at least *(size_t *)n bytes arrived. */
+bool th_until_bytes(const char *buf, size_t len, void *n);
+/* The exact bytes (Date as "<d>", as th_normalize gives them) latch sends
+ * for a refused request: `status reason`, a text/plain body "reason\n",
+ * Connection: close. malloc'd. */
+char *th_error_bytes(int status, const char *reason);
+/*
+ * Sends `req` (len bytes) in one write on a fresh connection, reads until
+ * the server closes it, and asserts: exactly one well-formed response, whose
+ * normalized bytes are th_error_bytes(status, reason), followed by a FIN.
+ */
+void th_expect_error_close(int port, const char *req, size_t len,
+                           int status, const char *reason);
+/* Asserts that a GET of `path` on a fresh connection gets one 200 whose
+ * body is `body`: the server is still serving. */
+void th_expect_alive(int port, const char *path, const char *body);
+/* Milliseconds of CLOCK_MONOTONIC. */
+int64_t th_now_ms(void);
+
 #endif
