@@ -51,38 +51,40 @@ extern "C" {
 /*
  * The one list of latch's own error codes: X(NAME, number, message).
  * Numbers never change once released; the message is Node's where Node
- * has the same error. The range -3000.. keeps them apart from -errno.
+ * has the same error. The range -7001.. keeps them apart from -errno and from
+ * libuv's own codes (UV_EAI_* sit at -3000..-3014, UV_EOF and friends at
+ * -4095..-4000).
  */
 #define LATCH_ERRNO_MAP(X)                                                     \
-    X(HTTP_HEADERS_SENT, -3001,                                                \
+    X(HTTP_HEADERS_SENT, -7001,                                                \
       "Cannot set headers after they are sent to the client")                  \
-    X(STREAM_WRITE_AFTER_END, -3002, "write after end")                        \
-    X(STREAM_DESTROYED, -3003,                                                 \
+    X(STREAM_WRITE_AFTER_END, -7002, "write after end")                        \
+    X(STREAM_DESTROYED, -7003,                                                 \
       "Cannot call write after a stream was "                                  \
       "destroyed")                                                             \
-    X(STREAM_ALREADY_FINISHED, -3004,                                          \
+    X(STREAM_ALREADY_FINISHED, -7004,                                          \
       "Cannot call end after a stream was finished")                           \
-    X(HTTP_CONTENT_LENGTH_MISMATCH, -3005,                                     \
+    X(HTTP_CONTENT_LENGTH_MISMATCH, -7005,                                     \
       "Response body's content-length does not match the content-length "      \
       "set in header")                                                         \
-    X(HTTP_INVALID_STATUS_CODE, -3006, "Invalid status code")                  \
-    X(INVALID_CHAR, -3007, "Invalid character in header content")              \
-    X(NO_RESPONSE, -3008,                                                      \
+    X(HTTP_INVALID_STATUS_CODE, -7006, "Invalid status code")                  \
+    X(INVALID_CHAR, -7007, "Invalid character in header content")              \
+    X(NO_RESPONSE, -7008,                                                      \
       "The request ended without a response: nothing was sent")                \
-    X(NEXT_TWICE, -3009, "next() was called more than once")                   \
-    X(NEXT_AFTER_RESPONSE, -3010,                                              \
+    X(NEXT_TWICE, -7009, "next() was called more than once")                   \
+    X(NEXT_AFTER_RESPONSE, -7010,                                              \
       "next() was called after the response was sent")                         \
-    X(WRONG_THREAD, -3011,                                                     \
+    X(WRONG_THREAD, -7011,                                                     \
       "Called from a thread other than the response's event loop")             \
-    X(NOMEM, -3012, "Out of memory")                                           \
-    X(INVALID_ARG, -3013, "Invalid argument")                                  \
-    X(HTTP_BODY_NOT_ALLOWED, -3014,                                            \
+    X(NOMEM, -7012, "Out of memory")                                           \
+    X(INVALID_ARG, -7013, "Invalid argument")                                  \
+    X(HTTP_BODY_NOT_ALLOWED, -7014,                                            \
       "Adding content for this request method "                                \
       "or response status is not allowed.")                                    \
-    X(HTTP, -3015, "HTTP error")                                               \
-    X(LIMIT, -3016, "A configured limit was exceeded")                         \
-    X(STATE, -3017, "Not allowed in the current state")                        \
-    X(NOT_FOUND, -3018, "Not found")
+    X(HTTP, -7015, "HTTP error")                                               \
+    X(LIMIT, -7016, "A configured limit was exceeded")                         \
+    X(STATE, -7017, "Not allowed in the current state")                        \
+    X(NOT_FOUND, -7018, "Not found")
 
 enum {
 #define LATCH_X_(name, num, msg) LATCH_ERR_##name = (num),

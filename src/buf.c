@@ -16,10 +16,12 @@ int latch__buf_reserve(latch_buf *b, size_t more, size_t limit)
     size_t need, cap;
     char *p;
 
-    if (more <= b->cap - b->len)
-        return 0;
+    /* The cap holds even when the buffer is already larger than it (one
+     * buffer used under different limits). */
     if (more > limit || b->len > limit - more)
         return LATCH_ERR_LIMIT;
+    if (more <= b->cap - b->len)
+        return 0;
     need = b->len + more;
     cap = b->cap ? b->cap : 256;
     while (cap < need)

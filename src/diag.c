@@ -13,6 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The index of a latch code in the counters, or -1. */
+#define LATCH_ERR_FIRST (-7001)
+static int code_index(int code)
+{
+    int i = LATCH_ERR_FIRST - code;
+
+    return i >= 0 && i < LATCH_NCOUNTERS ? i : -1;
+}
+
 const char *latch_err_name(int code)
 {
     switch (code) {
@@ -21,12 +30,14 @@ const char *latch_err_name(int code)
     case num: return "ERR_" #name;
         LATCH_ERRNO_MAP(LATCH_X_)
 #undef LATCH_X_
-    default: break;
+        /* libuv's own codes (negated errno values on Unix), by name; only the
+         * known ones, since uv_err_name allocates for the others. */
+#define LATCH_UV_(name, msg)                                                   \
+    case UV_##name: return #name;
+        UV_ERRNO_MAP(LATCH_UV_)
+#undef LATCH_UV_
+    default: return "UNKNOWN";
     }
-    /* libuv's codes are negated errno values on Unix. */
-    if (code < 0 && code > -4096)
-        return uv_err_name(code);
-    return "UNKNOWN";
 }
 
 const char *latch_strerror(int code)
@@ -37,21 +48,22 @@ const char *latch_strerror(int code)
     case num: return msg;
         LATCH_ERRNO_MAP(LATCH_X_)
 #undef LATCH_X_
-    default: break;
+#define LATCH_UV_(name, msg)                                                   \
+    case UV_##name: return msg;
+        UV_ERRNO_MAP(LATCH_UV_)
+#undef LATCH_UV_
+    default: return "Unknown error";
     }
-    if (code < 0 && code > -4096)
-        return uv_strerror(code);
-    return "Unknown error";
 }
 
-static const char *base_name(const char *file)
+static const char *site_file(const char *file)
 {
     return file ? file : "?";
 }
 
 static void print_site(FILE *f, const char *call, latch_site at)
 {
-    fprintf(f, "%s (%s:%d, %s)", call ? call : "?", base_name(at.file), at.line,
+    fprintf(f, "%s (%s:%d, %s)", call ? call : "?", site_file(at.file), at.line,
             at.func ? at.func : "?");
 }
 
@@ -92,10 +104,10 @@ static void default_hook(const latch_violation *v, void *data)
 
 static void count(latch_app *app, int code)
 {
-    int i = -code - 3001;
+    int i = code_index(code);
 
     atomic_fetch_add_explicit(&app->vcount_total, 1, memory_order_relaxed);
-    if (i >= 0 && i < 32)
+    if (i >= 0)
         atomic_fetch_add_explicit(&app->vcount[i], 1, memory_order_relaxed);
 }
 
@@ -175,11 +187,11 @@ int latch_app_on_violation(latch_app *app,
 
 uint64_t latch_app_violation_count(const latch_app *app, int code)
 {
-    int i = -code - 3001;
+    int i = code_index(code);
 
+    if (app == NULL)
+        return 0;
     if (code == 0)
         return atomic_load(&app->vcount_total);
-    if (i < 0 || i >= 32)
-        return 0;
-    return atomic_load(&app->vcount[i]);
+    return i < 0 ? 0 : atomic_load(&app->vcount[i]);
 }

@@ -53,6 +53,8 @@ typedef struct latch_layer latch_layer; /* app.c: middleware or route */
 typedef struct latch_errlayer latch_errlayer;
 typedef struct latch_worker latch_worker;
 
+#define LATCH_NCOUNTERS 64
+
 typedef struct latch_config {
     latch_parse_limits parse;
     uint32_t pipeline;
@@ -75,7 +77,7 @@ struct latch_app {
     void (*on_violation)(const latch_violation *v, void *data);
     void *on_violation_data;
     _Atomic uint64_t vcount_total;
-    _Atomic uint64_t vcount[32]; /* by -(code) - 3000 */
+    _Atomic uint64_t vcount[LATCH_NCOUNTERS]; /* by -7001 - code */
     /* workers (server.c) */
     latch_worker *workers;
     int nworkers_running;

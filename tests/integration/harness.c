@@ -296,7 +296,8 @@ void th_expect_error_close(int port, const char *req, size_t len,
                  last_end == TH_OPEN ? "nothing (still open)" : "a reset",
                  out);
     r = th_expect_responses(out, n, 1, NULL);
-    assert_int_equal(r[0].status, status);
+    if (r[0].status != status)
+        fail_msg("expected a %d, got:\n%s", status, out);
     norm = th_normalize(out, n);
     assert_string_equal(norm, want);
     th_resp_free(r, 1);
