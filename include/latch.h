@@ -429,7 +429,9 @@ LATCH_API void latch_res_retain(latch_res *res);
 LATCH_API void latch_res_release(latch_res *res);
 
 /* Runs fn(res, data) on the response's loop; callable from any thread.
- * Holds a reference until fn ran. Returns 0 or LATCH_ERR_NOMEM. */
+ * The caller must hold a reference (latch_res_retain, taken on the loop)
+ * that lasts until fn runs; fn may release it. Returns 0 or
+ * LATCH_ERR_NOMEM / LATCH_ERR_INVALID_ARG, and then fn never runs. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
 
 #ifdef __cplusplus

@@ -753,6 +753,48 @@ void latch__conn_unhold(latch_res *res)
     latch__conn_mark_dirty(c);
 }
 
+/* Drops the request being received and stops reading requests: the
+ * connection ends after the responses already queued. */
+static void no_more_requests(latch_conn *c)
+{
+    latch_res *r = c->cur;
+
+    c->flags |= LATCH_CF_NO_MORE;
+    c->flags &= ~(LATCH_CF_IN_BODY | LATCH_CF_CONTINUE);
+    c->rlen = c->msg;
+    if (r != NULL) {
+        c->cur = NULL;
+        r->conn = NULL;
+        r->detached = true;
+        latch_res_release(r);
+    }
+}
+
+/* A response decided the connection ends with it (Connection: close, a
+ * body delimited by the close, a body cut short): no later request may be
+ * read, and none already read may be answered after it. */
+void latch__conn_last(latch_res *res)
+{
+    if (res->conn != NULL && !(res->conn->flags & LATCH_CF_CLOSING))
+        no_more_requests(res->conn);
+}
+
+/* Cuts every response queued after `last`, with its buffered output. */
+static void cut_after(latch_conn *c, latch_res *last)
+{
+    latch_res *r = last->q_next, *next;
+
+    last->q_next = NULL;
+    c->q_tail = last;
+    for (; r != NULL; r = next) {
+        next = r->q_next;
+        r->q_next = NULL;
+        r->pending.len = 0;
+        c->inflight--;
+        latch__res_detach(r, "connection closed");
+    }
+}
+
 /* Lets the next responses write, in order, once the writer ended. */
 static void advance_queue(latch_conn *c)
 {
@@ -760,6 +802,14 @@ static void advance_queue(latch_conn *c)
 
     while ((r = c->writer) != NULL && r->state >= LATCH_RS_ENDED) {
         r->end_seq = c->out_total;
+        if (!r->keep_alive) {
+            /* The last response on this connection: nothing after it. */
+            no_more_requests(c);
+            cut_after(c, r);
+            c->writer = NULL;
+            c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
+            break;
+        }
         r = c->writer = r->q_next;
         if (r == NULL)
             break;

@@ -305,6 +305,7 @@ void latch__conn_drain(latch_worker *w);
 void latch__conn_res_ended(latch_res *res);
 void latch__conn_protocol_error(latch_conn *c, int status, const char *reason);
 void latch__conn_send_continue(latch_conn *c);
+void latch__conn_last(latch_res *res);
 latch_buf *latch__conn_sink(latch_res *res);
 void latch__conn_unhold(latch_res *res);
 void latch__rbuf_release(latch_worker *w, latch_rbuf *rb);

@@ -639,6 +639,8 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     res->keep_alive = res->req.keep_alive && !close_req &&
                       !res->close_delimited && c != NULL &&
                       !((c->flags & LATCH_CF_NO_MORE) && res == c->q_tail);
+    if (!res->keep_alive)
+        latch__conn_last(res);
 
     res->hold = hold;
     if (c == NULL)
@@ -869,6 +871,7 @@ static int end_common(latch_res *res, const void *data, size_t len,
         char msg[160];
         res->end_short = true;
         res->keep_alive = false;
+        latch__conn_last(res);
         snprintf(msg, sizeof(msg),
                  "Response body's content-length of %llu byte(s) does not "
                  "match the content-length of %llu byte(s) set in header",

@@ -308,7 +308,7 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
     w->ka_len = (size_t)snprintf(
         w->ka_line, sizeof(w->ka_line),
         "Connection: keep-alive\r\nKeep-Alive: timeout=%llu\r\n",
-        (unsigned long long)(app->cfg.keepalive_ms / 1000));
+        (unsigned long long)((app->cfg.keepalive_ms + 999) / 1000));
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
     r = uv_tcp_open(&w->listener, fd);

@@ -281,8 +281,8 @@ char *th_error_bytes(int status, const char *reason)
     return s;
 }
 
-void th_expect_error_close(int port, const char *req, size_t len,
-                           int status, const char *reason)
+void th_expect_error_close(int port, const char *req, size_t len, int status,
+                           const char *reason)
 {
     int fd = th_connect(port);
     size_t n;
@@ -293,8 +293,7 @@ void th_expect_error_close(int port, const char *req, size_t len,
     out = th_read(fd, &n, 5000, NULL, NULL);
     if (last_end != TH_EOF)
         fail_msg("expected a FIN after the %d, got %s; read:\n%s", status,
-                 last_end == TH_OPEN ? "nothing (still open)" : "a reset",
-                 out);
+                 last_end == TH_OPEN ? "nothing (still open)" : "a reset", out);
     r = th_expect_responses(out, n, 1, NULL);
     if (r[0].status != status)
         fail_msg("expected a %d, got:\n%s", status, out);
@@ -314,8 +313,8 @@ void th_expect_alive(int port, const char *path, const char *body)
     size_t n;
     char *out;
     th_resp *r;
-    int len = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n",
-                       path);
+    int len =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
 
     assert_true(len > 0 && (size_t)len < sizeof(req));
     out = th_exchange(port, req, (size_t)len, 1, &n);

@@ -110,8 +110,8 @@ char *th_error_bytes(int status, const char *reason);
  * the server closes it, and asserts: exactly one well-formed response, whose
  * normalized bytes are th_error_bytes(status, reason), followed by a FIN.
  */
-void th_expect_error_close(int port, const char *req, size_t len,
-                           int status, const char *reason);
+void th_expect_error_close(int port, const char *req, size_t len, int status,
+                           const char *reason);
 /* Asserts that a GET of `path` on a fresh connection gets one 200 whose
  * body is `body`: the server is still serving. */
 void th_expect_alive(int port, const char *path, const char *body);
