@@ -259,6 +259,17 @@ LATCH_API int latch_app_on_violation(latch_app *app,
                                      void *data);
 /* Total violations reported so far with `code` (0: all codes). */
 LATCH_API uint64_t latch_app_violation_count(const latch_app *app, int code);
+/* Violations reported so far at one offending site (file as in the
+ * report, i.e. the caller's __FILE__, and line), all codes together. */
+LATCH_API uint64_t latch_app_violation_site_count(latch_app *app,
+                                                  const char *file, int line);
+/* Calls fn once per offending site with its code and count (a snapshot;
+ * fn runs on the calling thread, outside latch's locks). */
+LATCH_API void latch_app_violation_sites(latch_app *app,
+                                         void (*fn)(const char *file, int line,
+                                                    int code, uint64_t count,
+                                                    void *data),
+                                         void *data);
 
 /* ------------------------------------------------------------------ */
 /* The chain                                                            */
@@ -433,6 +444,28 @@ LATCH_API void latch_res_release(latch_res *res);
  * that lasts until fn runs; fn may release it. Returns 0 or
  * LATCH_ERR_NOMEM / LATCH_ERR_INVALID_ARG, and then fn never runs. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
+
+/* ------------------------------------------------------------------ */
+/* Timers                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct latch_timer latch_timer;
+
+/*
+ * Calls cb(res, data) after `ms` milliseconds on the response's loop. The
+ * timer holds a reference to the response until it fires or is cleared,
+ * and is cancelled (cb never runs) when the response finishes or is
+ * destroyed first. Returns NULL when res is over (reported), when called
+ * from another thread (reported), or out of memory. The timer pointer
+ * stays valid as long as the response is referenced.
+ */
+#define latch_set_timeout(res, ms, cb, data)                                   \
+    latch_set_timeout_at((res), (ms), (cb), (data), LATCH_HERE)
+LATCH_API latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms,
+                                            latch_res_cb cb, void *data,
+                                            latch_site at);
+/* Cancels a timer; 0 also when it already fired or was cleared. */
+LATCH_API int latch_clear_timeout(latch_timer *timer);
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,13 @@ for what in "${@:-build}"; do
     build) ;;
     test) want+=(libcmocka-dev libcurl4-openssl-dev curl) ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;
-    bench) want+=(wrk nginx-light curl valgrind) ;;
+    bench)
+      want+=(wrk nginx-light h2o curl valgrind util-linux)
+      # Node may come from elsewhere than Debian (NodeSource bundles npm):
+      # ask for Debian's packages only when the commands are missing.
+      command -v node >/dev/null || want+=(nodejs)
+      command -v npm >/dev/null || want+=(npm)
+      ;;
     *) echo "deps.sh: unknown set '$what'" >&2; exit 2 ;;
   esac
 done

@@ -948,6 +948,18 @@ static void flush(latch_conn *c)
         start_linger(c);
 }
 
+/* Hands what is already in the output buffer to the socket now, if it
+ * takes it without waiting: used right before a connection is cut. */
+void latch__conn_flush_now(latch_conn *c)
+{
+    uv_buf_t b;
+
+    if (c->writing || c->out.len == 0 || (c->flags & LATCH_CF_CLOSING))
+        return;
+    b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+}
+
 void latch__conn_mark_dirty(latch_conn *c)
 {
     if (c->flags & (LATCH_CF_DIRTY | LATCH_CF_CLOSING))

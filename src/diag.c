@@ -102,18 +102,87 @@ static void default_hook(const latch_violation *v, void *data)
     fwrite(block, 1, n, stderr);
 }
 
-static void count(latch_app *app, int code)
+/* Counts per site in a small open-addressing table; violations are rare,
+ * so one mutex is enough. */
+static void count_site(latch_app *app, int code, latch_site at)
+{
+    const char *file = at.file ? at.file : "";
+    uint64_t h = (uint64_t)at.line * 0x9e3779b97f4a7c15ull;
+    size_t i, n;
+
+    for (const char *p = file; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    pthread_mutex_lock(&app->site_mu);
+    for (n = 0, i = (size_t)(h ^ (uint64_t)code) % LATCH_NSITES;
+         n < LATCH_NSITES; n++, i = (i + 1) % LATCH_NSITES) {
+        latch_site_count *sc = &app->sites[i];
+        if (sc->file == NULL) {
+            sc->file = file;
+            sc->line = at.line;
+            sc->code = code;
+            sc->count = 1;
+            break;
+        }
+        if (sc->line == at.line && sc->code == code &&
+            (sc->file == file || strcmp(sc->file, file) == 0)) {
+            sc->count++;
+            break;
+        }
+    }
+    if (n == LATCH_NSITES)
+        app->sites_dropped++;
+    pthread_mutex_unlock(&app->site_mu);
+}
+
+static void count(latch_app *app, int code, latch_site at)
 {
     int i = code_index(code);
 
     atomic_fetch_add_explicit(&app->vcount_total, 1, memory_order_relaxed);
     if (i >= 0)
         atomic_fetch_add_explicit(&app->vcount[i], 1, memory_order_relaxed);
+    count_site(app, code, at);
+}
+
+uint64_t latch_app_violation_site_count(latch_app *app, const char *file,
+                                        int line)
+{
+    uint64_t total = 0;
+    size_t i;
+
+    if (app == NULL || file == NULL)
+        return 0;
+    pthread_mutex_lock(&app->site_mu);
+    for (i = 0; i < LATCH_NSITES; i++)
+        if (app->sites[i].file != NULL && app->sites[i].line == line &&
+            strcmp(app->sites[i].file, file) == 0)
+            total += app->sites[i].count;
+    pthread_mutex_unlock(&app->site_mu);
+    return total;
+}
+
+void latch_app_violation_sites(latch_app *app,
+                               void (*fn)(const char *file, int line, int code,
+                                          uint64_t count, void *data),
+                               void *data)
+{
+    latch_site_count copy[LATCH_NSITES];
+    size_t i;
+
+    if (app == NULL || fn == NULL)
+        return;
+    /* Call back outside the lock: fn may report or count itself. */
+    pthread_mutex_lock(&app->site_mu);
+    memcpy(copy, app->sites, sizeof(copy));
+    pthread_mutex_unlock(&app->site_mu);
+    for (i = 0; i < LATCH_NSITES; i++)
+        if (copy[i].file != NULL)
+            fn(copy[i].file, copy[i].line, copy[i].code, copy[i].count, data);
 }
 
 static void deliver(latch_app *app, latch_violation *v)
 {
-    count(app, v->code);
+    count(app, v->code, v->at);
     if (app->policy == LATCH_POLICY_COUNT)
         return;
     if (app->on_violation != NULL)

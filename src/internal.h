@@ -55,6 +55,15 @@ typedef struct latch_worker latch_worker;
 
 #define LATCH_NCOUNTERS 64
 
+/* Violations counted per offending site (diag.c). */
+#define LATCH_NSITES 256
+typedef struct latch_site_count {
+    const char *file; /* NULL: free slot */
+    int line;
+    int code;
+    uint64_t count;
+} latch_site_count;
+
 typedef struct latch_config {
     latch_parse_limits parse;
     uint32_t pipeline;
@@ -78,6 +87,9 @@ struct latch_app {
     void *on_violation_data;
     _Atomic uint64_t vcount_total;
     _Atomic uint64_t vcount[LATCH_NCOUNTERS]; /* by -7001 - code */
+    pthread_mutex_t site_mu;
+    latch_site_count sites[LATCH_NSITES];
+    uint64_t sites_dropped; /* violations at sites beyond the table */
     /* workers (server.c) */
     latch_worker *workers;
     int nworkers_running;
@@ -280,8 +292,9 @@ struct latch_res {
     latch_errlayer *elayer; /* next error layer to try */
     latch_error err;
     bool in_error;
-    bool pending_next; /* a handler returned LATCH_PENDING */
-    bool chain_ref;    /* the chain holds a reference */
+    struct latch_timer *timers; /* async.c: the response's timers */
+    bool pending_next;          /* a handler returned LATCH_PENDING */
+    bool chain_ref;             /* the chain holds a reference */
     bool in_handler;
     bool failed; /* latch_fail was called in the current handler */
     char err_msg[128];
@@ -306,6 +319,7 @@ void latch__conn_res_ended(latch_res *res);
 void latch__conn_protocol_error(latch_conn *c, int status, const char *reason);
 void latch__conn_send_continue(latch_conn *c);
 void latch__conn_last(latch_res *res);
+void latch__conn_flush_now(latch_conn *c);
 latch_buf *latch__conn_sink(latch_res *res);
 void latch__conn_unhold(latch_res *res);
 void latch__rbuf_release(latch_worker *w, latch_rbuf *rb);
@@ -327,6 +341,10 @@ int latch__res_simple(latch_res *res, int status, const char *ctype,
 const char *latch__status_reason(int status);
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
 void latch__res_check_drain(latch_conn *c);
+
+/* async.c */
+void latch__timers_cancel(latch_res *res);
+void latch__timers_free(latch_res *res);
 
 /* req.c */
 void latch__req_prepare(latch_req *q);

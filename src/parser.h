@@ -59,7 +59,8 @@ enum latch_body_kind {
 
 enum latch_expect {
     LATCH_EXPECT_NONE = 0,
-    LATCH_EXPECT_CONTINUE = 1, /* exactly "100-continue", any case */
+    LATCH_EXPECT_CONTINUE = 1, /* exactly "100-continue", any case;
+                                  HTTP/1.1 only (RFC 9110 §10.1.1) */
     LATCH_EXPECT_OTHER = 2,    /* any other expectation: server says 417 */
 };
 
@@ -93,7 +94,8 @@ typedef struct latch_parser {
     bool keep_alive;    /* HTTP/1.1 without "close", or 1.0 with
                            "keep-alive", per the Connection tokens */
     bool conn_close;    /* Connection has the token "close" */
-    bool upgrade;       /* CONNECT, or Upgrade field + Connection: upgrade */
+    bool upgrade;       /* CONNECT, or Upgrade field + Connection: upgrade
+                           in HTTP/1.1 (1.0 ignores Upgrade, §7.8) */
     bool is_connect;    /* method is CONNECT (authority-form target) */
     bool is_head;       /* method is HEAD */
     uint32_t nfields;   /* fields[0..nfields) */

@@ -16,6 +16,7 @@
  */
 #include "internal.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,7 @@ static void res_recycle(latch_res *r)
     latch__rbuf_release(w, r->req.rb);
     r->req.rb = NULL;
     latch__req_reset(&r->req);
+    latch__timers_free(r);
     /* Large buffers are not worth keeping in the pool. */
     if (r->hbuf.cap > 4096)
         latch__buf_dispose(&r->hbuf);
@@ -204,6 +206,35 @@ const char *latch__status_reason(int s)
     case 505: return "HTTP Version Not Supported";
     default: return "unknown";
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Transitions                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The one place a response changes state. The legal edges are FRESH ->
+ * HEADERS_SENT -> ENDED -> FINISHED, and any state but FINISHED ->
+ * DESTROYED. Callers have already refused what the user may not do (gate
+ * below), so an illegal edge here is latch's own bug.
+ */
+static void transition(latch_res *res, int to)
+{
+    int from = res->state;
+    bool ok;
+
+    switch (to) {
+    case LATCH_RS_HEADERS_SENT: ok = from == LATCH_RS_FRESH; break;
+    case LATCH_RS_ENDED: ok = from == LATCH_RS_HEADERS_SENT; break;
+    case LATCH_RS_FINISHED: ok = from == LATCH_RS_ENDED; break;
+    case LATCH_RS_DESTROYED: ok = from != LATCH_RS_FINISHED; break;
+    default: ok = false; break;
+    }
+    assert(ok);
+    (void)ok;
+    res->state = (uint8_t)to;
+    if (to == LATCH_RS_FINISHED || to == LATCH_RS_DESTROYED)
+        latch__timers_cancel(res); /* no timer callback after the end */
 }
 
 /* ------------------------------------------------------------------ */
@@ -690,7 +721,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         c->out_total += (size_t)(p - (b->data + b->len));
     b->len = (size_t)(p - b->data);
 sealed:
-    res->state = LATCH_RS_HEADERS_SENT;
+    transition(res, LATCH_RS_HEADERS_SENT);
     res->headers_at.call = call;
     res->headers_at.at = at;
     return 0;
@@ -826,13 +857,15 @@ static int write_common(latch_res *res, const void *data, size_t len,
 int latch_res_write_at(latch_res *res, const void *data, size_t len,
                        latch_site at)
 {
-    int r = gate(res, K_WRITE, "latch_res_write", "write", at);
+    int r;
 
-    if (r != 0)
-        return r < 0 ? r : LATCH_ERR_STREAM_WRITE_AFTER_END;
-    if (data == NULL && len > 0)
+    /* As Node, the argument is checked before the state. */
+    if (res != NULL && data == NULL && len > 0 && on_loop(res))
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_write",
                       "May not write null values to stream", at);
+    r = gate(res, K_WRITE, "latch_res_write", "write", at);
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_STREAM_WRITE_AFTER_END;
     return write_common(res, data, len, "latch_res_write", at);
 }
 
@@ -880,7 +913,7 @@ static int end_common(latch_res *res, const void *data, size_t len,
         ret =
             refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg, at);
     }
-    res->state = LATCH_RS_ENDED;
+    transition(res, LATCH_RS_ENDED);
     res->end_called = true;
     res->ended_at.call = call;
     res->ended_at.at = at;
@@ -1063,7 +1096,7 @@ void latch__res_finished(latch_res *res)
 {
     latch_res_cb cb = res->on_finish;
 
-    res->state = LATCH_RS_FINISHED;
+    transition(res, LATCH_RS_FINISHED);
     res->conn = NULL;
     res->detached = true;
     res->on_finish = NULL;
@@ -1086,7 +1119,7 @@ void latch__res_detach(latch_res *res, const char *event)
             res->ended_at.call = event;
             res->ended_at.at = (latch_site){NULL, 0, NULL};
         }
-        res->state = LATCH_RS_DESTROYED;
+        transition(res, LATCH_RS_DESTROYED);
         res->req.aborted = true;
     }
     res->on_finish = NULL;
@@ -1114,9 +1147,14 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
         res->ended_at.call = "latch_res_destroy";
         res->ended_at.at = at;
     }
-    res->state = LATCH_RS_DESTROYED;
-    if (c != NULL)
-        latch__conn_destroy(c); /* detaches every queued response */
+    transition(res, LATCH_RS_DESTROYED);
+    if (c != NULL) {
+        /* What the response wrote before goes out first, so the client
+         * sees the truncation where it happened; then the connection is
+         * cut, which detaches every queued response. */
+        latch__conn_flush_now(c);
+        latch__conn_destroy(c);
+    }
 }
 
 void latch__res_check_drain(latch_conn *c)
@@ -1150,13 +1188,27 @@ bool latch_res_writable_ended(const latch_res *res)
 
 bool latch_res_writable_finished(const latch_res *res)
 {
+    const latch_conn *c;
+
     if (res == NULL)
         return false;
     if (res->state == LATCH_RS_FINISHED)
         return true;
-    /* Ended and nothing of it left unwritten. */
-    return res->state == LATCH_RS_ENDED && res->conn != NULL &&
-           res != res->conn->writer && res->end_seq <= res->conn->written_total;
+    if (res->state != LATCH_RS_ENDED || (c = res->conn) == NULL ||
+        res == c->writer)
+        return false;
+    /*
+     * Node's writableFinished is true once everything went to the socket
+     * without waiting; for a small body that is right after end(). latch
+     * hands a batch to the OS once per loop turn, so the same moment is:
+     * ended, not queued behind an earlier response, and no backpressure.
+     */
+    for (const latch_res *r = c->q_head; r != NULL && r != res; r = r->q_next)
+        if (r->state != LATCH_RS_ENDED)
+            return false; /* its bytes wait behind an earlier response */
+    if (res->end_seq <= c->written_total)
+        return true;
+    return !c->writing && latch__conn_pending_out(c) < HIGH_WATER;
 }
 
 bool latch_res_destroyed(const latch_res *res)

@@ -41,6 +41,7 @@ latch_app *latch_app_new(void)
     app->listen_fd = -1;
     app->port = -1;
     pthread_mutex_init(&app->live_mu, NULL);
+    pthread_mutex_init(&app->site_mu, NULL);
     strict = getenv("LATCH_STRICT");
     if (strict != NULL && strcmp(strict, "1") == 0)
         app->policy = LATCH_POLICY_ABORT;
@@ -57,6 +58,7 @@ void latch_app_free(latch_app *app)
         close(app->listen_fd);
     latch__app_free_layers(app);
     pthread_mutex_destroy(&app->live_mu);
+    pthread_mutex_destroy(&app->site_mu);
     free(app);
 }
 
