@@ -328,6 +328,7 @@ static void on_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     w->nconns--;
     free(c->sreq);
+    free(c->wreq);
     free(c);
     if (w->draining && w->nconns == 0)
         latch__worker_finish(w);
@@ -928,8 +929,15 @@ static void flush(latch_conn *c)
             c->out = tmp;
             c->out.len = 0;
             b = uv_buf_init(c->wout.data, (unsigned)c->wout.len);
-            c->wreq.data = c;
-            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) <
+            /* Most connections never fill the socket: the request for
+             * it is allocated the first time, not with every connection. */
+            if (c->wreq == NULL &&
+                (c->wreq = malloc(sizeof(*c->wreq))) == NULL) {
+                conn_close(c);
+                return;
+            }
+            c->wreq->data = c;
+            if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) <
                 0) {
                 conn_close(c);
                 return;

@@ -192,7 +192,7 @@ struct latch_conn {
     uv_shutdown_t *sreq;
     /* Write side: out collects bytes; wout is being written by uv_write. */
     latch_buf out, wout;
-    uv_write_t wreq;
+    uv_write_t *wreq; /* allocated the first time the socket is full */
     bool writing;
     uint64_t out_total;     /* bytes ever appended to out */
     uint64_t written_total; /* bytes the OS accepted */
