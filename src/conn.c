@@ -519,6 +519,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_close(c);
 }
 
+/* HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one. */
+static bool host_ok(const latch_parser *p)
+{
+    return p->host_count <= 1 && (p->version_minor == 0 || p->host_count == 1);
+}
+
 /* Copies the start of the request into its request view, and terminates
  * its strings in place: the head is never parsed again. */
 static int head_done(latch_conn *c)
@@ -529,8 +535,14 @@ static int head_done(latch_conn *c)
     char *base = c->rb->data + c->msg;
     uint32_t i;
 
-    if (p->host_count > 1 || (p->version_minor == 1 && p->host_count != 1)) {
+    if (!host_ok(p)) {
         latch__conn_protocol_error(c, 400, "exactly one Host is required");
+        return -1;
+    }
+    if (c->rb->data[c->msg + p->target.off] == '*' &&
+        !(p->method.len == 7 &&
+          memcmp(c->rb->data + c->msg + p->method.off, "OPTIONS", 7) == 0)) {
+        latch__conn_protocol_error(c, 400, "'*' only with OPTIONS");
         return -1;
     }
     if (p->is_connect) {
@@ -626,7 +638,13 @@ static void process(latch_conn *c)
                 break;
             }
             if (r == LATCH_PARSE_ERROR) {
-                latch__conn_protocol_error(c, p->status, p->reason);
+                /* A complete head refused for its body (413, 501) must
+                 * first pass the Host rule, as any other request. */
+                if (p->head_len != 0 && !host_ok(p))
+                    latch__conn_protocol_error(c, 400,
+                                               "exactly one Host is required");
+                else
+                    latch__conn_protocol_error(c, p->status, p->reason);
                 break;
             }
             if (head_done(c) < 0)
