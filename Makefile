@@ -47,6 +47,8 @@ fuzz:
 	@scripts/deps.sh build fuzz
 	@fuzz/run.sh $(FUZZ_SECONDS)
 
+# latch beside nginx, h2o, node:http, Express and Fastify on this machine,
+# with a table of ratios; bench/README.md. Quick: ROUNDS=1 DURATION=2 make bench
 bench:
 	@scripts/deps.sh build bench
 	@bench/run.sh

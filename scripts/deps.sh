@@ -10,7 +10,7 @@ for what in "${@:-build}"; do
     test) want+=(libcmocka-dev libcurl4-openssl-dev curl) ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;
     bench)
-      want+=(wrk nginx-light h2o curl valgrind util-linux)
+      want+=(wrk nginx-light h2o curl valgrind util-linux procps time)
       # Node may come from elsewhere than Debian (NodeSource bundles npm):
       # ask for Debian's packages only when the commands are missing.
       command -v node >/dev/null || want+=(nodejs)

@@ -258,9 +258,14 @@ void latch__conn_sweep(latch_worker *w)
     }
     if (w->draining && w->drain_deadline && now >= w->drain_deadline) {
         /* The drain time is over: what is still open is cut. */
+        latch_conn *c, *cn;
         w->drain_deadline = 0;
-        while (w->conns)
-            conn_close(w->conns);
+        /* conn_close only starts the close: walk the list, do not wait
+         * for it to empty. */
+        for (c = w->conns; c != NULL; c = cn) {
+            cn = c->next;
+            conn_close(c);
+        }
         return;
     }
     for (k = 1; k < LATCH_T_COUNT; k++)

@@ -325,3 +325,148 @@ void th_expect_alive(int port, const char *path, const char *body)
     free(r);
     free(out);
 }
+
+/* ---- helpers added for the response tests ---- */
+
+static pthread_mutex_t vlog_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t vlog_cv = PTHREAD_COND_INITIALIZER;
+
+static void copy_str(char *dst, size_t cap, const char *s)
+{
+    snprintf(dst, cap, "%s", s ? s : "");
+}
+
+static void record_full(const latch_violation *v, void *data)
+{
+    th_vlog *log = data;
+
+    pthread_mutex_lock(&vlog_mu);
+    if (log->count < TH_VLOG_MAX) {
+        th_vrec *r = &log->rec[log->count];
+        memset(r, 0, sizeof(*r));
+        r->code = v->code;
+        copy_str(r->name, sizeof(r->name), v->name);
+        copy_str(r->message, sizeof(r->message), v->message);
+        copy_str(r->call, sizeof(r->call), v->call);
+        copy_str(r->at_file, sizeof(r->at_file), v->at.file);
+        r->at_line = v->at.line;
+        copy_str(r->at_func, sizeof(r->at_func), v->at.func);
+        copy_str(r->sealed_call, sizeof(r->sealed_call), v->sealed_call);
+        r->sealed_call_null = v->sealed_call == NULL;
+        copy_str(r->sealed_file, sizeof(r->sealed_file), v->sealed_at.file);
+        r->sealed_file_null = v->sealed_at.file == NULL;
+        r->sealed_line = v->sealed_at.line;
+        r->request_id = v->request_id;
+        copy_str(r->method, sizeof(r->method), v->method);
+        copy_str(r->path, sizeof(r->path), v->path);
+    }
+    log->count++;
+    pthread_cond_broadcast(&vlog_cv);
+    pthread_mutex_unlock(&vlog_mu);
+}
+
+void th_record_violations_full(latch_app *app, th_vlog *log)
+{
+    pthread_mutex_lock(&vlog_mu);
+    memset(log, 0, sizeof(*log));
+    pthread_mutex_unlock(&vlog_mu);
+    assert_int_equal(latch_app_on_violation(app, record_full, log), 0);
+}
+
+int th_vlog_count(th_vlog *log)
+{
+    int n;
+
+    pthread_mutex_lock(&vlog_mu);
+    n = log->count;
+    pthread_mutex_unlock(&vlog_mu);
+    return n;
+}
+
+bool th_vlog_get(th_vlog *log, int i, th_vrec *out)
+{
+    bool ok;
+
+    pthread_mutex_lock(&vlog_mu);
+    ok = i >= 0 && i < log->count && i < TH_VLOG_MAX;
+    if (ok)
+        *out = log->rec[i];
+    pthread_mutex_unlock(&vlog_mu);
+    return ok;
+}
+
+int th_vlog_wait(th_vlog *log, int n, int timeout_ms)
+{
+    struct timespec ts;
+    int got;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&vlog_mu);
+    while (log->count < n)
+        if (pthread_cond_timedwait(&vlog_cv, &vlog_mu, &ts) != 0)
+            break;
+    got = log->count;
+    pthread_mutex_unlock(&vlog_mu);
+    return got;
+}
+
+bool th_until_substr(const char *buf, size_t len, void *needle)
+{
+    (void)len;
+    return strstr(buf, needle) != NULL;
+}
+
+/* The length of the response th_wire_parse just accepted at buf. */
+static size_t response_length(const char *buf, size_t len, const th_resp *r)
+{
+    const char *end = buf + len, *p;
+    const char *head_end = NULL;
+
+    for (p = buf; p + 3 < end; p++)
+        if (p[0] == '\r' && p[1] == '\n' && p[2] == '\r' && p[3] == '\n') {
+            head_end = p + 4;
+            break;
+        }
+    if (head_end == NULL)
+        return 0;
+    if (r->close_delimited)
+        return len;
+    if (!r->chunked)
+        return (size_t)(head_end - buf) + r->body_len;
+    /* Walk the chunks (already validated): size line, data, CRLF; the
+     * last chunk is "0\r\n\r\n" (no trailers are accepted). */
+    p = head_end;
+    for (;;) {
+        char *e;
+        unsigned long long sz = strtoull(p, &e, 16);
+        p = e + 2;
+        if (sz == 0)
+            return (size_t)(p + 2 - buf);
+        p += sz + 2;
+    }
+}
+
+int th_wire_take(const char *buf, size_t len, const char *method, th_resp *out,
+                 size_t *used, const char **err)
+{
+    const char *methods[1] = {method};
+    int n;
+
+    *used = 0;
+    n = th_wire_parse(buf, len, method ? methods : NULL, out, 1, false, err);
+    if (n <= 0)
+        return n;
+    *used = response_length(buf, len, out);
+    if (*used == 0 || *used > len) {
+        th_resp_free(out, 1);
+        *err = "cannot measure the response";
+        return -1;
+    }
+    return 1;
+}

@@ -119,3 +119,57 @@ void th_expect_alive(int port, const char *path, const char *body);
 int64_t th_now_ms(void);
 
 #endif
+
+/* ---- helpers added for the response tests (test_res_*.c) ---- */
+
+/* One violation, copied out of the hook (pointers are valid only during
+ * the hook, so strings are copied; "" stands for NULL, and the *_null
+ * flags say which were NULL). */
+#define TH_VLOG_MAX 256
+typedef struct th_vrec {
+    int code;
+    char name[64];
+    char message[256];
+    char call[64];
+    char at_file[256];
+    int at_line;
+    char at_func[64];
+    char sealed_call[64];
+    bool sealed_call_null;
+    char sealed_file[256];
+    bool sealed_file_null;
+    int sealed_line;
+    uint64_t request_id;
+    char method[16];
+    char path[128];
+} th_vrec;
+
+typedef struct th_vlog {
+    int count; /* every violation, also those beyond TH_VLOG_MAX */
+    th_vrec rec[TH_VLOG_MAX];
+} th_vlog;
+
+/* Installs a hook that records every field of each violation
+ * (thread-safe; the hook may run on any thread). Clears the log. */
+void th_record_violations_full(latch_app *app, th_vlog *log);
+/* The number recorded so far. */
+int th_vlog_count(th_vlog *log);
+/* Copies record i; false when i is not recorded (yet). */
+bool th_vlog_get(th_vlog *log, int i, th_vrec *out);
+/* Waits until at least n violations are recorded, or timeout_ms passed;
+ * returns the count then. */
+int th_vlog_wait(th_vlog *log, int n, int timeout_ms);
+
+/* th_until for th_read: true once the NUL-terminated string `needle`
+ * appears in what was read. */
+bool th_until_substr(const char *buf, size_t len, void *needle);
+
+/*
+ * Takes the first response off buf (for a client that reads a stream of
+ * responses): returns 1 when one complete, well-formed response is there
+ * (*out filled, free its body with th_resp_free; *used set to its length in
+ * bytes), 0 when it is not complete yet, -1 when the bytes are malformed
+ * (*err set). `method` is the request's method (NULL: GET).
+ */
+int th_wire_take(const char *buf, size_t len, const char *method, th_resp *out,
+                 size_t *used, const char **err);
