@@ -30,6 +30,22 @@ static int echo_path(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+static void never(latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_end(res, NULL, 0);
+}
+
+/* Writes part of a body, then waits a minute (a timer holds the response). */
+static int hang(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_write(res, "part", 4);
+    latch_set_timeout(res, 60000, never, NULL);
+    return LATCH_DONE;
+}
+
 static th_server srv;
 
 static int setup(void **state)
@@ -119,6 +135,43 @@ static void test_one_byte_at_a_time(void **state)
     close(fd);
 }
 
+static bool has_part(const char *buf, size_t len, void *arg)
+{
+    (void)arg;
+    return len >= 4 && strstr(buf, "4\r\npart\r\n") != NULL;
+}
+
+/* latch_stop with a request that will not finish: the drain timeout cuts
+ * it, latch_run returns 0, and the client sees the body truncated. */
+static void test_drain_timeout_cuts(void **state)
+{
+    latch_app *app = latch_app_new();
+    th_server s;
+    size_t len;
+    char *out;
+    int fd;
+    int64_t t0;
+
+    (void)state;
+    latch_get(app, "/hang", hang, NULL);
+    assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_DRAIN, 200), 0);
+    th_server_start(&s, app);
+    fd = th_connect(s.port);
+    th_send_str(fd, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+    out = th_read(fd, &len, 5000, has_part, NULL);
+    assert_non_null(strstr(out, "4\r\npart\r\n"));
+    free(out);
+    t0 = th_now_ms();
+    assert_int_equal(th_server_stop(&s), 0);
+    assert_true(th_now_ms() - t0 < 5000);
+    out = th_read(fd, &len, 5000, NULL, NULL);
+    /* Cut: no terminating chunk ever came. */
+    assert_true(th_last_end() == TH_EOF || th_last_end() == TH_RESET);
+    assert_null(strstr(out, "0\r\n\r\n"));
+    free(out);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,5 +179,10 @@ int main(void)
         cmocka_unit_test(test_pipelined_three),
         cmocka_unit_test(test_one_byte_at_a_time),
     };
+    const struct CMUnitTest alone[] = {
+        cmocka_unit_test(test_drain_timeout_cuts),
+    };
+    if (cmocka_run_group_tests(alone, NULL, NULL) != 0)
+        return 1;
     return cmocka_run_group_tests(tests, setup, teardown);
 }
