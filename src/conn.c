@@ -332,6 +332,15 @@ static void on_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    if (c->flags & LATCH_CF_DIRTY) {
+        /* Still on the list of connections to flush: take it off before
+         * the memory goes. The list is short (one loop turn's worth). */
+        latch_conn **pp = &w->dirty;
+        while (*pp != NULL && *pp != c)
+            pp = &(*pp)->next_dirty;
+        if (*pp == c)
+            *pp = c->next_dirty;
+    }
     free(c->sreq);
     free(c->wreq);
     free(c);
@@ -920,8 +929,11 @@ static void on_written(uv_write_t *req, int status)
     c->written_total += c->wout.len;
     c->wout.len = 0;
     finish_written(c);
-    if (!(c->flags & LATCH_CF_CLOSING))
-        latch__conn_mark_dirty(c);
+    if (c->flags & LATCH_CF_CLOSING)
+        return;
+    /* The socket took the backlog: a writer waiting for drain may go on. */
+    latch__res_check_drain(c);
+    latch__conn_mark_dirty(c);
 }
 
 static void flush(latch_conn *c)

@@ -389,10 +389,11 @@ static int store_str(latch_res *res, const char *s, size_t n, uint32_t *off)
     return 0;
 }
 
-static int add_hdr(latch_res *res, const char *name, size_t nlen,
+/* Inserts a header entry at index `pos` (nhdrs: at the end). */
+static int add_hdr(latch_res *res, uint32_t pos, const char *name, size_t nlen,
                    const char *value, size_t vlen)
 {
-    latch_hdr *h;
+    latch_hdr h;
     int r;
 
     if (res->nhdrs == res->hdrs_cap) {
@@ -406,13 +407,15 @@ static int add_hdr(latch_res *res, const char *name, size_t nlen,
         res->hdrs = p;
         res->hdrs_cap = cap;
     }
-    h = &res->hdrs[res->nhdrs];
-    memset(h, 0, sizeof(*h));
-    if ((r = store_str(res, name, nlen, &h->name_off)) < 0 ||
-        (r = store_str(res, value, vlen, &h->value_off)) < 0)
+    memset(&h, 0, sizeof(h));
+    if ((r = store_str(res, name, nlen, &h.name_off)) < 0 ||
+        (r = store_str(res, value, vlen, &h.value_off)) < 0)
         return r;
-    h->name_len = (uint16_t)nlen;
-    h->value_len = (uint32_t)vlen;
+    h.name_len = (uint16_t)nlen;
+    h.value_len = (uint32_t)vlen;
+    memmove(&res->hdrs[pos + 1], &res->hdrs[pos],
+            (res->nhdrs - pos) * sizeof(h));
+    res->hdrs[pos] = h;
     res->nhdrs++;
     return 0;
 }
@@ -437,6 +440,7 @@ static bool digits_only(const char *s)
 static int put_hdr(latch_res *res, const char *name, size_t nlen,
                    const char *value, size_t vlen, bool append)
 {
+    uint32_t pos;
     int r, i;
 
     if (!append && (i = find_hdr(res, name, nlen)) >= 0) {
@@ -453,7 +457,19 @@ static int put_hdr(latch_res *res, const char *name, size_t nlen,
                 res->hdrs[j].removed = 1;
         return 0;
     }
-    return add_hdr(res, name, nlen, value, vlen);
+    /* Node keeps every value of a name together, at the name's first
+     * place: an appended line goes right after the last one of its name. */
+    pos = res->nhdrs;
+    if (append) {
+        uint32_t j;
+        for (j = res->nhdrs; j-- > 0;)
+            if (!res->hdrs[j].removed && res->hdrs[j].name_len == nlen &&
+                ieq(res->hbuf.data + res->hdrs[j].name_off, name, nlen)) {
+                pos = j + 1;
+                break;
+            }
+    }
+    return add_hdr(res, pos, name, nlen, value, vlen);
 }
 
 static int header_op(latch_res *res, const char *name, const char *value,
