@@ -84,7 +84,8 @@ extern "C" {
     X(HTTP, -7015, "HTTP error")                                               \
     X(LIMIT, -7016, "A configured limit was exceeded")                         \
     X(STATE, -7017, "Not allowed in the current state")                        \
-    X(NOT_FOUND, -7018, "Not found")
+    X(NOT_FOUND, -7018, "Not found")                                           \
+    X(CANCELLED, -7019, "The request was cancelled")
 
 enum {
 #define LATCH_X_(name, num, msg) LATCH_ERR_##name = (num),
@@ -250,6 +251,22 @@ enum latch_limit {
 };
 LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
 
+/*
+ * The request timeout: `ms` after a request was dispatched (0: none, the
+ * default), if its response has not ended, the request is cancelled
+ * (LATCH_CANCEL_TIMEOUT). A response that sent nothing yet gets `status`
+ * (0: 503) with a short text body, sealed by the event "request timeout";
+ * one whose headers were sent is cut (the connection is destroyed). Any
+ * later call on the response is refused and its report names the timeout.
+ */
+LATCH_API int latch_app_set_request_timeout(latch_app *app, uint64_t ms,
+                                            int status);
+/* Overrides the request timeout for this request, counted from now (for a
+ * route: call it first thing in its handler or in a middleware on its
+ * prefix). ms 0 removes it. Returns 0, LATCH_ERR_STATE when the response
+ * already ended, LATCH_ERR_WRONG_THREAD. */
+LATCH_API int latch_req_set_timeout(latch_req *req, uint64_t ms, int status);
+
 LATCH_API int latch_app_set_violation_policy(latch_app *app, int policy);
 /* Replaces the violation hook (NULL: the default, which prints to stderr).
  * The hook runs on the worker thread of the offending call. */
@@ -318,6 +335,29 @@ LATCH_API int latch_req_body(latch_req *req, const void **data, size_t *len);
 LATCH_API uint64_t latch_req_id(const latch_req *req);
 /* True once the client went away or the request was cancelled. */
 LATCH_API bool latch_req_aborted(const latch_req *req);
+/*
+ * The request's cancellation signal. It fires once, on the first of: the
+ * client went away (EOF or reset while the response is not complete), the
+ * request timeout, server shutdown. Then latch_req_aborted is true, the
+ * response's timers are cleared, queued latch_work jobs are cancelled, and
+ * the callbacks registered here run once each, in registration order, on
+ * the request's thread, before the response's on_close.
+ */
+enum {
+    LATCH_CANCEL_NONE = 0,
+    LATCH_CANCEL_DISCONNECT = 1, /* client EOF or reset */
+    LATCH_CANCEL_TIMEOUT = 2,    /* the request timeout */
+    LATCH_CANCEL_SHUTDOWN = 3,   /* the server's drain deadline */
+};
+typedef void (*latch_cancel_cb)(latch_req *req, int reason, void *data);
+/* Registers cleanup for the signal (at most 8 per request). Returns 0,
+ * LATCH_ERR_LIMIT, LATCH_ERR_STATE once the signal fired or the response
+ * is over (cb is then never called), LATCH_ERR_WRONG_THREAD. */
+LATCH_API int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb,
+                                  void *data);
+/* LATCH_CANCEL_* for a cancelled request, LATCH_CANCEL_NONE otherwise. */
+LATCH_API int latch_req_cancel_reason(const latch_req *req);
+
 /* 0 for HTTP/1.0, 1 for HTTP/1.1. */
 LATCH_API int latch_req_version_minor(const latch_req *req);
 /* The response of a request, and the request of a response. */
@@ -466,6 +506,40 @@ LATCH_API latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms,
                                             latch_site at);
 /* Cancels a timer; 0 also when it already fired or was cleared. */
 LATCH_API int latch_clear_timeout(latch_timer *timer);
+
+/*
+ * Runs work(data) on libuv's thread pool, then after(res, status, data) on
+ * the response's loop. status is 0, or LATCH_ERR_CANCELLED when the
+ * request was cancelled meanwhile (work may then not have run at all, if
+ * it had not started). The response is retained until `after` returned.
+ * Returns 0 (after is then called exactly once) or an error (never
+ * called): LATCH_ERR_STATE when the response is over, WRONG_THREAD.
+ */
+#define latch_work(res, work, after, data)                                     \
+    latch_work_at((res), (work), (after), (data), LATCH_HERE)
+LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
+                            void (*after)(latch_res *res, int status,
+                                          void *data),
+                            void *data, latch_site at);
+
+/*
+ * A join: n tasks of one request and one completion, called exactly once
+ * on the response's loop: with status 0 and every task's result once all
+ * n resolved, or with the first task's error as soon as one fails, or
+ * with LATCH_ERR_CANCELLED when the request is cancelled first. After the
+ * completion, latch_join_settled is true and later resolutions are
+ * ignored (tasks still running may check it and stop). The join frees
+ * itself once the completion ran and every task reported (resolve or
+ * fail, exactly once per index).
+ */
+typedef struct latch_join latch_join;
+typedef void (*latch_join_cb)(latch_res *res, int status, void *const *results,
+                              void *data);
+LATCH_API latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
+                                     void *data);
+LATCH_API int latch_join_resolve(latch_join *j, int index, void *result);
+LATCH_API int latch_join_fail(latch_join *j, int index, int error);
+LATCH_API bool latch_join_settled(const latch_join *j);
 
 #ifdef __cplusplus
 }

@@ -1,14 +1,19 @@
 /*
- * async.c - timers tied to a response.
+ * async.c - what a request does over time: timers tied to its response,
+ * thread-pool work, the request timeout, joins of several tasks, and the
+ * race shaker.
  *
- * A timer set with latch_set_timeout holds a reference to its response and
- * belongs to it: when the response finishes or is destroyed, every timer
- * of it that has not fired is cancelled, so its callback never runs on a
- * response that is over. The timer objects live until the response is
- * recycled, which makes latch_clear_timeout safe after the timer fired.
+ * Everything here holds a reference to its response and is tied to the
+ * request's cancellation signal (res.c, latch__res_cancel): when the
+ * response is over or the request is cancelled, pending timers never fire
+ * and queued work is cancelled, exactly once. Timer objects live until the
+ * response is recycled, which makes latch_clear_timeout safe after the
+ * timer fired.
  *
- * This is not yet the whole of the async layer (thread-pool work, request
- * timeouts and the cancellation signal come with it later).
+ * LATCH_SHAKE=<seed> adds seeded pseudo-random delays (0-19 ms) to timer
+ * firing, work completion and disconnect delivery, so that tests can
+ * reproduce, on purpose and repeatably, the races production latency
+ * causes. It is not a scheduler and adds no delay when unset.
  */
 #include "internal.h"
 
@@ -58,11 +63,43 @@ static void on_fire(uv_timer_t *h)
     latch_res_release(res);
 }
 
+/* xorshift64*: cheap, seeded, and the same sequence on every run. */
+uint64_t latch__shake_ms(latch_worker *w)
+{
+    uint64_t x = w->shake_state;
+
+    if (x == 0)
+        return 0;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->shake_state = x;
+    return ((x * 0x2545f4914f6cdd1dull) >> 33) % 20;
+}
+
+latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
+                                void *data)
+{
+    latch_timer *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->res = res;
+    t->cb = cb;
+    t->data = data;
+    t->handle.data = t;
+    uv_timer_init(&res->w->loop, &t->handle);
+    uv_timer_start(&t->handle, on_fire, ms + latch__shake_ms(res->w), 0);
+    t->armed = true;
+    res->refs++; /* held until it fires or is cleared */
+    t->next = res->timers;
+    res->timers = t;
+    return t;
+}
+
 latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
                                   void *data, latch_site at)
 {
-    latch_timer *t;
-
     if (res == NULL || cb == NULL)
         return NULL;
     if (!pthread_equal(pthread_self(), res->w->thread)) {
@@ -79,20 +116,12 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
                          "Cannot set a timer on a response that is over", at);
         return NULL;
     }
-    t = calloc(1, sizeof(*t));
-    if (t == NULL)
+    if (res->cancel_reason != LATCH_CANCEL_NONE) {
+        latch__violation(res, LATCH_ERR_CANCELLED, "latch_set_timeout",
+                         "Cannot set a timer on a cancelled request", at);
         return NULL;
-    t->res = res;
-    t->cb = cb;
-    t->data = data;
-    t->handle.data = t;
-    uv_timer_init(&res->w->loop, &t->handle);
-    uv_timer_start(&t->handle, on_fire, ms, 0);
-    t->armed = true;
-    res->refs++; /* held until it fires or is cleared */
-    t->next = res->timers;
-    res->timers = t;
-    return t;
+    }
+    return latch__timer_start(res, ms, cb, data);
 }
 
 int latch_clear_timeout(latch_timer *t)
@@ -128,4 +157,288 @@ void latch__timers_free(latch_res *res)
             t->orphan = true;
     }
     res->timers = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The request timeout                                                  */
+/* ------------------------------------------------------------------ */
+
+static void on_request_timeout(latch_res *res, void *data)
+{
+    (void)data;
+    res->req_timer = NULL;
+    if (res->detached || res->state >= LATCH_RS_ENDED)
+        return; /* answered in time; only the client is slow */
+    latch__res_timeout(res, res->timeout_status);
+    latch__res_cancel(res, LATCH_CANCEL_TIMEOUT);
+}
+
+void latch__request_timer_start(latch_res *res, uint64_t ms, int status)
+{
+    if (res->req_timer != NULL) {
+        latch_clear_timeout(res->req_timer);
+        res->req_timer = NULL;
+    }
+    res->timeout_status = status > 0 ? status : 503;
+    if (ms > 0)
+        res->req_timer = latch__timer_start(res, ms, on_request_timeout, NULL);
+}
+
+int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
+{
+    latch_res *res = latch_req_res(req);
+
+    if (res == NULL || (status != 0 && (status < 400 || status > 599)))
+        return LATCH_ERR_INVALID_ARG;
+    if (!pthread_equal(pthread_self(), res->w->thread))
+        return LATCH_ERR_WRONG_THREAD;
+    if (res->detached || res->state >= LATCH_RS_ENDED ||
+        res->cancel_reason != LATCH_CANCEL_NONE)
+        return LATCH_ERR_STATE;
+    latch__request_timer_start(res, ms, status);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Thread-pool work                                                     */
+/* ------------------------------------------------------------------ */
+
+struct latch_work_req {
+    uv_work_t req;
+    uv_timer_t delay; /* LATCH_SHAKE: the completion arrives late */
+    latch_res *res;
+    void (*work)(void *data);
+    void (*after)(latch_res *res, int status, void *data);
+    void *data;
+    int status;
+    struct latch_work_req *next; /* the response's list */
+};
+
+static void work_unlink(struct latch_work_req *wr)
+{
+    struct latch_work_req **pp = &wr->res->works;
+
+    while (*pp != NULL && *pp != wr)
+        pp = &(*pp)->next;
+    if (*pp == wr)
+        *pp = wr->next;
+}
+
+static void work_run(uv_work_t *req)
+{
+    struct latch_work_req *wr = req->data;
+
+    wr->work(wr->data);
+}
+
+static void work_deliver(struct latch_work_req *wr)
+{
+    latch_res *res = wr->res;
+    int status = wr->status;
+
+    work_unlink(wr);
+    if (status == 0 && res->cancel_reason != LATCH_CANCEL_NONE)
+        status = LATCH_ERR_CANCELLED;
+    wr->after(res, status, wr->data);
+    latch_res_release(res);
+}
+
+static void work_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_delay(uv_timer_t *t)
+{
+    struct latch_work_req *wr = t->data;
+
+    work_deliver(wr);
+    uv_close((uv_handle_t *)&wr->delay, work_free);
+}
+
+static void work_done(uv_work_t *req, int status)
+{
+    struct latch_work_req *wr = req->data;
+    uint64_t delay = latch__shake_ms(wr->res->w);
+
+    wr->status = status == UV_ECANCELED ? LATCH_ERR_CANCELLED : 0;
+    if (delay > 0) {
+        wr->delay.data = wr;
+        uv_timer_init(&wr->res->w->loop, &wr->delay);
+        uv_timer_start(&wr->delay, on_delay, delay, 0);
+        return;
+    }
+    work_deliver(wr);
+    free(wr);
+}
+
+int latch_work_at(latch_res *res, void (*work)(void *data),
+                  void (*after)(latch_res *res, int status, void *data),
+                  void *data, latch_site at)
+{
+    struct latch_work_req *wr;
+    int r;
+
+    if (res == NULL || work == NULL || after == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_work", NULL, at);
+        return LATCH_ERR_WRONG_THREAD;
+    }
+    if (res->state >= LATCH_RS_FINISHED || res->detached ||
+        res->cancel_reason != LATCH_CANCEL_NONE) {
+        latch__violation(res,
+                         res->cancel_reason ? LATCH_ERR_CANCELLED
+                                            : LATCH_ERR_STREAM_DESTROYED,
+                         "latch_work",
+                         "Cannot start work for a request that is over", at);
+        return LATCH_ERR_STATE;
+    }
+    wr = calloc(1, sizeof(*wr));
+    if (wr == NULL)
+        return LATCH_ERR_NOMEM;
+    wr->req.data = wr;
+    wr->res = res;
+    wr->work = work;
+    wr->after = after;
+    wr->data = data;
+    r = uv_queue_work(&res->w->loop, &wr->req, work_run, work_done);
+    if (r < 0) {
+        free(wr);
+        return r;
+    }
+    res->refs++;
+    wr->next = res->works;
+    res->works = wr;
+    return 0;
+}
+
+/* The signal fired: jobs not started yet will not start. */
+void latch__works_cancel(latch_res *res)
+{
+    struct latch_work_req *wr;
+
+    for (wr = res->works; wr != NULL; wr = wr->next)
+        uv_cancel((uv_req_t *)&wr->req);
+}
+
+/* ------------------------------------------------------------------ */
+/* Joins                                                                */
+/* ------------------------------------------------------------------ */
+
+struct latch_join {
+    latch_res *res;
+    latch_join_cb done;
+    void *data;
+    int n;
+    int reported; /* tasks that resolved or failed */
+    int slot;     /* index in the response's cancel callbacks, or -1 */
+    bool settled;
+    uint8_t *seen;
+    void *results[];
+};
+
+static void join_maybe_free(latch_join *j)
+{
+    latch_res *res = j->res;
+
+    if (!j->settled || j->reported < j->n)
+        return;
+    if (j->slot >= 0 && res->cancel_cbs[j->slot].data == j)
+        res->cancel_cbs[j->slot].cb = NULL;
+    free(j->seen);
+    free(j);
+    latch_res_release(res);
+}
+
+static void join_settle(latch_join *j, int status)
+{
+    if (j->settled)
+        return;
+    j->settled = true;
+    /* A reference for the completion, which may release the last one. */
+    latch_res_retain(j->res);
+    j->done(j->res, status, status == 0 ? j->results : NULL, j->data);
+    latch_res_release(j->res);
+}
+
+static void join_on_cancel(latch_req *req, int reason, void *data)
+{
+    latch_join *j = data;
+
+    (void)req;
+    (void)reason;
+    j->slot = -1; /* the slot is consumed */
+    join_settle(j, LATCH_ERR_CANCELLED);
+    join_maybe_free(j);
+}
+
+latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
+                           void *data)
+{
+    latch_join *j;
+
+    if (res == NULL || done == NULL || n < 1 || n > 4096 ||
+        !pthread_equal(pthread_self(), res->w->thread) ||
+        res->state >= LATCH_RS_FINISHED || res->detached ||
+        res->cancel_reason != LATCH_CANCEL_NONE)
+        return NULL;
+    j = calloc(1, sizeof(*j) + (size_t)n * sizeof(void *));
+    if (j == NULL)
+        return NULL;
+    j->seen = calloc((size_t)n, 1);
+    if (j->seen == NULL) {
+        free(j);
+        return NULL;
+    }
+    j->res = res;
+    j->done = done;
+    j->data = data;
+    j->n = n;
+    j->slot = res->ncancel;
+    if (latch_req_on_cancel(&res->req, join_on_cancel, j) < 0) {
+        free(j->seen);
+        free(j);
+        return NULL;
+    }
+    res->refs++;
+    return j;
+}
+
+static int join_report(latch_join *j, int index, void *result, int error)
+{
+    if (j == NULL || index < 0 || index >= j->n)
+        return LATCH_ERR_INVALID_ARG;
+    if (!pthread_equal(pthread_self(), j->res->w->thread))
+        return LATCH_ERR_WRONG_THREAD;
+    if (j->seen[index])
+        return LATCH_ERR_STATE; /* each task reports once */
+    j->seen[index] = 1;
+    j->reported++;
+    if (!j->settled) {
+        if (error < 0)
+            join_settle(j, error);
+        else {
+            j->results[index] = result;
+            if (j->reported == j->n)
+                join_settle(j, 0);
+        }
+    }
+    join_maybe_free(j);
+    return 0;
+}
+
+int latch_join_resolve(latch_join *j, int index, void *result)
+{
+    return join_report(j, index, result, 0);
+}
+
+int latch_join_fail(latch_join *j, int index, int error)
+{
+    return join_report(j, index, NULL, error < 0 ? error : LATCH_ERR_HTTP);
+}
+
+bool latch_join_settled(const latch_join *j)
+{
+    return j == NULL || j->settled;
 }

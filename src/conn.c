@@ -35,6 +35,8 @@
 
 static void conn_close(latch_conn *c);
 static void process(latch_conn *c);
+static void on_closed(uv_handle_t *h);
+static void no_more_requests(latch_conn *c);
 static void start_linger(latch_conn *c);
 static void advance_queue(latch_conn *c);
 static void flush(latch_conn *c);
@@ -264,7 +266,7 @@ void latch__conn_sweep(latch_worker *w)
          * for it to empty. */
         for (c = w->conns; c != NULL; c = cn) {
             cn = c->next;
-            conn_close(c);
+            latch__conn_close_why(c, LATCH_CANCEL_SHUTDOWN);
         }
         return;
     }
@@ -348,11 +350,21 @@ static void on_closed(uv_handle_t *h)
         latch__worker_finish(w);
 }
 
+static const char *close_event(int reason)
+{
+    switch (reason) {
+    case LATCH_CANCEL_TIMEOUT: return "request timeout";
+    case LATCH_CANCEL_SHUTDOWN: return "server shutdown";
+    default: return "client disconnect";
+    }
+}
+
 /*
- * Closes at once: every response still queued is destroyed (its on_close
- * fires), the request being received is dropped, then the handle closes.
+ * Closes at once: every response still queued is destroyed (its request
+ * cancelled with `reason`, then its on_close), the request being received
+ * is dropped, then the handle closes.
  */
-static void conn_close(latch_conn *c)
+void latch__conn_close_why(latch_conn *c, int reason)
 {
     latch_res *r, *next;
 
@@ -361,6 +373,10 @@ static void conn_close(latch_conn *c)
     c->flags |= LATCH_CF_CLOSING | LATCH_CF_NO_MORE;
     t_unlink(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->shake_timer != NULL) {
+        uv_close((uv_handle_t *)c->shake_timer, (uv_close_cb)free);
+        c->shake_timer = NULL;
+    }
     if (c->cur != NULL) {
         r = c->cur;
         c->cur = NULL;
@@ -374,9 +390,14 @@ static void conn_close(latch_conn *c)
     for (; r != NULL; r = next) {
         next = r->q_next;
         r->q_next = NULL;
-        latch__res_detach(r, "client disconnect");
+        latch__res_detach(r, close_event(reason), reason);
     }
     uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void conn_close(latch_conn *c)
+{
+    latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
 }
 
 void latch__conn_destroy(latch_conn *c)
@@ -477,6 +498,8 @@ static void went_idle(latch_conn *c)
     t_set(c, LATCH_T_IDLE);
 }
 
+static void peer_gone(latch_conn *c, int status);
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     latch_conn *c = s->data;
@@ -508,29 +531,59 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         latch__conn_protocol_error(c, 431, "request head too large");
         return;
     }
-    if (nread == UV_EOF) {
-        c->flags |= LATCH_CF_EOF | LATCH_CF_NO_MORE;
-        read_stop(c);
-        if ((c->flags & LATCH_CF_LINGER) || c->q_head == NULL) {
-            /* Nothing to answer: an incomplete request at EOF is never
-             * dispatched. */
-            conn_close(c);
-            return;
-        }
-        /* Responses in flight are still delivered (the client may have
-         * only half-closed); the cur request, incomplete, is dropped. */
-        if (c->cur != NULL) {
-            latch_res *r = c->cur;
-            c->cur = NULL;
-            c->flags &= ~LATCH_CF_IN_BODY;
-            r->detached = true;
-            r->conn = NULL;
-            latch_res_release(r);
-        }
-        t_unlink(c);
+    peer_gone(c, (int)nread);
+}
+
+/*
+ * The client closed (EOF) or the connection failed. As Node's server does
+ * by default, a client's FIN while a response is unfinished is a
+ * disconnect: that response is destroyed and its request cancelled.
+ * Responses that already ended still go out; then the connection closes.
+ */
+static void peer_gone_now(latch_conn *c, int status)
+{
+    c->flags |= LATCH_CF_EOF | LATCH_CF_NO_MORE;
+    read_stop(c);
+    if (status != UV_EOF || (c->flags & LATCH_CF_LINGER) || c->q_head == NULL ||
+        c->writer != NULL) {
+        /* An error, nothing to answer (an incomplete request at EOF is
+         * never dispatched), or a response the client will not wait for. */
+        if (status == UV_EOF)
+            latch__conn_flush_now(c);
+        conn_close(c);
         return;
     }
-    conn_close(c);
+    no_more_requests(c);
+    c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
+    t_unlink(c);
+    latch__conn_mark_dirty(c);
+}
+
+static void on_shaken(uv_timer_t *t)
+{
+    latch_conn *c = t->data;
+
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+    c->shake_timer = NULL;
+    peer_gone_now(c, c->shake_status);
+}
+
+static void peer_gone(latch_conn *c, int status)
+{
+    uint64_t delay = latch__shake_ms(c->w);
+
+    if (delay > 0 && c->shake_timer == NULL &&
+        (c->shake_timer = malloc(sizeof(*c->shake_timer))) != NULL) {
+        /* LATCH_SHAKE: the disconnect reaches the app a little later, as
+         * it may in production. */
+        read_stop(c);
+        c->shake_status = status;
+        c->shake_timer->data = c;
+        uv_timer_init(&c->w->loop, c->shake_timer);
+        uv_timer_start(c->shake_timer, on_shaken, delay, 0);
+        return;
+    }
+    peer_gone_now(c, status);
 }
 
 /* HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one. */
@@ -614,6 +667,9 @@ static void dispatch(latch_conn *c)
     res->conn = c;
     queue_push(c, res);
     t_unlink(c);
+    if (c->w->app->cfg.request_ms > 0)
+        latch__request_timer_start(res, c->w->app->cfg.request_ms,
+                                   c->w->app->cfg.request_status);
     latch__app_dispatch(res);
 }
 
@@ -824,7 +880,7 @@ static void cut_after(latch_conn *c, latch_res *last)
         r->q_next = NULL;
         r->pending.len = 0;
         c->inflight--;
-        latch__res_detach(r, "connection closed");
+        latch__res_detach(r, "connection closed", LATCH_CANCEL_DISCONNECT);
     }
 }
 
@@ -898,7 +954,7 @@ static void finish_written(latch_conn *c)
             c->q_head = r->q_next;
             r->q_next = NULL;
             c->inflight--;
-            latch__res_detach(r, "connection closed");
+            latch__res_detach(r, "connection closed", LATCH_CANCEL_DISCONNECT);
         }
         c->q_tail = c->writer = NULL;
         return;

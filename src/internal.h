@@ -68,6 +68,8 @@ typedef struct latch_config {
     latch_parse_limits parse;
     uint32_t pipeline;
     uint64_t header_ms, body_ms, keepalive_ms, linger_ms, drain_ms;
+    uint64_t request_ms; /* request timeout, 0: none */
+    int request_status;  /* its answer when nothing was sent (503) */
 } latch_config;
 
 struct latch_app {
@@ -81,6 +83,7 @@ struct latch_app {
     int listen_fd; /* bound by latch_listen, given to worker 0 */
     int port;
     struct sockaddr_storage addr;
+    uint64_t shake_seed; /* LATCH_SHAKE: 0 off */
     /* violations (diag.c) */
     int policy;
     void (*on_violation)(const latch_violation *v, void *data);
@@ -153,6 +156,7 @@ struct latch_worker {
     struct latch_post *posts;
     uint64_t emfile_last_log;
     uint64_t drain_deadline;
+    uint64_t shake_state; /* xorshift state for LATCH_SHAKE delays */
     /* "Connection: keep-alive\r\nKeep-Alive: timeout=N\r\n" */
     char ka_line[64];
     size_t ka_len;
@@ -190,6 +194,8 @@ struct latch_conn {
     latch_res *writer; /* first response in the queue not yet ended */
     uint32_t inflight;
     uv_shutdown_t *sreq;
+    uv_timer_t *shake_timer; /* a disconnect whose delivery is delayed */
+    int shake_status;
     /* Write side: out collects bytes; wout is being written by uv_write. */
     latch_buf out, wout;
     uv_write_t *wreq; /* allocated the first time the socket is full */
@@ -292,9 +298,18 @@ struct latch_res {
     latch_errlayer *elayer; /* next error layer to try */
     latch_error err;
     bool in_error;
-    struct latch_timer *timers; /* async.c: the response's timers */
-    bool pending_next;          /* a handler returned LATCH_PENDING */
-    bool chain_ref;             /* the chain holds a reference */
+    struct latch_timer *timers;    /* async.c: the response's timers */
+    struct latch_timer *req_timer; /* the request timeout, if armed */
+    struct latch_work_req *works;  /* latch_work jobs not yet done */
+    int timeout_status;
+    uint8_t cancel_reason; /* LATCH_CANCEL_*, once the signal fired */
+    uint8_t ncancel;
+    struct {
+        latch_cancel_cb cb;
+        void *data;
+    } cancel_cbs[8];
+    bool pending_next; /* a handler returned LATCH_PENDING */
+    bool chain_ref;    /* the chain holds a reference */
     bool in_handler;
     bool failed; /* latch_fail was called in the current handler */
     char err_msg[128];
@@ -320,6 +335,8 @@ void latch__conn_protocol_error(latch_conn *c, int status, const char *reason);
 void latch__conn_send_continue(latch_conn *c);
 void latch__conn_last(latch_res *res);
 void latch__conn_flush_now(latch_conn *c);
+/* Closes now; unfinished responses are cancelled with `reason`. */
+void latch__conn_close_why(latch_conn *c, int reason);
 latch_buf *latch__conn_sink(latch_res *res);
 void latch__conn_unhold(latch_res *res);
 void latch__rbuf_release(latch_worker *w, latch_rbuf *rb);
@@ -332,7 +349,7 @@ void latch__conn_pool_free(latch_worker *w);
 latch_res *latch__res_alloc(latch_worker *w);
 void latch__res_pool_free(latch_worker *w);
 void latch__res_finished(latch_res *res);
-void latch__res_detach(latch_res *res, const char *event);
+void latch__res_detach(latch_res *res, const char *event, int reason);
 void latch__res_run_posts(latch_worker *w);
 /* Answers a request the framework refuses (404, 500, ...): status and a
  * short text body, honouring the state machine. */
@@ -345,6 +362,16 @@ void latch__res_check_drain(latch_conn *c);
 /* async.c */
 void latch__timers_cancel(latch_res *res);
 void latch__timers_free(latch_res *res);
+latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
+                                void *data);
+void latch__works_cancel(latch_res *res);
+void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
+/* A delay in ms to add under LATCH_SHAKE (0 when off). */
+uint64_t latch__shake_ms(latch_worker *w);
+
+/* res.c: fires the request's cancellation signal (once). */
+void latch__res_cancel(latch_res *res, int reason);
+void latch__res_timeout(latch_res *res, int status);
 
 /* req.c */
 void latch__req_prepare(latch_req *q);

@@ -1125,25 +1125,33 @@ void latch__res_finished(latch_res *res)
     latch_res_release(res); /* the queue's */
 }
 
-/* The connection went away under the response (or cut it). */
-void latch__res_detach(latch_res *res, const char *event)
+/*
+ * The connection went away under the response, or cut it. An unfinished
+ * response becomes DESTROYED, sealed by `event`; with a `reason` the
+ * request's cancellation signal fires; then on_close.
+ */
+void latch__res_detach(latch_res *res, const char *event, int reason)
 {
+    bool unfinished = res->state < LATCH_RS_FINISHED;
+
     res->conn = NULL;
     res->detached = true;
-    if (res->state < LATCH_RS_FINISHED) {
+    if (unfinished && res->state != LATCH_RS_DESTROYED) {
         if (res->state < LATCH_RS_ENDED && res->ended_at.call == NULL) {
             res->ended_at.call = event;
             res->ended_at.at = (latch_site){NULL, 0, NULL};
         }
         transition(res, LATCH_RS_DESTROYED);
-        res->req.aborted = true;
     }
+    res->req.aborted = res->req.aborted || unfinished;
     res->on_finish = NULL;
     res->on_drain = NULL;
     latch_res_retain(res);
+    if (unfinished && reason != LATCH_CANCEL_NONE)
+        latch__res_cancel(res, reason);
     fire_close(res);
     latch_res_release(res);
-    latch_res_release(res);
+    latch_res_release(res); /* the queue's */
 }
 
 void latch_res_destroy_at(latch_res *res, latch_site at)
@@ -1170,6 +1178,87 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
          * cut, which detaches every queued response. */
         latch__conn_flush_now(c);
         latch__conn_destroy(c);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The cancellation signal                                              */
+/* ------------------------------------------------------------------ */
+
+void latch__res_cancel(latch_res *res, int reason)
+{
+    uint8_t i, n;
+
+    if (res->cancel_reason != LATCH_CANCEL_NONE ||
+        res->state == LATCH_RS_FINISHED)
+        return;
+    res->cancel_reason = (uint8_t)reason;
+    res->req.aborted = true;
+    /* Hold the response: releasing timers and jobs may drop the others. */
+    res->refs++;
+    latch__timers_cancel(res);
+    latch__works_cancel(res);
+    n = res->ncancel;
+    for (i = 0; i < n; i++) {
+        latch_cancel_cb cb = res->cancel_cbs[i].cb;
+        res->cancel_cbs[i].cb = NULL;
+        if (cb != NULL)
+            cb(&res->req, reason, res->cancel_cbs[i].data);
+    }
+    latch_res_release(res);
+}
+
+int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
+{
+    latch_res *res = latch_req_res(req);
+
+    if (res == NULL || cb == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!on_loop(res))
+        return LATCH_ERR_WRONG_THREAD;
+    if (res->cancel_reason != LATCH_CANCEL_NONE || res->detached ||
+        res->state >= LATCH_RS_FINISHED)
+        return LATCH_ERR_STATE;
+    if (res->ncancel == 8)
+        return LATCH_ERR_LIMIT;
+    res->cancel_cbs[res->ncancel].cb = cb;
+    res->cancel_cbs[res->ncancel].data = data;
+    res->ncancel++;
+    return 0;
+}
+
+int latch_req_cancel_reason(const latch_req *req)
+{
+    const latch_res *res = latch_req_res((latch_req *)req);
+
+    return res ? res->cancel_reason : LATCH_CANCEL_NONE;
+}
+
+/* The request timeout fired on a response that has not ended. */
+void latch__res_timeout(latch_res *res, int status)
+{
+    static const latch_site none = {NULL, 0, NULL};
+    char body[64];
+    int n;
+
+    if (res->state == LATCH_RS_FRESH) {
+        n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
+        res->nhdrs = 0; /* headers the handler set do not leak */
+        res->hbuf.len = 0;
+        latch__res_simple(res, status, "text/plain; charset=utf-8", body,
+                          (size_t)n, "request timeout");
+        return;
+    }
+    /* Too late for a status: cut it, visibly incomplete. */
+    if (res->ended_at.call == NULL) {
+        res->ended_at.call = "request timeout";
+        res->ended_at.at = none;
+    }
+    transition(res, LATCH_RS_DESTROYED);
+    if (res->conn != NULL) {
+        latch_conn *c = res->conn;
+        latch__conn_flush_now(c);
+        latch__conn_close_why(c, LATCH_CANCEL_TIMEOUT);
     }
 }
 

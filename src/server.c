@@ -42,6 +42,12 @@ latch_app *latch_app_new(void)
     app->port = -1;
     pthread_mutex_init(&app->live_mu, NULL);
     pthread_mutex_init(&app->site_mu, NULL);
+    app->cfg.request_status = 503;
+    {
+        const char *shake = getenv("LATCH_SHAKE");
+        if (shake != NULL && *shake != '\0')
+            app->shake_seed = strtoull(shake, NULL, 10) | 1; /* never 0 */
+    }
     strict = getenv("LATCH_STRICT");
     if (strict != NULL && strcmp(strict, "1") == 0)
         app->policy = LATCH_POLICY_ABORT;
@@ -69,6 +75,18 @@ int latch_app_set_workers(latch_app *app, int n)
     if (app->running)
         return LATCH_ERR_STATE;
     app->nworkers = n;
+    return 0;
+}
+
+int latch_app_set_request_timeout(latch_app *app, uint64_t ms, int status)
+{
+    if (app == NULL || (status != 0 && (status < 400 || status > 599)) ||
+        ms > 24ull * 3600 * 1000)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    app->cfg.request_ms = ms;
+    app->cfg.request_status = status ? status : 503;
     return 0;
 }
 
@@ -294,6 +312,11 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
     w->index = index;
     w->listen_fd = -1;
     w->next_req_id = ((uint64_t)index << 48) + 1;
+    /* Each worker its own reproducible sequence of shake delays. */
+    w->shake_state =
+        app->shake_seed
+            ? app->shake_seed ^ ((uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull)
+            : 0;
     pthread_mutex_init(&w->post_mu, NULL);
     r = uv_loop_init(&w->loop);
     if (r < 0)
