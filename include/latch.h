@@ -228,6 +228,10 @@ LATCH_API void latch_stop(latch_app *app);
 
 /* Worker threads; 0 = one per core (the default). Before latch_run. */
 LATCH_API int latch_app_set_workers(latch_app *app, int n);
+/* Development mode: error pages show the error's message and where it
+ * was raised (default: off, or LATCH_ENV=development in the environment).
+ * Off, they show only the status text. */
+LATCH_API int latch_app_set_development(latch_app *app, bool on);
 /* Whether latch_run installs SIGINT/SIGTERM handlers (default: true). */
 LATCH_API int latch_app_set_handle_signals(latch_app *app, bool on);
 

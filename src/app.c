@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum { L_MIDDLEWARE, L_ROUTE };
 
@@ -279,15 +280,150 @@ static const latch_site no_site = {NULL, 0, NULL};
 
 static void chain_done(latch_res *res);
 
-/* The final handler for a request no layer answered. */
+/* ------------------------------------------------------------------ */
+/* The final handler (what Express's finalhandler does)                 */
+/* ------------------------------------------------------------------ */
+
+/* The q-value the Accept header gives `type` ("text/html"), from an exact
+ * match, then "text/ *", then "* / *"; 1000 when there is no Accept. */
+static int accept_q(const char *accept, const char *type)
+{
+    const char *p = accept, *slash = strchr(type, '/');
+    int best = -1, best_spec = -1;
+
+    if (accept == NULL || *accept == '\0')
+        return 1000;
+    while (*p) {
+        const char *e = p, *semi;
+        size_t n;
+        int spec = -1, q = 1000;
+        while (*e && *e != ',')
+            e++;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        semi = memchr(p, ';', (size_t)(e - p));
+        n = (size_t)((semi ? semi : e) - p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == strlen(type) && strncasecmp(p, type, n) == 0)
+            spec = 2;
+        else if (n == (size_t)(slash - type) + 2 &&
+                 strncasecmp(p, type, (size_t)(slash - type) + 1) == 0 &&
+                 p[n - 1] == '*')
+            spec = 1;
+        else if (n == 3 && strncmp(p, "*/*", 3) == 0)
+            spec = 0;
+        if (semi != NULL) {
+            const char *qp = strstr(semi, "q=");
+            if (qp != NULL && qp < e) {
+                double d = strtod(qp + 2, NULL);
+                q = d <= 0 ? 0 : d >= 1 ? 1000 : (int)(d * 1000 + 0.5);
+            }
+        }
+        if (spec > best_spec) {
+            best_spec = spec;
+            best = q;
+        }
+        p = *e ? e + 1 : e;
+    }
+    return best < 0 ? 0 : best;
+}
+
+/* Appends s to the buffer, escaped for HTML text, "\n" as "<br>". */
+static size_t html_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+
+    for (; *s && n + 8 < cap; s++) {
+        const char *rep = NULL;
+        switch (*s) {
+        case '&': rep = "&amp;"; break;
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '"': rep = "&quot;"; break;
+        case '\'': rep = "&#39;"; break;
+        case '\n': rep = "<br>"; break;
+        }
+        if (rep != NULL) {
+            size_t k = strlen(rep);
+            memcpy(out + n, rep, k);
+            n += k;
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* Escapes s as the inside of a JSON string (ASCII controls as \u00XX). */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+
+    for (; *s && n + 8 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/*
+ * Answers an error page: status, the security headers Express sends, and
+ * a small body in HTML (the default) or JSON when the client prefers it.
+ * Headers the handlers set are dropped first, so they do not leak into
+ * the error page. `extra` names one more header (Allow) or is NULL.
+ */
+static void error_page(latch_res *res, int status, const char *msg,
+                       const char *extra_name, const char *extra_value,
+                       const char *event)
+{
+    static const char head[] = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
+                               "<meta charset=\"utf-8\">\n<title>Error</title>"
+                               "\n</head>\n<body>\n<pre>";
+    static const char tail[] = "</pre>\n</body>\n</html>\n";
+    const char *accept = latch_req_header(&res->req, "Accept");
+    char esc[1024], body[1400];
+    int n;
+
+    res->nhdrs = 0;
+    res->hbuf.len = 0;
+    latch__res_header(res, "Content-Security-Policy", "default-src 'none'");
+    latch__res_header(res, "X-Content-Type-Options", "nosniff");
+    if (extra_name != NULL)
+        latch__res_header(res, extra_name, extra_value);
+    if (accept_q(accept, "application/json") > accept_q(accept, "text/html")) {
+        json_escape(esc, sizeof(esc), msg);
+        n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"status\":%d,\"message\":\"%s\"}}\n", status,
+                     esc);
+        latch__res_simple(res, status, "application/json; charset=utf-8", body,
+                          (size_t)n, event);
+        return;
+    }
+    html_escape(esc, sizeof(esc), msg);
+    n = snprintf(body, sizeof(body), "%s%s%s", head, esc, tail);
+    latch__res_simple(res, status, "text/html; charset=utf-8", body, (size_t)n,
+                      event);
+}
+
+/* The final handler for a request no layer answered: 404, or 405 with
+ * Allow when the path exists for other methods (Express says 404). */
 static void final_not_found(latch_res *res)
 {
     latch_app *app = res->w->app;
     const char *raw;
     size_t rawn;
-    char allow[256] = "", body[64];
+    char allow[256] = "", msg[600];
     latch_layer *l;
-    int n;
 
     raw_path(&res->req, &raw, &rawn);
     for (l = app->layers; l != NULL; l = l->next) {
@@ -304,37 +440,41 @@ static void final_not_found(latch_res *res)
             strcat(allow, ", HEAD");
     }
     res->req.nparams = 0;
-    if (allow[0] != '\0') {
-        latch_res_set_header(res, "Allow", allow);
-        n = snprintf(body, sizeof(body), "Method Not Allowed\n");
-        latch__res_simple(res, 405, "text/plain; charset=utf-8", body,
-                          (size_t)n, "final handler");
-        return;
-    }
-    n = snprintf(body, sizeof(body), "Not Found\n");
-    latch__res_simple(res, 404, "text/plain; charset=utf-8", body, (size_t)n,
-                      "final handler");
+    /* As finalhandler: the method and the path as sent, no query. */
+    snprintf(msg, sizeof(msg), "Cannot %s %.*s", res->req.method,
+             (int)(rawn > 500 ? 500 : rawn), raw);
+    if (allow[0] != '\0')
+        error_page(res, 405, msg, "Allow", allow, "final handler");
+    else
+        error_page(res, 404, msg, NULL, NULL, "final handler");
 }
 
 /* The final handler for an error no error handler took. */
 static void final_error(latch_res *res)
 {
+    latch_app *app = res->w->app;
     int status = res->err.status;
-    char body[160];
-    int n;
+    char msg[600];
 
     if (status < 400 || status > 599)
         status = 500;
     if (res->state == LATCH_RS_FRESH) {
-        n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
-        /* Headers the handler set do not leak into the error page. */
-        res->nhdrs = 0;
-        res->hbuf.len = 0;
-        latch__res_simple(res, status, "text/plain; charset=utf-8", body,
-                          (size_t)n, "final handler");
+        /* Details only in development: an error message can tell an
+         * attacker more than the status does. */
+        if (app->development)
+            snprintf(msg, sizeof(msg), "%s\n    at %s:%d (%s)",
+                     res->err.message ? res->err.message
+                                      : latch_strerror(res->err.code),
+                     res->err.at.file ? res->err.at.file : "?",
+                     res->err.at.line,
+                     res->err.at.func ? res->err.at.func : "?");
+        else
+            snprintf(msg, sizeof(msg), "%s", latch__status_reason(status));
+        error_page(res, status, msg, NULL, NULL, "final handler");
     } else if (res->state == LATCH_RS_HEADERS_SENT) {
         /* Too late for a status: cut the response so the client sees it
-         * incomplete, never whole. */
+         * incomplete, never whole. A complete response keeps its
+         * connection (Express destroys it anyway). */
         latch_res_destroy_at(res, no_site);
     }
 }

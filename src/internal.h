@@ -79,6 +79,7 @@ struct latch_app {
     int nworkers;
     bool handle_signals;
     bool running;
+    bool development; /* error pages show details (LATCH_ENV=development) */
     /* listening address */
     int listen_fd; /* bound by latch_listen, given to worker 0 */
     int port;
@@ -356,6 +357,7 @@ void latch__res_run_posts(latch_worker *w);
 int latch__res_simple(latch_res *res, int status, const char *ctype,
                       const char *body, size_t len, const char *event);
 const char *latch__status_reason(int status);
+int latch__res_header(latch_res *res, const char *name, const char *value);
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
 void latch__res_check_drain(latch_conn *c);
 

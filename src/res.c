@@ -1056,6 +1056,12 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
 /* Framework answers                                                    */
 /* ------------------------------------------------------------------ */
 
+/* Sets a header latch itself chose (known valid), before the head. */
+int latch__res_header(latch_res *res, const char *name, const char *value)
+{
+    return put_hdr(res, name, strlen(name), value, strlen(value), false);
+}
+
 int latch__res_simple(latch_res *res, int status, const char *ctype,
                       const char *body, size_t len, const char *event)
 {

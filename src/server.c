@@ -48,6 +48,10 @@ latch_app *latch_app_new(void)
         if (shake != NULL && *shake != '\0')
             app->shake_seed = strtoull(shake, NULL, 10) | 1; /* never 0 */
     }
+    {
+        const char *env = getenv("LATCH_ENV");
+        app->development = env != NULL && strcmp(env, "development") == 0;
+    }
     strict = getenv("LATCH_STRICT");
     if (strict != NULL && strcmp(strict, "1") == 0)
         app->policy = LATCH_POLICY_ABORT;
@@ -87,6 +91,14 @@ int latch_app_set_request_timeout(latch_app *app, uint64_t ms, int status)
         return LATCH_ERR_STATE;
     app->cfg.request_ms = ms;
     app->cfg.request_status = status ? status : 503;
+    return 0;
+}
+
+int latch_app_set_development(latch_app *app, bool on)
+{
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    app->development = on;
     return 0;
 }
 

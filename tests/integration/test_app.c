@@ -1,0 +1,262 @@
+/*
+ * test_app.c - the chain's final handler: 404 and 405 pages, error pages
+ * with Express's security headers in HTML or JSON by Accept, details only
+ * in development mode, and what happens when the headers already went out.
+ */
+#include "harness.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static int fail_418(latch_req *req, latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    latch_res_set_header(res, "X-Leak", "secret");
+    return latch_fail(req, 418, "teapot <here>");
+}
+
+static int partial_then_fail(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_write(res, "partial", 7);
+    return latch_fail(req, 500, "too late");
+}
+
+static int done_then_fail(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_send(res, "done", 4);
+    return latch_fail(req, 500, "after done");
+}
+
+static int users(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_send(res, latch_req_param(req, "id"),
+                   strlen(latch_req_param(req, "id")));
+    return LATCH_DONE;
+}
+
+static th_server srv;
+static bool dev_mode;
+
+static int setup(void **state)
+{
+    latch_app *app = latch_app_new();
+
+    (void)state;
+    latch_app_set_development(app, dev_mode);
+    latch_get(app, "/teapot", fail_418, NULL);
+    latch_get(app, "/partial", partial_then_fail, NULL);
+    latch_get(app, "/done", done_then_fail, NULL);
+    latch_get(app, "/users/:id", users, NULL);
+    latch_put(app, "/users/:id", users, NULL);
+    th_server_start(&srv, app);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    assert_int_equal(th_server_stop(&srv), 0);
+    return 0;
+}
+
+static char *get(const char *req, size_t *len)
+{
+    return th_exchange(srv.port, req, strlen(req), 1, len);
+}
+
+static const char page_404[] =
+    "HTTP/1.1 404 Not Found\r\n"
+    "Content-Security-Policy: default-src 'none'\r\n"
+    "X-Content-Type-Options: nosniff\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n"
+    "Content-Length: 143\r\n"
+    "Date: <d>\r\n"
+    "Connection: keep-alive\r\n"
+    "Keep-Alive: timeout=5\r\n"
+    "\r\n"
+    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    "<title>Error</title>\n</head>\n<body>\n<pre>Cannot GET /nope</pre>\n"
+    "</body>\n</html>\n";
+
+static void test_404_html(void **state)
+{
+    size_t len;
+    char *out = get("GET /nope?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    char *norm = th_normalize(out, len);
+
+    (void)state;
+    assert_string_equal(norm, page_404);
+    free(norm);
+    free(out);
+}
+
+static void test_404_json_by_accept(void **state)
+{
+    size_t len;
+    char *out = get("GET /nope HTTP/1.1\r\nHost: x\r\n"
+                    "Accept: text/html;q=0.5, application/json\r\n\r\n",
+                    &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 404);
+    assert_non_null(strstr(r[0].head, "Content-Type: application/json"));
+    assert_string_equal(
+        r[0].body,
+        "{\"error\":{\"status\":404,\"message\":\"Cannot GET /nope\"}}\n");
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_405_allow(void **state)
+{
+    size_t len;
+    char *out = get("DELETE /users/7 HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 405);
+    assert_non_null(strstr(r[0].head, "\r\nAllow: GET, HEAD, PUT\r\n"));
+    assert_non_null(strstr(r[0].body, "<pre>Cannot DELETE /users/7</pre>"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_error_page_production(void **state)
+{
+    size_t len;
+    char *out = get("GET /teapot HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 418);
+    /* No detail, no header the handler set. */
+    assert_non_null(strstr(r[0].body, "<pre>I&#39;m a Teapot</pre>"));
+    assert_null(strstr(r[0].body, "teapot &lt;here&gt;"));
+    assert_null(strstr(r[0].head, "X-Leak"));
+    assert_non_null(strstr(r[0].head, "X-Content-Type-Options: nosniff"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_error_page_development(void **state)
+{
+    size_t len;
+    char *out = get("GET /teapot HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 418);
+    /* The message, escaped, and where it was raised. */
+    assert_non_null(strstr(r[0].body, "teapot &lt;here&gt;<br>"));
+    assert_non_null(strstr(r[0].body, "test_app.c:"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_head_error_has_no_body(void **state)
+{
+    static const char *head[] = {"HEAD"};
+    size_t len;
+    char *out = get("HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    th_resp *r = th_expect_responses(out, len, 1, head);
+
+    (void)state;
+    assert_int_equal(r[0].status, 404);
+    assert_int_equal(r[0].body_len, 0);
+    /* "Cannot HEAD /nope": one byte longer than the GET page. */
+    assert_non_null(strstr(r[0].head, "Content-Length: 144"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+/* An error after a partial body: the connection is cut, no last chunk. */
+static void test_error_after_partial_cuts(void **state)
+{
+    int fd = th_connect(srv.port);
+    size_t len;
+    char *out;
+
+    (void)state;
+    th_send_str(fd, "GET /partial HTTP/1.1\r\nHost: x\r\n\r\n");
+    out = th_read(fd, &len, 5000, NULL, NULL);
+    assert_true(th_last_end() == TH_EOF || th_last_end() == TH_RESET);
+    assert_non_null(strstr(out, "7\r\npartial\r\n"));
+    assert_null(strstr(out, "0\r\n\r\n"));
+    free(out);
+    close(fd);
+}
+
+/* An error after a complete response: latch keeps the connection (Express
+ * destroys it), and the next request is served. */
+static void test_error_after_done_keeps_connection(void **state)
+{
+    int fd = th_connect(srv.port), one = 1;
+    size_t len;
+    char *out;
+    th_resp *r;
+
+    (void)state;
+    th_send_str(fd, "GET /done HTTP/1.1\r\nHost: x\r\n\r\n");
+    out = th_read(fd, &len, 5000, th_until_responses, &one);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_string_equal(r[0].body, "done");
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+    th_send_str(fd, "GET /users/42 HTTP/1.1\r\nHost: x\r\n\r\n");
+    out = th_read(fd, &len, 5000, th_until_responses, &one);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_string_equal(r[0].body, "42");
+    assert_int_equal(th_last_end(), TH_OPEN);
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+    close(fd);
+}
+
+static int setup_dev(void **state)
+{
+    dev_mode = true;
+    return setup(state);
+}
+
+static int setup_prod(void **state)
+{
+    dev_mode = false;
+    return setup(state);
+}
+
+int main(void)
+{
+    const struct CMUnitTest prod[] = {
+        cmocka_unit_test(test_404_html),
+        cmocka_unit_test(test_404_json_by_accept),
+        cmocka_unit_test(test_405_allow),
+        cmocka_unit_test(test_error_page_production),
+        cmocka_unit_test(test_head_error_has_no_body),
+        cmocka_unit_test(test_error_after_partial_cuts),
+        cmocka_unit_test(test_error_after_done_keeps_connection),
+    };
+    const struct CMUnitTest dev[] = {
+        cmocka_unit_test(test_error_page_development),
+    };
+    int r = cmocka_run_group_tests(prod, setup_prod, teardown);
+
+    return r | cmocka_run_group_tests(dev, setup_dev, teardown);
+}
