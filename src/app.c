@@ -14,6 +14,7 @@
  * try to be a radix tree.
  */
 #include "internal.h"
+#include "router.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +27,12 @@ enum { L_MIDDLEWARE, L_ROUTE };
 
 struct latch_layer {
     latch_layer *next;
+    latch_layer *next_mw; /* the first middleware after this layer */
+    uint32_t id;          /* registration index */
     int kind;
-    char *method;  /* NULL: every method */
-    char *pattern; /* owned copy; segments point into it */
+    char *method;      /* NULL: every method */
+    char *pattern;     /* owned copy; segments point into it */
+    char *pattern_src; /* the pattern as registered (for the tree) */
     size_t prefix_len;
     int nsegs;
     const char *segs[MAX_SEGS];
@@ -52,6 +56,7 @@ void latch__app_free_layers(latch_app *app)
         ln = l->next;
         free(l->method);
         free(l->pattern);
+        free(l->pattern_src);
         free(l);
     }
     for (e = app->errlayers; e != NULL; e = en) {
@@ -60,6 +65,54 @@ void latch__app_free_layers(latch_app *app)
     }
     app->layers = app->layers_tail = NULL;
     app->errlayers = app->errlayers_tail = NULL;
+    latch__router_free(app->router);
+    app->router = NULL;
+    free(app->by_id);
+    app->by_id = NULL;
+    app->nlayers = 0;
+}
+
+/*
+ * Readies the layers for matching, once, before the workers start: the
+ * route tree, an index by id, and for each layer the next middleware, so
+ * that a request visits only the middleware and the routes that match it,
+ * in registration order, however many routes there are.
+ */
+int latch__app_prepare(latch_app *app)
+{
+    latch_layer *l, *next_mw = NULL, **by_id;
+    uint32_t n = 0, i;
+    int r;
+
+    for (l = app->layers; l != NULL; l = l->next)
+        l->id = n++;
+    by_id = calloc(n ? n : 1, sizeof(*by_id));
+    if (by_id == NULL)
+        return LATCH_ERR_NOMEM;
+    latch__router_free(app->router);
+    app->router = latch__router_new();
+    if (app->router == NULL) {
+        free(by_id);
+        return LATCH_ERR_NOMEM;
+    }
+    for (l = app->layers; l != NULL; l = l->next) {
+        by_id[l->id] = l;
+        if (l->kind == L_ROUTE &&
+            (r = latch__router_add(app->router, l->pattern_src, l->id)) < 0) {
+            free(by_id);
+            return r;
+        }
+    }
+    for (i = n; i-- > 0;) {
+        by_id[i]->next_mw = next_mw;
+        if (by_id[i]->kind == L_MIDDLEWARE)
+            next_mw = by_id[i];
+    }
+    free(app->by_id);
+    app->by_id = by_id;
+    app->first_mw = next_mw;
+    app->nlayers = n;
+    return 0;
 }
 
 static int add_layer(latch_app *app, int kind, const char *method,
@@ -83,7 +136,8 @@ static int add_layer(latch_app *app, int kind, const char *method,
     l->fn = fn;
     l->data = data;
     l->pattern = strdup(pattern);
-    if (l->pattern == NULL)
+    l->pattern_src = strdup(pattern);
+    if (l->pattern == NULL || l->pattern_src == NULL)
         goto fail;
     if (method != NULL && strcmp(method, "*") != 0) {
         l->method = strdup(method);
@@ -119,11 +173,13 @@ static int add_layer(latch_app *app, int kind, const char *method,
 fail_arg:
     free(l->method);
     free(l->pattern);
+    free(l->pattern_src);
     free(l);
     return LATCH_ERR_INVALID_ARG;
 fail:
     free(l->method);
     free(l->pattern);
+    free(l->pattern_src);
     free(l);
     return LATCH_ERR_NOMEM;
 }
@@ -428,9 +484,18 @@ static void final_not_found(latch_res *res)
     raw_path(&res->req, &raw, &rawn);
     for (l = app->layers; l != NULL; l = l->next) {
         size_t len = strlen(allow);
-        if (l->kind != L_ROUTE || l->method == NULL ||
-            !route_match(l, &res->req, raw, rawn))
+        if (l->kind != L_ROUTE || l->method == NULL)
             continue;
+        if (!res->rlinear) {
+            /* Only the routes the tree matched can name the path. */
+            bool hit = false;
+            for (uint8_t k = 0; k < res->nrids && !hit; k++)
+                hit = res->rids[k] == l->id;
+            if (!hit)
+                continue;
+        } else if (!route_match(l, &res->req, raw, rawn)) {
+            continue;
+        }
         if (strstr(allow, l->method) == NULL &&
             len + strlen(l->method) + 8 < sizeof(allow))
             snprintf(allow + len, sizeof(allow) - len, "%s%s", len ? ", " : "",
@@ -490,6 +555,48 @@ static void set_error(latch_res *res, int code, latch_site at)
     res->in_error = true;
 }
 
+/*
+ * The next layer, from res->layer on, that takes this request: a
+ * middleware whose prefix matches or a route whose method and pattern do.
+ * Only candidates are visited: the middleware chain and the routes the
+ * tree matched (res->rids, in id order). Fills the route's parameters.
+ */
+static latch_layer *next_layer(latch_res *res, const char *raw, size_t rawn)
+{
+    latch_app *app = res->w->app;
+    latch_req *q = &res->req;
+    latch_layer *l = res->layer, *mw, *rt;
+
+    if (res->rlinear) {
+        /* More routes match this path than the request remembers. */
+        while (l != NULL &&
+               (l->kind == L_MIDDLEWARE
+                    ? !prefix_match(l, q->path)
+                    : (!method_match(l, q) || !route_match(l, q, raw, rawn))))
+            l = l->next;
+        return l;
+    }
+    while (l != NULL) {
+        mw = l->kind == L_MIDDLEWARE ? l : l->next_mw;
+        while (res->ri < res->nrids && res->rids[res->ri] < l->id)
+            res->ri++;
+        rt = res->ri < res->nrids ? app->by_id[res->rids[res->ri]] : NULL;
+        if (mw != NULL && (rt == NULL || mw->id < rt->id)) {
+            if (prefix_match(mw, q->path))
+                return mw;
+            l = mw->next;
+        } else if (rt != NULL) {
+            res->ri++;
+            if (method_match(rt, q) && route_match(rt, q, raw, rawn))
+                return rt;
+            l = rt->next;
+        } else {
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 /* Runs layers from where the chain stands until one does not continue. */
 static void run(latch_res *res)
 {
@@ -517,12 +624,7 @@ static void run(latch_res *res)
             chain_done(res);
             return;
         }
-        latch_layer *l = res->layer;
-        while (l != NULL &&
-               (l->kind == L_MIDDLEWARE
-                    ? !prefix_match(l, q->path)
-                    : (!method_match(l, q) || !route_match(l, q, raw, rawn))))
-            l = l->next;
+        latch_layer *l = next_layer(res, raw, rawn);
         if (l == NULL) {
             if (res->state == LATCH_RS_FRESH)
                 final_not_found(res);
@@ -607,7 +709,27 @@ void latch__app_orphan_check(latch_res *res)
 
 void latch__app_dispatch(latch_res *res)
 {
-    res->layer = res->w->app->layers;
+    latch_app *app = res->w->app;
+    latch_rmatch m[LATCH_MAX_RIDS];
+    const char *raw;
+    size_t rawn;
+    int n, i;
+
+    res->layer = app->layers;
+    res->ri = 0;
+    res->nrids = 0;
+    res->rlinear = app->router == NULL;
+    if (app->router != NULL) {
+        raw_path(&res->req, &raw, &rawn);
+        n = latch__router_match(app->router, raw, rawn, m, LATCH_MAX_RIDS);
+        if (n > LATCH_MAX_RIDS) {
+            res->rlinear = true;
+        } else {
+            for (i = 0; i < n; i++)
+                res->rids[i] = m[i].id;
+            res->nrids = (uint8_t)n;
+        }
+    }
     res->dispatched = 1;
     res->refs++; /* the chain's reference */
     res->chain_ref = true;

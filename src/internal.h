@@ -54,6 +54,7 @@ typedef struct latch_errlayer latch_errlayer;
 typedef struct latch_worker latch_worker;
 
 #define LATCH_NCOUNTERS 64
+#define LATCH_MAX_RIDS 16
 
 /* Violations counted per offending site (diag.c). */
 #define LATCH_NSITES 256
@@ -75,6 +76,10 @@ typedef struct latch_config {
 struct latch_app {
     latch_config cfg;
     latch_layer *layers, *layers_tail;
+    latch_layer **by_id; /* layers by registration index */
+    latch_layer *first_mw;
+    uint32_t nlayers;
+    struct latch_router *router; /* the routes as a tree (router.c) */
     latch_errlayer *errlayers, *errlayers_tail;
     int nworkers;
     bool handle_signals;
@@ -295,7 +300,10 @@ struct latch_res {
     void *on_finish_data, *on_close_data, *on_drain_data;
     bool closed_fired, want_drain;
     /* The chain (app.c). */
-    latch_layer *layer;     /* next layer to try */
+    latch_layer *layer;            /* next layer to try */
+    uint32_t rids[LATCH_MAX_RIDS]; /* ids of the routes matching the path */
+    uint8_t nrids, ri;
+    bool rlinear; /* more matched than rids holds: match layer by layer */
     latch_errlayer *elayer; /* next error layer to try */
     latch_error err;
     bool in_error;
@@ -384,6 +392,7 @@ char *latch__req_alloc(latch_req *q, size_t n);
 void latch__app_dispatch(latch_res *res);
 void latch__app_orphan_check(latch_res *res);
 void latch__app_free_layers(latch_app *app);
+int latch__app_prepare(latch_app *app);
 
 /* diag.c */
 void latch__violation(latch_res *res, int code, const char *call,

@@ -420,6 +420,8 @@ int latch_run(latch_app *app)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (int)cores : 1;
     }
+    if ((r = latch__app_prepare(app)) < 0)
+        return r;
     ws = calloc((size_t)n, sizeof(*ws));
     if (ws == NULL)
         return LATCH_ERR_NOMEM;
