@@ -44,8 +44,37 @@ static int users(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* Order test: each layer appends its tag to a trace; the last answers it. */
+static int tag(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    /* The trace lives in the response's headers as they are built. */
+    const char *t = latch_res_get_header(res, "X-Trace");
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s%s%s", t ? t : "", t ? "," : "",
+             (const char *)data);
+    latch_res_set_header(res, "X-Trace", buf);
+    return LATCH_NEXT;
+}
+
+static int answer_trace(latch_req *req, latch_res *res, void *data)
+{
+    char buf[600];
+    const char *t = latch_res_get_header(res, "X-Trace");
+    const char *id = latch_req_param(req, "id");
+    const char *rest = latch_req_param(req, "*");
+
+    (void)data;
+    snprintf(buf, sizeof(buf), "%s|id=%s|rest=%s", t ? t : "", id ? id : "-",
+             rest ? rest : "-");
+    latch_res_remove_header(res, "X-Trace");
+    latch_res_send(res, buf, strlen(buf));
+    return LATCH_DONE;
+}
+
 static th_server srv;
 static bool dev_mode;
+static char names[1000][32];
 
 static int setup(void **state)
 {
@@ -58,6 +87,21 @@ static int setup(void **state)
     latch_get(app, "/done", done_then_fail, NULL);
     latch_get(app, "/users/:id", users, NULL);
     latch_put(app, "/users/:id", users, NULL);
+    /* Registration order across params, middleware, literals and a
+     * wildcard, among a thousand unrelated routes. */
+    for (int i = 0; i < 1000; i++) {
+        snprintf(names[i], sizeof(names[i]), "/filler/r%d/:x", i);
+        latch_get(app, names[i], users, NULL);
+    }
+    latch_get(app, "/o/:id", tag, "param");
+    latch_use(app, "/o", tag, "mw");
+    latch_get(app, "/o/me", tag, "literal");
+    latch_get(app, "/o/*", tag, "star");
+    latch_get(app, "/o/me", answer_trace, NULL);
+    /* More than the 16 matches a request remembers: layer by layer. */
+    for (int i = 0; i < 20; i++)
+        latch_get(app, "/many/*", tag, "m");
+    latch_get(app, "/many/:id", answer_trace, NULL);
     th_server_start(&srv, app);
     return 0;
 }
@@ -230,6 +274,33 @@ static void test_error_after_done_keeps_connection(void **state)
     close(fd);
 }
 
+static void expect_body(const char *path, const char *body)
+{
+    char req[256];
+    size_t len;
+    char *out;
+    th_resp *r;
+
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    out = get(req, &len);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, body);
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_layers_in_registration_order(void **state)
+{
+    (void)state;
+    /* Parameters belong to each route: the answering one has none. */
+    expect_body("/o/me", "param,mw,literal,star|id=-|rest=-");
+    expect_body("/filler/r999/q", "q");
+    expect_body("/many/7",
+                "m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m|id=7|rest=-");
+}
+
 static int setup_dev(void **state)
 {
     dev_mode = true;
@@ -252,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_head_error_has_no_body),
         cmocka_unit_test(test_error_after_partial_cuts),
         cmocka_unit_test(test_error_after_done_keeps_connection),
+        cmocka_unit_test(test_layers_in_registration_order),
     };
     const struct CMUnitTest dev[] = {
         cmocka_unit_test(test_error_page_development),
