@@ -532,9 +532,11 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
  * n resolved, or with the first task's error as soon as one fails, or
  * with LATCH_ERR_CANCELLED when the request is cancelled first. After the
  * completion, latch_join_settled is true and later resolutions are
- * ignored (tasks still running may check it and stop). The join frees
- * itself once the completion ran and every task reported (resolve or
- * fail, exactly once per index).
+ * ignored (tasks still running may check it and stop). Each task reports
+ * once (resolve or fail) and must not use the join after its report. The
+ * join frees itself once the completion ran and every task reported, or
+ * when its response is recycled (tasks that never report, such as timers
+ * cleared with the response, hold nothing).
  */
 typedef struct latch_join latch_join;
 typedef void (*latch_join_cb)(latch_res *res, int status, void *const *results,

@@ -328,38 +328,65 @@ void latch__works_cancel(latch_res *res)
 
 struct latch_join {
     latch_res *res;
+    latch_join *next; /* the response's joins */
     latch_join_cb done;
     void *data;
     int n;
     int reported; /* tasks that resolved or failed */
     int slot;     /* index in the response's cancel callbacks, or -1 */
     bool settled;
+    bool holds_ref; /* a reference to res until the completion ran */
     uint8_t *seen;
     void *results[];
 };
 
-static void join_maybe_free(latch_join *j)
+static void join_destroy(latch_join *j)
 {
     latch_res *res = j->res;
+    latch_join **pp = &res->joins;
 
-    if (!j->settled || j->reported < j->n)
-        return;
+    while (*pp != NULL && *pp != j)
+        pp = &(*pp)->next;
+    if (*pp == j)
+        *pp = j->next;
     if (j->slot >= 0 && res->cancel_cbs[j->slot].data == j)
         res->cancel_cbs[j->slot].cb = NULL;
     free(j->seen);
     free(j);
-    latch_res_release(res);
+}
+
+/*
+ * After the completion, the join only waits for its tasks' reports. Tasks
+ * that never report (timers cleared with the response) must not keep it,
+ * or the response, alive: it lets go of the response at once, and is
+ * freed when the last task reports or when the response is recycled.
+ */
+static void join_after_settle(latch_join *j)
+{
+    latch_res *res = j->res;
+    bool drop = j->holds_ref;
+
+    j->holds_ref = false;
+    if (j->reported == j->n)
+        join_destroy(j);
+    if (drop)
+        latch_res_release(res); /* may recycle res, and free j with it */
 }
 
 static void join_settle(latch_join *j, int status)
 {
-    if (j->settled)
-        return;
+    latch_res *res = j->res;
+
     j->settled = true;
-    /* A reference for the completion, which may release the last one. */
-    latch_res_retain(j->res);
-    j->done(j->res, status, status == 0 ? j->results : NULL, j->data);
-    latch_res_release(j->res);
+    res->refs++; /* for the completion, which may release others */
+    j->done(res, status, status == 0 ? j->results : NULL, j->data);
+    latch_res_release(res);
+}
+
+void latch__joins_free(latch_res *res)
+{
+    while (res->joins != NULL)
+        join_destroy(res->joins);
 }
 
 static void join_on_cancel(latch_req *req, int reason, void *data)
@@ -369,8 +396,10 @@ static void join_on_cancel(latch_req *req, int reason, void *data)
     (void)req;
     (void)reason;
     j->slot = -1; /* the slot is consumed */
+    if (j->settled)
+        return;
     join_settle(j, LATCH_ERR_CANCELLED);
-    join_maybe_free(j);
+    join_after_settle(j);
 }
 
 latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
@@ -402,6 +431,9 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
         return NULL;
     }
     res->refs++;
+    j->holds_ref = true;
+    j->next = res->joins;
+    res->joins = j;
     return j;
 }
 
@@ -415,16 +447,20 @@ static int join_report(latch_join *j, int index, void *result, int error)
         return LATCH_ERR_STATE; /* each task reports once */
     j->seen[index] = 1;
     j->reported++;
-    if (!j->settled) {
-        if (error < 0)
-            join_settle(j, error);
-        else {
-            j->results[index] = result;
-            if (j->reported == j->n)
-                join_settle(j, 0);
-        }
+    if (j->settled) {
+        if (j->reported == j->n)
+            join_destroy(j);
+        return 0;
     }
-    join_maybe_free(j);
+    if (error < 0) {
+        join_settle(j, error);
+    } else {
+        j->results[index] = result;
+        if (j->reported == j->n)
+            join_settle(j, 0);
+    }
+    if (j->settled)
+        join_after_settle(j);
     return 0;
 }
 

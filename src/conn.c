@@ -37,6 +37,7 @@ static void conn_close(latch_conn *c);
 static void process(latch_conn *c);
 static void on_closed(uv_handle_t *h);
 static void no_more_requests(latch_conn *c);
+static void went_idle(latch_conn *c);
 static void start_linger(latch_conn *c);
 static void advance_queue(latch_conn *c);
 static void flush(latch_conn *c);
@@ -882,6 +883,53 @@ static void cut_after(latch_conn *c, latch_res *last)
         c->inflight--;
         latch__res_detach(r, "connection closed", LATCH_CANCEL_DISCONNECT);
     }
+}
+
+/*
+ * Cuts `res` and every response queued after it: they are destroyed
+ * (sealed by `event`, their requests cancelled with `reason`), what `res`
+ * had not yet written is dropped, no request is read any more, and the
+ * connection closes once the responses before `res` went out. The client
+ * sees `res` truncated, never complete, and earlier responses whole.
+ */
+void latch__conn_cut(latch_res *res, const char *event, int reason)
+{
+    latch_conn *c = res->conn;
+    latch_res *prev = NULL, *r, *next;
+
+    if (c == NULL || (c->flags & LATCH_CF_CLOSING))
+        return;
+    no_more_requests(c);
+    for (r = c->q_head; r != NULL && r != res; r = r->q_next)
+        prev = r;
+    if (r == NULL)
+        return; /* not queued: nothing to cut */
+    if (prev != NULL)
+        prev->q_next = NULL;
+    else
+        c->q_head = NULL;
+    c->q_tail = prev;
+    /* The writer was res or later, or none: nothing after prev writes. */
+    if (c->writer == NULL || c->writer == res) {
+        c->writer = NULL;
+    } else {
+        bool before = false;
+        for (latch_res *p = c->q_head; p != NULL; p = p->q_next)
+            before = before || p == c->writer;
+        if (!before)
+            c->writer = NULL;
+    }
+    for (; r != NULL; r = next) {
+        next = r->q_next;
+        r->q_next = NULL;
+        r->pending.len = 0;
+        c->inflight--;
+        latch__res_detach(r, event, reason);
+    }
+    c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
+    if (c->q_head == NULL)
+        went_idle(c);
+    latch__conn_mark_dirty(c);
 }
 
 /* Lets the next responses write, in order, once the writer ended. */

@@ -310,6 +310,7 @@ struct latch_res {
     struct latch_timer *timers;    /* async.c: the response's timers */
     struct latch_timer *req_timer; /* the request timeout, if armed */
     struct latch_work_req *works;  /* latch_work jobs not yet done */
+    struct latch_join *joins;      /* joins not yet freed */
     int timeout_status;
     uint8_t cancel_reason; /* LATCH_CANCEL_*, once the signal fired */
     uint8_t ncancel;
@@ -344,6 +345,7 @@ void latch__conn_protocol_error(latch_conn *c, int status, const char *reason);
 void latch__conn_send_continue(latch_conn *c);
 void latch__conn_last(latch_res *res);
 void latch__conn_flush_now(latch_conn *c);
+void latch__conn_cut(latch_res *res, const char *event, int reason);
 /* Closes now; unfinished responses are cancelled with `reason`. */
 void latch__conn_close_why(latch_conn *c, int reason);
 latch_buf *latch__conn_sink(latch_res *res);
@@ -375,6 +377,7 @@ void latch__timers_free(latch_res *res);
 latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
                                 void *data);
 void latch__works_cancel(latch_res *res);
+void latch__joins_free(latch_res *res);
 void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
 /* A delay in ms to add under LATCH_SHAKE (0 when off). */
 uint64_t latch__shake_ms(latch_worker *w);

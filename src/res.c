@@ -77,6 +77,7 @@ static void res_recycle(latch_res *r)
     r->req.rb = NULL;
     latch__req_reset(&r->req);
     latch__timers_free(r);
+    latch__joins_free(r);
     /* Large buffers are not worth keeping in the pool. */
     if (r->hbuf.cap > 4096)
         latch__buf_dispose(&r->hbuf);
@@ -1179,11 +1180,9 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
     }
     transition(res, LATCH_RS_DESTROYED);
     if (c != NULL) {
-        /* What the response wrote before goes out first, so the client
-         * sees the truncation where it happened; then the connection is
-         * cut, which detaches every queued response. */
-        latch__conn_flush_now(c);
-        latch__conn_destroy(c);
+        /* What the response wrote goes out, truncated where it stopped,
+         * after the responses before it; then the connection closes. */
+        latch__conn_cut(res, "latch_res_destroy", LATCH_CANCEL_NONE);
     }
 }
 
@@ -1261,11 +1260,8 @@ void latch__res_timeout(latch_res *res, int status)
         res->ended_at.at = none;
     }
     transition(res, LATCH_RS_DESTROYED);
-    if (res->conn != NULL) {
-        latch_conn *c = res->conn;
-        latch__conn_flush_now(c);
-        latch__conn_close_why(c, LATCH_CANCEL_TIMEOUT);
-    }
+    if (res->conn != NULL)
+        latch__conn_cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
 }
 
 void latch__res_check_drain(latch_conn *c)

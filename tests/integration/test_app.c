@@ -90,7 +90,7 @@ static int setup(void **state)
     /* Registration order across params, middleware, literals and a
      * wildcard, among a thousand unrelated routes. */
     for (int i = 0; i < 1000; i++) {
-        snprintf(names[i], sizeof(names[i]), "/filler/r%d/:x", i);
+        snprintf(names[i], sizeof(names[i]), "/filler/r%d/:id", i);
         latch_get(app, names[i], users, NULL);
     }
     latch_get(app, "/o/:id", tag, "param");
