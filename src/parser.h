@@ -67,10 +67,10 @@ enum latch_expect {
 /* Return values of latch__parse_head / latch__parse_body (>= 0). Errors
  * are LATCH_PARSE_ERROR (-1) with p->status and p->reason set. */
 enum {
-    LATCH_PARSE_AGAIN = 0,    /* everything consumed; need more bytes */
-    LATCH_PARSE_DONE = 1,     /* head: head complete; body: message done */
-    LATCH_PARSE_DATA = 2,     /* body: one data span in *data / *len */
-    LATCH_PARSE_ERROR = -1,   /* p->status (400, 413, 414, 431, 501, 505) */
+    LATCH_PARSE_AGAIN = 0,  /* everything consumed; need more bytes */
+    LATCH_PARSE_DONE = 1,   /* head: head complete; body: message done */
+    LATCH_PARSE_DATA = 2,   /* body: one data span in *data / *len */
+    LATCH_PARSE_ERROR = -1, /* p->status (400, 413, 414, 431, 501, 505) */
 };
 
 typedef struct latch_parser {
@@ -80,26 +80,26 @@ typedef struct latch_parser {
     uint32_t fields_cap; /* >= lim->fields */
 
     /* Results of the head, valid after LATCH_PARSE_DONE from parse_head. */
-    uint32_t skipped;   /* leading empty lines (CRLF) skipped, in bytes;
-                           the request line starts at offset `skipped`.
-                           Kept up to date while parsing: after AGAIN,
-                           skipped == len means only empty lines came */
-    uint32_t head_len;  /* bytes of the whole head from offset 0, incl.
-                           skipped empty lines and the final CRLF */
-    latch_span method;  /* token */
-    latch_span target;  /* request-target as sent */
-    uint8_t version_minor; /* 0 or 1 (major is always 1) */
-    uint8_t body_kind;     /* enum latch_body_kind */
-    uint8_t expect;        /* enum latch_expect */
-    bool keep_alive;    /* HTTP/1.1 without "close", or 1.0 with
-                           "keep-alive", per the Connection tokens */
-    bool conn_close;    /* Connection has the token "close" */
-    bool upgrade;       /* CONNECT, or Upgrade field + Connection: upgrade
-                           in HTTP/1.1 (1.0 ignores Upgrade, §7.8) */
-    bool is_connect;    /* method is CONNECT (authority-form target) */
-    bool is_head;       /* method is HEAD */
-    uint32_t nfields;   /* fields[0..nfields) */
-    uint32_t host_count; /* number of Host field lines */
+    uint32_t skipped;        /* leading empty lines (CRLF) skipped, in bytes;
+                                the request line starts at offset `skipped`.
+                                Kept up to date while parsing: after AGAIN,
+                                skipped == len means only empty lines came */
+    uint32_t head_len;       /* bytes of the whole head from offset 0, incl.
+                                skipped empty lines and the final CRLF */
+    latch_span method;       /* token */
+    latch_span target;       /* request-target as sent */
+    uint8_t version_minor;   /* 0 or 1 (major is always 1) */
+    uint8_t body_kind;       /* enum latch_body_kind */
+    uint8_t expect;          /* enum latch_expect */
+    bool keep_alive;         /* HTTP/1.1 without "close", or 1.0 with
+                                "keep-alive", per the Connection tokens */
+    bool conn_close;         /* Connection has the token "close" */
+    bool upgrade;            /* CONNECT, or Upgrade field + Connection: upgrade
+                                in HTTP/1.1 (1.0 ignores Upgrade, §7.8) */
+    bool is_connect;         /* method is CONNECT (authority-form target) */
+    bool is_head;            /* method is HEAD */
+    uint32_t nfields;        /* fields[0..nfields) */
+    uint32_t host_count;     /* number of Host field lines */
     uint64_t content_length; /* when body_kind == LATCH_BODY_LENGTH */
 
     /* Error, valid after LATCH_PARSE_ERROR. */
@@ -107,17 +107,17 @@ typedef struct latch_parser {
     const char *reason; /* short static text, e.g. "bare LF in header" */
 
     /* Private state; zeroed by latch__parser_reset. */
-    uint32_t st;        /* state machine state */
-    uint32_t pos;       /* next byte to look at (offset) */
-    uint32_t mark;      /* start of the current token / line */
-    uint32_t mark2;     /* auxiliary mark (e.g. value start) */
+    uint32_t st;    /* state machine state */
+    uint32_t pos;   /* next byte to look at (offset) */
+    uint32_t mark;  /* start of the current token / line */
+    uint32_t mark2; /* auxiliary mark (e.g. value start) */
     uint32_t line_start;
     uint32_t flags;
     uint32_t te_count, cl_count;
-    uint64_t remaining;   /* body: bytes left in this chunk / body */
-    uint64_t body_total;  /* body: sum of chunk sizes so far */
-    uint32_t ext_bytes;   /* chunk extension bytes so far */
-    uint32_t hexdigits;   /* significant hex digits of the chunk size */
+    uint64_t remaining;  /* body: bytes left in this chunk / body */
+    uint64_t body_total; /* body: sum of chunk sizes so far */
+    uint32_t ext_bytes;  /* chunk extension bytes so far */
+    uint32_t hexdigits;  /* significant hex digits of the chunk size */
     uint32_t trailer_fields;
     uint32_t trailer_bytes;
 } latch_parser;
