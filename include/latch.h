@@ -456,6 +456,39 @@ LATCH_API int latch_res_send_status_at(latch_res *res, int status,
 LATCH_API int latch_res_redirect_at(latch_res *res, int status, const char *url,
                                     latch_site at);
 
+/*
+ * A JSON body written value by value, without building a string first
+ * (escaping, UTF-8 checks and number formatting by latch's writer):
+ * latch_res_json_begin on a response that sent nothing, then the values,
+ * then latch_res_json_end, which sends it as with latch_res_json (Content-
+ * Type application/json; charset=utf-8 unless set). Value calls return 0
+ * or the writer's first error, which sticks (LATCH_ERR_INVALID_CHAR for
+ * invalid UTF-8, LATCH_ERR_INVALID_ARG for a misplaced value or a
+ * non-finite double, LATCH_ERR_LIMIT past 64 nested levels or 16 MiB).
+ * latch_res_json_end returns that error, or LATCH_ERR_INVALID_ARG for an
+ * unfinished document, and then answers 500 instead. The writer belongs to
+ * the response; it is valid until latch_res_json_end.
+ */
+typedef struct latch_json latch_json;
+#define latch_res_json_begin(res) latch_res_json_begin_at((res), LATCH_HERE)
+/* NULL (reported) when the response already sent its headers, ended or
+ * was destroyed, or a writer is already open. */
+LATCH_API latch_json *latch_res_json_begin_at(latch_res *res, latch_site at);
+LATCH_API int latch_json_object_begin(latch_json *j);
+LATCH_API int latch_json_object_end(latch_json *j);
+LATCH_API int latch_json_array_begin(latch_json *j);
+LATCH_API int latch_json_array_end(latch_json *j);
+LATCH_API int latch_json_key(latch_json *j, const char *key);
+LATCH_API int latch_json_string(latch_json *j, const char *s);
+LATCH_API int latch_json_string_n(latch_json *j, const char *s, size_t n);
+LATCH_API int latch_json_int(latch_json *j, int64_t v);
+LATCH_API int latch_json_uint(latch_json *j, uint64_t v);
+LATCH_API int latch_json_double(latch_json *j, double v);
+LATCH_API int latch_json_bool(latch_json *j, bool v);
+LATCH_API int latch_json_null(latch_json *j);
+#define latch_res_json_end(res) latch_res_json_end_at((res), LATCH_HERE)
+LATCH_API int latch_res_json_end_at(latch_res *res, latch_site at);
+
 /* Tears the response down: the connection is closed without completing
  * the response (a truncated body stays visibly truncated). */
 #define latch_res_destroy(res) latch_res_destroy_at((res), LATCH_HERE)

@@ -35,6 +35,9 @@ int latch__buf_reserve(latch_buf *b, size_t more, size_t limit);
 int latch__buf_append(latch_buf *b, const void *p, size_t n, size_t limit);
 void latch__buf_dispose(latch_buf *b);
 
+/* The JSON writer works on latch_buf; responses embed one (json.c). */
+#include "json.h"
+
 /* ------------------------------------------------------------------ */
 /* Read buffers: reference counted so requests can keep their head      */
 /* bytes (zero copy) while the connection reads on into a new buffer.   */
@@ -291,6 +294,10 @@ struct latch_res {
     latch_buf hbuf;
     latch_hdr *hdrs;
     uint32_t nhdrs, hdrs_cap;
+    /* latch_res_json_begin's writer and the body it writes. */
+    latch_json json;
+    latch_buf jbuf;
+    bool json_open;
     /* Output produced while an earlier response is still in the queue. */
     latch_buf pending;
     /* Places. */

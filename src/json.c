@@ -16,6 +16,7 @@
  * It does not allocate (beyond growing the caller's buffer), does not
  * validate raw values, and does not pretty-print.
  */
+#include "internal.h"
 #include "json.h"
 
 #include <math.h>

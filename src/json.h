@@ -26,7 +26,10 @@
 #ifndef LATCH_JSON_H
 #define LATCH_JSON_H
 
-#include "internal.h"
+#include "latch.h"
+
+/* The buffer type of internal.h (buf.c); only pointers to it here. */
+typedef struct latch_buf latch_buf;
 
 #include <stdbool.h>
 #include <stddef.h>

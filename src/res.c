@@ -47,7 +47,8 @@ latch_res *latch__res_alloc(latch_worker *w)
     }
     /* Keep the buffers' storage; reset everything else. */
     {
-        latch_buf hbuf = r->hbuf, pending = r->pending, body = r->req.body;
+        latch_buf hbuf = r->hbuf, pending = r->pending, body = r->req.body,
+                  jbuf = r->jbuf;
         latch_hdr *hdrs = r->hdrs;
         uint32_t hcap = r->hdrs_cap;
         latch_field *fields = r->req.fields;
@@ -59,6 +60,8 @@ latch_res *latch__res_alloc(latch_worker *w)
         r->pending.len = 0;
         r->req.body = body;
         r->req.body.len = 0;
+        r->jbuf = jbuf;
+        r->jbuf.len = 0;
         r->hdrs = hdrs;
         r->hdrs_cap = hcap;
         r->req.fields = fields;
@@ -85,6 +88,8 @@ static void res_recycle(latch_res *r)
         latch__buf_dispose(&r->pending);
     if (r->req.body.cap > 16384)
         latch__buf_dispose(&r->req.body);
+    if (r->jbuf.cap > 16384)
+        latch__buf_dispose(&r->jbuf);
     if (w->nfree_res < RES_FREE_MAX) {
         r->q_next = w->free_res;
         w->free_res = r;
@@ -94,6 +99,7 @@ static void res_recycle(latch_res *r)
     latch__buf_dispose(&r->hbuf);
     latch__buf_dispose(&r->pending);
     latch__buf_dispose(&r->req.body);
+    latch__buf_dispose(&r->jbuf);
     free(r->hdrs);
     free(r);
 }
@@ -107,6 +113,7 @@ void latch__res_pool_free(latch_worker *w)
         latch__buf_dispose(&r->hbuf);
         latch__buf_dispose(&r->pending);
         latch__buf_dispose(&r->req.body);
+        latch__buf_dispose(&r->jbuf);
         free(r->hdrs);
         free(r);
     }
@@ -1002,6 +1009,113 @@ int latch_res_json_at(latch_res *res, const char *json, latch_site at)
         latch_res_get_header(res, "Content-Type") != NULL)
         ct = NULL;
     return send_as(res, ct, json, strlen(json), "latch_res_json", at);
+}
+
+latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
+{
+    int r = gate(res, K_SEND, "latch_res_json_begin", "set", at);
+
+    if (r != 0)
+        return NULL;
+    if (res->json_open) {
+        refuse(res, LATCH_ERR_STATE, "latch_res_json_begin",
+               "A JSON writer is already open on this response", at);
+        return NULL;
+    }
+    res->jbuf.len = 0;
+    latch__json_init(&res->json, &res->jbuf, (size_t)16 << 20, 64);
+    res->json_open = true;
+    return &res->json;
+}
+
+int latch_json_object_begin(latch_json *j)
+{
+    return j ? latch__json_object_begin(j) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_object_end(latch_json *j)
+{
+    return j ? latch__json_object_end(j) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_array_begin(latch_json *j)
+{
+    return j ? latch__json_array_begin(j) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_array_end(latch_json *j)
+{
+    return j ? latch__json_array_end(j) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_key(latch_json *j, const char *key)
+{
+    return j ? latch__json_key(j, key) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_string(latch_json *j, const char *s)
+{
+    return j ? latch__json_string(j, s) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_string_n(latch_json *j, const char *s, size_t n)
+{
+    return j ? latch__json_string_n(j, s, n) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_int(latch_json *j, int64_t v)
+{
+    return j ? latch__json_int64(j, v) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_uint(latch_json *j, uint64_t v)
+{
+    return j ? latch__json_uint64(j, v) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_double(latch_json *j, double v)
+{
+    return j ? latch__json_double(j, v) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_bool(latch_json *j, bool v)
+{
+    return j ? latch__json_bool(j, v) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_json_null(latch_json *j)
+{
+    return j ? latch__json_null(j) : LATCH_ERR_INVALID_ARG;
+}
+
+int latch_res_json_end_at(latch_res *res, latch_site at)
+{
+    static const char body[] = "Internal Server Error\n";
+    const char *ct = "application/json; charset=utf-8";
+    int r;
+
+    if (res == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!res->json_open)
+        return refuse(res, LATCH_ERR_STATE, "latch_res_json_end",
+                      "No JSON writer is open on this response", at);
+    res->json_open = false;
+    r = latch__json_finish(&res->json);
+    if (r < 0) {
+        /* A broken document is never sent as if it were whole. */
+        if (res->state == LATCH_RS_FRESH) {
+            res->nhdrs = 0;
+            res->hbuf.len = 0;
+            latch__res_simple(res, 500, "text/plain; charset=utf-8", body,
+                              sizeof(body) - 1, "latch_res_json_end");
+        }
+        return r;
+    }
+    if (on_loop(res) && res->state == LATCH_RS_FRESH &&
+        latch_res_get_header(res, "Content-Type") != NULL)
+        ct = NULL;
+    return send_as(res, ct, res->jbuf.data, res->jbuf.len, "latch_res_json_end",
+                   at);
 }
 
 int latch_res_send_status_at(latch_res *res, int status, latch_site at)

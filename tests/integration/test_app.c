@@ -72,6 +72,45 @@ static int answer_trace(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+static int json_doc(latch_req *req, latch_res *res, void *data)
+{
+    latch_json *j = latch_res_json_begin(res);
+
+    (void)req;
+    (void)data;
+    latch_json_object_begin(j);
+    latch_json_key(j, "a");
+    latch_json_array_begin(j);
+    latch_json_int(j, -1);
+    latch_json_double(j, 0.1);
+    latch_json_string(j, "x\n\"y\"");
+    latch_json_array_end(j);
+    latch_json_key(j, "b");
+    latch_json_null(j);
+    latch_json_key(j, "c");
+    latch_json_bool(j, true);
+    latch_json_object_end(j);
+    return latch_res_json_end(res) == 0 ? LATCH_DONE
+                                        : latch_fail(req, 500, "json");
+}
+
+static int json_rc;
+
+/* Invalid UTF-8 in a value: the document is never sent; a 500 is. */
+static int json_bad(latch_req *req, latch_res *res, void *data)
+{
+    latch_json *j = latch_res_json_begin(res);
+
+    (void)req;
+    (void)data;
+    latch_json_array_begin(j);
+    latch_json_string(j, "ok");
+    latch_json_string(j, "\xc3\x28");
+    latch_json_array_end(j);
+    json_rc = latch_res_json_end(res);
+    return LATCH_DONE;
+}
+
 static th_server srv;
 static bool dev_mode;
 static char names[1000][32];
@@ -87,6 +126,8 @@ static int setup(void **state)
     latch_get(app, "/done", done_then_fail, NULL);
     latch_get(app, "/users/:id", users, NULL);
     latch_put(app, "/users/:id", users, NULL);
+    latch_get(app, "/doc", json_doc, NULL);
+    latch_get(app, "/bad", json_bad, NULL);
     /* Registration order across params, middleware, literals and a
      * wildcard, among a thousand unrelated routes. */
     for (int i = 0; i < 1000; i++) {
@@ -301,6 +342,38 @@ static void test_layers_in_registration_order(void **state)
                 "m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m,m|id=7|rest=-");
 }
 
+static void test_json_writer_body(void **state)
+{
+    size_t len;
+    char *out = get("GET /doc HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 200);
+    assert_non_null(
+        strstr(r[0].head, "Content-Type: application/json; charset=utf-8"));
+    assert_string_equal(
+        r[0].body, "{\"a\":[-1,0.1,\"x\\n\\\"y\\\"\"],\"b\":null,\"c\":true}");
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_json_writer_invalid_utf8(void **state)
+{
+    size_t len;
+    char *out = get("GET /bad HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(json_rc, LATCH_ERR_INVALID_CHAR);
+    assert_int_equal(r[0].status, 500);
+    assert_null(strstr(r[0].body, "ok"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
 static int setup_dev(void **state)
 {
     dev_mode = true;
@@ -324,6 +397,8 @@ int main(void)
         cmocka_unit_test(test_error_after_partial_cuts),
         cmocka_unit_test(test_error_after_done_keeps_connection),
         cmocka_unit_test(test_layers_in_registration_order),
+        cmocka_unit_test(test_json_writer_body),
+        cmocka_unit_test(test_json_writer_invalid_utf8),
     };
     const struct CMUnitTest dev[] = {
         cmocka_unit_test(test_error_page_development),

@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "internal.h"
 
 #define BIG ((size_t)1 << 20)
 
