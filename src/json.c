@@ -16,8 +16,8 @@
  * It does not allocate (beyond growing the caller's buffer), does not
  * validate raw values, and does not pretty-print.
  */
-#include "internal.h"
 #include "json.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdio.h>
