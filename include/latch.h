@@ -232,6 +232,9 @@ LATCH_API int latch_app_set_workers(latch_app *app, int n);
  * was raised (default: off, or LATCH_ENV=development in the environment).
  * Off, they show only the status text. */
 LATCH_API int latch_app_set_development(latch_app *app, bool on);
+/* Trust `hops` proxies in front of the app for latch_req_ip (0: none, the
+ * default): the client address is taken from X-Forwarded-For. */
+LATCH_API int latch_app_set_trust_proxy(latch_app *app, int hops);
 /* Whether latch_run installs SIGINT/SIGTERM handlers (default: true). */
 LATCH_API int latch_app_set_handle_signals(latch_app *app, bool on);
 
@@ -333,6 +336,15 @@ LATCH_API const char *latch_req_header(const latch_req *req, const char *name);
 LATCH_API int latch_req_header_count(const latch_req *req);
 LATCH_API int latch_req_header_at(const latch_req *req, int i,
                                   const char **name, const char **value);
+/* The value of cookie `name` from the Cookie header(s), percent-decoded
+ * and without surrounding quotes; NULL if absent. */
+LATCH_API const char *latch_req_cookie(const latch_req *req, const char *name);
+/* The client's IP address as text ("127.0.0.1", "::1"). Without a trusted
+ * proxy (the default) it is the peer of the connection; with
+ * latch_app_set_trust_proxy(app, n), the address n hops back in
+ * X-Forwarded-For (as Express's "trust proxy" n). NULL once the
+ * connection is gone and nothing was cached. */
+LATCH_API const char *latch_req_ip(const latch_req *req);
 /* The buffered body (may be empty, data non-NULL). Returns 0. */
 LATCH_API int latch_req_body(latch_req *req, const void **data, size_t *len);
 /* Unique per server run, increasing per worker. */
@@ -444,6 +456,12 @@ LATCH_API int latch_res_send_at(latch_res *res, const void *body, size_t len,
 /* Sends NUL-terminated JSON text as application/json; charset=utf-8. */
 #define latch_res_json(res, json) latch_res_json_at((res), (json), LATCH_HERE)
 LATCH_API int latch_res_json_at(latch_res *res, const char *json,
+                                latch_site at);
+/* Express's res.type: sets Content-Type from a MIME type ("text/csv"), an
+ * extension or a short name ("json", "html", "txt", ".png"); text types
+ * get "; charset=utf-8". LATCH_ERR_INVALID_ARG for an unknown name. */
+#define latch_res_type(res, type) latch_res_type_at((res), (type), LATCH_HERE)
+LATCH_API int latch_res_type_at(latch_res *res, const char *type,
                                 latch_site at);
 /* Sends the status with its reason phrase as a text/plain body. */
 #define latch_res_send_status(res, status)                                     \

@@ -88,6 +88,7 @@ struct latch_app {
     bool handle_signals;
     bool running;
     bool development; /* error pages show details (LATCH_ENV=development) */
+    int trust_proxy;  /* hops of X-Forwarded-For to trust */
     /* listening address */
     int listen_fd; /* bound by latch_listen, given to worker 0 */
     int port;
@@ -261,6 +262,7 @@ struct latch_req {
     size_t arena_left;
     latch_param params[16];
     uint32_t nparams;
+    const char *ip; /* latch_req_ip's answer, once computed */
 };
 
 /* Sealing and offending places, and the chain's state (app.c). */

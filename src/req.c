@@ -272,3 +272,111 @@ char *latch__req_decode(latch_req *q, const char *s, size_t n)
 {
     return decode(q, s, n, false);
 }
+
+const char *latch_req_cookie(const latch_req *req, const char *name)
+{
+    latch_req *q = (latch_req *)req; /* the arena is a cache */
+    size_t nlen;
+    uint32_t i;
+
+    if (req == NULL || name == NULL || req->head == NULL)
+        return NULL;
+    nlen = strlen(name);
+    for (i = 0; i < req->nfields; i++) {
+        const char *v = req->head + req->fields[i].value.off;
+        if (!name_ieq(req->head + req->fields[i].name.off, "cookie"))
+            continue;
+        /* "a=1; b=2": pairs separated by ';', optional spaces. */
+        while (*v) {
+            const char *k, *ke, *val, *ve;
+            while (*v == ' ' || *v == '\t' || *v == ';')
+                v++;
+            k = v;
+            while (*v && *v != '=' && *v != ';')
+                v++;
+            ke = v;
+            while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
+                ke--;
+            if (*v != '=') {
+                continue; /* a pair without '=' is skipped */
+            }
+            val = ++v;
+            while (*v && *v != ';')
+                v++;
+            ve = v;
+            while (ve > val && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if ((size_t)(ke - k) != nlen || memcmp(k, name, nlen) != 0)
+                continue;
+            if (ve - val >= 2 && val[0] == '"' && ve[-1] == '"') {
+                val++;
+                ve--;
+            }
+            return decode(q, val, (size_t)(ve - val), false);
+        }
+    }
+    return NULL;
+}
+
+/* Trims one X-Forwarded-For element s[0..n) into the arena. */
+static const char *xff_item(latch_req *q, const char *s, size_t n)
+{
+    char *out;
+
+    while (n > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    out = latch__req_alloc(q, n + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return out;
+}
+
+const char *latch_req_ip(const latch_req *req)
+{
+    latch_req *q = (latch_req *)req;
+    latch_res *res = latch_req_res(q);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss), hops;
+    char addr[64];
+    const char *xff;
+
+    if (req == NULL)
+        return NULL;
+    if (req->ip != NULL)
+        return req->ip;
+    if (res->conn == NULL ||
+        uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return NULL;
+    if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof(addr));
+    else
+        uv_ip4_name((struct sockaddr_in *)&ss, addr, sizeof(addr));
+    q->ip = xff_item(q, addr, strlen(addr));
+    hops = res->w->app->trust_proxy;
+    xff = latch_req_header(req, "X-Forwarded-For");
+    if (hops > 0 && xff != NULL) {
+        /* The list is client, proxy1, proxy2, ...; the peer is the last
+         * proxy. Trusting n hops means taking the address n back from the
+         * peer (Express's "trust proxy" n). */
+        const char *end = xff + strlen(xff), *p = end;
+        while (hops-- > 0 && p > xff) {
+            const char *e = p;
+            while (p > xff && p[-1] != ',')
+                p--;
+            if (hops == 0 || p == xff) {
+                const char *it = xff_item(q, p, (size_t)(e - p));
+                if (it != NULL && *it != '\0')
+                    q->ip = it;
+                break;
+            }
+            p--; /* over the ',' */
+        }
+    }
+    return q->ip;
+}

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define RES_FREE_MAX 1024
 #define HDR_LIMIT ((size_t)64 * 1024)
@@ -1116,6 +1117,61 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
         ct = NULL;
     return send_as(res, ct, res->jbuf.data, res->jbuf.len, "latch_res_json_end",
                    at);
+}
+
+/* Express's short names and the common extensions. */
+static const struct {
+    const char *name;
+    const char *type;
+} mime_types[] = {
+    {"html", "text/html; charset=utf-8"},
+    {"htm", "text/html; charset=utf-8"},
+    {"text", "text/plain; charset=utf-8"},
+    {"txt", "text/plain; charset=utf-8"},
+    {"css", "text/css; charset=utf-8"},
+    {"csv", "text/csv; charset=utf-8"},
+    {"js", "text/javascript; charset=utf-8"},
+    {"mjs", "text/javascript; charset=utf-8"},
+    {"json", "application/json; charset=utf-8"},
+    {"xml", "application/xml; charset=utf-8"},
+    {"svg", "image/svg+xml"},
+    {"png", "image/png"},
+    {"jpg", "image/jpeg"},
+    {"jpeg", "image/jpeg"},
+    {"gif", "image/gif"},
+    {"webp", "image/webp"},
+    {"ico", "image/x-icon"},
+    {"pdf", "application/pdf"},
+    {"wasm", "application/wasm"},
+    {"bin", "application/octet-stream"},
+    {"form", "application/x-www-form-urlencoded"},
+    {"urlencoded", "application/x-www-form-urlencoded"},
+};
+
+int latch_res_type_at(latch_res *res, const char *type, latch_site at)
+{
+    char buf[160];
+    size_t i;
+
+    if (type == NULL || *type == '\0')
+        return LATCH_ERR_INVALID_ARG;
+    if (strchr(type, '/') != NULL) {
+        /* A MIME type: text types get the charset, as Express does. */
+        if (strncmp(type, "text/", 5) == 0 && strchr(type, ';') == NULL &&
+            strlen(type) < sizeof(buf) - 16) {
+            snprintf(buf, sizeof(buf), "%s; charset=utf-8", type);
+            type = buf;
+        }
+        return header_op(res, "Content-Type", type, false, "latch_res_type",
+                         at);
+    }
+    if (*type == '.')
+        type++;
+    for (i = 0; i < sizeof(mime_types) / sizeof(mime_types[0]); i++)
+        if (strcasecmp(type, mime_types[i].name) == 0)
+            return header_op(res, "Content-Type", mime_types[i].type, false,
+                             "latch_res_type", at);
+    return LATCH_ERR_INVALID_ARG;
 }
 
 int latch_res_send_status_at(latch_res *res, int status, latch_site at)

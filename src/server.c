@@ -94,6 +94,14 @@ int latch_app_set_request_timeout(latch_app *app, uint64_t ms, int status)
     return 0;
 }
 
+int latch_app_set_trust_proxy(latch_app *app, int hops)
+{
+    if (app == NULL || hops < 0 || hops > 64)
+        return LATCH_ERR_INVALID_ARG;
+    app->trust_proxy = hops;
+    return 0;
+}
+
 int latch_app_set_development(latch_app *app, bool on)
 {
     if (app == NULL)

@@ -111,6 +111,36 @@ static int json_bad(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* Echoes cookie "sid", the client IP and a typed body. */
+static int who(latch_req *req, latch_res *res, void *data)
+{
+    char buf[256];
+    const char *sid = latch_req_cookie(req, "sid");
+    const char *ip = latch_req_ip(req);
+
+    (void)data;
+    snprintf(buf, sizeof(buf), "sid=%s ip=%s", sid ? sid : "-", ip ? ip : "-");
+    latch_res_type(res, "txt"); /* checked through the header on the wire */
+    latch_res_send(res, buf, strlen(buf));
+    return LATCH_DONE;
+}
+
+/* The return codes go into the body: assertions belong to the test
+ * thread, not to the server's. */
+static int typed(latch_req *req, latch_res *res, void *data)
+{
+    int bad = latch_res_type(res, "no-such-type");
+    int ok = latch_res_type(res, "text/csv");
+
+    (void)req;
+    (void)data;
+    if (bad == LATCH_ERR_INVALID_ARG && ok == 0)
+        latch_res_send(res, "a,b", 3);
+    else
+        latch_res_send(res, "rc mismatch", 11);
+    return LATCH_DONE;
+}
+
 static th_server srv;
 static bool dev_mode;
 static char names[1000][32];
@@ -127,6 +157,10 @@ static int setup(void **state)
     latch_get(app, "/users/:id", users, NULL);
     latch_put(app, "/users/:id", users, NULL);
     latch_get(app, "/doc", json_doc, NULL);
+    latch_get(app, "/who", who, NULL);
+    latch_get(app, "/typed", typed, NULL);
+    if (dev_mode)
+        latch_app_set_trust_proxy(app, 2);
     latch_get(app, "/bad", json_bad, NULL);
     /* Registration order across params, middleware, literals and a
      * wildcard, among a thousand unrelated routes. */
@@ -374,6 +408,50 @@ static void test_json_writer_invalid_utf8(void **state)
     free(out);
 }
 
+static void expect_req(const char *req, const char *body, const char *inhead)
+{
+    size_t len;
+    char *out = get(req, &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, body);
+    if (inhead != NULL)
+        assert_non_null(strstr(r[0].head, inhead));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_cookies_ip_type(void **state)
+{
+    (void)state;
+    expect_req("GET /who HTTP/1.1\r\nHost: x\r\n"
+               "Cookie: a=1; sid=\"ab%20c\" ; z\r\n\r\n",
+               "sid=ab c ip=127.0.0.1",
+               "Content-Type: text/plain; charset=utf-8");
+    /* No trusted proxy: X-Forwarded-For is ignored. */
+    expect_req("GET /who HTTP/1.1\r\nHost: x\r\n"
+               "X-Forwarded-For: 10.0.0.1\r\n\r\n",
+               "sid=- ip=127.0.0.1", NULL);
+    expect_req("GET /typed HTTP/1.1\r\nHost: x\r\n\r\n", "a,b",
+               "Content-Type: text/csv; charset=utf-8");
+}
+
+/* Two trusted hops: the address two back from the peer. */
+static void test_trusted_proxy_ip(void **state)
+{
+    (void)state;
+    expect_req("GET /who HTTP/1.1\r\nHost: x\r\n"
+               "X-Forwarded-For: 203.0.113.9, 198.51.100.2, 10.0.0.1\r\n"
+               "Cookie: sid=7\r\n\r\n",
+               "sid=7 ip=198.51.100.2", NULL);
+    /* A shorter list than the hops: the first address. */
+    expect_req("GET /who HTTP/1.1\r\nHost: x\r\n"
+               "X-Forwarded-For: 203.0.113.9\r\n\r\n",
+               "sid=- ip=203.0.113.9", NULL);
+}
+
 static int setup_dev(void **state)
 {
     dev_mode = true;
@@ -399,9 +477,11 @@ int main(void)
         cmocka_unit_test(test_layers_in_registration_order),
         cmocka_unit_test(test_json_writer_body),
         cmocka_unit_test(test_json_writer_invalid_utf8),
+        cmocka_unit_test(test_cookies_ip_type),
     };
     const struct CMUnitTest dev[] = {
         cmocka_unit_test(test_error_page_development),
+        cmocka_unit_test(test_trusted_proxy_ip),
     };
     int r = cmocka_run_group_tests(prod, setup_prod, teardown);
 
