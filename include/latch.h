@@ -345,6 +345,18 @@ LATCH_API const char *latch_req_cookie(const latch_req *req, const char *name);
  * X-Forwarded-For (as Express's "trust proxy" n). NULL once the
  * connection is gone and nothing was cached. */
 LATCH_API const char *latch_req_ip(const latch_req *req);
+/*
+ * JSON request bodies (parsed with jansson). latch_json_body is a
+ * middleware (latch_use(app, prefix, latch_json_body, NULL)): for a request
+ * whose Content-Type is application/json or *+json and whose body is not
+ * empty, it parses the body; malformed JSON goes to the error handlers as
+ * a 400 whose message gives jansson's text and the line and column (shown
+ * in development mode only). latch_req_json returns the parsed value,
+ * owned by the request (json_incref it to keep it longer), or NULL.
+ */
+typedef struct json_t json_t;
+LATCH_API int latch_json_body(latch_req *req, latch_res *res, void *data);
+LATCH_API json_t *latch_req_json(const latch_req *req);
 /* The buffered body (may be empty, data non-NULL). Returns 0. */
 LATCH_API int latch_req_body(latch_req *req, const void **data, size_t *len);
 /* Unique per server run, increasing per worker. */

@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [build|test|fuzz|bench]... (default: build)
 set -euo pipefail
 
-want=(gcc make cmake pkg-config libuv1-dev)
+want=(gcc make cmake pkg-config libuv1-dev libjansson-dev)
 for what in "${@:-build}"; do
   case "$what" in
     build) ;;

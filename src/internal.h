@@ -263,6 +263,7 @@ struct latch_req {
     latch_param params[16];
     uint32_t nparams;
     const char *ip; /* latch_req_ip's answer, once computed */
+    json_t *json;   /* latch_json_body's result */
 };
 
 /* Sealing and offending places, and the chain's state (app.c). */

@@ -12,8 +12,12 @@
  */
 #include "internal.h"
 
+#include <jansson.h>
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define ARENA_BLOCK 1024
 #define ARENA_LIMIT ((size_t)1 << 20)
@@ -52,6 +56,10 @@ void latch__req_reset(latch_req *q)
 {
     struct latch_arena_blk *b, *next;
 
+    if (q->json != NULL) {
+        json_decref(q->json);
+        q->json = NULL;
+    }
     for (b = q->arena; b != NULL; b = next) {
         next = b->next;
         free(b);
@@ -379,4 +387,45 @@ const char *latch_req_ip(const latch_req *req)
         }
     }
     return q->ip;
+}
+
+/* application/json, or a structured type ending in +json. */
+static bool is_json_type(const char *ct)
+{
+    const char *semi;
+    size_t n;
+
+    if (ct == NULL)
+        return false;
+    semi = strchr(ct, ';');
+    n = semi ? (size_t)(semi - ct) : strlen(ct);
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+           (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
+}
+
+int latch_json_body(latch_req *req, latch_res *res, void *data)
+{
+    json_error_t err;
+    char msg[300];
+
+    (void)res;
+    (void)data;
+    if (req == NULL || req->json != NULL || req->body.len == 0 ||
+        !is_json_type(latch_req_header(req, "Content-Type")))
+        return LATCH_NEXT;
+    req->json = json_loadb(req->body.data, req->body.len,
+                           JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+    if (req->json == NULL) {
+        snprintf(msg, sizeof(msg), "Invalid JSON at line %d, column %d: %s",
+                 err.line, err.column, err.text);
+        return latch_fail(req, 400, msg);
+    }
+    return LATCH_NEXT;
+}
+
+json_t *latch_req_json(const latch_req *req)
+{
+    return req ? req->json : NULL;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 static int fail_418(latch_req *req, latch_res *res, void *data)
 {
@@ -141,6 +142,19 @@ static int typed(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* Answers the "name" member of the parsed body, or "none". */
+static int api_name(latch_req *req, latch_res *res, void *data)
+{
+    json_t *body = latch_req_json(req);
+    const char *name = json_string_value(json_object_get(body, "name"));
+
+    (void)data;
+    if (name == NULL)
+        name = "none";
+    latch_res_send(res, name, strlen(name));
+    return LATCH_DONE;
+}
+
 static th_server srv;
 static bool dev_mode;
 static char names[1000][32];
@@ -158,6 +172,8 @@ static int setup(void **state)
     latch_put(app, "/users/:id", users, NULL);
     latch_get(app, "/doc", json_doc, NULL);
     latch_get(app, "/who", who, NULL);
+    latch_use(app, "/api", latch_json_body, NULL);
+    latch_post(app, "/api/name", api_name, NULL);
     latch_get(app, "/typed", typed, NULL);
     if (dev_mode)
         latch_app_set_trust_proxy(app, 2);
@@ -452,6 +468,65 @@ static void test_trusted_proxy_ip(void **state)
                "sid=- ip=203.0.113.9", NULL);
 }
 
+static char *post(const char *path, const char *ctype, const char *body,
+                  size_t *len)
+{
+    char req[1024];
+
+    snprintf(req, sizeof(req),
+             "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             path, ctype, strlen(body), body);
+    return get(req, len);
+}
+
+static void test_json_request_body(void **state)
+{
+    size_t len;
+    char *out = post("/api/name", "application/json; charset=utf-8",
+                     "{\"name\":\"ada\"}", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "ada");
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+    /* Not JSON by its type: not parsed. */
+    out = post("/api/name", "text/plain", "{\"name\":\"ada\"}", &len);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_string_equal(r[0].body, "none");
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+    /* Malformed: a 400 through the error chain, no detail in production. */
+    out = post("/api/name", "application/json", "{\"name\":", &len);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_int_equal(r[0].status, 400);
+    assert_non_null(strstr(r[0].body, "<pre>Bad Request</pre>"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+/* In development mode the 400 says what jansson found, and where. */
+static void test_json_request_body_error_detail(void **state)
+{
+    size_t len;
+    char *out = post("/api/name", "application/vnd.x+json",
+                     "{\"a\":1,\n \"a\":2}", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 400);
+    assert_non_null(strstr(r[0].body, "Invalid JSON at line 2, column"));
+    assert_non_null(strstr(r[0].body, "duplicate"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
 static int setup_dev(void **state)
 {
     dev_mode = true;
@@ -478,10 +553,12 @@ int main(void)
         cmocka_unit_test(test_json_writer_body),
         cmocka_unit_test(test_json_writer_invalid_utf8),
         cmocka_unit_test(test_cookies_ip_type),
+        cmocka_unit_test(test_json_request_body),
     };
     const struct CMUnitTest dev[] = {
         cmocka_unit_test(test_error_page_development),
         cmocka_unit_test(test_trusted_proxy_ip),
+        cmocka_unit_test(test_json_request_body_error_detail),
     };
     int r = cmocka_run_group_tests(prod, setup_prod, teardown);
 
