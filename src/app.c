@@ -342,7 +342,7 @@ static void chain_done(latch_res *res);
 
 /* The q-value the Accept header gives `type` ("text/html"), from an exact
  * match, then "text/ *", then "* / *"; 1000 when there is no Accept. */
-static int accept_q(const char *accept, const char *type)
+int latch__accept_q(const char *accept, const char *type)
 {
     const char *p = accept, *slash = strchr(type, '/');
     int best = -1, best_spec = -1;
@@ -386,7 +386,7 @@ static int accept_q(const char *accept, const char *type)
 }
 
 /* Appends s to the buffer, escaped for HTML text, "\n" as "<br>". */
-static size_t html_escape(char *out, size_t cap, const char *s)
+size_t latch__html_escape(char *out, size_t cap, const char *s)
 {
     size_t n = 0;
 
@@ -456,7 +456,8 @@ static void error_page(latch_res *res, int status, const char *msg,
     latch__res_header(res, "X-Content-Type-Options", "nosniff");
     if (extra_name != NULL)
         latch__res_header(res, extra_name, extra_value);
-    if (accept_q(accept, "application/json") > accept_q(accept, "text/html")) {
+    if (latch__accept_q(accept, "application/json") >
+        latch__accept_q(accept, "text/html")) {
         json_escape(esc, sizeof(esc), msg);
         n = snprintf(body, sizeof(body),
                      "{\"error\":{\"status\":%d,\"message\":\"%s\"}}\n", status,
@@ -465,7 +466,7 @@ static void error_page(latch_res *res, int status, const char *msg,
                           (size_t)n, event);
         return;
     }
-    html_escape(esc, sizeof(esc), msg);
+    latch__html_escape(esc, sizeof(esc), msg);
     n = snprintf(body, sizeof(body), "%s%s%s", head, esc, tail);
     latch__res_simple(res, status, "text/html; charset=utf-8", body, (size_t)n,
                       event);

@@ -406,6 +406,10 @@ void latch__app_dispatch(latch_res *res);
 void latch__app_orphan_check(latch_res *res);
 void latch__app_free_layers(latch_app *app);
 int latch__app_prepare(latch_app *app);
+/* The q-value (0..1000) Accept gives a type; 1000 without Accept. */
+int latch__accept_q(const char *accept, const char *type);
+/* s escaped for HTML text into out (cap bytes), newlines as <br>. */
+size_t latch__html_escape(char *out, size_t cap, const char *s);
 
 /* diag.c */
 void latch__violation(latch_res *res, int code, const char *call,

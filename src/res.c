@@ -1197,12 +1197,44 @@ int latch_res_send_status_at(latch_res *res, int status, latch_site at)
                    "latch_res_send_status", at);
 }
 
+/* encodeurl: percent-encodes what may not stand in a URL (controls,
+ * spaces, non-ASCII, quotes, '<' '>' ...) and keeps existing %XX escapes.
+ * Returns the length, or -1 when it does not fit. */
+static int encode_url(char *out, size_t cap, const char *url)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
+        bool keep = (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '<' &&
+                     *p != '>' && *p != '\\' && *p != '^' && *p != '`' &&
+                     *p != '{' && *p != '|' && *p != '}');
+        if (n + 4 >= cap)
+            return -1;
+        if (keep) {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+/*
+ * Express's res.redirect: the status (302 by default), an encoded
+ * Location, Vary: Accept, and a body negotiated by Accept: text/plain
+ * "Found. Redirecting to URL", text/html a tiny page, else empty.
+ */
 int latch_res_redirect_at(latch_res *res, int status, const char *url,
                           latch_site at)
 {
-    char body[512];
+    char loc[2048], esc[2048 * 6], body[2048 * 6 + 160];
+    const char *accept, *reason;
     int r = gate(res, K_SEND, "latch_res_redirect", "set", at);
-    int n;
+    int n, qt, qh;
 
     if (r != 0)
         return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
@@ -1211,16 +1243,33 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
     if (status < 300 || status > 399 || url == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_redirect",
                       "A redirect needs a 3xx status and a URL", at);
-    if ((r = header_op(res, "Location", url, false, "latch_res_redirect", at)) <
-        0)
+    if (encode_url(loc, sizeof(loc), url) < 0)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_redirect",
+                      "URL too long", at);
+    if ((r = header_op(res, "Location", loc, false, "latch_res_redirect", at)) <
+            0 ||
+        (r = put_hdr(res, "Vary", 4, "Accept", 6, false)) < 0)
         return r;
     res->status = status;
-    n = snprintf(body, sizeof(body), "%s. Redirecting to %s",
-                 latch__status_reason(status), url);
-    if (n < 0 || (size_t)n >= sizeof(body))
-        n = (int)strlen(latch__status_reason(status));
-    return send_as(res, "text/plain; charset=utf-8", body, (size_t)n,
-                   "latch_res_redirect", at);
+    reason = latch__status_reason(status);
+    accept = latch_req_header(&res->req, "Accept");
+    qt = latch__accept_q(accept, "text/plain");
+    qh = latch__accept_q(accept, "text/html");
+    if (qt > 0 && qt >= qh) {
+        n = snprintf(body, sizeof(body), "%s. Redirecting to %s", reason, loc);
+        return send_as(res, "text/plain; charset=utf-8", body, (size_t)n,
+                       "latch_res_redirect", at);
+    }
+    if (qh > 0) {
+        latch__html_escape(esc, sizeof(esc), loc);
+        n = snprintf(body, sizeof(body),
+                     "<!DOCTYPE html><head><title>%s</title></head><body><p>"
+                     "%s. Redirecting to %s</p></body>",
+                     reason, reason, esc);
+        return send_as(res, "text/html; charset=utf-8", body, (size_t)n,
+                       "latch_res_redirect", at);
+    }
+    return send_as(res, NULL, "", 0, "latch_res_redirect", at);
 }
 
 /* ------------------------------------------------------------------ */

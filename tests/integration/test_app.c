@@ -155,6 +155,13 @@ static int api_name(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+static int go_there(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_redirect(res, 0, latch_req_query(req, "to"));
+    return LATCH_DONE;
+}
+
 static th_server srv;
 static bool dev_mode;
 static char names[1000][32];
@@ -172,6 +179,7 @@ static int setup(void **state)
     latch_put(app, "/users/:id", users, NULL);
     latch_get(app, "/doc", json_doc, NULL);
     latch_get(app, "/who", who, NULL);
+    latch_get(app, "/go", go_there, NULL);
     latch_use(app, "/api", latch_json_body, NULL);
     latch_post(app, "/api/name", api_name, NULL);
     latch_get(app, "/typed", typed, NULL);
@@ -527,6 +535,53 @@ static void test_json_request_body_error_detail(void **state)
     free(out);
 }
 
+static void test_redirect_like_express(void **state)
+{
+    size_t len;
+    char *out, *norm;
+    th_resp *r;
+
+    (void)state;
+    out = get("GET /go?to=/there HTTP/1.1\r\nHost: x\r\n"
+              "Accept: text/plain\r\n\r\n",
+              &len);
+    norm = th_normalize(out, len);
+    assert_string_equal(norm, "HTTP/1.1 302 Found\r\n"
+                              "Location: /there\r\n"
+                              "Vary: Accept\r\n"
+                              "Content-Type: text/plain; charset=utf-8\r\n"
+                              "Content-Length: 28\r\n"
+                              "Date: <d>\r\n"
+                              "Connection: keep-alive\r\n"
+                              "Keep-Alive: timeout=5\r\n\r\n"
+                              "Found. Redirecting to /there");
+    free(norm);
+    free(out);
+    /* HTML by Accept, and the Location encoded ("%20" from '+'). */
+    out = get("GET /go?to=/a+b%3Cc HTTP/1.1\r\nHost: x\r\n"
+              "Accept: text/html\r\n\r\n",
+              &len);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_non_null(strstr(r[0].head, "Location: /a%20b%3Cc\r\n"));
+    assert_string_equal(r[0].body,
+                        "<!DOCTYPE html><head><title>Found</title></head>"
+                        "<body><p>Found. Redirecting to /a%20b%3Cc</p></body>");
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+    /* Anything else: an empty body. */
+    out = get("GET /go?to=/x HTTP/1.1\r\nHost: x\r\n"
+              "Accept: application/json\r\n\r\n",
+              &len);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_int_equal(r[0].status, 302);
+    assert_int_equal(r[0].body_len, 0);
+    assert_non_null(strstr(r[0].head, "Content-Length: 0\r\n"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
 static int setup_dev(void **state)
 {
     dev_mode = true;
@@ -554,6 +609,7 @@ int main(void)
         cmocka_unit_test(test_json_writer_invalid_utf8),
         cmocka_unit_test(test_cookies_ip_type),
         cmocka_unit_test(test_json_request_body),
+        cmocka_unit_test(test_redirect_like_express),
     };
     const struct CMUnitTest dev[] = {
         cmocka_unit_test(test_error_page_development),
