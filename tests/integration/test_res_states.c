@@ -254,6 +254,7 @@ static void expected_wire(const cell *c, char *out, size_t cap)
                    "Content-Length: 10\r\n" KA "\r\n{\"late\":1}",
         [C_REDIRECT] =
             "HTTP/1.1 302 Found\r\nX-Pre: p\r\nLocation: /else\r\n"
+            "Vary: Accept\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n"
             "Content-Length: 27\r\n" KA "\r\nFound. Redirecting to /else",
         [C_SEND_STATUS] = "HTTP/1.1 404 Not Found\r\nX-Pre: p\r\n"
