@@ -250,8 +250,6 @@ int latch_use_error(latch_app *app, latch_error_handler fn, void *data)
 /* Matching                                                             */
 /* ------------------------------------------------------------------ */
 
-char *latch__req_decode(latch_req *q, const char *s, size_t n);
-
 static bool prefix_match(const latch_layer *l, const char *path)
 {
     return l->prefix_len == 0 ||
@@ -698,11 +696,7 @@ void latch__app_orphan_check(latch_res *res)
         return;
     latch__violation(res, LATCH_ERR_NO_RESPONSE, "handler", NULL, no_site);
     if (res->state == LATCH_RS_FRESH) {
-        static const char body[] = "Internal Server Error\n";
-        res->nhdrs = 0;
-        res->hbuf.len = 0;
-        latch__res_simple(res, 500, "text/plain; charset=utf-8", body,
-                          sizeof(body) - 1, "no response");
+        latch__res_status_page(res, 500, "no response");
     } else {
         latch_res_destroy_at(res, no_site);
     }

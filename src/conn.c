@@ -130,15 +130,10 @@ static int make_room(latch_conn *c)
         c->rb = nb;
     }
     c->rlen = keep;
-    if (c->flags & LATCH_CF_IN_BODY) {
-        /* The head stays where it is (its request holds the old buffer);
-         * body parsing goes on from the start of this one. */
-        c->msg = 0;
-        c->bpos = 0;
-    } else {
-        c->msg = 0;
-        c->bpos = 0;
-    }
+    /* The bytes kept now start the buffer. In a body, the head stays where
+     * it was (its request holds the old buffer) and parsing goes on here. */
+    c->msg = 0;
+    c->bpos = 0;
     return 0;
 }
 

@@ -378,6 +378,7 @@ int latch__res_simple(latch_res *res, int status, const char *ctype,
                       const char *body, size_t len, const char *event);
 const char *latch__status_reason(int status);
 int latch__res_header(latch_res *res, const char *name, const char *value);
+int latch__res_status_page(latch_res *res, int status, const char *event);
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
 void latch__res_check_drain(latch_conn *c);
 
@@ -400,6 +401,8 @@ void latch__res_timeout(latch_res *res, int status);
 void latch__req_prepare(latch_req *q);
 void latch__req_reset(latch_req *q);
 char *latch__req_alloc(latch_req *q, size_t n);
+/* A percent-decoded copy of s[0..n) in the request's arena. */
+char *latch__req_decode(latch_req *q, const char *s, size_t n);
 
 /* app.c */
 void latch__app_dispatch(latch_res *res);

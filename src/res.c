@@ -826,15 +826,17 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
 
 int latch_res_flush_headers_at(latch_res *res, latch_site at)
 {
-    int r = gate(res, K_HEADER, "latch_res_flush_headers", "write", at);
+    int r;
 
-    if (r < 0 && res != NULL && res->state == LATCH_RS_HEADERS_SENT &&
-        r == LATCH_ERR_HTTP_HEADERS_SENT)
-        return 0; /* unreachable: gate reported; kept for clarity */
-    if (res != NULL && res->state == LATCH_RS_HEADERS_SENT && res->hold) {
-        latch__conn_unhold(res);
+    /* As Node's flushHeaders: headers built by write_head go out now;
+     * once they are out it does nothing. */
+    if (res != NULL && on_loop(res) && res->state >= LATCH_RS_HEADERS_SENT &&
+        res->state <= LATCH_RS_FINISHED) {
+        if (res->hold)
+            latch__conn_unhold(res);
         return 0;
     }
+    r = gate(res, K_HEADER, "latch_res_flush_headers", "write", at);
     if (r != 0)
         return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
     if ((r = check_status(res, "latch_res_flush_headers", at)) < 0)
@@ -1091,7 +1093,6 @@ int latch_json_null(latch_json *j)
 
 int latch_res_json_end_at(latch_res *res, latch_site at)
 {
-    static const char body[] = "Internal Server Error\n";
     const char *ct = "application/json; charset=utf-8";
     int r;
 
@@ -1104,12 +1105,8 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
     r = latch__json_finish(&res->json);
     if (r < 0) {
         /* A broken document is never sent as if it were whole. */
-        if (res->state == LATCH_RS_FRESH) {
-            res->nhdrs = 0;
-            res->hbuf.len = 0;
-            latch__res_simple(res, 500, "text/plain; charset=utf-8", body,
-                              sizeof(body) - 1, "latch_res_json_end");
-        }
+        if (res->state == LATCH_RS_FRESH)
+            latch__res_status_page(res, 500, "latch_res_json_end");
         return r;
     }
     if (on_loop(res) && res->state == LATCH_RS_FRESH &&
@@ -1302,19 +1299,25 @@ int latch__res_simple(latch_res *res, int status, const char *ctype,
     return end_common(res, body, len, event, none);
 }
 
-void latch__res_protocol_error(latch_res *res, int status, const char *reason)
+/* A framework answer: the status, its text as a text/plain body, and no
+ * header the handler may have set (they must not leak into it). */
+int latch__res_status_page(latch_res *res, int status, const char *event)
 {
     char body[160];
-    int n;
+    int n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
 
-    (void)reason;
-    /* The reason stays in the server: it can help an attacker tune a
-     * smuggling payload. The client gets the status text. */
-    n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
     res->nhdrs = 0;
     res->hbuf.len = 0;
-    latch__res_simple(res, status, "text/plain; charset=utf-8", body, (size_t)n,
-                      "protocol error");
+    return latch__res_simple(res, status, "text/plain; charset=utf-8", body,
+                             (size_t)n, event);
+}
+
+void latch__res_protocol_error(latch_res *res, int status, const char *reason)
+{
+    /* The reason stays in the server: it can help an attacker tune a
+     * smuggling payload. The client gets the status text. */
+    (void)reason;
+    latch__res_status_page(res, status, "protocol error");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1462,15 +1465,9 @@ int latch_req_cancel_reason(const latch_req *req)
 void latch__res_timeout(latch_res *res, int status)
 {
     static const latch_site none = {NULL, 0, NULL};
-    char body[64];
-    int n;
 
     if (res->state == LATCH_RS_FRESH) {
-        n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
-        res->nhdrs = 0; /* headers the handler set do not leak */
-        res->hbuf.len = 0;
-        latch__res_simple(res, status, "text/plain; charset=utf-8", body,
-                          (size_t)n, "request timeout");
+        latch__res_status_page(res, status, "request timeout");
         return;
     }
     /* Too late for a status: cut it, visibly incomplete. */

@@ -58,8 +58,6 @@ latch_app *latch_app_new(void)
     return app;
 }
 
-void latch__app_free_layers(latch_app *app);
-
 void latch_app_free(latch_app *app)
 {
     if (app == NULL)

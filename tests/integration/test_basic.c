@@ -46,7 +46,32 @@ static int hang(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+static void end_late(latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_end(res, "late", 4);
+}
+
+/* write_head builds the head, flush_headers sends it at once (twice is
+ * harmless, as Node's flushHeaders), the body comes from a timer. */
+static int flushed(latch_req *req, latch_res *res, void *data)
+{
+    int rc;
+
+    (void)req;
+    (void)data;
+    rc = latch_res_write_head(res, 201);
+    rc |= latch_res_flush_headers(res);
+    rc |= latch_res_flush_headers(res);
+    if (rc != 0)
+        latch_res_destroy(res);
+    else
+        latch_set_timeout(res, 300, end_late, NULL);
+    return LATCH_DONE;
+}
+
 static th_server srv;
+static th_violations viol;
 
 static int setup(void **state)
 {
@@ -55,6 +80,8 @@ static int setup(void **state)
     (void)state;
     latch_get(app, "/hello", hello, NULL);
     latch_get(app, "/p/*", echo_path, NULL);
+    latch_get(app, "/flushed", flushed, NULL);
+    th_record_violations(app, &viol);
     th_server_start(&srv, app);
     return 0;
 }
@@ -135,6 +162,38 @@ static void test_one_byte_at_a_time(void **state)
     close(fd);
 }
 
+static bool has_head(const char *buf, size_t len, void *arg)
+{
+    (void)arg;
+    return len >= 4 && strstr(buf, "\r\n\r\n") != NULL;
+}
+
+static bool has_last_chunk(const char *buf, size_t len, void *arg)
+{
+    (void)arg;
+    return len >= 5 && strstr(buf, "0\r\n\r\n") != NULL;
+}
+
+static void test_flush_headers_after_write_head(void **state)
+{
+    int fd = th_connect(srv.port);
+    size_t len;
+    char *out;
+
+    (void)state;
+    th_send_str(fd, "GET /flushed HTTP/1.1\r\nHost: x\r\n\r\n");
+    out = th_read(fd, &len, 5000, has_head, NULL);
+    /* The head is out before the body exists. */
+    assert_non_null(strstr(out, "HTTP/1.1 201 Created\r\n"));
+    assert_null(strstr(out, "late"));
+    free(out);
+    out = th_read(fd, &len, 5000, has_last_chunk, NULL);
+    assert_non_null(strstr(out, "4\r\nlate\r\n0\r\n\r\n"));
+    assert_int_equal(th_violation_count(&viol), 0);
+    free(out);
+    close(fd);
+}
+
 static bool has_part(const char *buf, size_t len, void *arg)
 {
     (void)arg;
@@ -178,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_exact_bytes),
         cmocka_unit_test(test_pipelined_three),
         cmocka_unit_test(test_one_byte_at_a_time),
+        cmocka_unit_test(test_flush_headers_after_write_head),
     };
     const struct CMUnitTest alone[] = {
         cmocka_unit_test(test_drain_timeout_cuts),
