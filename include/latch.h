@@ -156,6 +156,11 @@ typedef struct latch_violation {
     uint64_t request_id;
     const char *method;
     const char *path;
+    /* The earlier half of a conflict, for ERR_NEXT_TWICE: what had already
+     * moved the chain on (the first latch_next, a latch_fail, or a
+     * handler's LATCH_NEXT / LATCH_DONE); NULL when unknown. */
+    const char *prior_call;
+    latch_site prior_at;
 } latch_violation;
 
 enum {
@@ -206,6 +211,40 @@ LATCH_API int latch_all(latch_app *app, const char *pattern, latch_handler fn,
 /* Registers an error handler (run in registration order). */
 LATCH_API int latch_use_error(latch_app *app, latch_error_handler fn,
                               void *data);
+
+/*
+ * The same, naming the handler: `name` (the handler's function name; the
+ * macros below pass #fn) and `at` (where it was registered) are what a
+ * report shows when the violation is in what a handler returned (LATCH_NEXT
+ * after the response was sealed, LATCH_DONE without a response), where no
+ * call site exists. The macros make every registration pass them; the
+ * functions above remain for callers that take their address.
+ */
+LATCH_API int latch_use_at(latch_app *app, const char *prefix, latch_handler fn,
+                           void *data, const char *name, latch_site at);
+LATCH_API int latch_route_at(latch_app *app, const char *method,
+                             const char *pattern, latch_handler fn, void *data,
+                             const char *name, latch_site at);
+LATCH_API int latch_use_error_at(latch_app *app, latch_error_handler fn,
+                                 void *data, const char *name, latch_site at);
+#define latch_use(app, prefix, fn, data)                                       \
+    latch_use_at((app), (prefix), (fn), (data), #fn, LATCH_HERE)
+#define latch_route(app, method, pattern, fn, data)                            \
+    latch_route_at((app), (method), (pattern), (fn), (data), #fn, LATCH_HERE)
+#define latch_get(app, pattern, fn, data)                                      \
+    latch_route_at((app), "GET", (pattern), (fn), (data), #fn, LATCH_HERE)
+#define latch_post(app, pattern, fn, data)                                     \
+    latch_route_at((app), "POST", (pattern), (fn), (data), #fn, LATCH_HERE)
+#define latch_put(app, pattern, fn, data)                                      \
+    latch_route_at((app), "PUT", (pattern), (fn), (data), #fn, LATCH_HERE)
+#define latch_delete(app, pattern, fn, data)                                   \
+    latch_route_at((app), "DELETE", (pattern), (fn), (data), #fn, LATCH_HERE)
+#define latch_patch(app, pattern, fn, data)                                    \
+    latch_route_at((app), "PATCH", (pattern), (fn), (data), #fn, LATCH_HERE)
+#define latch_all(app, pattern, fn, data)                                      \
+    latch_route_at((app), NULL, (pattern), (fn), (data), #fn, LATCH_HERE)
+#define latch_use_error(app, fn, data)                                         \
+    latch_use_error_at((app), (fn), (data), #fn, LATCH_HERE)
 
 /*
  * Binds a listening socket on host:port (host: "127.0.0.1", "::1", "0.0.0.0"
@@ -299,14 +338,27 @@ LATCH_API void latch_app_violation_sites(latch_app *app,
 /* The chain                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Resumes the chain after a handler returned LATCH_PENDING. Calling it
- * twice, or without LATCH_PENDING, is reported (ERR_NEXT_TWICE). */
+/*
+ * Resumes the chain after a handler returned LATCH_PENDING. Reported and
+ * ignored: a second call, or one from a handler that did not return
+ * LATCH_PENDING (ERR_NEXT_TWICE; the report's prior site names what moved
+ * the chain on before), and a call once the response was sent by someone
+ * else, the request timeout or the client leaving (ERR_NEXT_AFTER_RESPONSE,
+ * sealed site included; the chain ends). When the response closes while
+ * a handler is pending, the chain lets go of it: a late caller must hold
+ * its own reference, as latch_work and latch_set_timeout callbacks do.
+ */
 #define latch_next(req) latch_next_at((req), LATCH_HERE)
 LATCH_API void latch_next_at(latch_req *req, latch_site at);
 /*
  * Records an HTTP error (status 400..599, else 500; message may be NULL)
  * and returns a negative code for the handler to return. After
- * LATCH_PENDING it resumes the chain at the error handlers.
+ * LATCH_PENDING it resumes the chain at the error handlers (outside a
+ * handler it follows latch_next's rules). In an error handler it passes
+ * the new error to the next error handler. An error passed on after the
+ * response was complete (the catch block that responds and forwards) is
+ * reported as ERR_NEXT_AFTER_RESPONSE; the error handlers still run, see
+ * latch_res_headers_sent true, and nothing more reaches the wire.
  */
 #define latch_fail(req, status, message)                                       \
     latch_fail_at((req), (status), (message), LATCH_HERE)

@@ -10,8 +10,9 @@
  * layer answers, the final handler does: 404, or 405 with Allow when the
  * path exists for other methods, or the error's status.
  *
- * Route matching here is a linear walk over segment patterns; it does not
- * try to be a radix tree.
+ * Routes are found through the segment tree of router.c: a request visits
+ * only the middleware whose prefix matches and the routes the tree
+ * matched, in registration order, however many routes the app has.
  */
 #include "internal.h"
 #include "router.h"
@@ -39,12 +40,16 @@ struct latch_layer {
     uint16_t seg_len[MAX_SEGS];
     latch_handler fn;
     void *data;
+    char *name;    /* the handler's name as registered, or NULL */
+    latch_site at; /* where it was registered (file NULL: unknown) */
 };
 
 struct latch_errlayer {
     latch_errlayer *next;
     latch_error_handler fn;
     void *data;
+    char *name;
+    latch_site at;
 };
 
 void latch__app_free_layers(latch_app *app)
@@ -57,10 +62,12 @@ void latch__app_free_layers(latch_app *app)
         free(l->method);
         free(l->pattern);
         free(l->pattern_src);
+        free(l->name);
         free(l);
     }
     for (e = app->errlayers; e != NULL; e = en) {
         en = e->next;
+        free(e->name);
         free(e);
     }
     app->layers = app->layers_tail = NULL;
@@ -116,7 +123,8 @@ int latch__app_prepare(latch_app *app)
 }
 
 static int add_layer(latch_app *app, int kind, const char *method,
-                     const char *pattern, latch_handler fn, void *data)
+                     const char *pattern, latch_handler fn, void *data,
+                     const char *name, latch_site at)
 {
     latch_layer *l;
     char *p;
@@ -135,9 +143,12 @@ static int add_layer(latch_app *app, int kind, const char *method,
     l->kind = kind;
     l->fn = fn;
     l->data = data;
+    l->at = at;
     l->pattern = strdup(pattern);
     l->pattern_src = strdup(pattern);
-    if (l->pattern == NULL || l->pattern_src == NULL)
+    l->name = name != NULL ? strdup(name) : NULL;
+    if (l->pattern == NULL || l->pattern_src == NULL ||
+        (name != NULL && l->name == NULL))
         goto fail;
     if (method != NULL && strcmp(method, "*") != 0) {
         l->method = strdup(method);
@@ -174,58 +185,88 @@ fail_arg:
     free(l->method);
     free(l->pattern);
     free(l->pattern_src);
+    free(l->name);
     free(l);
     return LATCH_ERR_INVALID_ARG;
 fail:
     free(l->method);
     free(l->pattern);
     free(l->pattern_src);
+    free(l->name);
     free(l);
     return LATCH_ERR_NOMEM;
 }
 
+/* The registration macros of latch.h pass the handler's name and site;
+ * these definitions are the plain functions behind the same names. */
+#undef latch_use
+#undef latch_route
+#undef latch_get
+#undef latch_post
+#undef latch_put
+#undef latch_delete
+#undef latch_patch
+#undef latch_all
+#undef latch_use_error
+
+static const latch_site unknown_site = {NULL, 0, NULL};
+
+int latch_use_at(latch_app *app, const char *prefix, latch_handler fn,
+                 void *data, const char *name, latch_site at)
+{
+    return add_layer(app, L_MIDDLEWARE, NULL, prefix, fn, data, name, at);
+}
+
+int latch_route_at(latch_app *app, const char *method, const char *pattern,
+                   latch_handler fn, void *data, const char *name,
+                   latch_site at)
+{
+    return add_layer(app, L_ROUTE, method, pattern, fn, data, name, at);
+}
+
 int latch_use(latch_app *app, const char *prefix, latch_handler fn, void *data)
 {
-    return add_layer(app, L_MIDDLEWARE, NULL, prefix, fn, data);
+    return latch_use_at(app, prefix, fn, data, NULL, unknown_site);
 }
 
 int latch_route(latch_app *app, const char *method, const char *pattern,
                 latch_handler fn, void *data)
 {
-    return add_layer(app, L_ROUTE, method, pattern, fn, data);
+    return latch_route_at(app, method, pattern, fn, data, NULL, unknown_site);
 }
 
 int latch_get(latch_app *app, const char *p, latch_handler fn, void *d)
 {
-    return latch_route(app, "GET", p, fn, d);
+    return latch_route_at(app, "GET", p, fn, d, NULL, unknown_site);
 }
 
 int latch_post(latch_app *app, const char *p, latch_handler fn, void *d)
 {
-    return latch_route(app, "POST", p, fn, d);
+    return latch_route_at(app, "POST", p, fn, d, NULL, unknown_site);
 }
 
 int latch_put(latch_app *app, const char *p, latch_handler fn, void *d)
 {
-    return latch_route(app, "PUT", p, fn, d);
+    return latch_route_at(app, "PUT", p, fn, d, NULL, unknown_site);
 }
 
 int latch_delete(latch_app *app, const char *p, latch_handler fn, void *d)
 {
-    return latch_route(app, "DELETE", p, fn, d);
+    return latch_route_at(app, "DELETE", p, fn, d, NULL, unknown_site);
 }
 
 int latch_patch(latch_app *app, const char *p, latch_handler fn, void *d)
 {
-    return latch_route(app, "PATCH", p, fn, d);
+    return latch_route_at(app, "PATCH", p, fn, d, NULL, unknown_site);
 }
 
 int latch_all(latch_app *app, const char *p, latch_handler fn, void *d)
 {
-    return latch_route(app, NULL, p, fn, d);
+    return latch_route_at(app, NULL, p, fn, d, NULL, unknown_site);
 }
 
-int latch_use_error(latch_app *app, latch_error_handler fn, void *data)
+int latch_use_error_at(latch_app *app, latch_error_handler fn, void *data,
+                       const char *name, latch_site at)
 {
     latch_errlayer *e;
 
@@ -238,12 +279,22 @@ int latch_use_error(latch_app *app, latch_error_handler fn, void *data)
         return LATCH_ERR_NOMEM;
     e->fn = fn;
     e->data = data;
+    e->at = at;
+    if (name != NULL && (e->name = strdup(name)) == NULL) {
+        free(e);
+        return LATCH_ERR_NOMEM;
+    }
     if (app->errlayers_tail)
         app->errlayers_tail->next = e;
     else
         app->errlayers = e;
     app->errlayers_tail = e;
     return 0;
+}
+
+int latch_use_error(latch_app *app, latch_error_handler fn, void *data)
+{
+    return latch_use_error_at(app, fn, data, NULL, unknown_site);
 }
 
 /* ------------------------------------------------------------------ */
@@ -543,6 +594,14 @@ static void final_error(latch_res *res)
     }
 }
 
+/* Where a handler's return value "happened": the handler, by name, and
+ * where it was registered (a return has no call site of its own). */
+static latch_site layer_site(const latch_layer *l)
+{
+    return (latch_site){l->at.file, l->at.line,
+                        l->name ? l->name : l->pattern_src};
+}
+
 static void set_error(latch_res *res, int code, latch_site at)
 {
     if (!res->failed) {
@@ -552,6 +611,41 @@ static void set_error(latch_res *res, int code, latch_site at)
         res->err.at = at;
     }
     res->in_error = true;
+}
+
+/*
+ * An error is on its way to the error handlers. If the response was
+ * already complete, that is the catch block that both responded and
+ * forwarded the error: reported, with where the response ended. The error
+ * handlers still run and see latch_res_headers_sent true; nothing more
+ * reaches the wire. A response cut short (destroyed) or still streaming is
+ * not reported: failing is how a handler says its body is incomplete.
+ */
+static void error_after_response(latch_res *res, const char *call,
+                                 latch_site at)
+{
+    if (res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED)
+        latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call,
+                         "an error was passed on after the response was sent",
+                         at);
+}
+
+/* Resuming the chain when it cannot be resumed (ERR_NEXT_TWICE), with
+ * what resumed or ended it before as the report's prior site. */
+static void next_twice(latch_res *res, const char *call, latch_site at)
+{
+    const latch_seal *prior = NULL;
+    const char *msg = NULL;
+
+    if (res->in_handler) {
+        msg = "latch_next() called inside a handler: return LATCH_NEXT, or "
+              "LATCH_PENDING and call latch_next() later";
+    } else if (res->resumed.call != NULL) {
+        prior = &res->resumed;
+    } else if (res->returned.call != NULL) {
+        prior = &res->returned;
+    }
+    latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, call, msg, at, prior);
 }
 
 /*
@@ -616,8 +710,18 @@ static void run(latch_res *res)
             }
             res->elayer = e->next;
             res->in_handler = true;
+            res->failed = false;
             rc = e->fn(&res->err, q, res, e->data);
             res->in_handler = false;
+            if (res->failed) {
+                /* latch_fail in an error handler: the new error goes on
+                 * to the next error handler (Express's next(err2)). */
+                res->failed = false;
+                continue;
+            }
+            res->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
+            res->returned.at = (latch_site){
+                e->at.file, e->at.line, e->name ? e->name : "error handler"};
             if (rc == LATCH_NEXT)
                 continue;
             chain_done(res);
@@ -635,14 +739,23 @@ static void run(latch_res *res)
         res->failed = false;
         rc = l->fn(q, res, l->data);
         res->in_handler = false;
+        res->returned.at = layer_site(l);
+        res->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
+                             : rc == LATCH_DONE    ? "LATCH_DONE"
+                             : rc == LATCH_PENDING ? "LATCH_PENDING"
+                                                   : "an error";
         if (res->failed) {
             /* latch_fail decided the outcome; a conflicting NEXT is the
              * classic "catch block that responds and forwards" bug. */
-            if (rc == LATCH_NEXT)
-                latch__violation(res, LATCH_ERR_NEXT_TWICE, "latch_fail",
-                                 "latch_fail() and LATCH_NEXT in one handler",
-                                 res->err.at);
+            if (rc == LATCH_NEXT) {
+                latch_seal fail = {"latch_fail", res->err.at};
+                latch__violation_prior(
+                    res, LATCH_ERR_NEXT_TWICE, "LATCH_NEXT",
+                    "LATCH_NEXT returned after latch_fail() in one handler",
+                    layer_site(l), &fail);
+            }
             res->failed = false;
+            error_after_response(res, "latch_fail", res->err.at);
             res->in_error = true;
             res->elayer = app->errlayers;
             continue;
@@ -658,15 +771,15 @@ static void run(latch_res *res)
         if (rc == LATCH_NEXT) {
             if (res->state != LATCH_RS_FRESH) {
                 latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE,
-                                 "LATCH_NEXT", NULL,
-                                 (latch_site){NULL, 0, l->pattern});
+                                 "LATCH_NEXT", NULL, layer_site(l));
                 chain_done(res);
                 return;
             }
             continue;
         }
         /* A negative code: next(err). */
-        set_error(res, rc < 0 ? rc : LATCH_ERR_INVALID_ARG, no_site);
+        set_error(res, rc < 0 ? rc : LATCH_ERR_INVALID_ARG, layer_site(l));
+        error_after_response(res, "error return", layer_site(l));
         res->elayer = app->errlayers;
     }
     chain_done(res);
@@ -682,19 +795,49 @@ static void chain_done(latch_res *res)
 }
 
 /*
+ * The response closed (finished, or cut) while a handler that returned
+ * LATCH_PENDING has not resumed the chain: nobody needs the chain any
+ * more, so its reference goes. A latch_next that comes later is reported
+ * as ERR_NEXT_AFTER_RESPONSE (the caller must then hold its own reference,
+ * as latch_work and latch_set_timeout do).
+ */
+void latch__app_res_closed(latch_res *res)
+{
+    if (!res->pending_next || !res->chain_ref)
+        return;
+    res->pending_next = false;
+    res->chain_dropped = true;
+    res->dispatched = 2;
+    res->chain_ref = false;
+    latch_res_release(res);
+}
+
+/*
  * A response the chain is done with, unanswered, that nobody but the
  * connection (and the chain, while it finishes) references: it can never
  * be answered, so report it and answer 500, or cut it when its headers are
- * already out.
+ * already out. The report names the handler that ended the chain.
  */
 void latch__app_orphan_check(latch_res *res)
 {
     uint32_t mine = 1 + (res->chain_ref ? 1 : 0);
+    const char *msg = NULL;
+    char buf[200];
 
     if (res->detached || res->state >= LATCH_RS_ENDED || res->pending_next ||
         res->dispatched != 2 || res->refs != mine)
         return;
-    latch__violation(res, LATCH_ERR_NO_RESPONSE, "handler", NULL, no_site);
+    if (res->returned.call != NULL) {
+        snprintf(buf, sizeof(buf),
+                 "%s returned %s and the response was never %s",
+                 res->returned.at.func ? res->returned.at.func : "a handler",
+                 res->returned.call,
+                 res->state == LATCH_RS_FRESH ? "sent" : "ended");
+        msg = buf;
+    }
+    latch__violation(res, LATCH_ERR_NO_RESPONSE,
+                     res->returned.call ? res->returned.call : "handler", msg,
+                     res->returned.call ? res->returned.at : no_site);
     if (res->state == LATCH_RS_FRESH) {
         latch__res_status_page(res, 500, "no response");
     } else {
@@ -731,21 +874,45 @@ void latch__app_dispatch(latch_res *res)
     run(res);
 }
 
+/* latch_next or latch_fail resuming a pending chain: false (reported)
+ * when there is nothing to resume. */
+static bool take_pending(latch_res *res, const char *call, latch_site at)
+{
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
+        return false;
+    }
+    if (res->chain_dropped) {
+        /* The response closed while this handler waited (a timeout, the
+         * client leaving, another handler's answer). */
+        res->chain_dropped = false;
+        latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call, NULL, at);
+        return false;
+    }
+    if (!res->pending_next) {
+        /* Nothing waits. If no pending chain was ever resumed, the caller
+         * is a handler that already returned and the response was sent
+         * meanwhile: that is continuing after the answer. Otherwise the
+         * chain is being resumed a second time. */
+        if (res->resumed.call == NULL && res->state != LATCH_RS_FRESH)
+            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call, NULL,
+                             at);
+        else
+            next_twice(res, call, at);
+        return false;
+    }
+    res->pending_next = false;
+    res->resumed.call = call;
+    res->resumed.at = at;
+    return true;
+}
+
 void latch_next_at(latch_req *req, latch_site at)
 {
     latch_res *res = latch_req_res(req);
 
-    if (res == NULL)
+    if (res == NULL || !take_pending(res, "latch_next", at))
         return;
-    if (!pthread_equal(pthread_self(), res->w->thread)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_next", NULL, at);
-        return;
-    }
-    if (!res->pending_next) {
-        latch__violation(res, LATCH_ERR_NEXT_TWICE, "latch_next", NULL, at);
-        return;
-    }
-    res->pending_next = false;
     if (res->state != LATCH_RS_FRESH || res->detached) {
         if (!res->detached)
             latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, "latch_next",
@@ -767,6 +934,8 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_fail", NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
+    if (!res->in_handler && !take_pending(res, "latch_fail", at))
+        return LATCH_ERR_HTTP;
     if (status < 400 || status > 599)
         status = 500;
     res->err.code = LATCH_ERR_HTTP;
@@ -782,11 +951,7 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         res->failed = true;
         return LATCH_ERR_HTTP;
     }
-    if (!res->pending_next) {
-        latch__violation(res, LATCH_ERR_NEXT_TWICE, "latch_fail", NULL, at);
-        return LATCH_ERR_HTTP;
-    }
-    res->pending_next = false;
+    error_after_response(res, "latch_fail", at);
     res->in_error = true;
     res->elayer = res->w->app->errlayers;
     run(res);

@@ -63,6 +63,15 @@ static const char *site_file(const char *file)
 
 static void print_site(FILE *f, const char *call, latch_site at)
 {
+    /* A handler's return value has no call site: the report names the
+     * handler and where it was registered. */
+    if (call != NULL && (strncmp(call, "LATCH_", 6) == 0 ||
+                         strcmp(call, "error return") == 0)) {
+        fprintf(f, "%s returned by %s", call, at.func ? at.func : "a handler");
+        if (at.file != NULL)
+            fprintf(f, " (registered at %s:%d)", at.file, at.line);
+        return;
+    }
     fprintf(f, "%s (%s:%d, %s)", call ? call : "?", site_file(at.file), at.line,
             at.func ? at.func : "?");
 }
@@ -89,6 +98,11 @@ static void default_hook(const latch_violation *v, void *data)
             print_site(f, v->sealed_call, v->sealed_at);
         else
             fputs(v->sealed_call, f);
+        fputc('\n', f);
+    }
+    if (v->prior_call != NULL) {
+        fputs("    after ", f);
+        print_site(f, v->prior_call, v->prior_at);
         fputc('\n', f);
     }
     if (v->request_id != 0)
@@ -196,6 +210,13 @@ static void deliver(latch_app *app, latch_violation *v)
 void latch__violation(latch_res *res, int code, const char *call,
                       const char *message, latch_site at)
 {
+    latch__violation_prior(res, code, call, message, at, NULL);
+}
+
+void latch__violation_prior(latch_res *res, int code, const char *call,
+                            const char *message, latch_site at,
+                            const latch_seal *prior)
+{
     latch_violation v;
     const latch_seal *seal;
 
@@ -213,6 +234,10 @@ void latch__violation(latch_res *res, int code, const char *call,
     if (seal->call != NULL) {
         v.sealed_call = seal->call;
         v.sealed_at = seal->at;
+    }
+    if (prior != NULL && prior->call != NULL) {
+        v.prior_call = prior->call;
+        v.prior_at = prior->at;
     }
     v.request_id = res->req.id;
     v.method = res->req.method;

@@ -328,10 +328,13 @@ struct latch_res {
         latch_cancel_cb cb;
         void *data;
     } cancel_cbs[8];
-    bool pending_next; /* a handler returned LATCH_PENDING */
-    bool chain_ref;    /* the chain holds a reference */
+    bool pending_next;  /* a handler returned LATCH_PENDING */
+    bool chain_ref;     /* the chain holds a reference */
+    bool chain_dropped; /* the response closed while the chain waited */
     bool in_handler;
-    bool failed; /* latch_fail was called in the current handler */
+    bool failed;         /* latch_fail was called in the current handler */
+    latch_seal returned; /* the last handler's return value, and where */
+    latch_seal resumed;  /* what last resumed a pending chain */
     char err_msg[128];
 };
 
@@ -407,6 +410,7 @@ char *latch__req_decode(latch_req *q, const char *s, size_t n);
 /* app.c */
 void latch__app_dispatch(latch_res *res);
 void latch__app_orphan_check(latch_res *res);
+void latch__app_res_closed(latch_res *res);
 void latch__app_free_layers(latch_app *app);
 int latch__app_prepare(latch_app *app);
 /* The q-value (0..1000) Accept gives a type; 1000 without Accept. */
@@ -417,6 +421,9 @@ size_t latch__html_escape(char *out, size_t cap, const char *s);
 /* diag.c */
 void latch__violation(latch_res *res, int code, const char *call,
                       const char *message, latch_site at);
+void latch__violation_prior(latch_res *res, int code, const char *call,
+                            const char *message, latch_site at,
+                            const latch_seal *prior);
 void latch__violation_app(latch_app *app, int code, const char *call,
                           const char *message, latch_site at);
 

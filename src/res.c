@@ -1350,6 +1350,7 @@ void latch__res_finished(latch_res *res)
     if (cb)
         cb(res, res->on_finish_data);
     fire_close(res);
+    latch__app_res_closed(res);
     latch_res_release(res); /* ours */
     latch_res_release(res); /* the queue's */
 }
@@ -1379,6 +1380,7 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
     if (unfinished && reason != LATCH_CANCEL_NONE)
         latch__res_cancel(res, reason);
     fire_close(res);
+    latch__app_res_closed(res);
     latch_res_release(res);
     latch_res_release(res); /* the queue's */
 }
