@@ -211,6 +211,17 @@ LATCH_API int latch_all(latch_app *app, const char *pattern, latch_handler fn,
 /* Registers an error handler (run in registration order). */
 LATCH_API int latch_use_error(latch_app *app, latch_error_handler fn,
                               void *data);
+/*
+ * A body limit for the requests that match `method` (NULL or "*": every
+ * method) and `pattern` (the route syntax; "/uploads/ *" for a subtree),
+ * instead of LATCH_LIMIT_BODY: larger (an upload route) or smaller (0: no
+ * body at all). The first matching rule in registration order applies. A
+ * request above it gets 413 with Connection: close before its body is
+ * read, as with the app's limit. Returns 0, LATCH_ERR_INVALID_ARG for a
+ * malformed pattern, LATCH_ERR_NOMEM, or LATCH_ERR_STATE once the app runs.
+ */
+LATCH_API int latch_route_body_limit(latch_app *app, const char *method,
+                                     const char *pattern, uint64_t bytes);
 
 /*
  * The same, naming the handler: `name` (the handler's function name; the

@@ -22,7 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum { L_MIDDLEWARE, L_ROUTE };
+enum { L_MIDDLEWARE, L_ROUTE, L_LIMIT };
 
 #define MAX_SEGS 32
 
@@ -40,8 +40,9 @@ struct latch_layer {
     uint16_t seg_len[MAX_SEGS];
     latch_handler fn;
     void *data;
-    char *name;    /* the handler's name as registered, or NULL */
-    latch_site at; /* where it was registered (file NULL: unknown) */
+    uint64_t body_limit; /* L_LIMIT: the body limit of matching requests */
+    char *name;          /* the handler's name as registered, or NULL */
+    latch_site at;       /* where it was registered (file NULL: unknown) */
 };
 
 struct latch_errlayer {
@@ -70,6 +71,14 @@ void latch__app_free_layers(latch_app *app)
         free(e->name);
         free(e);
     }
+    for (l = app->limits; l != NULL; l = ln) {
+        ln = l->next;
+        free(l->method);
+        free(l->pattern);
+        free(l->pattern_src);
+        free(l);
+    }
+    app->limits = app->limits_tail = NULL;
     app->layers = app->layers_tail = NULL;
     app->errlayers = app->errlayers_tail = NULL;
     latch__router_free(app->router);
@@ -115,6 +124,13 @@ int latch__app_prepare(latch_app *app)
         if (by_id[i]->kind == L_MIDDLEWARE)
             next_mw = by_id[i];
     }
+    /* The parser refuses bodies above the largest limit that any request
+     * can have; each request's own limit is checked once its head is in
+     * (latch__app_body_limit). */
+    app->cfg.parse.body = app->cfg.body;
+    for (l = app->limits; l != NULL; l = l->next)
+        if (l->body_limit > app->cfg.parse.body)
+            app->cfg.parse.body = l->body_limit;
     free(app->by_id);
     app->by_id = by_id;
     app->first_mw = next_mw;
@@ -129,7 +145,7 @@ static int add_layer(latch_app *app, int kind, const char *method,
     latch_layer *l;
     char *p;
 
-    if (app == NULL || fn == NULL)
+    if (app == NULL || (fn == NULL && kind != L_LIMIT))
         return LATCH_ERR_INVALID_ARG;
     if (app->running)
         return LATCH_ERR_STATE;
@@ -160,7 +176,7 @@ static int add_layer(latch_app *app, int kind, const char *method,
     while (l->prefix_len > 0 && l->pattern[l->prefix_len - 1] == '/')
         l->prefix_len--;
     /* Split the pattern into segments: literal, ":name" or a final "*". */
-    for (p = l->pattern + 1; kind == L_ROUTE && *p;) {
+    for (p = l->pattern + 1; kind != L_MIDDLEWARE && *p;) {
         char *e = strchr(p, '/');
         size_t n = e ? (size_t)(e - p) : strlen(p);
         if (l->nsegs == MAX_SEGS || n > UINT16_MAX ||
@@ -173,6 +189,14 @@ static int add_layer(latch_app *app, int kind, const char *method,
             break;
         *e = '\0'; /* names of parameters become C strings */
         p = e + 1;
+    }
+    if (kind == L_LIMIT) {
+        if (app->limits_tail)
+            app->limits_tail->next = l;
+        else
+            app->limits = l;
+        app->limits_tail = l;
+        return 0;
     }
     if (app->layers_tail)
         app->layers_tail->next = l;
@@ -265,6 +289,17 @@ int latch_all(latch_app *app, const char *p, latch_handler fn, void *d)
     return latch_route_at(app, NULL, p, fn, d, NULL, unknown_site);
 }
 
+int latch_route_body_limit(latch_app *app, const char *method,
+                           const char *pattern, uint64_t bytes)
+{
+    int r = add_layer(app, L_LIMIT, method, pattern, NULL, NULL, NULL,
+                      unknown_site);
+
+    if (r == 0)
+        app->limits_tail->body_limit = bytes;
+    return r;
+}
+
 int latch_use_error_at(latch_app *app, latch_error_handler fn, void *data,
                        const char *name, latch_site at)
 {
@@ -309,14 +344,15 @@ static bool prefix_match(const latch_layer *l, const char *path)
 }
 
 /* Matches the raw path (before decoding, so an escaped '/' stays inside
- * its segment) and fills the route parameters, decoded. */
+ * its segment) and fills the route parameters, decoded, unless q is NULL. */
 static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
                         size_t rawlen)
 {
     const char *p = raw, *end = raw + rawlen;
     int i;
 
-    q->nparams = 0;
+    if (q != NULL)
+        q->nparams = 0;
     for (i = 0; i < l->nsegs; i++) {
         const char *seg = l->segs[i];
         size_t n = l->seg_len[i];
@@ -325,7 +361,7 @@ static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
             return false;
         p++;
         if (seg[0] == '*') {
-            if (q->nparams < 16) {
+            if (q != NULL && q->nparams < 16) {
                 q->params[q->nparams].name = "*";
                 q->params[q->nparams].value =
                     latch__req_decode(q, p, (size_t)(end - p));
@@ -339,7 +375,7 @@ static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
         if (seg[0] == ':') {
             if (e == p)
                 return false;
-            if (q->nparams < 16) {
+            if (q != NULL && q->nparams < 16) {
                 q->params[q->nparams].name = seg + 1;
                 q->params[q->nparams].value =
                     latch__req_decode(q, p, (size_t)(e - p));
@@ -375,6 +411,27 @@ static bool method_match(const latch_layer *l, const latch_req *q)
     if (strcmp(l->method, q->method) == 0)
         return true;
     return q->is_head && strcmp(l->method, "GET") == 0;
+}
+
+/*
+ * The body limit of a request whose head just arrived: that of the first
+ * latch_route_body_limit rule, in registration order, that matches its
+ * method and path, else the app's LATCH_LIMIT_BODY. Rules are few and only
+ * requests with a body ask, so a walk over them is enough.
+ */
+uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q)
+{
+    const latch_layer *l;
+    const char *raw;
+    size_t rawn;
+
+    if (app->limits == NULL)
+        return app->cfg.body;
+    raw_path(q, &raw, &rawn);
+    for (l = app->limits; l != NULL; l = l->next)
+        if (method_match(l, q) && route_match(l, NULL, raw, rawn))
+            return l->body_limit;
+    return app->cfg.body;
 }
 
 /* ------------------------------------------------------------------ */

@@ -721,6 +721,15 @@ static void process(latch_conn *c)
                 dispatch(c);
                 continue;
             }
+            /* The route may allow more or less than the app does. */
+            c->body_limit = latch__app_body_limit(c->w->app, &c->cur->req);
+            if (p->body_kind == LATCH_BODY_LENGTH &&
+                p->content_length > c->body_limit) {
+                latch__conn_protocol_error(c, 413,
+                                           "Content-Length above the body "
+                                           "limit");
+                break;
+            }
             c->flags |= LATCH_CF_IN_BODY;
             if (p->expect == LATCH_EXPECT_CONTINUE && c->bpos == c->rlen) {
                 /* The client waits for our word before sending the body;
@@ -735,7 +744,7 @@ static void process(latch_conn *c)
         c->bpos += (uint32_t)consumed;
         if (r == LATCH_PARSE_DATA) {
             if (latch__buf_append(&c->cur->req.body, data, dlen,
-                                  cfg->parse.body) < 0) {
+                                  c->body_limit) < 0) {
                 latch__conn_protocol_error(c, 413, "body too large");
                 break;
             }

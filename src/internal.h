@@ -69,7 +69,8 @@ typedef struct latch_site_count {
 } latch_site_count;
 
 typedef struct latch_config {
-    latch_parse_limits parse;
+    latch_parse_limits parse; /* parse.body: the largest body limit */
+    uint64_t body;            /* LATCH_LIMIT_BODY, the app's own */
     uint32_t pipeline;
     uint64_t header_ms, body_ms, keepalive_ms, linger_ms, drain_ms;
     uint64_t request_ms; /* request timeout, 0: none */
@@ -84,6 +85,7 @@ struct latch_app {
     uint32_t nlayers;
     struct latch_router *router; /* the routes as a tree (router.c) */
     latch_errlayer *errlayers, *errlayers_tail;
+    latch_layer *limits, *limits_tail; /* latch_route_body_limit rules */
     int nworkers;
     bool handle_signals;
     bool running;
@@ -197,6 +199,7 @@ struct latch_conn {
      * msg; body bytes are decoded from bpos on. */
     latch_rbuf *rb;
     uint32_t rlen, msg, bpos;
+    uint64_t body_limit; /* of the request whose body is being read */
     latch_parser parser;
     latch_res *cur; /* request being received (head or body), or NULL */
     /* Responses in request order; only the head one writes to `out`. */
@@ -411,6 +414,7 @@ char *latch__req_decode(latch_req *q, const char *s, size_t n);
 void latch__app_dispatch(latch_res *res);
 void latch__app_orphan_check(latch_res *res);
 void latch__app_res_closed(latch_res *res);
+uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q);
 void latch__app_free_layers(latch_app *app);
 int latch__app_prepare(latch_app *app);
 /* The q-value (0..1000) Accept gives a type; 1000 without Accept. */

@@ -31,6 +31,7 @@ latch_app *latch_app_new(void)
     if (app == NULL)
         return NULL;
     app->cfg.parse = latch__parse_limits_default;
+    app->cfg.body = app->cfg.parse.body;
     app->cfg.pipeline = 64;
     app->cfg.header_ms = 60000;
     app->cfg.body_ms = 60000;
@@ -147,7 +148,10 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
             return LATCH_ERR_INVALID_ARG;
         c->parse.fields = (uint32_t)v;
         return 0;
-    case LATCH_LIMIT_BODY: c->parse.body = v; return 0;
+    case LATCH_LIMIT_BODY:
+        c->body = v;
+        c->parse.body = v; /* raised at latch_run for larger route limits */
+        return 0;
     case LATCH_LIMIT_CHUNK_EXT:
         if (v > UINT32_MAX)
             return LATCH_ERR_INVALID_ARG;

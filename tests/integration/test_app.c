@@ -162,7 +162,23 @@ static int go_there(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* Answers the length of the body it received. */
+static int body_len(latch_req *req, latch_res *res, void *data)
+{
+    const void *body;
+    size_t len;
+    char out[32];
+    int n;
+
+    (void)data;
+    latch_req_body(req, &body, &len);
+    n = snprintf(out, sizeof(out), "%zu", len);
+    latch_res_send(res, out, (size_t)n);
+    return LATCH_DONE;
+}
+
 static th_server srv;
+static th_violations viol;
 static bool dev_mode;
 static char names[1000][32];
 
@@ -172,6 +188,8 @@ static int setup(void **state)
 
     (void)state;
     latch_app_set_development(app, dev_mode);
+    memset(&viol, 0, sizeof(viol));
+    th_record_violations(app, &viol);
     latch_get(app, "/teapot", fail_418, NULL);
     latch_get(app, "/partial", partial_then_fail, NULL);
     latch_get(app, "/done", done_then_fail, NULL);
@@ -186,6 +204,20 @@ static int setup(void **state)
     if (dev_mode)
         latch_app_set_trust_proxy(app, 2);
     latch_get(app, "/bad", json_bad, NULL);
+    /* Body limits: the app's 1000 bytes, more for uploads, less for a
+     * small API, none for a ping; the first matching rule wins. */
+    assert_int_equal(latch_app_set_limit(app, LATCH_LIMIT_BODY, 1000), 0);
+    assert_int_equal(latch_route_body_limit(app, "POST", "/upload/*", 100000),
+                     0);
+    assert_int_equal(latch_route_body_limit(app, NULL, "/small/:x", 8), 0);
+    assert_int_equal(latch_route_body_limit(app, NULL, "/small/*", 50), 0);
+    assert_int_equal(latch_route_body_limit(app, "POST", "/ping", 0), 0);
+    assert_int_equal(latch_route_body_limit(app, "GET", "bad", 1),
+                     LATCH_ERR_INVALID_ARG);
+    latch_post(app, "/upload/:name", body_len, NULL);
+    latch_post(app, "/small/*", body_len, NULL);
+    latch_post(app, "/ping", body_len, NULL);
+    latch_post(app, "/plain", body_len, NULL);
     /* Registration order across params, middleware, literals and a
      * wildcard, among a thousand unrelated routes. */
     for (int i = 0; i < 1000; i++) {
@@ -371,6 +403,11 @@ static void test_error_after_done_keeps_connection(void **state)
     free(r);
     free(out);
     close(fd);
+    /* Responding and then failing is the catch block that does both:
+     * reported, sealed where the response was sent. */
+    assert_int_equal(th_violation_count(&viol), 1);
+    assert_int_equal(viol.codes[0], LATCH_ERR_NEXT_AFTER_RESPONSE);
+    assert_string_equal(viol.sealed_call[0], "latch_res_send");
 }
 
 static void expect_body(const char *path, const char *body)
@@ -582,6 +619,98 @@ static void test_redirect_like_express(void **state)
     free(out);
 }
 
+/* A POST of `n` bytes of body (Content-Length, or chunked in 3 chunks). */
+/* nresp 0: read until the server closes. */
+static char *post_n(const char *path, size_t n, bool chunked, int nresp,
+                    size_t *len)
+{
+    size_t cap = n + 512, off;
+    char *req = malloc(cap), *out;
+    size_t third = n / 3;
+
+    assert_non_null(req);
+    if (!chunked) {
+        off = (size_t)snprintf(req, cap,
+                               "POST %s HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Length: %zu\r\n\r\n",
+                               path, n);
+        memset(req + off, 'b', n);
+        off += n;
+    } else {
+        size_t parts[3] = {third, third, n - 2 * third};
+        off = (size_t)snprintf(req, cap,
+                               "POST %s HTTP/1.1\r\nHost: x\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n",
+                               path);
+        for (int i = 0; i < 3; i++) {
+            if (parts[i] == 0)
+                continue;
+            off += (size_t)snprintf(req + off, cap - off, "%zx\r\n", parts[i]);
+            memset(req + off, 'c', parts[i]);
+            off += parts[i];
+            memcpy(req + off, "\r\n", 2);
+            off += 2;
+        }
+        memcpy(req + off, "0\r\n\r\n", 5);
+        off += 5;
+    }
+    out = th_exchange(srv.port, req, off, nresp, len);
+    free(req);
+    return out;
+}
+
+static void expect_len(const char *path, size_t n, bool chunked)
+{
+    size_t len;
+    char want[32];
+    char *out = post_n(path, n, chunked, 1, &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    snprintf(want, sizeof(want), "%zu", n);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, want);
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void expect_413(const char *path, size_t n, bool chunked)
+{
+    size_t len;
+    char *out = post_n(path, n, chunked, 0, &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    assert_int_equal(r[0].status, 413);
+    assert_non_null(strstr(r[0].head, "Connection: close\r\n"));
+    assert_int_equal(th_last_end(), TH_EOF);
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+static void test_route_body_limits(void **state)
+{
+    (void)state;
+    /* The app's limit where no rule matches. */
+    expect_len("/plain", 1000, false);
+    expect_413("/plain", 1001, false);
+    expect_413("/plain", 1001, true);
+    /* An upload route allows more, Content-Length or chunked. */
+    expect_len("/upload/a", 60000, false);
+    expect_len("/upload/a", 60000, true);
+    expect_413("/upload/a", 100001, false);
+    expect_413("/upload/a", 100001, true);
+    /* The first matching rule: /small/:x (8) before /small/ * (50). */
+    expect_len("/small/x", 8, false);
+    expect_413("/small/x", 9, false);
+    expect_413("/small/x", 9, true);
+    expect_len("/small/x/y", 50, false);
+    expect_413("/small/x/y", 51, true);
+    /* No body at all. */
+    expect_len("/ping", 0, false);
+    expect_413("/ping", 1, false);
+}
+
 static int setup_dev(void **state)
 {
     dev_mode = true;
@@ -610,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_cookies_ip_type),
         cmocka_unit_test(test_json_request_body),
         cmocka_unit_test(test_redirect_like_express),
+        cmocka_unit_test(test_route_body_limits),
     };
     const struct CMUnitTest dev[] = {
         cmocka_unit_test(test_error_page_development),
