@@ -8,19 +8,22 @@
 # without mruby), node:http, Express 5, Fastify 5 (bench/node/). All answer
 # GET /plaintext ("Hello, World!", text/plain) and GET /json
 # ({"message":"Hello, World!"}, serialized per request where the server
-# runs code).
+# runs code). latch, latch-core, Express and Fastify also answer GET /app:
+# the same JSON through two middlewares and a route (latch-core: the same
+# bytes from one catch-all handler, latch_bench -c), the framework's cost.
 #
 # 1. Measures that do not depend on machine noise, on fresh servers:
 #    - resident memory per idle keep-alive connection (bench/tools/idleconns:
 #      VmRSS before and after $IDLE_CONNS connections that made one request);
 #    - instructions per request of the latch process (and of nginx, for
-#      reference) under callgrind with a fixed, sequential client
+#      reference; and /app of latch against latch-core) under callgrind with a fixed, sequential client
 #      (bench/tools/fixedclient): a run with $FIXED_REQUESTS more requests
 #      than a base run (one batch per connection), difference /
 #      $FIXED_REQUESTS, so startup, connection setup, first-use
 #      initialization and shutdown cancel out.
 # 2. Load: wrk pinned to CPU $CLIENT_CPU, $CONNS connections, scenarios
-#    plaintext and json, each plain and $PIPELINE-deep pipelined
+#    plaintext, json and app (only the servers that serve /app), each plain
+#    and $PIPELINE-deep pipelined
 #    (bench/pipeline.lua). Per scenario the servers take turns, $ROUNDS
 #    rounds of $DURATION s (after one unrecorded warm-up of $WARMUP s each);
 #    the table shows each server's median requests/s, median p99 latency,
@@ -38,7 +41,7 @@
 #
 # Environment (defaults in brackets): ROUNDS [3], DURATION [10] seconds,
 # WARMUP [2] seconds (0: none), CONNS [64], PIPELINE [16], SERVERS [latch
-# nginx h2o node express fastify], MEASURES [1] (0: skip the callgrind and
+# latch-core nginx h2o node express fastify], MEASURES [1] (0: skip the callgrind and
 # idle-connection measures), LOAD [1] (0: skip the load), FIXED_REQUESTS
 # [20000], FIXED_CONNS [10], IDLE_CONNS [10000], SERVER_CPU [0],
 # CLIENT_CPU [1], BASE_PORT [18080], COMPARE [newest earlier result].
@@ -51,7 +54,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}
 PIPELINE=${PIPELINE:-16}
-SERVERS=${SERVERS:-latch nginx h2o node express fastify}
+SERVERS=${SERVERS:-latch latch-core nginx h2o node express fastify}
 MEASURES=${MEASURES:-1}
 LOAD=${LOAD:-1}
 FIXED_REQUESTS=${FIXED_REQUESTS:-20000}
@@ -63,14 +66,35 @@ BASE_PORT=${BASE_PORT:-18080}
 COMPARE=${COMPARE:-}
 
 read -r -a servers <<<"$SERVERS"
-scenarios=(plaintext "plaintext-pipe$PIPELINE" json "json-pipe$PIPELINE")
+scenarios=(plaintext "plaintext-pipe$PIPELINE" json "json-pipe$PIPELINE" app
+  "app-pipe$PIPELINE")
 declare -A port=([latch]=$BASE_PORT [nginx]=$((BASE_PORT + 1))
   [h2o]=$((BASE_PORT + 2)) [node]=$((BASE_PORT + 3))
-  [express]=$((BASE_PORT + 4)) [fastify]=$((BASE_PORT + 5)))
+  [express]=$((BASE_PORT + 4)) [fastify]=$((BASE_PORT + 5))
+  [latch-core]=$((BASE_PORT + 6)))
 CG_PORT=$((BASE_PORT + 10))
 for s in "${servers[@]}"; do
   [ -n "${port[$s]:-}" ] || { echo "bench: unknown server '$s'" >&2; exit 2; }
 done
+
+# serves_app NAME: whether a server answers /app (the framework scenario).
+serves_app() {
+  case "$1" in latch | latch-core | express | fastify) return 0 ;; esac
+  return 1
+}
+# scen_servers SCENARIO: the servers that take part in it, in SERVERS order:
+# /app for those that serve it; the others for all but latch-core (the
+# same program as latch there).
+scen_servers() {
+  local s
+  for s in "${servers[@]}"; do
+    if [ "${1%%-pipe*}" = app ]; then
+      serves_app "$s" && echo "$s"
+    elif [ "$s" != latch-core ]; then
+      echo "$s"
+    fi
+  done
+}
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -89,7 +113,8 @@ cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DLATCH_TESTS=OFF \
 cmake --build build-bench -j "$(nproc)" --target latch_static >/dev/null
 CFLAGS_TOOLS=(-O2 -Wall -Wextra -Wshadow -Wstrict-prototypes)
 cc "${CFLAGS_TOOLS[@]}" -Iinclude bench/apps/latch_bench.c \
-  build-bench/liblatch.a -luv -lpthread -lm -o build-bench/latch_bench
+  build-bench/liblatch.a $(pkg-config --libs libuv jansson) -lpthread -lm \
+  -o build-bench/latch_bench
 cc "${CFLAGS_TOOLS[@]}" bench/tools/fixedclient.c -o build-bench/fixedclient
 cc "${CFLAGS_TOOLS[@]}" bench/tools/idleconns.c -o build-bench/idleconns
 
@@ -199,6 +224,7 @@ start() {
   port_free "$p" || die "port $p is already in use: not starting $name"
   case "$name" in
     latch) cmd=(build-bench/latch_bench -p "$p" -k 120000 -w 1) ;;
+    latch-core) cmd=(build-bench/latch_bench -p "$p" -k 120000 -w 1 -c) ;;
     nginx) cmd=(nginx -p "$work/nginx" -e "$work/nginx/error.log"
       -c "$(nginx_conf "$p")") ;;
     h2o) cmd=(h2o -c "$work/h2o/h2o.conf") ;;
@@ -222,7 +248,14 @@ ready() {
       'Hello, World!' ] &&
       [ "$(curl -fs --max-time 1 "http://127.0.0.1:$p/json")" = \
         '{"message":"Hello, World!"}' ]; then
-      return 0
+      if ! serves_app "$name"; then return 0; fi
+      # /app: the JSON and the middleware's header.
+      if curl -fsi --max-time 1 "http://127.0.0.1:$p/app" |
+        grep -qi '^X-Content-Type-Options: nosniff' &&
+        [ "$(curl -fs --max-time 1 "http://127.0.0.1:$p/app")" = \
+          '{"message":"Hello, World!"}' ]; then
+        return 0
+      fi
     fi
     sleep 0.1
   done
@@ -252,6 +285,7 @@ callgrind_ir() {
   rm -f "$out"
   case "$name" in
     latch) cmd=(build-bench/latch_bench -p "$CG_PORT" -w 1) ;;
+    latch-core) cmd=(build-bench/latch_bench -p "$CG_PORT" -w 1 -c) ;;
     # One process: the master does the work itself.
     nginx) cmd=(nginx -p "$work/nginx" -e "$work/nginx/error.log"
       -g "master_process off;" -c "$(nginx_conf "$CG_PORT")") ;;
@@ -394,6 +428,7 @@ has() { [[ " ${servers[*]} " == *" $1 "* ]]; }
 version() {
   case "$1" in
     latch) echo "latch $(git describe --always --dirty 2>/dev/null || echo '?')" ;;
+    latch-core) ;; # the same program
     nginx) nginx -v 2>&1 | sed 's/^nginx version: //; s|/| |' ;;
     h2o) h2o --version | head -1 | sed 's/ version / /' ;;
     node) echo "node $(node --version)" ;;
@@ -426,7 +461,7 @@ version() {
 measure_rows=()
 if [ "$MEASURES" = 1 ]; then
   log "idle keep-alive connections: $IDLE_CONNS per server"
-  for s in "${servers[@]}"; do
+  for s in $(scen_servers json); do
     if out=$(timeout 300 taskset -c "$CLIENT_CPU" build-bench/idleconns \
       -p "${port[$s]}" -P "${hold[$s]}" -n "$IDLE_CONNS" 2>&1); then
       v=$(sed -n 's/.*bytes_per_conn=\(-\?[0-9]*\).*/\1/p' <<<"$out")
@@ -438,9 +473,16 @@ if [ "$MEASURES" = 1 ]; then
   done
   log "instructions per request under callgrind ($FIXED_REQUESTS requests" \
     "over $FIXED_CONNS connections)"
-  for s in latch nginx; do
+  for s in latch latch-core nginx; do
     has "$s" || continue
-    for m in "plaintext 1" "json 1" "plaintext $PIPELINE"; do
+    if [ "$s" = latch-core ]; then
+      ms=("app 1")
+    elif [ "$s" = latch ]; then
+      ms=("plaintext 1" "json 1" "plaintext $PIPELINE" "app 1")
+    else
+      ms=("plaintext 1" "json 1" "plaintext $PIPELINE")
+    fi
+    for m in "${ms[@]}"; do
       read -r path depth <<<"$m"
       label=$path
       [ "$depth" != 1 ] && label="$path-pipe$depth"
@@ -455,17 +497,17 @@ if [ "$LOAD" = 1 ]; then
   for scen in "${scenarios[@]}"; do
     if [ "$WARMUP" != 0 ]; then
       log "$scen: warm-up, ${WARMUP}s per server"
-      for s in "${servers[@]}"; do wrk_run "$s" "$scen" "$WARMUP"; done
+      for s in $(scen_servers "$scen"); do wrk_run "$s" "$scen" "$WARMUP"; done
     fi
     for r in $(seq 1 "$ROUNDS"); do
       log "$scen: round $r of $ROUNDS"
-      for s in "${servers[@]}"; do
+      for s in $(scen_servers "$scen"); do
         wrk_run "$s" "$scen" "$DURATION"
         raw[$scen.$s]+="$W_RPS/$W_P99/$W_ERR/$W_SRV/$W_CLI/$W_NOISE/$W_EFF "
         errs[$scen.$s]=$((${errs[$scen.$s]:-0} + W_ERR))
       done
     done
-    for s in "${servers[@]}"; do
+    for s in $(scen_servers "$scen"); do
       rps[$scen.$s]=$(column_median "${raw[$scen.$s]}" 1)
       p99[$scen.$s]=$(column_median "${raw[$scen.$s]}" 2)
       srv[$scen.$s]=$(column_median "${raw[$scen.$s]}" 4)
@@ -501,11 +543,11 @@ ratio() {
     if has h2o; then
       echo "# h2o: static files (no fixed-body handler without mruby in 2.2)"
     fi
-    printf '%-18s %-8s %10s %9s %5s %5s %6s %10s %8s %7s\n' scenario server \
+    printf '%-18s %-10s %10s %9s %5s %5s %6s %10s %8s %7s\n' scenario server \
       req/s p99_ms srv% cli% noise% req/cpu-s latch/x errors
     for scen in "${scenarios[@]}"; do
-      for s in "${servers[@]}"; do
-        printf '%-18s %-8s %10s %9s %5s %5s %6s %10s %8s %7s\n' "$scen" "$s" \
+      for s in $(scen_servers "$scen"); do
+        printf '%-18s %-10s %10s %9s %5s %5s %6s %10s %8s %7s\n' "$scen" "$s" \
           "${rps[$scen.$s]}" "${p99[$scen.$s]}" "${srv[$scen.$s]}" \
           "${cli[$scen.$s]}" "${noise[$scen.$s]}" "${eff[$scen.$s]}" \
           "$(ratio "$scen" "$s")" "${errs[$scen.$s]}"
@@ -542,6 +584,26 @@ ratio() {
     bar "plaintext-pipe$PIPELINE" nginx 3
     bar json express 10
     bar json fastify 3
+    # The framework (two middlewares and a route) against the same bytes
+    # from one handler: under 15% cost means at least 0.87x (1/1.15).
+    # Pipelined, the server rather than wrk is the limit.
+    bar app latch-core 0.87
+    bar "app-pipe$PIPELINE" latch-core 0.87
+    bar app express 10
+    bar app fastify 3
+  fi
+  # The same cost in instructions, free of the machine's noise.
+  fw=""
+  core=""
+  for row in "${measure_rows[@]}"; do
+    read -r m s v <<<"$row"
+    [ "$m $s" = "instr/req:app latch" ] && fw=$v
+    [ "$m $s" = "instr/req:app latch-core" ] && core=$v
+  done
+  if [ -n "$fw" ] && [ -n "$core" ] && [ "$core" -gt 0 ]; then
+    awk -v f="$fw" -v c="$core" 'BEGIN { p = (f - c) * 100 / c
+      printf "bar: %-36s %7.1f%%  %s\n", "app instr/req latch vs core <= +15%",
+        p, (p <= 15 ? "met" : "NOT MET") }'
   fi
   for row in "${measure_rows[@]}"; do
     read -r m s v <<<"$row"
@@ -568,7 +630,7 @@ ratio() {
     echo "# raw per round (req/s / p99_ms / errors / srv% / cli% / noise% /" \
       "req/cpu-s)"
     for scen in "${scenarios[@]}"; do
-      for s in "${servers[@]}"; do
+      for s in $(scen_servers "$scen"); do
         echo "# $scen $s: ${raw[$scen.$s]}"
       done
     done
@@ -584,11 +646,11 @@ if [ -n "$COMPARE" ] && [ -f "$COMPARE" ]; then
   awk '
     FNR == 1 { file++ }
     /^#/ || NF == 0 { next }
-    $1 ~ /^(plaintext|json)/ && NF == 10 {
+    $1 ~ /^(plaintext|json|app)/ && NF == 10 {
       key = $1 " " $2
       if (file == 1) { orps[key] = $3; op99[key] = $4; oeff[key] = $8; next }
       if (key in orps && orps[key] > 0)
-        printf "%-18s %-8s req/s %8s -> %8s %+6.1f%%  req/cpu-s %8s -> %8s" \
+        printf "%-18s %-10s req/s %8s -> %8s %+6.1f%%  req/cpu-s %8s -> %8s" \
           "  p99_ms %7s -> %7s\n",
           $1, $2, orps[key], $3, ($3 - orps[key]) * 100 / orps[key],
           oeff[key], $8, op99[key], $4
