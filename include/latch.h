@@ -389,12 +389,23 @@ LATCH_API const char *latch_req_method(const latch_req *req);
 LATCH_API const char *latch_req_path(const latch_req *req);
 /* The request target exactly as sent. */
 LATCH_API const char *latch_req_url(const latch_req *req);
-/* The first value of query parameter `name` (decoded), NULL if absent. */
+/* The first value of query parameter `name` (decoded: percent escapes,
+ * '+' as a space; names are compared decoded), NULL if absent; "" for a
+ * key without '='. */
 LATCH_API const char *latch_req_query(const latch_req *req, const char *name);
+/* Every value of a repeated query parameter ("?tag=a&tag=b", what Express
+ * gives as an array), in order: stores the first `max` in values and
+ * returns how many there are (0 if absent), or LATCH_ERR_INVALID_ARG. */
+LATCH_API int latch_req_query_values(const latch_req *req, const char *name,
+                                     const char **values, int max);
 /* A route parameter (decoded), NULL if the route has none of that name. */
 LATCH_API const char *latch_req_param(const latch_req *req, const char *name);
 /* The first value of a header (case-insensitive name), NULL if absent. */
 LATCH_API const char *latch_req_header(const latch_req *req, const char *name);
+/* Every value of a header sent on several lines, in order (as with
+ * latch_req_query_values): stores the first `max`, returns the count. */
+LATCH_API int latch_req_header_values(const latch_req *req, const char *name,
+                                      const char **values, int max);
 /* Number of header fields, and field i (0-based) as name and value. */
 LATCH_API int latch_req_header_count(const latch_req *req);
 LATCH_API int latch_req_header_at(const latch_req *req, int i,

@@ -84,27 +84,48 @@ static int hexval(unsigned char c)
  * space: query strings). A malformed escape, and %00 (which would cut a C
  * string), are kept as written.
  */
+/* The decoded byte at s[*i] (a %XX escape, '+' as a space when `plus`,
+ * else the byte itself); advances *i past it. %00 stays as written. */
+static char decode_at(const char *s, size_t n, size_t *i, bool plus)
+{
+    size_t k = *i;
+
+    if (s[k] == '%' && k + 2 < n) {
+        int hi = hexval((unsigned char)s[k + 1]);
+        int lo = hexval((unsigned char)s[k + 2]);
+        if (hi >= 0 && lo >= 0 && (hi | lo) != 0) {
+            *i = k + 3;
+            return (char)(hi * 16 + lo);
+        }
+    }
+    *i = k + 1;
+    return (plus && s[k] == '+') ? ' ' : s[k];
+}
+
 static char *decode(latch_req *q, const char *s, size_t n, bool plus)
 {
     char *out = latch__req_alloc(q, n + 1), *o = out;
-    size_t i;
+    size_t i = 0;
 
     if (out == NULL)
         return NULL;
-    for (i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n) {
-            int hi = hexval((unsigned char)s[i + 1]);
-            int lo = hexval((unsigned char)s[i + 2]);
-            if (hi >= 0 && lo >= 0 && (hi | lo) != 0) {
-                *o++ = (char)(hi * 16 + lo);
-                i += 2;
-                continue;
-            }
-        }
-        *o++ = (plus && s[i] == '+') ? ' ' : s[i];
-    }
+    while (i < n)
+        *o++ = decode_at(s, n, &i, plus);
     *o = '\0';
     return out;
+}
+
+/* Whether the encoded s[0..n) decodes to `name`, without allocating. */
+static bool decoded_eq(const char *s, size_t n, const char *name)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        if (*name == '\0' || decode_at(s, n, &i, true) != *name)
+            return false;
+        name++;
+    }
+    return *name == '\0';
 }
 
 /* Fills path and query from the target (origin-, absolute- or
@@ -194,6 +215,26 @@ const char *latch_req_header(const latch_req *req, const char *name)
     return NULL;
 }
 
+int latch_req_header_values(const latch_req *req, const char *name,
+                            const char **values, int max)
+{
+    uint32_t i;
+    int n = 0;
+
+    if (max < 0 || (max > 0 && values == NULL))
+        return LATCH_ERR_INVALID_ARG;
+    if (req == NULL || name == NULL || req->head == NULL)
+        return 0;
+    for (i = 0; i < req->nfields; i++) {
+        if (!name_ieq(req->head + req->fields[i].name.off, name))
+            continue;
+        if (n < max)
+            values[n] = req->head + req->fields[i].value.off;
+        n++;
+    }
+    return n;
+}
+
 int latch_req_header_count(const latch_req *req)
 {
     return req && req->head ? (int)req->nfields : 0;
@@ -216,15 +257,20 @@ int latch_req_header_at(const latch_req *req, int i, const char **name,
     return 0;
 }
 
-const char *latch_req_query(const latch_req *req, const char *name)
+/*
+ * Visits the values of query parameter `name`, in order: stores the
+ * first `max` (decoded) in out and returns how many there are. A key
+ * without '=' has the value "".
+ */
+static int query_values(const latch_req *req, const char *name,
+                        const char **out, int max)
 {
     latch_req *q = (latch_req *)req; /* the arena is a cache */
     const char *s, *e, *eq, *end;
-    size_t nlen;
+    int n = 0;
 
     if (req == NULL || name == NULL || req->query == NULL)
-        return NULL;
-    nlen = strlen(name);
+        return 0;
     s = req->query;
     end = s + strlen(s);
     while (s < end) {
@@ -232,16 +278,33 @@ const char *latch_req_query(const latch_req *req, const char *name)
         if (e == NULL)
             e = end;
         eq = memchr(s, '=', (size_t)(e - s));
-        {
-            const char *kend = eq ? eq : e;
-            char *key = decode(q, s, (size_t)(kend - s), true);
-            if (key != NULL && strlen(key) == nlen &&
-                memcmp(key, name, nlen) == 0)
-                return eq ? decode(q, eq + 1, (size_t)(e - eq - 1), true) : "";
+        if (decoded_eq(s, (size_t)((eq ? eq : e) - s), name)) {
+            if (n < max) {
+                out[n] =
+                    eq ? decode(q, eq + 1, (size_t)(e - eq - 1), true) : "";
+                if (out[n] == NULL)
+                    return n; /* out of memory: what was decoded */
+            }
+            n++;
         }
         s = e + 1;
     }
-    return NULL;
+    return n;
+}
+
+const char *latch_req_query(const latch_req *req, const char *name)
+{
+    const char *v = NULL;
+
+    return query_values(req, name, &v, 1) > 0 ? v : NULL;
+}
+
+int latch_req_query_values(const latch_req *req, const char *name,
+                           const char **values, int max)
+{
+    if (max < 0 || (max > 0 && values == NULL))
+        return LATCH_ERR_INVALID_ARG;
+    return query_values(req, name, values, max);
 }
 
 const char *latch_req_param(const latch_req *req, const char *name)

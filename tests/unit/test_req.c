@@ -357,6 +357,32 @@ static void test_query_values_never_move(void **state)
     assert_ptr_equal(latch_req_path(q), path);
 }
 
+static void test_query_repeated_values(void **state)
+{
+    latch_req *q = target(*state, "/s?tag=a&x=1&tag=b+c&t%61g=%41&tag&tags=no");
+    const char *v[8] = {0};
+
+    assert_int_equal(latch_req_query_values(q, "tag", v, 8), 4);
+    assert_string_equal(v[0], "a");
+    assert_string_equal(v[1], "b c");
+    assert_string_equal(v[2], "A"); /* the key decoded matches too */
+    assert_string_equal(v[3], "");
+    assert_null(v[4]);
+    /* Fewer slots than values: the first ones, and the full count. */
+    memset(v, 0, sizeof(v));
+    assert_int_equal(latch_req_query_values(q, "tag", v, 2), 4);
+    assert_string_equal(v[1], "b c");
+    assert_null(v[2]);
+    assert_int_equal(latch_req_query_values(q, "tag", NULL, 0), 4);
+    assert_int_equal(latch_req_query_values(q, "x", v, 8), 1);
+    assert_int_equal(latch_req_query_values(q, "nope", v, 8), 0);
+    assert_int_equal(latch_req_query_values(q, "tag", NULL, 1),
+                     LATCH_ERR_INVALID_ARG);
+    assert_int_equal(latch_req_query_values(q, "tag", v, -1),
+                     LATCH_ERR_INVALID_ARG);
+    assert_string_equal(latch_req_query(q, "tag"), "a");
+}
+
 /* ---- headers ------------------------------------------------------------ */
 
 static const char with_fields[] = "GET / HTTP/1.1\r\n"
@@ -386,6 +412,23 @@ static void test_header_lookup(void **state)
     /* Returned in place, in the head. */
     assert_ptr_equal(latch_req_header(q, "host"),
                      q->head + q->fields[0].value.off);
+}
+
+static void test_header_repeated_values(void **state)
+{
+    latch_req *q = load(*state, with_fields);
+    const char *v[4] = {0};
+
+    assert_int_equal(latch_req_header_values(q, "X-DUP", v, 4), 2);
+    assert_string_equal(v[0], "one");
+    assert_string_equal(v[1], "two");
+    assert_null(v[2]);
+    assert_int_equal(latch_req_header_values(q, "host", v, 1), 1);
+    assert_string_equal(v[0], "example.com");
+    assert_int_equal(latch_req_header_values(q, "accept", v, 4), 0);
+    assert_int_equal(latch_req_header_values(q, "x-dup", NULL, 0), 2);
+    assert_int_equal(latch_req_header_values(q, "x-dup", NULL, 2),
+                     LATCH_ERR_INVALID_ARG);
 }
 
 static void test_header_count_and_at(void **state)
@@ -641,6 +684,8 @@ int main(void)
         T(test_query_key_prefix_of_another),
         T(test_query_decoding),
         T(test_query_values_never_move),
+        T(test_query_repeated_values),
+        T(test_header_repeated_values),
         T(test_header_lookup),
         T(test_header_count_and_at),
         T(test_no_headers),
