@@ -11,7 +11,11 @@
  * answers JSON when its backend is fast, 504 when the deadline wins, and
  * drops the late result without a second response; fanout answers the
  * three results together, one 502 naming the first backend that failed,
- * or the deadline's 504.
+ * or the deadline's 504; users_api answers each route, each validation
+ * failure and each auth failure with its exact JSON, lets the error
+ * handler answer (or cut, once the headers went out), and its async rate
+ * limiter answers 429 or continues, once, and stays silent when the
+ * request timed out first.
  *
  * Waits are for events (a line on stdout, a response, EOF), each with a
  * deadline; a program that does not exit is killed and the test fails.
@@ -229,23 +233,34 @@ static void expect_one(int fd, const char *want)
     free(out);
 }
 
+/* The bytes of a JSON response on a keep-alive connection, with `headers`
+ * ("Name: value\r\n" lines, or "") between the status line and the
+ * Content-Type. */
+static void expect_json_with(int fd, int status, const char *reason,
+                             const char *headers, const char *body)
+{
+    char want[4096];
+    int n = snprintf(want, sizeof(want),
+                     "HTTP/1.1 %d %s\r\n"
+                     "%s"
+                     "Content-Type: application/json; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Date: <d>\r\n"
+                     "Connection: keep-alive\r\n"
+                     "Keep-Alive: timeout=5\r\n"
+                     "\r\n"
+                     "%s",
+                     status, reason, headers, strlen(body), body);
+
+    assert_true(n > 0 && (size_t)n < sizeof(want));
+    expect_one(fd, want);
+}
+
 /* The bytes of a JSON response on a keep-alive connection. */
 static void expect_json(int fd, int status, const char *reason,
                         const char *body)
 {
-    char want[1024];
-
-    snprintf(want, sizeof(want),
-             "HTTP/1.1 %d %s\r\n"
-             "Content-Type: application/json; charset=utf-8\r\n"
-             "Content-Length: %zu\r\n"
-             "Date: <d>\r\n"
-             "Connection: keep-alive\r\n"
-             "Keep-Alive: timeout=5\r\n"
-             "\r\n"
-             "%s",
-             status, reason, strlen(body), body);
-    expect_one(fd, want);
+    expect_json_with(fd, status, reason, "", body);
 }
 
 /* latch's own answer to a request timeout configured with 504. */
@@ -416,12 +431,497 @@ static void test_fanout(void **state)
     assert_int_equal(count_substr(P.out, "cancelled before"), 1);
 }
 
+/* ------------------------------------------------------------------ */
+/* users_api                                                            */
+/* ------------------------------------------------------------------ */
+
+#define TOKEN "s3cret"
+#define BEARER "Bearer " TOKEN
+#define CT_JSON "application/json"
+
+/* What users_api answers and stores (ids from 1, never reused). */
+#define ADA_IN "{\"name\":\"ada\",\"email\":\"ada@example.org\",\"age\":36}"
+#define ADA_OUT(id)                                                            \
+    "{\"id\":" #id ",\"name\":\"ada\",\"email\":\"ada@example.org\","          \
+    "\"age\":36}"
+#define BOB_IN "{\"name\":\"bob\",\"email\":\"bob@example.org\"}"
+#define BOB_OUT                                                                \
+    "{\"id\":2,\"name\":\"bob\",\"email\":\"bob@example.org\",\"age\":null}"
+
+/* The longest name users_api accepts: 64 bytes. */
+#define NAME64                                                                 \
+    "eve"                                                                      \
+    "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+_Static_assert(sizeof(NAME64) - 1 == 64, "NAME64 is 64 bytes");
+
+static const char unauthorized[] = "{\"error\":\"a bearer token is required\"}";
+static const char forbidden[] = "{\"error\":\"the token is not valid\"}";
+
+/* latch's own answer to a request timeout configured with 503. */
+static const char service_unavailable[] =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 20\r\n"
+    "Date: <d>\r\n"
+    "Connection: keep-alive\r\n"
+    "Keep-Alive: timeout=5\r\n"
+    "\r\n"
+    "Service Unavailable\n";
+
+/*
+ * Formats one request into out[cap] and returns its length: `auth` is the
+ * whole Authorization value (NULL: none); with a body (NULL: none), its
+ * Content-Type `ctype` (NULL: none) and its Content-Length.
+ */
+static size_t format_req(char *out, size_t cap, const char *method,
+                         const char *target, const char *auth,
+                         const char *ctype, const char *body)
+{
+    int n = snprintf(
+        out, cap, "%s %s HTTP/1.1\r\nHost: x\r\n%s%s%s%s%s%s", method, target,
+        auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "",
+        ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
+    int m;
+
+    assert_true(n > 0 && (size_t)n < cap);
+    if (body != NULL)
+        m = snprintf(out + n, cap - (size_t)n, "Content-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    else
+        m = snprintf(out + n, cap - (size_t)n, "\r\n");
+    assert_true(m > 0 && (size_t)m < cap - (size_t)n);
+    return (size_t)n + (size_t)m;
+}
+
+static void send_req(int fd, const char *method, const char *target,
+                     const char *auth, const char *ctype, const char *body)
+{
+    char req[4096];
+    size_t n = format_req(req, sizeof(req), method, target, auth, ctype, body);
+
+    th_send(fd, req, n);
+}
+
+/* POSTs a JSON body to /users with `auth`. */
+static void post_user(int fd, const char *auth, const char *body)
+{
+    send_req(fd, "POST", "/users", auth, CT_JSON, body);
+}
+
+/* Reads n responses (within 10 s), asserts they are all there, well
+ * formed, with nothing more, and that the connection stays open. Free
+ * with th_resp_free(r, n) and free(r). */
+static th_resp *read_resps(int fd, int n)
+{
+    size_t len;
+    char *out = th_read(fd, &len, 10000, th_until_responses, &n);
+    th_resp *r = th_expect_responses(out, len, n, NULL);
+
+    assert_int_equal(th_last_end(), TH_OPEN);
+    free(out);
+    return r;
+}
+
+static void resps_free(th_resp *r, int n)
+{
+    th_resp_free(r, n);
+    free(r);
+}
+
+/* The Retry-After value of a 429 (seconds), or -1 when absent. */
+static int retry_after(const th_resp *r)
+{
+    const char *h = strstr(r->head, "\r\nRetry-After: ");
+
+    return h != NULL ? atoi(h + strlen("\r\nRetry-After: ")) : -1;
+}
+
+/* A 429 from the rate limiter: its JSON, and a Retry-After within the
+ * window of 60 s. */
+static void assert_limited(const th_resp *r)
+{
+    int s;
+
+    assert_int_equal(r->status, 429);
+    assert_non_null(
+        strstr(r->head, "\r\nContent-Type: application/json; charset=utf-8"));
+    assert_string_equal(r->body, "{\"error\":\"too many requests\"}");
+    s = retry_after(r);
+    if (s < 1 || s > 60)
+        fail_msg("Retry-After %d, want 1..60; head:\n%s", s, r->head);
+}
+
+/* Each invalid body POST /users refuses, with its exact answer. */
+static void check_validation(int fd)
+{
+    static const struct {
+        const char *ctype, *body;
+        int status;
+        const char *reason, *want;
+    } bad[] = {
+#define V422(body, msg, field)                                                 \
+    {CT_JSON, body, 422, "Unprocessable Entity",                               \
+     "{\"error\":\"" msg "\",\"field\":\"" field "\"}"}
+        V422("{}", "name is required", "name"),
+        V422("{\"name\":7,\"email\":\"e@x\"}", "name is required", "name"),
+        V422("{\"name\":\"\",\"email\":\"e@x\"}", "name must not be empty",
+             "name"),
+        V422("{\"name\":\"" NAME64 "e\",\"email\":\"e@x\"}",
+             "name is longer than 64 bytes", "name"),
+        V422("{\"name\":\"eve\"}", "email is required", "email"),
+        V422("{\"name\":\"eve\",\"email\":null}", "email is required", "email"),
+        V422("{\"name\":\"eve\",\"email\":\"eve.example.org\"}",
+             "email must be an address with an @", "email"),
+        V422("{\"name\":\"eve\",\"email\":\"e@x\",\"age\":151}",
+             "age must be an integer from 0 to 150", "age"),
+        V422("{\"name\":\"eve\",\"email\":\"e@x\",\"age\":-1}",
+             "age must be an integer from 0 to 150", "age"),
+        V422("{\"name\":\"eve\",\"email\":\"e@x\",\"age\":\"12\"}",
+             "age must be an integer from 0 to 150", "age"),
+        V422("{\"name\":\"eve\",\"email\":\"e@x\",\"age\":1.5}",
+             "age must be an integer from 0 to 150", "age"),
+#undef V422
+        {CT_JSON, "[1,2]", 400, "Bad Request",
+         "{\"error\":\"the body must be a JSON object\",\"field\":\"body\"}"},
+        {"text/plain", ADA_IN, 400, "Bad Request",
+         "{\"error\":\"the body must be a JSON object\",\"field\":\"body\"}"},
+        {CT_JSON, "{\"name\":\"ada2\",\"email\":\"ADA@example.org\"}", 409,
+         "Conflict",
+         "{\"error\":\"email is already registered\",\"field\":\"email\"}"},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        send_req(fd, "POST", "/users", BEARER, bad[i].ctype, bad[i].body);
+        expect_json(fd, bad[i].status, bad[i].reason, bad[i].want);
+    }
+}
+
+/* Malformed JSON: latch_json_body sends it to the error handler, which
+ * answers 400 with jansson's message (whose wording is jansson's). */
+static void check_malformed(int fd)
+{
+    static const char head[] = "{\"error\":\"Invalid JSON at line 1, column ";
+    static const char tail[] = "\",\"status\":400}";
+    th_resp *r;
+    size_t n;
+
+    post_user(fd, BEARER, "{\"name\":");
+    r = read_resps(fd, 1);
+    assert_int_equal(r->status, 400);
+    assert_non_null(
+        strstr(r->head, "\r\nContent-Type: application/json; charset=utf-8"));
+    n = strlen(r->body);
+    if (strncmp(r->body, head, strlen(head)) != 0 || n < strlen(tail) ||
+        strcmp(r->body + n - strlen(tail), tail) != 0)
+        fail_msg("unexpected error body: %s", r->body);
+    resps_free(r, 1);
+}
+
+/* /export streams the users as NDJSON; with fail_after=1 it fails after
+ * the first line, when the headers are out: the error handler delegates
+ * and the client sees the chunked body cut (no last chunk), then EOF. */
+static void check_export(const char *lines, const char *first)
+{
+    static const char head[] = "HTTP/1.1 200 OK\r\n"
+                               "Content-Type: application/x-ndjson\r\n"
+                               "Date: <d>\r\n"
+                               "Connection: keep-alive\r\n"
+                               "Keep-Alive: timeout=5\r\n"
+                               "Transfer-Encoding: chunked\r\n"
+                               "\r\n";
+    char want[1024];
+    const char *err = NULL;
+    th_resp one;
+    size_t len;
+    char *out, *norm;
+    int fd = th_connect(P.port);
+    th_resp *r;
+
+    get_on(fd, "/export");
+    r = read_resps(fd, 1);
+    assert_int_equal(r->status, 200);
+    assert_true(r->chunked);
+    assert_string_equal(r->body, lines);
+    resps_free(r, 1);
+
+    get_on(fd, "/export?fail_after=1");
+    out = th_read(fd, &len, 10000, NULL, NULL);
+    assert_int_equal(th_last_end(), TH_EOF);
+    norm = th_normalize(out, len);
+    snprintf(want, sizeof(want), "%s%zx\r\n%s\r\n", head, strlen(first), first);
+    assert_string_equal(norm, want);
+    /* Incomplete, never a whole response. */
+    assert_int_equal(th_wire_parse(out, len, NULL, &one, 1, true, &err), -1);
+    free(norm);
+    free(out);
+    close(fd);
+}
+
+/* Five requests in one write: the answers come back in order, one each. */
+static void check_pipelined(void)
+{
+    static const int want[] = {200, 400, 503, 404, 403};
+    char req[4096];
+    size_t n = 0;
+    int fd = th_connect(P.port), i;
+    th_resp *r;
+
+    n += format_req(req + n, sizeof(req) - n, "GET", "/users/2", NULL, NULL,
+                    NULL);
+    n += format_req(req + n, sizeof(req) - n, "GET", "/users/abc", NULL, NULL,
+                    NULL);
+    n += format_req(req + n, sizeof(req) - n, "GET", "/boom", NULL, NULL, NULL);
+    n += format_req(req + n, sizeof(req) - n, "GET", "/users/99", NULL, NULL,
+                    NULL);
+    n += format_req(req + n, sizeof(req) - n, "POST", "/users", "Bearer nope",
+                    CT_JSON, ADA_IN);
+    th_send(fd, req, n);
+    r = read_resps(fd, 5);
+    for (i = 0; i < 5; i++)
+        assert_int_equal(r[i].status, want[i]);
+    assert_string_equal(r[0].body, BOB_OUT);
+    assert_string_equal(r[2].body,
+                        "{\"error\":\"store offline\",\"status\":503}");
+    assert_string_equal(r[4].body, forbidden);
+    resps_free(r, 5);
+    close(fd);
+}
+
+static void test_users_api(void **state)
+{
+    static const char *const args[] = {"-p", "0",      "-k", TOKEN,
+                                       "-r", "100000", NULL};
+    static const char eve_in[] =
+        "{\"name\":\"" NAME64 "\",\"email\":\"eve@example.org\",\"age\":0}";
+    static const char eve_out[] = "{\"id\":3,\"name\":\"" NAME64
+                                  "\",\"email\":\"eve@example.org\",\"age\":0}";
+    static const char no_content[] = "HTTP/1.1 204 No Content\r\n"
+                                     "Date: <d>\r\n"
+                                     "Connection: keep-alive\r\n"
+                                     "Keep-Alive: timeout=5\r\n"
+                                     "\r\n";
+    static const char not_found[] =
+        "{\"error\":\"user not found\",\"field\":\"id\"}";
+    static const char bad_id[] =
+        "{\"error\":\"id must be a number\",\"field\":\"id\"}";
+    static const char bad_limit[] =
+        "{\"error\":\"limit must be an integer from 0 to 1000\","
+        "\"field\":\"limit\"}";
+    char lines[1024], first[256];
+    int fd;
+
+    (void)state;
+    proc_start(&P, "users_api", args);
+    fd = th_connect(P.port);
+    get_on(fd, "/users");
+    expect_json(fd, 200, "OK", "[]");
+
+    /* Auth: writes need the bearer token; 401 says which scheme. */
+    post_user(fd, NULL, ADA_IN);
+    expect_json_with(fd, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n",
+                     unauthorized);
+    post_user(fd, "Basic YWRhOnB3", ADA_IN);
+    expect_json_with(fd, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n",
+                     unauthorized);
+    post_user(fd, "Bearer nope", ADA_IN);
+    expect_json(fd, 403, "Forbidden", forbidden);
+    post_user(fd, BEARER "x", ADA_IN);
+    expect_json(fd, 403, "Forbidden", forbidden);
+    post_user(fd, "Bearer s3cre", ADA_IN);
+    expect_json(fd, 403, "Forbidden", forbidden);
+
+    /* Created, with its Location, which then answers the same user. */
+    post_user(fd, "bearer " TOKEN, ADA_IN);
+    expect_json_with(fd, 201, "Created", "Location: /users/1\r\n", ADA_OUT(1));
+    get_on(fd, "/users/1");
+    expect_json(fd, 200, "OK", ADA_OUT(1));
+    post_user(fd, BEARER, BOB_IN);
+    expect_json_with(fd, 201, "Created", "Location: /users/2\r\n", BOB_OUT);
+    post_user(fd, BEARER, eve_in);
+    expect_json_with(fd, 201, "Created", "Location: /users/3\r\n", eve_out);
+    get_on(fd, "/users/3");
+    expect_json(fd, 200, "OK", eve_out);
+
+    check_validation(fd);
+    check_malformed(fd);
+
+    /* Listing, with and without a limit; nothing refused was stored. */
+    get_on(fd, "/users");
+    snprintf(lines, sizeof(lines), "[%s,%s,%s]", ADA_OUT(1), BOB_OUT, eve_out);
+    expect_json(fd, 200, "OK", lines);
+    get_on(fd, "/users?limit=1");
+    expect_json(fd, 200, "OK", "[" ADA_OUT(1) "]");
+    get_on(fd, "/users?limit=0");
+    expect_json(fd, 200, "OK", "[]");
+    get_on(fd, "/users?limit=x");
+    expect_json(fd, 400, "Bad Request", bad_limit);
+    get_on(fd, "/users?limit=1001");
+    expect_json(fd, 400, "Bad Request", bad_limit);
+
+    /* Ids: non-numeric 400, unknown 404. */
+    get_on(fd, "/users/abc");
+    expect_json(fd, 400, "Bad Request", bad_id);
+    get_on(fd, "/users/-1");
+    expect_json(fd, 400, "Bad Request", bad_id);
+    get_on(fd, "/users/12345678901234567890");
+    expect_json(fd, 400, "Bad Request", bad_id);
+    get_on(fd, "/users/99");
+    expect_json(fd, 404, "Not Found", not_found);
+
+    /* DELETE: auth first, then 204, then the user is gone. */
+    send_req(fd, "DELETE", "/users/1", NULL, NULL, NULL);
+    expect_json_with(fd, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n",
+                     unauthorized);
+    send_req(fd, "DELETE", "/users/1", BEARER, NULL, NULL);
+    expect_one(fd, no_content);
+    get_on(fd, "/users/1");
+    expect_json(fd, 404, "Not Found", not_found);
+    send_req(fd, "DELETE", "/users/1", BEARER, NULL, NULL);
+    expect_json(fd, 404, "Not Found", not_found);
+    send_req(fd, "DELETE", "/users/x", BEARER, NULL, NULL);
+    expect_json(fd, 400, "Bad Request", bad_id);
+    /* Her email is free again; her id is not. */
+    post_user(fd, BEARER, ADA_IN);
+    expect_json_with(fd, 201, "Created", "Location: /users/4\r\n", ADA_OUT(4));
+
+    /* The error handler answers latch_fail's error as JSON. */
+    get_on(fd, "/boom");
+    expect_json(fd, 503, "Service Unavailable",
+                "{\"error\":\"store offline\",\"status\":503}");
+    close(fd);
+
+    snprintf(first, sizeof(first), "%s\n", BOB_OUT);
+    snprintf(lines, sizeof(lines), "%s\n%s\n%s\n", BOB_OUT, eve_out,
+             ADA_OUT(4));
+    check_export(lines, first);
+    check_pipelined();
+
+    expect_clean_exit(&P);
+    assert_int_equal(count_substr(P.out, "verdict dropped"), 0);
+}
+
+/* -r 3 in a 60 s window: three requests pass, the fourth gets 429 with
+ * Retry-After, and so does everything after it, on any route, before
+ * auth: one answer per request, never a 429 followed by the route's. */
+static void test_users_api_rate_limit(void **state)
+{
+    static const char *const args[] = {"-p", "0",     "-r", "3",
+                                       "-w", "60000", NULL};
+    char req[4096];
+    size_t n = 0;
+    int fd, i;
+    th_resp *r;
+
+    (void)state;
+    proc_start(&P, "users_api", args);
+    fd = th_connect(P.port);
+    for (i = 0; i < 3; i++) {
+        get_on(fd, "/users");
+        expect_json(fd, 200, "OK", "[]");
+    }
+    get_on(fd, "/users");
+    r = read_resps(fd, 1);
+    assert_limited(&r[0]);
+    resps_free(r, 1);
+
+    /* Pipelined, on every kind of route: each one 429, in order, and
+     * nothing else (the next request's answer would show it). */
+    n += format_req(req + n, sizeof(req) - n, "POST", "/users", NULL, CT_JSON,
+                    ADA_IN);
+    n += format_req(req + n, sizeof(req) - n, "GET", "/boom", NULL, NULL, NULL);
+    n += format_req(req + n, sizeof(req) - n, "GET", "/nowhere", NULL, NULL,
+                    NULL);
+    th_send(fd, req, n);
+    r = read_resps(fd, 3);
+    for (i = 0; i < 3; i++)
+        assert_limited(&r[i]);
+    resps_free(r, 3);
+    get_on(fd, "/users/1");
+    r = read_resps(fd, 1);
+    assert_limited(&r[0]);
+    resps_free(r, 1);
+    close(fd);
+
+    expect_clean_exit(&P);
+    assert_int_equal(count_substr(P.out, "verdict dropped"), 0);
+}
+
+/* Five requests in one write against -r 3: the verdicts come back from
+ * the pool in any order, yet each request gets one answer, three pass and
+ * two get 429. */
+static void test_users_api_rate_limit_pipelined(void **state)
+{
+    static const char *const args[] = {"-p", "0",     "-r", "3",
+                                       "-w", "60000", NULL};
+    char req[4096];
+    size_t n = 0;
+    int fd, i, ok = 0, limited = 0;
+    th_resp *r;
+
+    (void)state;
+    proc_start(&P, "users_api", args);
+    fd = th_connect(P.port);
+    for (i = 0; i < 5; i++)
+        n += format_req(req + n, sizeof(req) - n, "GET", "/users", NULL, NULL,
+                        NULL);
+    th_send(fd, req, n);
+    r = read_resps(fd, 5);
+    for (i = 0; i < 5; i++) {
+        if (r[i].status == 429) {
+            assert_limited(&r[i]);
+            limited++;
+        } else {
+            assert_int_equal(r[i].status, 200);
+            assert_string_equal(r[i].body, "[]");
+            ok++;
+        }
+    }
+    assert_int_equal(ok, 3);
+    assert_int_equal(limited, 2);
+    resps_free(r, 5);
+    close(fd);
+    expect_clean_exit(&P);
+}
+
+/* A rate limiter store slower (300 ms) than the request timeout (100 ms):
+ * latch answers 503 once; the verdict that arrives later is dropped (and
+ * logged), with nothing on the wire: the next answer on the connection is
+ * exactly the next request's. */
+static void test_users_api_slow_store(void **state)
+{
+    static const char *const args[] = {"-p", "0",   "-d", "300",
+                                       "-t", "100", NULL};
+    static const char dropped[] = ": request timeout, rate limit verdict "
+                                  "dropped\n";
+    int fd;
+
+    (void)state;
+    proc_start(&P, "users_api", args);
+    fd = th_connect(P.port);
+    post_user(fd, BEARER, ADA_IN);
+    expect_one(fd, service_unavailable);
+    if (!proc_wait(&P, dropped, 10000))
+        fail_msg("the late verdict was not dropped; stdout:\n%s", P.out);
+    get_on(fd, "/users");
+    expect_one(fd, service_unavailable);
+    close(fd);
+    /* The second verdict is still on its way: the drain waits for it. */
+    expect_clean_exit(&P);
+    assert_int_equal(count_substr(P.out, "rate limit verdict dropped"), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_slow_backend, teardown),
         cmocka_unit_test_teardown(test_slow_backend_client_leaves, teardown),
         cmocka_unit_test_teardown(test_fanout, teardown),
+        cmocka_unit_test_teardown(test_users_api, teardown),
+        cmocka_unit_test_teardown(test_users_api_rate_limit, teardown),
+        cmocka_unit_test_teardown(test_users_api_rate_limit_pipelined,
+                                  teardown),
+        cmocka_unit_test_teardown(test_users_api_slow_store, teardown),
     };
 
     P.out_fd = P.err_fd = -1;
