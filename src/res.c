@@ -359,6 +359,10 @@ static bool ieq(const char *a, const char *b, size_t n)
 {
     size_t i;
 
+    /* Handlers nearly always spell a name the same way each time. */
+    if (memcmp(a, b, n) == 0)
+        return true;
+
     for (i = 0; i < n; i++) {
         unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
         if (x >= 'A' && x <= 'Z')
