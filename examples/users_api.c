@@ -606,10 +606,10 @@ static int on_error(const latch_error *err, latch_req *req, latch_res *res,
     (void)data;
     if (latch_res_headers_sent(res) || latch_res_destroyed(res))
         return LATCH_NEXT;
-    /* The failed handler may have chosen another type for its body. */
-    if (latch_res_status(res, err->status) < 0 ||
-        latch_res_set_header(res, "Content-Type",
-                             "application/json; charset=utf-8") < 0)
+    /* Whatever the failed handler set for its success (a Content-Type,
+     * a Location) must not leak into the error. */
+    if (latch_res_clear_headers(res) < 0 ||
+        latch_res_status(res, err->status) < 0)
         return LATCH_NEXT;
     j = latch_res_json_begin(res);
     if (j == NULL)

@@ -500,6 +500,13 @@ LATCH_API int latch_res_append_header_at(latch_res *res, const char *name,
                                          const char *value, latch_site at);
 LATCH_API int latch_res_remove_header_at(latch_res *res, const char *name,
                                          latch_site at);
+/* Removes every header set so far, before the headers are sent: an error
+ * handler answering for a handler that failed midway starts clean, so a
+ * Content-Type or Location set for the success does not leak into the
+ * error (as Express's final handler does). */
+#define latch_res_clear_headers(res)                                           \
+    latch_res_clear_headers_at((res), LATCH_HERE)
+LATCH_API int latch_res_clear_headers_at(latch_res *res, latch_site at);
 /* The value of a header set so far (first one), or NULL. Valid until the
  * next header change on this response. */
 LATCH_API const char *latch_res_get_header(const latch_res *res,

@@ -174,12 +174,16 @@ const char *latch__status_reason(int s)
     case 203: return "Non-Authoritative Information";
     case 204: return "No Content";
     case 205: return "Reset Content";
+    case 207: return "Multi-Status";
+    case 208: return "Already Reported";
+    case 226: return "IM Used";
     case 206: return "Partial Content";
     case 300: return "Multiple Choices";
     case 301: return "Moved Permanently";
     case 302: return "Found";
     case 303: return "See Other";
     case 304: return "Not Modified";
+    case 305: return "Use Proxy";
     case 307: return "Temporary Redirect";
     case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
@@ -189,6 +193,7 @@ const char *latch__status_reason(int s)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 410: return "Gone";
@@ -200,7 +205,10 @@ const char *latch__status_reason(int s)
     case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 418: return "I'm a Teapot";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Entity";
+    case 423: return "Locked";
+    case 424: return "Failed Dependency";
     case 425: return "Too Early";
     case 426: return "Upgrade Required";
     case 428: return "Precondition Required";
@@ -213,6 +221,12 @@ const char *latch__status_reason(int s)
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates";
+    case 507: return "Insufficient Storage";
+    case 508: return "Loop Detected";
+    case 509: return "Bandwidth Limit Exceeded";
+    case 510: return "Not Extended";
+    case 511: return "Network Authentication Required";
     default: return "unknown";
     }
 }
@@ -538,6 +552,17 @@ int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
     nlen = strlen(name);
     while ((i = find_hdr(res, name, nlen)) >= 0)
         res->hdrs[i].removed = 1;
+    return 0;
+}
+
+int latch_res_clear_headers_at(latch_res *res, latch_site at)
+{
+    int r = gate(res, K_HEADER, "latch_res_clear_headers", "remove", at);
+
+    if (r != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    res->nhdrs = 0;
+    res->hbuf.len = 0;
     return 0;
 }
 

@@ -278,6 +278,8 @@ static int careful_errh(const latch_error *err, latch_req *req, latch_res *res,
         return LATCH_NEXT;
     snprintf(body, sizeof(body), "{\"error\":\"%s\"}",
              err->message ? err->message : "?");
+    /* What the failed handler set for its success must not leak. */
+    latch_res_clear_headers(res);
     latch_res_status(res, err->status);
     latch_res_json(res, body);
     return LATCH_DONE;
@@ -425,6 +427,15 @@ static int silent(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* Prepares a success, then fails before answering. */
+static int prepared_then_fails(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_set_header(res, "Location", "/users/7");
+    latch_res_type(res, "application/x-ndjson");
+    return latch_fail(req, 409, "conflict");
+}
+
 static int ok(latch_req *req, latch_res *res, void *data)
 {
     (void)req;
@@ -456,6 +467,7 @@ static int setup(void **state)
     assert_non_null(app);
     latch_app_on_violation(app, on_violation, NULL);
     assert_int_equal(latch_get(app, "/ok", ok, NULL), 0);
+    assert_int_equal(latch_get(app, "/prepared", prepared_then_fails, NULL), 0);
     assert_int_equal(latch_get(app, "/no-return", no_return, NULL), 0);
 
     assert_int_equal(latch_use(app, "/twice", twice_mw, NULL), 0);
@@ -824,6 +836,28 @@ static void test_next_after_answer_names_the_handler(void **state)
     assert_int_equal(r->sealed_line, atomic_load(&lines[L_FIRST]));
 }
 
+static void test_error_handler_clears_headers(void **state)
+{
+    static const char req[] = "GET /prepared HTTP/1.1\r\nHost: x\r\n"
+                              "Connection: close\r\n\r\n";
+    size_t len;
+    char *raw;
+    th_resp *r;
+
+    (void)state;
+    raw = th_exchange(srv.port, req, sizeof(req) - 1, 1, &len);
+    r = th_expect_responses(raw, len, 1, NULL);
+    assert_int_equal(r[0].status, 409);
+    assert_string_equal(r[0].body, "{\"error\":\"conflict\"}");
+    assert_null(strstr(r[0].head, "Location"));
+    assert_null(strstr(r[0].head, "ndjson"));
+    assert_non_null(strstr(r[0].head, "Content-Type: application/json"));
+    th_resp_free(r, 1);
+    free(r);
+    free(raw);
+    assert_int_equal(wait_reports(0), 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup(f, before_each)
@@ -842,6 +876,7 @@ int main(void)
         T(test_async_middleware_after_timeout),
         T(test_no_response_names_the_handler),
         T(test_next_after_answer_names_the_handler),
+        T(test_error_handler_clears_headers),
     };
 #undef T
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -425,6 +425,9 @@ static int after_write_handler(latch_req *req, latch_res *res, const void *arg)
     } else if (strcmp(p, "/append") == 0) {
         line = __LINE__ + 1;
         rc = latch_res_append_header(res, "X-A", "2");
+    } else if (strcmp(p, "/clear") == 0) {
+        line = __LINE__ + 1;
+        rc = latch_res_clear_headers(res);
     } else {
         line = __LINE__ + 1;
         rc = latch_res_write_head(res, 404);
@@ -456,6 +459,8 @@ static void test_case07_08_09_headers_after_write(void **state)
          "latch_res_remove_header"},
         {"/append", "Cannot append headers after they are sent to the client",
          "latch_res_append_header"},
+        {"/clear", "Cannot remove headers after they are sent to the client",
+         "latch_res_clear_headers"},
         {"/write_head",
          "Cannot write headers after they are sent to the client",
          "latch_res_write_head"},
