@@ -350,9 +350,13 @@ LATCH_API void latch_app_violation_sites(latch_app *app,
 /* ------------------------------------------------------------------ */
 
 /*
- * Resumes the chain after a handler returned LATCH_PENDING. Reported and
- * ignored: a second call, or one from a handler that did not return
- * LATCH_PENDING (ERR_NEXT_TWICE; the report's prior site names what moved
+ * Continues the chain. Called inside a running handler (Express's
+ * next()), the rest of the chain runs within this call and the handler's
+ * code after it runs afterwards; its return value then no longer moves the
+ * chain (LATCH_NEXT or an error returned as well is reported as
+ * ERR_NEXT_TWICE and ignored). Called later, from a callback, it resumes a
+ * chain whose handler returned LATCH_PENDING. Reported and ignored: a
+ * second call (ERR_NEXT_TWICE; the report's prior site names what moved
  * the chain on before), and a call once the response was sent by someone
  * else, the request timeout or the client leaving (ERR_NEXT_AFTER_RESPONSE,
  * sealed site included; the chain ends). When the response closes while

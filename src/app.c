@@ -661,13 +661,71 @@ static latch_site layer_site(const latch_layer *l)
 
 static void set_error(latch_res *res, int code, latch_site at)
 {
-    if (!res->failed) {
-        res->err.code = code;
-        res->err.status = 500;
-        res->err.message = NULL;
-        res->err.at = at;
-    }
+    res->err.code = code;
+    res->err.status = 500;
+    res->err.message = NULL;
+    res->err.at = at;
     res->in_error = true;
+}
+
+/*
+ * One handler call in progress, on the C stack: what the handler did to
+ * the chain while it ran. Calls nest when a handler calls latch_next
+ * itself (Express's next() inside a middleware): the rest of the chain
+ * runs inside that call, and the handler's code after it runs after.
+ */
+struct latch_frame {
+    latch_frame *up;
+    bool continued;  /* latch_next inside: the chain went on from here */
+    bool held;       /* the frame holds a reference (while continued) */
+    bool failed;     /* latch_fail inside */
+    latch_seal next; /* where the chain was continued */
+};
+
+static void frame_push(latch_res *res, latch_frame *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->up = res->frame;
+    res->frame = f;
+}
+
+static void frame_pop(latch_res *res, latch_frame *f)
+{
+    res->frame = f->up;
+}
+
+/*
+ * A handler that continued the chain from inside (latch_next) returned.
+ * The chain already went on, so its return value cannot move it again: a
+ * LATCH_NEXT or an error is a second continuation (ERR_NEXT_TWICE, or
+ * ERR_NEXT_AFTER_RESPONSE for an error after a complete response), and is
+ * ignored. Then the frame lets go of the response; `res` may be gone
+ * after this.
+ */
+static void frame_returned(latch_res *res, latch_frame *f, int rc,
+                           latch_site handler)
+{
+    if (rc == LATCH_NEXT) {
+        latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, "LATCH_NEXT",
+                               "LATCH_NEXT returned after latch_next() "
+                               "in one handler",
+                               handler, &f->next);
+    } else if (f->failed || rc < 0) {
+        latch_site at = f->failed ? res->err.at : handler;
+        const char *call = f->failed ? "latch_fail" : "error return";
+        if (res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED)
+            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call,
+                             "an error was passed on after the response was "
+                             "sent",
+                             at);
+        else
+            latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, call,
+                                   "an error was passed on after latch_next() "
+                                   "in one handler",
+                                   at, &f->next);
+    }
+    if (f->held)
+        latch_res_release(res);
 }
 
 /*
@@ -694,9 +752,9 @@ static void next_twice(latch_res *res, const char *call, latch_site at)
     const latch_seal *prior = NULL;
     const char *msg = NULL;
 
-    if (res->in_handler) {
-        msg = "latch_next() called inside a handler: return LATCH_NEXT, or "
-              "LATCH_PENDING and call latch_next() later";
+    if (res->frame != NULL && res->frame->continued) {
+        prior = &res->frame->next;
+        msg = "latch_next() called twice in one handler";
     } else if (res->resumed.call != NULL) {
         prior = &res->resumed;
     } else if (res->returned.call != NULL) {
@@ -752,6 +810,7 @@ static void run(latch_res *res)
 {
     latch_app *app = res->w->app;
     latch_req *q = &res->req;
+    latch_frame f;
     const char *raw;
     size_t rawn;
     int rc;
@@ -766,19 +825,21 @@ static void run(latch_res *res)
                 return;
             }
             res->elayer = e->next;
-            res->in_handler = true;
-            res->failed = false;
+            frame_push(res, &f);
             rc = e->fn(&res->err, q, res, e->data);
-            res->in_handler = false;
-            if (res->failed) {
-                /* latch_fail in an error handler: the new error goes on
-                 * to the next error handler (Express's next(err2)). */
-                res->failed = false;
-                continue;
-            }
+            frame_pop(res, &f);
             res->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
             res->returned.at = (latch_site){
                 e->at.file, e->at.line, e->name ? e->name : "error handler"};
+            if (f.continued) {
+                frame_returned(res, &f, rc, res->returned.at);
+                return;
+            }
+            if (f.failed) {
+                /* latch_fail in an error handler: the new error goes on
+                 * to the next error handler (Express's next(err2)). */
+                continue;
+            }
             if (rc == LATCH_NEXT)
                 continue;
             chain_done(res);
@@ -792,16 +853,20 @@ static void run(latch_res *res)
             return;
         }
         res->layer = l->next;
-        res->in_handler = true;
-        res->failed = false;
+        frame_push(res, &f);
         rc = l->fn(q, res, l->data);
-        res->in_handler = false;
+        frame_pop(res, &f);
         res->returned.at = layer_site(l);
         res->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
                              : rc == LATCH_DONE    ? "LATCH_DONE"
                              : rc == LATCH_PENDING ? "LATCH_PENDING"
                                                    : "an error";
-        if (res->failed) {
+        if (f.continued) {
+            /* The chain went on inside the handler's own latch_next. */
+            frame_returned(res, &f, rc, layer_site(l));
+            return;
+        }
+        if (f.failed) {
             /* latch_fail decided the outcome; a conflicting NEXT is the
              * classic "catch block that responds and forwards" bug. */
             if (rc == LATCH_NEXT) {
@@ -811,7 +876,6 @@ static void run(latch_res *res)
                     "LATCH_NEXT returned after latch_fail() in one handler",
                     layer_site(l), &fail);
             }
-            res->failed = false;
             error_after_response(res, "latch_fail", res->err.at);
             res->in_error = true;
             res->elayer = app->errlayers;
@@ -964,11 +1028,41 @@ static bool take_pending(latch_res *res, const char *call, latch_site at)
     return true;
 }
 
+/*
+ * latch_next inside a running handler (Express's next()): the rest of the
+ * chain runs now, inside this call; the frame holds the response until
+ * the handler returns, whatever the rest of the chain does to it.
+ */
+static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
+{
+    f->continued = true;
+    f->held = true;
+    f->next.call = "latch_next";
+    f->next.at = at;
+    res->resumed = f->next;
+    res->refs++;
+    if (res->state != LATCH_RS_FRESH || res->detached) {
+        if (!res->detached)
+            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, "latch_next",
+                             NULL, at);
+        chain_done(res);
+        return;
+    }
+    run(res);
+}
+
 void latch_next_at(latch_req *req, latch_site at)
 {
     latch_res *res = latch_req_res(req);
 
-    if (res == NULL || !take_pending(res, "latch_next", at))
+    if (res == NULL)
+        return;
+    if (res->frame != NULL && !res->frame->continued &&
+        pthread_equal(pthread_self(), res->w->thread)) {
+        continue_inside(res, res->frame, at);
+        return;
+    }
+    if (!take_pending(res, "latch_next", at))
         return;
     if (res->state != LATCH_RS_FRESH || res->detached) {
         if (!res->detached)
@@ -991,7 +1085,7 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_fail", NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
-    if (!res->in_handler && !take_pending(res, "latch_fail", at))
+    if (res->frame == NULL && !take_pending(res, "latch_fail", at))
         return LATCH_ERR_HTTP;
     if (status < 400 || status > 599)
         status = 500;
@@ -1004,8 +1098,8 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     } else {
         res->err.message = NULL;
     }
-    if (res->in_handler) {
-        res->failed = true;
+    if (res->frame != NULL) {
+        res->frame->failed = true;
         return LATCH_ERR_HTTP;
     }
     error_after_response(res, "latch_fail", at);

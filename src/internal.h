@@ -54,6 +54,7 @@ typedef struct latch_rbuf {
 /* ------------------------------------------------------------------ */
 typedef struct latch_layer latch_layer; /* app.c: middleware or route */
 typedef struct latch_errlayer latch_errlayer;
+typedef struct latch_frame latch_frame;
 typedef struct latch_worker latch_worker;
 
 #define LATCH_NCOUNTERS 64
@@ -331,13 +332,12 @@ struct latch_res {
         latch_cancel_cb cb;
         void *data;
     } cancel_cbs[8];
-    bool pending_next;  /* a handler returned LATCH_PENDING */
-    bool chain_ref;     /* the chain holds a reference */
-    bool chain_dropped; /* the response closed while the chain waited */
-    bool in_handler;
-    bool failed;         /* latch_fail was called in the current handler */
-    latch_seal returned; /* the last handler's return value, and where */
-    latch_seal resumed;  /* what last resumed a pending chain */
+    bool pending_next;         /* a handler returned LATCH_PENDING */
+    bool chain_ref;            /* the chain holds a reference */
+    bool chain_dropped;        /* the response closed while the chain waited */
+    struct latch_frame *frame; /* the handler call running (app.c) */
+    latch_seal returned;       /* the last handler's return value, and where */
+    latch_seal resumed;        /* what last resumed a pending chain */
     char err_msg[128];
 };
 

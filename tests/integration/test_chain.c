@@ -193,14 +193,38 @@ static int count_and_send(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
-/* Express's `next(); next();` in one synchronous middleware. */
+/* latch_next inside the middleware (Express's next()), and then
+ * LATCH_NEXT as well. */
 static int sync_twice_mw(latch_req *req, latch_res *res, void *data)
 {
     (void)res;
     (void)data;
-    MARK(L_SECOND);
+    MARK(L_NEXT1);
     latch_next(req);
     return LATCH_NEXT;
+}
+
+/* Express's `next(); next();` in one synchronous middleware. */
+static int double_next_mw(latch_req *req, latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    MARK(L_NEXT1);
+    latch_next(req);
+    MARK(L_SECOND);
+    latch_next(req);
+    return LATCH_DONE;
+}
+
+/* Express's timing middleware: next(), then a header once the route
+ * answered inside it. */
+static int sync_timing_mw(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_next(req);
+    MARK(L_SECOND);
+    atomic_store(&call_rc, latch_res_set_header(res, "X-Response-Time", "1ms"));
+    return LATCH_DONE;
 }
 
 /* The route answers later: Express would send finalhandler's 404 on the
@@ -444,6 +468,17 @@ static int ok(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* res.send(); next(); inside one middleware. */
+static int send_then_next(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    MARK(L_FIRST);
+    latch_res_send(res, "sent", 4);
+    MARK(L_SECOND);
+    latch_next(req);
+    return LATCH_DONE;
+}
+
 static int answers_and_continues(latch_req *req, latch_res *res, void *data)
 {
     (void)req;
@@ -475,6 +510,10 @@ static int setup(void **state)
     assert_int_equal(latch_use(app, "/sync-twice", sync_twice_mw, NULL), 0);
     assert_int_equal(latch_get(app, "/sync-twice", count_and_send, NULL), 0);
     assert_int_equal(latch_use(app, "/twice-async", twice_mw, NULL), 0);
+    assert_int_equal(latch_use(app, "/double-next", double_next_mw, NULL), 0);
+    assert_int_equal(latch_get(app, "/double-next", count_and_send, NULL), 0);
+    assert_int_equal(latch_use(app, "/sync-timing", sync_timing_mw, NULL), 0);
+    assert_int_equal(latch_get(app, "/sync-timing", count_and_send, NULL), 0);
     assert_int_equal(latch_get(app, "/twice-async", async_route, NULL), 0);
 
     assert_int_equal(latch_get(app, "/respond-fail", respond_and_fail, NULL),
@@ -495,6 +534,8 @@ static int setup(void **state)
     assert_int_equal(latch_use(app, "/slow-auth", slow_auth_mw, NULL), 0);
     assert_int_equal(latch_get(app, "/slow-auth", count_and_send, NULL), 0);
 
+    assert_int_equal(latch_use(app, "/send-next", send_then_next, NULL), 0);
+    assert_int_equal(latch_get(app, "/send-next", count_and_send, NULL), 0);
     MARK(L_REG_SILENT);
     assert_int_equal(latch_get(app, "/silent", silent, NULL), 0);
     MARK(L_REG);
@@ -620,9 +661,45 @@ static void test_sync_next_and_return_next(void **state)
     assert_int_equal(atomic_load(&route_runs), 1);
     assert_int_equal(wait_reports(1), 1);
     r = find(LATCH_ERR_NEXT_TWICE, "/sync-twice");
+    /* The return value is the second continuation: placed at the
+     * handler, after the latch_next inside it. */
+    assert_string_equal(r->call, "LATCH_NEXT");
+    assert_string_equal(r->at_func, "sync_twice_mw");
+    assert_string_equal(r->prior_call, "latch_next");
+    assert_int_equal(r->prior_line, atomic_load(&lines[L_NEXT1]));
+    assert_string_equal(r->sealed_call, "latch_res_send");
+    assert_int_equal(r->sealed_line, atomic_load(&lines[L_FIRST]));
+}
+
+static void test_sync_next_twice(void **state)
+{
+    report *r;
+
+    (void)state;
+    exchange("/double-next", 200, "route", NULL);
+    assert_int_equal(atomic_load(&route_runs), 1);
+    assert_int_equal(wait_reports(1), 1);
+    r = find(LATCH_ERR_NEXT_TWICE, "/double-next");
+    assert_string_equal(r->call, "latch_next");
     assert_int_equal(r->at_line, atomic_load(&lines[L_SECOND]));
-    /* Nothing was sealed when it happened. */
-    assert_string_equal(r->sealed_call, "");
+    assert_string_equal(r->prior_call, "latch_next");
+    assert_int_equal(r->prior_line, atomic_load(&lines[L_NEXT1]));
+}
+
+static void test_sync_header_after_next(void **state)
+{
+    report *r;
+
+    (void)state;
+    exchange("/sync-timing", 200, "route", "X-Response-Time");
+    assert_int_equal(atomic_load(&route_runs), 1);
+    assert_int_equal(wait_reports(1), 1);
+    assert_int_equal(atomic_load(&call_rc), LATCH_ERR_HTTP_HEADERS_SENT);
+    r = find(LATCH_ERR_HTTP_HEADERS_SENT, "/sync-timing");
+    assert_string_equal(r->call, "latch_res_set_header");
+    assert_int_equal(r->at_line, atomic_load(&lines[L_SECOND]));
+    assert_string_equal(r->sealed_call, "latch_res_send");
+    assert_int_equal(r->sealed_line, atomic_load(&lines[L_FIRST]));
 }
 
 static void test_next_twice_route_answers_later(void **state)
@@ -836,6 +913,21 @@ static void test_next_after_answer_names_the_handler(void **state)
     assert_int_equal(r->sealed_line, atomic_load(&lines[L_FIRST]));
 }
 
+static void test_sync_next_after_send(void **state)
+{
+    report *r;
+
+    (void)state;
+    exchange("/send-next", 200, "sent", NULL);
+    assert_int_equal(atomic_load(&route_runs), 0);
+    assert_int_equal(wait_reports(1), 1);
+    r = find(LATCH_ERR_NEXT_AFTER_RESPONSE, "/send-next");
+    assert_string_equal(r->call, "latch_next");
+    assert_int_equal(r->at_line, atomic_load(&lines[L_SECOND]));
+    assert_string_equal(r->sealed_call, "latch_res_send");
+    assert_int_equal(r->sealed_line, atomic_load(&lines[L_FIRST]));
+}
+
 static void test_error_handler_clears_headers(void **state)
 {
     static const char req[] = "GET /prepared HTTP/1.1\r\nHost: x\r\n"
@@ -865,6 +957,8 @@ int main(void)
         T(test_respond_without_return),
         T(test_next_twice_in_middleware),
         T(test_sync_next_and_return_next),
+        T(test_sync_next_twice),
+        T(test_sync_header_after_next),
         T(test_next_twice_route_answers_later),
         T(test_respond_and_fail),
         T(test_error_handler_responds_after_headers),
@@ -877,6 +971,7 @@ int main(void)
         T(test_no_response_names_the_handler),
         T(test_next_after_answer_names_the_handler),
         T(test_error_handler_clears_headers),
+        T(test_sync_next_after_send),
     };
 #undef T
     return cmocka_run_group_tests(tests, setup, teardown);
