@@ -695,6 +695,24 @@ static void frame_pop(latch_res *res, latch_frame *f)
 }
 
 /*
+ * An error is on its way to the error handlers. If the response was
+ * already complete, that is the catch block that both responded and
+ * forwarded the error: reported, with where the response ended. The error
+ * handlers still run and see latch_res_headers_sent true; nothing more
+ * reaches the wire. A response cut short (destroyed) or still streaming is
+ * not reported: failing is how a handler says its body is incomplete.
+ */
+static bool error_after_response(latch_res *res, const char *call,
+                                 latch_site at)
+{
+    if (res->state != LATCH_RS_ENDED && res->state != LATCH_RS_FINISHED)
+        return false;
+    latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call,
+                     "an error was passed on after the response was sent", at);
+    return true;
+}
+
+/*
  * A handler that continued the chain from inside (latch_next) returned.
  * The chain already went on, so its return value cannot move it again: a
  * LATCH_NEXT or an error is a second continuation (ERR_NEXT_TWICE, or
@@ -713,12 +731,7 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
     } else if (f->failed || rc < 0) {
         latch_site at = f->failed ? res->err.at : handler;
         const char *call = f->failed ? "latch_fail" : "error return";
-        if (res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED)
-            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call,
-                             "an error was passed on after the response was "
-                             "sent",
-                             at);
-        else
+        if (!error_after_response(res, call, at))
             latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, call,
                                    "an error was passed on after latch_next() "
                                    "in one handler",
@@ -726,23 +739,6 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
     }
     if (f->held)
         latch_res_release(res);
-}
-
-/*
- * An error is on its way to the error handlers. If the response was
- * already complete, that is the catch block that both responded and
- * forwarded the error: reported, with where the response ended. The error
- * handlers still run and see latch_res_headers_sent true; nothing more
- * reaches the wire. A response cut short (destroyed) or still streaming is
- * not reported: failing is how a handler says its body is incomplete.
- */
-static void error_after_response(latch_res *res, const char *call,
-                                 latch_site at)
-{
-    if (res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED)
-        latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call,
-                         "an error was passed on after the response was sent",
-                         at);
 }
 
 /* Resuming the chain when it cannot be resumed (ERR_NEXT_TWICE), with
@@ -860,7 +856,7 @@ static void run(latch_res *res)
         res->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
                              : rc == LATCH_DONE    ? "LATCH_DONE"
                              : rc == LATCH_PENDING ? "LATCH_PENDING"
-                                                   : "an error";
+                                                   : "error return";
         if (f.continued) {
             /* The chain went on inside the handler's own latch_next. */
             frame_returned(res, &f, rc, layer_site(l));
@@ -1033,14 +1029,10 @@ static bool take_pending(latch_res *res, const char *call, latch_site at)
  * chain runs now, inside this call; the frame holds the response until
  * the handler returns, whatever the rest of the chain does to it.
  */
-static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
+/* latch_next moving the chain on: unless the response is already sealed
+ * (then reported, and the chain ends), the next layers run now. */
+static void resume(latch_res *res, latch_site at)
 {
-    f->continued = true;
-    f->held = true;
-    f->next.call = "latch_next";
-    f->next.at = at;
-    res->resumed = f->next;
-    res->refs++;
     if (res->state != LATCH_RS_FRESH || res->detached) {
         if (!res->detached)
             latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, "latch_next",
@@ -1049,6 +1041,17 @@ static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
         return;
     }
     run(res);
+}
+
+static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
+{
+    f->continued = true;
+    f->held = true;
+    f->next.call = "latch_next";
+    f->next.at = at;
+    res->resumed = f->next;
+    res->refs++;
+    resume(res, at);
 }
 
 void latch_next_at(latch_req *req, latch_site at)
@@ -1062,16 +1065,8 @@ void latch_next_at(latch_req *req, latch_site at)
         continue_inside(res, res->frame, at);
         return;
     }
-    if (!take_pending(res, "latch_next", at))
-        return;
-    if (res->state != LATCH_RS_FRESH || res->detached) {
-        if (!res->detached)
-            latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, "latch_next",
-                             NULL, at);
-        chain_done(res);
-        return;
-    }
-    run(res);
+    if (take_pending(res, "latch_next", at))
+        resume(res, at);
 }
 
 int latch_fail_at(latch_req *req, int status, const char *message,

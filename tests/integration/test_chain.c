@@ -216,6 +216,18 @@ static int double_next_mw(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* next(), then next(err) from the same middleware while the route is
+ * still working. */
+static int next_then_fail_mw(latch_req *req, latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    MARK(L_NEXT1);
+    latch_next(req);
+    MARK(L_FAIL);
+    return latch_fail(req, 500, "late failure");
+}
+
 /* Express's timing middleware: next(), then a header once the route
  * answered inside it. */
 static int sync_timing_mw(latch_req *req, latch_res *res, void *data)
@@ -513,6 +525,8 @@ static int setup(void **state)
     assert_int_equal(latch_use(app, "/double-next", double_next_mw, NULL), 0);
     assert_int_equal(latch_get(app, "/double-next", count_and_send, NULL), 0);
     assert_int_equal(latch_use(app, "/sync-timing", sync_timing_mw, NULL), 0);
+    assert_int_equal(latch_use(app, "/next-fail", next_then_fail_mw, NULL), 0);
+    assert_int_equal(latch_get(app, "/next-fail", async_route, NULL), 0);
     assert_int_equal(latch_get(app, "/sync-timing", count_and_send, NULL), 0);
     assert_int_equal(latch_get(app, "/twice-async", async_route, NULL), 0);
 
@@ -684,6 +698,23 @@ static void test_sync_next_twice(void **state)
     assert_int_equal(r->at_line, atomic_load(&lines[L_SECOND]));
     assert_string_equal(r->prior_call, "latch_next");
     assert_int_equal(r->prior_line, atomic_load(&lines[L_NEXT1]));
+}
+
+static void test_fail_after_sync_next(void **state)
+{
+    report *r;
+
+    (void)state;
+    /* The error is refused: the route, still working, answers once. */
+    exchange("/next-fail", 200, "late route", NULL);
+    assert_int_equal(atomic_load(&route_runs), 1);
+    assert_int_equal(wait_reports(1), 1);
+    r = find(LATCH_ERR_NEXT_TWICE, "/next-fail");
+    assert_string_equal(r->call, "latch_fail");
+    assert_int_equal(r->at_line, atomic_load(&lines[L_FAIL]));
+    assert_string_equal(r->prior_call, "latch_next");
+    assert_int_equal(r->prior_line, atomic_load(&lines[L_NEXT1]));
+    assert_int_equal(atomic_load(&errh_runs), 0);
 }
 
 static void test_sync_header_after_next(void **state)
@@ -959,6 +990,7 @@ int main(void)
         T(test_sync_next_and_return_next),
         T(test_sync_next_twice),
         T(test_sync_header_after_next),
+        T(test_fail_after_sync_next),
         T(test_next_twice_route_answers_later),
         T(test_respond_and_fail),
         T(test_error_handler_responds_after_headers),
