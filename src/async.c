@@ -77,6 +77,26 @@ uint64_t latch__shake_ms(latch_worker *w)
     return ((x * 0x2545f4914f6cdd1dull) >> 33) % 20;
 }
 
+/*
+ * The xorshift state of one worker: splitmix64's finalizer over seed and
+ * worker index. For one index it is a bijection of the seed, so distinct
+ * seeds start distinct states, and xorshift maps distinct non-zero states
+ * to distinct sequences. The one seed that would mix to 0 (xorshift's
+ * fixed point, which would mean "off") takes another constant.
+ */
+uint64_t latch__shake_state(uint64_t seed, int index)
+{
+    uint64_t z;
+
+    if (seed == 0)
+        return 0;
+    z = seed + (uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z != 0 ? z : 0x2545f4914f6cdd1dull;
+}
+
 latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
                                 void *data)
 {

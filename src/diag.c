@@ -56,64 +56,128 @@ const char *latch_strerror(int code)
     }
 }
 
-static const char *site_file(const char *file)
+/*
+ * The default hook's block is built in one buffer and written at once, so
+ * reports from several workers never interleave line by line. Every field
+ * has a bound (a path or a message can be as long as a request allows):
+ * a longer one is cut visibly with "...", and the bounds add up to less
+ * than the buffer, so a block always ends with its own newline and the
+ * next report starts on a line of its own.
+ */
+#define FIELD_MAX 480 /* message, path, file */
+#define NAME_MAX_ 96  /* call, function, method */
+#define BLOCK_MAX 4096
+
+typedef struct block {
+    char buf[BLOCK_MAX];
+    size_t len;
+} block;
+
+static void put_n(block *b, const char *s, size_t n)
 {
-    return file ? file : "?";
+    if (n > sizeof(b->buf) - 1 - b->len)
+        n = sizeof(b->buf) - 1 - b->len; /* cannot happen: see the bounds */
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
 }
 
-static void print_site(FILE *f, const char *call, latch_site at)
+/* s, at most max bytes of it ("..." marks a cut); "?" for NULL. */
+static void put_s(block *b, const char *s, size_t max)
+{
+    size_t n;
+
+    if (s == NULL)
+        s = "?";
+    n = strnlen(s, max + 1);
+    if (n > max) {
+        put_n(b, s, max);
+        put_n(b, "...", 3);
+    } else {
+        put_n(b, s, n);
+    }
+}
+
+static void put_int(block *b, unsigned long long v, bool negative)
+{
+    char num[32];
+    int n = snprintf(num, sizeof(num), "%s%llu", negative ? "-" : "", v);
+
+    put_n(b, num, (size_t)n);
+}
+
+static void print_site(block *b, const char *call, latch_site at)
 {
     /* A handler's return value has no call site: the report names the
      * handler and where it was registered. */
     if (call != NULL && (strncmp(call, "LATCH_", 6) == 0 ||
                          strcmp(call, "error return") == 0)) {
-        fprintf(f, "%s returned by %s", call, at.func ? at.func : "a handler");
-        if (at.file != NULL)
-            fprintf(f, " (registered at %s:%d)", at.file, at.line);
+        put_s(b, call, NAME_MAX_);
+        put_s(b, " returned by ", 16);
+        put_s(b, at.func ? at.func : "a handler", NAME_MAX_);
+        if (at.file != NULL) {
+            put_s(b, " (registered at ", 16);
+            put_s(b, at.file, FIELD_MAX);
+            put_n(b, ":", 1);
+            put_int(b,
+                    at.line < 0 ? 0ull - (unsigned)at.line : (unsigned)at.line,
+                    at.line < 0);
+            put_n(b, ")", 1);
+        }
         return;
     }
-    fprintf(f, "%s (%s:%d, %s)", call ? call : "?", site_file(at.file), at.line,
-            at.func ? at.func : "?");
+    put_s(b, call, NAME_MAX_);
+    put_n(b, " (", 2);
+    put_s(b, at.file, FIELD_MAX);
+    put_n(b, ":", 1);
+    put_int(b, at.line < 0 ? 0ull - (unsigned)at.line : (unsigned)at.line,
+            at.line < 0);
+    put_n(b, ", ", 2);
+    put_s(b, at.func, NAME_MAX_);
+    put_n(b, ")", 1);
 }
 
-/* The default hook: one block per violation, on stderr. */
+/* The default hook: one block per violation, on stderr. Its longest
+ * block (every line, every field at its bound) is about 3 KiB. */
 static void default_hook(const latch_violation *v, void *data)
 {
-    char block[1024];
-    FILE *f;
-    size_t n;
+    block b;
 
     (void)data;
-    /* Build the block in memory and write it once, so reports from
-     * several workers never interleave line by line. */
-    f = fmemopen(block, sizeof(block), "w");
-    if (f == NULL)
-        return;
-    fprintf(f, "latch: %s: %s\n    at ", v->name, v->message);
-    print_site(f, v->call, v->at);
-    fputc('\n', f);
+    b.len = 0;
+    put_s(&b, "latch: ", 8);
+    put_s(&b, v->name, NAME_MAX_);
+    put_n(&b, ": ", 2);
+    put_s(&b, v->message, FIELD_MAX);
+    put_n(&b, "\n    at ", 8);
+    print_site(&b, v->call, v->at);
+    put_n(&b, "\n", 1);
     if (v->sealed_call != NULL) {
-        fputs("    response was sealed at ", f);
+        put_s(&b, "    response was sealed at ", 32);
         if (v->sealed_at.file != NULL)
-            print_site(f, v->sealed_call, v->sealed_at);
+            print_site(&b, v->sealed_call, v->sealed_at);
         else
-            fputs(v->sealed_call, f);
-        fputc('\n', f);
+            put_s(&b, v->sealed_call, NAME_MAX_);
+        put_n(&b, "\n", 1);
     }
     if (v->prior_call != NULL) {
-        fputs("    after ", f);
-        print_site(f, v->prior_call, v->prior_at);
-        fputc('\n', f);
+        put_s(&b, "    after ", 16);
+        print_site(&b, v->prior_call, v->prior_at);
+        put_n(&b, "\n", 1);
     }
-    if (v->request_id != 0)
-        fprintf(f, "    request %llu: %s %s\n",
-                (unsigned long long)v->request_id, v->method ? v->method : "?",
-                v->path ? v->path : "?");
-    n = (size_t)ftell(f);
-    fclose(f);
-    if (n >= sizeof(block))
-        n = sizeof(block) - 1;
-    fwrite(block, 1, n, stderr);
+    if (v->request_id != 0) {
+        put_s(&b, "    request ", 16);
+        put_int(&b, (unsigned long long)v->request_id, false);
+        put_n(&b, ": ", 2);
+        put_s(&b, v->method, NAME_MAX_);
+        put_n(&b, " ", 1);
+        put_s(&b, v->path, FIELD_MAX);
+        put_n(&b, "\n", 1);
+    }
+    /* The bounds keep a block well inside the buffer; should that ever
+     * change, the block still ends its last line. */
+    if (b.len == sizeof(b.buf) - 1)
+        b.buf[b.len - 1] = '\n';
+    fwrite(b.buf, 1, b.len, stderr);
 }
 
 /* Counts per site in a small open-addressing table; violations are rare,

@@ -398,6 +398,9 @@ void latch__joins_free(latch_res *res);
 void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
 /* A delay in ms to add under LATCH_SHAKE (0 when off). */
 uint64_t latch__shake_ms(latch_worker *w);
+/* The shaker's state for worker `index` of an app seeded with `seed`
+ * (0: off, and then 0). */
+uint64_t latch__shake_state(uint64_t seed, int index);
 
 /* res.c: fires the request's cancellation signal (once). */
 void latch__res_cancel(latch_res *res, int reason);

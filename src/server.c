@@ -23,6 +23,27 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/*
+ * LATCH_SHAKE as a seed: a decimal number from 1 to 2^64-1 turns the
+ * shaker on with that seed; unset, empty, "0" or anything that is not a
+ * number leaves it off (0), so "LATCH_SHAKE=0" reads as "off".
+ */
+static uint64_t shake_seed(const char *s)
+{
+    uint64_t v = 0;
+
+    if (s == NULL || *s == '\0')
+        return 0;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return 0;
+        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return 0; /* out of range: not a seed */
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    return v;
+}
+
 latch_app *latch_app_new(void)
 {
     latch_app *app = calloc(1, sizeof(*app));
@@ -44,11 +65,7 @@ latch_app *latch_app_new(void)
     pthread_mutex_init(&app->live_mu, NULL);
     pthread_mutex_init(&app->site_mu, NULL);
     app->cfg.request_status = 503;
-    {
-        const char *shake = getenv("LATCH_SHAKE");
-        if (shake != NULL && *shake != '\0')
-            app->shake_seed = strtoull(shake, NULL, 10) | 1; /* never 0 */
-    }
+    app->shake_seed = shake_seed(getenv("LATCH_SHAKE"));
     {
         const char *env = getenv("LATCH_ENV");
         app->development = env != NULL && strcmp(env, "development") == 0;
@@ -335,10 +352,7 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
     w->listen_fd = -1;
     w->next_req_id = ((uint64_t)index << 48) + 1;
     /* Each worker its own reproducible sequence of shake delays. */
-    w->shake_state =
-        app->shake_seed
-            ? app->shake_seed ^ ((uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull)
-            : 0;
+    w->shake_state = latch__shake_state(app->shake_seed, index);
     pthread_mutex_init(&w->post_mu, NULL);
     r = uv_loop_init(&w->loop);
     if (r < 0)

@@ -523,6 +523,50 @@ static void test_default_hook_without_seal_or_request(void **state)
                              "    at latch_res_end (?:0, ?)\n");
 }
 
+/*
+ * A report longer than any buffer (a long path, a long message) is cut
+ * field by field, visibly ("..."), and every line still ends with a
+ * newline: the next report starts on a line of its own.
+ */
+static void test_default_hook_long_report_keeps_its_lines(void **state)
+{
+    fixture *f = *state;
+    static char path[6000], message[3000], out[32768];
+    const char *p, *line;
+    int reports = 0, lines = 0;
+    capture c;
+
+    memset(path, 'p', sizeof(path) - 1);
+    path[0] = '/';
+    memset(message, 'm', sizeof(message) - 1);
+    f->res->req.path = path;
+    capture_start(&c);
+    latch__violation(f->res, LATCH_ERR_STATE, "latch_res_write", message,
+                     SITE("file.c", 3, "h"));
+    latch__violation(f->res, LATCH_ERR_NEXT_TWICE, "latch_next", NULL,
+                     SITE("file.c", 4, "h"));
+    capture_stop(&c, out, sizeof(out));
+    assert_true(strlen(out) > 0);
+    assert_int_equal(out[strlen(out) - 1], '\n');
+    for (line = out; *line != '\0'; line = p + 1) {
+        p = strchr(line, '\n');
+        assert_non_null(p);
+        lines++;
+        if (strncmp(line, "latch: ", 7) == 0)
+            reports++;
+        else
+            assert_memory_equal(line, "    ", 4);
+    }
+    assert_int_equal(reports, 2);
+    /* Both blocks whole: message, site and request lines of each. */
+    assert_int_equal(lines, 6);
+    assert_non_null(strstr(out, "mmm...\n    at latch_res_write (file.c:3"));
+    assert_non_null(strstr(out, "    request 17: POST /ppp"));
+    assert_non_null(strstr(out, "ppp...\nlatch: ERR_NEXT_TWICE"));
+    assert_non_null(strstr(out, "    at latch_next (file.c:4, h)\n"
+                                "    request 17: POST /ppp"));
+}
+
 static void test_policy_count_prints_nothing(void **state)
 {
     fixture *f = *state;
@@ -702,6 +746,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_default_hook_without_seal_or_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_default_hook_long_report_keeps_its_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_count_prints_nothing, setup,
                                         teardown),
         cmocka_unit_test(test_policy_abort_reports_then_aborts),
