@@ -20,6 +20,12 @@
  *    it; the comment of each function says how long they stay valid.
  *  - A request and its response live on one worker thread (one libuv loop).
  *    Handlers and every callback about a response run on that thread.
+ *  - A bad argument (NULL where an object, a name or a callback is
+ *    required, NULL data with a non-zero length, a status, index, count or
+ *    limit out of range) never crashes: the call returns
+ *    LATCH_ERR_INVALID_ARG (getters: NULL, 0 or false) and, when it is
+ *    about a request or response, is reported like any refused call.
+ *    tests/integration/test_api_args.c holds one row per entry point.
  *  - Functions that can raise a lifecycle violation are macros over an
  *    `_at` variant that takes the caller's place (LATCH_HERE), so reports
  *    name the file and line of the offending call.
@@ -192,7 +198,8 @@ LATCH_API int latch_use(latch_app *app, const char *prefix, latch_handler fn,
  * and a path pattern with named parameters ("/users/:id") and a trailing
  * wildcard ("/static/ *", param name "*"). A GET route also serves HEAD
  * (the body is dropped). Returns 0, LATCH_ERR_INVALID_ARG for a malformed
- * pattern, LATCH_ERR_NOMEM, or LATCH_ERR_STATE once the app runs.
+ * or NULL pattern or a method that is not a token ("", "G T"),
+ * LATCH_ERR_NOMEM, or LATCH_ERR_STATE once the app runs.
  */
 LATCH_API int latch_route(latch_app *app, const char *method,
                           const char *pattern, latch_handler fn, void *data);
@@ -550,7 +557,8 @@ LATCH_API int latch_res_end_at(latch_res *res, const void *data, size_t len,
     latch_res_send_at((res), (body), (len), LATCH_HERE)
 LATCH_API int latch_res_send_at(latch_res *res, const void *body, size_t len,
                                 latch_site at);
-/* Sends NUL-terminated JSON text as application/json; charset=utf-8. */
+/* Sends NUL-terminated JSON text as application/json; charset=utf-8
+ * (NULL sends the JSON value null). */
 #define latch_res_json(res, json) latch_res_json_at((res), (json), LATCH_HERE)
 LATCH_API int latch_res_json_at(latch_res *res, const char *json,
                                 latch_site at);
@@ -581,7 +589,7 @@ LATCH_API int latch_res_redirect_at(latch_res *res, int status, const char *url,
  * invalid UTF-8, LATCH_ERR_INVALID_ARG for a misplaced value or a
  * non-finite double, LATCH_ERR_LIMIT past 64 nested levels or 16 MiB).
  * latch_res_json_end returns that error, or LATCH_ERR_INVALID_ARG for an
- * unfinished document, and then answers 500 instead. The writer belongs to
+ * unfinished document, reports it, and then answers 500 instead. The writer belongs to
  * the response; it is valid until latch_res_json_end.
  */
 typedef struct latch_json latch_json;
@@ -619,8 +627,9 @@ LATCH_API bool latch_res_destroyed(const latch_res *res);
  * latch's own cleanup: on_finish when the last byte was handed to the
  * OS; on_close when the response is done with, finished or not; on_drain
  * when pending output fell below the high-water mark after a write
- * returned 0. One callback of each kind; a second replaces the first.
- * Returns 0, or LATCH_ERR_STATE when the event already happened.
+ * returned 0. One callback of each kind; a second replaces the first, and
+ * a NULL cb removes it. Returns 0, or LATCH_ERR_STATE when the event
+ * already happened.
  */
 LATCH_API int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data);
 LATCH_API int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data);

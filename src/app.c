@@ -138,6 +138,18 @@ int latch__app_prepare(latch_app *app)
     return 0;
 }
 
+/* A method name is a token (RFC 9110 §9.1); "*" stands for every method. */
+static bool is_token(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!(*s > 0x20 && *s < 0x7f &&
+              strchr("\"(),/:;<=>?@[\\]{}", *s) == NULL))
+            return false;
+    return true;
+}
+
 static int add_layer(latch_app *app, int kind, const char *method,
                      const char *pattern, latch_handler fn, void *data,
                      const char *name, latch_site at)
@@ -149,6 +161,10 @@ static int add_layer(latch_app *app, int kind, const char *method,
         return LATCH_ERR_INVALID_ARG;
     if (app->running)
         return LATCH_ERR_STATE;
+    if (method != NULL && !is_token(method))
+        return LATCH_ERR_INVALID_ARG; /* "" or "G T" would never match */
+    if (pattern == NULL && kind == L_ROUTE)
+        return LATCH_ERR_INVALID_ARG; /* a route needs a path */
     if (pattern == NULL)
         pattern = "/";
     if (pattern[0] != '/')

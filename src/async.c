@@ -120,8 +120,13 @@ latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
 latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
                                   void *data, latch_site at)
 {
-    if (res == NULL || cb == NULL)
+    if (res == NULL)
         return NULL;
+    if (cb == NULL) {
+        latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_set_timeout",
+                         "The callback is NULL", at);
+        return NULL;
+    }
     if (!pthread_equal(pthread_self(), res->w->thread)) {
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_set_timeout", NULL,
                          at);
@@ -208,8 +213,16 @@ int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
 {
     latch_res *res = latch_req_res(req);
 
-    if (res == NULL || (status != 0 && (status < 400 || status > 599)))
+    if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
+    if ((status != 0 && (status < 400 || status > 599)) ||
+        ms > 24ull * 3600 * 1000) {
+        latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_req_set_timeout",
+                         "The status must be 0 or 400..599 and the timeout "
+                         "at most 24 hours",
+                         (latch_site){NULL, 0, NULL});
+        return LATCH_ERR_INVALID_ARG;
+    }
     if (!pthread_equal(pthread_self(), res->w->thread))
         return LATCH_ERR_WRONG_THREAD;
     if (res->detached || res->state >= LATCH_RS_ENDED ||
@@ -299,8 +312,13 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     struct latch_work_req *wr;
     int r;
 
-    if (res == NULL || work == NULL || after == NULL)
+    if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
+    if (work == NULL || after == NULL) {
+        latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_work",
+                         "The work and after functions are required", at);
+        return LATCH_ERR_INVALID_ARG;
+    }
     if (!pthread_equal(pthread_self(), res->w->thread)) {
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_work", NULL, at);
         return LATCH_ERR_WRONG_THREAD;
@@ -345,6 +363,8 @@ void latch__works_cancel(latch_res *res)
 /* ------------------------------------------------------------------ */
 /* Joins                                                                */
 /* ------------------------------------------------------------------ */
+
+static const latch_site no_site = {NULL, 0, NULL};
 
 struct latch_join {
     latch_res *res;
@@ -427,8 +447,15 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
 {
     latch_join *j;
 
-    if (res == NULL || done == NULL || n < 1 || n > 4096 ||
-        !pthread_equal(pthread_self(), res->w->thread) ||
+    if (res == NULL)
+        return NULL;
+    if (done == NULL || n < 1 || n > 4096) {
+        latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_join_new",
+                         "A join needs 1..4096 tasks and a completion",
+                         (latch_site){NULL, 0, NULL});
+        return NULL;
+    }
+    if (!pthread_equal(pthread_self(), res->w->thread) ||
         res->state >= LATCH_RS_FINISHED || res->detached ||
         res->cancel_reason != LATCH_CANCEL_NONE)
         return NULL;
@@ -459,8 +486,14 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
 
 static int join_report(latch_join *j, int index, void *result, int error)
 {
-    if (j == NULL || index < 0 || index >= j->n)
+    if (j == NULL)
         return LATCH_ERR_INVALID_ARG;
+    if (index < 0 || index >= j->n) {
+        latch__violation(j->res, LATCH_ERR_INVALID_ARG,
+                         error < 0 ? "latch_join_fail" : "latch_join_resolve",
+                         "The task index is outside the join", no_site);
+        return LATCH_ERR_INVALID_ARG;
+    }
     if (!pthread_equal(pthread_self(), j->res->w->thread))
         return LATCH_ERR_WRONG_THREAD;
     if (j->seen[index])

@@ -158,6 +158,20 @@ void latch__req_prepare(latch_req *q)
         q->path = "/";
 }
 
+/*
+ * A request function given a bad argument (a NULL name, a negative
+ * count): reported against the request's response, from whatever thread
+ * reads the request. Getters have no _at variant, so no call site.
+ */
+static void refuse_arg(const latch_req *req, const char *call, const char *msg)
+{
+    latch_res *res = latch_req_res((latch_req *)req);
+
+    if (res != NULL && res->w != NULL)
+        latch__violation(res, LATCH_ERR_INVALID_ARG, call, msg,
+                         (latch_site){NULL, 0, NULL});
+}
+
 const char *latch_req_method(const latch_req *req)
 {
     return req && req->method ? req->method : "";
@@ -207,6 +221,8 @@ const char *latch_req_header(const latch_req *req, const char *name)
 {
     uint32_t i;
 
+    if (req != NULL && name == NULL)
+        refuse_arg(req, "latch_req_header", "The header name is NULL");
     if (req == NULL || name == NULL || req->head == NULL)
         return NULL;
     for (i = 0; i < req->nfields; i++)
@@ -221,9 +237,14 @@ int latch_req_header_values(const latch_req *req, const char *name,
     uint32_t i;
     int n = 0;
 
-    if (max < 0 || (max > 0 && values == NULL))
+    if (max < 0 || (max > 0 && values == NULL) ||
+        (req != NULL && name == NULL)) {
+        refuse_arg(req, "latch_req_header_values",
+                   name == NULL ? "The header name is NULL"
+                                : "values must hold max entries (max >= 0)");
         return LATCH_ERR_INVALID_ARG;
-    if (req == NULL || name == NULL || req->head == NULL)
+    }
+    if (req == NULL || req->head == NULL)
         return 0;
     for (i = 0; i < req->nfields; i++) {
         if (!name_ieq(req->head + req->fields[i].name.off, name))
@@ -248,8 +269,12 @@ int latch_req_header_at(const latch_req *req, int i, const char **name,
     if (value)
         *value = NULL;
     if (req == NULL || req->head == NULL || i < 0 ||
-        (uint32_t)i >= req->nfields)
+        (uint32_t)i >= req->nfields) {
+        if (req != NULL)
+            refuse_arg(req, "latch_req_header_at",
+                       "The index is outside 0 .. latch_req_header_count - 1");
         return LATCH_ERR_INVALID_ARG;
+    }
     if (name)
         *name = req->head + req->fields[i].name.off;
     if (value)
@@ -296,14 +321,21 @@ const char *latch_req_query(const latch_req *req, const char *name)
 {
     const char *v = NULL;
 
+    if (req != NULL && name == NULL)
+        refuse_arg(req, "latch_req_query", "The parameter name is NULL");
     return query_values(req, name, &v, 1) > 0 ? v : NULL;
 }
 
 int latch_req_query_values(const latch_req *req, const char *name,
                            const char **values, int max)
 {
-    if (max < 0 || (max > 0 && values == NULL))
+    if (max < 0 || (max > 0 && values == NULL) ||
+        (req != NULL && name == NULL)) {
+        refuse_arg(req, "latch_req_query_values",
+                   name == NULL ? "The parameter name is NULL"
+                                : "values must hold max entries (max >= 0)");
         return LATCH_ERR_INVALID_ARG;
+    }
     return query_values(req, name, values, max);
 }
 
@@ -311,6 +343,8 @@ const char *latch_req_param(const latch_req *req, const char *name)
 {
     uint32_t i;
 
+    if (req != NULL && name == NULL)
+        refuse_arg(req, "latch_req_param", "The parameter name is NULL");
     if (req == NULL || name == NULL)
         return NULL;
     for (i = 0; i < req->nparams; i++)
@@ -350,6 +384,8 @@ const char *latch_req_cookie(const latch_req *req, const char *name)
     size_t nlen;
     uint32_t i;
 
+    if (req != NULL && name == NULL)
+        refuse_arg(req, "latch_req_cookie", "The cookie name is NULL");
     if (req == NULL || name == NULL || req->head == NULL)
         return NULL;
     nlen = strlen(name);

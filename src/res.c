@@ -548,7 +548,8 @@ int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
     if (r != 0)
         return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
     if (name == NULL)
-        return LATCH_ERR_INVALID_ARG;
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_remove_header",
+                      "Invalid header: NULL name", at);
     nlen = strlen(name);
     while ((i = find_hdr(res, name, nlen)) >= 0)
         res->hdrs[i].removed = 1;
@@ -570,6 +571,10 @@ const char *latch_res_get_header(const latch_res *res, const char *name)
 {
     int i;
 
+    if (res != NULL && name == NULL && on_loop(res))
+        latch__violation((latch_res *)res, LATCH_ERR_INVALID_ARG,
+                         "latch_res_get_header", "Invalid header: NULL name",
+                         (latch_site){NULL, 0, NULL});
     if (res == NULL || name == NULL)
         return NULL;
     i = find_hdr(res, name, strlen(name));
@@ -985,7 +990,13 @@ int latch_res_end_at(latch_res *res, const void *data, size_t len,
                      latch_site at)
 {
     int kind = (data != NULL && len > 0) ? K_END_DATA : K_END_EMPTY;
-    int r = gate(res, kind, "latch_res_end", "write", at);
+    int r;
+
+    /* As write: NULL data with a length is refused before the state. */
+    if (res != NULL && data == NULL && len > 0 && on_loop(res))
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_end",
+                      "May not write null values to stream", at);
+    r = gate(res, kind, "latch_res_end", "write", at);
 
     if (r == 1)
         return 0; /* end() after end(): a no-op, as in Node */
@@ -1127,18 +1138,28 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
 
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
+    if (!on_loop(res))
+        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_json_end", NULL,
+                      at);
     if (!res->json_open)
         return refuse(res, LATCH_ERR_STATE, "latch_res_json_end",
                       "No JSON writer is open on this response", at);
     res->json_open = false;
     r = latch__json_finish(&res->json);
     if (r < 0) {
-        /* A broken document is never sent as if it were whole. */
+        /* A broken document is never sent as if it were whole: the
+         * writer's error is reported here, where the document ended. */
+        refuse(res, r, "latch_res_json_end",
+               r == LATCH_ERR_INVALID_ARG
+                   ? "The JSON document is unfinished or had a misplaced "
+                     "or invalid value"
+                   : NULL,
+               at);
         if (res->state == LATCH_RS_FRESH)
             latch__res_status_page(res, 500, "latch_res_json_end");
         return r;
     }
-    if (on_loop(res) && res->state == LATCH_RS_FRESH &&
+    if (res->state == LATCH_RS_FRESH &&
         latch_res_get_header(res, "Content-Type") != NULL)
         ct = NULL;
     return send_as(res, ct, res->jbuf.data, res->jbuf.len, "latch_res_json_end",
@@ -1178,9 +1199,14 @@ int latch_res_type_at(latch_res *res, const char *type, latch_site at)
 {
     char buf[160];
     size_t i;
+    int r;
 
-    if (type == NULL || *type == '\0')
-        return LATCH_ERR_INVALID_ARG;
+    if (type == NULL || *type == '\0') {
+        if ((r = gate(res, K_HEADER, "latch_res_type", "set", at)) != 0)
+            return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_type",
+                      "The type is NULL or empty", at);
+    }
     if (strchr(type, '/') != NULL) {
         /* A MIME type: text types get the charset, as Express does. */
         if (strncmp(type, "text/", 5) == 0 && strchr(type, ';') == NULL &&
@@ -1197,7 +1223,10 @@ int latch_res_type_at(latch_res *res, const char *type, latch_site at)
         if (strcasecmp(type, mime_types[i].name) == 0)
             return header_op(res, "Content-Type", mime_types[i].type, false,
                              "latch_res_type", at);
-    return LATCH_ERR_INVALID_ARG;
+    if ((r = gate(res, K_HEADER, "latch_res_type", "set", at)) != 0)
+        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+    return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_type",
+                  "Unknown type name", at);
 }
 
 int latch_res_send_status_at(latch_res *res, int status, latch_site at)
@@ -1470,8 +1499,11 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
 {
     latch_res *res = latch_req_res(req);
 
-    if (res == NULL || cb == NULL)
+    if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
+    if (cb == NULL)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_req_on_cancel",
+                      "The callback is NULL", (latch_site){NULL, 0, NULL});
     if (!on_loop(res))
         return LATCH_ERR_WRONG_THREAD;
     if (res->cancel_reason != LATCH_CANCEL_NONE || res->detached ||
@@ -1630,8 +1662,11 @@ int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
     struct latch_post *p;
     latch_worker *w;
 
-    if (res == NULL || fn == NULL)
+    if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
+    if (fn == NULL)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
+                      "The function is NULL", (latch_site){NULL, 0, NULL});
     p = malloc(sizeof(*p));
     if (p == NULL)
         return LATCH_ERR_NOMEM;

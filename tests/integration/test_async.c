@@ -1287,12 +1287,19 @@ static void test_request_timeout_override(void **state)
     assert_int_equal(s.set_timeout_rc, 0);
     assert_int_equal(s.cancel_count, 0);
 
-    /* A status that is not 4xx/5xx is refused and the app's applies. */
+    /* A status that is not 4xx/5xx is refused (and reported: every
+     * refused call is) and the app's applies. */
     reset_state();
     get_on(fd, "/work?ms=0&t=100&s=200&guard=1");
     expect_one(fd, done_200);
     assert_int_equal(snap().set_timeout_rc, LATCH_ERR_INVALID_ARG);
-    assert_int_equal(th_vlog_count(&vlog), 0);
+    assert_int_equal(th_vlog_count(&vlog), 1);
+    {
+        th_vrec v;
+        assert_true(th_vlog_get(&vlog, 0, &v));
+        assert_int_equal(v.code, LATCH_ERR_INVALID_ARG);
+        assert_string_equal(v.call, "latch_req_set_timeout");
+    }
     close(fd);
 }
 
