@@ -1604,36 +1604,62 @@ bool latch_res_destroyed(const latch_res *res)
             (res->state == LATCH_RS_FINISHED && res->closed_fired));
 }
 
-static int set_cb(latch_res *res, latch_res_cb *slot, void **dslot,
-                  latch_res_cb cb, void *data, bool done)
+enum { CB_FINISH, CB_CLOSE, CB_DRAIN };
+
+/*
+ * Registers one of the response's callbacks. A call from another thread
+ * (ERR_WRONG_THREAD) or after the event (LATCH_ERR_STATE: cb would never
+ * run) is refused and reported, as every refused call is.
+ */
+static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data)
 {
+    static const char *const names[] = {
+        "latch_res_on_finish", "latch_res_on_close", "latch_res_on_drain"};
+    static const latch_site none = {NULL, 0, NULL};
+    bool done;
+
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (!on_loop(res))
-        return LATCH_ERR_WRONG_THREAD;
+        return refuse(res, LATCH_ERR_WRONG_THREAD, names[kind], NULL, none);
+    done = kind == CB_FINISH  ? res->detached || res->state >= LATCH_RS_FINISHED
+           : kind == CB_CLOSE ? res->closed_fired
+                              : res->detached;
     if (done)
-        return LATCH_ERR_STATE;
-    *slot = cb;
-    *dslot = data;
+        return refuse(res, LATCH_ERR_STATE, names[kind],
+                      "The event already happened: the callback would never "
+                      "run",
+                      none);
+    switch (kind) {
+    case CB_FINISH:
+        res->on_finish = cb;
+        res->on_finish_data = data;
+        break;
+    case CB_CLOSE:
+        res->on_close = cb;
+        res->on_close_data = data;
+        break;
+    default:
+        res->on_drain = cb;
+        res->on_drain_data = data;
+        break;
+    }
     return 0;
 }
 
 int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
 {
-    return set_cb(res, &res->on_finish, &res->on_finish_data, cb, data,
-                  res && (res->detached || res->state >= LATCH_RS_FINISHED));
+    return set_cb(res, CB_FINISH, cb, data);
 }
 
 int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data)
 {
-    return set_cb(res, &res->on_close, &res->on_close_data, cb, data,
-                  res && res->closed_fired);
+    return set_cb(res, CB_CLOSE, cb, data);
 }
 
 int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
 {
-    return set_cb(res, &res->on_drain, &res->on_drain_data, cb, data,
-                  res && res->detached);
+    return set_cb(res, CB_DRAIN, cb, data);
 }
 
 latch_req *latch_res_req(latch_res *res)

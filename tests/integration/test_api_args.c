@@ -636,11 +636,12 @@ static void test_outside_any_request(void **state)
 
     (void)state;
     for (int i = 0; i < NROWS; i++) {
-        ctx c = {latch_app_new(), NULL, NULL};
+        ctx c = {NULL, NULL, NULL};
         long got;
 
         if (rows[i].where != O)
             continue;
+        c.app = latch_app_new();
         assert_non_null(c.app);
         latch_app_on_violation(c.app, rep_hook, NULL);
         rep_reset();
@@ -681,6 +682,7 @@ static void test_inside_a_handler(void **state)
                           result[i].files);
         pthread_mutex_unlock(&rep_mu);
         th_resp_free(r, 1);
+        free(r);
         free(out);
         n++;
     }
