@@ -486,7 +486,10 @@ LATCH_API latch_req *latch_res_req(latch_res *res);
  * report a violation; they never put a byte on the wire.
  */
 
-/* Sets the status (100..999, else LATCH_ERR_HTTP_INVALID_STATUS_CODE). */
+/* Sets the status (200..999, else LATCH_ERR_HTTP_INVALID_STATUS_CODE,
+ * reported: a 1xx is informational and cannot be the answer; latch sends
+ * 100 Continue itself). The same holds for every call that takes a
+ * status. */
 #define latch_res_status(res, status)                                          \
     latch_res_status_at((res), (status), LATCH_HERE)
 LATCH_API int latch_res_status_at(latch_res *res, int status, latch_site at);
@@ -497,7 +500,13 @@ LATCH_API int latch_res_get_status(const latch_res *res);
  * Sets (replacing, keeping its position), appends (another line of the same
  * name) or removes a header before the headers are sent. Name must be a
  * token and value must not contain CR, LF or NUL (LATCH_ERR_INVALID_CHAR).
- * The strings are copied.
+ * The strings are copied. latch owns the framing, so these are refused
+ * with LATCH_ERR_INVALID_ARG (reported): a Content-Length that is not a
+ * decimal number, a second Content-Length or Transfer-Encoding line, the
+ * two together, and a Transfer-Encoding other than "chunked". A
+ * Transfer-Encoding is dropped for an HTTP/1.0 client (the body then ends
+ * at the close), and a Connection header that promises keep-alive on a
+ * connection latch closes is replaced by "Connection: close".
  */
 #define latch_res_set_header(res, name, value)                                 \
     latch_res_set_header_at((res), (name), (value), LATCH_HERE)
@@ -552,7 +561,10 @@ LATCH_API int latch_res_end_at(latch_res *res, const void *data, size_t len,
                                latch_site at);
 
 /* Express's res.send: Content-Type text/html; charset=utf-8 unless set,
- * Content-Length, the body, end. */
+ * Content-Length, the body, end. As Express (and RFC 9110), the senders
+ * (send, json, json_end, send_status, redirect) on a 204 or 304 send no
+ * body, no Content-Type, Content-Length nor Transfer-Encoding; on a 205, no
+ * body and "Content-Length: 0". */
 #define latch_res_send(res, body, len)                                         \
     latch_res_send_at((res), (body), (len), LATCH_HERE)
 LATCH_API int latch_res_send_at(latch_res *res, const void *body, size_t len,

@@ -499,9 +499,85 @@ static int put_hdr(latch_res *res, const char *name, size_t nlen,
     return add_hdr(res, pos, name, nlen, value, vlen);
 }
 
+static bool is_te(const char *name, size_t n)
+{
+    return n == 17 && ieq(name, "transfer-encoding", 17);
+}
+
+/* value is one token, compared case-insensitively, with optional
+ * whitespace around it. */
+static bool is_only_token(const char *v, const char *tok)
+{
+    size_t n = strlen(tok);
+
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (strncasecmp(v, tok, n) != 0)
+        return false;
+    for (v += n; *v == ' ' || *v == '\t'; v++)
+        ;
+    return *v == '\0';
+}
+
+/*
+ * latch owns the framing: a header the handler sets may not make the
+ * response one that a client cannot delimit. Returns NULL when the header
+ * is fine, else why it is refused. Refused: a Transfer-Encoding other than
+ * "chunked" (latch applies no other coding; "gzip" copied from an upstream
+ * would announce a coding the body does not have), a second
+ * Transfer-Encoding or Content-Length line, Content-Length together with
+ * Transfer-Encoding (RFC 9112 §6.2: a sender must not), and a
+ * Content-Length that is not a decimal number.
+ */
+static const char *framing_check(latch_res *res, const char *name, size_t n,
+                                 const char *value, bool append)
+{
+    if (is_cl(name, n)) {
+        if (!digits_only(value))
+            return "Content-Length must be a decimal number";
+        if (append && find_hdr(res, name, n) >= 0)
+            return "A second Content-Length would make the body's end "
+                   "ambiguous";
+        if (find_hdr(res, "Transfer-Encoding", 17) >= 0)
+            return "Content-Length may not be sent with Transfer-Encoding";
+        return NULL;
+    }
+    if (!is_te(name, n))
+        return NULL;
+    if (!is_only_token(value, "chunked"))
+        return "latch frames the body: Transfer-Encoding may only be "
+               "\"chunked\"";
+    if (append && find_hdr(res, name, n) >= 0)
+        return "Transfer-Encoding is already set";
+    if (find_hdr(res, "Content-Length", 14) >= 0)
+        return "Transfer-Encoding may not be sent with Content-Length";
+    return NULL;
+}
+
+/*
+ * A status the response can end with: 200..999 (Node takes 100..999). A
+ * 1xx is informational: sent as the answer, the client would wait for the
+ * final response that never comes, and the connection would be out of
+ * step. latch sends 100 Continue itself; it has no other interim answer.
+ */
+static bool final_status(int s)
+{
+    return s >= 200 && s <= 999;
+}
+
+static void status_msg(char *msg, size_t cap, int status)
+{
+    if (status >= 100 && status <= 199)
+        snprintf(msg, cap,
+                 "Invalid status code: %d (1xx is not a final answer)", status);
+    else
+        snprintf(msg, cap, "Invalid status code: %d", status);
+}
+
 static int header_op(latch_res *res, const char *name, const char *value,
                      bool append, const char *call, latch_site at)
 {
+    const char *r_why;
     long nlen, vlen;
     int r;
 
@@ -521,9 +597,8 @@ static int header_op(latch_res *res, const char *name, const char *value,
                       "Invalid character in header content", at);
     if (nlen > 1024 || vlen > 65536)
         return refuse(res, LATCH_ERR_INVALID_ARG, call, "Header too long", at);
-    if (is_cl(name, (size_t)nlen) && !digits_only(value))
-        return refuse(res, LATCH_ERR_INVALID_ARG, call,
-                      "Content-Length must be a decimal number", at);
+    if ((r_why = framing_check(res, name, (size_t)nlen, value, append)) != NULL)
+        return refuse(res, LATCH_ERR_INVALID_ARG, call, r_why, at);
     return put_hdr(res, name, (size_t)nlen, value, (size_t)vlen, append);
 }
 
@@ -588,8 +663,8 @@ int latch_res_status_at(latch_res *res, int status, latch_site at)
 
     if (r != 0)
         return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
-    if (status < 100 || status > 999) {
-        snprintf(msg, sizeof(msg), "Invalid status code: %d", status);
+    if (!final_status(status)) {
+        status_msg(msg, sizeof(msg), status);
         return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
                       "latch_res_status", msg, at);
     }
@@ -669,7 +744,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     latch_worker *w = res->w;
     const char *reason = latch__status_reason(res->status);
     bool user_cl = false, user_te = false, user_conn = false, user_date = false,
-         close_req = false;
+         close_req = false, drop_te = false, drop_conn = false;
     size_t need, rl = strlen(reason);
     latch_buf *b;
     uint32_t i;
@@ -710,13 +785,22 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
             break;
         }
     }
+    /* A user's Transfer-Encoding (header_op lets only "chunked" in) is
+     * honoured for HTTP/1.1 clients; an HTTP/1.0 client cannot read
+     * chunked, so its line is dropped and the body is framed as if it had
+     * not been set. With chunked, a Content-Length line is never sent. */
+    if (user_te && res->req.version_minor < 1) {
+        user_te = false;
+        drop_te = true;
+        res->chunked = false;
+    }
     res->has_cl = user_cl && !user_te;
     if (user_te && !res->has_body && res->chunked) {
         /* A 204/304 that claims chunking: no zero chunk may follow, so
          * the connection cannot be reused (Node does the same). */
         res->chunked = false;
         close_req = true;
-    } else if (!user_cl && !user_te && res->has_body) {
+    } else if (!res->has_cl && !user_te && res->has_body) {
         if (known_len >= 0) {
             res->content_length = (uint64_t)known_len;
             res->has_cl = true;
@@ -731,6 +815,12 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
                       !((c->flags & LATCH_CF_NO_MORE) && res == c->q_tail);
     if (!res->keep_alive)
         latch__conn_last(res);
+    /* A handler's Connection that promises more than latch will do
+     * (keep-alive on a connection that closes) is replaced by latch's. */
+    if (user_conn && !res->keep_alive && !close_req) {
+        user_conn = false;
+        drop_conn = true;
+    }
 
     res->hold = hold;
     if (c == NULL)
@@ -751,7 +841,13 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     }
     for (i = 0; i < res->nhdrs; i++) {
         const latch_hdr *h = &res->hdrs[i];
-        if (h->removed)
+        const char *name = res->hbuf.data + h->name_off;
+        if (h->removed ||
+            (h->name_len == 17 && drop_te &&
+             ieq(name, "transfer-encoding", 17)) ||
+            (h->name_len == 14 && user_cl && user_te &&
+             ieq(name, "content-length", 14)) ||
+            (h->name_len == 10 && drop_conn && ieq(name, "connection", 10)))
             continue;
         p = put(p, res->hbuf.data + h->name_off, h->name_len);
         p = put(p, ": ", 2);
@@ -836,9 +932,9 @@ static int check_status(latch_res *res, const char *call, latch_site at)
 {
     char msg[64];
 
-    if (res->status >= 100 && res->status <= 999)
+    if (final_status(res->status))
         return 0;
-    snprintf(msg, sizeof(msg), "Invalid status code: %d", res->status);
+    status_msg(msg, sizeof(msg), res->status);
     return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE, call, msg, at);
 }
 
@@ -849,8 +945,8 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
 
     if (r != 0)
         return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
-    if (status < 100 || status > 999) {
-        snprintf(msg, sizeof(msg), "Invalid status code: %d", status);
+    if (!final_status(status)) {
+        status_msg(msg, sizeof(msg), status);
         return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
                       "latch_res_write_head", msg, at);
     }
@@ -1005,6 +1101,15 @@ int latch_res_end_at(latch_res *res, const void *data, size_t len,
     return end_common(res, data, len, "latch_res_end", at);
 }
 
+/* Removes every line of a header (latch's own decision, not reported). */
+static void drop_hdr(latch_res *res, const char *name, size_t n)
+{
+    int i;
+
+    while ((i = find_hdr(res, name, n)) >= 0)
+        res->hdrs[i].removed = 1;
+}
+
 /* The Express-style senders share this: FRESH only, then one end(). The
  * Content-Type comes from latch itself (a valid constant) or NULL. */
 static int send_as(latch_res *res, const char *ctype, const void *body,
@@ -1018,6 +1123,22 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
     if (body == NULL && len > 0)
         return refuse(res, LATCH_ERR_INVALID_ARG, call,
                       "May not send null values", at);
+    /* Express's res.send, which RFC 9110 backs: a 204 or 304 has no
+     * content and says nothing of its framing or type; a 205 has no
+     * content either, and says so with Content-Length: 0 (§15.3.6), so a
+     * client that does not know 205 still finds its end. */
+    if (res->status == 204 || res->status == 304 || res->status == 205) {
+        drop_hdr(res, "Content-Type", 12);
+        drop_hdr(res, "Content-Length", 14);
+        drop_hdr(res, "Transfer-Encoding", 17);
+        body = "";
+        len = 0;
+        if (res->status != 205)
+            return end_common(res, body, len, call, at);
+        ctype = NULL;
+    }
+    /* The whole body is known: its length frames it, not chunked. */
+    drop_hdr(res, "Transfer-Encoding", 17);
     if (ctype != NULL &&
         (r = put_hdr(res, "Content-Type", 12, ctype, strlen(ctype), false)) < 0)
         return r;
@@ -1237,8 +1358,8 @@ int latch_res_send_status_at(latch_res *res, int status, latch_site at)
 
     if (r != 0)
         return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
-    if (status < 100 || status > 999) {
-        snprintf(msg, sizeof(msg), "Invalid status code: %d", status);
+    if (!final_status(status)) {
+        status_msg(msg, sizeof(msg), status);
         return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
                       "latch_res_send_status", msg, at);
     }
