@@ -319,9 +319,13 @@ LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
  * The request timeout: `ms` after a request was dispatched (0: none, the
  * default), if its response has not ended, the request is cancelled
  * (LATCH_CANCEL_TIMEOUT). A response that sent nothing yet gets `status`
- * (0: 503) with a short text body, sealed by the event "request timeout";
- * one whose headers were sent is cut (the connection is destroyed). Any
- * later call on the response is refused and its report names the timeout.
+ * (0: 503) with a short text body, sealed by the event "request timeout"
+ * (a head held by latch_res_write_head counts as nothing sent); one whose
+ * headers were sent is cut (the connection is destroyed). Any later call
+ * on the response is refused and its report names the timeout. Requests
+ * pipelined behind a cut one are cancelled as LATCH_CANCEL_DISCONNECT and
+ * sealed by "connection closed": they lost their connection, they did
+ * not time out.
  */
 LATCH_API int latch_app_set_request_timeout(latch_app *app, uint64_t ms,
                                             int status);
@@ -533,7 +537,10 @@ LATCH_API const char *latch_res_get_header(const latch_res *res,
                                            const char *name);
 
 /* Builds the header block with this status; nothing is sent yet (Node's
- * writeHead). */
+ * writeHead). Until the next write, end or flush the head is held: when
+ * the request times out, an error reaches the final handler, or the
+ * response is left unanswered meanwhile, latch drops the held head and
+ * sends that status (503, the error's, 500) instead of an empty reply. */
 #define latch_res_write_head(res, status)                                      \
     latch_res_write_head_at((res), (status), LATCH_HERE)
 LATCH_API int latch_res_write_head_at(latch_res *res, int status,

@@ -646,6 +646,9 @@ static void final_error(latch_res *res)
 
     if (status < 400 || status > 599)
         status = 500;
+    /* A head that write_head built but that never went out: the error's
+     * status can still be sent instead. */
+    latch__res_retract_head(res);
     if (res->state == LATCH_RS_FRESH) {
         /* Details only in development: an error message can tell an
          * attacker more than the status does. */
@@ -971,6 +974,9 @@ void latch__app_orphan_check(latch_res *res)
     latch__violation(res, LATCH_ERR_NO_RESPONSE,
                      res->returned.call ? res->returned.call : "handler", msg,
                      res->returned.call ? res->returned.at : no_site);
+    /* A held head (write_head, then nothing) never went out: answer 500
+     * rather than close on an empty reply. */
+    latch__res_retract_head(res);
     if (res->state == LATCH_RS_FRESH) {
         latch__res_status_page(res, 500, "no response");
     } else {

@@ -891,7 +891,8 @@ static void cut_after(latch_conn *c, latch_res *last)
 
 /*
  * Cuts `res` and every response queued after it: they are destroyed
- * (sealed by `event`, their requests cancelled with `reason`), what `res`
+ * (`res` sealed by `event` and its request cancelled with `reason`; those
+ * after it by "connection closed", LATCH_CANCEL_DISCONNECT), what `res`
  * had not yet written is dropped, no request is read any more, and the
  * connection closes once the responses before `res` went out. The client
  * sees `res` truncated, never complete, and earlier responses whole.
@@ -928,7 +929,12 @@ void latch__conn_cut(latch_res *res, const char *event, int reason)
         r->q_next = NULL;
         r->pending.len = 0;
         c->inflight--;
-        latch__res_detach(r, event, reason);
+        /* Only `res` was cut for its own reason (its timeout, a destroy);
+         * the requests behind it lose their connection, and say so. */
+        if (r == res)
+            latch__res_detach(r, event, reason);
+        else
+            latch__res_detach(r, "connection closed", LATCH_CANCEL_DISCONNECT);
     }
     c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
     if (c->q_head == NULL)

@@ -387,6 +387,8 @@ int latch__res_header(latch_res *res, const char *name, const char *value);
 int latch__res_status_page(latch_res *res, int status, const char *event);
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
 void latch__res_check_drain(latch_conn *c);
+/* Takes back a head built by write_head and not sent yet: FRESH again. */
+bool latch__res_retract_head(latch_res *res);
 
 /* async.c */
 void latch__timers_cancel(latch_res *res);

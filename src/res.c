@@ -247,6 +247,9 @@ static void transition(latch_res *res, int to)
     bool ok;
 
     switch (to) {
+    case LATCH_RS_FRESH: /* a held head taken back: nothing went out */
+        ok = from == LATCH_RS_HEADERS_SENT && res->hold;
+        break;
     case LATCH_RS_HEADERS_SENT: ok = from == LATCH_RS_FRESH; break;
     case LATCH_RS_ENDED: ok = from == LATCH_RS_HEADERS_SENT; break;
     case LATCH_RS_FINISHED: ok = from == LATCH_RS_ENDED; break;
@@ -1645,11 +1648,33 @@ int latch_req_cancel_reason(const latch_req *req)
     return res ? res->cancel_reason : LATCH_CANCEL_NONE;
 }
 
+/*
+ * A head that latch_res_write_head built and still holds (no write, end or
+ * flush came after it) has not reached the wire: latch can take it back
+ * and answer otherwise. The response is FRESH again, with the headers the
+ * handler set (latch's own answers clear them). Returns whether it did.
+ */
+bool latch__res_retract_head(latch_res *res)
+{
+    if (res->state != LATCH_RS_HEADERS_SENT || !res->hold ||
+        res->conn == NULL || res->body_sent != 0)
+        return false;
+    transition(res, LATCH_RS_FRESH);
+    res->hold = false;
+    res->pending.len = 0; /* the head, and only it: nothing came after */
+    res->headers_at.call = NULL;
+    res->headers_at.at = (latch_site){NULL, 0, NULL};
+    res->chunked = res->has_cl = res->close_delimited = false;
+    res->content_length = 0;
+    return true;
+}
+
 /* The request timeout fired on a response that has not ended. */
 void latch__res_timeout(latch_res *res, int status)
 {
     static const latch_site none = {NULL, 0, NULL};
 
+    latch__res_retract_head(res);
     if (res->state == LATCH_RS_FRESH) {
         latch__res_status_page(res, status, "request timeout");
         return;
