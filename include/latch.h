@@ -141,7 +141,11 @@ typedef struct latch_error {
     latch_site at;       /* where it was raised */
 } latch_error;
 
-/* An error handler: returns LATCH_DONE (handled) or LATCH_NEXT. */
+/* An error handler: returns LATCH_DONE (handled) or LATCH_NEXT. One that
+ * answers in full and then passes the error on (LATCH_NEXT, latch_fail)
+ * is reported as ERR_NEXT_AFTER_RESPONSE with both places; delegating an
+ * error someone else answered (Express's "if (res.headersSent) return
+ * next(err)") is not. */
 typedef int (*latch_error_handler)(const latch_error *err, latch_req *req,
                                    latch_res *res, void *data);
 
@@ -331,8 +335,9 @@ LATCH_API int latch_app_set_request_timeout(latch_app *app, uint64_t ms,
                                             int status);
 /* Overrides the request timeout for this request, counted from now (for a
  * route: call it first thing in its handler or in a middleware on its
- * prefix). ms 0 removes it. Returns 0, LATCH_ERR_STATE when the response
- * already ended, LATCH_ERR_WRONG_THREAD. */
+ * prefix). ms 0 removes it. Returns 0, LATCH_ERR_INVALID_ARG (a status
+ * outside 400..599, more than 24 hours), LATCH_ERR_STATE when the response
+ * already ended, LATCH_ERR_WRONG_THREAD; each refusal is reported. */
 LATCH_API int latch_req_set_timeout(latch_req *req, uint64_t ms, int status);
 
 LATCH_API int latch_app_set_violation_policy(latch_app *app, int policy);
@@ -469,7 +474,8 @@ enum {
 typedef void (*latch_cancel_cb)(latch_req *req, int reason, void *data);
 /* Registers cleanup for the signal (at most 8 per request). Returns 0,
  * LATCH_ERR_LIMIT, LATCH_ERR_STATE once the signal fired or the response
- * is over (cb is then never called), LATCH_ERR_WRONG_THREAD. */
+ * is over (cb is then never called), LATCH_ERR_WRONG_THREAD; each
+ * refusal is reported. */
 LATCH_API int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb,
                                   void *data);
 /* LATCH_CANCEL_* for a cancelled request, LATCH_CANCEL_NONE otherwise. */
@@ -647,8 +653,9 @@ LATCH_API bool latch_res_destroyed(const latch_res *res);
  * OS; on_close when the response is done with, finished or not; on_drain
  * when pending output fell below the high-water mark after a write
  * returned 0. One callback of each kind; a second replaces the first, and
- * a NULL cb removes it. Returns 0, or LATCH_ERR_STATE when the event
- * already happened.
+ * a NULL cb removes it. Returns 0, LATCH_ERR_STATE when the event already
+ * happened, LATCH_ERR_WRONG_THREAD off the response's loop; both
+ * reported.
  */
 LATCH_API int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data);
 LATCH_API int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data);
@@ -684,7 +691,8 @@ typedef struct latch_timer latch_timer;
 LATCH_API latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms,
                                             latch_res_cb cb, void *data,
                                             latch_site at);
-/* Cancels a timer; 0 also when it already fired or was cleared. */
+/* Cancels a timer; 0 also when it already fired or was cleared (as Node's
+ * clearTimeout). LATCH_ERR_WRONG_THREAD (reported) off the loop. */
 LATCH_API int latch_clear_timeout(latch_timer *timer);
 
 /*
@@ -713,6 +721,15 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
  * join frees itself once the completion ran and every task reported, or
  * when its response is recycled (tasks that never report, such as timers
  * cleared with the response, hold nothing).
+ *
+ * latch_join_resolve and latch_join_fail may be called from any thread
+ * (a latch_work job, a driver's thread), as long as the join is alive
+ * (before the task's own report, its response referenced): the report is
+ * posted to the response's loop, where the completion runs, and the call
+ * returns 0 once it is queued. A task index outside the join is
+ * LATCH_ERR_INVALID_ARG, a second report of one task LATCH_ERR_STATE (on
+ * the loop, for a posted one); both reported. latch_join_settled may be
+ * read from any thread.
  */
 typedef struct latch_join latch_join;
 typedef void (*latch_join_cb)(latch_res *res, int status, void *const *results,

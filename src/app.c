@@ -828,6 +828,7 @@ static void run(latch_res *res)
     latch_frame f;
     const char *raw;
     size_t rawn;
+    bool complete_before;
     int rc;
 
     raw_path(q, &raw, &rawn);
@@ -840,6 +841,9 @@ static void run(latch_res *res)
                 return;
             }
             res->elayer = e->next;
+            /* Whether this error handler is the one that answers. */
+            complete_before =
+                res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED;
             frame_push(res, &f);
             rc = e->fn(&res->err, q, res, e->data);
             frame_pop(res, &f);
@@ -852,11 +856,23 @@ static void run(latch_res *res)
             }
             if (f.failed) {
                 /* latch_fail in an error handler: the new error goes on
-                 * to the next error handler (Express's next(err2)). */
+                 * to the next error handler (Express's next(err2)); after
+                 * a complete answer that is the handler that responds and
+                 * forwards, reported with both places. */
+                if (!complete_before)
+                    error_after_response(res, "latch_fail", res->err.at);
                 continue;
             }
-            if (rc == LATCH_NEXT)
+            if (rc == LATCH_NEXT) {
+                /* Passing the error on after answering it in full. Not
+                 * reported: delegating an error that someone else
+                 * answered (Express's "if (res.headersSent) return
+                 * next(err)"), or passing it on after headers only,
+                 * which has the final handler cut the response. */
+                if (!complete_before)
+                    error_after_response(res, "LATCH_NEXT", res->returned.at);
                 continue;
+            }
             chain_done(res);
             return;
         }

@@ -19,6 +19,8 @@
 
 #include <stdlib.h>
 
+static const latch_site no_site = {NULL, 0, NULL};
+
 struct latch_timer {
     uv_timer_t handle;
     latch_res *res;
@@ -153,8 +155,11 @@ int latch_clear_timeout(latch_timer *t)
 {
     if (t == NULL)
         return LATCH_ERR_INVALID_ARG;
-    if (!pthread_equal(pthread_self(), t->res->w->thread))
+    if (!pthread_equal(pthread_self(), t->res->w->thread)) {
+        latch__violation(t->res, LATCH_ERR_WRONG_THREAD, "latch_clear_timeout",
+                         NULL, no_site);
         return LATCH_ERR_WRONG_THREAD;
+    }
     if (!t->armed)
         return 0; /* fired or cleared already: nothing to do, as Node */
     disarm(t);
@@ -223,11 +228,19 @@ int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
                          (latch_site){NULL, 0, NULL});
         return LATCH_ERR_INVALID_ARG;
     }
-    if (!pthread_equal(pthread_self(), res->w->thread))
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_req_set_timeout",
+                         NULL, no_site);
         return LATCH_ERR_WRONG_THREAD;
+    }
     if (res->detached || res->state >= LATCH_RS_ENDED ||
-        res->cancel_reason != LATCH_CANCEL_NONE)
+        res->cancel_reason != LATCH_CANCEL_NONE) {
+        latch__violation(res, LATCH_ERR_STATE, "latch_req_set_timeout",
+                         "The response already ended or the request was "
+                         "cancelled",
+                         no_site);
         return LATCH_ERR_STATE;
+    }
     latch__request_timer_start(res, ms, status);
     return 0;
 }
@@ -364,21 +377,31 @@ void latch__works_cancel(latch_res *res)
 /* Joins                                                                */
 /* ------------------------------------------------------------------ */
 
-static const latch_site no_site = {NULL, 0, NULL};
-
 struct latch_join {
     latch_res *res;
     latch_join *next; /* the response's joins */
     latch_join_cb done;
     void *data;
     int n;
-    int reported; /* tasks that resolved or failed */
-    int slot;     /* index in the response's cancel callbacks, or -1 */
-    bool settled;
-    bool holds_ref; /* a reference to res until the completion ran */
+    int reported;        /* tasks that resolved or failed */
+    int slot;            /* index in the response's cancel callbacks, or -1 */
+    atomic_bool settled; /* read by tasks on any thread */
+    bool holds_ref;      /* a reference to res until the completion ran */
+    /* The memory's owners: the response (1, until join_destroy) and each
+     * report from another thread on its way to the loop. */
+    atomic_int users;
+    bool dead; /* join_destroy ran: the reports still in flight drop */
     uint8_t *seen;
     void *results[];
 };
+
+static void join_unuse(latch_join *j)
+{
+    if (atomic_fetch_sub(&j->users, 1) == 1) {
+        free(j->seen);
+        free(j);
+    }
+}
 
 static void join_destroy(latch_join *j)
 {
@@ -391,8 +414,8 @@ static void join_destroy(latch_join *j)
         *pp = j->next;
     if (j->slot >= 0 && res->cancel_cbs[j->slot].data == j)
         res->cancel_cbs[j->slot].cb = NULL;
-    free(j->seen);
-    free(j);
+    j->dead = true;
+    join_unuse(j);
 }
 
 /*
@@ -455,10 +478,21 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                          (latch_site){NULL, 0, NULL});
         return NULL;
     }
-    if (!pthread_equal(pthread_self(), res->w->thread) ||
-        res->state >= LATCH_RS_FINISHED || res->detached ||
-        res->cancel_reason != LATCH_CANCEL_NONE)
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_join_new", NULL,
+                         no_site);
         return NULL;
+    }
+    if (res->state >= LATCH_RS_FINISHED || res->detached ||
+        res->cancel_reason != LATCH_CANCEL_NONE) {
+        latch__violation(res,
+                         res->cancel_reason ? LATCH_ERR_CANCELLED
+                                            : LATCH_ERR_STREAM_DESTROYED,
+                         "latch_join_new",
+                         "Cannot start a join for a request that is over",
+                         no_site);
+        return NULL;
+    }
     j = calloc(1, sizeof(*j) + (size_t)n * sizeof(void *));
     if (j == NULL)
         return NULL;
@@ -471,6 +505,8 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
     j->done = done;
     j->data = data;
     j->n = n;
+    atomic_init(&j->users, 1);
+    atomic_init(&j->settled, false);
     j->slot = res->ncancel;
     if (latch_req_on_cancel(&res->req, join_on_cancel, j) < 0) {
         free(j->seen);
@@ -484,6 +520,57 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
     return j;
 }
 
+static int join_report_here(latch_join *j, int index, void *result, int error);
+
+/* A task's report made on another thread, on its way to the loop. */
+struct join_remote {
+    latch_join *j;
+    int index;
+    void *result;
+    int error;
+};
+
+static void join_remote_run(latch_res *unused, void *data)
+{
+    struct join_remote *m = data;
+    latch_join *j = m->j;
+
+    (void)unused;
+    /* A join whose response was recycled meanwhile has nobody to tell. */
+    if (!j->dead)
+        join_report_here(j, m->index, m->result, m->error);
+    join_unuse(j);
+    free(m);
+}
+
+/*
+ * Promise.all's tasks finish where they run: a report from another thread
+ * (a latch_work job, a driver's thread) is posted to the response's loop,
+ * where the join is only ever touched. The join's memory stays until the
+ * post ran, even if its response is recycled first. The caller must make
+ * the call while the join is alive (before its own report, the response
+ * referenced: a latch_work job holds it for its whole life).
+ */
+static int join_post(latch_join *j, int index, void *result, int error)
+{
+    struct join_remote *m = malloc(sizeof(*m));
+    int r;
+
+    if (m == NULL)
+        return LATCH_ERR_NOMEM;
+    m->j = j;
+    m->index = index;
+    m->result = result;
+    m->error = error;
+    atomic_fetch_add(&j->users, 1);
+    r = latch__worker_post(j->res->w, join_remote_run, m);
+    if (r < 0) {
+        atomic_fetch_sub(&j->users, 1);
+        free(m);
+    }
+    return r;
+}
+
 static int join_report(latch_join *j, int index, void *result, int error)
 {
     if (j == NULL)
@@ -495,9 +582,19 @@ static int join_report(latch_join *j, int index, void *result, int error)
         return LATCH_ERR_INVALID_ARG;
     }
     if (!pthread_equal(pthread_self(), j->res->w->thread))
-        return LATCH_ERR_WRONG_THREAD;
-    if (j->seen[index])
-        return LATCH_ERR_STATE; /* each task reports once */
+        return join_post(j, index, result, error);
+    return join_report_here(j, index, result, error);
+}
+
+static int join_report_here(latch_join *j, int index, void *result, int error)
+{
+    if (j->seen[index]) {
+        /* Each task reports once. */
+        latch__violation(j->res, LATCH_ERR_STATE,
+                         error < 0 ? "latch_join_fail" : "latch_join_resolve",
+                         "This task of the join already reported", no_site);
+        return LATCH_ERR_STATE;
+    }
     j->seen[index] = 1;
     j->reported++;
     if (j->settled) {

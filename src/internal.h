@@ -378,6 +378,8 @@ void latch__res_pool_free(latch_worker *w);
 void latch__res_finished(latch_res *res);
 void latch__res_detach(latch_res *res, const char *event, int reason);
 void latch__res_run_posts(latch_worker *w);
+/* Runs fn(NULL, data) on w's loop; any thread. 0 or LATCH_ERR_NOMEM. */
+int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data);
 /* Answers a request the framework refuses (404, 500, ...): status and a
  * short text body, honouring the state machine. */
 int latch__res_simple(latch_res *res, int status, const char *ctype,

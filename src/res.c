@@ -963,7 +963,8 @@ int latch_res_flush_headers_at(latch_res *res, latch_site at)
 
     /* As Node's flushHeaders: headers built by write_head go out now;
      * once they are out it does nothing. */
-    if (res != NULL && on_loop(res) && res->state >= LATCH_RS_HEADERS_SENT &&
+    if (res != NULL && on_loop(res) && !res->detached &&
+        res->state >= LATCH_RS_HEADERS_SENT &&
         res->state <= LATCH_RS_FINISHED) {
         if (res->hold)
             latch__conn_unhold(res);
@@ -1629,12 +1630,22 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_req_on_cancel",
                       "The callback is NULL", (latch_site){NULL, 0, NULL});
     if (!on_loop(res))
-        return LATCH_ERR_WRONG_THREAD;
+        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_req_on_cancel", NULL,
+                      (latch_site){NULL, 0, NULL});
     if (res->cancel_reason != LATCH_CANCEL_NONE || res->detached ||
-        res->state >= LATCH_RS_FINISHED)
+        res->state >= LATCH_RS_FINISHED) {
+        refuse(res, LATCH_ERR_STATE, "latch_req_on_cancel",
+               "The request is over or cancelled: the callback would never "
+               "run",
+               (latch_site){NULL, 0, NULL});
         return LATCH_ERR_STATE;
-    if (res->ncancel == 8)
+    }
+    if (res->ncancel == 8) {
+        refuse(res, LATCH_ERR_LIMIT, "latch_req_on_cancel",
+               "At most 8 cancellation callbacks per request",
+               (latch_site){NULL, 0, NULL});
         return LATCH_ERR_LIMIT;
+    }
     res->cancel_cbs[res->ncancel].cb = cb;
     res->cancel_cbs[res->ncancel].data = data;
     res->ncancel++;
@@ -1829,20 +1840,14 @@ struct latch_post {
     void *data;
 };
 
-int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
+/* Queues fn(res, data) for the worker's loop (res may be NULL: latch's
+ * own posts that carry their object in data). Any thread. */
+static int post(latch_worker *w, latch_res *res, latch_res_cb fn, void *data)
 {
-    struct latch_post *p;
-    latch_worker *w;
+    struct latch_post *p = malloc(sizeof(*p));
 
-    if (res == NULL)
-        return LATCH_ERR_INVALID_ARG;
-    if (fn == NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
-                      "The function is NULL", (latch_site){NULL, 0, NULL});
-    p = malloc(sizeof(*p));
     if (p == NULL)
         return LATCH_ERR_NOMEM;
-    w = res->w;
     p->res = res;
     p->fn = fn;
     p->data = data;
@@ -1852,6 +1857,21 @@ int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
     pthread_mutex_unlock(&w->post_mu);
     uv_async_send(&w->wake);
     return 0;
+}
+
+int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data)
+{
+    return post(w, NULL, fn, data);
+}
+
+int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
+{
+    if (res == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (fn == NULL)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
+                      "The function is NULL", (latch_site){NULL, 0, NULL});
+    return post(res->w, res, fn, data);
 }
 
 void latch__res_run_posts(latch_worker *w)

@@ -209,6 +209,7 @@ static void on_close(latch_res *res, void *data)
 typedef struct work_args {
     int ms;
     bool guard;
+    bool late; /* probe latch_req_set_timeout once the response ended */
 } work_args;
 
 static void job_sleep(void *data)
@@ -243,7 +244,7 @@ static void after_send(latch_res *res, int status, void *data)
     if (!a->guard || (status == 0 && !latch_res_headers_sent(res))) {
         line = __LINE__ + 1;
         rc = latch_res_send(res, "done", 4);
-        if (rc == 0) /* ended now: the override is refused */
+        if (rc == 0 && a->late) /* ended now: the override is refused */
             late_rc = latch_req_set_timeout(req, 100, 0);
     }
     free(a);
@@ -266,6 +267,7 @@ static int h_work(latch_req *req, latch_res *res, void *data)
         return latch_fail(req, 500, "no memory");
     a->ms = qnum(req, "ms", 0);
     a->guard = qnum(req, "guard", 0) != 0;
+    a->late = qnum(req, "late", 0) != 0;
     if (t != NULL)
         rc = latch_req_set_timeout(req, (uint64_t)atoi(t), qnum(req, "s", 0));
     latch_req_on_cancel(req, on_cancel, NULL);
@@ -1258,13 +1260,20 @@ static void test_request_timeout_override(void **state)
     (void)state;
     start(&cfg);
     /* Longer: 2 s for a 450 ms job the app's 300 ms would cut. */
-    fd = get("/work?ms=450&t=2000&guard=1");
+    fd = get("/work?ms=450&t=2000&guard=1&late=1");
     expect_one(fd, done_200);
     s = snap();
     assert_int_equal(s.set_timeout_rc, 0);
     assert_int_equal(s.cancel_count, 0);
-    /* Once the response ended, the override is refused. */
+    /* Once the response ended, the override is refused, and reported. */
     assert_int_equal(s.set_timeout_late_rc, LATCH_ERR_STATE);
+    assert_int_equal(th_vlog_count(&vlog), 1);
+    {
+        th_vrec v;
+        assert_true(th_vlog_get(&vlog, 0, &v));
+        assert_int_equal(v.code, LATCH_ERR_STATE);
+        assert_string_equal(v.call, "latch_req_set_timeout");
+    }
 
     /* Shorter: 30 ms with 504 for a 150 ms job the app would let pass. */
     reset_state();
@@ -1293,10 +1302,10 @@ static void test_request_timeout_override(void **state)
     get_on(fd, "/work?ms=0&t=100&s=200&guard=1");
     expect_one(fd, done_200);
     assert_int_equal(snap().set_timeout_rc, LATCH_ERR_INVALID_ARG);
-    assert_int_equal(th_vlog_count(&vlog), 1);
+    assert_int_equal(th_vlog_count(&vlog), 2);
     {
         th_vrec v;
-        assert_true(th_vlog_get(&vlog, 0, &v));
+        assert_true(th_vlog_get(&vlog, 1, &v));
         assert_int_equal(v.code, LATCH_ERR_INVALID_ARG);
         assert_string_equal(v.call, "latch_req_set_timeout");
     }
