@@ -79,12 +79,22 @@ uint64_t latch__shake_ms(latch_worker *w)
     return ((x * 0x2545f4914f6cdd1dull) >> 33) % 20;
 }
 
+/* splitmix64's finalizer: a bijection of 64-bit values that scatters. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 /*
- * The xorshift state of one worker: splitmix64's finalizer over seed and
- * worker index. For one index it is a bijection of the seed, so distinct
- * seeds start distinct states, and xorshift maps distinct non-zero states
- * to distinct sequences. The one seed that would mix to 0 (xorshift's
- * fixed point, which would mean "off") takes another constant.
+ * The xorshift state of one worker: the seed mixed, then mixed again with
+ * the worker index. For one index it is a bijection of the seed, so
+ * distinct seeds start distinct states, and xorshift maps distinct
+ * non-zero states to distinct sequences; mixing the seed first keeps one
+ * seed's worker 1 from being another seed's worker 0. The one state that
+ * would be 0 (xorshift's fixed point, which means "off") takes another
+ * constant.
  */
 uint64_t latch__shake_state(uint64_t seed, int index)
 {
@@ -92,10 +102,7 @@ uint64_t latch__shake_state(uint64_t seed, int index)
 
     if (seed == 0)
         return 0;
-    z = seed + (uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
+    z = mix64(mix64(seed) + (uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull);
     return z != 0 ? z : 0x2545f4914f6cdd1dull;
 }
 
@@ -103,6 +110,7 @@ latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
                                 void *data)
 {
     latch_timer *t = calloc(1, sizeof(*t));
+    uint64_t shake;
 
     if (t == NULL)
         return NULL;
@@ -111,7 +119,10 @@ latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
     t->data = data;
     t->handle.data = t;
     uv_timer_init(&res->w->loop, &t->handle);
-    uv_timer_start(&t->handle, on_fire, ms + latch__shake_ms(res->w), 0);
+    /* A huge ms must not wrap around to a short one. */
+    shake = latch__shake_ms(res->w);
+    uv_timer_start(&t->handle, on_fire,
+                   ms > UINT64_MAX - shake ? UINT64_MAX : ms + shake, 0);
     t->armed = true;
     res->refs++; /* held until it fires or is cleared */
     t->next = res->timers;

@@ -81,19 +81,31 @@ static void put_n(block *b, const char *s, size_t n)
     b->len += n;
 }
 
-/* s, at most max bytes of it ("..." marks a cut); "?" for NULL. */
+/* s, at most max bytes of output ("..." marks a cut); "?" for NULL. A
+ * control byte is written as \xHH: a path is the client's, and a decoded
+ * "%0A" must not start a line (a forged report) in the log. */
 static void put_s(block *b, const char *s, size_t max)
 {
-    size_t n;
+    static const char hex[] = "0123456789abcdef";
+    size_t out = 0;
 
     if (s == NULL)
         s = "?";
-    n = strnlen(s, max + 1);
-    if (n > max) {
-        put_n(b, s, max);
-        put_n(b, "...", 3);
-    } else {
-        put_n(b, s, n);
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        bool ctl = ch < 0x20 || ch == 0x7f;
+        size_t n = ctl ? 4 : 1;
+        if (out + n > max) {
+            put_n(b, "...", 3);
+            return;
+        }
+        if (ctl) {
+            char e[4] = {'\\', 'x', hex[ch >> 4], hex[ch & 15]};
+            put_n(b, e, 4);
+        } else {
+            put_n(b, s, 1);
+        }
+        out += n;
     }
 }
 

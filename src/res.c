@@ -848,7 +848,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         if (h->removed ||
             (h->name_len == 17 && drop_te &&
              ieq(name, "transfer-encoding", 17)) ||
-            (h->name_len == 14 && user_cl && user_te &&
+            (h->name_len == 14 && ((user_cl && user_te) || st == 204) &&
              ieq(name, "content-length", 14)) ||
             (h->name_len == 10 && drop_conn && ieq(name, "connection", 10)))
             continue;

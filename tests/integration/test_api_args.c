@@ -691,6 +691,49 @@ static void test_inside_a_handler(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* ---- a timeout at the top of the range ------------------------------ */
+
+static void fired(latch_res *res, void *data)
+{
+    latch_res_send(res, data, strlen(data));
+}
+
+static int huge_timer_handler(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_set_timeout(res, UINT64_MAX, fired, "early");
+    latch_set_timeout(res, 30, fired, "in time");
+    return LATCH_DONE;
+}
+
+/* UINT64_MAX ms is "never", also when LATCH_SHAKE adds its delay (it used
+ * to wrap around to a few ms). */
+static void test_huge_timeout_never_fires(void **state)
+{
+    latch_app *app;
+    th_server server;
+
+    (void)state;
+    assert_int_equal(setenv("LATCH_SHAKE", "12345", 1), 0);
+    app = latch_app_new();
+    unsetenv("LATCH_SHAKE");
+    assert_non_null(app);
+    assert_int_equal(latch_get(app, "/t", huge_timer_handler, NULL), 0);
+    th_server_start(&server, app);
+    for (int i = 0; i < 8; i++) {
+        static const char req[] = "GET /t HTTP/1.1\r\nHost: x\r\n\r\n";
+        size_t len;
+        char *out = th_exchange(server.port, req, sizeof(req) - 1, 1, &len);
+        th_resp *r = th_expect_responses(out, len, 1, NULL);
+        assert_string_equal(r[0].body, "in time");
+        th_resp_free(r, 1);
+        free(r);
+        free(out);
+    }
+    th_server_stop(&server);
+}
+
 /* Every LATCH_API function of the header has at least one row. */
 static void test_every_entry_point_has_a_row(void **state)
 {
@@ -750,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_every_entry_point_has_a_row),
         cmocka_unit_test(test_outside_any_request),
         cmocka_unit_test(test_inside_a_handler),
+        cmocka_unit_test(test_huge_timeout_never_fires),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

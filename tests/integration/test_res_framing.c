@@ -96,6 +96,11 @@ static int framing_handler(latch_req *req, latch_res *res, const void *arg)
         latch_res_status(res, 205);
         latch_res_set_header(res, "Transfer-Encoding", "chunked");
         latch_res_json(res, "{}");
+    } else if (strcmp(p, "/204-cl") == 0) {
+        /* RFC 9110 §8.6: no Content-Length in a 204, whoever set it. */
+        latch_res_status(res, 204);
+        latch_res_set_header(res, "Content-Length", "4");
+        latch_res_end(res, "body", 4);
     } else if (strcmp(p, "/10-keep-alive") == 0) {
         latch_res_set_header(res, "Connection", "keep-alive");
         latch_res_write(res, "hel", 3);
@@ -148,6 +153,7 @@ static const fcase cases[] = {
      {NULL}},
     {"/204-send-status", "HTTP/1.1 204 No Content\r\n" KA "\r\n", {0}, {NULL}},
     {"/304-json", "HTTP/1.1 304 Not Modified\r\n" KA "\r\n", {0}, {NULL}},
+    {"/204-cl", "HTTP/1.1 204 No Content\r\n" KA "\r\n", {0}, {NULL}},
     {"/205-send",
      "HTTP/1.1 205 Reset Content\r\nContent-Length: 0\r\n" KA "\r\n",
      {0},

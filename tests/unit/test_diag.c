@@ -567,6 +567,27 @@ static void test_default_hook_long_report_keeps_its_lines(void **state)
                                 "    request 17: POST /ppp"));
 }
 
+/*
+ * A path is the client's: a decoded "%0A" must not start a line of its
+ * own (it could forge a report). Control bytes in any field are escaped.
+ */
+static void test_default_hook_escapes_control_bytes(void **state)
+{
+    fixture *f = *state;
+    char out[4096];
+    capture c;
+
+    f->res->req.path = "/a\nlatch: ERR_FORGED: x\r\n\tb\x7f";
+    capture_start(&c);
+    latch__violation(f->res, LATCH_ERR_STATE, "latch_res_write", "m\nn",
+                     SITE("file.c", 3, "h"));
+    capture_stop(&c, out, sizeof(out));
+    assert_string_equal(out, "latch: ERR_STATE: m\\x0an\n"
+                             "    at latch_res_write (file.c:3, h)\n"
+                             "    request 17: POST /a\\x0alatch: ERR_FORGED: "
+                             "x\\x0d\\x0a\\x09b\\x7f\n");
+}
+
 static void test_policy_count_prints_nothing(void **state)
 {
     fixture *f = *state;
@@ -748,6 +769,8 @@ int main(void)
             test_default_hook_without_seal_or_request, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_default_hook_long_report_keeps_its_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_hook_escapes_control_bytes,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_count_prints_nothing, setup,
                                         teardown),
         cmocka_unit_test(test_policy_abort_reports_then_aborts),
