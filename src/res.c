@@ -1196,64 +1196,110 @@ latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
     return &res->json;
 }
 
+/*
+ * The writer belongs to its response: a value call is refused (and
+ * reported) from another thread, and once latch_res_json_end closed the
+ * writer (the document went out, or was answered with a 500).
+ */
+static int json_check(latch_json *j, const char *call)
+{
+    latch_res *res;
+
+    if (j == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    res = LATCH_CONTAINER_OF(j, latch_res, json);
+    if (!on_loop(res))
+        return refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL,
+                      (latch_site){NULL, 0, NULL});
+    if (!res->json_open)
+        return refuse(res, LATCH_ERR_STATE, call,
+                      "The JSON writer is closed (latch_res_json_end)",
+                      (latch_site){NULL, 0, NULL});
+    return 0;
+}
+
 int latch_json_object_begin(latch_json *j)
 {
-    return j ? latch__json_object_begin(j) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_object_begin");
+
+    return r != 0 ? r : latch__json_object_begin(j);
 }
 
 int latch_json_object_end(latch_json *j)
 {
-    return j ? latch__json_object_end(j) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_object_end");
+
+    return r != 0 ? r : latch__json_object_end(j);
 }
 
 int latch_json_array_begin(latch_json *j)
 {
-    return j ? latch__json_array_begin(j) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_array_begin");
+
+    return r != 0 ? r : latch__json_array_begin(j);
 }
 
 int latch_json_array_end(latch_json *j)
 {
-    return j ? latch__json_array_end(j) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_array_end");
+
+    return r != 0 ? r : latch__json_array_end(j);
 }
 
 int latch_json_key(latch_json *j, const char *key)
 {
-    return j ? latch__json_key(j, key) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_key");
+
+    return r != 0 ? r : latch__json_key(j, key);
 }
 
 int latch_json_string(latch_json *j, const char *s)
 {
-    return j ? latch__json_string(j, s) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_string");
+
+    return r != 0 ? r : latch__json_string(j, s);
 }
 
 int latch_json_string_n(latch_json *j, const char *s, size_t n)
 {
-    return j ? latch__json_string_n(j, s, n) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_string_n");
+
+    return r != 0 ? r : latch__json_string_n(j, s, n);
 }
 
 int latch_json_int(latch_json *j, int64_t v)
 {
-    return j ? latch__json_int64(j, v) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_int");
+
+    return r != 0 ? r : latch__json_int64(j, v);
 }
 
 int latch_json_uint(latch_json *j, uint64_t v)
 {
-    return j ? latch__json_uint64(j, v) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_uint");
+
+    return r != 0 ? r : latch__json_uint64(j, v);
 }
 
 int latch_json_double(latch_json *j, double v)
 {
-    return j ? latch__json_double(j, v) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_double");
+
+    return r != 0 ? r : latch__json_double(j, v);
 }
 
 int latch_json_bool(latch_json *j, bool v)
 {
-    return j ? latch__json_bool(j, v) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_bool");
+
+    return r != 0 ? r : latch__json_bool(j, v);
 }
 
 int latch_json_null(latch_json *j)
 {
-    return j ? latch__json_null(j) : LATCH_ERR_INVALID_ARG;
+    int r = json_check(j, "latch_json_null");
+
+    return r != 0 ? r : latch__json_null(j);
 }
 
 int latch_res_json_end_at(latch_res *res, latch_site at)

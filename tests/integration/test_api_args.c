@@ -171,6 +171,16 @@ static long json_bad(ctx *c, int which)
     return latch_res_json_end(c->res);
 }
 
+/* A value written with a writer that json_end closed: refused. */
+static long json_closed(ctx *c)
+{
+    latch_json *j = latch_res_json_begin(c->res);
+
+    if (j == NULL || latch_json_null(j) != 0 || latch_res_json_end(c->res) != 0)
+        return 1;
+    return latch_json_int(j, 5);
+}
+
 static long header_at_bad(ctx *c, int i)
 {
     const char *n = "x", *v = "x";
@@ -537,7 +547,9 @@ static long reg_null_fn(ctx *c, int which)
     X(183, "latch_join_fail", H, IA, 1, IA, join_bad(c, 2))                    \
     X(184, "latch_join_fail", H, IA, 1, IA, join_bad(c, 3))                    \
     X(185, "latch_join_settled", O, 1, 0, 0, latch_join_settled(NULL))         \
-    X(186, "latch_res_json_at", H, 0, 0, 0, latch_res_json(c->res, NULL))
+    X(186, "latch_res_json_at", H, 0, 0, 0, latch_res_json(c->res, NULL))      \
+    X(187, "latch_json_int", H, LATCH_ERR_STATE, 1, LATCH_ERR_STATE,           \
+      json_closed(c))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \
