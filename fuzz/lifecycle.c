@@ -447,6 +447,22 @@ static bool answering(const char *api)
     return false;
 }
 
+/* Entry points latch.h declares as plain functions: no caller's site. */
+static bool function_only(const char *api)
+{
+    static const char *const names[] = {
+        "latch_res_on_finish", "latch_res_on_close",    "latch_res_on_drain",
+        "latch_req_on_cancel", "latch_req_set_timeout", "latch_clear_timeout",
+        "latch_join_resolve",  "latch_join_fail",       "latch_join_new",
+        "latch_res_retain",    "latch_res_release",     "latch_res_post"};
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(api, names[i]) == 0)
+            return true;
+    return false;
+}
+
 static void call_begin(frame *f, int rq, const char *api, int line)
 {
     memset(f, 0, sizeof(*f));
@@ -491,6 +507,9 @@ static void call_end(frame *f, int flags, int rc, bool stale)
         pthread_mutex_unlock(&G.mu);
         return;
     }
+    if (f->siteless > 0 && (G.cfg->skip & LF_SKIP_FN_SITES) &&
+        function_only(f->api))
+        return;
     if (f->siteless > 0)
         failf("V1: %s (lifecycle.c:%d) on request %d returned %d (%s) and "
               "was reported without its site",

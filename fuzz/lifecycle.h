@@ -94,6 +94,11 @@ enum {
  * named where the mask is built. */
 enum {
     LF_SKIP_V5 = 1u << 0, /* the timeout answering an unheld response */
+    /* V1's site for entry points that are plain functions in latch.h,
+     * not _at macros (on_finish / on_close / on_drain, req_on_cancel,
+     * req_set_timeout, clear_timeout, joins, retain / release): their
+     * reports are accepted without a site. */
+    LF_SKIP_FN_SITES = 1u << 1,
 };
 
 typedef struct lf_config {
@@ -116,38 +121,24 @@ typedef struct lf_config {
      ~(LF_OFF(LF_USE_STALE) |    /* item 2: a kept unretained pointer          \
                                     answers the next request */                \
        LF_OFF(LF_KEEP_RAW) |     /* item 2: only useful with USE_STALE */      \
-       LF_OFF(LF_OVER_RELEASE) | /* item 3: over-release unreported,           \
-                                    recycles a queued response (UAF) */        \
-       LF_OFF(LF_BAD_ARG) |      /* item 4: bad arguments crash / go           \
-                                    unreported */                              \
-       LF_OFF(LF_FRAMING) |      /* item 6: handler framing headers sent       \
-                                    as given */                                \
-       LF_OFF(LF_WRITE_HEAD) |   /* item 8: a built, unsent head is            \
-                                    dropped on timeout (empty reply) */        \
-       LF_OFF(LF_JOIN_THREAD) |  /* item 7: join resolve from a thread         \
-                                    fails silently, request hangs */           \
-       LF_OFF(LF_ON_CANCEL) |    /* item 7: on_cancel refusals (ERR_STATE,     \
-                                    WRONG_THREAD) are not reported */          \
-       LF_OFF(LF_REQ_TIMEOUT)))  /* item 7: latch_req_set_timeout on an        \
-                                    ended response: ERR_STATE unreported */
+       LF_OFF(LF_OVER_RELEASE))) /* item 3: over-release unreported,           \
+                                    recycles a queued response (UAF) */
 #define LF_CI_ALLOW                                                            \
     (LF_ALLOW_ALL &                                                            \
-     ~(LF_ALLOW_MULTI_NEXT |    /* item 1: latch_next after latch_fail in      \
-                                   one handler runs the chain unreported;      \
-                                   a second latch_fail is not reported */      \
-       LF_ALLOW_FOREIGN_CALLS | /* item 7: other-thread calls return           \
-                                   WRONG_THREAD unreported */                  \
-       LF_ALLOW_ERR_PASS |      /* item 7: an error handler that answers       \
-                                   and passes on is not reported */            \
-       LF_ALLOW_TOMBSTONE_CB |  /* item 7: on_close / on_finish on a           \
-                                   tombstone return ERR_STATE unreported */    \
+     ~(LF_ALLOW_MULTI_NEXT |          /* item 1: latch_next after latch_fail   \
+                                         in one handler runs the chain         \
+                                         unreported; a second latch_fail is    \
+                                         not reported */                       \
        LF_ALLOW_PENDING_AFTER_CLOSE)) /* finding F2: destroy, then             \
                                          LATCH_PENDING leaks the response      \
                                          and its connection */
 #define LF_CI_SKIP                                                             \
-    (LF_SKIP_V5) /* item 5: a forgotten response in an app with a request      \
-                    timeout waits for it and gets its status, without          \
-                    ERR_NO_RESPONSE */
+    (LF_SKIP_V5 |      /* item 5: a forgotten response in an app with a        \
+                          request timeout waits for it and gets its status,    \
+                          without ERR_NO_RESPONSE */                           \
+     LF_SKIP_FN_SITES) /* finding F3: refusals of the callback, timeout and    \
+                          join entry points are reported without a site        \
+                          (they are functions, not _at macros) */
 
 /*
  * Decodes and runs one program. Returns 0 when the oracle holds, 1 when it
