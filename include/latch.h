@@ -378,6 +378,22 @@ LATCH_API void latch_app_violation_sites(latch_app *app,
  * sealed site included; the chain ends). When the response closes while
  * a handler is pending, the chain lets go of it: a late caller must hold
  * its own reference, as latch_work and latch_set_timeout callbacks do.
+ *
+ * Who may move the chain. Every handler call (middleware, route, error
+ * handler) moves the chain at most once: by latch_next or latch_fail
+ * inside it, by its return value, or, after returning LATCH_PENDING, by
+ * one latch_next or latch_fail later. A call is attributed to a handler
+ * call by where it runs: inside a handler, to that handler; inside a
+ * callback latch runs (latch_set_timeout, latch_work's after, a join's
+ * completion, on_drain, on_finish, on_close, latch_req_on_cancel), to the
+ * handler call that registered the callback. Only the handler that
+ * returned LATCH_PENDING can resume it: a second latch_next of an earlier
+ * middleware, in its body or from its timer, never resumes (and so never
+ * skips) a later middleware's pending step; it is ERR_NEXT_TWICE with that
+ * middleware's first move as the prior site, or ERR_NEXT_AFTER_RESPONSE
+ * when the move was a return value and the response was already sent.
+ * A function run by latch_res_post (from another thread) is attributed to
+ * no handler: it may resume whichever step is pending.
  */
 #define latch_next(req) latch_next_at((req), LATCH_HERE)
 LATCH_API void latch_next_at(latch_req *req, latch_site at);
@@ -614,8 +630,8 @@ LATCH_API int latch_res_redirect_at(latch_res *res, int status, const char *url,
  * invalid UTF-8, LATCH_ERR_INVALID_ARG for a misplaced value or a
  * non-finite double, LATCH_ERR_LIMIT past 64 nested levels or 16 MiB).
  * latch_res_json_end returns that error, or LATCH_ERR_INVALID_ARG for an
- * unfinished document, reports it, and then answers 500 instead. The writer belongs to
- * the response; it is valid until latch_res_json_end.
+ * unfinished document, reports it, and then answers 500 instead. The writer
+ * belongs to the response; it is valid until latch_res_json_end.
  */
 typedef struct latch_json latch_json;
 #define latch_res_json_begin(res) latch_res_json_begin_at((res), LATCH_HERE)
@@ -656,15 +672,44 @@ LATCH_API bool latch_res_destroyed(const latch_res *res);
  * a NULL cb removes it. Returns 0, LATCH_ERR_STATE when the event already
  * happened, LATCH_ERR_WRONG_THREAD off the response's loop; both
  * reported.
+ *
+ * A drain callback registered after a write returned 0 owns the response
+ * until it runs: a handler may return LATCH_DONE then, and the callback
+ * writes the rest (registering again while writes return 0) and ends.
+ * If the callback returns leaving no owner (no end, no drain callback, no
+ * reference, timer, work or join) the response is reported as
+ * ERR_NO_RESPONSE and cut. The request timeout owns nothing: a response
+ * that nobody can answer is reported and answered 500 at once, whatever
+ * the timeout.
  */
 LATCH_API int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data);
 LATCH_API int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data);
 LATCH_API int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data);
 
-/* Reference counting: a response stays a valid object (a tombstone once
- * the request is done) until the last reference is released. */
+/*
+ * Reference counting: a response stays a valid object (a tombstone once
+ * the request is done) until the last reference is released. Code that
+ * keeps `res` beyond the call that received it (a global, a thread, a
+ * driver's callback argument) takes a reference on the response's thread
+ * with latch_res_retain and gives it back once with latch_res_release.
+ * latch's own async APIs (timers, latch_work, joins) hold their own.
+ *
+ * latch counts its own references (connection queue, chain, timers, work,
+ * joins) apart from the ones taken here. A release without a matching
+ * retain is refused (LATCH_ERR_STATE, reported with its site; nothing is
+ * released), so it can never recycle a response latch still uses. A
+ * retain from another thread is refused (LATCH_ERR_WRONG_THREAD); a
+ * release from another thread is reported as LATCH_ERR_WRONG_THREAD and
+ * carried out on the response's loop, so the reference is not leaked.
+ * Both are macros over the _at variants; the plain functions remain for
+ * callers that take their address.
+ */
 LATCH_API void latch_res_retain(latch_res *res);
 LATCH_API void latch_res_release(latch_res *res);
+LATCH_API void latch_res_retain_at(latch_res *res, latch_site at);
+LATCH_API void latch_res_release_at(latch_res *res, latch_site at);
+#define latch_res_retain(res) latch_res_retain_at((res), LATCH_HERE)
+#define latch_res_release(res) latch_res_release_at((res), LATCH_HERE)
 
 /* Runs fn(res, data) on the response's loop; callable from any thread.
  * The caller must hold a reference (latch_res_retain, taken on the loop)

@@ -698,6 +698,7 @@ struct latch_frame {
     bool continued;  /* latch_next inside: the chain went on from here */
     bool held;       /* the frame holds a reference (while continued) */
     bool failed;     /* latch_fail inside */
+    uint16_t id;     /* this call's frame id (res->nframes) */
     latch_seal next; /* where the chain was continued */
 };
 
@@ -705,7 +706,46 @@ static void frame_push(latch_res *res, latch_frame *f)
 {
     memset(f, 0, sizeof(*f));
     f->up = res->frame;
+    /* Ids saturate: past 65535 handler calls in one request the last id
+     * is shared, and those calls may each move the chain only once in
+     * all. */
+    if (res->nframes < UINT16_MAX)
+        res->nframes++;
+    f->id = res->nframes;
     res->frame = f;
+}
+
+uint16_t latch__app_acting_frame(const latch_res *res)
+{
+    return res->frame != NULL ? res->frame->id : res->ambient;
+}
+
+/* What frame `id` did to move the chain on (for the report of a second
+ * move), kept for its last eight frames. */
+static void record_move(latch_res *res, uint16_t id, const char *call,
+                        latch_site at)
+{
+    if (id == 0)
+        return;
+    res->move_ids[id & 7] = id;
+    res->moves[id & 7].call = call;
+    res->moves[id & 7].at = at;
+}
+
+static const latch_seal *move_of(const latch_res *res, uint16_t id)
+{
+    return id != 0 && res->move_ids[id & 7] == id ? &res->moves[id & 7] : NULL;
+}
+
+/* The running frame with this id, or NULL. */
+static latch_frame *running_frame(const latch_res *res, uint16_t id)
+{
+    latch_frame *f;
+
+    for (f = res->frame; f != NULL; f = f->up)
+        if (f->id == id)
+            return f;
+    return NULL;
 }
 
 static void frame_pop(latch_res *res, latch_frame *f)
@@ -757,7 +797,7 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
                                    at, &f->next);
     }
     if (f->held)
-        latch_res_release(res);
+        latch__res_unref(res);
 }
 
 /* Resuming the chain when it cannot be resumed (ERR_NEXT_TWICE), with
@@ -850,6 +890,8 @@ static void run(latch_res *res)
             res->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
             res->returned.at = (latch_site){
                 e->at.file, e->at.line, e->name ? e->name : "error handler"};
+            if (!f.continued && !f.failed)
+                record_move(res, f.id, res->returned.call, res->returned.at);
             if (f.continued) {
                 frame_returned(res, &f, rc, res->returned.at);
                 return;
@@ -892,6 +934,8 @@ static void run(latch_res *res)
                              : rc == LATCH_DONE    ? "LATCH_DONE"
                              : rc == LATCH_PENDING ? "LATCH_PENDING"
                                                    : "error return";
+        if (!f.continued && !f.failed && rc != LATCH_PENDING)
+            record_move(res, f.id, res->returned.call, res->returned.at);
         if (f.continued) {
             /* The chain went on inside the handler's own latch_next. */
             frame_returned(res, &f, rc, layer_site(l));
@@ -918,6 +962,7 @@ static void run(latch_res *res)
         }
         if (rc == LATCH_PENDING) {
             res->pending_next = true;
+            res->pending_frame = f.id;
             return; /* the framework's reference waits for latch_next */
         }
         if (rc == LATCH_NEXT) {
@@ -943,7 +988,7 @@ static void chain_done(latch_res *res)
     res->dispatched = 2;
     latch__app_orphan_check(res);
     res->chain_ref = false;
-    latch_res_release(res);
+    latch__res_unref(res);
 }
 
 /*
@@ -959,16 +1004,25 @@ void latch__app_res_closed(latch_res *res)
         return;
     res->pending_next = false;
     res->chain_dropped = true;
+    res->dropped_frame = res->pending_frame;
     res->dispatched = 2;
     res->chain_ref = false;
-    latch_res_release(res);
+    latch__res_unref(res);
 }
 
 /*
- * A response the chain is done with, unanswered, that nobody but the
- * connection (and the chain, while it finishes) references: it can never
- * be answered, so report it and answer 500, or cut it when its headers are
- * already out. The report names the handler that ended the chain.
+ * A response the chain is done with, unanswered, that has no owner left:
+ * it can never be answered, so report it and answer 500, or cut it when
+ * its headers are already out. The report names the handler that ended
+ * the chain.
+ *
+ * Owners are whatever can still answer: a user's reference, a pending
+ * timer, latch_work job or join (each holds a reference), and a drain
+ * callback waiting for the output to fall (the documented backpressure
+ * pattern: write returned 0, on_drain registered, LATCH_DONE). Not owners:
+ * the connection's queue and the finishing chain (references that answer
+ * nothing), and the request timeout's own timer: a forgotten response gets
+ * its 500 and report now, not the timeout's status later.
  */
 void latch__app_orphan_check(latch_res *res)
 {
@@ -976,8 +1030,11 @@ void latch__app_orphan_check(latch_res *res)
     const char *msg = NULL;
     char buf[200];
 
+    if (res->req_timer != NULL && latch__timer_armed(res->req_timer))
+        mine++;
     if (res->detached || res->state >= LATCH_RS_ENDED || res->pending_next ||
-        res->dispatched != 2 || res->refs != mine)
+        res->dispatched != 2 || res->refs != mine ||
+        (res->want_drain && res->on_drain != NULL))
         return;
     if (res->returned.call != NULL) {
         snprintf(buf, sizeof(buf),
@@ -1030,13 +1087,10 @@ void latch__app_dispatch(latch_res *res)
 }
 
 /* latch_next or latch_fail resuming a pending chain: false (reported)
- * when there is nothing to resume. */
+ * when there is nothing to resume. Used for calls no handler call can be
+ * named for (a function posted from another thread). */
 static bool take_pending(latch_res *res, const char *call, latch_site at)
 {
-    if (!pthread_equal(pthread_self(), res->w->thread)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
-        return false;
-    }
     if (res->chain_dropped) {
         /* The response closed while this handler waited (a timeout, the
          * client leaving, another handler's answer). */
@@ -1059,7 +1113,41 @@ static bool take_pending(latch_res *res, const char *call, latch_site at)
     res->pending_next = false;
     res->resumed.call = call;
     res->resumed.at = at;
+    record_move(res, res->pending_frame, call, at);
     return true;
+}
+
+/*
+ * A call from frame `id`, which is neither running nor pending: it moved
+ * the chain already (or its pending chain was dropped). Refused and
+ * reported with what it did before; nothing else is resumed.
+ */
+static void stray_move(latch_res *res, uint16_t id, const char *call,
+                       latch_site at)
+{
+    const latch_seal *prior = move_of(res, id);
+
+    if (id == res->dropped_frame && res->chain_dropped) {
+        /* The response closed while this handler waited. */
+        res->chain_dropped = false;
+        latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call, NULL, at);
+        record_move(res, id, call, at);
+        return;
+    }
+    if (prior == NULL) {
+        next_twice(res, call, at);
+        return;
+    }
+    /* A handler that moved the chain by its return value and continues
+     * after the answer was sent: continuing after the response. */
+    if (res->state != LATCH_RS_FRESH && strncmp(prior->call, "LATCH_", 6) == 0)
+        latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call, NULL, at);
+    else
+        latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, call,
+                               "the chain was already moved on by this "
+                               "handler; a pending step of another handler "
+                               "is resumed only by that handler",
+                               at, prior);
 }
 
 /*
@@ -1088,29 +1176,77 @@ static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
     f->next.call = "latch_next";
     f->next.at = at;
     res->resumed = f->next;
+    record_move(res, f->id, "latch_next", at);
     res->refs++;
     resume(res, at);
+}
+
+/*
+ * Who may move the chain: the handler call that latch_next/latch_fail acts
+ * for (latch__app_acting_frame), and only once. A running handler that has
+ * not moved it yet continues it inside (or fails); the handler that
+ * returned LATCH_PENDING resumes it; any other call is refused and
+ * reported (ERR_NEXT_TWICE with what that handler did before, or
+ * ERR_NEXT_AFTER_RESPONSE). So a stray second next() of an earlier
+ * middleware can never resume, and skip, a later one's pending step.
+ * Returns 1 to continue inside the running frame *fp, 2 to resume the
+ * pending chain, 0 when refused (reported).
+ */
+static int who_moves(latch_res *res, const char *call, latch_site at,
+                     latch_frame **fp)
+{
+    uint16_t id = latch__app_acting_frame(res);
+    latch_frame *f;
+
+    *fp = NULL;
+    if (id == 0)
+        return take_pending(res, call, at) ? 2 : 0;
+    if ((f = running_frame(res, id)) != NULL) {
+        if (!f->continued && !f->failed) {
+            *fp = f;
+            return 1;
+        }
+        /* The running handler moved the chain already. */
+        *fp = f;
+        return -1;
+    }
+    if (res->pending_next && res->pending_frame == id)
+        return take_pending(res, call, at) ? 2 : 0;
+    stray_move(res, id, call, at);
+    return 0;
 }
 
 void latch_next_at(latch_req *req, latch_site at)
 {
     latch_res *res = latch_req_res(req);
+    latch_frame *f;
+    int how;
 
     if (res == NULL)
         return;
-    if (res->frame != NULL && !res->frame->continued &&
-        pthread_equal(pthread_self(), res->w->thread)) {
-        continue_inside(res, res->frame, at);
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_next", NULL, at);
         return;
     }
-    if (take_pending(res, "latch_next", at))
+    how = who_moves(res, "latch_next", at, &f);
+    if (how == 1)
+        continue_inside(res, f, at);
+    else if (how == 2)
         resume(res, at);
+    else if (how < 0 && f->continued)
+        next_twice(res, "latch_next", at);
+    else if (how < 0)
+        latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, "latch_next",
+                               "latch_next() after latch_fail() in one handler",
+                               at, move_of(res, f->id));
 }
 
 int latch_fail_at(latch_req *req, int status, const char *message,
                   latch_site at)
 {
     latch_res *res = latch_req_res(req);
+    latch_frame *f;
+    int how;
 
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
@@ -1118,8 +1254,15 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_fail", NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
-    if (res->frame == NULL && !take_pending(res, "latch_fail", at))
+    how = who_moves(res, "latch_fail", at, &f);
+    if (how == 0)
         return LATCH_ERR_HTTP;
+    if (how < 0 && f->failed) {
+        latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, "latch_fail",
+                               "latch_fail() twice in one handler", at,
+                               move_of(res, f->id));
+        return LATCH_ERR_HTTP;
+    }
     if (status < 400 || status > 599)
         status = 500;
     res->err.code = LATCH_ERR_HTTP;
@@ -1131,8 +1274,12 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     } else {
         res->err.message = NULL;
     }
-    if (res->frame != NULL) {
-        res->frame->failed = true;
+    if (f != NULL) {
+        /* After latch_next in the same handler, reported when it returns
+         * (frame_returned); the chain is not moved again. */
+        if (!f->continued)
+            record_move(res, f->id, "latch_fail", at);
+        f->failed = true;
         return LATCH_ERR_HTTP;
     }
     error_after_response(res, "latch_fail", at);

@@ -27,6 +27,7 @@ struct latch_timer {
     latch_res_cb cb;
     void *data;
     latch_timer *next; /* the response's list */
+    uint16_t frame;    /* the handler call that set it (app.c) */
     bool armed;        /* started, not fired nor cleared */
     bool closed;       /* uv_close completed */
     bool orphan;       /* the response was recycled: free on close */
@@ -49,20 +50,24 @@ static void disarm(latch_timer *t)
     t->armed = false;
     uv_timer_stop(&t->handle);
     uv_close((uv_handle_t *)&t->handle, on_closed);
-    latch_res_release(t->res);
+    latch__res_unref(t->res);
 }
 
 static void on_fire(uv_timer_t *h)
 {
     latch_timer *t = h->data;
     latch_res *res = t->res;
+    uint16_t prev;
 
     if (!t->armed)
         return;
     t->armed = false;
     uv_close((uv_handle_t *)&t->handle, on_closed);
+    /* latch_next in the callback acts for the handler that set it. */
+    prev = latch__frame_enter(res, t->frame);
     t->cb(res, t->data);
-    latch_res_release(res);
+    latch__frame_leave(res, prev);
+    latch__res_unref(res);
 }
 
 /* xorshift64*: cheap, seeded, and the same sequence on every run. */
@@ -117,6 +122,7 @@ latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
     t->res = res;
     t->cb = cb;
     t->data = data;
+    t->frame = latch__app_acting_frame(res);
     t->handle.data = t;
     uv_timer_init(&res->w->loop, &t->handle);
     /* A huge ms must not wrap around to a short one. */
@@ -160,6 +166,11 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
         return NULL;
     }
     return latch__timer_start(res, ms, cb, data);
+}
+
+bool latch__timer_armed(const latch_timer *t)
+{
+    return t->armed;
 }
 
 int latch_clear_timeout(latch_timer *t)
@@ -268,6 +279,7 @@ struct latch_work_req {
     void (*after)(latch_res *res, int status, void *data);
     void *data;
     int status;
+    uint16_t frame;              /* the handler call that queued it */
     struct latch_work_req *next; /* the response's list */
 };
 
@@ -293,11 +305,15 @@ static void work_deliver(struct latch_work_req *wr)
     latch_res *res = wr->res;
     int status = wr->status;
 
+    uint16_t prev;
+
     work_unlink(wr);
     if (status == 0 && res->cancel_reason != LATCH_CANCEL_NONE)
         status = LATCH_ERR_CANCELLED;
+    prev = latch__frame_enter(res, wr->frame);
     wr->after(res, status, wr->data);
-    latch_res_release(res);
+    latch__frame_leave(res, prev);
+    latch__res_unref(res);
 }
 
 static void work_free(uv_handle_t *h)
@@ -364,6 +380,7 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     wr->work = work;
     wr->after = after;
     wr->data = data;
+    wr->frame = latch__app_acting_frame(res);
     r = uv_queue_work(&res->w->loop, &wr->req, work_run, work_done);
     if (r < 0) {
         free(wr);
@@ -401,7 +418,8 @@ struct latch_join {
     /* The memory's owners: the response (1, until join_destroy) and each
      * report from another thread on its way to the loop. */
     atomic_int users;
-    bool dead; /* join_destroy ran: the reports still in flight drop */
+    bool dead;      /* join_destroy ran: the reports still in flight drop */
+    uint16_t frame; /* the handler call that made it */
     uint8_t *seen;
     void *results[];
 };
@@ -444,17 +462,20 @@ static void join_after_settle(latch_join *j)
     if (j->reported == j->n)
         join_destroy(j);
     if (drop)
-        latch_res_release(res); /* may recycle res, and free j with it */
+        latch__res_unref(res); /* may recycle res, and free j with it */
 }
 
 static void join_settle(latch_join *j, int status)
 {
     latch_res *res = j->res;
+    uint16_t prev;
 
     j->settled = true;
     res->refs++; /* for the completion, which may release others */
+    prev = latch__frame_enter(res, j->frame);
     j->done(res, status, status == 0 ? j->results : NULL, j->data);
-    latch_res_release(res);
+    latch__frame_leave(res, prev);
+    latch__res_unref(res);
 }
 
 void latch__joins_free(latch_res *res)
@@ -518,6 +539,7 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
     j->n = n;
     atomic_init(&j->users, 1);
     atomic_init(&j->settled, false);
+    j->frame = latch__app_acting_frame(res);
     j->slot = res->ncancel;
     if (latch_req_on_cancel(&res->req, join_on_cancel, j) < 0) {
         free(j->seen);

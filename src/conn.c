@@ -378,7 +378,7 @@ void latch__conn_close_why(latch_conn *c, int reason)
         c->cur = NULL;
         r->conn = NULL;
         r->detached = true;
-        latch_res_release(r);
+        latch__res_unref(r);
     }
     r = c->q_head;
     c->q_head = c->q_tail = c->writer = NULL;
@@ -860,7 +860,7 @@ static void no_more_requests(latch_conn *c)
         c->cur = NULL;
         r->conn = NULL;
         r->detached = true;
-        latch_res_release(r);
+        latch__res_unref(r);
     }
 }
 

@@ -278,7 +278,8 @@ typedef struct latch_seal {
 
 struct latch_res {
     latch_req req;
-    uint32_t refs;
+    uint32_t refs;  /* every reference, latch's own and the user's */
+    uint32_t urefs; /* of which taken by latch_res_retain (user code) */
     uint8_t state;
     uint8_t dispatched; /* handler chain running or done */
     bool detached;      /* no longer attached to a connection */
@@ -331,6 +332,7 @@ struct latch_res {
     struct {
         latch_cancel_cb cb;
         void *data;
+        uint16_t frame; /* the handler call that registered it */
     } cancel_cbs[8];
     bool pending_next;         /* a handler returned LATCH_PENDING */
     bool chain_ref;            /* the chain holds a reference */
@@ -338,6 +340,22 @@ struct latch_res {
     struct latch_frame *frame; /* the handler call running (app.c) */
     latch_seal returned;       /* the last handler's return value, and where */
     latch_seal resumed;        /* what last resumed a pending chain */
+    /*
+     * Who may move the chain (app.c). Every handler call gets a frame id
+     * (1, 2, ... per request); latch's callbacks (timers, work, joins,
+     * drain/finish/close, cancellation) remember the frame that registered
+     * them and run with it as `ambient`, so a latch_next or latch_fail is
+     * attributed to a handler call wherever it is made. Only the frame
+     * that returned LATCH_PENDING may resume the chain; `moves` records,
+     * for the last frames, what each did to move it (for the report).
+     */
+    uint16_t nframes;       /* frame ids handed out so far */
+    uint16_t ambient;       /* frame of the latch callback running, or 0 */
+    uint16_t pending_frame; /* the frame that returned LATCH_PENDING */
+    uint16_t dropped_frame; /* the pending frame whose chain was dropped */
+    uint16_t on_finish_frame, on_close_frame, on_drain_frame;
+    uint16_t move_ids[8];
+    latch_seal moves[8];
     char err_msg[128];
 };
 
@@ -374,6 +392,11 @@ void latch__conn_pool_free(latch_worker *w);
 
 /* res.c */
 latch_res *latch__res_alloc(latch_worker *w);
+/* latch's own references (connection queue, chain, timers, work, joins,
+ * frames): never counted as the user's, so a user's over-release can be
+ * told apart and refused. unref may recycle the response. */
+void latch__res_ref(latch_res *res);
+void latch__res_unref(latch_res *res);
 void latch__res_pool_free(latch_worker *w);
 void latch__res_finished(latch_res *res);
 void latch__res_detach(latch_res *res, const char *event, int reason);
@@ -400,6 +423,8 @@ latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
 void latch__works_cancel(latch_res *res);
 void latch__joins_free(latch_res *res);
 void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
+/* True while the timer is armed (started, neither fired nor cleared). */
+bool latch__timer_armed(const latch_timer *t);
 /* A delay in ms to add under LATCH_SHAKE (0 when off). */
 uint64_t latch__shake_ms(latch_worker *w);
 /* The shaker's state for worker `index` of an app seeded with `seed`
@@ -419,6 +444,22 @@ char *latch__req_decode(latch_req *q, const char *s, size_t n);
 
 /* app.c */
 void latch__app_dispatch(latch_res *res);
+/* The frame a call made now on the response's thread acts for: the handler
+ * call running, else the frame of the latch callback running, else 0. */
+uint16_t latch__app_acting_frame(const latch_res *res);
+/* Runs a latch callback registered by `frame`: sets it as the ambient
+ * frame and returns the previous one, for latch__frame_leave. */
+static inline uint16_t latch__frame_enter(latch_res *res, uint16_t frame)
+{
+    uint16_t prev = res->ambient;
+
+    res->ambient = frame;
+    return prev;
+}
+static inline void latch__frame_leave(latch_res *res, uint16_t prev)
+{
+    res->ambient = prev;
+}
 void latch__app_orphan_check(latch_res *res);
 void latch__app_res_closed(latch_res *res);
 uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q);

@@ -126,35 +126,94 @@ static bool on_loop(const latch_res *res)
     return pthread_equal(pthread_self(), res->w->thread);
 }
 
-void latch_res_retain(latch_res *res)
+void latch__res_ref(latch_res *res)
 {
-    if (res == NULL)
-        return;
-    if (!on_loop(res)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_retain", NULL,
-                         (latch_site){NULL, 0, NULL});
-        return;
-    }
     res->refs++;
 }
 
-void latch_res_release(latch_res *res)
+void latch__res_unref(latch_res *res)
 {
-    if (res == NULL)
-        return;
-    if (!on_loop(res)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_release", NULL,
-                         (latch_site){NULL, 0, NULL});
-        return;
-    }
-    if (res->refs == 0)
-        return; /* latch's own invariant would be broken: never free twice */
+    assert(res->refs > res->urefs); /* latch's own count never underflows */
     if (--res->refs == 0) {
         res_recycle(res);
         return;
     }
     /* The last holder let go of a response nobody answered. */
     latch__app_orphan_check(res);
+}
+
+/* The retain/release macros of latch.h pass the caller's place; these
+ * definitions are the plain functions behind the same names. */
+#undef latch_res_retain
+#undef latch_res_release
+
+/*
+ * A user's reference. latch counts it apart from its own (connection
+ * queue, chain, timers, work, joins), so that a release can be checked
+ * against the user's retains: a release without a matching retain would
+ * recycle a response latch still holds, and is refused.
+ */
+void latch_res_retain_at(latch_res *res, latch_site at)
+{
+    if (res == NULL)
+        return;
+    if (!on_loop(res)) {
+        /* Taking a reference from another thread races with the loop
+         * letting go of its own: refused. */
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_retain",
+                         "latch_res_retain must be called on the response's "
+                         "loop (before handing the response to a thread)",
+                         at);
+        return;
+    }
+    res->refs++;
+    res->urefs++;
+}
+
+static void user_release(latch_res *res, latch_site at)
+{
+    char msg[200];
+
+    if (res->urefs == 0) {
+        snprintf(msg, sizeof(msg),
+                 "latch_res_release without a matching latch_res_retain: the "
+                 "%u reference(s) left are latch's own (connection, chain, "
+                 "timers, work); nothing was released",
+                 (unsigned)res->refs);
+        latch__violation(res, LATCH_ERR_STATE, "latch_res_release", msg, at);
+        return;
+    }
+    res->urefs--;
+    latch__res_unref(res);
+}
+
+static int post_release(latch_res *res, latch_site at);
+
+void latch_res_release_at(latch_res *res, latch_site at)
+{
+    if (res == NULL)
+        return;
+    if (!on_loop(res)) {
+        /* Reported, and still carried out on the loop: refusing it
+         * outright would keep the response forever. */
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_release",
+                         "latch_res_release called from another thread; the "
+                         "reference is released on the response's loop",
+                         at);
+        post_release(res, at);
+        return;
+    }
+    user_release(res, at);
+}
+
+void latch_res_retain(latch_res *res)
+{
+    latch_res_retain_at(res, (latch_site){NULL, 0, NULL});
+}
+
+void latch_res_release(latch_res *res)
+{
+    latch_res_release_at(res, (latch_site){NULL, 0, NULL});
 }
 
 /* ------------------------------------------------------------------ */
@@ -1561,8 +1620,11 @@ static void fire_close(latch_res *res)
         return;
     res->closed_fired = true;
     res->on_close = NULL;
-    if (cb)
+    if (cb) {
+        uint16_t prev = latch__frame_enter(res, res->on_close_frame);
         cb(res, res->on_close_data);
+        latch__frame_leave(res, prev);
+    }
 }
 
 /* The last byte was handed to the OS: FINISHED, then finish and close. */
@@ -1575,13 +1637,16 @@ void latch__res_finished(latch_res *res)
     res->detached = true;
     res->on_finish = NULL;
     res->on_drain = NULL;
-    latch_res_retain(res);
-    if (cb)
+    latch__res_ref(res);
+    if (cb) {
+        uint16_t prev = latch__frame_enter(res, res->on_finish_frame);
         cb(res, res->on_finish_data);
+        latch__frame_leave(res, prev);
+    }
     fire_close(res);
     latch__app_res_closed(res);
-    latch_res_release(res); /* ours */
-    latch_res_release(res); /* the queue's */
+    latch__res_unref(res); /* ours */
+    latch__res_unref(res); /* the queue's */
 }
 
 /*
@@ -1605,13 +1670,13 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
     res->req.aborted = res->req.aborted || unfinished;
     res->on_finish = NULL;
     res->on_drain = NULL;
-    latch_res_retain(res);
+    latch__res_ref(res);
     if (unfinished && reason != LATCH_CANCEL_NONE)
         latch__res_cancel(res, reason);
     fire_close(res);
     latch__app_res_closed(res);
-    latch_res_release(res);
-    latch_res_release(res); /* the queue's */
+    latch__res_unref(res);
+    latch__res_unref(res); /* the queue's */
 }
 
 void latch_res_destroy_at(latch_res *res, latch_site at)
@@ -1660,10 +1725,13 @@ void latch__res_cancel(latch_res *res, int reason)
     for (i = 0; i < n; i++) {
         latch_cancel_cb cb = res->cancel_cbs[i].cb;
         res->cancel_cbs[i].cb = NULL;
-        if (cb != NULL)
+        if (cb != NULL) {
+            uint16_t prev = latch__frame_enter(res, res->cancel_cbs[i].frame);
             cb(&res->req, reason, res->cancel_cbs[i].data);
+            latch__frame_leave(res, prev);
+        }
     }
-    latch_res_release(res);
+    latch__res_unref(res);
 }
 
 int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
@@ -1694,6 +1762,7 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
     }
     res->cancel_cbs[res->ncancel].cb = cb;
     res->cancel_cbs[res->ncancel].data = data;
+    res->cancel_cbs[res->ncancel].frame = latch__app_acting_frame(res);
     res->ncancel++;
     return 0;
 }
@@ -1756,8 +1825,17 @@ void latch__res_check_drain(latch_conn *c)
     r->want_drain = false;
     cb = r->on_drain;
     if (cb) {
+        /* The callback was an owner of the response; held across it, the
+         * release checks whether it left one (it wrote and registered
+         * again, ended, or handed the response on). */
+        uint16_t prev;
+
         r->on_drain = NULL;
+        latch__res_ref(r);
+        prev = latch__frame_enter(r, r->on_drain_frame);
         cb(r, r->on_drain_data);
+        latch__frame_leave(r, prev);
+        latch__res_unref(r);
     }
 }
 
@@ -1837,14 +1915,17 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data)
     case CB_FINISH:
         res->on_finish = cb;
         res->on_finish_data = data;
+        res->on_finish_frame = latch__app_acting_frame(res);
         break;
     case CB_CLOSE:
         res->on_close = cb;
         res->on_close_data = data;
+        res->on_close_frame = latch__app_acting_frame(res);
         break;
     default:
         res->on_drain = cb;
         res->on_drain_data = data;
+        res->on_drain_frame = latch__app_acting_frame(res);
         break;
     }
     return 0;
@@ -1862,7 +1943,13 @@ int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data)
 
 int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
 {
-    return set_cb(res, CB_DRAIN, cb, data);
+    int r = set_cb(res, CB_DRAIN, cb, data);
+
+    /* A waiting drain callback owns the response: clearing it may leave
+     * the response without an owner. */
+    if (r == 0 && cb == NULL)
+        latch__app_orphan_check(res);
+    return r;
 }
 
 latch_req *latch_res_req(latch_res *res)
@@ -1882,13 +1969,16 @@ latch_res *latch_req_res(latch_req *req)
 struct latch_post {
     struct latch_post *next;
     latch_res *res;
-    latch_res_cb fn;
+    latch_res_cb fn; /* NULL: a latch_res_release from another thread */
     void *data;
+    latch_site at;
 };
 
 /* Queues fn(res, data) for the worker's loop (res may be NULL: latch's
- * own posts that carry their object in data). Any thread. */
-static int post(latch_worker *w, latch_res *res, latch_res_cb fn, void *data)
+ * own posts that carry their object in data; fn NULL: a user's release
+ * from another thread, carried out on the loop). Any thread. */
+static int post(latch_worker *w, latch_res *res, latch_res_cb fn, void *data,
+                latch_site at)
 {
     struct latch_post *p = malloc(sizeof(*p));
 
@@ -1897,6 +1987,7 @@ static int post(latch_worker *w, latch_res *res, latch_res_cb fn, void *data)
     p->res = res;
     p->fn = fn;
     p->data = data;
+    p->at = at;
     pthread_mutex_lock(&w->post_mu);
     p->next = w->posts;
     w->posts = p;
@@ -1907,7 +1998,12 @@ static int post(latch_worker *w, latch_res *res, latch_res_cb fn, void *data)
 
 int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data)
 {
-    return post(w, NULL, fn, data);
+    return post(w, NULL, fn, data, (latch_site){NULL, 0, NULL});
+}
+
+static int post_release(latch_res *res, latch_site at)
+{
+    return post(res->w, res, NULL, NULL, at);
 }
 
 int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
@@ -1917,7 +2013,7 @@ int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
     if (fn == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
                       "The function is NULL", (latch_site){NULL, 0, NULL});
-    return post(res->w, res, fn, data);
+    return post(res->w, res, fn, data, (latch_site){NULL, 0, NULL});
 }
 
 void latch__res_run_posts(latch_worker *w)
@@ -1936,7 +2032,10 @@ void latch__res_run_posts(latch_worker *w)
     }
     for (p = rev; p != NULL; p = next) {
         next = p->next;
-        p->fn(p->res, p->data);
+        if (p->fn != NULL)
+            p->fn(p->res, p->data);
+        else
+            user_release(p->res, p->at);
         free(p);
     }
 }
