@@ -673,8 +673,10 @@ LATCH_API bool latch_res_destroyed(const latch_res *res);
  * happened, LATCH_ERR_WRONG_THREAD off the response's loop; both
  * reported.
  *
- * A drain callback registered after a write returned 0 owns the response
- * until it runs: a handler may return LATCH_DONE then, and the callback
+ * A registered drain callback owns the response until it runs, and runs
+ * once the pending output is below the high-water mark (at once, at the
+ * next loop turn, when no write is waiting): a handler whose write
+ * returned 0 may register it and return LATCH_DONE, and the callback
  * writes the rest (registering again while writes return 0) and ends.
  * If the callback returns leaving no owner (no end, no drain callback, no
  * reference, timer, work or join) the response is reported as

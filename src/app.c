@@ -1033,8 +1033,7 @@ void latch__app_orphan_check(latch_res *res)
     if (res->req_timer != NULL && latch__timer_armed(res->req_timer))
         mine++;
     if (res->detached || res->state >= LATCH_RS_ENDED || res->pending_next ||
-        res->dispatched != 2 || res->refs != mine ||
-        (res->want_drain && res->on_drain != NULL))
+        res->dispatched != 2 || res->refs != mine || res->on_drain != NULL)
         return;
     if (res->returned.call != NULL) {
         snprintf(buf, sizeof(buf),

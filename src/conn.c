@@ -1099,6 +1099,9 @@ static void flush(latch_conn *c)
         if (c->flags & LATCH_CF_CLOSING)
             return;
         latch__res_check_drain(c);
+    } else {
+        /* Nothing to write: a drain callback registered meanwhile runs. */
+        latch__res_check_drain(c);
     }
     if (!c->writing && c->out.len == 0 &&
         (c->flags & LATCH_CF_CLOSE_AFTER_WRITE) && c->q_head == NULL)

@@ -1945,11 +1945,21 @@ int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
 {
     int r = set_cb(res, CB_DRAIN, cb, data);
 
-    /* A waiting drain callback owns the response: clearing it may leave
-     * the response without an owner. */
-    if (r == 0 && cb == NULL)
+    if (r != 0)
+        return r;
+    if (cb == NULL) {
+        /* A waiting drain callback owns the response: clearing it may
+         * leave the response without an owner. */
         latch__app_orphan_check(res);
-    return r;
+        return 0;
+    }
+    /* A registered callback owns the response until it runs, so it must
+     * run: if no write is waiting for the output to fall, it runs at the
+     * next flush, once the output is below the high-water mark. */
+    res->want_drain = true;
+    if (res->conn != NULL)
+        latch__conn_mark_dirty(res->conn);
+    return 0;
 }
 
 latch_req *latch_res_req(latch_res *res)

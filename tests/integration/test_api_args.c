@@ -516,8 +516,12 @@ static long reg_null_fn(ctx *c, int which)
       latch_res_on_close(NULL, cb_res, NULL))                                  \
     X(164, "latch_res_on_drain", O, IA, 0, 0,                                  \
       latch_res_on_drain(NULL, cb_res, NULL))                                  \
-    X(165, "latch_res_retain", O, 0, 0, 0, (latch_res_retain(NULL), 0))        \
-    X(166, "latch_res_release", O, 0, 0, 0, (latch_res_release(NULL), 0))      \
+    X(165, "latch_res_retain", O, 0, 0, 0, ((latch_res_retain)(NULL), 0))      \
+    X(166, "latch_res_release", O, 0, 0, 0, ((latch_res_release)(NULL), 0))    \
+    X(901, "latch_res_retain_at", O, 0, 0, 0,                                  \
+      (latch_res_retain_at(NULL, SITE_), 0))                                   \
+    X(902, "latch_res_release_at", O, 0, 0, 0,                                 \
+      (latch_res_release_at(NULL, SITE_), 0))                                  \
     X(167, "latch_res_post", O, IA, 0, 0, latch_res_post(NULL, cb_res, NULL))  \
     X(168, "latch_res_post", H, IA, 1, IA, latch_res_post(c->res, NULL, NULL)) \
     X(169, "latch_set_timeout_at", O, 1, 0, 0,                                 \
