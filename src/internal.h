@@ -289,6 +289,7 @@ struct latch_res {
     bool has_cl;          /* a Content-Length header was set */
     bool close_delimited; /* HTTP/1.0 without length: body ends at close */
     bool end_short;       /* ended short of its Content-Length: close */
+    bool sending;         /* a sender frames the whole body (res.c) */
     bool hold;            /* head built by write_head: not sent yet */
     bool end_called;      /* end ran to completion (writable_ended) */
     int status;

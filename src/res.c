@@ -806,7 +806,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     latch_worker *w = res->w;
     const char *reason = latch__status_reason(res->status);
     bool user_cl = false, user_te = false, user_conn = false, user_date = false,
-         close_req = false, drop_te = false, drop_conn = false;
+         close_req = false, drop_te = false, drop_conn = false, filter;
     size_t need, rl = strlen(reason);
     latch_buf *b;
     uint32_t i;
@@ -851,7 +851,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
      * honoured for HTTP/1.1 clients; an HTTP/1.0 client cannot read
      * chunked, so its line is dropped and the body is framed as if it had
      * not been set. With chunked, a Content-Length line is never sent. */
-    if (user_te && res->req.version_minor < 1) {
+    if (user_te && (res->req.version_minor < 1 || res->sending)) {
         user_te = false;
         drop_te = true;
         res->chunked = false;
@@ -901,15 +901,20 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         p = put(p, reason, rl);
         p = put(p, "\r\n", 2);
     }
+    /* One test per header on the common path: only a head that leaves a
+     * user's framing header out looks at names. */
+    filter = drop_te || drop_conn || (user_cl && user_te) || st == 204;
     for (i = 0; i < res->nhdrs; i++) {
         const latch_hdr *h = &res->hdrs[i];
         const char *name = res->hbuf.data + h->name_off;
-        if (h->removed ||
-            (h->name_len == 17 && drop_te &&
-             ieq(name, "transfer-encoding", 17)) ||
-            (h->name_len == 14 && ((user_cl && user_te) || st == 204) &&
-             ieq(name, "content-length", 14)) ||
-            (h->name_len == 10 && drop_conn && ieq(name, "connection", 10)))
+        if (h->removed)
+            continue;
+        if (filter &&
+            ((h->name_len == 17 && drop_te &&
+              ieq(name, "transfer-encoding", 17)) ||
+             (h->name_len == 14 && ((user_cl && user_te) || st == 204) &&
+              ieq(name, "content-length", 14)) ||
+             (h->name_len == 10 && drop_conn && ieq(name, "connection", 10))))
             continue;
         p = put(p, res->hbuf.data + h->name_off, h->name_len);
         p = put(p, ": ", 2);
@@ -1200,8 +1205,8 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
             return end_common(res, body, len, call, at);
         ctype = NULL;
     }
-    /* The whole body is known: its length frames it, not chunked. */
-    drop_hdr(res, "Transfer-Encoding", 17);
+    /* The whole body is known: its length frames it, not chunked (a
+     * user's Transfer-Encoding is left out of the head, build_head). */
     if (ctype != NULL &&
         (r = put_hdr(res, "Content-Type", 12, ctype, strlen(ctype), false)) < 0)
         return r;
@@ -1211,7 +1216,10 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
                 (size_t)(put_u64(num, len) - num), false);
     if (r < 0)
         return r;
-    return end_common(res, body, len, call, at);
+    res->sending = true;
+    r = end_common(res, body, len, call, at);
+    res->sending = false;
+    return r;
 }
 
 int latch_res_send_at(latch_res *res, const void *body, size_t len,
