@@ -30,16 +30,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.ops = LF_CI_OPS;
     cfg.allow = LF_CI_ALLOW;
     cfg.skip = LF_CI_SKIP;
-    if (getenv("LF_ALL") != NULL) {
+    if ((e = getenv("LF_ALL")) != NULL && *e) {
         cfg.ops = LF_ALL_OPS;
         cfg.allow = LF_ALLOW_ALL;
         cfg.skip = 0;
     }
-    if ((e = getenv("LF_OPS")) != NULL)
+    if ((e = getenv("LF_OPS")) != NULL && *e)
         cfg.ops = strtoull(e, NULL, 16);
-    if ((e = getenv("LF_ALLOW")) != NULL)
+    if ((e = getenv("LF_ALLOW")) != NULL && *e)
         cfg.allow = (uint32_t)strtoul(e, NULL, 16);
-    if ((e = getenv("LF_SKIP")) != NULL)
+    if ((e = getenv("LF_SKIP")) != NULL && *e)
         cfg.skip = (uint32_t)strtoul(e, NULL, 16);
     cfg.verbose = getenv("LF_VERBOSE") != NULL;
     return 0;

@@ -2035,10 +2035,15 @@ int lf_run(const uint8_t *data, size_t len, const lf_config *cfg, char *why,
 
     /* L1: every dispatched response closes, every job and thread is back. */
     quiet = wait_quiet(now_ms() + 5000 + p->timeout_ms);
-    if (!quiet)
+    if (!quiet) {
+        int open = -1;
+        for (i = 0; i < p->nreq; i++)
+            if (G.rs[i].dispatched && !G.rs[i].closed)
+                open = i;
         failf("L1: still busy 5 s after the client left (%d outstanding; "
-              "a response never closed or a callback never came)",
-              G.outstanding);
+              "request %d dispatched and never closed: no on_close)",
+              G.outstanding, open);
+    }
     /* latch_stop before latch_run began is lost (latch_run clears the
      * flag: see fuzz-findings), so ask again until it returns. */
     for (i = 0; i < 50; i++) {

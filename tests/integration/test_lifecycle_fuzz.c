@@ -11,6 +11,8 @@
  *   LF_SEEDS=n                    programs from seeds (default below)
  *   LF_FIRST_SEED=s               start there
  *   LF_SEED_LIST=a,b,c            exactly these seeds, in this order
+ *   LF_DUMP=dir                   also writes each seed's input to
+ *                                 dir/seed-N (a corpus file, for replay)
  *   LF_ALL=1                      every op and pattern, not the CI set
  *   LF_SURVEY=1                   run the seeds, print each failure's
  *                                 first line and the seed, never fail
@@ -31,22 +33,30 @@
 #define LF_CORPUS_DIR "fuzz/lifecycle-corpus"
 #endif
 
+/* An environment variable, NULL when unset or empty. */
+static const char *env(const char *name)
+{
+    const char *e = getenv(name);
+
+    return e != NULL && *e ? e : NULL;
+}
+
 static lf_config config(void)
 {
     lf_config c = {LF_CI_OPS, LF_CI_ALLOW, LF_CI_SKIP, 0};
 
-    if (getenv("LF_ALL") != NULL) {
+    if (env("LF_ALL") != NULL) {
         c.ops = LF_ALL_OPS;
         c.allow = LF_ALLOW_ALL;
         c.skip = 0;
     }
-    if (getenv("LF_SKIP") != NULL)
-        c.skip = (uint32_t)strtoul(getenv("LF_SKIP"), NULL, 16);
-    if (getenv("LF_OPS") != NULL)
-        c.ops = strtoull(getenv("LF_OPS"), NULL, 16);
-    if (getenv("LF_ALLOW") != NULL)
-        c.allow = (uint32_t)strtoul(getenv("LF_ALLOW"), NULL, 16);
-    if (getenv("LF_VERBOSE") != NULL)
+    if (env("LF_SKIP") != NULL)
+        c.skip = (uint32_t)strtoul(env("LF_SKIP"), NULL, 16);
+    if (env("LF_OPS") != NULL)
+        c.ops = strtoull(env("LF_OPS"), NULL, 16);
+    if (env("LF_ALLOW") != NULL)
+        c.allow = (uint32_t)strtoul(env("LF_ALLOW"), NULL, 16);
+    if (env("LF_VERBOSE") != NULL)
         c.verbose = 1;
     return c;
 }
@@ -103,6 +113,16 @@ static void test_seeded(void **state)
                 n = s - first + 1;
         }
         len = program_of(s, buf, sizeof(buf));
+        if (getenv("LF_DUMP") != NULL) {
+            char path[512];
+            FILE *f;
+            snprintf(path, sizeof(path), "%s/seed-%llu", getenv("LF_DUMP"),
+                     (unsigned long long)s);
+            if ((f = fopen(path, "wb")) != NULL) {
+                fwrite(buf, 1, len, f);
+                fclose(f);
+            }
+        }
 
         if (lf_run(buf, len, &c, why, sizeof(why)) == 0)
             continue;
