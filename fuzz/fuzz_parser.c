@@ -115,7 +115,10 @@ static void check_head(const latch_parser *p, const unsigned char *m,
     rl_end = (size_t)p->target.off + p->target.len + 11;
     CHECK(rl_end <= hl && rl_end <= lim->request_line);
     CHECK(memcmp(m + p->target.off + p->target.len, " HTTP/1.", 8) == 0);
-    CHECK(m[rl_end - 3] == '0' + p->version_minor);
+    /* 1.0 and 1.1 as sent; 1.2 to 1.9 read as 1.1. */
+    CHECK(m[rl_end - 3] == '0' + p->version_minor ||
+          (p->version_minor == 1 && m[rl_end - 3] >= '2' &&
+           m[rl_end - 3] <= '9'));
     CHECK(p->version_minor <= 1);
     CHECK(hl - rl_end <= lim->head);
     CHECK(p->nfields <= lim->fields);
@@ -140,6 +143,12 @@ static void check_head(const latch_parser *p, const unsigned char *m,
         if (v.len > 0)
             CHECK(!is_ows(m[v.off]) && !is_ows(m[v.off + v.len - 1]));
         CHECK((size_t)v.off + v.len + 2 - nm.off <= lim->field_line);
+        /* A Host value is uri-host [":" port]: none of the bytes that
+         * would make it a list, a URI or userinfo. */
+        if (nm.len == 4 && latch__span_ieq((const char *)m, nm, "host"))
+            for (uint32_t k = 0; k < v.len; k++)
+                CHECK(strchr("@/?#, \t\"\\", m[v.off + k]) == NULL &&
+                      m[v.off + k] < 0x7f);
     }
     CHECK(p->body_kind <= LATCH_BODY_CHUNKED);
     CHECK(p->expect <= LATCH_EXPECT_OTHER);

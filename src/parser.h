@@ -14,6 +14,9 @@
  * It is not the server's policy layer: it does not require Host, does not
  * answer CONNECT or Upgrade, and does not decide what to do after an error.
  * It records what conn.c needs to decide (host_count, upgrade, method).
+ * It does check each Host value, as it checks Content-Length's, at the end
+ * of its line: uri-host [":" port], and not empty when the target has an
+ * authority (RFC 9112 §3.2), else 400.
  * Likewise it accepts the asterisk-form target `*` with any method (as
  * shared/corpus/llhttp/expected.tsv does for the parser alone): answering
  * 400 to `*` with a method other than OPTIONS is the server's rule.
@@ -88,7 +91,8 @@ typedef struct latch_parser {
                                 skipped empty lines and the final CRLF */
     latch_span method;       /* token */
     latch_span target;       /* request-target as sent */
-    uint8_t version_minor;   /* 0 or 1 (major is always 1) */
+    uint8_t version_minor;   /* 0 or 1 (major is always 1; HTTP/1.2 to
+                                1.9 are read as 1.1, RFC 9110 §6.2) */
     uint8_t body_kind;       /* enum latch_body_kind */
     uint8_t expect;          /* enum latch_expect */
     bool keep_alive;         /* HTTP/1.1 without "close", or 1.0 with

@@ -376,10 +376,9 @@ static const bad_case bad_cases[] = {
      400},
     {"version_letters", "GET /hello HTTP/a.b\r\nHost: x\r\n\r\n", 400},
     {"version_missing_slash", "GET /hello HTTP1.1\r\nHost: x\r\n\r\n", 400},
-    /* 2. Other versions: 505. */
+    /* 2. Other major versions: 505 (1.2 and up: test_request_policy.c). */
     {"version_2_0", "GET /hello HTTP/2.0\r\nHost: x\r\n\r\n", 505},
     {"version_3", "GET /hello HTTP/3\r\nHost: x\r\n\r\n", 505},
-    {"version_1_2", "GET /hello HTTP/1.2\r\nHost: x\r\n\r\n", 505},
     {"version_5_6", "GET /hello HTTP/5.6\r\nHost: x\r\n\r\n", 505},
     /* 3. Field lines. */
     {"obs_fold_space", "GET /hello HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
