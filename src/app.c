@@ -885,7 +885,8 @@ static void run(latch_res *res)
             complete_before =
                 res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED;
             frame_push(res, &f);
-            rc = e->fn(&res->err, q, res, e->data);
+            rc =
+                e->fn(&res->err, latch__req_h(res), latch__res_h(res), e->data);
             frame_pop(res, &f);
             res->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
             res->returned.at = (latch_site){
@@ -927,7 +928,7 @@ static void run(latch_res *res)
         }
         res->layer = l->next;
         frame_push(res, &f);
-        rc = l->fn(q, res, l->data);
+        rc = l->fn(latch__req_h(res), latch__res_h(res), l->data);
         frame_pop(res, &f);
         res->returned.at = layer_site(l);
         res->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
@@ -1217,6 +1218,9 @@ static int who_moves(latch_res *res, const char *call, latch_site at,
 
 void latch_next_at(latch_req *req, latch_site at)
 {
+    if (req != NULL &&
+        (req = (latch_req *)latch__res_in(req, "latch_next", at)) == NULL)
+        return;
     latch_res *res = latch_req_res(req);
     latch_frame *f;
     int how;
@@ -1243,6 +1247,9 @@ void latch_next_at(latch_req *req, latch_site at)
 int latch_fail_at(latch_req *req, int status, const char *message,
                   latch_site at)
 {
+    if (req != NULL &&
+        (req = (latch_req *)latch__res_in(req, "latch_fail", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
     latch_frame *f;
     int how;

@@ -28,6 +28,7 @@ struct latch_timer {
     void *data;
     latch_timer *next; /* the response's list */
     uint16_t frame;    /* the handler call that set it (app.c) */
+    bool user;         /* set by latch_set_timeout: cb gets the handle */
     bool armed;        /* started, not fired nor cleared */
     bool closed;       /* uv_close completed */
     bool orphan;       /* the response was recycled: free on close */
@@ -65,7 +66,7 @@ static void on_fire(uv_timer_t *h)
     uv_close((uv_handle_t *)&t->handle, on_closed);
     /* latch_next in the callback acts for the handler that set it. */
     prev = latch__frame_enter(res, t->frame);
-    t->cb(res, t->data);
+    t->cb(t->user ? latch__res_h(res) : res, t->data);
     latch__frame_leave(res, prev);
     latch__res_unref(res);
 }
@@ -139,6 +140,11 @@ latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
 latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
                                   void *data, latch_site at)
 {
+    latch_timer *t;
+
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_set_timeout", at)) == NULL)
+        return NULL;
     if (res == NULL)
         return NULL;
     if (cb == NULL) {
@@ -165,7 +171,10 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
                          "Cannot set a timer on a cancelled request", at);
         return NULL;
     }
-    return latch__timer_start(res, ms, cb, data);
+    t = latch__timer_start(res, ms, cb, data);
+    if (t != NULL)
+        t->user = true;
+    return t;
 }
 
 bool latch__timer_armed(const latch_timer *t)
@@ -238,6 +247,10 @@ void latch__request_timer_start(latch_res *res, uint64_t ms, int status)
 
 int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
 {
+    if (req != NULL &&
+        (req = (latch_req *)latch__res_in(req, "latch_req_set_timeout",
+                                          (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
 
     if (res == NULL)
@@ -311,7 +324,7 @@ static void work_deliver(struct latch_work_req *wr)
     if (status == 0 && res->cancel_reason != LATCH_CANCEL_NONE)
         status = LATCH_ERR_CANCELLED;
     prev = latch__frame_enter(res, wr->frame);
-    wr->after(res, status, wr->data);
+    wr->after(latch__res_h(res), status, wr->data);
     latch__frame_leave(res, prev);
     latch__res_unref(res);
 }
@@ -352,6 +365,8 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     struct latch_work_req *wr;
     int r;
 
+    if (res != NULL && (res = latch__res_in(res, "latch_work", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (work == NULL || after == NULL) {
@@ -473,7 +488,8 @@ static void join_settle(latch_join *j, int status)
     j->settled = true;
     res->refs++; /* for the completion, which may release others */
     prev = latch__frame_enter(res, j->frame);
-    j->done(res, status, status == 0 ? j->results : NULL, j->data);
+    j->done(latch__res_h(res), status, status == 0 ? j->results : NULL,
+            j->data);
     latch__frame_leave(res, prev);
     latch__res_unref(res);
 }
@@ -500,6 +516,10 @@ static void join_on_cancel(latch_req *req, int reason, void *data)
 latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                            void *data)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_join_new",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     latch_join *j;
 
     if (res == NULL)

@@ -278,8 +278,10 @@ typedef struct latch_seal {
 
 struct latch_res {
     latch_req req;
-    uint32_t refs;  /* every reference, latch's own and the user's */
-    uint32_t urefs; /* of which taken by latch_res_retain (user code) */
+    uint64_t handle; /* what users hold for this request (res.c) */
+    uint32_t slot;   /* its slot in the handle table, or UINT32_MAX */
+    uint32_t refs;   /* every reference, latch's own and the user's */
+    uint32_t urefs;  /* of which taken by latch_res_retain (user code) */
     uint8_t state;
     uint8_t dispatched; /* handler chain running or done */
     bool detached;      /* no longer attached to a connection */
@@ -359,6 +361,79 @@ struct latch_res {
     latch_seal moves[8];
     char err_msg[128];
 };
+
+/* ------------------------------------------------------------------ */
+/* Handles: what users hold instead of the pooled object (res.c)        */
+/* ------------------------------------------------------------------ */
+/*
+ * A latch_res * or latch_req * given to user code is never the object's
+ * address: it is a handle, bit 0 set, bit 1 set for a request, bits 2..31
+ * a slot of a process-wide table, bits 32..63 the slot's generation. The
+ * generation changes when the object goes back to its pool, so a handle
+ * kept without a reference can never reach the next request served by the
+ * same object: every public entry point translates its argument with
+ * latch__res_in, which refuses and reports a stale handle. Slots are never
+ * freed while the process runs (a stale handle is always safe to decode),
+ * and a slot whose generation would wrap is retired, never reused.
+ * latch's own code passes real pointers (bit 0 clear), which the entry
+ * points take as they are.
+ */
+typedef struct latch_slot {
+    _Atomic uint32_t gen; /* 0: retired or free */
+    uint32_t next_free;   /* free list: index + 1 */
+    _Atomic(latch_res *) obj;
+    latch_app *_Atomic app;   /* for the report of a stale handle */
+    _Atomic uint64_t last_id; /* the request of the previous generation */
+} latch_slot;
+
+#define LATCH_SLAB_BITS 12
+#define LATCH_SLABS ((size_t)1 << 18) /* 2^30 slots at most */
+extern latch_slot *_Atomic latch__slabs[LATCH_SLABS];
+
+/* Reports a stale or invalid handle; returns NULL. */
+latch_res *latch__res_stale(uintptr_t v, const char *call, latch_site at);
+
+/* The object behind what a user passed: a live handle's object, latch's
+ * own pointer as is, NULL for NULL, or NULL (reported) for a handle whose
+ * request is over and whose object was recycled. */
+static inline latch_res *latch__res_in(const void *p, const char *call,
+                                       latch_site at)
+{
+    uintptr_t v = (uintptr_t)p;
+    uint32_t idx;
+    latch_slot *slab;
+
+    if (!(v & 1))
+        return (latch_res *)(uintptr_t)p;
+    idx = (uint32_t)(v >> 2) & 0x3fffffffu;
+    slab = atomic_load_explicit(&latch__slabs[idx >> LATCH_SLAB_BITS],
+                                memory_order_acquire);
+    if (slab != NULL &&
+        atomic_load_explicit(&slab[idx & ((1u << LATCH_SLAB_BITS) - 1)].gen,
+                             memory_order_acquire) == (uint32_t)(v >> 32))
+        return atomic_load_explicit(
+            &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)].obj,
+            memory_order_relaxed);
+    return latch__res_stale(v, call, at);
+}
+
+/* The handles user code gets for a response and its request. */
+static inline latch_res *latch__res_h(const latch_res *res)
+{
+    return (latch_res *)(uintptr_t)res->handle;
+}
+static inline latch_req *latch__req_h(const latch_res *res)
+{
+    return (latch_req *)(uintptr_t)(res->handle | 2);
+}
+/* A request's pointer is its response's: entry points translate both
+ * with latch__res_in. */
+_Static_assert(offsetof(latch_res, req) == 0, "req first in latch_res");
+_Static_assert(sizeof(void *) == 8, "handles need 64-bit pointers");
+
+/* What a public entry point returns for a handle it refused. */
+#define LATCH_GONE(p)                                                          \
+    ((p) != NULL ? LATCH_ERR_STREAM_DESTROYED : LATCH_ERR_INVALID_ARG)
 
 /* ------------------------------------------------------------------ */
 /* Cross-module internal functions                                      */

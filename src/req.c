@@ -174,31 +174,55 @@ static void refuse_arg(const latch_req *req, const char *call, const char *msg)
 
 const char *latch_req_method(const latch_req *req)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_method", (latch_site){NULL, 0, NULL})) == NULL)
+        return "";
     return req && req->method ? req->method : "";
 }
 
 const char *latch_req_path(const latch_req *req)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_path", (latch_site){NULL, 0, NULL})) == NULL)
+        return "";
     return req && req->path ? req->path : "";
 }
 
 const char *latch_req_url(const latch_req *req)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_url", (latch_site){NULL, 0, NULL})) == NULL)
+        return "";
     return req && req->url ? req->url : "";
 }
 
 int latch_req_version_minor(const latch_req *req)
 {
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_version_minor",
+                            (latch_site){NULL, 0, NULL})) == NULL)
+        return 0;
     return req ? req->version_minor : 0;
 }
 
 uint64_t latch_req_id(const latch_req *req)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_id", (latch_site){NULL, 0, NULL})) == NULL)
+        return 0;
     return req ? req->id : 0;
 }
 
 bool latch_req_aborted(const latch_req *req)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_aborted", (latch_site){NULL, 0, NULL})) == NULL)
+        return false;
     return req ? req->aborted : false;
 }
 
@@ -219,6 +243,10 @@ static bool name_ieq(const char *a, const char *b)
 
 const char *latch_req_header(const latch_req *req, const char *name)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_header", (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     uint32_t i;
 
     if (req != NULL && name == NULL)
@@ -234,6 +262,10 @@ const char *latch_req_header(const latch_req *req, const char *name)
 int latch_req_header_values(const latch_req *req, const char *name,
                             const char **values, int max)
 {
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_header_values",
+                            (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     uint32_t i;
     int n = 0;
 
@@ -258,12 +290,20 @@ int latch_req_header_values(const latch_req *req, const char *name,
 
 int latch_req_header_count(const latch_req *req)
 {
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_header_count",
+                            (latch_site){NULL, 0, NULL})) == NULL)
+        return 0;
     return req && req->head ? (int)req->nfields : 0;
 }
 
 int latch_req_header_at(const latch_req *req, int i, const char **name,
                         const char **value)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_header_at", (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     if (name)
         *name = NULL;
     if (value)
@@ -319,6 +359,10 @@ static int query_values(const latch_req *req, const char *name,
 
 const char *latch_req_query(const latch_req *req, const char *name)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_query", (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     const char *v = NULL;
 
     if (req != NULL && name == NULL)
@@ -329,6 +373,10 @@ const char *latch_req_query(const latch_req *req, const char *name)
 int latch_req_query_values(const latch_req *req, const char *name,
                            const char **values, int max)
 {
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_query_values",
+                            (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     if (max < 0 || (max > 0 && values == NULL) ||
         (req != NULL && name == NULL)) {
         refuse_arg(req, "latch_req_query_values",
@@ -341,6 +389,10 @@ int latch_req_query_values(const latch_req *req, const char *name,
 
 const char *latch_req_param(const latch_req *req, const char *name)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_param", (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     uint32_t i;
 
     if (req != NULL && name == NULL)
@@ -355,6 +407,10 @@ const char *latch_req_param(const latch_req *req, const char *name)
 
 int latch_req_body(latch_req *req, const void **data, size_t *len)
 {
+    if (req != NULL &&
+        (req = (latch_req *)latch__res_in(req, "latch_req_body",
+                                          (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     static const char empty[1];
 
     if (data)
@@ -380,6 +436,10 @@ char *latch__req_decode(latch_req *q, const char *s, size_t n)
 
 const char *latch_req_cookie(const latch_req *req, const char *name)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_cookie", (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     latch_req *q = (latch_req *)req; /* the arena is a cache */
     size_t nlen;
     uint32_t i;
@@ -446,6 +506,10 @@ static const char *xff_item(latch_req *q, const char *s, size_t n)
 
 const char *latch_req_ip(const latch_req *req)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_ip", (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     latch_req *q = (latch_req *)req;
     latch_res *res = latch_req_res(q);
     struct sockaddr_storage ss;
@@ -506,6 +570,14 @@ static bool is_json_type(const char *ct)
 
 int latch_json_body(latch_req *req, latch_res *res, void *data)
 {
+    if (req != NULL &&
+        (req = (latch_req *)latch__res_in(req, "latch_json_body",
+                                          (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_json_body",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     json_error_t err;
     char msg[300];
 
@@ -526,5 +598,9 @@ int latch_json_body(latch_req *req, latch_res *res, void *data)
 
 json_t *latch_req_json(const latch_req *req)
 {
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(
+             req, "latch_req_json", (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     return req ? req->json : NULL;
 }

@@ -28,6 +28,135 @@
 #define HIGH_WATER ((size_t)64 * 1024)
 
 /* ------------------------------------------------------------------ */
+/* Handles                                                              */
+/* ------------------------------------------------------------------ */
+
+latch_slot *_Atomic latch__slabs[LATCH_SLABS];
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t slot_free;  /* index + 1 of the first free slot, 0: none */
+static uint32_t slot_count; /* slots handed out of the slabs so far */
+
+static latch_slot *slot_at(uint32_t idx)
+{
+    latch_slot *slab = atomic_load_explicit(
+        &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
+
+    return &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)];
+}
+
+/* A free slot for a new object, or UINT32_MAX when out of memory or
+ * slots. Slabs are allocated once and kept for the process's life. */
+static uint32_t slot_take(void)
+{
+    uint32_t idx = UINT32_MAX;
+
+    pthread_mutex_lock(&slot_mu);
+    if (slot_free != 0) {
+        idx = slot_free - 1;
+        slot_free = slot_at(idx)->next_free;
+    } else if (slot_count < (uint32_t)(LATCH_SLABS << LATCH_SLAB_BITS) - 1) {
+        size_t si = slot_count >> LATCH_SLAB_BITS;
+        if (atomic_load(&latch__slabs[si]) == NULL) {
+            latch_slot *slab =
+                calloc((size_t)1 << LATCH_SLAB_BITS, sizeof(*slab));
+            if (slab != NULL)
+                atomic_store_explicit(&latch__slabs[si], slab,
+                                      memory_order_release);
+        }
+        if (atomic_load(&latch__slabs[si]) != NULL)
+            idx = slot_count++;
+    }
+    pthread_mutex_unlock(&slot_mu);
+    return idx;
+}
+
+static void slot_give_back(uint32_t idx)
+{
+    latch_slot *sl = slot_at(idx);
+
+    atomic_store_explicit(&sl->obj, NULL, memory_order_relaxed);
+    pthread_mutex_lock(&slot_mu);
+    sl->next_free = slot_free;
+    slot_free = idx + 1;
+    pthread_mutex_unlock(&slot_mu);
+}
+
+/* Gives the object its handle for the request about to start. */
+static int handle_open(latch_res *r, latch_worker *w)
+{
+    latch_slot *sl;
+    uint32_t gen;
+
+    if (r->slot == UINT32_MAX && (r->slot = slot_take()) == UINT32_MAX)
+        return LATCH_ERR_NOMEM;
+    sl = slot_at(r->slot);
+    atomic_store_explicit(&sl->obj, r, memory_order_relaxed);
+    atomic_store_explicit(&sl->app, w->app, memory_order_relaxed);
+    gen = atomic_load_explicit(&sl->gen, memory_order_relaxed);
+    if (gen == 0) {
+        gen = 1; /* a fresh slot */
+        atomic_store_explicit(&sl->gen, gen, memory_order_release);
+    }
+    r->handle = (uint64_t)gen << 32 | (uint64_t)r->slot << 2 | 1u;
+    return 0;
+}
+
+/* The request is over and the object goes back to the pool: every handle
+ * of this generation becomes stale. A slot whose generation would wrap is
+ * retired (its old handles stay stale forever) and the object takes a new
+ * one next time. */
+static void handle_close(latch_res *r)
+{
+    latch_slot *sl;
+    uint32_t gen;
+
+    if (r->slot == UINT32_MAX)
+        return;
+    sl = slot_at(r->slot);
+    gen = atomic_load_explicit(&sl->gen, memory_order_relaxed);
+    atomic_store_explicit(&sl->last_id, r->req.id, memory_order_relaxed);
+    if (gen == UINT32_MAX) {
+        atomic_store_explicit(&sl->gen, 0, memory_order_release);
+        atomic_store_explicit(&sl->obj, NULL, memory_order_relaxed);
+        r->slot = UINT32_MAX;
+        return;
+    }
+    atomic_store_explicit(&sl->gen, gen + 1, memory_order_release);
+}
+
+latch_res *latch__res_stale(uintptr_t v, const char *call, latch_site at)
+{
+    uint32_t idx = (uint32_t)(v >> 2) & 0x3fffffffu;
+    latch_slot *slab = atomic_load_explicit(
+        &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
+    latch_slot *sl;
+    latch_app *app;
+    char msg[200];
+
+    if (slab == NULL)
+        return NULL; /* never a handle latch gave out */
+    sl = &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)];
+    app = atomic_load_explicit(&sl->app, memory_order_relaxed);
+    if (app == NULL)
+        return NULL;
+    if (atomic_load_explicit(&sl->gen, memory_order_relaxed) ==
+        (uint32_t)(v >> 32) + 1)
+        snprintf(msg, sizeof(msg),
+                 "%s of request %llu used after that request was over: it was "
+                 "kept without latch_res_retain; nothing was done",
+                 v & 2 ? "The request" : "The response",
+                 (unsigned long long)atomic_load_explicit(
+                     &sl->last_id, memory_order_relaxed));
+    else
+        snprintf(msg, sizeof(msg),
+                 "%s used after its request was over: it was kept without "
+                 "latch_res_retain; nothing was done",
+                 v & 2 ? "A request" : "A response");
+    latch__violation_app(app, LATCH_ERR_STREAM_DESTROYED, call, msg, at);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* Pool                                                                 */
 /* ------------------------------------------------------------------ */
 
@@ -45,6 +174,7 @@ latch_res *latch__res_alloc(latch_worker *w)
         if (r == NULL)
             return NULL;
         r->req.fields = (latch_field *)(void *)(r + 1);
+        r->slot = UINT32_MAX;
     }
     /* Keep the buffers' storage; reset everything else. */
     {
@@ -53,8 +183,12 @@ latch_res *latch__res_alloc(latch_worker *w)
         latch_hdr *hdrs = r->hdrs;
         uint32_t hcap = r->hdrs_cap;
         latch_field *fields = r->req.fields;
+        uint32_t slot = r->slot;
+        uint64_t handle = r->handle;
 
         memset(r, 0, sizeof(*r));
+        r->slot = slot;
+        r->handle = handle;
         r->hbuf = hbuf;
         r->hbuf.len = 0;
         r->pending = pending;
@@ -67,6 +201,14 @@ latch_res *latch__res_alloc(latch_worker *w)
         r->hdrs_cap = hcap;
         r->req.fields = fields;
     }
+    if (handle_open(r, w) < 0) {
+        /* No slot for its handle (out of memory): the object stays
+         * unused in the pool. */
+        r->q_next = w->free_res;
+        w->free_res = r;
+        w->nfree_res++;
+        return NULL;
+    }
     r->refs = 1; /* the connection's */
     r->status = 200;
     r->w = w;
@@ -77,6 +219,7 @@ static void res_recycle(latch_res *r)
 {
     latch_worker *w = r->w;
 
+    handle_close(r); /* from here on, its handles are stale */
     latch__rbuf_release(w, r->req.rb);
     r->req.rb = NULL;
     latch__req_reset(&r->req);
@@ -102,6 +245,8 @@ static void res_recycle(latch_res *r)
     latch__buf_dispose(&r->req.body);
     latch__buf_dispose(&r->jbuf);
     free(r->hdrs);
+    if (r->slot != UINT32_MAX)
+        slot_give_back(r->slot);
     free(r);
 }
 
@@ -116,6 +261,8 @@ void latch__res_pool_free(latch_worker *w)
         latch__buf_dispose(&r->req.body);
         latch__buf_dispose(&r->jbuf);
         free(r->hdrs);
+        if (r->slot != UINT32_MAX)
+            slot_give_back(r->slot);
         free(r);
     }
     w->nfree_res = 0;
@@ -155,6 +302,9 @@ void latch__res_unref(latch_res *res)
  */
 void latch_res_retain_at(latch_res *res, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_retain", at)) == NULL)
+        return;
     if (res == NULL)
         return;
     if (!on_loop(res)) {
@@ -187,10 +337,12 @@ static void user_release(latch_res *res, latch_site at)
     latch__res_unref(res);
 }
 
-static int post_release(latch_res *res, latch_site at);
+static int post_release(latch_res *res, latch_res *h, latch_site at);
 
-void latch_res_release_at(latch_res *res, latch_site at)
+void latch_res_release_at(latch_res *h, latch_site at)
 {
+    latch_res *res = latch__res_in(h, "latch_res_release", at);
+
     if (res == NULL)
         return;
     if (!on_loop(res)) {
@@ -200,7 +352,7 @@ void latch_res_release_at(latch_res *res, latch_site at)
                          "latch_res_release called from another thread; the "
                          "reference is released on the response's loop",
                          at);
-        post_release(res, at);
+        post_release(res, h, at);
         return;
     }
     user_release(res, at);
@@ -667,17 +819,26 @@ static int header_op(latch_res *res, const char *name, const char *value,
 int latch_res_set_header_at(latch_res *res, const char *name, const char *value,
                             latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_set_header", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     return header_op(res, name, value, false, "latch_res_set_header", at);
 }
 
 int latch_res_append_header_at(latch_res *res, const char *name,
                                const char *value, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_append_header", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     return header_op(res, name, value, true, "latch_res_append_header", at);
 }
 
 int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_remove_header", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     size_t nlen;
     int r, i;
 
@@ -695,6 +856,9 @@ int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
 
 int latch_res_clear_headers_at(latch_res *res, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_clear_headers", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     int r = gate(res, K_HEADER, "latch_res_clear_headers", "remove", at);
 
     if (r != 0)
@@ -706,6 +870,10 @@ int latch_res_clear_headers_at(latch_res *res, latch_site at)
 
 const char *latch_res_get_header(const latch_res *res, const char *name)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_get_header",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return NULL;
     int i;
 
     if (res != NULL && name == NULL && on_loop(res))
@@ -720,6 +888,9 @@ const char *latch_res_get_header(const latch_res *res, const char *name)
 
 int latch_res_status_at(latch_res *res, int status, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_status", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     int r = gate(res, K_STATUS, "latch_res_status", "set", at);
     char msg[64];
 
@@ -736,6 +907,10 @@ int latch_res_status_at(latch_res *res, int status, latch_site at)
 
 int latch_res_get_status(const latch_res *res)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_get_status",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return 0;
     return res ? res->status : 0;
 }
 
@@ -1007,6 +1182,9 @@ static int check_status(latch_res *res, const char *call, latch_site at)
 
 int latch_res_write_head_at(latch_res *res, int status, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_write_head", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     int r = gate(res, K_HEADER, "latch_res_write_head", "write", at);
     char msg[64];
 
@@ -1023,6 +1201,9 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
 
 int latch_res_flush_headers_at(latch_res *res, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_flush_headers", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     int r;
 
     /* As Node's flushHeaders: headers built by write_head go out now;
@@ -1082,6 +1263,9 @@ static int write_common(latch_res *res, const void *data, size_t len,
 int latch_res_write_at(latch_res *res, const void *data, size_t len,
                        latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_write", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     int r;
 
     /* As Node, the argument is checked before the state. */
@@ -1153,6 +1337,8 @@ static int end_common(latch_res *res, const void *data, size_t len,
 int latch_res_end_at(latch_res *res, const void *data, size_t len,
                      latch_site at)
 {
+    if (res != NULL && (res = latch__res_in(res, "latch_res_end", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     int kind = (data != NULL && len > 0) ? K_END_DATA : K_END_EMPTY;
     int r;
 
@@ -1225,6 +1411,8 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
 int latch_res_send_at(latch_res *res, const void *body, size_t len,
                       latch_site at)
 {
+    if (res != NULL && (res = latch__res_in(res, "latch_res_send", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     const char *ct = NULL;
 
     if (res != NULL && on_loop(res) && res->state == LATCH_RS_FRESH &&
@@ -1235,6 +1423,8 @@ int latch_res_send_at(latch_res *res, const void *body, size_t len,
 
 int latch_res_json_at(latch_res *res, const char *json, latch_site at)
 {
+    if (res != NULL && (res = latch__res_in(res, "latch_res_json", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     const char *ct = "application/json; charset=utf-8";
 
     if (json == NULL)
@@ -1248,6 +1438,9 @@ int latch_res_json_at(latch_res *res, const char *json, latch_site at)
 
 latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_json_begin", at)) == NULL)
+        return NULL;
     int r = gate(res, K_SEND, "latch_res_json_begin", "set", at);
 
     if (r != 0)
@@ -1371,6 +1564,9 @@ int latch_json_null(latch_json *j)
 
 int latch_res_json_end_at(latch_res *res, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_json_end", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     const char *ct = "application/json; charset=utf-8";
     int r;
 
@@ -1435,6 +1631,8 @@ static const struct {
 
 int latch_res_type_at(latch_res *res, const char *type, latch_site at)
 {
+    if (res != NULL && (res = latch__res_in(res, "latch_res_type", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     char buf[160];
     size_t i;
     int r;
@@ -1469,6 +1667,9 @@ int latch_res_type_at(latch_res *res, const char *type, latch_site at)
 
 int latch_res_send_status_at(latch_res *res, int status, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_send_status", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     const char *reason;
     int r = gate(res, K_SEND, "latch_res_send_status", "set", at);
     char msg[64];
@@ -1524,6 +1725,9 @@ static int encode_url(char *out, size_t cap, const char *url)
 int latch_res_redirect_at(latch_res *res, int status, const char *url,
                           latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_redirect", at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     char loc[2048], esc[2048 * 6], body[2048 * 6 + 160];
     const char *accept, *reason;
     int r = gate(res, K_SEND, "latch_res_redirect", "set", at);
@@ -1630,7 +1834,7 @@ static void fire_close(latch_res *res)
     res->on_close = NULL;
     if (cb) {
         uint16_t prev = latch__frame_enter(res, res->on_close_frame);
-        cb(res, res->on_close_data);
+        cb(latch__res_h(res), res->on_close_data);
         latch__frame_leave(res, prev);
     }
 }
@@ -1648,7 +1852,7 @@ void latch__res_finished(latch_res *res)
     latch__res_ref(res);
     if (cb) {
         uint16_t prev = latch__frame_enter(res, res->on_finish_frame);
-        cb(res, res->on_finish_data);
+        cb(latch__res_h(res), res->on_finish_data);
         latch__frame_leave(res, prev);
     }
     fire_close(res);
@@ -1689,6 +1893,9 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
 
 void latch_res_destroy_at(latch_res *res, latch_site at)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_destroy", at)) == NULL)
+        return;
     latch_conn *c;
 
     if (res == NULL)
@@ -1735,7 +1942,7 @@ void latch__res_cancel(latch_res *res, int reason)
         res->cancel_cbs[i].cb = NULL;
         if (cb != NULL) {
             uint16_t prev = latch__frame_enter(res, res->cancel_cbs[i].frame);
-            cb(&res->req, reason, res->cancel_cbs[i].data);
+            cb(latch__req_h(res), reason, res->cancel_cbs[i].data);
             latch__frame_leave(res, prev);
         }
     }
@@ -1744,6 +1951,10 @@ void latch__res_cancel(latch_res *res, int reason)
 
 int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
 {
+    if (req != NULL &&
+        (req = (latch_req *)latch__res_in(req, "latch_req_on_cancel",
+                                          (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
 
     if (res == NULL)
@@ -1777,6 +1988,10 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
 
 int latch_req_cancel_reason(const latch_req *req)
 {
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_cancel_reason",
+                            (latch_site){NULL, 0, NULL})) == NULL)
+        return 0;
     const latch_res *res = latch_req_res((latch_req *)req);
 
     return res ? res->cancel_reason : LATCH_CANCEL_NONE;
@@ -1841,7 +2056,7 @@ void latch__res_check_drain(latch_conn *c)
         r->on_drain = NULL;
         latch__res_ref(r);
         prev = latch__frame_enter(r, r->on_drain_frame);
-        cb(r, r->on_drain_data);
+        cb(latch__res_h(r), r->on_drain_data);
         latch__frame_leave(r, prev);
         latch__res_unref(r);
     }
@@ -1853,16 +2068,28 @@ void latch__res_check_drain(latch_conn *c)
 
 bool latch_res_headers_sent(const latch_res *res)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_headers_sent",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return false;
     return res != NULL && res->headers_at.call != NULL;
 }
 
 bool latch_res_writable_ended(const latch_res *res)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_writable_ended",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return false;
     return res != NULL && res->end_called;
 }
 
 bool latch_res_writable_finished(const latch_res *res)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_writable_finished",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return false;
     const latch_conn *c;
 
     if (res == NULL)
@@ -1888,6 +2115,10 @@ bool latch_res_writable_finished(const latch_res *res)
 
 bool latch_res_destroyed(const latch_res *res)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_destroyed",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return false;
     return res != NULL &&
            (res->state == LATCH_RS_DESTROYED ||
             (res->state == LATCH_RS_FINISHED && res->closed_fired));
@@ -1941,16 +2172,28 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data)
 
 int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_on_finish",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     return set_cb(res, CB_FINISH, cb, data);
 }
 
 int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_on_close",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     return set_cb(res, CB_CLOSE, cb, data);
 }
 
 int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
 {
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_on_drain",
+                             (latch_site){NULL, 0, NULL})) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
     int r = set_cb(res, CB_DRAIN, cb, data);
 
     if (r != 0)
@@ -1970,14 +2213,27 @@ int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
     return 0;
 }
 
+/* A handle gives a handle of the same generation (the request's has bit 1
+ * set); latch's own pointers give pointers. A stale handle gives NULL,
+ * reported. */
 latch_req *latch_res_req(latch_res *res)
 {
-    return res ? &res->req : NULL;
+    latch_res *r =
+        latch__res_in(res, "latch_res_req", (latch_site){NULL, 0, NULL});
+
+    if (r == NULL)
+        return NULL;
+    return ((uintptr_t)res & 1) ? latch__req_h(r) : &r->req;
 }
 
 latch_res *latch_req_res(latch_req *req)
 {
-    return req ? LATCH_CONTAINER_OF(req, latch_res, req) : NULL;
+    latch_res *r =
+        latch__res_in(req, "latch_req_res", (latch_site){NULL, 0, NULL});
+
+    if (r == NULL)
+        return NULL;
+    return ((uintptr_t)req & 1) ? latch__res_h(r) : r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -2019,19 +2275,24 @@ int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data)
     return post(w, NULL, fn, data, (latch_site){NULL, 0, NULL});
 }
 
-static int post_release(latch_res *res, latch_site at)
+static int post_release(latch_res *res, latch_res *h, latch_site at)
 {
-    return post(res->w, res, NULL, NULL, at);
+    return post(res->w, h, NULL, NULL, at);
 }
 
-int latch_res_post(latch_res *res, latch_res_cb fn, void *data)
+int latch_res_post(latch_res *h, latch_res_cb fn, void *data)
 {
+    latch_res *res =
+        latch__res_in(h, "latch_res_post", (latch_site){NULL, 0, NULL});
+
     if (res == NULL)
-        return LATCH_ERR_INVALID_ARG;
+        return LATCH_GONE(h);
     if (fn == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
                       "The function is NULL", (latch_site){NULL, 0, NULL});
-    return post(res->w, res, fn, data, (latch_site){NULL, 0, NULL});
+    /* The handle travels, not the object: checked again on the loop, so
+     * a post that arrives after its request was over is refused there. */
+    return post(res->w, h, fn, data, (latch_site){NULL, 0, NULL});
 }
 
 void latch__res_run_posts(latch_worker *w)
@@ -2050,10 +2311,16 @@ void latch__res_run_posts(latch_worker *w)
     }
     for (p = rev; p != NULL; p = next) {
         next = p->next;
-        if (p->fn != NULL)
-            p->fn(p->res, p->data);
-        else
-            user_release(p->res, p->at);
+        if (p->res == NULL) {
+            p->fn(NULL, p->data); /* latch's own */
+        } else if (latch__res_in(p->res,
+                                 p->fn ? "latch_res_post" : "latch_res_release",
+                                 p->at) != NULL) {
+            if (p->fn != NULL)
+                p->fn(p->res, p->data);
+            else
+                user_release(latch__res_in(p->res, NULL, p->at), p->at);
+        }
         free(p);
     }
 }

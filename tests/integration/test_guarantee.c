@@ -332,6 +332,50 @@ static int async_twice(latch_req *req, latch_res *res, void *data)
 }
 
 /* ------------------------------------------------------------------ */
+/* A pointer kept without a reference                                   */
+/* ------------------------------------------------------------------ */
+
+/* What a Node developer does: keep `res` (and `req`) for later, in a
+ * global, without latch_res_retain. */
+static latch_res *kept_res;
+static latch_req *kept_req;
+static _Atomic int stale_rc[4];
+static _Atomic int stale_posted;
+
+static void stale_post_fn(latch_res *res, void *data)
+{
+    (void)data;
+    atomic_store(&stale_posted, 1);
+    latch_res_send(res, "POSTED", 6);
+}
+
+static int keeps(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    kept_res = res;
+    kept_req = req;
+    latch_res_send(res, "one", 3);
+    return LATCH_DONE;
+}
+
+/* The next request on the same connection: its response is the same
+ * pooled object. Every stale call must be refused, none delivered. */
+static int uses_stale(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    MARK(L_SECOND);
+    atomic_store(&stale_rc[0], latch_res_send(kept_res, "STALE", 5));
+    atomic_store(&stale_rc[1], latch_res_set_header(kept_res, "X-Stale", "1"));
+    atomic_store(&stale_rc[2], latch_res_post(kept_res, stale_post_fn, NULL));
+    atomic_store(&stale_rc[3],
+                 latch_res_send(latch_req_res(kept_req), "STALE", 5) == 0);
+    latch_next(kept_req);
+    latch_res_send(res, "two", 3);
+    return LATCH_DONE;
+}
+
+/* ------------------------------------------------------------------ */
 /* The server                                                           */
 /* ------------------------------------------------------------------ */
 
@@ -351,6 +395,8 @@ static int setup(void **state)
     assert_int_equal(latch_get(app, "/backpressure", backpressure, NULL), 0);
     assert_int_equal(latch_get(app, "/forgets", forgets_with_timeout, NULL), 0);
     assert_int_equal(latch_get(app, "/ok", secret, NULL), 0);
+    assert_int_equal(latch_get(app, "/keep", keeps, NULL), 0);
+    assert_int_equal(latch_get(app, "/stale", uses_stale, NULL), 0);
 
     assert_int_equal(latch_use(app, "/a1", next_twice_body, NULL), 0);
     assert_int_equal(latch_use(app, "/a2", next_body_and_timer, NULL), 0);
@@ -553,6 +599,53 @@ static void test_async_next_twice_skips_nothing(void **state)
     expect_auth_holds("/a4", "latch_next", L_FIRST);
 }
 
+/* One connection, one request after the other: the second request gets
+ * the first one's pooled object. */
+static void test_stale_pointer_never_reaches_next_request(void **state)
+{
+    static const char r1[] = "GET /keep HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const char r2[] =
+        "GET /stale HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    int one = 1, fd;
+    size_t len;
+    char *raw;
+    th_resp *r;
+    report *rp;
+
+    (void)state;
+    fd = th_connect(srv.port);
+    th_send(fd, r1, sizeof(r1) - 1);
+    raw = th_read(fd, &len, 3000, th_until_responses, &one);
+    r = th_expect_responses(raw, len, 1, NULL);
+    assert_string_equal(r[0].body, "one");
+    th_resp_free(r, 1);
+    free(r);
+    free(raw);
+    th_send(fd, r2, sizeof(r2) - 1);
+    raw = th_read(fd, &len, 3000, NULL, NULL);
+    close(fd);
+    r = th_expect_responses(raw, len, 1, NULL);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "two");
+    assert_null(strstr(r[0].head, "X-Stale"));
+    th_resp_free(r, 1);
+    free(r);
+    free(raw);
+    assert_int_equal(atomic_load(&stale_rc[0]), LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(atomic_load(&stale_rc[1]), LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(atomic_load(&stale_rc[2]), LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(atomic_load(&stale_rc[3]), 0);
+    assert_int_equal(atomic_load(&stale_posted), 0);
+    /* send, set_header, post, req_res, latch_next: each reported. */
+    assert_int_equal(wait_reports(5), 5);
+    rp = find(LATCH_ERR_STREAM_DESTROYED);
+    assert_string_equal(rp->call, "latch_res_send");
+    assert_int_equal(rp->at_line, atomic_load(&lines[L_SECOND]));
+    assert_non_null(strstr(rp->message, "without latch_res_retain"));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(reps[i].code, LATCH_ERR_STREAM_DESTROYED);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup(f, before_each)
@@ -565,6 +658,7 @@ int main(void)
         T(test_next_in_body_and_timer_skips_nothing),
         T(test_return_next_and_timer_skips_nothing),
         T(test_async_next_twice_skips_nothing),
+        T(test_stale_pointer_never_reaches_next_request),
     };
 #undef T
     return cmocka_run_group_tests(tests, setup, teardown);
