@@ -118,25 +118,16 @@ typedef struct lf_config {
 #define LF_OFF(kind) (1ull << (kind))
 #define LF_CI_OPS                                                              \
     (LF_ALL_OPS &                                                              \
-     ~(LF_OFF(LF_USE_STALE) |    /* item 2: a kept unretained pointer          \
-                                    answers the next request */                \
-       LF_OFF(LF_KEEP_RAW) |     /* item 2: only useful with USE_STALE */      \
-       LF_OFF(LF_OVER_RELEASE))) /* item 3: over-release unreported,           \
-                                    recycles a queued response (UAF) */
+     ~(LF_OFF(LF_USE_STALE) | /* item 2: a kept unretained pointer answers     \
+                                 the next request */                           \
+       LF_OFF(LF_KEEP_RAW)))  /* item 2: only useful with USE_STALE */
 #define LF_CI_ALLOW                                                            \
     (LF_ALLOW_ALL &                                                            \
-     ~(LF_ALLOW_MULTI_NEXT |          /* item 1: latch_next after latch_fail   \
-                                         in one handler runs the chain         \
-                                         unreported; a second latch_fail is    \
-                                         not reported */                       \
-       LF_ALLOW_PENDING_AFTER_CLOSE)) /* finding F2: destroy, then             \
+     ~(LF_ALLOW_PENDING_AFTER_CLOSE)) /* finding F2: destroy, then             \
                                          LATCH_PENDING leaks the response      \
                                          and its connection */
 #define LF_CI_SKIP                                                             \
-    (LF_SKIP_V5 |      /* item 5: a forgotten response in an app with a        \
-                          request timeout waits for it and gets its status,    \
-                          without ERR_NO_RESPONSE */                           \
-     LF_SKIP_FN_SITES) /* finding F3: refusals of the callback, timeout and    \
+    (LF_SKIP_FN_SITES) /* finding F3: refusals of the callback, timeout and    \
                           join entry points are reported without a site        \
                           (they are functions, not _at macros) */
 
