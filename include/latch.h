@@ -497,7 +497,7 @@ LATCH_API int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb,
 /* LATCH_CANCEL_* for a cancelled request, LATCH_CANCEL_NONE otherwise. */
 LATCH_API int latch_req_cancel_reason(const latch_req *req);
 
-/* 0 for HTTP/1.0, 1 for HTTP/1.1. */
+/* 0 for HTTP/1.0, 1 for HTTP/1.1 (HTTP/1.2 to 1.9 are served as 1.1: 1). */
 LATCH_API int latch_req_version_minor(const latch_req *req);
 /* The response of a request, and the request of a response. */
 LATCH_API latch_res *latch_req_res(latch_req *req);
