@@ -1219,7 +1219,7 @@ static int who_moves(latch_res *res, const char *call, latch_site at,
 void latch_next_at(latch_req *req, latch_site at)
 {
     if (req != NULL &&
-        (req = (latch_req *)latch__res_in(req, "latch_next", at)) == NULL)
+        (req = (latch_req *)latch__res_in(req, "latch_next", &at)) == NULL)
         return;
     latch_res *res = latch_req_res(req);
     latch_frame *f;
@@ -1248,7 +1248,7 @@ int latch_fail_at(latch_req *req, int status, const char *message,
                   latch_site at)
 {
     if (req != NULL &&
-        (req = (latch_req *)latch__res_in(req, "latch_fail", at)) == NULL)
+        (req = (latch_req *)latch__res_in(req, "latch_fail", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
     latch_frame *f;

@@ -143,7 +143,7 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
     latch_timer *t;
 
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_set_timeout", at)) == NULL)
+        (res = latch__res_in(res, "latch_set_timeout", &at)) == NULL)
         return NULL;
     if (res == NULL)
         return NULL;
@@ -249,7 +249,7 @@ int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
 {
     if (req != NULL &&
         (req = (latch_req *)latch__res_in(req, "latch_req_set_timeout",
-                                          (latch_site){NULL, 0, NULL})) == NULL)
+                                          &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
 
@@ -365,7 +365,7 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     struct latch_work_req *wr;
     int r;
 
-    if (res != NULL && (res = latch__res_in(res, "latch_work", at)) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_work", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
@@ -517,8 +517,7 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                            void *data)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_join_new",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+        (res = latch__res_in(res, "latch_join_new", &latch__no_site)) == NULL)
         return NULL;
     latch_join *j;
 

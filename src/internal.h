@@ -278,10 +278,11 @@ typedef struct latch_seal {
 
 struct latch_res {
     latch_req req;
-    uint64_t handle; /* what users hold for this request (res.c) */
-    uint32_t slot;   /* its slot in the handle table, or UINT32_MAX */
-    uint32_t refs;   /* every reference, latch's own and the user's */
-    uint32_t urefs;  /* of which taken by latch_res_retain (user code) */
+    uint64_t handle;          /* what users hold for this request (res.c) */
+    uint32_t slot;            /* its slot in the handle table, or UINT32_MAX */
+    struct latch_slot *slotp; /* that slot */
+    uint32_t refs;            /* every reference, latch's own and the user's */
+    uint32_t urefs; /* of which taken by latch_res_retain (user code) */
     uint8_t state;
     uint8_t dispatched; /* handler chain running or done */
     bool detached;      /* no longer attached to a connection */
@@ -391,13 +392,16 @@ typedef struct latch_slot {
 extern latch_slot *_Atomic latch__slabs[LATCH_SLABS];
 
 /* Reports a stale or invalid handle; returns NULL. */
-latch_res *latch__res_stale(uintptr_t v, const char *call, latch_site at);
+latch_res *latch__res_stale(uintptr_t v, const char *call,
+                            const latch_site *at);
+/* The site of calls that have none (plain functions). */
+static const latch_site latch__no_site = {NULL, 0, NULL};
 
 /* The object behind what a user passed: a live handle's object, latch's
  * own pointer as is, NULL for NULL, or NULL (reported) for a handle whose
  * request is over and whose object was recycled. */
 static inline latch_res *latch__res_in(const void *p, const char *call,
-                                       latch_site at)
+                                       const latch_site *at)
 {
     uintptr_t v = (uintptr_t)p;
     uint32_t idx;

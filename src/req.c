@@ -174,54 +174,49 @@ static void refuse_arg(const latch_req *req, const char *call, const char *msg)
 
 const char *latch_req_method(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_method", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_method", &latch__no_site)) == NULL)
         return "";
     return req && req->method ? req->method : "";
 }
 
 const char *latch_req_path(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_path", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_path", &latch__no_site)) == NULL)
         return "";
     return req && req->path ? req->path : "";
 }
 
 const char *latch_req_url(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_url", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_url", &latch__no_site)) == NULL)
         return "";
     return req && req->url ? req->url : "";
 }
 
 int latch_req_version_minor(const latch_req *req)
 {
-    if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_version_minor",
-                            (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(req, "latch_req_version_minor",
+                                                &latch__no_site)) == NULL)
         return 0;
     return req ? req->version_minor : 0;
 }
 
 uint64_t latch_req_id(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_id", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_id", &latch__no_site)) == NULL)
         return 0;
     return req ? req->id : 0;
 }
 
 bool latch_req_aborted(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_aborted", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_aborted", &latch__no_site)) == NULL)
         return false;
     return req ? req->aborted : false;
 }
@@ -243,9 +238,8 @@ static bool name_ieq(const char *a, const char *b)
 
 const char *latch_req_header(const latch_req *req, const char *name)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_header", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_header", &latch__no_site)) == NULL)
         return NULL;
     uint32_t i;
 
@@ -262,9 +256,9 @@ const char *latch_req_header(const latch_req *req, const char *name)
 int latch_req_header_values(const latch_req *req, const char *name,
                             const char **values, int max)
 {
-    if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_header_values",
-                            (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(req, "latch_req_header_values",
+                                                &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     uint32_t i;
     int n = 0;
@@ -290,9 +284,9 @@ int latch_req_header_values(const latch_req *req, const char *name,
 
 int latch_req_header_count(const latch_req *req)
 {
-    if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_header_count",
-                            (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(req, "latch_req_header_count",
+                                                &latch__no_site)) == NULL)
         return 0;
     return req && req->head ? (int)req->nfields : 0;
 }
@@ -301,8 +295,8 @@ int latch_req_header_at(const latch_req *req, int i, const char **name,
                         const char **value)
 {
     if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_header_at", (latch_site){NULL, 0, NULL})) == NULL)
+        (req = (const latch_req *)latch__res_in(req, "latch_req_header_at",
+                                                &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     if (name)
         *name = NULL;
@@ -359,9 +353,8 @@ static int query_values(const latch_req *req, const char *name,
 
 const char *latch_req_query(const latch_req *req, const char *name)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_query", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_query", &latch__no_site)) == NULL)
         return NULL;
     const char *v = NULL;
 
@@ -373,9 +366,9 @@ const char *latch_req_query(const latch_req *req, const char *name)
 int latch_req_query_values(const latch_req *req, const char *name,
                            const char **values, int max)
 {
-    if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_query_values",
-                            (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(req, "latch_req_query_values",
+                                                &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     if (max < 0 || (max > 0 && values == NULL) ||
         (req != NULL && name == NULL)) {
@@ -389,9 +382,8 @@ int latch_req_query_values(const latch_req *req, const char *name,
 
 const char *latch_req_param(const latch_req *req, const char *name)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_param", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_param", &latch__no_site)) == NULL)
         return NULL;
     uint32_t i;
 
@@ -407,9 +399,8 @@ const char *latch_req_param(const latch_req *req, const char *name)
 
 int latch_req_body(latch_req *req, const void **data, size_t *len)
 {
-    if (req != NULL &&
-        (req = (latch_req *)latch__res_in(req, "latch_req_body",
-                                          (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (latch_req *)latch__res_in(
+                            req, "latch_req_body", &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     static const char empty[1];
 
@@ -436,9 +427,8 @@ char *latch__req_decode(latch_req *q, const char *s, size_t n)
 
 const char *latch_req_cookie(const latch_req *req, const char *name)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_cookie", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_cookie", &latch__no_site)) == NULL)
         return NULL;
     latch_req *q = (latch_req *)req; /* the arena is a cache */
     size_t nlen;
@@ -506,9 +496,8 @@ static const char *xff_item(latch_req *q, const char *s, size_t n)
 
 const char *latch_req_ip(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_ip", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_ip", &latch__no_site)) == NULL)
         return NULL;
     latch_req *q = (latch_req *)req;
     latch_res *res = latch_req_res(q);
@@ -570,13 +559,11 @@ static bool is_json_type(const char *ct)
 
 int latch_json_body(latch_req *req, latch_res *res, void *data)
 {
-    if (req != NULL &&
-        (req = (latch_req *)latch__res_in(req, "latch_json_body",
-                                          (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (latch_req *)latch__res_in(
+                            req, "latch_json_body", &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_json_body",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+        (res = latch__res_in(res, "latch_json_body", &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     json_error_t err;
     char msg[300];
@@ -598,9 +585,8 @@ int latch_json_body(latch_req *req, latch_res *res, void *data)
 
 json_t *latch_req_json(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(
-             req, "latch_req_json", (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_json", &latch__no_site)) == NULL)
         return NULL;
     return req ? req->json : NULL;
 }

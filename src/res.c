@@ -81,15 +81,17 @@ static void slot_give_back(uint32_t idx)
     pthread_mutex_unlock(&slot_mu);
 }
 
-/* Gives the object its handle for the request about to start. */
+/* Gives an object without a slot (new, or its slot retired) a slot and
+ * its first handle. An object coming back from the pool already has its
+ * next handle (handle_close made it). */
 static int handle_open(latch_res *r, latch_worker *w)
 {
     latch_slot *sl;
     uint32_t gen;
 
-    if (r->slot == UINT32_MAX && (r->slot = slot_take()) == UINT32_MAX)
+    if ((r->slot = slot_take()) == UINT32_MAX)
         return LATCH_ERR_NOMEM;
-    sl = slot_at(r->slot);
+    sl = r->slotp = slot_at(r->slot);
     atomic_store_explicit(&sl->obj, r, memory_order_relaxed);
     atomic_store_explicit(&sl->app, w->app, memory_order_relaxed);
     gen = atomic_load_explicit(&sl->gen, memory_order_relaxed);
@@ -112,7 +114,7 @@ static void handle_close(latch_res *r)
 
     if (r->slot == UINT32_MAX)
         return;
-    sl = slot_at(r->slot);
+    sl = r->slotp;
     gen = atomic_load_explicit(&sl->gen, memory_order_relaxed);
     atomic_store_explicit(&sl->last_id, r->req.id, memory_order_relaxed);
     if (gen == UINT32_MAX) {
@@ -122,9 +124,12 @@ static void handle_close(latch_res *r)
         return;
     }
     atomic_store_explicit(&sl->gen, gen + 1, memory_order_release);
+    /* The next request on this object gets this handle: nothing to do
+     * for it on the hot path. */
+    r->handle = (uint64_t)(gen + 1) << 32 | (r->handle & 0xffffffffu);
 }
 
-latch_res *latch__res_stale(uintptr_t v, const char *call, latch_site at)
+latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
 {
     uint32_t idx = (uint32_t)(v >> 2) & 0x3fffffffu;
     latch_slot *slab = atomic_load_explicit(
@@ -152,7 +157,7 @@ latch_res *latch__res_stale(uintptr_t v, const char *call, latch_site at)
                  "%s used after its request was over: it was kept without "
                  "latch_res_retain; nothing was done",
                  v & 2 ? "A request" : "A response");
-    latch__violation_app(app, LATCH_ERR_STREAM_DESTROYED, call, msg, at);
+    latch__violation_app(app, LATCH_ERR_STREAM_DESTROYED, call, msg, *at);
     return NULL;
 }
 
@@ -185,10 +190,12 @@ latch_res *latch__res_alloc(latch_worker *w)
         latch_field *fields = r->req.fields;
         uint32_t slot = r->slot;
         uint64_t handle = r->handle;
+        latch_slot *slotp = r->slotp;
 
         memset(r, 0, sizeof(*r));
         r->slot = slot;
         r->handle = handle;
+        r->slotp = slotp;
         r->hbuf = hbuf;
         r->hbuf.len = 0;
         r->pending = pending;
@@ -201,7 +208,7 @@ latch_res *latch__res_alloc(latch_worker *w)
         r->hdrs_cap = hcap;
         r->req.fields = fields;
     }
-    if (handle_open(r, w) < 0) {
+    if (r->slot == UINT32_MAX && handle_open(r, w) < 0) {
         /* No slot for its handle (out of memory): the object stays
          * unused in the pool. */
         r->q_next = w->free_res;
@@ -303,7 +310,7 @@ void latch__res_unref(latch_res *res)
 void latch_res_retain_at(latch_res *res, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_retain", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_retain", &at)) == NULL)
         return;
     if (res == NULL)
         return;
@@ -341,7 +348,7 @@ static int post_release(latch_res *res, latch_res *h, latch_site at);
 
 void latch_res_release_at(latch_res *h, latch_site at)
 {
-    latch_res *res = latch__res_in(h, "latch_res_release", at);
+    latch_res *res = latch__res_in(h, "latch_res_release", &at);
 
     if (res == NULL)
         return;
@@ -820,7 +827,7 @@ int latch_res_set_header_at(latch_res *res, const char *name, const char *value,
                             latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_set_header", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_set_header", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     return header_op(res, name, value, false, "latch_res_set_header", at);
 }
@@ -829,7 +836,7 @@ int latch_res_append_header_at(latch_res *res, const char *name,
                                const char *value, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_append_header", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_append_header", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     return header_op(res, name, value, true, "latch_res_append_header", at);
 }
@@ -837,7 +844,7 @@ int latch_res_append_header_at(latch_res *res, const char *name,
 int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_remove_header", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_remove_header", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     size_t nlen;
     int r, i;
@@ -857,7 +864,7 @@ int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
 int latch_res_clear_headers_at(latch_res *res, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_clear_headers", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_clear_headers", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     int r = gate(res, K_HEADER, "latch_res_clear_headers", "remove", at);
 
@@ -870,9 +877,8 @@ int latch_res_clear_headers_at(latch_res *res, latch_site at)
 
 const char *latch_res_get_header(const latch_res *res, const char *name)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_get_header",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_get_header",
+                                            &latch__no_site)) == NULL)
         return NULL;
     int i;
 
@@ -889,7 +895,7 @@ const char *latch_res_get_header(const latch_res *res, const char *name)
 int latch_res_status_at(latch_res *res, int status, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_status", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_status", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     int r = gate(res, K_STATUS, "latch_res_status", "set", at);
     char msg[64];
@@ -907,9 +913,8 @@ int latch_res_status_at(latch_res *res, int status, latch_site at)
 
 int latch_res_get_status(const latch_res *res)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_get_status",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_get_status",
+                                            &latch__no_site)) == NULL)
         return 0;
     return res ? res->status : 0;
 }
@@ -1183,7 +1188,7 @@ static int check_status(latch_res *res, const char *call, latch_site at)
 int latch_res_write_head_at(latch_res *res, int status, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_write_head", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_write_head", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     int r = gate(res, K_HEADER, "latch_res_write_head", "write", at);
     char msg[64];
@@ -1202,7 +1207,7 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
 int latch_res_flush_headers_at(latch_res *res, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_flush_headers", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_flush_headers", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     int r;
 
@@ -1264,7 +1269,7 @@ int latch_res_write_at(latch_res *res, const void *data, size_t len,
                        latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_write", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_write", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     int r;
 
@@ -1337,7 +1342,7 @@ static int end_common(latch_res *res, const void *data, size_t len,
 int latch_res_end_at(latch_res *res, const void *data, size_t len,
                      latch_site at)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_end", at)) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_end", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     int kind = (data != NULL && len > 0) ? K_END_DATA : K_END_EMPTY;
     int r;
@@ -1411,7 +1416,8 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
 int latch_res_send_at(latch_res *res, const void *body, size_t len,
                       latch_site at)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_send", at)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_send", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     const char *ct = NULL;
 
@@ -1423,7 +1429,8 @@ int latch_res_send_at(latch_res *res, const void *body, size_t len,
 
 int latch_res_json_at(latch_res *res, const char *json, latch_site at)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_json", at)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_json", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     const char *ct = "application/json; charset=utf-8";
 
@@ -1439,7 +1446,7 @@ int latch_res_json_at(latch_res *res, const char *json, latch_site at)
 latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_json_begin", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_json_begin", &at)) == NULL)
         return NULL;
     int r = gate(res, K_SEND, "latch_res_json_begin", "set", at);
 
@@ -1565,7 +1572,7 @@ int latch_json_null(latch_json *j)
 int latch_res_json_end_at(latch_res *res, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_json_end", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_json_end", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     const char *ct = "application/json; charset=utf-8";
     int r;
@@ -1631,7 +1638,8 @@ static const struct {
 
 int latch_res_type_at(latch_res *res, const char *type, latch_site at)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_type", at)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_type", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     char buf[160];
     size_t i;
@@ -1668,7 +1676,7 @@ int latch_res_type_at(latch_res *res, const char *type, latch_site at)
 int latch_res_send_status_at(latch_res *res, int status, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_send_status", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_send_status", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     const char *reason;
     int r = gate(res, K_SEND, "latch_res_send_status", "set", at);
@@ -1726,7 +1734,7 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
                           latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_redirect", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_redirect", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     char loc[2048], esc[2048 * 6], body[2048 * 6 + 160];
     const char *accept, *reason;
@@ -1894,7 +1902,7 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
 void latch_res_destroy_at(latch_res *res, latch_site at)
 {
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_destroy", at)) == NULL)
+        (res = latch__res_in(res, "latch_res_destroy", &at)) == NULL)
         return;
     latch_conn *c;
 
@@ -1953,7 +1961,7 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
 {
     if (req != NULL &&
         (req = (latch_req *)latch__res_in(req, "latch_req_on_cancel",
-                                          (latch_site){NULL, 0, NULL})) == NULL)
+                                          &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
 
@@ -1988,9 +1996,9 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
 
 int latch_req_cancel_reason(const latch_req *req)
 {
-    if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_cancel_reason",
-                            (latch_site){NULL, 0, NULL})) == NULL)
+    if (req != NULL &&
+        (req = (const latch_req *)latch__res_in(req, "latch_req_cancel_reason",
+                                                &latch__no_site)) == NULL)
         return 0;
     const latch_res *res = latch_req_res((latch_req *)req);
 
@@ -2068,27 +2076,24 @@ void latch__res_check_drain(latch_conn *c)
 
 bool latch_res_headers_sent(const latch_res *res)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_headers_sent",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_headers_sent",
+                                            &latch__no_site)) == NULL)
         return false;
     return res != NULL && res->headers_at.call != NULL;
 }
 
 bool latch_res_writable_ended(const latch_res *res)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_writable_ended",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_writable_ended",
+                                            &latch__no_site)) == NULL)
         return false;
     return res != NULL && res->end_called;
 }
 
 bool latch_res_writable_finished(const latch_res *res)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_writable_finished",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_writable_finished",
+                                            &latch__no_site)) == NULL)
         return false;
     const latch_conn *c;
 
@@ -2115,9 +2120,8 @@ bool latch_res_writable_finished(const latch_res *res)
 
 bool latch_res_destroyed(const latch_res *res)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_destroyed",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_destroyed",
+                                            &latch__no_site)) == NULL)
         return false;
     return res != NULL &&
            (res->state == LATCH_RS_DESTROYED ||
@@ -2172,27 +2176,24 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data)
 
 int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_on_finish",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_on_finish",
+                                            &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     return set_cb(res, CB_FINISH, cb, data);
 }
 
 int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_on_close",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_on_close",
+                                            &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     return set_cb(res, CB_CLOSE, cb, data);
 }
 
 int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
 {
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_on_drain",
-                             (latch_site){NULL, 0, NULL})) == NULL)
+    if (res != NULL && (res = latch__res_in(res, "latch_res_on_drain",
+                                            &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     int r = set_cb(res, CB_DRAIN, cb, data);
 
@@ -2218,8 +2219,7 @@ int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
  * reported. */
 latch_req *latch_res_req(latch_res *res)
 {
-    latch_res *r =
-        latch__res_in(res, "latch_res_req", (latch_site){NULL, 0, NULL});
+    latch_res *r = latch__res_in(res, "latch_res_req", &latch__no_site);
 
     if (r == NULL)
         return NULL;
@@ -2228,8 +2228,7 @@ latch_req *latch_res_req(latch_res *res)
 
 latch_res *latch_req_res(latch_req *req)
 {
-    latch_res *r =
-        latch__res_in(req, "latch_req_res", (latch_site){NULL, 0, NULL});
+    latch_res *r = latch__res_in(req, "latch_req_res", &latch__no_site);
 
     if (r == NULL)
         return NULL;
@@ -2282,8 +2281,7 @@ static int post_release(latch_res *res, latch_res *h, latch_site at)
 
 int latch_res_post(latch_res *h, latch_res_cb fn, void *data)
 {
-    latch_res *res =
-        latch__res_in(h, "latch_res_post", (latch_site){NULL, 0, NULL});
+    latch_res *res = latch__res_in(h, "latch_res_post", &latch__no_site);
 
     if (res == NULL)
         return LATCH_GONE(h);
@@ -2315,11 +2313,11 @@ void latch__res_run_posts(latch_worker *w)
             p->fn(NULL, p->data); /* latch's own */
         } else if (latch__res_in(p->res,
                                  p->fn ? "latch_res_post" : "latch_res_release",
-                                 p->at) != NULL) {
+                                 &p->at) != NULL) {
             if (p->fn != NULL)
                 p->fn(p->res, p->data);
             else
-                user_release(latch__res_in(p->res, NULL, p->at), p->at);
+                user_release(latch__res_in(p->res, NULL, &p->at), p->at);
         }
         free(p);
     }
