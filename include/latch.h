@@ -705,6 +705,15 @@ LATCH_API int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data);
  * carried out on the response's loop, so the reference is not leaked.
  * Both are macros over the _at variants; the plain functions remain for
  * callers that take their address.
+ *
+ * The latch_res * and latch_req * a handler or callback receives are
+ * handles, not addresses: they name this request's response for as long
+ * as it is referenced. One kept without a reference and used after the
+ * request is over is refused (LATCH_ERR_STREAM_DESTROYED, NULL, false or
+ * an empty string, as the call returns) and reported, and never reaches
+ * another request, whatever object latch reuses. Callbacks get the same
+ * handle the handler got; latch_req_res and latch_res_req map one to the
+ * other.
  */
 LATCH_API void latch_res_retain(latch_res *res);
 LATCH_API void latch_res_release(latch_res *res);
