@@ -116,11 +116,7 @@ typedef struct lf_config {
  * its line out. LF_ALL=1 in the environment runs everything.
  */
 #define LF_OFF(kind) (1ull << (kind))
-#define LF_CI_OPS                                                              \
-    (LF_ALL_OPS &                                                              \
-     ~(LF_OFF(LF_USE_STALE) | /* item 2: a kept unretained pointer answers     \
-                                 the next request */                           \
-       LF_OFF(LF_KEEP_RAW)))  /* item 2: only useful with USE_STALE */
+#define LF_CI_OPS LF_ALL_OPS
 #define LF_CI_ALLOW                                                            \
     (LF_ALLOW_ALL &                                                            \
      ~(LF_ALLOW_PENDING_AFTER_CLOSE)) /* finding F2: destroy, then             \

@@ -725,7 +725,12 @@ LATCH_API void latch_res_release_at(latch_res *res, latch_site at);
 /* Runs fn(res, data) on the response's loop; callable from any thread.
  * The caller must hold a reference (latch_res_retain, taken on the loop)
  * that lasts until fn runs; fn may release it. Returns 0 or
- * LATCH_ERR_NOMEM / LATCH_ERR_INVALID_ARG, and then fn never runs. */
+ * LATCH_ERR_NOMEM / LATCH_ERR_INVALID_ARG, and then fn never runs.
+ * A handle whose request is already over is refused
+ * (LATCH_ERR_STREAM_DESTROYED, reported). Once posted, fn runs exactly
+ * once, even if the reference was released too early and the request
+ * ended meanwhile: then every call fn makes through res is refused and
+ * reported, and fn can still free `data`. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
 
 /* ------------------------------------------------------------------ */

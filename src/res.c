@@ -2296,6 +2296,7 @@ int latch_res_post(latch_res *h, latch_res_cb fn, void *data)
 void latch__res_run_posts(latch_worker *w)
 {
     struct latch_post *p, *rev = NULL, *next;
+    latch_res *r;
 
     pthread_mutex_lock(&w->post_mu);
     p = w->posts;
@@ -2309,15 +2310,16 @@ void latch__res_run_posts(latch_worker *w)
     }
     for (p = rev; p != NULL; p = next) {
         next = p->next;
-        if (p->res == NULL) {
-            p->fn(NULL, p->data); /* latch's own */
-        } else if (latch__res_in(p->res,
-                                 p->fn ? "latch_res_post" : "latch_res_release",
-                                 &p->at) != NULL) {
-            if (p->fn != NULL)
-                p->fn(p->res, p->data);
-            else
-                user_release(latch__res_in(p->res, NULL, &p->at), p->at);
+        if (p->fn != NULL) {
+            /* fn runs exactly once, as promised, with the handle as
+             * posted: if its request is over and the object recycled
+             * meanwhile (a reference released too early), every call fn
+             * makes through it is refused and reported, and fn can still
+             * free its data. */
+            p->fn(p->res, p->data);
+        } else if ((r = latch__res_in(p->res, "latch_res_release", &p->at)) !=
+                   NULL) {
+            user_release(r, p->at);
         }
         free(p);
     }
