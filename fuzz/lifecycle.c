@@ -314,12 +314,13 @@ typedef struct rstate {
     int ran[NSTAGE];
     bool in_frame[NSTAGE], pending[NSTAGE];
     int moves[NSTAGE];
-    int expect_min;  /* reports promised with no call site of ours */
-    int must_calls;  /* calls on this response that must be reported */
-    int reports;     /* reports with this request's id */
-    int owners;      /* latch-owned async holding the response */
-    int user_refs;   /* references the program took and still holds */
-    bool wrote_zero; /* a write returned 0: a drain will come */
+    int expect_min;     /* reports promised with no call site of ours */
+    int must_calls;     /* calls on this response that must be reported */
+    int reports;        /* reports with this request's id */
+    int owners;         /* latch-owned async holding the response */
+    int user_refs;      /* references the program took and still holds */
+    bool over_released; /* an over-release took one of those */
+    bool wrote_zero;    /* a write returned 0: a drain will come */
     bool drain_owner;
     bool cut_ok; /* something that may legitimately cut the response */
     bool failed_in_frame;
@@ -586,7 +587,8 @@ static void on_violation(const latch_violation *v, void *data)
                 v->call ? v->call : "?", v->at.file ? v->at.file : "-",
                 v->at.line, rq);
     /* V4: ERR_NO_RESPONSE only for a response nothing latch owns holds. */
-    if (v->code == LATCH_ERR_NO_RESPONSE && rq >= 0 && G.rs[rq].owners > 0)
+    if (v->code == LATCH_ERR_NO_RESPONSE && rq >= 0 && G.rs[rq].owners > 0 &&
+        !G.rs[rq].over_released)
         failf("V4: ERR_NO_RESPONSE on request %d while %d latch-owned "
               "async operation(s) held it%s",
               rq, G.rs[rq].owners,
@@ -671,8 +673,14 @@ static void *thread_main(void *arg)
         CALL(iv->rq, "latch_join_resolve", F_RC, false,
              latch_join_resolve(iv->join, 1, NULL));
     }
-    if (latch_res_post(iv->res, thread_back, iv) != 0)
-        failf("latch_res_post from a thread failed");
+    if (latch_res_post(iv->res, thread_back, iv) != 0) {
+        /* Refused only when the thread's reference was taken by an
+         * over-release elsewhere (the handle is stale then). */
+        if (!G.rs[iv->rq].over_released)
+            failf("latch_res_post from a thread failed while it held a "
+                  "reference");
+        outstanding_add(-1);
+    }
     return NULL;
 }
 
@@ -1252,8 +1260,12 @@ static int exec(inv *iv, latch_req *req, latch_res *res, bool foreign,
                 rs->owners++;
                 rs->user_refs++;
                 outstanding_add(1);
-                if (latch_res_post(res, stash_release, st) != 0)
-                    failf("latch_res_post failed");
+                if (latch_res_post(res, stash_release, st) != 0) {
+                    if (!rs->over_released)
+                        failf("latch_res_post failed while the program "
+                              "held a reference");
+                    outstanding_add(-1);
+                }
             }
             break;
         case LF_USE_STASH: {
@@ -1285,10 +1297,12 @@ static int exec(inv *iv, latch_req *req, latch_res *res, bool foreign,
             /* With a reference of the program's own outstanding, the
              * over-release takes that one: its holder (a thread, a post,
              * a stash) then uses an unreferenced pointer, item 2's class,
-             * and the oracle's owner count is wrong. Only with the stale
-             * pointer ops enabled. */
-            if (rs->user_refs > 0 && !((cfg->ops >> LF_USE_STALE) & 1))
+             * and the oracle's owner count is wrong (V4 and the wait for
+             * posts are off for that request). Only when allowed. */
+            if (rs->user_refs > 0 && !(cfg->allow & LF_ALLOW_STEAL_REF))
                 break;
+            if (rs->user_refs > 0 && !foreign)
+                rs->over_released = true;
             if (!foreign) {
                 rs->cut_ok = true;
                 /* Misuse for certain only while the program holds no
@@ -1976,7 +1990,7 @@ int lf_run(const uint8_t *data, size_t len, const lf_config *cfg, char *why,
     latch_app *app;
     pthread_t srv;
     struct timespec ts;
-    int c, i, port, cr;
+    int c, i, port, cr, n, joined = 0;
     bool quiet;
     sbuf s = {why, 0, whylen};
 
@@ -2062,6 +2076,13 @@ int lf_run(const uint8_t *data, size_t len, const lf_config *cfg, char *why,
               "request %d dispatched and never closed: no on_close)",
               G.outstanding, open);
     }
+    /* The program's threads end before the server: none may post to a
+     * loop that is gone (they only make a few calls and post). */
+    pthread_mutex_lock(&G.mu);
+    n = G.nthreads;
+    pthread_mutex_unlock(&G.mu);
+    for (; joined < n; joined++)
+        pthread_join(G.threads[joined], NULL);
     /* latch_stop before latch_run began is lost (latch_run clears the
      * flag: see fuzz-findings), so ask again until it returns. */
     for (i = 0; i < 50; i++) {
@@ -2082,8 +2103,8 @@ int lf_run(const uint8_t *data, size_t len, const lf_config *cfg, char *why,
         fprintf(stderr, "%s%s\n", G.fail, why);
         abort();
     }
-    for (i = 0; i < G.nthreads; i++)
-        pthread_join(G.threads[i], NULL);
+    for (; joined < G.nthreads; joined++)
+        pthread_join(G.threads[joined], NULL);
 
     /* V2: misuse whose report could come after the call. */
     for (i = 0; quiet && i < G.ndefer; i++)

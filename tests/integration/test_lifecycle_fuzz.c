@@ -6,14 +6,16 @@
  *
  * Usage beyond ctest:
  *   test_lifecycle_fuzz FILE...   replays inputs (a libFuzzer crash file,
- *                                 a corpus file) with every op enabled,
- *                                 verbose; exit status 1 if one fails
+ *                                 a corpus file) with every op and check
+ *                                 (LF_CI=1: the CI set), verbose; exit
+ *                                 status 1 if one fails
  *   LF_SEEDS=n                    programs from seeds (default below)
  *   LF_FIRST_SEED=s               start there
  *   LF_SEED_LIST=a,b,c            exactly these seeds, in this order
  *   LF_DUMP=dir                   also writes each seed's input to
  *                                 dir/seed-N (a corpus file, for replay)
  *   LF_ALL=1                      every op and pattern, not the CI set
+ *   LF_OPS, LF_ALLOW, LF_SKIP     hex masks (fuzz/lifecycle.h), exactly
  *   LF_SURVEY=1                   run the seeds, print each failure's
  *                                 first line and the seed, never fail
  */
@@ -198,11 +200,15 @@ int main(int argc, char **argv)
     };
 
     if (argc > 1) {
-        lf_config c = {LF_ALL_OPS, LF_ALLOW_ALL, 0, 1};
+        lf_config c;
         int i, bad = 0;
 
-        if (getenv("LF_CI") != NULL)
-            c = config(), c.verbose = 1;
+        /* Replay: every op and check unless LF_CI=1 (the CI set); the
+         * LF_OPS / LF_ALLOW / LF_SKIP variables still apply. */
+        if (env("LF_CI") == NULL)
+            setenv("LF_ALL", "1", 1);
+        c = config();
+        c.verbose = 1;
         for (i = 1; i < argc; i++)
             bad |= run_file(argv[i], &c, false) != 0;
         return bad;
