@@ -383,17 +383,20 @@ LATCH_API void latch_app_violation_sites(latch_app *app,
  * handler) moves the chain at most once: by latch_next or latch_fail
  * inside it, by its return value, or, after returning LATCH_PENDING, by
  * one latch_next or latch_fail later. A call is attributed to a handler
- * call by where it runs: inside a handler, to that handler; inside a
- * callback latch runs (latch_set_timeout, latch_work's after, a join's
- * completion, on_drain, on_finish, on_close, latch_req_on_cancel), to the
- * handler call that registered the callback. Only the handler that
+ * call by the req it is given: each handler call receives its own req and
+ * res values (handles naming that call; latch_res_req and latch_req_res
+ * keep it), and every callback gets the one it was registered with
+ * (latch_set_timeout, latch_work's after, a join's completion, on_drain,
+ * on_finish, on_close, latch_req_on_cancel, latch_res_post), so a
+ * latch_next made later from a timer or a thread's posted function acts
+ * for the handler whose res it came from. Only the handler that
  * returned LATCH_PENDING can resume it: a second latch_next of an earlier
  * middleware, in its body or from its timer, never resumes (and so never
  * skips) a later middleware's pending step; it is ERR_NEXT_TWICE with that
  * middleware's first move as the prior site, or ERR_NEXT_AFTER_RESPONSE
  * when the move was a return value and the response was already sent.
- * A function run by latch_res_post (from another thread) is attributed to
- * no handler: it may resume whichever step is pending.
+ * Compare requests by latch_req_id, not by pointer: two handlers of one
+ * request get different values.
  */
 #define latch_next(req) latch_next_at((req), LATCH_HERE)
 LATCH_API void latch_next_at(latch_req *req, latch_site at);

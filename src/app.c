@@ -885,8 +885,8 @@ static void run(latch_res *res)
             complete_before =
                 res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED;
             frame_push(res, &f);
-            rc =
-                e->fn(&res->err, latch__req_h(res), latch__res_h(res), e->data);
+            rc = e->fn(&res->err, latch__req_hf(res, f.id),
+                       latch__res_hf(res, f.id), e->data);
             frame_pop(res, &f);
             res->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
             res->returned.at = (latch_site){
@@ -928,7 +928,7 @@ static void run(latch_res *res)
         }
         res->layer = l->next;
         frame_push(res, &f);
-        rc = l->fn(latch__req_h(res), latch__res_h(res), l->data);
+        rc = l->fn(latch__req_hf(res, f.id), latch__res_hf(res, f.id), l->data);
         frame_pop(res, &f);
         res->returned.at = layer_site(l);
         res->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
@@ -1192,10 +1192,10 @@ static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
  * Returns 1 to continue inside the running frame *fp, 2 to resume the
  * pending chain, 0 when refused (reported).
  */
-static int who_moves(latch_res *res, const char *call, latch_site at,
-                     latch_frame **fp)
+static int who_moves(latch_res *res, uint16_t hf, const char *call,
+                     latch_site at, latch_frame **fp)
 {
-    uint16_t id = latch__app_acting_frame(res);
+    uint16_t id = latch__frame_pick(hf, res);
     latch_frame *f;
 
     *fp = NULL;
@@ -1218,6 +1218,7 @@ static int who_moves(latch_res *res, const char *call, latch_site at,
 
 void latch_next_at(latch_req *req, latch_site at)
 {
+    uint16_t hf = latch__frame_of(req); /* the handler call it was given to */
     if (req != NULL &&
         (req = (latch_req *)latch__res_in(req, "latch_next", &at)) == NULL)
         return;
@@ -1231,7 +1232,7 @@ void latch_next_at(latch_req *req, latch_site at)
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_next", NULL, at);
         return;
     }
-    how = who_moves(res, "latch_next", at, &f);
+    how = who_moves(res, hf, "latch_next", at, &f);
     if (how == 1)
         continue_inside(res, f, at);
     else if (how == 2)
@@ -1247,6 +1248,7 @@ void latch_next_at(latch_req *req, latch_site at)
 int latch_fail_at(latch_req *req, int status, const char *message,
                   latch_site at)
 {
+    uint16_t hf = latch__frame_of(req);
     if (req != NULL &&
         (req = (latch_req *)latch__res_in(req, "latch_fail", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
@@ -1260,7 +1262,7 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_fail", NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
-    how = who_moves(res, "latch_fail", at, &f);
+    how = who_moves(res, hf, "latch_fail", at, &f);
     if (how == 0)
         return LATCH_ERR_HTTP;
     if (how < 0 && f->failed) {

@@ -66,7 +66,7 @@ static void on_fire(uv_timer_t *h)
     uv_close((uv_handle_t *)&t->handle, on_closed);
     /* latch_next in the callback acts for the handler that set it. */
     prev = latch__frame_enter(res, t->frame);
-    t->cb(t->user ? latch__res_h(res) : res, t->data);
+    t->cb(t->user ? latch__res_hf(res, t->frame) : res, t->data);
     latch__frame_leave(res, prev);
     latch__res_unref(res);
 }
@@ -141,6 +141,7 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
                                   void *data, latch_site at)
 {
     latch_timer *t;
+    uint16_t hf = latch__frame_of(res);
 
     if (res != NULL &&
         (res = latch__res_in(res, "latch_set_timeout", &at)) == NULL)
@@ -172,8 +173,10 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
         return NULL;
     }
     t = latch__timer_start(res, ms, cb, data);
-    if (t != NULL)
+    if (t != NULL) {
         t->user = true;
+        t->frame = latch__frame_pick(hf, res);
+    }
     return t;
 }
 
@@ -324,7 +327,7 @@ static void work_deliver(struct latch_work_req *wr)
     if (status == 0 && res->cancel_reason != LATCH_CANCEL_NONE)
         status = LATCH_ERR_CANCELLED;
     prev = latch__frame_enter(res, wr->frame);
-    wr->after(latch__res_h(res), status, wr->data);
+    wr->after(latch__res_hf(res, wr->frame), status, wr->data);
     latch__frame_leave(res, prev);
     latch__res_unref(res);
 }
@@ -364,6 +367,7 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
 {
     struct latch_work_req *wr;
     int r;
+    uint16_t hf = latch__frame_of(res);
 
     if (res != NULL && (res = latch__res_in(res, "latch_work", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
@@ -395,7 +399,7 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     wr->work = work;
     wr->after = after;
     wr->data = data;
-    wr->frame = latch__app_acting_frame(res);
+    wr->frame = latch__frame_pick(hf, res);
     r = uv_queue_work(&res->w->loop, &wr->req, work_run, work_done);
     if (r < 0) {
         free(wr);
@@ -488,8 +492,8 @@ static void join_settle(latch_join *j, int status)
     j->settled = true;
     res->refs++; /* for the completion, which may release others */
     prev = latch__frame_enter(res, j->frame);
-    j->done(latch__res_h(res), status, status == 0 ? j->results : NULL,
-            j->data);
+    j->done(latch__res_hf(res, j->frame), status,
+            status == 0 ? j->results : NULL, j->data);
     latch__frame_leave(res, prev);
     latch__res_unref(res);
 }
@@ -516,6 +520,7 @@ static void join_on_cancel(latch_req *req, int reason, void *data)
 latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                            void *data)
 {
+    uint16_t hf = latch__frame_of(res);
     if (res != NULL &&
         (res = latch__res_in(res, "latch_join_new", &latch__no_site)) == NULL)
         return NULL;
@@ -558,7 +563,7 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
     j->n = n;
     atomic_init(&j->users, 1);
     atomic_init(&j->settled, false);
-    j->frame = latch__app_acting_frame(res);
+    j->frame = latch__frame_pick(hf, res);
     j->slot = res->ncancel;
     if (latch_req_on_cancel(&res->req, join_on_cancel, j) < 0) {
         free(j->seen);

@@ -368,8 +368,11 @@ struct latch_res {
 /* ------------------------------------------------------------------ */
 /*
  * A latch_res * or latch_req * given to user code is never the object's
- * address: it is a handle, bit 0 set, bit 1 set for a request, bits 2..31
- * a slot of a process-wide table, bits 32..63 the slot's generation. The
+ * address: it is a handle, bit 0 set, bit 1 set for a request, bits 2..17
+ * the handler call it was given to (its frame id, app.c; 0: none), bits
+ * 18..39 a slot of a process-wide table, bits 40..63 the slot's
+ * generation. The frame is what attributes a latch_next made through the
+ * handle, wherever it runs (a thread's latch_res_post included). The
  * generation changes when the object goes back to its pool, so a handle
  * kept without a reference can never reach the next request served by the
  * same object: every public entry point translates its argument with
@@ -388,7 +391,11 @@ typedef struct latch_slot {
 } latch_slot;
 
 #define LATCH_SLAB_BITS 12
-#define LATCH_SLABS ((size_t)1 << 18) /* 2^30 slots at most */
+#define LATCH_SLOT_BITS 22
+#define LATCH_SLABS ((size_t)1 << (LATCH_SLOT_BITS - LATCH_SLAB_BITS))
+#define LATCH_GEN_MAX 0xffffffu /* 24 bits */
+#define LATCH_H_SLOT(v) ((uint32_t)((v) >> 18) & ((1u << LATCH_SLOT_BITS) - 1))
+#define LATCH_H_GEN(v) ((uint32_t)((v) >> 40))
 extern latch_slot *_Atomic latch__slabs[LATCH_SLABS];
 
 /* Reports a stale or invalid handle; returns NULL. */
@@ -409,26 +416,34 @@ static inline latch_res *latch__res_in(const void *p, const char *call,
 
     if (!(v & 1))
         return (latch_res *)(uintptr_t)p;
-    idx = (uint32_t)(v >> 2) & 0x3fffffffu;
+    idx = LATCH_H_SLOT(v);
     slab = atomic_load_explicit(&latch__slabs[idx >> LATCH_SLAB_BITS],
                                 memory_order_acquire);
     if (slab != NULL &&
         atomic_load_explicit(&slab[idx & ((1u << LATCH_SLAB_BITS) - 1)].gen,
-                             memory_order_acquire) == (uint32_t)(v >> 32))
+                             memory_order_acquire) == LATCH_H_GEN(v))
         return atomic_load_explicit(
             &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)].obj,
             memory_order_relaxed);
     return latch__res_stale(v, call, at);
 }
 
-/* The handles user code gets for a response and its request. */
-static inline latch_res *latch__res_h(const latch_res *res)
+/* The handles user code gets for a response and its request, given to
+ * (or registered by) handler call `frame`. */
+static inline latch_res *latch__res_hf(const latch_res *res, uint16_t frame)
 {
-    return (latch_res *)(uintptr_t)res->handle;
+    return (latch_res *)(uintptr_t)(res->handle | (uint64_t)frame << 2);
 }
-static inline latch_req *latch__req_h(const latch_res *res)
+static inline latch_req *latch__req_hf(const latch_res *res, uint16_t frame)
 {
-    return (latch_req *)(uintptr_t)(res->handle | 2);
+    return (latch_req *)(uintptr_t)(res->handle | (uint64_t)frame << 2 | 2);
+}
+/* The handler call a handle names (0: none, or latch's own pointer). */
+static inline uint16_t latch__frame_of(const void *p)
+{
+    uintptr_t v = (uintptr_t)p;
+
+    return (v & 1) ? (uint16_t)(v >> 2) : 0;
 }
 /* A request's pointer is its response's: entry points translate both
  * with latch__res_in. */
@@ -539,6 +554,12 @@ static inline uint16_t latch__frame_enter(latch_res *res, uint16_t frame)
 static inline void latch__frame_leave(latch_res *res, uint16_t prev)
 {
     res->ambient = prev;
+}
+/* The frame a registration or a chain call acts for: the one its handle
+ * names, else the one running. */
+static inline uint16_t latch__frame_pick(uint16_t hf, const latch_res *res)
+{
+    return hf != 0 ? hf : latch__app_acting_frame(res);
 }
 void latch__app_orphan_check(latch_res *res);
 void latch__app_res_closed(latch_res *res);

@@ -54,7 +54,7 @@ static uint32_t slot_take(void)
     if (slot_free != 0) {
         idx = slot_free - 1;
         slot_free = slot_at(idx)->next_free;
-    } else if (slot_count < (uint32_t)(LATCH_SLABS << LATCH_SLAB_BITS) - 1) {
+    } else if (slot_count < (1u << LATCH_SLOT_BITS) - 1) {
         size_t si = slot_count >> LATCH_SLAB_BITS;
         if (atomic_load(&latch__slabs[si]) == NULL) {
             latch_slot *slab =
@@ -99,7 +99,7 @@ static int handle_open(latch_res *r, latch_worker *w)
         gen = 1; /* a fresh slot */
         atomic_store_explicit(&sl->gen, gen, memory_order_release);
     }
-    r->handle = (uint64_t)gen << 32 | (uint64_t)r->slot << 2 | 1u;
+    r->handle = (uint64_t)gen << 40 | (uint64_t)r->slot << 18 | 1u;
     return 0;
 }
 
@@ -117,7 +117,7 @@ static void handle_close(latch_res *r)
     sl = r->slotp;
     gen = atomic_load_explicit(&sl->gen, memory_order_relaxed);
     atomic_store_explicit(&sl->last_id, r->req.id, memory_order_relaxed);
-    if (gen == UINT32_MAX) {
+    if (gen == LATCH_GEN_MAX) {
         atomic_store_explicit(&sl->gen, 0, memory_order_release);
         atomic_store_explicit(&sl->obj, NULL, memory_order_relaxed);
         r->slot = UINT32_MAX;
@@ -126,12 +126,12 @@ static void handle_close(latch_res *r)
     atomic_store_explicit(&sl->gen, gen + 1, memory_order_release);
     /* The next request on this object gets this handle: nothing to do
      * for it on the hot path. */
-    r->handle = (uint64_t)(gen + 1) << 32 | (r->handle & 0xffffffffu);
+    r->handle = (uint64_t)(gen + 1) << 40 | (r->handle & ((1ull << 40) - 1));
 }
 
 latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
 {
-    uint32_t idx = (uint32_t)(v >> 2) & 0x3fffffffu;
+    uint32_t idx = LATCH_H_SLOT(v);
     latch_slot *slab = atomic_load_explicit(
         &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
     latch_slot *sl;
@@ -145,7 +145,7 @@ latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
     if (app == NULL)
         return NULL;
     if (atomic_load_explicit(&sl->gen, memory_order_relaxed) ==
-        (uint32_t)(v >> 32) + 1)
+        LATCH_H_GEN(v) + 1)
         snprintf(msg, sizeof(msg),
                  "%s of request %llu used after that request was over: it was "
                  "kept without latch_res_retain; nothing was done",
@@ -1842,7 +1842,7 @@ static void fire_close(latch_res *res)
     res->on_close = NULL;
     if (cb) {
         uint16_t prev = latch__frame_enter(res, res->on_close_frame);
-        cb(latch__res_h(res), res->on_close_data);
+        cb(latch__res_hf(res, res->on_close_frame), res->on_close_data);
         latch__frame_leave(res, prev);
     }
 }
@@ -1860,7 +1860,7 @@ void latch__res_finished(latch_res *res)
     latch__res_ref(res);
     if (cb) {
         uint16_t prev = latch__frame_enter(res, res->on_finish_frame);
-        cb(latch__res_h(res), res->on_finish_data);
+        cb(latch__res_hf(res, res->on_finish_frame), res->on_finish_data);
         latch__frame_leave(res, prev);
     }
     fire_close(res);
@@ -1950,7 +1950,8 @@ void latch__res_cancel(latch_res *res, int reason)
         res->cancel_cbs[i].cb = NULL;
         if (cb != NULL) {
             uint16_t prev = latch__frame_enter(res, res->cancel_cbs[i].frame);
-            cb(latch__req_h(res), reason, res->cancel_cbs[i].data);
+            cb(latch__req_hf(res, res->cancel_cbs[i].frame), reason,
+               res->cancel_cbs[i].data);
             latch__frame_leave(res, prev);
         }
     }
@@ -1959,6 +1960,7 @@ void latch__res_cancel(latch_res *res, int reason)
 
 int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
 {
+    uint16_t hf = latch__frame_of(req);
     if (req != NULL &&
         (req = (latch_req *)latch__res_in(req, "latch_req_on_cancel",
                                           &latch__no_site)) == NULL)
@@ -1989,7 +1991,7 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
     }
     res->cancel_cbs[res->ncancel].cb = cb;
     res->cancel_cbs[res->ncancel].data = data;
-    res->cancel_cbs[res->ncancel].frame = latch__app_acting_frame(res);
+    res->cancel_cbs[res->ncancel].frame = latch__frame_pick(hf, res);
     res->ncancel++;
     return 0;
 }
@@ -2064,7 +2066,7 @@ void latch__res_check_drain(latch_conn *c)
         r->on_drain = NULL;
         latch__res_ref(r);
         prev = latch__frame_enter(r, r->on_drain_frame);
-        cb(latch__res_h(r), r->on_drain_data);
+        cb(latch__res_hf(r, r->on_drain_frame), r->on_drain_data);
         latch__frame_leave(r, prev);
         latch__res_unref(r);
     }
@@ -2135,7 +2137,8 @@ enum { CB_FINISH, CB_CLOSE, CB_DRAIN };
  * (ERR_WRONG_THREAD) or after the event (LATCH_ERR_STATE: cb would never
  * run) is refused and reported, as every refused call is.
  */
-static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data)
+static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data,
+                  uint16_t hf)
 {
     static const char *const names[] = {
         "latch_res_on_finish", "latch_res_on_close", "latch_res_on_drain"};
@@ -2158,17 +2161,17 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data)
     case CB_FINISH:
         res->on_finish = cb;
         res->on_finish_data = data;
-        res->on_finish_frame = latch__app_acting_frame(res);
+        res->on_finish_frame = latch__frame_pick(hf, res);
         break;
     case CB_CLOSE:
         res->on_close = cb;
         res->on_close_data = data;
-        res->on_close_frame = latch__app_acting_frame(res);
+        res->on_close_frame = latch__frame_pick(hf, res);
         break;
     default:
         res->on_drain = cb;
         res->on_drain_data = data;
-        res->on_drain_frame = latch__app_acting_frame(res);
+        res->on_drain_frame = latch__frame_pick(hf, res);
         break;
     }
     return 0;
@@ -2176,26 +2179,32 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data)
 
 int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
 {
+    uint16_t hf = latch__frame_of(res);
+
     if (res != NULL && (res = latch__res_in(res, "latch_res_on_finish",
                                             &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    return set_cb(res, CB_FINISH, cb, data);
+    return set_cb(res, CB_FINISH, cb, data, hf);
 }
 
 int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data)
 {
+    uint16_t hf = latch__frame_of(res);
+
     if (res != NULL && (res = latch__res_in(res, "latch_res_on_close",
                                             &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    return set_cb(res, CB_CLOSE, cb, data);
+    return set_cb(res, CB_CLOSE, cb, data, hf);
 }
 
 int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
 {
+    uint16_t hf = latch__frame_of(res);
+
     if (res != NULL && (res = latch__res_in(res, "latch_res_on_drain",
                                             &latch__no_site)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    int r = set_cb(res, CB_DRAIN, cb, data);
+    int r = set_cb(res, CB_DRAIN, cb, data, hf);
 
     if (r != 0)
         return r;
@@ -2223,7 +2232,8 @@ latch_req *latch_res_req(latch_res *res)
 
     if (r == NULL)
         return NULL;
-    return ((uintptr_t)res & 1) ? latch__req_h(r) : &r->req;
+    /* Same generation, same handler call. */
+    return ((uintptr_t)res & 1) ? (latch_req *)((uintptr_t)res | 2) : &r->req;
 }
 
 latch_res *latch_req_res(latch_req *req)
@@ -2232,7 +2242,8 @@ latch_res *latch_req_res(latch_req *req)
 
     if (r == NULL)
         return NULL;
-    return ((uintptr_t)req & 1) ? latch__res_h(r) : r;
+    return ((uintptr_t)req & 1) ? (latch_res *)((uintptr_t)req & ~(uintptr_t)2)
+                                : r;
 }
 
 /* ------------------------------------------------------------------ */

@@ -257,7 +257,9 @@ static int auth(latch_req *req, latch_res *res, void *data)
 {
     (void)data;
     atomic_fetch_add(&auth_runs, 1);
-    if (latch_set_timeout(res, 40, auth_done, NULL) == NULL)
+    if (latch_set_timeout(
+            res, strncmp(latch_req_path(req), "/a5", 3) == 0 ? 300 : 40,
+            auth_done, NULL) == NULL)
         return latch_fail(req, 500, "no timer");
     return LATCH_PENDING;
 }
@@ -331,6 +333,46 @@ static int async_twice(latch_req *req, latch_res *res, void *data)
     return LATCH_PENDING;
 }
 
+/* A driver's thread (outside latch) that calls back through
+ * latch_res_post: the "make sure" second next() of the middleware arrives
+ * from there, after the auth returned LATCH_PENDING. */
+static void posted_stray(latch_res *res, void *data)
+{
+    (void)data;
+    MARK(L_SECOND);
+    latch_next(latch_res_req(res));
+    latch_res_release(res);
+}
+
+static void *stray_thread(void *arg)
+{
+    struct timespec ts = {0, 1000000L};
+    int i;
+
+    /* The driver answers once the auth is waiting (it waits 300 ms). */
+    for (i = 0; i < 3000 && atomic_load(&auth_runs) == 0; i++)
+        nanosleep(&ts, NULL);
+    if (latch_res_post(arg, posted_stray, NULL) != 0)
+        abort();
+    return NULL;
+}
+
+static int next_body_and_thread(latch_req *req, latch_res *res, void *data)
+{
+    pthread_t t;
+
+    (void)data;
+    latch_res_retain(res);
+    if (pthread_create(&t, NULL, stray_thread, res) != 0) {
+        latch_res_release(res);
+        return latch_fail(req, 500, "no thread");
+    }
+    pthread_detach(t);
+    MARK(L_FIRST);
+    latch_next(req);
+    return LATCH_DONE;
+}
+
 /* ------------------------------------------------------------------ */
 /* A pointer kept without a reference                                   */
 /* ------------------------------------------------------------------ */
@@ -402,11 +444,13 @@ static int setup(void **state)
     assert_int_equal(latch_use(app, "/a2", next_body_and_timer, NULL), 0);
     assert_int_equal(latch_use(app, "/a3", return_next_and_timer, NULL), 0);
     assert_int_equal(latch_use(app, "/a4", async_twice, NULL), 0);
+    assert_int_equal(latch_use(app, "/a5", next_body_and_thread, NULL), 0);
     assert_int_equal(latch_use(app, "/", auth, NULL), 0);
     assert_int_equal(latch_get(app, "/a1", secret, NULL), 0);
     assert_int_equal(latch_get(app, "/a2", secret, NULL), 0);
     assert_int_equal(latch_get(app, "/a3", secret, NULL), 0);
     assert_int_equal(latch_get(app, "/a4", secret, NULL), 0);
+    assert_int_equal(latch_get(app, "/a5", secret, NULL), 0);
     th_server_start(&srv, app);
     return 0;
 }
@@ -599,6 +643,12 @@ static void test_async_next_twice_skips_nothing(void **state)
     expect_auth_holds("/a4", "latch_next", L_FIRST);
 }
 
+static void test_next_from_thread_skips_nothing(void **state)
+{
+    (void)state;
+    expect_auth_holds("/a5", "latch_next", L_FIRST);
+}
+
 /* One connection, one request after the other: the second request gets
  * the first one's pooled object. */
 static void test_stale_pointer_never_reaches_next_request(void **state)
@@ -658,6 +708,7 @@ int main(void)
         T(test_next_in_body_and_timer_skips_nothing),
         T(test_return_next_and_timer_skips_nothing),
         T(test_async_next_twice_skips_nothing),
+        T(test_next_from_thread_skips_nothing),
         T(test_stale_pointer_never_reaches_next_request),
     };
 #undef T
