@@ -119,7 +119,11 @@ typedef struct lf_config {
  * fuzz-findings.md has the reproducers). When a fix lands on main, take
  * its line out. LF_ALL=1 in the environment runs everything.
  */
-#define LF_CI_OPS LF_ALL_OPS
+#define LF_CI_OPS                                                              \
+    (LF_ALL_OPS &                                                              \
+     ~(1ull << LF_JOIN_THREAD)) /* finding F4: a join task resolved from a     \
+                                   thread, then the response ends: at times    \
+                                   on_close never fires (intermittent) */
 #define LF_CI_ALLOW                                                            \
     (LF_ALLOW_ALL &                                                            \
      ~(LF_ALLOW_STEAL_REF)) /* finding F5: a latch_join * is no handle: a      \
