@@ -177,6 +177,8 @@ static void decode(const uint8_t *data, size_t len, const lf_config *cfg,
             if (i >= p->cn[c].first && i < p->cn[c].first + p->cn[c].n)
                 rq->conn = c;
         rq->method = (int)(byte(&r) % 3);
+        if (rq->method == M_HEAD && !(cfg->allow & LF_ALLOW_HEAD))
+            rq->method = M_GET;
         for (k = 0; k < NCTX; k++) {
             pctx *x = &rq->c[k];
             int j;
