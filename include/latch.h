@@ -784,7 +784,9 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
  * once (resolve or fail) and must not use the join after its report. The
  * join frees itself once the completion ran and every task reported, or
  * when its response is recycled (tasks that never report, such as timers
- * cleared with the response, hold nothing).
+ * cleared with the response, hold nothing). A request may make any number
+ * of joins, one after another or at once; none takes one of the 8
+ * latch_req_on_cancel callbacks the request may register.
  *
  * latch_join_resolve and latch_join_fail may be called from any thread
  * (a latch_work job, a driver's thread), as long as the join is alive

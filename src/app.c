@@ -1031,10 +1031,12 @@ void latch__app_orphan_check(latch_res *res)
     const char *msg = NULL;
     char buf[200];
 
-    if (res->req_timer != NULL && latch__timer_armed(res->req_timer))
-        mine++;
     if (res->detached || res->state >= LATCH_RS_ENDED || res->pending_next ||
-        res->dispatched != 2 || res->refs != mine || res->on_drain != NULL)
+        res->dispatched != 2 || res->on_drain != NULL)
+        return;
+    if (latch__async_request_timer_armed(res))
+        mine++;
+    if (res->refs != mine)
         return;
     if (res->returned.call != NULL) {
         snprintf(buf, sizeof(buf),

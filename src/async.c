@@ -3,12 +3,15 @@
  * thread-pool work, the request timeout, joins of several tasks, and the
  * race shaker.
  *
- * Everything here holds a reference to its response and is tied to the
- * request's cancellation signal (res.c, latch__res_cancel): when the
- * response is over or the request is cancelled, pending timers never fire
- * and queued work is cancelled, exactly once. Timer objects live until the
+ * Everything here holds a reference to its response while it may still
+ * act, and is tied to the response through one attachment (internal.h,
+ * latch_attach), made the first time a request uses any of it: when the
+ * response is over, pending timers never fire; when the request is
+ * cancelled, queued work is cancelled and unsettled joins complete with
+ * LATCH_ERR_CANCELLED, exactly once. Timer objects live until the
  * response is recycled, which makes latch_clear_timeout safe after the
- * timer fired.
+ * timer fired. None of it takes one of the request's latch_req_on_cancel
+ * slots: those are the user's.
  *
  * LATCH_SHAKE=<seed> adds seeded pseudo-random delays (0-19 ms) to timer
  * firing, work completion and disconnect delivery, so that tests can
@@ -20,6 +23,41 @@
 #include <stdlib.h>
 
 static const latch_site no_site = {NULL, 0, NULL};
+
+/* What this module ties to one response: its attachment. */
+typedef struct async_att {
+    latch_attach a;
+    struct latch_timer *timers;    /* every timer, until recycled */
+    struct latch_timer *req_timer; /* the request timeout, if armed */
+    struct latch_work_req *works;  /* latch_work jobs not yet delivered */
+    struct latch_join *joins;      /* joins not yet freed */
+    int timeout_status;
+} async_att;
+
+static void att_end(latch_attach *a, latch_res *res, int reason);
+static void att_recycle(latch_attach *a, latch_res *res);
+static const latch_attach_ops att_ops = {att_end, att_recycle};
+
+static async_att *att_of(const latch_res *res)
+{
+    return (async_att *)(void *)latch__res_attached(res, &att_ops);
+}
+
+/* The response's attachment, made on first use; NULL when out of
+ * memory. */
+static async_att *att_get(latch_res *res)
+{
+    async_att *att = att_of(res);
+
+    if (att != NULL)
+        return att;
+    att = calloc(1, sizeof(*att));
+    if (att == NULL)
+        return NULL;
+    att->a.ops = &att_ops;
+    latch__res_attach(res, &att->a);
+    return att;
+}
 
 struct latch_timer {
     uv_timer_t handle;
@@ -112,13 +150,14 @@ uint64_t latch__shake_state(uint64_t seed, int index)
     return z != 0 ? z : 0x2545f4914f6cdd1dull;
 }
 
-latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
+static latch_timer *timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
                                 void *data)
 {
-    latch_timer *t = calloc(1, sizeof(*t));
+    async_att *att = att_get(res);
+    latch_timer *t;
     uint64_t shake;
 
-    if (t == NULL)
+    if (att == NULL || (t = calloc(1, sizeof(*t))) == NULL)
         return NULL;
     t->res = res;
     t->cb = cb;
@@ -131,9 +170,9 @@ latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
     uv_timer_start(&t->handle, on_fire,
                    ms > UINT64_MAX - shake ? UINT64_MAX : ms + shake, 0);
     t->armed = true;
-    res->refs++; /* held until it fires or is cleared */
-    t->next = res->timers;
-    res->timers = t;
+    latch__res_ref(res); /* held until it fires or is cleared */
+    t->next = att->timers;
+    att->timers = t;
     return t;
 }
 
@@ -172,17 +211,12 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
                          "Cannot set a timer on a cancelled request", at);
         return NULL;
     }
-    t = latch__timer_start(res, ms, cb, data);
+    t = timer_start(res, ms, cb, data);
     if (t != NULL) {
         t->user = true;
         t->frame = latch__frame_pick(hf, res);
     }
     return t;
-}
-
-bool latch__timer_armed(const latch_timer *t)
-{
-    return t->armed;
 }
 
 int latch_clear_timeout(latch_timer *t)
@@ -200,19 +234,11 @@ int latch_clear_timeout(latch_timer *t)
     return 0;
 }
 
-void latch__timers_cancel(latch_res *res)
-{
-    latch_timer *t;
-
-    for (t = res->timers; t != NULL; t = t->next)
-        disarm(t);
-}
-
-void latch__timers_free(latch_res *res)
+static void timers_free(async_att *att)
 {
     latch_timer *t, *next;
 
-    for (t = res->timers; t != NULL; t = next) {
+    for (t = att->timers; t != NULL; t = next) {
         next = t->next;
         /* Armed timers hold a reference, so none is armed here. */
         if (t->closed)
@@ -220,7 +246,7 @@ void latch__timers_free(latch_res *res)
         else
             t->orphan = true;
     }
-    res->timers = NULL;
+    att->timers = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -229,23 +255,34 @@ void latch__timers_free(latch_res *res)
 
 static void on_request_timeout(latch_res *res, void *data)
 {
-    (void)data;
-    res->req_timer = NULL;
+    async_att *att = data;
+
+    att->req_timer = NULL;
     if (res->detached || res->state >= LATCH_RS_ENDED)
         return; /* answered in time; only the client is slow */
-    latch__res_timeout(res, res->timeout_status);
-    latch__res_cancel(res, LATCH_CANCEL_TIMEOUT);
+    latch__res_timeout(res, att->timeout_status);
 }
 
 void latch__request_timer_start(latch_res *res, uint64_t ms, int status)
 {
-    if (res->req_timer != NULL) {
-        latch_clear_timeout(res->req_timer);
-        res->req_timer = NULL;
+    async_att *att = att_get(res);
+
+    if (att == NULL)
+        return;
+    if (att->req_timer != NULL) {
+        latch_clear_timeout(att->req_timer);
+        att->req_timer = NULL;
     }
-    res->timeout_status = status > 0 ? status : 503;
+    att->timeout_status = status > 0 ? status : 503;
     if (ms > 0)
-        res->req_timer = latch__timer_start(res, ms, on_request_timeout, NULL);
+        att->req_timer = timer_start(res, ms, on_request_timeout, att);
+}
+
+bool latch__async_request_timer_armed(const latch_res *res)
+{
+    const async_att *att = res->attach != NULL ? att_of(res) : NULL;
+
+    return att != NULL && att->req_timer != NULL && att->req_timer->armed;
 }
 
 int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
@@ -296,12 +333,13 @@ struct latch_work_req {
     void *data;
     int status;
     uint16_t frame;              /* the handler call that queued it */
-    struct latch_work_req *next; /* the response's list */
+    async_att *att;              /* its response's */
+    struct latch_work_req *next; /* att's list */
 };
 
 static void work_unlink(struct latch_work_req *wr)
 {
-    struct latch_work_req **pp = &wr->res->works;
+    struct latch_work_req **pp = &wr->att->works;
 
     while (*pp != NULL && *pp != wr)
         pp = &(*pp)->next;
@@ -366,6 +404,7 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
                   void *data, latch_site at)
 {
     struct latch_work_req *wr;
+    async_att *att;
     int r;
     uint16_t hf = latch__frame_of(res);
 
@@ -391,10 +430,10 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
                          "Cannot start work for a request that is over", at);
         return LATCH_ERR_STATE;
     }
-    wr = calloc(1, sizeof(*wr));
-    if (wr == NULL)
+    if ((att = att_get(res)) == NULL || (wr = calloc(1, sizeof(*wr))) == NULL)
         return LATCH_ERR_NOMEM;
     wr->req.data = wr;
+    wr->att = att;
     wr->res = res;
     wr->work = work;
     wr->after = after;
@@ -405,19 +444,10 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
         free(wr);
         return r;
     }
-    res->refs++;
-    wr->next = res->works;
-    res->works = wr;
+    latch__res_ref(res);
+    wr->next = att->works;
+    att->works = wr;
     return 0;
-}
-
-/* The signal fired: jobs not started yet will not start. */
-void latch__works_cancel(latch_res *res)
-{
-    struct latch_work_req *wr;
-
-    for (wr = res->works; wr != NULL; wr = wr->next)
-        uv_cancel((uv_req_t *)&wr->req);
 }
 
 /* ------------------------------------------------------------------ */
@@ -426,12 +456,12 @@ void latch__works_cancel(latch_res *res)
 
 struct latch_join {
     latch_res *res;
-    latch_join *next; /* the response's joins */
+    async_att *att;   /* its response's */
+    latch_join *next; /* att's joins */
     latch_join_cb done;
     void *data;
     int n;
     int reported;        /* tasks that resolved or failed */
-    int slot;            /* index in the response's cancel callbacks, or -1 */
     atomic_bool settled; /* read by tasks on any thread */
     bool holds_ref;      /* a reference to res until the completion ran */
     /* The memory's owners: the response (1, until join_destroy) and each
@@ -453,15 +483,12 @@ static void join_unuse(latch_join *j)
 
 static void join_destroy(latch_join *j)
 {
-    latch_res *res = j->res;
-    latch_join **pp = &res->joins;
+    latch_join **pp = &j->att->joins;
 
     while (*pp != NULL && *pp != j)
         pp = &(*pp)->next;
     if (*pp == j)
         *pp = j->next;
-    if (j->slot >= 0 && res->cancel_cbs[j->slot].data == j)
-        res->cancel_cbs[j->slot].cb = NULL;
     j->dead = true;
     join_unuse(j);
 }
@@ -490,7 +517,7 @@ static void join_settle(latch_join *j, int status)
     uint16_t prev;
 
     j->settled = true;
-    res->refs++; /* for the completion, which may release others */
+    latch__res_ref(res); /* for the completion, which may release others */
     prev = latch__frame_enter(res, j->frame);
     j->done(latch__res_hf(res, j->frame), status,
             status == 0 ? j->results : NULL, j->data);
@@ -498,23 +525,55 @@ static void join_settle(latch_join *j, int status)
     latch__res_unref(res);
 }
 
-void latch__joins_free(latch_res *res)
+/* ------------------------------------------------------------------ */
+/* The attachment's two operations                                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The response is over (reason NONE) or its request cancelled: no timer
+ * fires from now on; on a cancellation, jobs not started yet will not
+ * start (their after gets LATCH_ERR_CANCELLED) and every unsettled join
+ * completes with LATCH_ERR_CANCELLED. A completion runs user code that
+ * may settle or free other joins, so the list is searched again after
+ * each one; none is added meanwhile (latch_join_new refuses a cancelled
+ * request).
+ */
+static void att_end(latch_attach *a, latch_res *res, int reason)
 {
-    while (res->joins != NULL)
-        join_destroy(res->joins);
+    async_att *att = (async_att *)(void *)a;
+    latch_timer *t;
+    struct latch_work_req *wr;
+    latch_join *j;
+
+    (void)res;
+    for (t = att->timers; t != NULL; t = t->next)
+        disarm(t);
+    if (reason == LATCH_CANCEL_NONE)
+        return;
+    for (wr = att->works; wr != NULL; wr = wr->next)
+        uv_cancel((uv_req_t *)&wr->req);
+    for (;;) {
+        for (j = att->joins; j != NULL && j->settled; j = j->next)
+            ;
+        if (j == NULL)
+            break;
+        join_settle(j, LATCH_ERR_CANCELLED);
+        join_after_settle(j);
+    }
 }
 
-static void join_on_cancel(latch_req *req, int reason, void *data)
+/* The response goes back to its pool: nothing holds it, so no timer is
+ * armed and no job is pending; joins whose tasks never reported go, and
+ * reports still on their way from other threads find them dead. */
+static void att_recycle(latch_attach *a, latch_res *res)
 {
-    latch_join *j = data;
+    async_att *att = (async_att *)(void *)a;
 
-    (void)req;
-    (void)reason;
-    j->slot = -1; /* the slot is consumed */
-    if (j->settled)
-        return;
-    join_settle(j, LATCH_ERR_CANCELLED);
-    join_after_settle(j);
+    (void)res;
+    timers_free(att);
+    while (att->joins != NULL)
+        join_destroy(att->joins);
+    free(att);
 }
 
 latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
@@ -528,6 +587,8 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
 
     if (res == NULL)
         return NULL;
+    async_att *att;
+
     if (done == NULL || n < 1 || n > 4096) {
         latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_join_new",
                          "A join needs 1..4096 tasks and a completion",
@@ -549,6 +610,8 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                          no_site);
         return NULL;
     }
+    if ((att = att_get(res)) == NULL)
+        return NULL;
     j = calloc(1, sizeof(*j) + (size_t)n * sizeof(void *));
     if (j == NULL)
         return NULL;
@@ -558,22 +621,17 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
         return NULL;
     }
     j->res = res;
+    j->att = att;
     j->done = done;
     j->data = data;
     j->n = n;
     atomic_init(&j->users, 1);
     atomic_init(&j->settled, false);
     j->frame = latch__frame_pick(hf, res);
-    j->slot = res->ncancel;
-    if (latch_req_on_cancel(&res->req, join_on_cancel, j) < 0) {
-        free(j->seen);
-        free(j);
-        return NULL;
-    }
-    res->refs++;
+    latch__res_ref(res);
     j->holds_ref = true;
-    j->next = res->joins;
-    res->joins = j;
+    j->next = att->joins;
+    att->joins = j;
     return j;
 }
 

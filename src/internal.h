@@ -326,11 +326,10 @@ struct latch_res {
     latch_errlayer *elayer; /* next error layer to try */
     latch_error err;
     bool in_error;
-    struct latch_timer *timers;    /* async.c: the response's timers */
-    struct latch_timer *req_timer; /* the request timeout, if armed */
-    struct latch_work_req *works;  /* latch_work jobs not yet done */
-    struct latch_join *joins;      /* joins not yet freed */
-    int timeout_status;
+    /* What is tied to this response (async.c's timers, jobs and joins;
+     * later pipes, upstreams, subscriptions): see latch_attach below. */
+    struct latch_attach *attach;
+    bool attach_ended;     /* their end ops ran */
     uint8_t cancel_reason; /* LATCH_CANCEL_*, once the signal fired */
     uint8_t ncancel;
     struct {
@@ -362,6 +361,54 @@ struct latch_res {
     latch_seal moves[8];
     char err_msg[128];
 };
+
+/* ------------------------------------------------------------------ */
+/* Attachments: what is tied to one response (res.c releases them)      */
+/* ------------------------------------------------------------------ */
+/*
+ * Anything a module ties to one response (async.c's timers, thread-pool
+ * jobs and joins; a pipe's source, a proxy's upstream, an SSE
+ * subscription later) is an attachment: a latch_attach embedded in the
+ * module's own state, with a table of two operations. res.c names no
+ * such module: it walks the response's list at two moments, and the
+ * module does the rest.
+ *
+ * end(a, res, reason) is called exactly once per attachment, on the
+ * response's loop, at the first of: the response reaching FINISHED or
+ * DESTROYED (reason LATCH_CANCEL_NONE), or the request's cancellation
+ * signal firing (reason LATCH_CANCEL_*: the response may be ENDED or
+ * DESTROYED by then). A response destroyed because its connection went
+ * away, timed out or shut down gets that reason, not NONE. end stops
+ * whatever would act on the response later (timers disarmed, queued jobs
+ * cancelled, an upstream aborted); it may run the user's completion
+ * callbacks that report the end (a join settles with
+ * LATCH_ERR_CANCELLED). It must neither free `a` nor unlink it. The
+ * walk happens once per response: an attachment made after it has its
+ * end called at once, with the response's cancel reason.
+ *
+ * recycle(a, res) is called exactly once per attachment, when the
+ * response's last reference went and the object goes back to its pool;
+ * the list is detached first, so recycle frees `a` and whatever end left
+ * (a response recycled before it was dispatched skips end). Anything
+ * that would still act on the response holds a latch reference
+ * (latch__res_ref) until it is done, so at recycle nothing is running.
+ */
+typedef struct latch_attach latch_attach;
+typedef struct latch_attach_ops {
+    void (*end)(latch_attach *a, latch_res *res, int reason);
+    void (*recycle)(latch_attach *a, latch_res *res);
+} latch_attach_ops;
+struct latch_attach {
+    latch_attach *next; /* the response's list (res.c) */
+    const latch_attach_ops *ops;
+};
+
+/* Ties `a` (ops set by the caller, memory owned by the caller until its
+ * recycle op runs) to `res`. On the response's loop. */
+void latch__res_attach(latch_res *res, latch_attach *a);
+/* The first attachment of `res` with these ops, or NULL. */
+latch_attach *latch__res_attached(const latch_res *res,
+                                  const latch_attach_ops *ops);
 
 /* ------------------------------------------------------------------ */
 /* Handles: what users hold instead of the pooled object (res.c)        */
@@ -511,23 +558,27 @@ void latch__res_check_drain(latch_conn *c);
 bool latch__res_retract_head(latch_res *res);
 
 /* async.c */
-void latch__timers_cancel(latch_res *res);
-void latch__timers_free(latch_res *res);
-latch_timer *latch__timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
-                                void *data);
-void latch__works_cancel(latch_res *res);
-void latch__joins_free(latch_res *res);
+/* Arms the request timeout of `res` (replacing one armed before): after
+ * ms (0: none) an unanswered response gets `status` (<= 0: 503), a
+ * started one is cut, and the cancellation signal fires. Silently not
+ * armed when out of memory. */
 void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
-/* True while the timer is armed (started, neither fired nor cleared). */
-bool latch__timer_armed(const latch_timer *t);
+/* True while the request timeout of `res` is armed: its timer holds a
+ * reference that owns nothing (latch__app_orphan_check). */
+bool latch__async_request_timer_armed(const latch_res *res);
 /* A delay in ms to add under LATCH_SHAKE (0 when off). */
 uint64_t latch__shake_ms(latch_worker *w);
 /* The shaker's state for worker `index` of an app seeded with `seed`
  * (0: off, and then 0). */
 uint64_t latch__shake_state(uint64_t seed, int index);
 
-/* res.c: fires the request's cancellation signal (once). */
+/* res.c: fires the request's cancellation signal (once): the
+ * attachments' end ops with `reason`, then latch_req_on_cancel's
+ * callbacks. Nothing on a FINISHED response. */
 void latch__res_cancel(latch_res *res, int reason);
+/* The request timeout fired on a response that has not ended: answers
+ * `status` if nothing went out (a held head is taken back), else cuts the
+ * response; then fires the cancellation signal (LATCH_CANCEL_TIMEOUT). */
 void latch__res_timeout(latch_res *res, int status);
 
 /* req.c */

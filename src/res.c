@@ -222,6 +222,61 @@ latch_res *latch__res_alloc(latch_worker *w)
     return r;
 }
 
+/* ------------------------------------------------------------------ */
+/* Attachments                                                          */
+/* ------------------------------------------------------------------ */
+
+void latch__res_attach(latch_res *res, latch_attach *a)
+{
+    a->next = res->attach;
+    res->attach = a;
+    if (res->attach_ended)
+        a->ops->end(a, res, res->cancel_reason);
+}
+
+latch_attach *latch__res_attached(const latch_res *res,
+                                  const latch_attach_ops *ops)
+{
+    latch_attach *a;
+
+    for (a = res->attach; a != NULL && a->ops != ops; a = a->next)
+        ;
+    return a;
+}
+
+/*
+ * The response is over or its request cancelled: each attachment's end,
+ * once. The flag is set before the walk, so an end op that leads back
+ * here (a join's completion that destroys the response) walks nothing;
+ * an attachment made meanwhile goes to the head and is ended by
+ * latch__res_attach, so the walk never meets it.
+ */
+static void end_attached(latch_res *res, int reason)
+{
+    latch_attach *a, *next;
+
+    if (res->attach_ended)
+        return;
+    res->attach_ended = true;
+    for (a = res->attach; a != NULL; a = next) {
+        next = a->next;
+        a->ops->end(a, res, reason);
+    }
+}
+
+/* The object goes back to its pool: each attachment's recycle, over the
+ * list detached first, so an op may free its own attachment. */
+static void recycle_attached(latch_res *res)
+{
+    latch_attach *a = res->attach, *next;
+
+    res->attach = NULL;
+    for (; a != NULL; a = next) {
+        next = a->next;
+        a->ops->recycle(a, res);
+    }
+}
+
 static void res_recycle(latch_res *r)
 {
     latch_worker *w = r->w;
@@ -230,8 +285,7 @@ static void res_recycle(latch_res *r)
     latch__rbuf_release(w, r->req.rb);
     r->req.rb = NULL;
     latch__req_reset(&r->req);
-    latch__timers_free(r);
-    latch__joins_free(r);
+    recycle_attached(r);
     /* Large buffers are not worth keeping in the pool. */
     if (r->hbuf.cap > 4096)
         latch__buf_dispose(&r->hbuf);
@@ -457,7 +511,9 @@ const char *latch__status_reason(int s)
  * The one place a response changes state. The legal edges are FRESH ->
  * HEADERS_SENT -> ENDED -> FINISHED, and any state but FINISHED ->
  * DESTROYED. Callers have already refused what the user may not do (gate
- * below), so an illegal edge here is latch's own bug.
+ * below), so an illegal edge here is latch's own bug. Each caller that
+ * ends the response (FINISHED, DESTROYED) then ends its attachments, with
+ * the cancellation reason when one comes with the end.
  */
 static void transition(latch_res *res, int to)
 {
@@ -477,8 +533,6 @@ static void transition(latch_res *res, int to)
     assert(ok);
     (void)ok;
     res->state = (uint8_t)to;
-    if (to == LATCH_RS_FINISHED || to == LATCH_RS_DESTROYED)
-        latch__timers_cancel(res); /* no timer callback after the end */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1853,6 +1907,7 @@ void latch__res_finished(latch_res *res)
     latch_res_cb cb = res->on_finish;
 
     transition(res, LATCH_RS_FINISHED);
+    end_attached(res, LATCH_CANCEL_NONE); /* no timer fires after this */
     res->conn = NULL;
     res->detached = true;
     res->on_finish = NULL;
@@ -1892,7 +1947,8 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
     res->on_drain = NULL;
     latch__res_ref(res);
     if (unfinished && reason != LATCH_CANCEL_NONE)
-        latch__res_cancel(res, reason);
+        latch__res_cancel(res, reason); /* ends the attachments with it */
+    end_attached(res, LATCH_CANCEL_NONE);
     fire_close(res);
     latch__app_res_closed(res);
     latch__res_unref(res);
@@ -1920,6 +1976,7 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
         res->ended_at.at = at;
     }
     transition(res, LATCH_RS_DESTROYED);
+    end_attached(res, LATCH_CANCEL_NONE);
     if (c != NULL) {
         /* What the response wrote goes out, truncated where it stopped,
          * after the responses before it; then the connection closes. */
@@ -1942,8 +1999,7 @@ void latch__res_cancel(latch_res *res, int reason)
     res->req.aborted = true;
     /* Hold the response: releasing timers and jobs may drop the others. */
     res->refs++;
-    latch__timers_cancel(res);
-    latch__works_cancel(res);
+    end_attached(res, reason);
     n = res->ncancel;
     for (i = 0; i < n; i++) {
         latch_cancel_cb cb = res->cancel_cbs[i].cb;
@@ -2028,24 +2084,28 @@ bool latch__res_retract_head(latch_res *res)
     return true;
 }
 
-/* The request timeout fired on a response that has not ended. */
 void latch__res_timeout(latch_res *res, int status)
 {
     static const latch_site none = {NULL, 0, NULL};
 
+    latch__res_ref(res); /* answering may finish and release it */
     latch__res_retract_head(res);
     if (res->state == LATCH_RS_FRESH) {
         latch__res_status_page(res, status, "request timeout");
-        return;
+    } else {
+        /* Too late for a status: cut it, visibly incomplete. The
+         * attachments end below, with the signal, so that they learn
+         * the reason. */
+        if (res->ended_at.call == NULL) {
+            res->ended_at.call = "request timeout";
+            res->ended_at.at = none;
+        }
+        transition(res, LATCH_RS_DESTROYED);
+        if (res->conn != NULL)
+            latch__conn_cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
     }
-    /* Too late for a status: cut it, visibly incomplete. */
-    if (res->ended_at.call == NULL) {
-        res->ended_at.call = "request timeout";
-        res->ended_at.at = none;
-    }
-    transition(res, LATCH_RS_DESTROYED);
-    if (res->conn != NULL)
-        latch__conn_cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
+    latch__res_cancel(res, LATCH_CANCEL_TIMEOUT);
+    latch__res_unref(res);
 }
 
 void latch__res_check_drain(latch_conn *c)

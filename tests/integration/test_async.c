@@ -740,6 +740,47 @@ static int h_join(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* /joins: twelve joins in one request's life, one after the other, each
+ * with one task resolved at once; then the eight cancellation callbacks
+ * latch_req_on_cancel promises a request. Answers how many joins were
+ * made and completed and how many callbacks were accepted. */
+static void many_done(latch_res *res, int status, void *const *results,
+                      void *data)
+{
+    (void)res;
+    (void)results;
+    if (status == 0)
+        (*(int *)data)++;
+}
+
+static void many_on_cancel(latch_req *req, int reason, void *data)
+{
+    (void)req;
+    (void)reason;
+    (void)data;
+}
+
+static int h_joins(latch_req *req, latch_res *res, void *data)
+{
+    char body[64];
+    int made = 0, done = 0, cbs = 0, i, n;
+
+    (void)data;
+    for (i = 0; i < 12; i++) {
+        latch_join *j = latch_join_new(res, 1, many_done, &done);
+        if (j == NULL)
+            break;
+        made++;
+        latch_join_resolve(j, 0, NULL);
+    }
+    for (i = 0; i < 8; i++)
+        if (latch_req_on_cancel(req, many_on_cancel, NULL) == 0)
+            cbs++;
+    n = snprintf(body, sizeof(body), "made=%d done=%d cbs=%d", made, done, cbs);
+    latch_res_send(res, body, (size_t)n);
+    return LATCH_DONE;
+}
+
 /* ---- LATCH_SHAKE races ---- */
 
 /* /hold: answers only when the test says so (at most 10 s), so that a
@@ -921,6 +962,7 @@ static latch_app *new_app(const config *cfg)
     assert_int_equal(latch_get(app, "/timer_fired", h_timer_fired, NULL), 0);
     assert_int_equal(latch_get(app, "/timer_late", h_timer_late, NULL), 0);
     assert_int_equal(latch_get(app, "/join", h_join, NULL), 0);
+    assert_int_equal(latch_get(app, "/joins", h_joins, NULL), 0);
     assert_int_equal(latch_get(app, "/hold", h_hold, NULL), 0);
     assert_int_equal(latch_get(app, "/race", h_race, NULL), 0);
     return app;
@@ -1807,6 +1849,26 @@ static void test_join_timer_tasks_released(void **state)
     close(fd);
 }
 
+/*
+ * A join is released when it is done, and never takes one of the eight
+ * cancellation callbacks a request may register: twelve joins in one
+ * request all complete, and the request still gets its eight callbacks
+ * (joins used to take a callback slot each for good, so the ninth
+ * latch_join_new failed).
+ */
+static void test_join_many_in_one_request(void **state)
+{
+    static const config cfg = {0, 0, 0};
+    int fd;
+
+    (void)state;
+    start(&cfg);
+    fd = get("/joins");
+    expect_ok(fd, "made=12 done=12 cbs=8");
+    assert_int_equal(th_vlog_count(&vlog), 0);
+    close(fd);
+}
+
 /* ------------------------------------------------------------------ */
 /* LATCH_SHAKE                                                          */
 /* ------------------------------------------------------------------ */
@@ -1971,6 +2033,7 @@ int main(void)
         cmocka_unit_test_teardown(test_join_one_fails, teardown),
         cmocka_unit_test_teardown(test_join_cancelled, teardown),
         cmocka_unit_test_teardown(test_join_timer_tasks_released, teardown),
+        cmocka_unit_test_teardown(test_join_many_in_one_request, teardown),
         cmocka_unit_test_teardown(test_shake_races, teardown),
     };
 
