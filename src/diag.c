@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The index of a latch code in the counters, or -1. */
 #define LATCH_ERR_FIRST (-7001)
@@ -242,6 +243,7 @@ uint64_t latch_app_violation_site_count(latch_app *app, const char *file,
 
     if (app == NULL || file == NULL)
         return 0;
+    file = latch__site_file(app, file); /* as counted */
     pthread_mutex_lock(&app->site_mu);
     for (i = 0; i < LATCH_NSITES; i++)
         if (app->sites[i].file != NULL && app->sites[i].line == line &&
@@ -270,8 +272,56 @@ void latch_app_violation_sites(latch_app *app,
             fn(copy[i].file, copy[i].line, copy[i].code, copy[i].count, data);
 }
 
+/*
+ * Report paths. A build that hands the compiler absolute paths (CMake
+ * does) puts them in __FILE__; latch's CMake package and latch.pc map them
+ * at compile time (-fmacro-prefix-map). For a program built without that,
+ * reports strip the source root at run time: $LATCH_SOURCE_ROOT, or else
+ * the directory the program started in (latch_app_new's), which is the
+ * project's own when run as ./build/app. "/" or a relative root strips
+ * nothing.
+ */
+void latch__diag_init(latch_app *app)
+{
+    const char *root = getenv("LATCH_SOURCE_ROOT");
+    char cwd[4096];
+    size_t n;
+
+    if (root == NULL || *root == '\0')
+        root = getcwd(cwd, sizeof(cwd));
+    if (root == NULL || root[0] != '/')
+        return;
+    n = strlen(root);
+    while (n > 1 && root[n - 1] == '/')
+        n--;
+    if (n <= 1)
+        return;
+    app->src_root = strndup(root, n);
+    app->src_root_len = app->src_root != NULL ? n : 0; /* NOMEM: keep it */
+}
+
+void latch__diag_free(latch_app *app)
+{
+    free(app->src_root);
+    app->src_root = NULL;
+    app->src_root_len = 0;
+}
+
+const char *latch__site_file(const latch_app *app, const char *file)
+{
+    size_t n = app->src_root_len;
+
+    if (file != NULL && n > 0 && strncmp(file, app->src_root, n) == 0 &&
+        file[n] == '/' && file[n + 1] != '\0')
+        return file + n + 1;
+    return file;
+}
+
 static void deliver(latch_app *app, latch_violation *v)
 {
+    v->at.file = latch__site_file(app, v->at.file);
+    v->sealed_at.file = latch__site_file(app, v->sealed_at.file);
+    v->prior_at.file = latch__site_file(app, v->prior_at.file);
     count(app, v->code, v->at);
     if (app->policy == LATCH_POLICY_COUNT)
         return;

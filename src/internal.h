@@ -106,6 +106,8 @@ struct latch_app {
     pthread_mutex_t site_mu;
     latch_site_count sites[LATCH_NSITES];
     uint64_t sites_dropped; /* violations at sites beyond the table */
+    char *src_root;         /* stripped from report paths (diag.c) */
+    size_t src_root_len;    /* 0: strip nothing */
     /* workers (server.c) */
     latch_worker *workers;
     int nworkers_running;
@@ -630,5 +632,12 @@ void latch__violation_prior(latch_res *res, int code, const char *call,
                             const latch_seal *prior);
 void latch__violation_app(latch_app *app, int code, const char *call,
                           const char *message, latch_site at);
+/* The source root reports strip (LATCH_SOURCE_ROOT, else the working
+ * directory), taken by latch_app_new and freed by latch_app_free. */
+void latch__diag_init(latch_app *app);
+void latch__diag_free(latch_app *app);
+/* file without the source root and its '/', when it starts with them;
+ * else file itself (NULL stays NULL). Never allocates. */
+const char *latch__site_file(const latch_app *app, const char *file);
 
 #endif

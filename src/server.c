@@ -73,6 +73,7 @@ latch_app *latch_app_new(void)
     strict = getenv("LATCH_STRICT");
     if (strict != NULL && strcmp(strict, "1") == 0)
         app->policy = LATCH_POLICY_ABORT;
+    latch__diag_init(app);
     return app;
 }
 
@@ -85,6 +86,7 @@ void latch_app_free(latch_app *app)
     latch__app_free_layers(app);
     pthread_mutex_destroy(&app->live_mu);
     pthread_mutex_destroy(&app->site_mu);
+    latch__diag_free(app);
     free(app);
 }
 

@@ -69,6 +69,20 @@ cc -std=c11 -Wall -Werror $flags -o "$tmp/hello_pc" "$src/examples/hello.c" \
   $(pkg-config --cflags --libs latch)
 run_hello "$tmp/hello_pc"
 
+# latch.pc maps a project root given to it; by default it maps nothing.
+mkdir -p "$tmp/pcproj/src"
+cp "$src/examples/hello.c" "$tmp/pcproj/src/"
+# shellcheck disable=SC2046,SC2086
+cc -std=c11 $flags -o "$tmp/hello_root" "$tmp/pcproj/src/hello.c" $(pkg-config \
+  --define-variable=project_root="$tmp/pcproj/" --cflags --libs latch)
+strings "$tmp/hello_root" | grep -qx "src/hello.c" ||
+  fail "project_root did not map __FILE__"
+# shellcheck disable=SC2046,SC2086
+cc -std=c11 $flags -o "$tmp/hello_abs" "$tmp/pcproj/src/hello.c" \
+  $(pkg-config --cflags --libs latch)
+strings "$tmp/hello_abs" | grep -qx "$tmp/pcproj/src/hello.c" ||
+  fail "the default latch.pc changed __FILE__"
+
 # CMake: find_package(latch), once against each library.
 mkdir -p "$tmp/proj"
 cp "$src/examples/hello.c" "$tmp/proj/"
@@ -89,6 +103,11 @@ cmake --build "$tmp/proj/build" >"$tmp/build.log" 2>&1 ||
 # The package maps the project's directory out of __FILE__ (item 4).
 grep -rq -- "-fmacro-prefix-map=$tmp/proj/=" "$tmp/proj/build/CMakeFiles" ||
   fail "find_package(latch) did not set -fmacro-prefix-map"
+# The mapped name is what the binary carries (latch_res_send's site).
+strings "$tmp/proj/build/hello" | grep -qx "hello.c" ||
+  fail "hello's sites do not name hello.c"
+strings "$tmp/proj/build/hello" | grep -q "$tmp/proj/" &&
+  fail "hello's sites name the absolute path"
 run_hello "$tmp/proj/build/hello"
 run_hello "$tmp/proj/build/hello_static"
 

@@ -736,6 +736,77 @@ static void test_latch_strict_selects_abort(void **state)
     assert_string_equal(r.out, "9");
 }
 
+/* ---- report paths ------------------------------------------------------ */
+
+/* An app made under LATCH_SOURCE_ROOT=root (NULL: unset), with the
+ * recording hook, and one violation sealed and raised in `file`. */
+static latch_app *strip_app(const char *root, fixture *f, const char *file)
+{
+    latch_app *app;
+
+    if (root != NULL)
+        setenv("LATCH_SOURCE_ROOT", root, 1);
+    else
+        unsetenv("LATCH_SOURCE_ROOT");
+    app = latch_app_new();
+    unsetenv("LATCH_SOURCE_ROOT");
+    assert_non_null(app);
+    memset(&rec, 0, sizeof(rec));
+    assert_int_equal(latch_app_on_violation(app, recording_hook, &rec), 0);
+    f->w->app = app;
+    seal_end(f->res, "latch_res_end", file, 17, "create_user");
+    latch__violation(f->res, LATCH_ERR_STREAM_WRITE_AFTER_END,
+                     "latch_res_write", NULL, SITE(file, 18, "create_user"));
+    f->w->app = f->app;
+    assert_int_equal(rec.calls, 1);
+    return app;
+}
+
+static void test_reports_strip_the_source_root(void **state)
+{
+    fixture *f = *state;
+    latch_app *app;
+
+    /* The root, with or without its trailing slash, goes with its '/'. */
+    app = strip_app("/home/u/proj/", f, "/home/u/proj/src/users.c");
+    assert_string_equal(rec.at_file.s, "src/users.c");
+    assert_string_equal(rec.sealed_file.s, "src/users.c");
+    /* Counted under the short name; asked either way. */
+    assert_int_equal(latch_app_violation_site_count(app, "src/users.c", 18), 1);
+    assert_int_equal(
+        latch_app_violation_site_count(app, "/home/u/proj/src/users.c", 18), 1);
+    latch_app_free(app);
+
+    /* Only a whole directory matches; relative paths are kept. */
+    app = strip_app("/home/u/proj", f, "/home/u/project/a.c");
+    assert_string_equal(rec.at_file.s, "/home/u/project/a.c");
+    latch_app_free(app);
+    app = strip_app("/home/u/proj", f, "src/users.c");
+    assert_string_equal(rec.at_file.s, "src/users.c");
+    latch_app_free(app);
+
+    /* "/" strips nothing (every path would lose its root). */
+    app = strip_app("/", f, "/home/u/proj/src/users.c");
+    assert_string_equal(rec.at_file.s, "/home/u/proj/src/users.c");
+    latch_app_free(app);
+}
+
+static void test_reports_strip_the_working_directory(void **state)
+{
+    fixture *f = *state;
+    char cwd[4096], file[4200];
+    latch_app *app;
+
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    snprintf(file, sizeof(file), "%s/src/users.c", cwd);
+    app = strip_app(NULL, f, file);
+    if (strcmp(cwd, "/") == 0)
+        assert_string_equal(rec.at_file.s, file);
+    else
+        assert_string_equal(rec.at_file.s, "src/users.c");
+    latch_app_free(app);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -773,6 +844,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_count_prints_nothing, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_reports_strip_the_source_root,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_reports_strip_the_working_directory, setup, teardown),
         cmocka_unit_test(test_policy_abort_reports_then_aborts),
         cmocka_unit_test(test_policy_report_does_not_abort),
         cmocka_unit_test(test_latch_strict_selects_abort),
@@ -781,5 +856,6 @@ int main(void)
     /* The policy under test must not come from the caller's environment:
      * the tests that need LATCH_STRICT set it in a child. */
     unsetenv("LATCH_STRICT");
+    unsetenv("LATCH_SOURCE_ROOT");
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
