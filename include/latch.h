@@ -316,6 +316,14 @@ enum latch_limit {
                                      response before closing [2000] */
     LATCH_TIMEOUT_DRAIN,          /* ms in-flight requests get on stop
                                      [10000] */
+    LATCH_LIMIT_OUTPUT,           /* bytes of output a connection may hold
+                                     unsent [16 MiB; 64 KiB..1 TiB]: a write
+                                     made while the pending output is at or
+                                     above the high-water mark (a write
+                                     returned 0 and the writer went on) that
+                                     would pass it fails with
+                                     LATCH_ERR_LIMIT, reported, and the
+                                     response is destroyed */
 };
 LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
 
@@ -735,6 +743,140 @@ LATCH_API void latch_res_release_at(latch_res *res, latch_site at);
  * ended meanwhile: then every call fn makes through res is refused and
  * reported, and fn can still free `data`. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
+
+/* ------------------------------------------------------------------ */
+/* Pipes, files and static serving                                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A pipe: a producer attached to a response, pulled with backpressure and
+ * told exactly once how it ended (Node's stream.pipeline for a response).
+ * The producer writes with latch_res_write / latch_res_end as any code
+ * does, so a late write from it meets the same state machine: refused and
+ * reported, never on the wire.
+ *
+ * pull(res, data) runs on the response's loop once after latch_res_pipe
+ * returned (at the next loop turn, once the response may write) and again
+ * each time the pending output fell below the high-water mark after a
+ * write returned 0; never after the response ended. A producer whose
+ * source is slower than the client writes whenever it has data and waits
+ * for pull only after a 0.
+ *
+ * done(res, status, data) runs exactly once, last, on the loop: status 0
+ * after latch_res_end once the last byte went to the OS; LATCH_ERR_CANCELLED
+ * when the request's cancellation signal fired first (client gone, request
+ * timeout, shutdown); the error given to latch_res_pipe_fail; LATCH_ERR_LIMIT
+ * when a write passed LATCH_LIMIT_OUTPUT; LATCH_ERR_STREAM_DESTROYED when
+ * someone destroyed the response. Nothing of the pipe runs after it; it may
+ * free `data`. The pipe holds a reference to the response until done
+ * returned.
+ *
+ * Returns 0 (done will run), or an error and done never runs:
+ * LATCH_ERR_INVALID_ARG (pull NULL), LATCH_ERR_STATE (a pipe already,
+ * one per response), LATCH_ERR_STREAM_WRITE_AFTER_END (ended),
+ * LATCH_ERR_STREAM_DESTROYED, LATCH_ERR_WRONG_THREAD, LATCH_ERR_NOMEM; all
+ * but NOMEM reported.
+ */
+typedef void (*latch_pull_cb)(latch_res *res, void *data);
+typedef void (*latch_done_cb)(latch_res *res, int status, void *data);
+#define latch_res_pipe(res, pull, done, data)                                  \
+    latch_res_pipe_at((res), (pull), (done), (data), LATCH_HERE)
+LATCH_API int latch_res_pipe_at(latch_res *res, latch_pull_cb pull,
+                                latch_done_cb done, void *data,
+                                latch_site at);
+/*
+ * The producer failed with `error` (negative: a -errno / UV_E* or a
+ * LATCH_ERR_* code). Before the headers went out (a head held by
+ * latch_res_write_head counts as not sent) the error handlers run with
+ * err->code = error and err->status 404 for UV_ENOENT / UV_ENOTDIR, 403 for
+ * UV_EACCES / UV_EPERM, 500 otherwise; after the headers the response is
+ * destroyed without its terminating chunk (no error handler runs), so the
+ * client sees a truncated body, never a complete-looking one. Either way
+ * done runs last with `error`, and later reports name this call as where
+ * the response was sealed. Returns 0, or (reported) LATCH_ERR_INVALID_ARG
+ * for an error >= 0, LATCH_ERR_STATE without a pipe, the response's state
+ * error once it ended or was destroyed (the pipe's done already ran or
+ * will run with the earlier outcome), LATCH_ERR_WRONG_THREAD.
+ */
+#define latch_res_pipe_fail(res, error)                                        \
+    latch_res_pipe_fail_at((res), (error), LATCH_HERE)
+LATCH_API int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at);
+
+/* How latch_res_sendfile sends a file; all-zero (or NULL) is the default. */
+typedef struct latch_file_opts {
+    const char *root;  /* path is resolved under root, symlinks included;
+                          escaping it is a 403 (NULL: the path as is) */
+    uint64_t max_age_ms; /* Cache-Control: public, max-age (seconds) */
+    bool no_etag, no_last_modified, no_ranges;
+    const char *content_type; /* NULL: from the extension */
+    bool attachment; /* Content-Disposition: attachment; filename="..." */
+} latch_file_opts;
+/*
+ * Sends a file as Express's res.sendFile does, on a pipe: the file is
+ * opened and stat'ed off the loop; Content-Type from the extension
+ * (application/octet-stream when unknown) unless set, Content-Length,
+ * ETag (strong, from inode, size and mtime) and Last-Modified,
+ * Accept-Ranges: bytes; 304 for If-None-Match (weak comparison) or
+ * If-Modified-Since, 412 for If-Match / If-Unmodified-Since; one byte range
+ * is a 206 with Content-Range, an unsatisfiable one a 416 with
+ * "Content-Range: bytes * /size" (no space), several ranges or a malformed
+ * Range header the whole file (200); If-Range that does not match sends
+ * it whole. HEAD sends the headers only. The status set before (200 by
+ * default) is kept for a whole file. The bytes are those of the open
+ * file: a file that shrinks while it is sent truncates the response (it is
+ * destroyed, done gets LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH), one that
+ * grows sends the length announced.
+ *
+ * A path that is not a regular file, or that `opts->root` does not
+ * contain, fails as latch_res_pipe_fail does before the headers: the error
+ * handlers run with 404 (UV_ENOENT, UV_ENOTDIR, a directory: UV_EISDIR is
+ * sent as 404 too), 403 (UV_EACCES, UV_EPERM, an escape from root) or 500.
+ * done(res, status, data), which may be NULL, runs exactly once as a
+ * pipe's. Returns 0, or an error (done never runs): LATCH_ERR_INVALID_ARG
+ * (path NULL or empty, reported), LATCH_ERR_HTTP_HEADERS_SENT once the
+ * headers went out, the state errors of latch_res_pipe.
+ */
+#define latch_res_sendfile(res, path, opts, done, data)                        \
+    latch_res_sendfile_at((res), (path), (opts), (done), (data), LATCH_HERE)
+LATCH_API int latch_res_sendfile_at(latch_res *res, const char *path,
+                                    const latch_file_opts *opts,
+                                    latch_done_cb done, void *data,
+                                    latch_site at);
+
+enum {
+    LATCH_DOTFILES_IGNORE = 0, /* 404 (default) */
+    LATCH_DOTFILES_DENY = 1,   /* 403 */
+    LATCH_DOTFILES_ALLOW = 2,
+};
+/* latch_static's options; all-zero (or NULL) means the defaults. */
+typedef struct latch_static_opts {
+    const char *index;    /* NULL: "index.html"; "": none */
+    int dotfiles;         /* LATCH_DOTFILES_IGNORE, _DENY, _ALLOW */
+    bool no_fallthrough;  /* false: a miss calls the next handler; true: 404 */
+    bool no_redirect_dirs; /* false: /dir -> 301 /dir/ */
+    bool precompressed;   /* serve file.br / file.gz when Accept-Encoding
+                             allows and the sibling exists */
+    uint64_t max_age_ms;
+} latch_static_opts;
+/*
+ * Serves the files under `root` for GET and HEAD requests whose path
+ * starts with `prefix` (NULL or "/": every path), as Express's
+ * serve-static: the rest of the path names a file under root, a directory
+ * its index file (a directory without the trailing slash is a 301 to the
+ * path with it), dotfiles per opts, and a miss (no such file, a method
+ * other than GET/HEAD) continues the chain unless no_fallthrough. The path
+ * is checked before any disk access: a ".." segment (also percent-encoded),
+ * an encoded '/' or '\', a '\', a NUL or control byte is a 403 (400 for a
+ * malformed escape), and a symlink that resolves outside root is a 403;
+ * the bytes of a file outside root are never sent. Responses are those of
+ * latch_res_sendfile. With precompressed, Vary: Accept-Encoding is sent
+ * and a .br or .gz sibling is preferred when the client accepts it.
+ * Returns 0, LATCH_ERR_INVALID_ARG (app or root NULL, root not an
+ * existing directory, dotfiles out of range), LATCH_ERR_NOMEM, or
+ * LATCH_ERR_STATE once the app runs. The app keeps what it needs of opts.
+ */
+LATCH_API int latch_static(latch_app *app, const char *prefix,
+                           const char *root, const latch_static_opts *opts);
 
 /* ------------------------------------------------------------------ */
 /* Timers                                                               */

@@ -53,10 +53,38 @@ struct latch_errlayer {
     latch_site at;
 };
 
+struct latch_keep {
+    struct latch_keep *next;
+    void *p;
+    void (*fn)(void *);
+};
+
+int latch__app_keep(latch_app *app, void *p, void (*fn)(void *))
+{
+    struct latch_keep *k = malloc(sizeof(*k));
+
+    if (k == NULL) {
+        fn(p);
+        return LATCH_ERR_NOMEM;
+    }
+    k->p = p;
+    k->fn = fn;
+    k->next = app->keeps;
+    app->keeps = k;
+    return 0;
+}
+
 void latch__app_free_layers(latch_app *app)
 {
     latch_layer *l, *ln;
     latch_errlayer *e, *en;
+    struct latch_keep *k;
+
+    while ((k = app->keeps) != NULL) {
+        app->keeps = k->next;
+        k->fn(k->p);
+        free(k);
+    }
 
     for (l = app->layers; l != NULL; l = ln) {
         ln = l->next;
@@ -1057,6 +1085,50 @@ void latch__app_orphan_check(latch_res *res)
     } else {
         latch_res_destroy_at(res, no_site);
     }
+}
+
+/*
+ * A feature's failure before the response's headers went out (a pipe's
+ * producer): the error handlers answer it with `code` and `status`, as
+ * after latch_fail. Inside a running handler that has not moved the chain
+ * the handler's return is overridden, as latch_fail's is; a pending chain
+ * is resumed at the error handlers; a chain that is over runs again from
+ * the error handlers. The caller holds a reference.
+ */
+void latch__app_raise(latch_res *res, int code, int status, const char *call,
+                      latch_site at)
+{
+    latch_frame *f = res->frame;
+
+    res->err.code = code;
+    res->err.status = status;
+    res->err.message = NULL;
+    res->err.at = at;
+    if (f != NULL && !f->continued && !f->failed) {
+        record_move(res, f->id, call, at);
+        f->failed = true;
+        return;
+    }
+    res->in_error = true;
+    res->elayer = res->w->app->errlayers;
+    if (f != NULL) {
+        /* The running handler moved the chain already: answer now, with
+         * no chain to run. */
+        final_error(res);
+        return;
+    }
+    if (res->pending_next) {
+        res->pending_next = false;
+        res->resumed.call = call;
+        res->resumed.at = at;
+        record_move(res, res->pending_frame, call, at);
+        run(res);
+        return;
+    }
+    res->dispatched = 1;
+    res->refs++; /* the chain's reference, again */
+    res->chain_ref = true;
+    run(res);
 }
 
 void latch__app_dispatch(latch_res *res)

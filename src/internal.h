@@ -75,6 +75,7 @@ typedef struct latch_config {
     uint32_t pipeline;
     uint64_t header_ms, body_ms, keepalive_ms, linger_ms, drain_ms;
     uint64_t request_ms; /* request timeout, 0: none */
+    uint64_t output;     /* LATCH_LIMIT_OUTPUT: pending output bytes */
     int request_status;  /* its answer when nothing was sent (503) */
 } latch_config;
 
@@ -87,6 +88,7 @@ struct latch_app {
     struct latch_router *router; /* the routes as a tree (router.c) */
     latch_errlayer *errlayers, *errlayers_tail;
     latch_layer *limits, *limits_tail; /* latch_route_body_limit rules */
+    struct latch_keep *keeps; /* what features registered (latch_static) */
     int nworkers;
     bool handle_signals;
     bool running;
@@ -332,6 +334,7 @@ struct latch_res {
      * later pipes, upstreams, subscriptions): see latch_attach below. */
     struct latch_attach *attach;
     bool attach_ended;     /* their end ops ran */
+    int cut_code; /* why latch destroyed it (LATCH_ERR_LIMIT), or 0 */
     uint8_t cancel_reason; /* LATCH_CANCEL_*, once the signal fired */
     uint8_t ncancel;
     struct {
@@ -388,6 +391,12 @@ struct latch_res {
  * walk happens once per response: an attachment made after it has its
  * end called at once, with the response's cancel reason.
  *
+ * drain(a, res), when not NULL, is called on the loop each time the
+ * pending output of the response fell below the high-water mark after a
+ * write returned 0 (or after latch__res_want_drain), while the response
+ * is not over: a producer attached to the response (stream.c's pipe)
+ * writes on from there. The response is held across the call.
+ *
  * recycle(a, res) is called exactly once per attachment, when the
  * response's last reference went and the object goes back to its pool;
  * the list is detached first, so recycle frees `a` and whatever end left
@@ -399,6 +408,7 @@ typedef struct latch_attach latch_attach;
 typedef struct latch_attach_ops {
     void (*end)(latch_attach *a, latch_res *res, int reason);
     void (*recycle)(latch_attach *a, latch_res *res);
+    void (*drain)(latch_attach *a, latch_res *res); /* optional */
 } latch_attach_ops;
 struct latch_attach {
     latch_attach *next; /* the response's list (res.c) */
@@ -558,6 +568,10 @@ void latch__res_protocol_error(latch_res *res, int status, const char *reason);
 void latch__res_check_drain(latch_conn *c);
 /* Takes back a head built by write_head and not sent yet: FRESH again. */
 bool latch__res_retract_head(latch_res *res);
+/* Asks for the drain ops (and on_drain) at the next flush once the
+ * pending output is below the high-water mark, as if a write had returned
+ * 0: a producer's first pull. No-op on a response without a connection. */
+void latch__res_want_drain(latch_res *res);
 
 /* async.c */
 /* Arms the request timeout of `res` (replacing one armed before): after
@@ -615,6 +629,13 @@ static inline uint16_t latch__frame_pick(uint16_t hf, const latch_res *res)
     return hf != 0 ? hf : latch__app_acting_frame(res);
 }
 void latch__app_orphan_check(latch_res *res);
+/* Keeps p until the app is freed, then calls fn(p) (a feature's handler
+ * data). 0 or LATCH_ERR_NOMEM (then fn(p) has run). */
+int latch__app_keep(latch_app *app, void *p, void (*fn)(void *));
+/* Runs the error handlers for a feature's failure (`call` at `at`) on a
+ * response that sent nothing yet: err code and status as given. */
+void latch__app_raise(latch_res *res, int code, int status, const char *call,
+                      latch_site at);
 void latch__app_res_closed(latch_res *res);
 uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q);
 void latch__app_free_layers(latch_app *app);

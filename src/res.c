@@ -1183,6 +1183,27 @@ sealed:
     return 0;
 }
 
+/* Output not yet taken by the OS that this response waits behind: the
+ * connection's, and its own while an earlier response holds the wire. */
+static size_t out_backlog(const latch_res *res)
+{
+    return latch__conn_pending_out(res->conn) + res->pending.len;
+}
+
+/*
+ * LATCH_LIMIT_OUTPUT: a write that starts while the backlog is at or above
+ * the high-water mark (the previous write returned 0 and the caller went
+ * on) and would take it past the cap is refused. A single large write
+ * into a backlog below the mark is not: its bytes are in the caller's
+ * memory already, and the next write will wait.
+ */
+static bool out_over(const latch_res *res, size_t need)
+{
+    size_t backlog = out_backlog(res);
+
+    return backlog >= HIGH_WATER && backlog + need > res->w->app->cfg.output;
+}
+
 /* Appends body bytes (framed) to the sink. */
 static int emit_body(latch_res *res, const void *data, size_t len, bool last)
 {
@@ -1198,8 +1219,10 @@ static int emit_body(latch_res *res, const void *data, size_t len, bool last)
         len = 0;
     if (len == 0 && !(last && res->chunked))
         return 0;
-    b = latch__conn_sink(res);
     need = len + (res->chunked ? 32 : 0);
+    if (out_over(res, need))
+        return LATCH_ERR_LIMIT;
+    b = latch__conn_sink(res);
     r = latch__buf_reserve(b, need, PENDING_LIMIT);
     if (r < 0)
         return r;
@@ -1282,6 +1305,31 @@ int latch_res_flush_headers_at(latch_res *res, latch_site at)
     return build_head(res, -1, false, "latch_res_flush_headers", at);
 }
 
+/*
+ * A write past LATCH_LIMIT_OUTPUT: the caller ignored backpressure, so the
+ * response cannot be completed without buffering without bound. Reported
+ * once, then the response is destroyed (the client sees it truncated);
+ * later calls meet the destroyed state.
+ */
+static int over_limit(latch_res *res, const char *call, latch_site at)
+{
+    char msg[200];
+
+    snprintf(msg, sizeof(msg),
+             "The pending output would pass LATCH_LIMIT_OUTPUT (%llu bytes): "
+             "a write returned 0 and the writer went on without waiting for "
+             "drain; the response is destroyed",
+             (unsigned long long)res->w->app->cfg.output);
+    latch__violation(res, LATCH_ERR_LIMIT, call, msg, at);
+    res->cut_code = LATCH_ERR_LIMIT;
+    if (res->ended_at.call == NULL) {
+        res->ended_at.call = call;
+        res->ended_at.at = at;
+    }
+    latch_res_destroy_at(res, at);
+    return LATCH_ERR_LIMIT;
+}
+
 static int write_common(latch_res *res, const void *data, size_t len,
                         const char *call, latch_site at)
 {
@@ -1309,10 +1357,10 @@ static int write_common(latch_res *res, const void *data, size_t len,
     if (res->hold)
         latch__conn_unhold(res);
     if ((r = emit_body(res, data, len, false)) < 0)
-        return r;
+        return r == LATCH_ERR_LIMIT ? over_limit(res, call, at) : r;
     res->body_sent += len;
     c = res->conn;
-    if (c != NULL && latch__conn_pending_out(c) >= HIGH_WATER) {
+    if (c != NULL && out_backlog(res) >= HIGH_WATER) {
         res->want_drain = true;
         return 0;
     }
@@ -1364,7 +1412,7 @@ static int end_common(latch_res *res, const void *data, size_t len,
     if (res->hold)
         latch__conn_unhold(res);
     if ((r = emit_body(res, data, len, true)) < 0)
-        return r;
+        return r == LATCH_ERR_LIMIT ? over_limit(res, call, at) : r;
     res->body_sent += len;
     if (res->has_cl && res->has_body && res->body_sent < res->content_length) {
         /* Ended short: the client must not take the truncated body for a
@@ -2108,6 +2156,23 @@ void latch__res_timeout(latch_res *res, int status)
     latch__res_unref(res);
 }
 
+/* The attachments that write on when the output drained (a pipe's
+ * producer). Held across: a drain op may end the response. */
+static void drain_attached(latch_res *r)
+{
+    latch_attach *a, *next;
+
+    if (r->attach == NULL)
+        return;
+    latch__res_ref(r);
+    for (a = r->attach; a != NULL && !r->attach_ended; a = next) {
+        next = a->next;
+        if (a->ops->drain != NULL && r->state < LATCH_RS_ENDED)
+            a->ops->drain(a, r);
+    }
+    latch__res_unref(r);
+}
+
 void latch__res_check_drain(latch_conn *c)
 {
     latch_res *r = c->writer;
@@ -2130,6 +2195,15 @@ void latch__res_check_drain(latch_conn *c)
         latch__frame_leave(r, prev);
         latch__res_unref(r);
     }
+    drain_attached(r);
+}
+
+void latch__res_want_drain(latch_res *res)
+{
+    if (res->conn == NULL)
+        return;
+    res->want_drain = true;
+    latch__conn_mark_dirty(res->conn);
 }
 
 /* ------------------------------------------------------------------ */

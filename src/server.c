@@ -59,6 +59,7 @@ latch_app *latch_app_new(void)
     app->cfg.keepalive_ms = 5000;
     app->cfg.linger_ms = 2000;
     app->cfg.drain_ms = 10000;
+    app->cfg.output = (uint64_t)16 << 20;
     app->handle_signals = true;
     app->listen_fd = -1;
     app->port = -1;
@@ -180,6 +181,12 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
         if (v < 1 || v > 1024)
             return LATCH_ERR_INVALID_ARG;
         c->pipeline = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_OUTPUT:
+        /* at least the high-water mark (64 KiB), at most 1 TiB */
+        if (v < 65536 || v > ((uint64_t)1 << 40))
+            return LATCH_ERR_INVALID_ARG;
+        c->output = v;
         return 0;
     default: break;
     }

@@ -522,6 +522,26 @@ static long reg_null_fn(ctx *c, int which)
       (latch_res_retain_at(NULL, SITE_), 0))                                   \
     X(902, "latch_res_release_at", O, 0, 0, 0,                                 \
       (latch_res_release_at(NULL, SITE_), 0))                                  \
+    X(903, "latch_res_pipe_at", O, IA, 0, 0,                                   \
+      latch_res_pipe(NULL, cb_res, NULL, NULL))                                \
+    X(904, "latch_res_pipe_at", H, IA, 1, IA,                                  \
+      latch_res_pipe(c->res, NULL, NULL, NULL))                                \
+    X(905, "latch_res_pipe_fail_at", O, IA, 0, 0,                              \
+      latch_res_pipe_fail(NULL, -5))                                           \
+    X(906, "latch_res_pipe_fail_at", H, IA, 1, IA,                             \
+      latch_res_pipe_fail(c->res, 0))                                          \
+    X(907, "latch_res_pipe_fail_at", H, LATCH_ERR_STATE, 1, LATCH_ERR_STATE,   \
+      latch_res_pipe_fail(c->res, -5))                                         \
+    X(908, "latch_res_sendfile_at", O, IA, 0, 0,                               \
+      latch_res_sendfile(NULL, "x", NULL, NULL, NULL))                         \
+    X(909, "latch_res_sendfile_at", H, IA, 1, IA,                              \
+      latch_res_sendfile(c->res, NULL, NULL, NULL, NULL))                      \
+    X(910, "latch_res_sendfile_at", H, IA, 1, IA,                              \
+      latch_res_sendfile(c->res, "", NULL, NULL, NULL))                        \
+    X(911, "latch_static", O, IA, 0, 0, latch_static(NULL, "/", "/", NULL))    \
+    X(912, "latch_static", O, IA, 0, 0, latch_static(c->app, "/", NULL, NULL)) \
+    X(913, "latch_static", O, IA, 0, 0,                                        \
+      latch_static(c->app, "/", "/nonexistent-latch-root", NULL))              \
     X(167, "latch_res_post", O, IA, 0, 0, latch_res_post(NULL, cb_res, NULL))  \
     X(168, "latch_res_post", H, IA, 1, IA, latch_res_post(c->res, NULL, NULL)) \
     X(169, "latch_set_timeout_at", O, 1, 0, 0,                                 \

@@ -1,0 +1,215 @@
+/*
+ * stream.c - pipes: a producer attached to a response, pulled with
+ * backpressure, told exactly once how it ended (latch.h, latch_res_pipe).
+ *
+ * A pipe is an attachment of the response (internal.h, latch_attach): its
+ * drain op pulls the producer when the output fell below the high-water
+ * mark, its end op calls done exactly once (finished, destroyed or
+ * cancelled), its recycle op frees it. The producer writes through the
+ * ordinary latch_res_write / latch_res_end, so everything it does late is
+ * refused by the response's own state machine; this file adds no second
+ * one. It is not a byte source: file.c and the proxy are producers on top.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+typedef struct latch_pipe {
+    latch_attach a;
+    latch_res *res; /* latch's own pointer; the pipe holds a reference */
+    latch_pull_cb pull;
+    latch_done_cb done;
+    void *data;
+    uint16_t frame; /* the handler call that made it: its callbacks' */
+    bool over;      /* done ran (or is running) */
+    bool failed;    /* latch_res_pipe_fail was called */
+    int error;      /* and with what */
+} latch_pipe;
+
+static void pipe_end(latch_attach *a, latch_res *res, int reason);
+static void pipe_recycle(latch_attach *a, latch_res *res);
+static void pipe_drain(latch_attach *a, latch_res *res);
+static const latch_attach_ops pipe_ops = {pipe_end, pipe_recycle, pipe_drain};
+
+static latch_pipe *pipe_of(const latch_res *res)
+{
+    latch_attach *a = latch__res_attached(res, &pipe_ops);
+
+    return a != NULL ? LATCH_CONTAINER_OF(a, latch_pipe, a) : NULL;
+}
+
+static bool on_loop(const latch_res *res)
+{
+    return pthread_equal(pthread_self(), res->w->thread);
+}
+
+static int refuse(latch_res *res, int code, const char *call,
+                  const char *msg, latch_site at)
+{
+    latch__violation(res, code, call, msg, at);
+    return code;
+}
+
+/* The refusal for a call on a response that is over: its state's error. */
+static int refuse_over(latch_res *res, const char *call, latch_site at)
+{
+    if (res->state == LATCH_RS_DESTROYED || res->detached)
+        return refuse(res, LATCH_ERR_STREAM_DESTROYED, call,
+                      "The response was destroyed: the pipe is over", at);
+    return refuse(res, LATCH_ERR_STREAM_WRITE_AFTER_END, call,
+                  "The response has ended: the pipe is over", at);
+}
+
+int latch_res_pipe_at(latch_res *res, latch_pull_cb pull, latch_done_cb done,
+                      void *data, latch_site at)
+{
+    uint16_t hf = latch__frame_of(res);
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_pipe", &at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
+    latch_pipe *p;
+
+    if (res == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!on_loop(res))
+        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_pipe", NULL, at);
+    if (pull == NULL)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_pipe",
+                      "The pull callback is NULL", at);
+    if (res->state >= LATCH_RS_ENDED || res->detached || res->attach_ended)
+        return refuse_over(res, "latch_res_pipe", at);
+    /* One producer at a time: after a failure, an error handler may send
+     * its own page through a new one (a sendfile of 500.html). */
+    if ((p = pipe_of(res)) != NULL && !p->failed)
+        return refuse(res, LATCH_ERR_STATE, "latch_res_pipe",
+                      "The response already has a pipe (one per response)",
+                      at);
+    if ((p = calloc(1, sizeof(*p))) == NULL)
+        return LATCH_ERR_NOMEM;
+    p->a.ops = &pipe_ops;
+    p->res = res;
+    p->pull = pull;
+    p->done = done;
+    p->data = data;
+    p->frame = latch__frame_pick(hf, res);
+    latch__res_ref(res); /* until done returned */
+    latch__res_attach(res, &p->a);
+    /* The first pull: at the next flush, once this response may write. */
+    latch__res_want_drain(res);
+    return 0;
+}
+
+/* The output drained (or the first turn came): the producer writes on. */
+static void pipe_drain(latch_attach *a, latch_res *res)
+{
+    latch_pipe *p = LATCH_CONTAINER_OF(a, latch_pipe, a);
+    uint16_t prev;
+
+    if (p->over || p->failed || res->state >= LATCH_RS_ENDED ||
+        res->detached)
+        return;
+    prev = latch__frame_enter(res, p->frame);
+    p->pull(latch__res_hf(res, p->frame), p->data);
+    latch__frame_leave(res, prev);
+}
+
+/* How the pipe ended, from how the response ended. */
+static int pipe_status(const latch_pipe *p, const latch_res *res, int reason)
+{
+    if (p->failed)
+        return p->error;
+    if (reason != LATCH_CANCEL_NONE)
+        return LATCH_ERR_CANCELLED;
+    if (res->state == LATCH_RS_FINISHED)
+        return 0;
+    if (res->cut_code != 0)
+        return res->cut_code;
+    return res->cancel_reason != LATCH_CANCEL_NONE
+               ? LATCH_ERR_CANCELLED
+               : LATCH_ERR_STREAM_DESTROYED;
+}
+
+/* The response finished, was destroyed, or its request was cancelled:
+ * done, once. The pipe's reference goes after done returned. */
+static void pipe_end(latch_attach *a, latch_res *res, int reason)
+{
+    latch_pipe *p = LATCH_CONTAINER_OF(a, latch_pipe, a);
+    int status;
+
+    if (p->over)
+        return;
+    p->over = true;
+    status = pipe_status(p, res, reason);
+    if (p->done != NULL) {
+        uint16_t prev = latch__frame_enter(res, p->frame);
+        p->done(latch__res_hf(res, p->frame), status, p->data);
+        latch__frame_leave(res, prev);
+    }
+    latch__res_unref(res);
+}
+
+static void pipe_recycle(latch_attach *a, latch_res *res)
+{
+    (void)res;
+    free(LATCH_CONTAINER_OF(a, latch_pipe, a));
+}
+
+/* err->status for a producer's error, as send and serve-static map them. */
+static int fail_status(int error)
+{
+    switch (error) {
+    case UV_ENOENT:
+    case UV_ENOTDIR:
+    case UV_EISDIR:
+    case LATCH_ERR_NOT_FOUND: return 404;
+    case UV_EACCES:
+    case UV_EPERM: return 403;
+    default: return 500;
+    }
+}
+
+int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at)
+{
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_pipe_fail", &at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
+    latch_pipe *p;
+
+    if (res == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (!on_loop(res))
+        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_pipe_fail",
+                      NULL, at);
+    if (error >= 0)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_pipe_fail",
+                      "The error must be a negative code", at);
+    if ((p = pipe_of(res)) == NULL)
+        return refuse(res, LATCH_ERR_STATE, "latch_res_pipe_fail",
+                      "The response has no pipe", at);
+    if (p->over || p->failed || res->state >= LATCH_RS_ENDED ||
+        res->detached)
+        return refuse_over(res, "latch_res_pipe_fail", at);
+    p->failed = true;
+    p->error = error;
+    latch__res_ref(res); /* answering may finish and release it */
+    latch__res_retract_head(res);
+    if (res->state == LATCH_RS_FRESH) {
+        /* Nothing went out: the error handlers answer. */
+        latch__app_raise(res, error, fail_status(error), "latch_res_pipe_fail",
+                         at);
+        /* Later reports name the failure, not the error page it caused. */
+        if (res->state >= LATCH_RS_ENDED) {
+            res->ended_at.call = "latch_res_pipe_fail";
+            res->ended_at.at = at;
+        }
+    } else {
+        /* Headers are out: truncated, never complete-looking. */
+        if (res->ended_at.call == NULL) {
+            res->ended_at.call = "latch_res_pipe_fail";
+            res->ended_at.at = at;
+        }
+        latch_res_destroy_at(res, at);
+    }
+    latch__res_unref(res);
+    return 0;
+}
