@@ -290,19 +290,27 @@ static int teardown(void **state)
 
 typedef struct sink {
     char *data;
-    size_t len;
+    size_t len, cap;
 } sink;
 
+/* Appends with doubling (a 10 MB body in 16 KiB pieces must not copy
+ * quadratically, least of all under ASan). */
 static size_t on_data(char *p, size_t size, size_t n, void *arg)
 {
     sink *s = arg;
     size_t add = size * n;
-    char *d = realloc(s->data, s->len + add + 1);
 
-    if (d == NULL)
-        return 0;
-    memcpy(d + s->len, p, add);
-    s->data = d;
+    if (s->len + add + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        char *d;
+        while (cap < s->len + add + 1)
+            cap *= 2;
+        if ((d = realloc(s->data, cap)) == NULL)
+            return 0;
+        s->data = d;
+        s->cap = cap;
+    }
+    memcpy(s->data + s->len, p, add);
     s->len += add;
     s->data[s->len] = '\0';
     return add;
@@ -693,11 +701,12 @@ static void test_client_leaves(void **state)
     th_close_reset(fd);
     wait_done(1);
     assert_int_equal(atomic_load(&done_cancelled), 1);
-    /* the file and the socket are closed again */
+    /* the file and the socket are closed again (connections of earlier
+     * tests may still have been closing at the start: at most fds0) */
     end = th_now_ms() + 5000;
     while (count_fds() > fds0 && th_now_ms() < end)
         usleep(1000);
-    assert_int_equal(count_fds(), fds0);
+    assert_true(count_fds() <= fds0);
 }
 
 int main(void)
