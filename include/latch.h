@@ -948,6 +948,123 @@ LATCH_API int latch_join_resolve(latch_join *j, int index, void *result);
 LATCH_API int latch_join_fail(latch_join *j, int index, int error);
 LATCH_API bool latch_join_settled(const latch_join *j);
 
+/* ------------------------------------------------------------------ */
+/* Server-Sent Events and pub/sub                                       */
+/* ------------------------------------------------------------------ */
+/*
+ * An event stream (WHATWG HTML, "Server-sent events") on a response. Each
+ * call below goes through the response's state machine like
+ * latch_res_write: on a response that is over it is refused and reported
+ * (write after end, destroyed), and it returns what latch_res_write
+ * returns (1, or 0 when the caller should slow down, see
+ * latch_res_on_drain), or a negative error.
+ */
+/* Starts the stream: status 200, Content-Type: text/event-stream,
+ * Cache-Control: no-cache, X-Accel-Buffering: no (nginx passes each event
+ * on at once), no Content-Length or Content-Encoding; the headers go out
+ * now. LATCH_ERR_HTTP_HEADERS_SENT (reported) when they went out already;
+ * LATCH_ERR_STATE (reported) while the server shuts down. The stream gets
+ * a comment line (":") after each heartbeat period without output. */
+#define latch_sse_start(res) latch_sse_start_at((res), LATCH_HERE)
+LATCH_API int latch_sse_start_at(latch_res *res, latch_site at);
+/* Sends one event: "event: E" (event NULL: omitted, the client's default
+ * "message"), "id: I" (id NULL: omitted), one "data: " line per line of
+ * data (split on CRLF, CR and LF, so no field can be injected; the client
+ * joins them with LF; NULL: no data line), then the blank line that
+ * dispatches it. LATCH_ERR_INVALID_CHAR (reported, nothing sent) for CR
+ * or LF in event or id, or invalid UTF-8 anywhere; LATCH_ERR_STATE
+ * (reported) on a response latch_sse_start did not start. Data "" is one
+ * empty data line: the client dispatches an event with empty data; NULL
+ * sends none, and then EventSource dispatches nothing (an id alone still
+ * sets the client's last event id). */
+#define latch_sse_send(res, event, id, data)                                   \
+    latch_sse_send_at((res), (event), (id), (data), LATCH_HERE)
+LATCH_API int latch_sse_send_at(latch_res *res, const char *event,
+                                const char *id, const char *data,
+                                latch_site at);
+/* A comment (": text", one per line of text; NULL or "": ":"), which the
+ * client ignores: keeps proxies from timing the stream out. */
+#define latch_sse_comment(res, text)                                           \
+    latch_sse_comment_at((res), (text), LATCH_HERE)
+LATCH_API int latch_sse_comment_at(latch_res *res, const char *text,
+                                   latch_site at);
+/* "retry: ms": the client's reconnection delay (at most 24 hours, else
+ * LATCH_ERR_INVALID_ARG, reported). */
+#define latch_sse_retry(res, ms) latch_sse_retry_at((res), (ms), LATCH_HERE)
+LATCH_API int latch_sse_retry_at(latch_res *res, uint64_t ms, latch_site at);
+/* The heartbeat period (default 15000 ms; 0: none; at most 24 hours).
+ * Before latch_run (LATCH_ERR_STATE after). */
+LATCH_API int latch_app_set_sse_heartbeat(latch_app *app, uint64_t ms);
+
+/* A message as a subscriber's callback sees it; valid during the call.
+ * data is NUL-terminated, len excludes the NUL; id is the message's id
+ * ("17" in-process); event may be NULL. */
+typedef struct latch_message {
+    const char *channel, *event, *id, *data;
+    size_t len;
+} latch_message;
+typedef void (*latch_message_cb)(latch_res *res, const latch_message *msg,
+                                 void *data);
+/*
+ * Subscribes the response to `channel` (1 to 256 bytes). cb NULL: each
+ * message is sent as an SSE event with its id (latch_sse_start is called
+ * first if the response sent nothing yet). Otherwise cb(res, msg, data)
+ * runs on the response's thread for each message, in id order.
+ *
+ * The subscription ends exactly once, when the response is over for any
+ * reason (it finished, the handler ended it, the client left, the request
+ * timed out, latch_res_destroy, the server shut down); cb never runs
+ * after that. A Last-Event-ID request header replays, within this call,
+ * the messages the channel still holds after that id; when the id is
+ * older than the channel's history (or unknown to it), one gap event is
+ * sent instead: event "latch-gap", data {"last_id":"<the id received>"}.
+ * The same gap event tells a subscriber that messages were dropped for it
+ * (LATCH_SLOW_DROP) or may have been lost by the backend.
+ *
+ * At shutdown each subscriber gets a final event "latch-shutdown" (an SSE
+ * event, or a call of cb) and its response is ended.
+ *
+ * Returns 0; LATCH_ERR_INVALID_ARG for a bad channel name,
+ * LATCH_ERR_STREAM_WRITE_AFTER_END / _DESTROYED for a response that is
+ * over, LATCH_ERR_STATE while the server shuts down (each reported);
+ * LATCH_ERR_NOMEM. A response may hold several subscriptions.
+ */
+#define latch_subscribe(res, channel, cb, data)                                \
+    latch_subscribe_at((res), (channel), (cb), (data), LATCH_HERE)
+LATCH_API int latch_subscribe_at(latch_res *res, const char *channel,
+                                 latch_message_cb cb, void *data,
+                                 latch_site at);
+/*
+ * Publishes an event (event NULL: none; data[0..len), NULL with len 0:
+ * empty). Any thread, any time. The id is assigned where the event is
+ * stored: in-process, a per-channel counter ("1", "2", ...); with a
+ * backend (latch_app_set_pubsub), the backend's. Every subscriber, of this
+ * process or another one on the same backend, receives each event once,
+ * in id order, on its own response's thread. Returns the number of this
+ * process's subscribers of the channel (>= 0), or LATCH_ERR_INVALID_ARG
+ * (bad channel, NULL data with a length) or LATCH_ERR_INVALID_CHAR (CR or
+ * LF in event, invalid UTF-8), both reported, or LATCH_ERR_NOMEM.
+ */
+#define latch_publish(app, channel, event, data, len)                          \
+    latch_publish_at((app), (channel), (event), (data), (len), LATCH_HERE)
+LATCH_API int latch_publish_at(latch_app *app, const char *channel,
+                               const char *event, const char *data, size_t len,
+                               latch_site at);
+/* This process's subscribers of `channel` now (0 for an unknown one). */
+LATCH_API int latch_app_subscribers(latch_app *app, const char *channel);
+/* Events kept per channel for Last-Event-ID replay (default 256; 0 to
+ * 1048576). Before the first subscribe or publish (LATCH_ERR_STATE). */
+LATCH_API int latch_app_set_channel_history(latch_app *app, int events);
+enum {
+    LATCH_SLOW_DISCONNECT = 0, /* close the stream (the default) */
+    LATCH_SLOW_DROP = 1,       /* drop the oldest queued, send a latch-gap */
+};
+/* A subscriber whose connection does not take its events has them queued
+ * (shared, counted by size) up to max_queued_bytes (default 1 MiB); past
+ * that, `policy` applies. Before latch_run. */
+LATCH_API int latch_app_set_slow_consumer(latch_app *app,
+                                          size_t max_queued_bytes, int policy);
+
 #ifdef __cplusplus
 }
 #endif

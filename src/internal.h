@@ -116,6 +116,13 @@ struct latch_app {
     _Atomic(latch_worker *) live; /* set once every worker is ready */
     pthread_mutex_t live_mu;      /* latch_stop vs. the end of latch_run */
     atomic_bool stopping;
+    /* Server-Sent Events and pub/sub (sse.c, pubsub.c): settings, and the
+     * hub, made on first use (latch__hub_get) and freed with the app. */
+    uint64_t sse_heartbeat_ms; /* 0: off; set by latch_app_new: 15000 */
+    int channel_history;       /* events kept per channel for replay */
+    size_t slow_max_bytes;     /* per subscriber, queued */
+    int slow_policy;           /* LATCH_SLOW_* */
+    struct latch_hub *_Atomic hub;
 };
 
 /* ------------------------------------------------------------------ */
@@ -138,6 +145,24 @@ enum {
     LATCH_T_DRAIN,
     LATCH_T_COUNT
 };
+
+/*
+ * Features that keep state per worker (pubsub.c: its inbox, heartbeat
+ * timer and subscribers) hear of the worker's two last moments through a
+ * hook they register on the worker's thread, since server.c names no
+ * feature: drain when the worker starts draining (a chance to end
+ * long-lived responses cleanly), finish when it has no connection left
+ * (close the handles that keep the loop alive). Each op runs once, on
+ * the worker's thread; finish unlinks the hook first, so it may free it.
+ */
+typedef struct latch_whook latch_whook;
+struct latch_whook {
+    latch_whook *next;
+    void (*drain)(latch_whook *h, latch_worker *w);
+    void (*finish)(latch_whook *h, latch_worker *w);
+};
+/* Registers h on w (on w's thread). */
+void latch__worker_hook(latch_worker *w, latch_whook *h);
 
 struct latch_worker {
     uv_loop_t loop;
@@ -174,6 +199,7 @@ struct latch_worker {
     uint64_t emfile_last_log;
     uint64_t drain_deadline;
     uint64_t shake_state; /* xorshift state for LATCH_SHAKE delays */
+    latch_whook *hooks;   /* features' drain and finish (above) */
     /* "Connection: keep-alive\r\nKeep-Alive: timeout=N\r\n" */
     char ka_line[64];
     size_t ka_len;
@@ -372,11 +398,11 @@ struct latch_res {
 /* ------------------------------------------------------------------ */
 /*
  * Anything a module ties to one response (async.c's timers, thread-pool
- * jobs and joins; a pipe's source, a proxy's upstream, an SSE
- * subscription later) is an attachment: a latch_attach embedded in the
- * module's own state, with a table of two operations. res.c names no
- * such module: it walks the response's list at two moments, and the
- * module does the rest.
+ * jobs and joins; sse.c's event stream and subscriptions; a pipe's
+ * source, a proxy's upstream later) is an attachment: a latch_attach
+ * embedded in the module's own state, with a table of operations. res.c
+ * names no such module: it walks the response's list at fixed moments,
+ * and the module does the rest.
  *
  * end(a, res, reason) is called exactly once per attachment, on the
  * response's loop, at the first of: the response reaching FINISHED or
@@ -421,6 +447,9 @@ void latch__res_attach(latch_res *res, latch_attach *a);
 /* The first attachment of `res` with these ops, or NULL. */
 latch_attach *latch__res_attached(const latch_res *res,
                                   const latch_attach_ops *ops);
+/* Pending output of the response's connection not yet taken by the OS
+ * (0 once detached). */
+size_t latch__res_backlog(const latch_res *res);
 
 /* ------------------------------------------------------------------ */
 /* Handles: what users hold instead of the pooled object (res.c)        */
@@ -644,6 +673,9 @@ int latch__app_prepare(latch_app *app);
 int latch__accept_q(const char *accept, const char *type);
 /* s escaped for HTML text into out (cap bytes), newlines as <br>. */
 size_t latch__html_escape(char *out, size_t cap, const char *s);
+
+/* pubsub.c: frees the app's hub (channels, history, backend). */
+void latch__hub_free(latch_app *app);
 
 /* diag.c */
 void latch__violation(latch_res *res, int code, const char *call,

@@ -222,6 +222,24 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+bool latch__utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, len;
+
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        len = utf8_seq(s + i, n - i);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 /* Writes the escape for an ASCII byte below 0x20, '"' or '\\'. */
 static int put_escape(latch_json *j, unsigned char c)
 {

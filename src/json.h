@@ -143,4 +143,8 @@ int latch__json_raw(latch_json *j, const char *json, size_t n);
  */
 int latch__json_finish(latch_json *j);
 
+/* True when s[0..n) is well-formed UTF-8 (the Unicode table the string
+ * writer checks against); NUL bytes count as well-formed. */
+bool latch__utf8_valid(const char *s, size_t n);
+
 #endif

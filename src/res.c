@@ -244,6 +244,11 @@ latch_attach *latch__res_attached(const latch_res *res,
     return a;
 }
 
+size_t latch__res_backlog(const latch_res *res)
+{
+    return res->conn != NULL ? latch__conn_pending_out(res->conn) : 0;
+}
+
 /*
  * The response is over or its request cancelled: each attachment's end,
  * once. The flag is set before the walk, so an end op that leads back

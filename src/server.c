@@ -66,6 +66,10 @@ latch_app *latch_app_new(void)
     pthread_mutex_init(&app->live_mu, NULL);
     pthread_mutex_init(&app->site_mu, NULL);
     app->cfg.request_status = 503;
+    app->sse_heartbeat_ms = 15000;
+    app->channel_history = 256;
+    app->slow_max_bytes = (size_t)1 << 20;
+    app->slow_policy = 0; /* LATCH_SLOW_DISCONNECT */
     app->shake_seed = shake_seed(getenv("LATCH_SHAKE"));
     {
         const char *env = getenv("LATCH_ENV");
@@ -85,6 +89,7 @@ void latch_app_free(latch_app *app)
     if (app->listen_fd >= 0)
         close(app->listen_fd);
     latch__app_free_layers(app);
+    latch__hub_free(app);
     pthread_mutex_destroy(&app->live_mu);
     pthread_mutex_destroy(&app->site_mu);
     latch__diag_free(app);
@@ -328,11 +333,25 @@ static void close_cb_noop(uv_handle_t *h)
     (void)h;
 }
 
+void latch__worker_hook(latch_worker *w, latch_whook *h)
+{
+    h->next = w->hooks;
+    w->hooks = h;
+}
+
 /* Stop accepting and close idle connections; conn.c closes the rest as
- * their responses finish, or when the drain timeout passes. */
+ * their responses finish, or when the drain timeout passes. Features
+ * first end their long-lived responses (event streams) cleanly. */
 static void begin_drain(latch_worker *w)
 {
+    latch_whook *h, *next;
+
     w->draining = true;
+    for (h = w->hooks; h != NULL; h = next) {
+        next = h->next;
+        if (h->drain != NULL)
+            h->drain(h, w);
+    }
     if (!uv_is_closing((uv_handle_t *)&w->listener))
         uv_close((uv_handle_t *)&w->listener, close_cb_noop);
     if (w->has_signals) {
@@ -346,6 +365,13 @@ static void begin_drain(latch_worker *w)
 /* Called by conn.c when a draining worker has no connection left. */
 void latch__worker_finish(latch_worker *w)
 {
+    latch_whook *h;
+
+    while ((h = w->hooks) != NULL) {
+        w->hooks = h->next;
+        if (h->finish != NULL)
+            h->finish(h, w);
+    }
     uv_close((uv_handle_t *)&w->wake, close_cb_noop);
     uv_close((uv_handle_t *)&w->flusher, close_cb_noop);
     uv_close((uv_handle_t *)&w->ticker, close_cb_noop);

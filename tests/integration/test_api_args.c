@@ -573,7 +573,42 @@ static long reg_null_fn(ctx *c, int which)
     X(185, "latch_join_settled", O, 1, 0, 0, latch_join_settled(NULL))         \
     X(186, "latch_res_json_at", H, 0, 0, 0, latch_res_json(c->res, NULL))      \
     X(187, "latch_json_int", H, LATCH_ERR_STATE, 1, LATCH_ERR_STATE,           \
-      json_closed(c))
+      json_closed(c))                                                          \
+    X(188, "latch_sse_start_at", O, IA, 0, 0, latch_sse_start(NULL))           \
+    X(189, "latch_sse_send_at", O, IA, 0, 0,                                   \
+      latch_sse_send(NULL, NULL, NULL, "x"))                                   \
+    X(190, "latch_sse_send_at", H, IC, 1, IC,                                  \
+      latch_sse_send(c->res, "a\nb", NULL, "x"))                               \
+    X(191, "latch_sse_send_at", H, IC, 1, IC,                                  \
+      latch_sse_send(c->res, NULL, NULL, "\xff"))                              \
+    X(192, "latch_sse_comment_at", O, IA, 0, 0, latch_sse_comment(NULL, "x"))  \
+    X(193, "latch_sse_comment_at", H, IC, 1, IC,                               \
+      latch_sse_comment(c->res, "\xc0"))                                       \
+    X(194, "latch_sse_retry_at", O, IA, 0, 0, latch_sse_retry(NULL, 1))        \
+    X(195, "latch_sse_retry_at", H, IA, 1, IA,                                 \
+      latch_sse_retry(c->res, UINT64_MAX))                                     \
+    X(196, "latch_app_set_sse_heartbeat", O, IA, 0, 0,                         \
+      latch_app_set_sse_heartbeat(NULL, 1))                                    \
+    X(197, "latch_app_set_sse_heartbeat", O, IA, 0, 0,                         \
+      latch_app_set_sse_heartbeat(c->app, UINT64_MAX))                         \
+    X(198, "latch_subscribe_at", O, IA, 0, 0,                                  \
+      latch_subscribe(NULL, "a", NULL, NULL))                                  \
+    X(199, "latch_subscribe_at", H, IA, 1, IA,                                 \
+      latch_subscribe(c->res, NULL, NULL, NULL))                               \
+    X(200, "latch_subscribe_at", H, IA, 1, IA,                                 \
+      latch_subscribe(c->res, "", NULL, NULL))                                 \
+    X(201, "latch_publish_at", O, IA, 0, 0,                                    \
+      latch_publish(NULL, "a", NULL, "x", 1))                                  \
+    X(202, "latch_app_subscribers", O, IA, 0, 0,                               \
+      latch_app_subscribers(NULL, "a"))                                        \
+    X(203, "latch_app_subscribers", O, IA, 0, 0,                               \
+      latch_app_subscribers(c->app, NULL))                                     \
+    X(204, "latch_app_set_channel_history", O, IA, 0, 0,                       \
+      latch_app_set_channel_history(c->app, -1))                               \
+    X(205, "latch_app_set_slow_consumer", O, IA, 0, 0,                         \
+      latch_app_set_slow_consumer(c->app, 0, LATCH_SLOW_DROP))                 \
+    X(206, "latch_app_set_slow_consumer", O, IA, 0, 0,                         \
+      latch_app_set_slow_consumer(NULL, 1, 7))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \

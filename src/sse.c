@@ -1,0 +1,792 @@
+/*
+ * sse.c - Server-Sent Events on a response, and subscriptions that live
+ * exactly as long as their response.
+ *
+ * An event stream is a response in text/event-stream whose frames come
+ * from evstream.c and go out through latch_res_write, so a frame written
+ * after the end is refused and reported like any late write. A worker
+ * keeps its streams on one list: one timer per worker sends heartbeats to
+ * those that were quiet for the heartbeat period, and at shutdown each
+ * gets a final event and is ended.
+ *
+ * A subscription (latch_subscribe) is tied to its response by an
+ * attachment: when the response finishes, is destroyed, times out or
+ * loses its client, res.c calls the attachment's end op once, and every
+ * subscription of the response leaves its channel there; its callback
+ * never runs after that. A handler that ends the response itself is seen
+ * at the next delivery (the state is checked before each one), with the
+ * same effect. The hub (pubsub.c) hands each message to the worker that
+ * holds subscribers; here it goes to each of them in order. A subscriber
+ * whose connection cannot keep up has its messages queued (shared
+ * messages, counted in bytes) up to the app's slow-consumer limit; past
+ * it the stream is closed (LATCH_SLOW_DISCONNECT) or the oldest queued
+ * messages are dropped for one latch-gap event (LATCH_SLOW_DROP).
+ *
+ * What it is not: the hub (ids, history, threads: pubsub.c), nor the
+ * frame format (evstream.c).
+ */
+#include "pubsub.h"
+
+#include "evstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HIGH_WATER ((size_t)64 * 1024)
+
+typedef struct sse_worker sse_worker;
+typedef struct evs evs;
+typedef struct sub sub;
+
+/* A subscription. */
+struct sub {
+    sub *next, *prev; /* the channel's list on this worker */
+    sub *evs_next;    /* the response's subscriptions */
+    sub *dead_next;   /* sse_worker's graveyard */
+    evs *e;
+    latch_chan *ch;
+    latch_message_cb cb; /* NULL: written as SSE events */
+    void *data;
+    uint16_t frame;   /* the handler call that subscribed */
+    bool dead;        /* left its channel; freed at the next sweep */
+    bool gap_pending; /* queued messages were dropped */
+    latch_msgid from; /* deliver only ids above */
+    char last_id[48]; /* the last id the client got (for a gap) */
+    /* Messages held back while the connection is full. */
+    latch_msg **q;
+    size_t qhead, qlen, qcap, qbytes;
+};
+
+/* A response's event stream and subscriptions: its attachment. */
+struct evs {
+    latch_attach a;
+    latch_res *res;
+    sse_worker *sw;
+    evs *next, *prev; /* sw's list */
+    sub *subs;
+    uint64_t last_write;
+    bool sse;     /* latch_sse_start done */
+    bool ended;   /* the response is over for its subscriptions */
+    bool blocked; /* a write returned 0: wait for drained */
+};
+
+/* One worker's streams. */
+struct sse_worker {
+    latch_whook hook;
+    latch_worker *w;
+    evs *list;
+    sub *graveyard;
+    int depth; /* deliveries running: subscriptions are not freed */
+    uint64_t heartbeat_ms;
+    uv_timer_t timer;
+    bool timer_on;
+};
+
+static const latch_site here_sse = {__FILE__, 0, "latch_subscribe"};
+
+/* ------------------------------------------------------------------ */
+/* Per worker                                                           */
+/* ------------------------------------------------------------------ */
+
+static void sw_finish(latch_whook *h, latch_worker *w);
+static void sw_drain(latch_whook *h, latch_worker *w);
+
+static void sw_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void heartbeat(uv_timer_t *t)
+{
+    sse_worker *sw = t->data;
+    uint64_t now = uv_now(&sw->w->loop);
+    evs *e;
+
+    for (e = sw->list; e != NULL; e = e->next) {
+        if (!e->sse || e->ended || e->blocked ||
+            now - e->last_write < sw->heartbeat_ms)
+            continue;
+        e->last_write = now;
+        if (latch_res_write_at(e->res, ":\n\n", 3, here_sse) == 0)
+            e->blocked = true;
+    }
+}
+
+static sse_worker *sse_worker_of(latch_worker *w, bool make)
+{
+    latch_whook *h;
+    sse_worker *sw;
+    uint64_t period;
+
+    for (h = w->hooks; h != NULL; h = h->next)
+        if (h->finish == sw_finish)
+            return LATCH_CONTAINER_OF(h, sse_worker, hook);
+    if (!make || w->draining)
+        return NULL;
+    sw = calloc(1, sizeof(*sw));
+    if (sw == NULL)
+        return NULL;
+    sw->w = w;
+    sw->hook.drain = sw_drain;
+    sw->hook.finish = sw_finish;
+    sw->heartbeat_ms = w->app->sse_heartbeat_ms;
+    uv_timer_init(&w->loop, &sw->timer);
+    sw->timer.data = sw;
+    if (sw->heartbeat_ms > 0) {
+        /* Quiet streams get their comment within a quarter period of it
+         * coming due; one walk of the list per tick. */
+        period = sw->heartbeat_ms / 4 > 0 ? sw->heartbeat_ms / 4 : 1;
+        uv_timer_start(&sw->timer, heartbeat, period, period);
+        uv_unref((uv_handle_t *)&sw->timer);
+    }
+    latch__worker_hook(w, &sw->hook);
+    return sw;
+}
+
+static void sweep(sse_worker *sw)
+{
+    sub *s;
+
+    while ((s = sw->graveyard) != NULL) {
+        sw->graveyard = s->dead_next;
+        free(s);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Subscriptions end                                                    */
+/* ------------------------------------------------------------------ */
+
+static void q_clear(sub *s)
+{
+    while (s->qlen > 0) {
+        latch__msg_unref(s->q[s->qhead]);
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+    }
+    free(s->q);
+    s->q = NULL;
+    s->qcap = s->qbytes = 0;
+}
+
+/* Leaves the channel, exactly once; the memory goes at the next sweep. */
+static void sub_leave(sse_worker *sw, sub *s)
+{
+    latch_worker *w = sw->w;
+    void **head;
+
+    if (s->dead)
+        return;
+    s->dead = true;
+    q_clear(s);
+    head = latch__chan_local(s->ch, w);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    /* Unlinked, but its own next stays valid for a delivery walking
+     * past it: the sub is freed only when no walk runs. */
+    latch__hub_leave(w->app, w, s->ch);
+    s->dead_next = sw->graveyard;
+    sw->graveyard = s;
+}
+
+/* The response is over for its stream and subscriptions (any reason).
+ * Each live subscription held a reference (it owns the response, as a
+ * timer does); they go last, so e is not touched after the response may
+ * have been recycled. */
+static void evs_end(evs *e)
+{
+    latch_res *res = e->res;
+    sse_worker *sw = e->sw;
+    int owned = 0;
+    sub *s;
+
+    if (e->ended)
+        return;
+    e->ended = true;
+    for (s = e->subs; s != NULL; s = s->evs_next)
+        if (!s->dead) {
+            sub_leave(sw, s);
+            owned++;
+        }
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else if (sw->list == e)
+        sw->list = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    e->next = e->prev = NULL;
+    if (sw->depth == 0)
+        sweep(sw);
+    while (owned-- > 0)
+        latch__res_unref(res);
+}
+
+static void att_end(latch_attach *a, latch_res *res, int reason)
+{
+    (void)res;
+    (void)reason;
+    evs_end(LATCH_CONTAINER_OF(a, evs, a));
+}
+
+static void att_recycle(latch_attach *a, latch_res *res)
+{
+    evs *e = LATCH_CONTAINER_OF(a, evs, a);
+
+    (void)res;
+    evs_end(e); /* a response recycled without its end: never dispatched */
+    free(e);
+}
+
+static void att_drained(latch_attach *a, latch_res *res);
+
+static const latch_attach_ops evs_ops = {.end = att_end,
+                                         .recycle = att_recycle,
+                                         .drain = att_drained};
+
+/* The stream state of res, made on first use. NULL when out of memory or
+ * on a draining worker. */
+static evs *evs_get(latch_res *res)
+{
+    latch_attach *a = latch__res_attached(res, &evs_ops);
+    sse_worker *sw;
+    evs *e;
+
+    if (a != NULL)
+        return LATCH_CONTAINER_OF(a, evs, a);
+    if ((sw = sse_worker_of(res->w, true)) == NULL)
+        return NULL;
+    e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    e->a.ops = &evs_ops;
+    e->res = res;
+    e->sw = sw;
+    e->last_write = uv_now(&res->w->loop);
+    e->next = sw->list;
+    if (sw->list != NULL)
+        sw->list->prev = e;
+    sw->list = e;
+    latch__res_attach(res, &e->a); /* ends it at once if res is over */
+    return e;
+}
+
+/* ------------------------------------------------------------------ */
+/* Delivery                                                             */
+/* ------------------------------------------------------------------ */
+
+/* The latch-gap data for a client whose last id is `last`. */
+static int gap_json(latch_buf *b, const char *last)
+{
+    latch_json j;
+
+    latch__json_init(&j, b, 4096, 0);
+    latch__json_object_begin(&j);
+    latch__json_key(&j, "last_id");
+    latch__json_string(&j, last);
+    latch__json_object_end(&j);
+    if (latch__json_finish(&j) == 0)
+        return 0;
+    b->len = 0; /* not UTF-8: the id cannot be echoed */
+    return latch__buf_append(b, "{\"last_id\":null}", 16, 4096);
+}
+
+static bool res_over(const latch_res *res)
+{
+    return res->state >= LATCH_RS_ENDED;
+}
+
+/*
+ * Sends one message (or a gap) to a subscriber now. The response is held
+ * across the callback; afterwards, a response that the callback ended
+ * ends the subscription, and a full connection holds the next messages.
+ */
+static void sub_send(sub *s, latch_msg *msg, const char *gap_last)
+{
+    evs *e = s->e;
+    latch_res *res = e->res;
+    latch_buf gb = {0};
+    latch_message view;
+    int r;
+
+    if (e->ended || s->dead)
+        return;
+    if (res_over(res)) {
+        evs_end(e);
+        return;
+    }
+    if (gap_last != NULL && gap_json(&gb, gap_last) < 0)
+        return;
+    latch__res_ref(res);
+    e->last_write = uv_now(&res->w->loop);
+    if (gap_last == NULL && msg->kind == LATCH_MSG_EVENT)
+        snprintf(s->last_id, sizeof(s->last_id), "%s", msg->idbuf);
+    if (s->cb != NULL) {
+        uint16_t prev = latch__frame_enter(res, s->frame);
+
+        if (gap_last != NULL) {
+            view = (latch_message){s->ch->name, "latch-gap", NULL, gb.data,
+                                   gb.len};
+        } else {
+            view = msg->m;
+        }
+        s->cb(latch__res_hf(res, s->frame), &view, s->data);
+        latch__frame_leave(res, prev);
+        if (!e->ended && latch__res_backlog(res) >= HIGH_WATER)
+            e->blocked = true;
+    } else if (gap_last != NULL) {
+        char *f;
+        size_t n = latch__evs_event_size("latch-gap", NULL, gb.data, gb.len);
+
+        if ((f = malloc(n)) != NULL) {
+            latch__evs_event(f, "latch-gap", NULL, gb.data, gb.len);
+            if (latch_res_write_at(res, f, n, here_sse) == 0)
+                e->blocked = true;
+            free(f);
+        }
+    } else {
+        r = latch_res_write_at(res, msg->sse, msg->sse_len, here_sse);
+        if (r == 0)
+            e->blocked = true;
+    }
+    latch__buf_dispose(&gb);
+    if (!e->ended && res_over(res))
+        evs_end(e);
+    latch__res_unref(res);
+}
+
+/* What a queued message costs its subscriber: the bytes it will write
+ * (the message itself is shared by every subscriber and the history). */
+static size_t msg_cost(const latch_msg *m)
+{
+    return m->sse_len + sizeof(m);
+}
+
+/* Holds msg back for a subscriber whose connection is full, under the
+ * slow-consumer limit. */
+static void sub_queue(sub *s, latch_msg *msg)
+{
+    latch_app *app = s->e->res->w->app;
+    size_t max = app->slow_max_bytes;
+
+    if (s->qlen == s->qcap) {
+        size_t cap = s->qcap ? s->qcap * 2 : 8, i;
+        latch_msg **q = malloc(cap * sizeof(*q));
+        if (q == NULL) {
+            s->gap_pending = true; /* lost: the client hears of it */
+            return;
+        }
+        for (i = 0; i < s->qlen; i++)
+            q[i] = s->q[(s->qhead + i) % s->qcap];
+        free(s->q);
+        s->q = q;
+        s->qhead = 0;
+        s->qcap = cap;
+    }
+    latch__msg_ref(msg);
+    s->q[(s->qhead + s->qlen) % s->qcap] = msg;
+    s->qlen++;
+    s->qbytes += msg_cost(msg);
+    if (s->qbytes <= max)
+        return;
+    if (app->slow_policy == LATCH_SLOW_DISCONNECT) {
+        /* Close the stream; the client reconnects with Last-Event-ID. */
+        latch_res_destroy_at(s->e->res,
+                             (latch_site){__FILE__, __LINE__, "slow consumer"});
+        return;
+    }
+    while (s->qbytes > max && s->qlen > 0) {
+        latch_msg *old = s->q[s->qhead];
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+        s->qbytes -= msg_cost(old);
+        latch__msg_unref(old);
+        s->gap_pending = true;
+    }
+}
+
+static void sub_offer(sub *s, latch_msg *msg)
+{
+    if (s->dead || s->e->ended)
+        return;
+    if (msg->kind == LATCH_MSG_EVENT) {
+        if (latch__msgid_cmp(msg->id, s->from) <= 0)
+            return; /* replayed already, or before the subscription */
+        s->from = msg->id;
+    }
+    if (msg->kind == LATCH_MSG_GAP) {
+        /* The backend may have lost messages: say so in order. */
+        if (s->qlen > 0 || s->e->blocked)
+            s->gap_pending = true;
+        else
+            sub_send(s, NULL, s->last_id);
+        return;
+    }
+    if (s->qlen > 0 || s->gap_pending || s->e->blocked)
+        sub_queue(s, msg);
+    else
+        sub_send(s, msg, NULL);
+}
+
+/* Flushes what a subscriber holds while its connection takes it. */
+static void sub_flush(sub *s)
+{
+    while (!s->dead && !s->e->ended && !s->e->blocked) {
+        if (s->gap_pending) {
+            s->gap_pending = false;
+            sub_send(s, NULL, s->last_id);
+        } else if (s->qlen > 0) {
+            latch_msg *m = s->q[s->qhead];
+            s->qhead = (s->qhead + 1) % s->qcap;
+            s->qlen--;
+            s->qbytes -= msg_cost(m);
+            sub_send(s, m, NULL);
+            latch__msg_unref(m);
+        } else {
+            break;
+        }
+    }
+}
+
+static void att_drained(latch_attach *a, latch_res *res)
+{
+    evs *e = LATCH_CONTAINER_OF(a, evs, a);
+    sse_worker *sw = e->sw;
+    sub *s;
+
+    (void)res;
+    if (e->ended || !e->blocked)
+        return;
+    e->blocked = false;
+    sw->depth++;
+    for (s = e->subs; s != NULL && !e->ended && !e->blocked; s = s->evs_next)
+        sub_flush(s);
+    if (--sw->depth == 0)
+        sweep(sw);
+}
+
+/* The hub's call, on the worker: one message for the worker's
+ * subscribers of its channel, in publish order. */
+static void deliver(latch_worker *w, latch_msg *msg)
+{
+    sse_worker *sw = sse_worker_of(w, false);
+    sub *s, *next;
+
+    if (sw == NULL)
+        return;
+    sw->depth++;
+    for (s = *latch__chan_local(msg->ch, w); s != NULL; s = next) {
+        next = s->next;
+        sub_offer(s, msg);
+    }
+    if (--sw->depth == 0)
+        sweep(sw);
+}
+
+static const latch_hub_up hub_up = {deliver};
+
+/* ------------------------------------------------------------------ */
+/* Shutdown                                                             */
+/* ------------------------------------------------------------------ */
+
+/* The worker drains: each stream gets a final event and is ended. */
+static void sw_drain(latch_whook *h, latch_worker *w)
+{
+    sse_worker *sw = LATCH_CONTAINER_OF(h, sse_worker, hook);
+    static const char final_frame[] = "event: latch-shutdown\ndata: \n\n";
+    latch_res *res;
+    sub *s;
+    evs *e;
+
+    (void)w;
+    while ((e = sw->list) != NULL) {
+        res = e->res;
+        latch__res_ref(res);
+        sw->depth++;
+        if (!res_over(res)) {
+            if (e->sse)
+                latch_res_write_at(res, final_frame, sizeof(final_frame) - 1,
+                                   here_sse);
+            for (s = e->subs; s != NULL && !e->ended; s = s->evs_next) {
+                latch_message m = {s->ch->name, "latch-shutdown", NULL, "", 0};
+                uint16_t prev;
+                if (s->dead || s->cb == NULL || res_over(res))
+                    continue;
+                prev = latch__frame_enter(res, s->frame);
+                s->cb(latch__res_hf(res, s->frame), &m, s->data);
+                latch__frame_leave(res, prev);
+            }
+        }
+        evs_end(e);
+        if (!res_over(res) && res->state != LATCH_RS_DESTROYED)
+            latch_res_end_at(res, NULL, 0,
+                             (latch_site){NULL, 0, "server shutdown"});
+        sw->depth--;
+        latch__res_unref(res);
+    }
+    sweep(sw);
+}
+
+static void sw_finish(latch_whook *h, latch_worker *w)
+{
+    sse_worker *sw = LATCH_CONTAINER_OF(h, sse_worker, hook);
+
+    (void)w;
+    while (sw->list != NULL)
+        evs_end(sw->list);
+    sweep(sw);
+    uv_close((uv_handle_t *)&sw->timer, sw_closed);
+}
+
+/* ------------------------------------------------------------------ */
+/* The public calls                                                     */
+/* ------------------------------------------------------------------ */
+
+/* The usual entry checks: a live handle, on its loop. */
+static latch_res *enter(latch_res *h, const char *call, latch_site *at,
+                        int *err)
+{
+    latch_res *res;
+
+    *err = 0;
+    if (h == NULL) {
+        *err = LATCH_ERR_INVALID_ARG;
+        return NULL;
+    }
+    if ((res = latch__res_in(h, call, at)) == NULL) {
+        *err = LATCH_ERR_STREAM_DESTROYED;
+        return NULL;
+    }
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, call, NULL, *at);
+        *err = LATCH_ERR_WRONG_THREAD;
+        return NULL;
+    }
+    return res;
+}
+
+static int refuse(latch_res *res, int code, const char *call, const char *msg,
+                  latch_site at)
+{
+    latch__violation(res, code, call, msg, at);
+    return code;
+}
+
+int latch_sse_start_at(latch_res *h, latch_site at)
+{
+    latch_res *res;
+    evs *e;
+    int r;
+
+    if ((res = enter(h, "latch_sse_start", &at, &r)) == NULL)
+        return r;
+    if (res->state != LATCH_RS_FRESH) {
+        /* The same refusal as any header after the headers. */
+        return latch_res_set_header_at(res, "Content-Type", "text/event-stream",
+                                       at);
+    }
+    if ((r = latch_res_status_at(res, 200, at)) < 0 ||
+        (r = latch_res_set_header_at(res, "Content-Type", "text/event-stream",
+                                     at)) < 0 ||
+        (r = latch_res_set_header_at(res, "Cache-Control", "no-cache", at)) <
+            0 ||
+        (r = latch_res_set_header_at(res, "X-Accel-Buffering", "no", at)) < 0)
+        return r;
+    /* No compression for a stream of small, latency-bound frames. */
+    latch_res_remove_header_at(res, "Content-Encoding", at);
+    latch_res_remove_header_at(res, "Content-Length", at);
+    if (res->w->draining)
+        return refuse(res, LATCH_ERR_STATE, "latch_sse_start",
+                      "The server is shutting down", at);
+    if ((e = evs_get(res)) == NULL)
+        return LATCH_ERR_NOMEM;
+    e->sse = true;
+    return latch_res_flush_headers_at(res, at);
+}
+
+/* Writes one frame of an SSE response: refused (reported) unless
+ * latch_sse_start made it one. */
+static int sse_write(latch_res *res, const char *call, const char *frame,
+                     size_t n, latch_site at)
+{
+    latch_attach *a = latch__res_attached(res, &evs_ops);
+    evs *e = a != NULL ? LATCH_CONTAINER_OF(a, evs, a) : NULL;
+    int r;
+
+    if (res->state == LATCH_RS_DESTROYED)
+        return refuse(res, LATCH_ERR_STREAM_DESTROYED, call,
+                      "Cannot send an event after the stream was destroyed",
+                      at);
+    if (res->state >= LATCH_RS_ENDED)
+        return refuse(res, LATCH_ERR_STREAM_WRITE_AFTER_END, call, NULL, at);
+    if (e == NULL || !e->sse)
+        return refuse(res, LATCH_ERR_STATE, call,
+                      "latch_sse_start was not called on this response", at);
+    r = latch_res_write_at(res, frame, n, at);
+    if (r >= 0)
+        e->last_write = uv_now(&res->w->loop);
+    return r;
+}
+
+int latch_sse_send_at(latch_res *h, const char *event, const char *id,
+                      const char *data, latch_site at)
+{
+    latch_res *res;
+    size_t dlen = data != NULL ? strlen(data) : 0, n;
+    char stack[1024], *f;
+    int r;
+
+    if ((res = enter(h, "latch_sse_send", &at, &r)) == NULL)
+        return r;
+    if ((event != NULL && latch__evs_check_field(event) < 0) ||
+        (id != NULL && latch__evs_check_field(id) < 0) ||
+        (data != NULL && latch__evs_check_data(data, dlen) < 0))
+        return refuse(res, LATCH_ERR_INVALID_CHAR, "latch_sse_send",
+                      "Invalid character in an event: CR or LF in the event "
+                      "name or id, or invalid UTF-8",
+                      at);
+    n = latch__evs_event_size(event, id, data, dlen);
+    f = n <= sizeof(stack) ? stack : malloc(n);
+    if (f == NULL)
+        return LATCH_ERR_NOMEM;
+    latch__evs_event(f, event, id, data, dlen);
+    r = sse_write(res, "latch_sse_send", f, n, at);
+    if (f != stack)
+        free(f);
+    return r;
+}
+
+int latch_sse_comment_at(latch_res *h, const char *text, latch_site at)
+{
+    latch_res *res;
+    char stack[512], *f;
+    size_t n;
+    int r;
+
+    if ((res = enter(h, "latch_sse_comment", &at, &r)) == NULL)
+        return r;
+    if (text == NULL)
+        text = "";
+    if (latch__evs_check_data(text, strlen(text)) < 0)
+        return refuse(res, LATCH_ERR_INVALID_CHAR, "latch_sse_comment",
+                      "Invalid UTF-8 in a comment", at);
+    n = latch__evs_comment_size(text);
+    f = n <= sizeof(stack) ? stack : malloc(n);
+    if (f == NULL)
+        return LATCH_ERR_NOMEM;
+    latch__evs_comment(f, text);
+    r = sse_write(res, "latch_sse_comment", f, n, at);
+    if (f != stack)
+        free(f);
+    return r;
+}
+
+int latch_sse_retry_at(latch_res *h, uint64_t ms, latch_site at)
+{
+    latch_res *res;
+    char f[32];
+    int r;
+
+    if ((res = enter(h, "latch_sse_retry", &at, &r)) == NULL)
+        return r;
+    if (ms > 86400000ull)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_sse_retry",
+                      "The retry delay is over 24 hours", at);
+    return sse_write(res, "latch_sse_retry", f, latch__evs_retry(f, ms), at);
+}
+
+int latch_app_set_sse_heartbeat(latch_app *app, uint64_t ms)
+{
+    if (app == NULL || ms > 86400000ull)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    app->sse_heartbeat_ms = ms;
+    return 0;
+}
+
+int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
+                       void *data, latch_site at)
+{
+    const char *last;
+    latch_msg **replay = NULL;
+    size_t nreplay = 0, i, clen;
+    latch_res *res;
+    latch_chan *ch;
+    bool gap;
+    sub *s;
+    evs *e;
+    void **head;
+    int r;
+
+    if ((res = enter(h, "latch_subscribe", &at, &r)) == NULL)
+        return r;
+    if (channel == NULL || (clen = strlen(channel)) == 0 || clen > 256)
+        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_subscribe",
+                      "The channel name is NULL, empty or longer than 256 "
+                      "bytes",
+                      at);
+    if (res->state >= LATCH_RS_ENDED || res->attach_ended)
+        return refuse(
+            res,
+            res->state == LATCH_RS_DESTROYED ? LATCH_ERR_STREAM_DESTROYED
+                                             : LATCH_ERR_STREAM_WRITE_AFTER_END,
+            "latch_subscribe", "Cannot subscribe a response that is over", at);
+    if (cb == NULL) {
+        latch_attach *a = latch__res_attached(res, &evs_ops);
+        if ((a == NULL || !LATCH_CONTAINER_OF(a, evs, a)->sse) &&
+            (r = latch_sse_start_at(h, at)) < 0)
+            return r;
+    }
+    if (res->w->draining)
+        return refuse(res, LATCH_ERR_STATE, "latch_subscribe",
+                      "The server is shutting down", at);
+    if ((e = evs_get(res)) == NULL || (s = calloc(1, sizeof(*s))) == NULL)
+        return LATCH_ERR_NOMEM;
+    last = latch_req_header(&res->req, "Last-Event-ID");
+    r = latch__hub_join(res->w->app, res->w, &hub_up, channel, last, &ch,
+                        &replay, &nreplay, &gap, &s->from);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    latch__res_ref(res); /* the subscription owns the response */
+    s->e = e;
+    s->ch = ch;
+    s->cb = cb;
+    s->data = data;
+    s->frame = latch__frame_pick(latch__frame_of(h), res);
+    if (last != NULL && !gap && strlen(last) < sizeof(s->last_id))
+        snprintf(s->last_id, sizeof(s->last_id), "%s", last);
+    else if (s->from.hi != 0 || s->from.lo != 0)
+        latch__msgid_format(s->from, ch->dashed, s->last_id);
+    head = latch__chan_local(ch, res->w);
+    s->next = *head;
+    if (*head != NULL)
+        ((sub *)*head)->prev = s;
+    *head = s;
+    s->evs_next = e->subs;
+    e->subs = s;
+    /* What the client missed: the gap, or the replay, now and in order;
+     * then live messages after s->from. */
+    e->sw->depth++;
+    if (gap)
+        sub_send(s, NULL, last);
+    for (i = 0; i < nreplay; i++) {
+        if (!s->dead && !e->ended) {
+            if (e->blocked || s->qlen > 0)
+                sub_queue(s, replay[i]);
+            else
+                sub_send(s, replay[i], NULL);
+        }
+        latch__msg_unref(replay[i]);
+    }
+    free(replay);
+    if (--e->sw->depth == 0)
+        sweep(e->sw);
+    return 0;
+}

@@ -1,0 +1,623 @@
+/*
+ * test_sse.c - Server-Sent Events and the in-process hub on a real server
+ * with raw-socket EventSource clients (sse_client.h).
+ *
+ * The stream: its head (200, text/event-stream, no-cache,
+ * X-Accel-Buffering: no, chunked), events byte-exact after decoding,
+ * injection refused and reported, heartbeats. The hub: 10,000 events to
+ * 100 subscribers in order with their ids; publishing from 4 threads at
+ * once; a client that leaves mid-stream (its subscription ends once,
+ * nothing reported, nothing leaked under ASan); the seed's broken
+ * delivery callback that writes after a request timeout ended the stream
+ * (refused and reported with the timeout as the sealing event, while a
+ * latch_subscribe callback is never called again); slow consumers, closed
+ * (with the server's memory bounded, read from /proc) or given a gap;
+ * Last-Event-ID replay and the gap event; shutdown's final event.
+ *
+ * Each test starts its own one-worker server on 127.0.0.1. Waiting is for
+ * events (bytes, subscriber counts), bounded by deadlines.
+ */
+#include "sse_client.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+/* ASan keeps freed memory in a quarantine; the memory test reads the RSS,
+ * so keep it small. Unused without ASan. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "quarantine_size_mb=8";
+}
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct {
+    int cb_calls, cb_after_end;
+    int sse_rc[8];
+    latch_res *kept;
+    bool timed_out;
+} st;
+
+static void reset(void)
+{
+    pthread_mutex_lock(&mu);
+    memset(&st, 0, sizeof(st));
+    pthread_mutex_unlock(&mu);
+}
+
+/* GET /events?ch=NAME: an SSE stream subscribed to NAME. */
+static int h_events(latch_req *req, latch_res *res, void *data)
+{
+    const char *ch = latch_req_query(req, "ch");
+
+    (void)data;
+    if (latch_subscribe(res, ch ? ch : "news", NULL, NULL) != 0)
+        return latch_fail(req, 500, "subscribe failed");
+    return LATCH_DONE;
+}
+
+static latch_app *new_app(void)
+{
+    latch_app *app = latch_app_new();
+
+    assert_non_null(app);
+    latch_get(app, "/events", h_events, NULL);
+    return app;
+}
+
+static void wait_subscribers(latch_app *app, const char *ch, int n)
+{
+    int64_t end = th_now_ms() + 10000;
+
+    while (latch_app_subscribers(app, ch) != n && th_now_ms() < end)
+        usleep(1000);
+    assert_int_equal(latch_app_subscribers(app, ch), n);
+}
+
+/* ------------------------------------------------------------------ */
+
+/* GET /raw: the SSE calls one by one, their results kept. */
+static int h_raw(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    st.sse_rc[0] = latch_sse_send(res, NULL, NULL, "early");
+    st.sse_rc[1] = latch_sse_start(res);
+    st.sse_rc[2] = latch_sse_retry(res, 1500);
+    st.sse_rc[3] = latch_sse_send(res, "up\ndate", NULL, "x");
+    st.sse_rc[4] = latch_sse_send(res, NULL, "1\r", "x");
+    st.sse_rc[5] = latch_sse_send(res, "tick", "7", "line one\r\nline two");
+    st.sse_rc[6] = latch_sse_comment(res, "note");
+    st.sse_rc[7] = latch_sse_start(res);
+    latch_res_end(res, NULL, 0);
+    return LATCH_DONE;
+}
+
+static void test_stream_format(void **state)
+{
+    th_vlog log;
+    th_server s;
+    sse_client c;
+    latch_app *app = new_app();
+
+    (void)state;
+    reset();
+    latch_get(app, "/raw", h_raw, NULL);
+    th_record_violations_full(app, &log);
+    th_server_start(&s, app);
+    sse_open(&c, s.port, "/raw", NULL, 0);
+    while (!c.ended && sse_pump(&c, 2000))
+        ;
+    assert_true(c.ended);
+    assert_non_null(strstr(c.head, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(c.head, "Content-Type: text/event-stream\r\n"));
+    assert_non_null(strstr(c.head, "Cache-Control: no-cache\r\n"));
+    assert_non_null(strstr(c.head, "X-Accel-Buffering: no\r\n"));
+    assert_non_null(strstr(c.head, "Transfer-Encoding: chunked\r\n"));
+    assert_null(strstr(c.head, "Content-Length"));
+    assert_int_equal(st.sse_rc[0], LATCH_ERR_STATE);
+    assert_int_equal(st.sse_rc[1], 0);
+    assert_int_equal(st.sse_rc[2], 1);
+    assert_int_equal(st.sse_rc[3], LATCH_ERR_INVALID_CHAR);
+    assert_int_equal(st.sse_rc[4], LATCH_ERR_INVALID_CHAR);
+    assert_int_equal(st.sse_rc[5], 1);
+    assert_int_equal(st.sse_rc[6], 1);
+    assert_int_equal(st.sse_rc[7], LATCH_ERR_HTTP_HEADERS_SENT);
+    /* Exactly one event went out, with both lines and its id. */
+    assert_int_equal(c.nev, 1);
+    assert_string_equal(c.ev[0].event, "tick");
+    assert_string_equal(c.ev[0].id, "7");
+    assert_string_equal(c.ev[0].data, "line one\nline two");
+    assert_int_equal(c.comments, 1);
+    /* Each refusal was reported, naming this file. */
+    assert_int_equal(th_vlog_count(&log), 4);
+    {
+        th_vrec r;
+        assert_true(th_vlog_get(&log, 1, &r));
+        assert_int_equal(r.code, LATCH_ERR_INVALID_CHAR);
+        assert_non_null(strstr(r.at_file, "test_sse.c"));
+        assert_string_equal(r.call, "latch_sse_send");
+    }
+    sse_close(&c);
+    th_server_stop(&s);
+}
+
+static void test_heartbeat(void **state)
+{
+    th_server s;
+    sse_client c;
+    latch_app *app = new_app();
+    int64_t end;
+
+    (void)state;
+    assert_int_equal(latch_app_set_sse_heartbeat(app, 80), 0);
+    th_server_start(&s, app);
+    sse_open(&c, s.port, "/events?ch=hb", NULL, 0);
+    end = th_now_ms() + 5000;
+    while (c.comments < 2 && th_now_ms() < end && sse_pump(&c, 50))
+        ;
+    assert_true(c.comments >= 2);
+    assert_int_equal(c.nev, 0);
+    assert_int_equal(latch_app_set_sse_heartbeat(app, 10), LATCH_ERR_STATE);
+    sse_close(&c);
+    th_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------ */
+
+#define NSUB 100
+#define NEV 10000
+
+static void check_in_order(sse_client *c, size_t n, size_t first_id)
+{
+    size_t i;
+    char want[32];
+
+    assert_int_equal(c->nev, n);
+    for (i = 0; i < n; i++) {
+        snprintf(want, sizeof(want), "%zu", first_id + i);
+        assert_string_equal(c->ev[i].id, want);
+        assert_string_equal(c->ev[i].data, want);
+    }
+}
+
+static void test_10000_events_to_100_subscribers(void **state)
+{
+    static sse_client c[NSUB];
+    th_vlog log;
+    th_server s;
+    latch_app *app = new_app();
+    char data[32];
+    int i, done;
+    int64_t end;
+
+    (void)state;
+    th_record_violations_full(app, &log);
+    th_server_start(&s, app);
+    for (i = 0; i < NSUB; i++)
+        sse_open(&c[i], s.port, "/events?ch=fan", NULL, 0);
+    wait_subscribers(app, "fan", NSUB);
+    for (i = 1; i <= NEV; i++) {
+        snprintf(data, sizeof(data), "%d", i);
+        assert_int_equal(latch_publish(app, "fan", NULL, data, strlen(data)),
+                         NSUB);
+        if (i % 500 == 0) /* read along, as a browser would */
+            for (int k = 0; k < NSUB; k++)
+                sse_pump(&c[k], 0);
+    }
+    end = th_now_ms() + 60000;
+    do {
+        done = 0;
+        for (i = 0; i < NSUB; i++) {
+            sse_pump(&c[i], 1);
+            done += c[i].nev == NEV;
+        }
+    } while (done < NSUB && th_now_ms() < end);
+    for (i = 0; i < NSUB; i++) {
+        check_in_order(&c[i], NEV, 1);
+        sse_close(&c[i]);
+    }
+    wait_subscribers(app, "fan", 0);
+    assert_int_equal(th_vlog_count(&log), 0);
+    th_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------ */
+
+#define NTHR 4
+#define PER_THR 2500
+
+static latch_app *pub_app;
+
+static void *publisher(void *arg)
+{
+    int t = (int)(intptr_t)arg, k;
+    char data[32];
+
+    for (k = 0; k < PER_THR; k++) {
+        snprintf(data, sizeof(data), "%d:%d", t, k);
+        if (latch_publish(pub_app, "four", "p", data, strlen(data)) < 0)
+            abort();
+    }
+    return NULL;
+}
+
+static void test_publish_from_4_threads(void **state)
+{
+    sse_client c[3];
+    pthread_t th[NTHR];
+    th_server s;
+    latch_app *app = new_app();
+    int i, t, next[NTHR];
+    size_t k;
+
+    (void)state;
+    th_server_start(&s, app);
+    for (i = 0; i < 3; i++)
+        sse_open(&c[i], s.port, "/events?ch=four", NULL, 0);
+    wait_subscribers(app, "four", 3);
+    pub_app = app;
+    for (t = 0; t < NTHR; t++)
+        pthread_create(&th[t], NULL, publisher, (void *)(intptr_t)t);
+    for (t = 0; t < NTHR; t++)
+        pthread_join(th[t], NULL);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(sse_wait_events(&c[i], NTHR * PER_THR, 30000),
+                         NTHR * PER_THR);
+        /* Ids 1..N in order, and each thread's events in its order. */
+        memset(next, 0, sizeof(next));
+        for (k = 0; k < c[i].nev; k++) {
+            char want[48];
+            snprintf(want, sizeof(want), "%zu", k + 1);
+            assert_string_equal(c[i].ev[k].id, want);
+            assert_string_equal(c[i].ev[k].event, "p");
+            assert_int_equal(sscanf(c[i].ev[k].data, "%d:", &t), 1);
+            assert_true(t >= 0 && t < NTHR);
+            snprintf(want, sizeof(want), "%d:%d", t, next[t]++);
+            assert_string_equal(c[i].ev[k].data, want);
+        }
+        sse_close(&c[i]);
+    }
+    th_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void test_disconnect_mid_stream(void **state)
+{
+    th_vlog log;
+    th_server s;
+    sse_client a, b;
+    latch_app *app = new_app();
+    int i;
+
+    (void)state;
+    th_record_violations_full(app, &log);
+    th_server_start(&s, app);
+    sse_open(&a, s.port, "/events?ch=mid", NULL, 0);
+    sse_open(&b, s.port, "/events?ch=mid", NULL, 0);
+    wait_subscribers(app, "mid", 2);
+    for (i = 0; i < 50; i++)
+        latch_publish(app, "mid", NULL, "x", 1);
+    assert_int_equal(sse_wait_events(&a, 50, 5000), 50);
+    th_close_reset(a.fd); /* gone mid-stream */
+    a.fd = -1;
+    wait_subscribers(app, "mid", 1);
+    for (i = 0; i < 50; i++)
+        latch_publish(app, "mid", NULL, "y", 1);
+    assert_int_equal(sse_wait_events(&b, 100, 5000), 100);
+    close(b.fd); /* a FIN this time */
+    b.fd = -1;
+    wait_subscribers(app, "mid", 0);
+    /* Publishing to nobody reaches nobody; nothing was reported. */
+    assert_int_equal(latch_publish(app, "mid", NULL, "z", 1), 0);
+    assert_int_equal(th_vlog_count(&log), 0);
+    sse_close(&a);
+    sse_close(&b);
+    th_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------ */
+
+/* The seed's delivery: a callback that writes to the stream. */
+static void on_msg(latch_res *res, const latch_message *m, void *data)
+{
+    (void)data;
+    pthread_mutex_lock(&mu);
+    st.cb_calls++;
+    if (st.timed_out)
+        st.cb_after_end++;
+    pthread_mutex_unlock(&mu);
+    latch_sse_send(res, m->event, m->id, m->data);
+}
+
+static int h_seed(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_req_set_timeout(req, 150, 503);
+    latch_sse_start(res);
+    latch_subscribe(res, "seed", on_msg, NULL);
+    /* And the seed's own pattern: the response kept in a set of clients
+     * that a publisher writes to later. */
+    latch_res_retain(res);
+    pthread_mutex_lock(&mu);
+    st.kept = res;
+    pthread_mutex_unlock(&mu);
+    return LATCH_DONE;
+}
+
+static void late_write(latch_res *res, void *data)
+{
+    _Atomic int *rc = data;
+
+    atomic_store(rc, latch_sse_send(res, NULL, NULL, "late")); /* the bug */
+    latch_res_release(res);
+}
+
+static void test_broken_callback_after_timeout(void **state)
+{
+    th_vlog log;
+    th_vrec r;
+    th_server s;
+    sse_client c;
+    latch_app *app = new_app();
+    _Atomic int rc = 1;
+    int i, calls;
+    int64_t end;
+
+    (void)state;
+    reset();
+    latch_get(app, "/seed", h_seed, NULL);
+    th_record_violations_full(app, &log);
+    th_server_start(&s, app);
+    sse_open(&c, s.port, "/seed", NULL, 0);
+    wait_subscribers(app, "seed", 1);
+    latch_publish(app, "seed", NULL, "before", 6);
+    assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
+    /* The timeout cuts the stream and ends the subscription. */
+    assert_int_equal(th_wait_close(c.fd, 5000), TH_EOF);
+    wait_subscribers(app, "seed", 0);
+    pthread_mutex_lock(&mu);
+    st.timed_out = true;
+    calls = st.cb_calls;
+    pthread_mutex_unlock(&mu);
+    assert_int_equal(calls, 1);
+    for (i = 0; i < 20; i++)
+        assert_int_equal(latch_publish(app, "seed", NULL, "after", 5), 0);
+    /* The kept response: the late write is refused and reported. */
+    assert_int_equal(latch_res_post(st.kept, late_write, &rc), 0);
+    assert_int_equal(th_vlog_wait(&log, 1, 5000), 1);
+    assert_true(th_vlog_get(&log, 0, &r));
+    assert_int_equal(r.code, LATCH_ERR_STREAM_DESTROYED);
+    assert_string_equal(r.call, "latch_sse_send");
+    assert_string_equal(r.sealed_call, "request timeout");
+    assert_non_null(strstr(r.at_file, "test_sse.c"));
+    pthread_mutex_lock(&mu);
+    assert_int_equal(st.cb_after_end, 0);
+    pthread_mutex_unlock(&mu);
+    end = th_now_ms() + 5000;
+    while (atomic_load(&rc) == 1 && th_now_ms() < end)
+        usleep(1000);
+    assert_int_equal(atomic_load(&rc), LATCH_ERR_STREAM_DESTROYED);
+    sse_close(&c);
+    th_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------ */
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static void test_slow_consumer_closed(void **state)
+{
+    th_vlog log;
+    th_server s;
+    sse_client slow, fast;
+    latch_app *app = new_app();
+    char *big = malloc(1024);
+    long before, peak = 0;
+    int i;
+
+    (void)state;
+    memset(big, 'a', 1023);
+    big[1023] = '\0';
+    assert_int_equal(
+        latch_app_set_slow_consumer(app, 64 * 1024, LATCH_SLOW_DISCONNECT), 0);
+    assert_int_equal(latch_app_set_channel_history(app, 16), 0);
+    th_record_violations_full(app, &log);
+    th_server_start(&s, app);
+    sse_open(&slow, s.port, "/events?ch=slow", NULL, 4096);
+    wait_subscribers(app, "slow", 1);
+    before = rss_kb();
+    /* 64 MiB of events to a client that reads nothing. */
+    for (i = 0; i < 65536 && latch_app_subscribers(app, "slow") > 0; i++) {
+        latch_publish(app, "slow", NULL, big, 1023);
+        if (i % 1024 == 0) {
+            long now = rss_kb();
+            if (now - before > peak)
+                peak = now - before;
+        }
+    }
+    wait_subscribers(app, "slow", 0);
+    assert_true(i < 65536);
+    /* What the server held for it stayed near the socket buffers plus the
+     * queue limit: far below what was published. */
+    assert_true(peak < 24 * 1024);
+    /* It was closed, and the server goes on serving others. */
+    assert_int_equal(th_wait_close(slow.fd, 10000) != TH_OPEN, 1);
+    sse_open(&fast, s.port, "/events?ch=slow", NULL, 0);
+    wait_subscribers(app, "slow", 1);
+    latch_publish(app, "slow", NULL, "ok", 2);
+    assert_int_equal(sse_wait_events(&fast, 1, 5000), 1);
+    assert_string_equal(fast.ev[0].data, "ok");
+    assert_int_equal(th_vlog_count(&log), 0);
+    sse_close(&slow);
+    sse_close(&fast);
+    free(big);
+    th_server_stop(&s);
+}
+
+static void test_slow_consumer_dropped_with_gap(void **state)
+{
+    th_server s;
+    sse_client slow;
+    latch_app *app = new_app();
+    char *big = malloc(1024);
+    size_t k, n;
+    int i, gaps = 0;
+    long last = 0, id;
+
+    (void)state;
+    memset(big, 'b', 1023);
+    big[1023] = '\0';
+    assert_int_equal(
+        latch_app_set_slow_consumer(app, 32 * 1024, LATCH_SLOW_DROP), 0);
+    th_server_start(&s, app);
+    sse_open(&slow, s.port, "/events?ch=drop", NULL, 4096);
+    wait_subscribers(app, "drop", 1);
+    for (i = 0; i < 8192; i++)
+        latch_publish(app, "drop", NULL, big, 1023);
+    latch_publish(app, "drop", "last", "end", 3);
+    /* Now read: some events, one gap (or more), then the rest. */
+    n = 0;
+    while (sse_pump(&slow, 2000) &&
+           (slow.nev == 0 || strcmp(slow.ev[slow.nev - 1].event, "last")))
+        n++;
+    assert_true(slow.nev > 0);
+    assert_string_equal(slow.ev[slow.nev - 1].event, "last");
+    assert_true(slow.nev < 8193);
+    for (k = 0; k < slow.nev; k++) {
+        if (strcmp(slow.ev[k].event, "latch-gap") == 0) {
+            char want[64];
+            gaps++;
+            snprintf(want, sizeof(want), "{\"last_id\":\"%ld\"}", last);
+            assert_string_equal(slow.ev[k].data, want);
+            continue;
+        }
+        id = atol(slow.ev[k].id);
+        assert_true(id > last); /* increasing, never repeated */
+        last = id;
+    }
+    assert_true(gaps >= 1);
+    assert_int_equal(latch_app_subscribers(app, "drop"), 1);
+    sse_close(&slow);
+    free(big);
+    th_server_stop(&s);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void test_replay_and_gap(void **state)
+{
+    th_server s;
+    sse_client c;
+    latch_app *app = new_app();
+    char data[16];
+    int i;
+
+    (void)state;
+    assert_int_equal(latch_app_set_channel_history(app, 8), 0);
+    th_server_start(&s, app);
+    for (i = 1; i <= 20; i++) {
+        snprintf(data, sizeof(data), "%d", i);
+        latch_publish(app, "r", NULL, data, strlen(data));
+    }
+    /* Within the ring (13..20): 16..20, then live from 21. */
+    sse_open(&c, s.port, "/events?ch=r", "15", 0);
+    assert_int_equal(sse_wait_events(&c, 5, 5000), 5);
+    wait_subscribers(app, "r", 1);
+    latch_publish(app, "r", NULL, "21", 2);
+    assert_int_equal(sse_wait_events(&c, 6, 5000), 6);
+    check_in_order(&c, 6, 16);
+    sse_close(&c);
+    wait_subscribers(app, "r", 0);
+    /* The newest id: nothing to replay. */
+    sse_open(&c, s.port, "/events?ch=r", "21", 0);
+    wait_subscribers(app, "r", 1);
+    latch_publish(app, "r", NULL, "22", 2);
+    assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
+    check_in_order(&c, 1, 22);
+    sse_close(&c);
+    wait_subscribers(app, "r", 0);
+    /* Older than the ring: one gap, then live. */
+    sse_open(&c, s.port, "/events?ch=r", "5", 0);
+    wait_subscribers(app, "r", 1);
+    latch_publish(app, "r", NULL, "23", 2);
+    assert_int_equal(sse_wait_events(&c, 2, 5000), 2);
+    assert_string_equal(c.ev[0].event, "latch-gap");
+    assert_string_equal(c.ev[0].data, "{\"last_id\":\"5\"}");
+    assert_string_equal(c.ev[1].id, "23");
+    sse_close(&c);
+    wait_subscribers(app, "r", 0);
+    /* An id this channel never had (a quote in it, escaped), and one
+     * from the future: a gap each. */
+    sse_open(&c, s.port, "/events?ch=r", "ab\"c", 0);
+    assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
+    assert_string_equal(c.ev[0].data, "{\"last_id\":\"ab\\\"c\"}");
+    sse_close(&c);
+    sse_open(&c, s.port, "/events?ch=r", "99", 0);
+    assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
+    assert_string_equal(c.ev[0].event, "latch-gap");
+    sse_close(&c);
+    th_server_stop(&s);
+}
+
+static void test_shutdown_final_event(void **state)
+{
+    th_server s;
+    sse_client c;
+    latch_app *app = new_app();
+    int64_t end;
+
+    (void)state;
+    th_server_start(&s, app);
+    sse_open(&c, s.port, "/events?ch=bye", NULL, 0);
+    wait_subscribers(app, "bye", 1);
+    latch_publish(app, "bye", NULL, "hi", 2);
+    assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
+    latch_stop(s.app);
+    end = th_now_ms() + 5000;
+    while (!c.eof && th_now_ms() < end)
+        sse_pump(&c, 50);
+    assert_true(c.eof);
+    assert_true(c.ended); /* a complete response: the last chunk came */
+    assert_int_equal(c.nev, 2);
+    assert_string_equal(c.ev[1].event, "latch-shutdown");
+    assert_string_equal(c.ev[1].data, "");
+    th_server_stop(&s);
+    sse_close(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stream_format),
+        cmocka_unit_test(test_heartbeat),
+        cmocka_unit_test(test_10000_events_to_100_subscribers),
+        cmocka_unit_test(test_publish_from_4_threads),
+        cmocka_unit_test(test_disconnect_mid_stream),
+        cmocka_unit_test(test_broken_callback_after_timeout),
+        cmocka_unit_test(test_slow_consumer_closed),
+        cmocka_unit_test(test_slow_consumer_dropped_with_gap),
+        cmocka_unit_test(test_replay_and_gap),
+        cmocka_unit_test(test_shutdown_final_event),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
