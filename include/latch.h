@@ -282,6 +282,11 @@ LATCH_API int latch_app_port(const latch_app *app);
  * or SIGINT/SIGTERM it stops accepting, closes idle keep-alive
  * connections, lets in-flight requests finish up to the drain timeout,
  * closes the rest and returns 0. A negative code when it could not start.
+ * A client that leaves never kills the process: while it runs, SIGPIPE is
+ * blocked on the threads that write to sockets (the calling thread and
+ * the workers, and threads they create inherit that), whatever the
+ * program's disposition for it; the calling thread's mask is restored
+ * when latch_run returns.
  */
 LATCH_API int latch_run(latch_app *app);
 /* Asks a running app to drain and stop. Any thread; async-signal-unsafe. */
@@ -315,6 +320,24 @@ enum latch_limit {
     LATCH_TIMEOUT_LINGER,         /* ms to discard input after an error
                                      response before closing [2000] */
     LATCH_TIMEOUT_DRAIN,          /* ms in-flight requests get on stop
+                                     [10000]; a request still arriving may
+                                     finish, else it gets 503 + close */
+    LATCH_LIMIT_CONNECTIONS,      /* open connections per worker [0: from
+                                     RLIMIT_NOFILE]; at the cap the oldest
+                                     idle (then slowest receiving) one is
+                                     shed for a newcomer, or it is refused */
+    LATCH_LIMIT_CONN_BUFFER,      /* bytes one connection may hold: output
+                                     the OS has not taken, queued responses'
+                                     output and request bodies [1 MiB];
+                                     over it, no further request is read */
+    LATCH_LIMIT_MIN_RATE,         /* bytes/s a request must arrive at once
+                                     the grace period passed [500; 0: off]
+                                     -> 408 */
+    LATCH_TIMEOUT_SEND,           /* ms without write progress while output
+                                     waits for the client -> close [60000] */
+    LATCH_TIMEOUT_RECEIVE,        /* ms to receive a whole request, head
+                                     and body [300000] -> 408 */
+    LATCH_TIMEOUT_RATE_GRACE,     /* ms before the minimum rate applies
                                      [10000] */
     LATCH_LIMIT_OUTPUT,           /* bytes of output a connection may hold
                                      unsent [16 MiB; 64 KiB..1 TiB]: a write
@@ -326,6 +349,25 @@ enum latch_limit {
                                      response is destroyed */
 };
 LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
+
+/*
+ * Connection counters of the app, summed over its workers since it was
+ * created (they survive latch_run returning): connections accepted,
+ * accept(2) failures (EMFILE, ENFILE, ENOBUFS ...), connections refused
+ * at once (reset) for want of a descriptor or of room under
+ * LATCH_LIMIT_CONNECTIONS, and connections shed (closed) to make room:
+ * idle keep-alive ones first, then the slowest still sending a request.
+ * Each kind is also logged on stderr, at most once a second per worker.
+ * Any thread. Returns 0 for an unknown counter or a NULL app.
+ */
+enum latch_counter {
+    LATCH_COUNTER_ACCEPTED = 0,
+    LATCH_COUNTER_ACCEPT_ERRORS,
+    LATCH_COUNTER_DROPPED,
+    LATCH_COUNTER_SHED,
+    LATCH_COUNTER_COUNT
+};
+LATCH_API uint64_t latch_app_counter(const latch_app *app, int which);
 
 /*
  * The request timeout: `ms` after a request was dispatched (0: none, the

@@ -27,6 +27,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define RBUF_SIZE (16u * 1024)
 #define RBUF_FREE_MAX 256
@@ -217,6 +218,59 @@ static void t_set(latch_conn *c, int kind)
     arm_sweeper(c->w, c->deadline);
 }
 
+/*
+ * The send timeout. A connection is on the worker's send list while libuv
+ * holds output the socket did not take. When its deadline comes, the
+ * connection goes on if libuv's write queue shrank since it was last
+ * looked at (progress), and is closed if it did not: a client that stops
+ * reading cannot keep its connection and what it holds for ever.
+ */
+static void s_unlink(latch_conn *c)
+{
+    latch_worker *w = c->w;
+
+    if (!c->on_slist)
+        return;
+    if (c->s_prev)
+        c->s_prev->s_next = c->s_next;
+    else
+        w->s_head = c->s_next;
+    if (c->s_next)
+        c->s_next->s_prev = c->s_prev;
+    else
+        w->s_tail = c->s_prev;
+    c->s_next = c->s_prev = NULL;
+    c->on_slist = false;
+}
+
+static void s_set(latch_conn *c)
+{
+    latch_worker *w = c->w;
+
+    s_unlink(c);
+    c->on_slist = true;
+    c->s_queued = c->tcp.write_queue_size;
+    c->s_deadline = uv_now(&w->loop) + w->app->cfg.send_ms;
+    c->s_prev = w->s_tail;
+    c->s_next = NULL;
+    if (w->s_tail)
+        w->s_tail->s_next = c;
+    else
+        w->s_head = c;
+    w->s_tail = c;
+    arm_sweeper(w, c->s_deadline);
+}
+
+static void on_send_deadline(latch_conn *c)
+{
+    if (c->tcp.write_queue_size < c->s_queued) {
+        s_set(c); /* it read some: another period */
+        return;
+    }
+    s_unlink(c);
+    latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+}
+
 static void on_timeout(latch_conn *c)
 {
     int kind = c->tkind;
@@ -254,6 +308,8 @@ void latch__conn_sweep(latch_worker *w)
         while (w->tl[k].head && w->tl[k].head->deadline <= now)
             on_timeout(w->tl[k].head);
     }
+    while (w->s_head && w->s_head->s_deadline <= now)
+        on_send_deadline(w->s_head);
     if (w->draining && w->drain_deadline && now >= w->drain_deadline) {
         /* The drain time is over: what is still open is cut. */
         latch_conn *c, *cn;
@@ -262,6 +318,15 @@ void latch__conn_sweep(latch_worker *w)
          * for it to empty. */
         for (c = w->conns; c != NULL; c = cn) {
             cn = c->next;
+            if (c->cur != NULL && c->q_head == NULL &&
+                !(c->flags & LATCH_CF_CLOSING)) {
+                /* Still arriving: the client learns why, and that it
+                 * may retry elsewhere. */
+                latch__conn_protocol_error(c, 503, "server shutting down");
+                flush(c);
+                if (c->flags & (LATCH_CF_SHUTDOWN | LATCH_CF_CLOSING))
+                    continue; /* answered; it lingers briefly, then closes */
+            }
             latch__conn_close_why(c, LATCH_CANCEL_SHUTDOWN);
         }
         return;
@@ -269,6 +334,8 @@ void latch__conn_sweep(latch_worker *w)
     for (k = 1; k < LATCH_T_COUNT; k++)
         if (w->tl[k].head && w->tl[k].head->deadline < next)
             next = w->tl[k].head->deadline;
+    if (w->s_head && w->s_head->s_deadline < next)
+        next = w->s_head->s_deadline;
     if (w->draining && w->drain_deadline && w->drain_deadline < next)
         next = w->drain_deadline;
     if (next != UINT64_MAX)
@@ -282,25 +349,23 @@ void latch__conn_sweep(latch_worker *w)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-void latch__conn_accept(latch_worker *w, uv_stream_t *server)
+int latch__conn_open(latch_worker *w, int fd)
 {
     latch_conn *c = calloc(1, sizeof(*c));
+    int r;
 
     if (c == NULL) {
-        /* Accept and drop it, so the backlog does not wedge the loop. */
-        uv_tcp_t tmp;
-        uv_tcp_init(&w->loop, &tmp);
-        if (uv_accept(server, (uv_stream_t *)&tmp) == 0)
-            uv_close((uv_handle_t *)&tmp, NULL);
-        uv_run(&w->loop, UV_RUN_NOWAIT);
-        return;
+        close(fd);
+        return LATCH_ERR_NOMEM;
     }
     c->w = w;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    r = uv_tcp_open(&c->tcp, fd);
+    if (r < 0) {
+        close(fd);
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-        return;
+        return r;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c->next = w->conns;
@@ -309,10 +374,52 @@ void latch__conn_accept(latch_worker *w, uv_stream_t *server)
     w->conns = c;
     w->nconns++;
     latch__parser_init(&c->parser, &w->app->cfg.parse, NULL, 0);
+    c->rx_start = uv_now(&w->loop);
     /* The first request gets the header timeout: a client that connects
      * and says nothing is the start of a slowloris attack. */
     t_set(c, LATCH_T_HEADER);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    return 0;
+}
+
+/* Whether `c` may be closed for a newcomer: waiting for a request it has
+ * been slow to send for a second at least, with nothing queued for it. */
+static bool sheddable(const latch_conn *c, uint64_t now)
+{
+    return c->q_head == NULL && !(c->flags & LATCH_CF_CLOSING) &&
+           now - c->rx_start >= 1000;
+}
+
+bool latch__conn_shed(latch_worker *w)
+{
+    uint64_t now = uv_now(&w->loop), best_rate = UINT64_MAX;
+    latch_conn *c, *best = NULL;
+    int k, n;
+
+    /* Idle keep-alive connections, oldest first: nothing is lost. */
+    if ((c = w->tl[LATCH_T_IDLE].head) != NULL) {
+        latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+        return true;
+    }
+    /* Then the slowest sender among the oldest still receiving a head or a
+     * body (each list is in deadline order; a few from each suffice). */
+    for (k = LATCH_T_HEADER; k <= LATCH_T_BODY; k++) {
+        for (c = w->tl[k].head, n = 0; c != NULL && n < 16;
+             c = c->t_next, n++) {
+            uint64_t rate;
+            if (!sheddable(c, now))
+                continue;
+            rate = c->rx_bytes * 1000 / (now - c->rx_start);
+            if (best == NULL || rate < best_rate) {
+                best = c;
+                best_rate = rate;
+            }
+        }
+    }
+    if (best == NULL)
+        return false;
+    latch__conn_close_why(best, LATCH_CANCEL_DISCONNECT);
+    return true;
 }
 
 static void on_closed(uv_handle_t *h)
@@ -320,6 +427,7 @@ static void on_closed(uv_handle_t *h)
     latch_conn *c = h->data;
     latch_worker *w = c->w;
 
+    s_unlink(c);
     latch__rbuf_release(w, c->rb);
     latch__buf_dispose(&c->out);
     latch__buf_dispose(&c->wout);
@@ -368,6 +476,7 @@ void latch__conn_close_why(latch_conn *c, int reason)
         return;
     c->flags |= LATCH_CF_CLOSING | LATCH_CF_NO_MORE;
     t_unlink(c);
+    s_unlink(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->shake_timer != NULL) {
         uv_close((uv_handle_t *)c->shake_timer, (uv_close_cb)free);
@@ -464,6 +573,70 @@ static void read_resume(latch_conn *c)
     }
 }
 
+/*
+ * What the connection holds for its client: output the OS has not taken,
+ * output queued responses buffered while they waited, and the bodies of
+ * the requests in the queue. Past LATCH_LIMIT_CONN_BUFFER, no further
+ * request is read until the client took enough.
+ */
+static uint64_t held(const latch_conn *c)
+{
+    uint64_t n = c->out.len + c->wout.len;
+    const latch_res *r;
+
+    for (r = c->q_head; r != NULL; r = r->q_next)
+        n += r->pending.len + r->req.body.len;
+    return n;
+}
+
+/* Reading pauses: enough requests in flight, or enough held. */
+static void read_pause(latch_conn *c)
+{
+    c->flags |= LATCH_CF_PAUSED;
+    read_stop(c);
+}
+
+/* A response finished or output went out: reading goes on once the
+ * connection is under both bounds again. */
+static void maybe_resume(latch_conn *c)
+{
+    const latch_config *cfg = &c->w->app->cfg;
+
+    if (!(c->flags & LATCH_CF_PAUSED) || (c->flags & LATCH_CF_CLOSING))
+        return;
+    if (c->inflight >= cfg->pipeline ||
+        (c->inflight > 0 && held(c) >= cfg->conn_buffer))
+        return;
+    c->flags &= ~LATCH_CF_PAUSED;
+    read_resume(c);
+    process(c);
+}
+
+/*
+ * Bytes of the request being received arrived. A request must arrive
+ * whole within the receive timeout and, once the grace period passed, at
+ * the minimum rate on average (a body trickling at a byte a second would
+ * hold its connection for ever otherwise). Returns false when it was
+ * refused with 408.
+ */
+static bool rx_ok(latch_conn *c, size_t n)
+{
+    const latch_config *cfg = &c->w->app->cfg;
+    uint64_t el = uv_now(&c->w->loop) - c->rx_start;
+
+    c->rx_bytes += n;
+    if (el >= cfg->receive_ms) {
+        latch__conn_protocol_error(c, 408, "request took too long to arrive");
+        return false;
+    }
+    if (cfg->min_rate > 0 && el >= cfg->rate_grace_ms &&
+        c->rx_bytes * 1000 < cfg->min_rate * el) {
+        latch__conn_protocol_error(c, 408, "request arriving too slowly");
+        return false;
+    }
+    return true;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     latch_conn *c = h->data;
@@ -511,6 +684,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             c->rlen = c->msg;
             return;
         }
+        if (c->cur != NULL && !rx_ok(c, (size_t)nread))
+            return;
         process(c);
         /* Answer what this read produced right away (one write for the
          * whole batch of pipelined requests) rather than at the next loop
@@ -661,6 +836,12 @@ static void dispatch(latch_conn *c)
 
     c->cur = NULL;
     res->conn = c;
+    if (c->flags & LATCH_CF_DRAIN_LAST) {
+        /* The server is stopping: this request, which was arriving, is
+         * served, and it is the last. */
+        res->req.keep_alive = false;
+        c->flags |= LATCH_CF_NO_MORE;
+    }
     queue_push(c, res);
     t_unlink(c);
     if (c->w->app->cfg.request_ms > 0)
@@ -678,13 +859,25 @@ static void process(latch_conn *c)
     size_t consumed, dlen;
     int r;
 
+    /* Responses queued from earlier reads may hold much already: one
+     * look at all of them per call, then only at the output (the
+     * responses of this batch that end at once write there). */
+    if (c->inflight > 0 && c->cur == NULL && c->msg != c->rlen &&
+        held(c) >= cfg->conn_buffer) {
+        read_pause(c);
+        return;
+    }
     while (!(c->flags & LATCH_CF_CLOSING)) {
         if (!(c->flags & LATCH_CF_IN_BODY)) {
             if (c->msg == c->rlen || (c->flags & LATCH_CF_NO_MORE))
                 break;
-            if (c->inflight >= cfg->pipeline) {
-                /* Enough in flight: stop reading until some finish. */
-                read_stop(c);
+            if (c->cur == NULL &&
+                (c->inflight >= cfg->pipeline ||
+                 (c->inflight > 0 &&
+                  c->out.len + c->wout.len >= cfg->conn_buffer))) {
+                /* Enough in flight or held: stop reading until some
+                 * finish or go out (maybe_resume). */
+                read_pause(c);
                 break;
             }
             if (c->cur == NULL) {
@@ -693,6 +886,11 @@ static void process(latch_conn *c)
                     conn_close(c);
                     return;
                 }
+                /* The first request counts from the connect (a client
+                 * that connects and waits is slow already). */
+                if (c->nreqs++ > 0)
+                    c->rx_start = uv_now(&c->w->loop);
+                c->rx_bytes = c->rlen - c->msg;
                 latch__parser_reset(p);
                 p->fields = c->cur->req.fields;
                 p->fields_cap = cfg->parse.fields;
@@ -1017,17 +1215,25 @@ static void finish_written(latch_conn *c)
         c->q_tail = c->writer = NULL;
         return;
     }
-    if (c->q_head == NULL && c->inflight == 0) {
+    if (c->flags & LATCH_CF_PAUSED) {
+        /* Reading paused for this queue or these bytes: it may go on
+         * (and what waits in the buffer is parsed). */
+        maybe_resume(c);
+    } else if (c->q_head == NULL && c->inflight == 0) {
         /* More requests may be waiting in the buffer. */
         if (c->rlen != c->msg || (c->flags & LATCH_CF_IN_BODY) || c->cur)
             process(c);
         else
             went_idle(c);
-    } else if (c->flags & LATCH_CF_READ_STOPPED &&
-               c->inflight < c->w->app->cfg.pipeline) {
-        read_resume(c);
-        process(c);
     }
+}
+
+/* After a burst, large output buffers go back to the allocator: an idle
+ * connection keeps none of what a big response needed. */
+static void shrink(latch_buf *b)
+{
+    if (b->len == 0 && b->cap > HIGH_WATER)
+        latch__buf_dispose(b);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -1042,6 +1248,8 @@ static void on_written(uv_write_t *req, int status)
     }
     c->written_total += c->wout.len;
     c->wout.len = 0;
+    shrink(&c->wout);
+    s_unlink(c);
     finish_written(c);
     if (c->flags & LATCH_CF_CLOSING)
         return;
@@ -1092,8 +1300,10 @@ static void flush(latch_conn *c)
                 return;
             }
             c->writing = true;
+            s_set(c);
         } else {
             c->out.len = 0;
+            shrink(&c->out);
         }
         finish_written(c);
         if (c->flags & LATCH_CF_CLOSING)
@@ -1152,6 +1362,12 @@ void latch__conn_drain(latch_worker *w)
 
     for (c = w->conns; c != NULL; c = next) {
         next = c->next;
+        if (c->cur != NULL) {
+            /* A request is arriving (an upload, say): it may finish
+             * within the drain time, and is the last one. */
+            c->flags |= LATCH_CF_DRAIN_LAST;
+            continue;
+        }
         c->flags |= LATCH_CF_NO_MORE;
         if (c->q_head == NULL)
             conn_close(c);

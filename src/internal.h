@@ -77,6 +77,12 @@ typedef struct latch_config {
     uint64_t request_ms; /* request timeout, 0: none */
     uint64_t output;     /* LATCH_LIMIT_OUTPUT: pending output bytes */
     int request_status;  /* its answer when nothing was sent (503) */
+    uint64_t send_ms;    /* no write progress while output waits */
+    uint64_t receive_ms; /* a whole request, head and body */
+    uint64_t rate_grace_ms;
+    uint64_t min_rate;    /* bytes/s after the grace; 0: off */
+    uint64_t conn_buffer; /* bytes a connection may hold before pausing */
+    uint32_t max_conns;   /* per worker; 0: from RLIMIT_NOFILE */
 } latch_config;
 
 struct latch_app {
@@ -114,6 +120,8 @@ struct latch_app {
     latch_worker *workers;
     int nworkers_running;
     _Atomic(latch_worker *) live; /* set once every worker is ready */
+    /* Connection counters (latch_app_counter), summed over workers. */
+    _Atomic uint64_t counters[LATCH_COUNTER_COUNT];
     pthread_mutex_t live_mu;      /* latch_stop vs. the end of latch_run */
     atomic_bool stopping;
     /* Server-Sent Events and pub/sub (sse.c, pubsub.c): settings, and the
@@ -169,7 +177,10 @@ struct latch_worker {
     latch_app *app;
     int index;
     pthread_t thread;
-    uv_tcp_t listener;
+    uv_poll_t listener;   /* readable listening socket: accept (server.c) */
+    uv_timer_t accept_retry; /* accepting paused: no descriptor left */
+    int reserve_fd;       /* spent to refuse a connection under EMFILE */
+    uint32_t max_conns;   /* the connection cap of this worker */
     uv_async_t wake;      /* latch_stop, latch_res_post */
     uv_prepare_t flusher; /* flushes dirty connections once per loop turn */
     uv_timer_t ticker;    /* Date header, once per second */
@@ -187,6 +198,7 @@ struct latch_worker {
     latch_conn *conns;
     uint32_t nconns;
     latch_tlist tl[LATCH_T_COUNT];
+    latch_conn *s_head, *s_tail; /* connections waiting to write */
     /* Free lists, so the hot path does not call malloc. */
     latch_rbuf *free_rbufs;
     uint32_t nfree_rbufs;
@@ -196,7 +208,10 @@ struct latch_worker {
     /* Calls posted from other threads (latch_res_post). */
     pthread_mutex_t post_mu;
     struct latch_post *posts;
-    uint64_t emfile_last_log;
+    /* Accept trouble since the last log line (at most one a second). */
+    uint64_t accept_log_at;
+    uint64_t log_errors, log_dropped, log_shed;
+    int log_errno;
     uint64_t drain_deadline;
     uint64_t shake_state; /* xorshift state for LATCH_SHAKE delays */
     latch_whook *hooks;   /* features' drain and finish (above) */
@@ -220,6 +235,9 @@ enum {
     LATCH_CF_CONTINUE = 1u << 8, /* owe a 100 Continue when at head */
     LATCH_CF_CLOSE_AFTER_WRITE = 1u << 9,
     LATCH_CF_WRITE_ERROR = 1u << 10,
+    LATCH_CF_PAUSED = 1u << 11,     /* reading paused: pipeline or buffer */
+    LATCH_CF_DRAIN_LAST = 1u << 12, /* draining: the request arriving is
+                                       the last one */
 };
 
 struct latch_conn {
@@ -252,6 +270,15 @@ struct latch_conn {
     latch_conn *t_next, *t_prev;
     uint64_t deadline;
     uint8_t tkind;
+    /* The request being received: when it started, bytes so far. */
+    uint64_t rx_start, rx_bytes;
+    uint32_t nreqs;       /* requests begun on this connection */
+    /* The send timeout: on the worker's send list while output waits for
+     * the socket; the size of libuv's write queue when last looked at. */
+    latch_conn *s_next, *s_prev;
+    uint64_t s_deadline;
+    size_t s_queued;
+    bool on_slist;
 };
 
 /* ------------------------------------------------------------------ */
@@ -551,7 +578,16 @@ uint64_t latch__now(latch_worker *w);
 void latch__worker_finish(latch_worker *w);
 
 /* conn.c */
-void latch__conn_accept(latch_worker *w, uv_stream_t *server);
+/* Takes an accepted socket (non-blocking) into a new connection; on
+ * failure the descriptor is closed. Returns 0 or a negative code. */
+int latch__conn_open(latch_worker *w, int fd);
+/* Closes one connection to make room for a newcomer: the oldest idle
+ * keep-alive connection, else the one receiving a request the slowest for
+ * at least a second with nothing queued. Returns false when none may go. */
+bool latch__conn_shed(latch_worker *w);
+#define LATCH_COUNT(app, which, n)                                             \
+    atomic_fetch_add_explicit(&(app)->counters[(which)], (n),               \
+                              memory_order_relaxed)
 void latch__conn_mark_dirty(latch_conn *c);
 void latch__conn_flush_all(latch_worker *w);
 void latch__conn_sweep(latch_worker *w);

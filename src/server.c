@@ -15,12 +15,16 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -60,6 +64,11 @@ latch_app *latch_app_new(void)
     app->cfg.linger_ms = 2000;
     app->cfg.drain_ms = 10000;
     app->cfg.output = (uint64_t)16 << 20;
+    app->cfg.send_ms = 60000;
+    app->cfg.receive_ms = 300000;
+    app->cfg.rate_grace_ms = 10000;
+    app->cfg.min_rate = 500;
+    app->cfg.conn_buffer = (uint64_t)1 << 20;
     app->handle_signals = true;
     app->listen_fd = -1;
     app->port = -1;
@@ -193,6 +202,21 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
             return LATCH_ERR_INVALID_ARG;
         c->output = v;
         return 0;
+    case LATCH_LIMIT_CONNECTIONS:
+        if (v > (1u << 24))
+            return LATCH_ERR_INVALID_ARG;
+        c->max_conns = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_CONN_BUFFER:
+        if (v < 4096 || v > ((uint64_t)1 << 40))
+            return LATCH_ERR_INVALID_ARG;
+        c->conn_buffer = v;
+        return 0;
+    case LATCH_LIMIT_MIN_RATE:
+        if (v > ((uint64_t)1 << 40))
+            return LATCH_ERR_INVALID_ARG;
+        c->min_rate = v;
+        return 0;
     default: break;
     }
     if (v < 1 || v > 24ull * 3600 * 1000)
@@ -203,6 +227,9 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
     case LATCH_TIMEOUT_KEEPALIVE: c->keepalive_ms = v; return 0;
     case LATCH_TIMEOUT_LINGER: c->linger_ms = v; return 0;
     case LATCH_TIMEOUT_DRAIN: c->drain_ms = v; return 0;
+    case LATCH_TIMEOUT_SEND: c->send_ms = v; return 0;
+    case LATCH_TIMEOUT_RECEIVE: c->receive_ms = v; return 0;
+    case LATCH_TIMEOUT_RATE_GRACE: c->rate_grace_ms = v; return 0;
     default: return LATCH_ERR_INVALID_ARG;
     }
 }
@@ -283,9 +310,44 @@ static void update_date(latch_worker *w)
                            "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
 }
 
+uint64_t latch_app_counter(const latch_app *app, int which)
+{
+    if (app == NULL || which < 0 || which >= LATCH_COUNTER_COUNT)
+        return 0;
+    return atomic_load_explicit(&((latch_app *)app)->counters[which],
+                                memory_order_relaxed);
+}
+
+/*
+ * Trouble on the accept path is logged as nginx does it: one line at most
+ * once a second per worker, with what happened since the last line. The
+ * ticker calls this too, so the last second of a burst is not lost.
+ */
+static void log_accept(latch_worker *w)
+{
+    uint64_t now = uv_now(&w->loop);
+
+    if (w->log_errors + w->log_dropped + w->log_shed == 0)
+        return;
+    if (w->accept_log_at != 0 && now - w->accept_log_at < 1000)
+        return;
+    w->accept_log_at = now;
+    fprintf(stderr,
+            "latch: accept: %s (worker %d; since the last report: %llu "
+            "accept errors, %llu connections refused, %llu shed)\n",
+            w->log_errno != 0 ? strerror(w->log_errno)
+                              : "connection limit reached",
+            w->index, (unsigned long long)w->log_errors,
+            (unsigned long long)w->log_dropped,
+            (unsigned long long)w->log_shed);
+    w->log_errors = w->log_dropped = w->log_shed = 0;
+    w->log_errno = 0;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     update_date(t->data);
+    log_accept(t->data);
 }
 
 static void on_flush(uv_prepare_t *p)
@@ -293,22 +355,143 @@ static void on_flush(uv_prepare_t *p)
     latch__conn_flush_all(p->data);
 }
 
-static void on_connection(uv_stream_t *server, int status)
-{
-    latch_worker *w = server->data;
+static void on_acceptable(uv_poll_t *p, int status, int events);
 
+static void on_accept_retry(uv_timer_t *t)
+{
+    latch_worker *w = t->data;
+
+    if (!w->draining)
+        uv_poll_start(&w->listener, UV_READABLE, on_acceptable);
+}
+
+/* Nothing can be freed for the pending connections: stop watching the
+ * listener for a while rather than spin on it. */
+static void accept_pause(latch_worker *w)
+{
+    uv_poll_stop(&w->listener);
+    uv_timer_start(&w->accept_retry, on_accept_retry, 100, 0);
+}
+
+/* Closes an accepted socket with a reset: the client learns at once that
+ * it was refused, and no TIME_WAIT is left behind. */
+static void refuse_fd(int fd)
+{
+    struct linger lg = {1, 0};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+static void count_dropped(latch_worker *w)
+{
+    LATCH_COUNT(w->app, LATCH_COUNTER_DROPPED, 1);
+    w->log_dropped++;
+}
+
+static void count_shed(latch_worker *w)
+{
+    LATCH_COUNT(w->app, LATCH_COUNTER_SHED, 1);
+    w->log_shed++;
+}
+
+/* Out of descriptors: the reserve one is spent to take the first pending
+ * connection off the backlog and refuse it, then taken again. */
+static bool refuse_with_reserve(latch_worker *w)
+{
+    int fd;
+
+    if (w->reserve_fd < 0)
+        return false;
+    close(w->reserve_fd);
+    fd = accept4(w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0) {
+        count_dropped(w);
+        refuse_fd(fd);
+    }
+    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0;
+}
+
+/* accept(2) errors that concern one pending connection only (Linux passes
+ * the new socket's network errors on): the next one may be fine. */
+static bool accept_error_transient(int err)
+{
+    switch (err) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH: return true;
+    default: return false;
+    }
+}
+
+/*
+ * The listener is readable: accept a batch. At the worker's connection cap
+ * a newcomer takes the place of the oldest idle (or slowest receiving)
+ * connection, or is refused; out of descriptors, the same, then the
+ * reserve descriptor refuses one; with nothing to free, accepting pauses.
+ * Every case is counted and logged, never silent, and the loop never spins.
+ */
+static void on_acceptable(uv_poll_t *p, int status, int events)
+{
+    latch_worker *w = p->data;
+    int i, fd, err;
+
+    (void)events;
     if (status < 0) {
-        /* EMFILE/ENFILE: libuv already accepted and closed the pending
-         * connections with its reserve descriptor, so the loop does not
-         * spin. Say so at most once a second and keep serving. */
-        uint64_t now = uv_now(&w->loop);
-        if (now - w->emfile_last_log >= 1000 || w->emfile_last_log == 0) {
-            w->emfile_last_log = now;
-            fprintf(stderr, "latch: accept: %s\n", uv_strerror(status));
-        }
+        w->log_errors++;
+        w->log_errno = -status;
+        LATCH_COUNT(w->app, LATCH_COUNTER_ACCEPT_ERRORS, 1);
+        log_accept(w);
+        accept_pause(w);
         return;
     }
-    latch__conn_accept(w, server);
+    for (i = 0; i < 128 && !w->draining; i++) {
+        fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                break;
+            if (accept_error_transient(err))
+                continue;
+            LATCH_COUNT(w->app, LATCH_COUNTER_ACCEPT_ERRORS, 1);
+            w->log_errors++;
+            w->log_errno = err;
+            if (err == EMFILE || err == ENFILE) {
+                if (latch__conn_shed(w)) {
+                    count_shed(w);
+                    continue;
+                }
+                if (refuse_with_reserve(w))
+                    continue;
+            }
+            log_accept(w);
+            accept_pause(w);
+            return;
+        }
+        if (w->nconns >= w->max_conns) {
+            if (latch__conn_shed(w)) {
+                count_shed(w);
+            } else {
+                count_dropped(w); /* counted before the client can see */
+                refuse_fd(fd);
+                continue;
+            }
+        }
+        if (latch__conn_open(w, fd) < 0) {
+            count_dropped(w); /* no memory for it; the fd is closed */
+            continue;
+        }
+        LATCH_COUNT(w->app, LATCH_COUNTER_ACCEPTED, 1);
+    }
+    log_accept(w);
 }
 
 static void begin_drain(latch_worker *w);
@@ -352,8 +535,13 @@ static void begin_drain(latch_worker *w)
         if (h->drain != NULL)
             h->drain(h, w);
     }
-    if (!uv_is_closing((uv_handle_t *)&w->listener))
+    if (!uv_is_closing((uv_handle_t *)&w->listener)) {
         uv_close((uv_handle_t *)&w->listener, close_cb_noop);
+        uv_close((uv_handle_t *)&w->accept_retry, close_cb_noop);
+        /* The poll handle left epoll in uv_close: the socket may go. */
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
     if (w->has_signals) {
         uv_close((uv_handle_t *)&w->sigint, close_cb_noop);
         uv_close((uv_handle_t *)&w->sigterm, close_cb_noop);
@@ -378,6 +566,27 @@ void latch__worker_finish(latch_worker *w)
     uv_close((uv_handle_t *)&w->sweeper, close_cb_noop);
 }
 
+/*
+ * The connection cap of a worker: the configured one, else what the
+ * descriptor limit leaves, less some for files, upstreams and the
+ * process's own, shared among the workers.
+ */
+static uint32_t default_max_conns(const latch_app *app)
+{
+    struct rlimit rl;
+    uint64_t n = (uint64_t)1 << 20, per;
+    int workers = app->nworkers_running > 0 ? app->nworkers_running : 1;
+
+    if (app->cfg.max_conns > 0)
+        return app->cfg.max_conns;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < n)
+        n = rl.rlim_cur;
+    n = n > 64 ? n - 32 : n / 2;
+    per = n / (uint64_t)workers;
+    return per < 8 ? 8 : (uint32_t)per;
+}
+
 static int worker_init(latch_worker *w, latch_app *app, int index)
 {
     int r, fd;
@@ -385,6 +594,7 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
     w->app = app;
     w->index = index;
     w->listen_fd = -1;
+    w->reserve_fd = -1;
     w->next_req_id = ((uint64_t)index << 48) + 1;
     /* Each worker its own reproducible sequence of shake delays. */
     w->shake_state = latch__shake_state(app->shake_seed, index);
@@ -405,16 +615,19 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
         w->ka_line, sizeof(w->ka_line),
         "Connection: keep-alive\r\nKeep-Alive: timeout=%llu\r\n",
         (unsigned long long)((app->cfg.keepalive_ms + 999) / 1000));
-    uv_tcp_init(&w->loop, &w->listener);
-    w->listener.data = w;
-    r = uv_tcp_open(&w->listener, fd);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
+    w->max_conns = default_max_conns(app);
+    r = uv_poll_init_socket(&w->loop, &w->listener, fd);
     if (r < 0) {
-        uv_close((uv_handle_t *)&w->listener, NULL);
-        uv_run(&w->loop, UV_RUN_NOWAIT);
+        close(fd);
+        w->listen_fd = -1;
         goto fail_loop;
     }
+    w->listener.data = w;
+    uv_poll_start(&w->listener, UV_READABLE, on_acceptable);
+    uv_timer_init(&w->loop, &w->accept_retry);
+    w->accept_retry.data = w;
+    /* One descriptor kept aside to refuse connections when none is left. */
+    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
     uv_prepare_init(&w->loop, &w->flusher);
@@ -449,6 +662,9 @@ static void worker_dispose(latch_worker *w)
     latch__res_pool_free(w);
     latch__conn_pool_free(w);
     uv_loop_close(&w->loop);
+    if (w->reserve_fd >= 0)
+        close(w->reserve_fd);
+    w->reserve_fd = -1;
     pthread_mutex_destroy(&w->post_mu);
 }
 
@@ -461,7 +677,54 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/*
+ * A write to a socket the client closed raises SIGPIPE on the writing
+ * thread, and its default action kills the process. While latch_run runs
+ * it is blocked on the calling thread, so on every worker (threads inherit
+ * the mask) and on whatever thread they start, whatever disposition the
+ * program chose: the write fails with EPIPE and the connection closes.
+ */
+static void sigpipe_block(sigset_t *old)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+/* Drops the SIGPIPEs raised on this thread meanwhile (unblocked, they
+ * would be delivered at once), then restores the caller's mask. */
+static void sigpipe_restore(const sigset_t *old)
+{
+    static const struct timespec zero = {0, 0};
+    sigset_t set;
+
+    if (!sigismember(old, SIGPIPE)) {
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        while (sigtimedwait(&set, NULL, &zero) == SIGPIPE)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+static int run(latch_app *app);
+
 int latch_run(latch_app *app)
+{
+    sigset_t old;
+    int r;
+
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    sigpipe_block(&old);
+    r = run(app);
+    sigpipe_restore(&old);
+    return r;
+}
+
+static int run(latch_app *app)
 {
     int n, i, r = 0, started = 0;
     latch_worker *ws;
@@ -470,8 +733,6 @@ int latch_run(latch_app *app)
         bool started;
     } *tids = NULL;
 
-    if (app == NULL)
-        return LATCH_ERR_INVALID_ARG;
     if (app->running || app->listen_fd < 0)
         return LATCH_ERR_STATE;
     n = app->nworkers;

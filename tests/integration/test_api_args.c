@@ -608,7 +608,18 @@ static long reg_null_fn(ctx *c, int which)
     X(205, "latch_app_set_slow_consumer", O, IA, 0, 0,                         \
       latch_app_set_slow_consumer(c->app, 0, LATCH_SLOW_DROP))                 \
     X(206, "latch_app_set_slow_consumer", O, IA, 0, 0,                         \
-      latch_app_set_slow_consumer(NULL, 1, 7))
+      latch_app_set_slow_consumer(NULL, 1, 7))                                 \
+    X(250, "latch_app_counter", O, 0, 0, 0,                                    \
+      latch_app_counter(NULL, LATCH_COUNTER_ACCEPTED))                         \
+    X(251, "latch_app_counter", O, 0, 0, 0, latch_app_counter(c->app, -1))     \
+    X(252, "latch_app_counter", O, 0, 0, 0,                                    \
+      latch_app_counter(c->app, LATCH_COUNTER_COUNT))                          \
+    X(253, "latch_app_set_limit", O, IA, 0, 0,                                 \
+      latch_app_set_limit(c->app, LATCH_LIMIT_CONN_BUFFER, 1))                 \
+    X(254, "latch_app_set_limit", O, IA, 0, 0,                                 \
+      latch_app_set_limit(c->app, LATCH_TIMEOUT_SEND, 0))                      \
+    X(255, "latch_app_set_limit", O, IA, 0, 0,                                 \
+      latch_app_set_limit(c->app, LATCH_LIMIT_CONNECTIONS, (1u << 24) + 1))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \
