@@ -23,10 +23,11 @@ build: deps
 run: build
 	./build/latch -h $(HOST) -p $(PORT)
 
-# Every test, then the whole suite again under ASan + UBSan. Warnings are
-# errors here, as in CI.
+# The format check (clang-format, STYLE.md), every test, then the whole
+# suite again under ASan + UBSan. Warnings are errors here, as in CI.
 test:
 	@scripts/deps.sh build test
+	@scripts/check_format.sh
 	@$(MAKE) --no-print-directory test-fast test-asan
 
 test-fast:

@@ -7,7 +7,7 @@ want=(gcc make cmake pkg-config libuv1-dev libjansson-dev)
 for what in "${@:-build}"; do
   case "$what" in
     build) ;;
-    test) want+=(libcmocka-dev libcurl4-openssl-dev curl) ;;
+    test) want+=(libcmocka-dev libcurl4-openssl-dev curl clang-format) ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;
     bench)
       want+=(wrk nginx-light h2o curl valgrind util-linux procps time)

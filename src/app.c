@@ -24,8 +24,6 @@
 
 enum { L_MIDDLEWARE, L_ROUTE, L_LIMIT };
 
-#define MAX_SEGS 32
-
 struct latch_layer {
     latch_layer *next;
     latch_layer *next_mw; /* the first middleware after this layer */
@@ -36,8 +34,8 @@ struct latch_layer {
     char *pattern_src; /* the pattern as registered (for the tree) */
     size_t prefix_len;
     int nsegs;
-    const char *segs[MAX_SEGS];
-    uint16_t seg_len[MAX_SEGS];
+    const char *segs[LATCH__ROUTER_MAX_SEGS];
+    uint16_t seg_len[LATCH__ROUTER_MAX_SEGS];
     latch_handler fn;
     void *data;
     uint64_t body_limit; /* L_LIMIT: the body limit of matching requests */
@@ -223,7 +221,7 @@ static int add_layer(latch_app *app, int kind, const char *method,
     for (p = l->pattern + 1; kind != L_MIDDLEWARE && *p;) {
         char *e = strchr(p, '/');
         size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (l->nsegs == MAX_SEGS || n > UINT16_MAX ||
+        if (l->nsegs == LATCH__ROUTER_MAX_SEGS || n > UINT16_MAX ||
             (p[0] == '*' && (n != 1 || e != NULL)) || (p[0] == ':' && n < 2))
             goto fail_arg;
         l->segs[l->nsegs] = p;
@@ -405,7 +403,7 @@ static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
             return false;
         p++;
         if (seg[0] == '*') {
-            if (q != NULL && q->nparams < 16) {
+            if (q != NULL && q->nparams < LATCH__ROUTER_MAX_PARAMS) {
                 q->params[q->nparams].name = "*";
                 q->params[q->nparams].value =
                     latch__req_decode(q, p, (size_t)(end - p));
@@ -419,7 +417,7 @@ static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
         if (seg[0] == ':') {
             if (e == p)
                 return false;
-            if (q != NULL && q->nparams < 16) {
+            if (q != NULL && q->nparams < LATCH__ROUTER_MAX_PARAMS) {
                 q->params[q->nparams].name = seg + 1;
                 q->params[q->nparams].value =
                     latch__req_decode(q, p, (size_t)(e - p));
@@ -622,6 +620,28 @@ static void error_page(latch_res *res, int status, const char *msg,
                       event);
 }
 
+/* Adds method `m` to the Allow list (", "-separated, in `cap` bytes)
+ * unless the list already has it as a whole token (methods are case
+ * sensitive: GETALL is not GET). A method that does not fit is left out. */
+static void allow_add(char *allow, size_t cap, const char *m)
+{
+    size_t len = strlen(allow), mlen = strlen(m);
+    const char *p = allow;
+
+    while (*p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
+        if (n == mlen && memcmp(p, m, n) == 0)
+            return;
+        if (e == NULL)
+            break;
+        p = e + 2; /* ", " */
+    }
+    if (len + mlen + 3 > cap)
+        return;
+    snprintf(allow + len, cap - len, "%s%s", len ? ", " : "", m);
+}
+
 /* The final handler for a request no layer answered: 404, or 405 with
  * Allow when the path exists for other methods (Express says 404). */
 static void final_not_found(latch_res *res)
@@ -634,7 +654,6 @@ static void final_not_found(latch_res *res)
 
     raw_path(&res->req, &raw, &rawn);
     for (l = app->layers; l != NULL; l = l->next) {
-        size_t len = strlen(allow);
         if (l->kind != L_ROUTE || l->method == NULL)
             continue;
         if (!res->rlinear) {
@@ -647,13 +666,9 @@ static void final_not_found(latch_res *res)
         } else if (!route_match(l, &res->req, raw, rawn)) {
             continue;
         }
-        if (strstr(allow, l->method) == NULL &&
-            len + strlen(l->method) + 8 < sizeof(allow))
-            snprintf(allow + len, sizeof(allow) - len, "%s%s", len ? ", " : "",
-                     l->method);
-        if (strcmp(l->method, "GET") == 0 && strstr(allow, "HEAD") == NULL &&
-            strlen(allow) + 8 < sizeof(allow))
-            strcat(allow, ", HEAD");
+        allow_add(allow, sizeof(allow), l->method);
+        if (strcmp(l->method, "GET") == 0)
+            allow_add(allow, sizeof(allow), "HEAD");
     }
     res->req.nparams = 0;
     /* As finalhandler: the method and the path as sent, no query. */
@@ -1014,7 +1029,7 @@ static void run(latch_res *res)
 /* The chain is over: nobody can answer unless someone holds a reference. */
 static void chain_done(latch_res *res)
 {
-    res->dispatched = 2;
+    res->dispatched = LATCH_DISPATCH_DONE;
     latch__app_orphan_check(res);
     res->chain_ref = false;
     latch__res_unref(res);
@@ -1034,7 +1049,7 @@ void latch__app_res_closed(latch_res *res)
     res->pending_next = false;
     res->chain_dropped = true;
     res->dropped_frame = res->pending_frame;
-    res->dispatched = 2;
+    res->dispatched = LATCH_DISPATCH_DONE;
     res->chain_ref = false;
     latch__res_unref(res);
 }
@@ -1060,7 +1075,7 @@ void latch__app_orphan_check(latch_res *res)
     char buf[200];
 
     if (res->detached || res->state >= LATCH_RS_ENDED || res->pending_next ||
-        res->dispatched != 2 || res->on_drain != NULL)
+        res->dispatched != LATCH_DISPATCH_DONE || res->on_drain != NULL)
         return;
     if (latch__async_request_timer_armed(res))
         mine++;
@@ -1154,7 +1169,7 @@ void latch__app_dispatch(latch_res *res)
             res->nrids = (uint8_t)n;
         }
     }
-    res->dispatched = 1;
+    res->dispatched = LATCH_DISPATCH_RUNNING;
     res->refs++; /* the chain's reference */
     res->chain_ref = true;
     run(res);

@@ -273,7 +273,7 @@ void latch__request_timer_start(latch_res *res, uint64_t ms, int status)
         latch_clear_timeout(att->req_timer);
         att->req_timer = NULL;
     }
-    att->timeout_status = status > 0 ? status : 503;
+    att->timeout_status = status > 0 ? status : LATCH_TIMEOUT_STATUS_DEFAULT;
     if (ms > 0)
         att->req_timer = timer_start(res, ms, on_request_timeout, att);
 }

@@ -12,6 +12,7 @@
 
 #include "latch.h"
 #include "parser.h"
+#include "router.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -284,6 +285,21 @@ struct latch_conn {
 /* ------------------------------------------------------------------ */
 /* A request and its response: one pooled, reference-counted object    */
 /* ------------------------------------------------------------------ */
+/* Where the chain is with a response (latch_res.dispatched). */
+enum {
+    LATCH_DISPATCH_NONE = 0, /* not dispatched yet */
+    LATCH_DISPATCH_RUNNING,  /* the chain is running or waiting */
+    LATCH_DISPATCH_DONE,     /* the chain is done with it */
+};
+
+/* latch_req_on_cancel's callbacks per request (latch.h says 8). */
+#define LATCH_MAX_CANCEL_CBS 8
+/* Output a response may have waiting before a write asks its caller to
+ * wait for on_drain (Node's highWaterMark). */
+#define LATCH_HIGH_WATER ((size_t)64 * 1024)
+/* The request timeout's answer when none is configured. */
+#define LATCH_TIMEOUT_STATUS_DEFAULT 503
+
 enum latch_res_state {
     LATCH_RS_FRESH = 0,
     LATCH_RS_HEADERS_SENT,
@@ -321,7 +337,7 @@ struct latch_req {
     latch_buf body;
     struct latch_arena_blk *arena; /* decoded strings; never move */
     size_t arena_left;
-    latch_param params[16];
+    latch_param params[LATCH__ROUTER_MAX_PARAMS];
     uint32_t nparams;
     const char *ip; /* latch_req_ip's answer, once computed */
     json_t *json;   /* latch_json_body's result */
@@ -341,7 +357,7 @@ struct latch_res {
     uint32_t refs;            /* every reference, latch's own and the user's */
     uint32_t urefs; /* of which taken by latch_res_retain (user code) */
     uint8_t state;
-    uint8_t dispatched; /* handler chain running or done */
+    uint8_t dispatched; /* LATCH_DISPATCH_*: the chain's progress (app.c) */
     bool detached;      /* no longer attached to a connection */
     bool chunked;
     bool has_body;        /* false for HEAD, 1xx, 204, 304 */
@@ -394,7 +410,7 @@ struct latch_res {
         latch_cancel_cb cb;
         void *data;
         uint16_t frame; /* the handler call that registered it */
-    } cancel_cbs[8];
+    } cancel_cbs[LATCH_MAX_CANCEL_CBS];
     bool pending_next;         /* a handler returned LATCH_PENDING */
     bool chain_ref;            /* the chain holds a reference */
     bool chain_dropped;        /* the response closed while the chain waited */
@@ -610,15 +626,27 @@ size_t latch__conn_pending_out(const latch_conn *c);
 void latch__conn_pool_free(latch_worker *w);
 
 /* res.c */
+/* A response and its request from w's pool, reset, with one reference
+ * (the connection's) and a handle; NULL when out of memory. */
 latch_res *latch__res_alloc(latch_worker *w);
 /* latch's own references (connection queue, chain, timers, work, joins,
  * frames): never counted as the user's, so a user's over-release can be
  * told apart and refused. unref may recycle the response. */
 void latch__res_ref(latch_res *res);
 void latch__res_unref(latch_res *res);
+/* Frees every pooled response of w (its loop is over). */
 void latch__res_pool_free(latch_worker *w);
+/* The last byte of an ENDED response went to the OS: FINISHED, its
+ * attachments ended, on_finish then on_close, and the queue's reference
+ * dropped. */
 void latch__res_finished(latch_res *res);
+/* The connection lets go of the response (closed, or cut): an unfinished
+ * one becomes DESTROYED sealed by `event`, the cancellation signal fires
+ * with `reason` (LATCH_CANCEL_NONE: none), on_close runs, and the
+ * queue's reference is dropped (which may recycle it). */
 void latch__res_detach(latch_res *res, const char *event, int reason);
+/* Runs the calls posted to w (latch_res_post, latch__worker_post), in
+ * the order they were posted; on w's loop. */
 void latch__res_run_posts(latch_worker *w);
 /* Runs fn(NULL, data) on w's loop; any thread. 0 or LATCH_ERR_NOMEM. */
 int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data);
@@ -626,10 +654,21 @@ int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data);
  * short text body, honouring the state machine. */
 int latch__res_simple(latch_res *res, int status, const char *ctype,
                       const char *body, size_t len, const char *event);
+/* The reason phrase of a status ("Not Found"), "unknown" for one
+ * without. */
 const char *latch__status_reason(int status);
+/* Sets a header latch chose itself (a valid name and value), before the
+ * head: 0, LATCH_ERR_LIMIT or LATCH_ERR_NOMEM; never reported. */
 int latch__res_header(latch_res *res, const char *name, const char *value);
+/* A framework answer on a FRESH response: `status` with its reason
+ * phrase as a text/plain body, and none of the handler's headers; sealed
+ * by `event`. LATCH_ERR_STATE when the response is not FRESH. */
 int latch__res_status_page(latch_res *res, int status, const char *event);
+/* The answer to a request the parser refused (`reason` stays in the
+ * server: it could help tune a smuggling payload). */
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
+/* The output of c fell: runs the head response's on_drain when it waits
+ * for it and the output is below LATCH_HIGH_WATER. */
 void latch__res_check_drain(latch_conn *c);
 /* Takes back a head built by write_head and not sent yet: FRESH again. */
 bool latch__res_retract_head(latch_res *res);
@@ -653,18 +692,19 @@ uint64_t latch__shake_ms(latch_worker *w);
  * (0: off, and then 0). */
 uint64_t latch__shake_state(uint64_t seed, int index);
 
-/* res.c: fires the request's cancellation signal (once): the
- * attachments' end ops with `reason`, then latch_req_on_cancel's
- * callbacks. Nothing on a FINISHED response. */
-void latch__res_cancel(latch_res *res, int reason);
 /* The request timeout fired on a response that has not ended: answers
  * `status` if nothing went out (a held head is taken back), else cuts the
  * response; then fires the cancellation signal (LATCH_CANCEL_TIMEOUT). */
 void latch__res_timeout(latch_res *res, int status);
 
 /* req.c */
+/* Fills q's path (decoded) and query from its target once the head is
+ * parsed. */
 void latch__req_prepare(latch_req *q);
+/* Frees q's arena and parsed JSON body; q can serve the next request. */
 void latch__req_reset(latch_req *q);
+/* n bytes in q's arena that never move until latch__req_reset; NULL when
+ * out of memory or past the arena's limit. */
 char *latch__req_alloc(latch_req *q, size_t n);
 /* A percent-decoded copy of s[0..n) in the request's arena. */
 char *latch__req_decode(latch_req *q, const char *s, size_t n);
@@ -714,11 +754,18 @@ size_t latch__html_escape(char *out, size_t cap, const char *s);
 void latch__hub_free(latch_app *app);
 
 /* diag.c */
+/* Reports a misuse of res (code LATCH_ERR_*, made by `call` at `at`;
+ * message NULL: the code's own text), with the places that sealed res,
+ * to the app's hook and counters under its policy (ABORT aborts). */
 void latch__violation(latch_res *res, int code, const char *call,
                       const char *message, latch_site at);
+/* As latch__violation, naming also `prior` (may be NULL), the earlier
+ * event the call conflicts with. */
 void latch__violation_prior(latch_res *res, int code, const char *call,
                             const char *message, latch_site at,
                             const latch_seal *prior);
+/* As latch__violation, for a misuse that has no live response (a stale
+ * handle). */
 void latch__violation_app(latch_app *app, int code, const char *call,
                           const char *message, latch_site at);
 /* The source root reports strip (LATCH_SOURCE_ROOT, else the working

@@ -25,7 +25,14 @@
 #define RES_FREE_MAX 1024
 #define HDR_LIMIT ((size_t)64 * 1024)
 #define PENDING_LIMIT ((size_t)1 << 40)
-#define HIGH_WATER ((size_t)64 * 1024)
+/* Buffers kept with a pooled response up to these capacities. */
+#define KEEP_HBUF 4096
+#define KEEP_BUF 16384
+/* latch_res_json_begin's writer: the document's size and depth
+ * (latch.h). */
+#define JSON_MAX_BYTES ((size_t)16 << 20)
+#define JSON_MAX_DEPTH 64
+#define REDIRECT_URL_MAX 2048 /* an encoded Location, NUL included */
 
 /* ------------------------------------------------------------------ */
 /* Handles                                                              */
@@ -282,6 +289,8 @@ static void recycle_attached(latch_res *res)
     }
 }
 
+static void cancel_signal(latch_res *res, int reason);
+
 static void res_recycle(latch_res *r)
 {
     latch_worker *w = r->w;
@@ -292,13 +301,13 @@ static void res_recycle(latch_res *r)
     latch__req_reset(&r->req);
     recycle_attached(r);
     /* Large buffers are not worth keeping in the pool. */
-    if (r->hbuf.cap > 4096)
+    if (r->hbuf.cap > KEEP_HBUF)
         latch__buf_dispose(&r->hbuf);
-    if (r->pending.cap > 16384)
+    if (r->pending.cap > KEEP_BUF)
         latch__buf_dispose(&r->pending);
-    if (r->req.body.cap > 16384)
+    if (r->req.body.cap > KEEP_BUF)
         latch__buf_dispose(&r->req.body);
-    if (r->jbuf.cap > 16384)
+    if (r->jbuf.cap > KEEP_BUF)
         latch__buf_dispose(&r->jbuf);
     if (w->nfree_res < RES_FREE_MAX) {
         r->q_next = w->free_res;
@@ -562,7 +571,8 @@ static int refuse(latch_res *res, int code, const char *call, const char *msg,
 
 /*
  * Returns 0 when `kind` is allowed now, 1 for the silent no-op of end()
- * on an ended response, or a reported error.
+ * on an ended response (K_END_EMPTY only: every other kind gets 0 or an
+ * error), or a reported error.
  */
 static int gate(latch_res *res, int kind, const char *call, const char *verb,
                 latch_site at)
@@ -863,7 +873,7 @@ static int header_op(latch_res *res, const char *name, const char *value,
 
     r = gate(res, K_HEADER, call, append ? "append" : "set", at);
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if (name == NULL || value == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, call,
                       "Invalid header: NULL name or value", at);
@@ -910,7 +920,7 @@ int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
 
     r = gate(res, K_HEADER, "latch_res_remove_header", "remove", at);
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if (name == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_remove_header",
                       "Invalid header: NULL name", at);
@@ -928,7 +938,7 @@ int latch_res_clear_headers_at(latch_res *res, latch_site at)
     int r = gate(res, K_HEADER, "latch_res_clear_headers", "remove", at);
 
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     res->nhdrs = 0;
     res->hbuf.len = 0;
     return 0;
@@ -960,7 +970,7 @@ int latch_res_status_at(latch_res *res, int status, latch_site at)
     char msg[64];
 
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if (!final_status(status)) {
         status_msg(msg, sizeof(msg), status);
         return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
@@ -1206,7 +1216,7 @@ static bool out_over(const latch_res *res, size_t need)
 {
     size_t backlog = out_backlog(res);
 
-    return backlog >= HIGH_WATER && backlog + need > res->w->app->cfg.output;
+    return backlog >= LATCH_HIGH_WATER && backlog + need > res->w->app->cfg.output;
 }
 
 /* Appends body bytes (framed) to the sink. */
@@ -1276,7 +1286,7 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
     char msg[64];
 
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if (!final_status(status)) {
         status_msg(msg, sizeof(msg), status);
         return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
@@ -1304,7 +1314,7 @@ int latch_res_flush_headers_at(latch_res *res, latch_site at)
     }
     r = gate(res, K_HEADER, "latch_res_flush_headers", "write", at);
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if ((r = check_status(res, "latch_res_flush_headers", at)) < 0)
         return r;
     return build_head(res, -1, false, "latch_res_flush_headers", at);
@@ -1365,7 +1375,7 @@ static int write_common(latch_res *res, const void *data, size_t len,
         return r == LATCH_ERR_LIMIT ? over_limit(res, call, at) : r;
     res->body_sent += len;
     c = res->conn;
-    if (c != NULL && out_backlog(res) >= HIGH_WATER) {
+    if (c != NULL && out_backlog(res) >= LATCH_HIGH_WATER) {
         res->want_drain = true;
         return 0;
     }
@@ -1386,7 +1396,7 @@ int latch_res_write_at(latch_res *res, const void *data, size_t len,
                       "May not write null values to stream", at);
     r = gate(res, K_WRITE, "latch_res_write", "write", at);
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_STREAM_WRITE_AFTER_END;
+        return r;
     return write_common(res, data, len, "latch_res_write", at);
 }
 
@@ -1485,7 +1495,7 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
     int r = gate(res, K_SEND, call, "set", at);
 
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if (body == NULL && len > 0)
         return refuse(res, LATCH_ERR_INVALID_ARG, call,
                       "May not send null values", at);
@@ -1565,7 +1575,7 @@ latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
         return NULL;
     }
     res->jbuf.len = 0;
-    latch__json_init(&res->json, &res->jbuf, (size_t)16 << 20, 64);
+    latch__json_init(&res->json, &res->jbuf, JSON_MAX_BYTES, JSON_MAX_DEPTH);
     res->json_open = true;
     return &res->json;
 }
@@ -1754,7 +1764,7 @@ int latch_res_type_at(latch_res *res, const char *type, latch_site at)
 
     if (type == NULL || *type == '\0') {
         if ((r = gate(res, K_HEADER, "latch_res_type", "set", at)) != 0)
-            return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+            return r;
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_type",
                       "The type is NULL or empty", at);
     }
@@ -1775,7 +1785,7 @@ int latch_res_type_at(latch_res *res, const char *type, latch_site at)
             return header_op(res, "Content-Type", mime_types[i].type, false,
                              "latch_res_type", at);
     if ((r = gate(res, K_HEADER, "latch_res_type", "set", at)) != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_type",
                   "Unknown type name", at);
 }
@@ -1790,7 +1800,7 @@ int latch_res_send_status_at(latch_res *res, int status, latch_site at)
     char msg[64];
 
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if (!final_status(status)) {
         status_msg(msg, sizeof(msg), status);
         return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
@@ -1843,13 +1853,15 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_redirect", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    char loc[2048], esc[2048 * 6], body[2048 * 6 + 160];
-    const char *accept, *reason;
+    char loc[REDIRECT_URL_MAX];
+    const char *accept, *reason, *ct = NULL;
+    latch_buf b = {NULL, 0, 0};
     int r = gate(res, K_SEND, "latch_res_redirect", "set", at);
-    int n, qt, qh;
+    int n = 0, qt, qh;
+    size_t ll, rl;
 
     if (r != 0)
-        return r < 0 ? r : LATCH_ERR_HTTP_HEADERS_SENT;
+        return r;
     if (status == 0)
         status = 302;
     if (status < 300 || status > 399 || url == NULL)
@@ -1867,21 +1879,30 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
     accept = latch_req_header(&res->req, "Accept");
     qt = latch__accept_q(accept, "text/plain");
     qh = latch__accept_q(accept, "text/html");
+    /* The body goes to a buffer of its own on the heap (an escaped
+     * Location may be 6 times the URL), freed once it is sent. */
+    ll = strlen(loc);
+    rl = strlen(reason);
     if (qt > 0 && qt >= qh) {
-        n = snprintf(body, sizeof(body), "%s. Redirecting to %s", reason, loc);
-        return send_as(res, "text/plain; charset=utf-8", body, (size_t)n,
-                       "latch_res_redirect", at);
-    }
-    if (qh > 0) {
-        latch__html_escape(esc, sizeof(esc), loc);
-        n = snprintf(body, sizeof(body),
+        ct = "text/plain; charset=utf-8";
+        if ((r = latch__buf_reserve(&b, rl + ll + 32, SIZE_MAX)) < 0)
+            return r;
+        n = snprintf(b.data, b.cap, "%s. Redirecting to %s", reason, loc);
+    } else if (qh > 0) {
+        ct = "text/html; charset=utf-8";
+        if ((r = latch__buf_reserve(&b, 2 * rl + 6 * ll + 128, SIZE_MAX)) < 0)
+            return r;
+        n = snprintf(b.data, b.cap,
                      "<!DOCTYPE html><head><title>%s</title></head><body><p>"
-                     "%s. Redirecting to %s</p></body>",
-                     reason, reason, esc);
-        return send_as(res, "text/html; charset=utf-8", body, (size_t)n,
-                       "latch_res_redirect", at);
+                     "%s. Redirecting to ",
+                     reason, reason);
+        n += (int)latch__html_escape(b.data + n, b.cap - (size_t)n, loc);
+        n += snprintf(b.data + n, b.cap - (size_t)n, "</p></body>");
     }
-    return send_as(res, NULL, "", 0, "latch_res_redirect", at);
+    r = send_as(res, ct, b.data != NULL ? b.data : "", (size_t)n,
+                "latch_res_redirect", at);
+    latch__buf_dispose(&b);
+    return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -2000,7 +2021,7 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
     res->on_drain = NULL;
     latch__res_ref(res);
     if (unfinished && reason != LATCH_CANCEL_NONE)
-        latch__res_cancel(res, reason); /* ends the attachments with it */
+        cancel_signal(res, reason); /* ends the attachments with it */
     end_attached(res, LATCH_CANCEL_NONE);
     fire_close(res);
     latch__app_res_closed(res);
@@ -2041,7 +2062,10 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
 /* The cancellation signal                                              */
 /* ------------------------------------------------------------------ */
 
-void latch__res_cancel(latch_res *res, int reason)
+/* Fires the request's cancellation signal (once): the attachments' end
+ * ops with `reason`, then latch_req_on_cancel's callbacks. Nothing on a
+ * FINISHED response. */
+static void cancel_signal(latch_res *res, int reason)
 {
     uint8_t i, n;
 
@@ -2092,7 +2116,7 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
                (latch_site){NULL, 0, NULL});
         return LATCH_ERR_STATE;
     }
-    if (res->ncancel == 8) {
+    if (res->ncancel == LATCH_MAX_CANCEL_CBS) {
         refuse(res, LATCH_ERR_LIMIT, "latch_req_on_cancel",
                "At most 8 cancellation callbacks per request",
                (latch_site){NULL, 0, NULL});
@@ -2157,7 +2181,7 @@ void latch__res_timeout(latch_res *res, int status)
         if (res->conn != NULL)
             latch__conn_cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
     }
-    latch__res_cancel(res, LATCH_CANCEL_TIMEOUT);
+    cancel_signal(res, LATCH_CANCEL_TIMEOUT);
     latch__res_unref(res);
 }
 
@@ -2183,7 +2207,8 @@ void latch__res_check_drain(latch_conn *c)
     latch_res *r = c->writer;
     latch_res_cb cb;
 
-    if (r == NULL || !r->want_drain || latch__conn_pending_out(c) >= HIGH_WATER)
+    if (r == NULL || !r->want_drain ||
+        latch__conn_pending_out(c) >= LATCH_HIGH_WATER)
         return;
     r->want_drain = false;
     cb = r->on_drain;
@@ -2256,7 +2281,7 @@ bool latch_res_writable_finished(const latch_res *res)
             return false; /* its bytes wait behind an earlier response */
     if (res->end_seq <= c->written_total)
         return true;
-    return !c->writing && latch__conn_pending_out(c) < HIGH_WATER;
+    return !c->writing && latch__conn_pending_out(c) < LATCH_HIGH_WATER;
 }
 
 bool latch_res_destroyed(const latch_res *res)

@@ -195,6 +195,10 @@ static int setup(void **state)
     latch_get(app, "/done", done_then_fail, NULL);
     latch_get(app, "/users/:id", users, NULL);
     latch_put(app, "/users/:id", users, NULL);
+    /* Methods that contain others: Allow must still list each. */
+    latch_route(app, "GETALL", "/tokens", users, NULL);
+    latch_route(app, "HEADLINE", "/tokens", users, NULL);
+    latch_get(app, "/tokens", users, NULL);
     latch_get(app, "/doc", json_doc, NULL);
     latch_get(app, "/who", who, NULL);
     latch_get(app, "/go", go_there, NULL);
@@ -304,6 +308,23 @@ static void test_405_allow(void **state)
     assert_int_equal(r[0].status, 405);
     assert_non_null(strstr(r[0].head, "\r\nAllow: GET, HEAD, PUT\r\n"));
     assert_non_null(strstr(r[0].body, "<pre>Cannot DELETE /users/7</pre>"));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+/* Allow lists methods as tokens: GETALL registered first must not hide
+ * GET, nor HEADLINE the HEAD that GET implies. */
+static void test_405_allow_tokens(void **state)
+{
+    size_t len;
+    char *out = get("DELETE /tokens HTTP/1.1\r\nHost: x\r\n\r\n", &len);
+    th_resp *r = th_expect_responses(out, len, 1, NULL);
+
+    (void)state;
+    assert_int_equal(r[0].status, 405);
+    assert_non_null(
+        strstr(r[0].head, "\r\nAllow: GETALL, HEADLINE, GET, HEAD\r\n"));
     th_resp_free(r, 1);
     free(r);
     free(out);
@@ -606,6 +627,32 @@ static void test_redirect_like_express(void **state)
     th_resp_free(r, 1);
     free(r);
     free(out);
+    /* A long Location whose HTML escape is five times as long. */
+    {
+        char req[8192], want[12000];
+        size_t k = 0, w = 0;
+
+        k += (size_t)snprintf(req, sizeof(req), "GET /go?to=/");
+        w += (size_t)snprintf(want, sizeof(want),
+                              "<!DOCTYPE html><head><title>Found</title>"
+                              "</head><body><p>Found. Redirecting to /");
+        for (int i = 0; i < 1000; i++) {
+            memcpy(req + k, "%26%27", 6);
+            k += 6;
+            memcpy(want + w, "&amp;&#39;", 10);
+            w += 10;
+        }
+        snprintf(req + k, sizeof(req) - k,
+                 " HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n");
+        snprintf(want + w, sizeof(want) - w, "</p></body>");
+        out = get(req, &len);
+        r = th_expect_responses(out, len, 1, NULL);
+        assert_int_equal(r[0].status, 302);
+        assert_string_equal(r[0].body, want);
+        th_resp_free(r, 1);
+        free(r);
+        free(out);
+    }
     /* Anything else: an empty body. */
     out = get("GET /go?to=/x HTTP/1.1\r\nHost: x\r\n"
               "Accept: application/json\r\n\r\n",
@@ -729,6 +776,7 @@ int main(void)
         cmocka_unit_test(test_404_html),
         cmocka_unit_test(test_404_json_by_accept),
         cmocka_unit_test(test_405_allow),
+        cmocka_unit_test(test_405_allow_tokens),
         cmocka_unit_test(test_error_page_production),
         cmocka_unit_test(test_head_error_has_no_body),
         cmocka_unit_test(test_error_after_partial_cuts),

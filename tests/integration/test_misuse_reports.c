@@ -280,7 +280,8 @@ static void tomb_calls(latch_res *two, void *data)
     put_note(T_X, h, latch_join_new(h, 1, join_nothing, NULL) == NULL ? -1 : 0,
              3);
     put_note(T_X, h, latch_res_flush_headers(h), 4);
-    latch_res_release(h);
+    latch_res_release(h); /* the last reference: the object is recycled */
+    latch_res_release(h); /* a second release of the released response */
     latch_res_send(two, "two", 3);
 }
 
@@ -318,10 +319,14 @@ static void test_tombstone_refusals_are_reported(void **state)
     assert_int_equal(v[1].rc, LATCH_ERR_STATE);
     assert_int_equal(v[2].rc, -1);
     assert_true(v[3].rc < 0);
-    /* One report per refused call, each naming request 1. */
-    assert_int_equal(th_vlog_count(&vlog), 4);
+    /* One report per refused call, each naming request 1; the second
+     * release is reported too (it used to return silently), as a use of
+     * a response whose request is over. */
+    assert_int_equal(th_vlog_count(&vlog), 5);
     for (int i = 0; i < 4; i++)
         assert_string_equal(vget(i).path, "/a");
+    assert_string_equal(vget(4).call, "latch_res_release");
+    assert_int_equal(vget(4).code, LATCH_ERR_STREAM_DESTROYED);
 }
 
 int main(void)
