@@ -530,13 +530,13 @@ static void join_settle(latch_join *j, int status)
 /* ------------------------------------------------------------------ */
 
 /*
- * The response is over (reason NONE) or its request cancelled: no timer
- * fires from now on; on a cancellation, jobs not started yet will not
- * start (their after gets LATCH_ERR_CANCELLED) and every unsettled join
- * completes with LATCH_ERR_CANCELLED. A completion runs user code that
- * may settle or free other joins, so the list is searched again after
- * each one; none is added meanwhile (latch_join_new refuses a cancelled
- * request).
+ * The response is over (reason NONE) or its request cancelled (each event
+ * once, in either order): no timer fires from now on; on the
+ * cancellation, jobs not started yet will not start (their after gets
+ * LATCH_ERR_CANCELLED) and every unsettled join completes with
+ * LATCH_ERR_CANCELLED. A completion runs user code that may settle or free
+ * other joins, so the list is searched again after each one; none is added
+ * meanwhile (latch_join_new refuses a cancelled request).
  */
 static void att_end(latch_attach *a, latch_res *res, int reason)
 {

@@ -123,7 +123,7 @@ struct latch_app {
     _Atomic(latch_worker *) live; /* set once every worker is ready */
     /* Connection counters (latch_app_counter), summed over workers. */
     _Atomic uint64_t counters[LATCH_COUNTER_COUNT];
-    pthread_mutex_t live_mu;      /* latch_stop vs. the end of latch_run */
+    pthread_mutex_t live_mu; /* latch_stop vs. the end of latch_run */
     atomic_bool stopping;
     /* Server-Sent Events and pub/sub (sse.c, pubsub.c): settings, and the
      * hub, made on first use (latch__hub_get) and freed with the app. */
@@ -178,14 +178,14 @@ struct latch_worker {
     latch_app *app;
     int index;
     pthread_t thread;
-    uv_poll_t listener;   /* readable listening socket: accept (server.c) */
+    uv_poll_t listener;      /* readable listening socket: accept (server.c) */
     uv_timer_t accept_retry; /* accepting paused: no descriptor left */
-    int reserve_fd;       /* spent to refuse a connection under EMFILE */
-    uint32_t max_conns;   /* the connection cap of this worker */
-    uv_async_t wake;      /* latch_stop, latch_res_post */
-    uv_prepare_t flusher; /* flushes dirty connections once per loop turn */
-    uv_timer_t ticker;    /* Date header, once per second */
-    uv_timer_t sweeper;   /* connection timeouts */
+    int reserve_fd;          /* spent to refuse a connection under EMFILE */
+    uint32_t max_conns;      /* the connection cap of this worker */
+    uv_async_t wake;         /* latch_stop, latch_res_post */
+    uv_prepare_t flusher;    /* flushes dirty connections once per loop turn */
+    uv_timer_t ticker;       /* Date header, once per second */
+    uv_timer_t sweeper;      /* connection timeouts */
     uv_signal_t sigint, sigterm;
     bool has_signals;
     bool draining;
@@ -273,7 +273,7 @@ struct latch_conn {
     uint8_t tkind;
     /* The request being received: when it started, bytes so far. */
     uint64_t rx_start, rx_bytes;
-    uint32_t nreqs;       /* requests begun on this connection */
+    uint32_t nreqs; /* requests begun on this connection */
     /* The send timeout: on the worker's send list while output waits for
      * the socket; the size of libuv's write queue when last looked at. */
     latch_conn *s_next, *s_prev;
@@ -402,8 +402,8 @@ struct latch_res {
     /* What is tied to this response (async.c's timers, jobs and joins;
      * later pipes, upstreams, subscriptions): see latch_attach below. */
     struct latch_attach *attach;
-    bool attach_ended;     /* their end ops ran */
-    int cut_code; /* why latch destroyed it (LATCH_ERR_LIMIT), or 0 */
+    bool attach_over;      /* their end ops ran for the end of the response */
+    int cut_code;          /* why latch destroyed it (LATCH_ERR_LIMIT), or 0 */
     uint8_t cancel_reason; /* LATCH_CANCEL_*, once the signal fired */
     uint8_t ncancel;
     struct {
@@ -447,18 +447,20 @@ struct latch_res {
  * names no such module: it walks the response's list at fixed moments,
  * and the module does the rest.
  *
- * end(a, res, reason) is called exactly once per attachment, on the
- * response's loop, at the first of: the response reaching FINISHED or
- * DESTROYED (reason LATCH_CANCEL_NONE), or the request's cancellation
- * signal firing (reason LATCH_CANCEL_*: the response may be ENDED or
- * DESTROYED by then). A response destroyed because its connection went
- * away, timed out or shut down gets that reason, not NONE. end stops
- * whatever would act on the response later (timers disarmed, queued jobs
- * cancelled, an upstream aborted); it may run the user's completion
- * callbacks that report the end (a join settles with
- * LATCH_ERR_CANCELLED). It must neither free `a` nor unlink it. The
- * walk happens once per response: an attachment made after it has its
- * end called at once, with the response's cancel reason.
+ * end(a, res, reason) tells an attachment of two events, on the
+ * response's loop, each exactly once per attachment that exists when it
+ * happens: the response is over (reached FINISHED or DESTROYED; reason
+ * LATCH_CANCEL_NONE), and the request's cancellation signal fired (reason
+ * LATCH_CANCEL_*; at most once, and never on a FINISHED response). They
+ * come in either order: a timeout cancels an ENDED response that finishes
+ * later; a lost connection destroys the response, then cancels it; a
+ * response destroyed by its handler may be cancelled much later, when
+ * its connection goes. An attachment made after an event gets it at
+ * once. On the first, end stops whatever would act on the response later
+ * (timers disarmed, an upstream aborted); on the cancellation it also
+ * abandons work done for the request (queued jobs cancelled, joins
+ * settled with LATCH_ERR_CANCELLED, running the user's completion). It
+ * must neither free `a` nor unlink it.
  *
  * drain(a, res), when not NULL, is called on the loop each time the
  * pending output of the response fell below the high-water mark after a
@@ -487,6 +489,12 @@ struct latch_attach {
 /* Ties `a` (ops set by the caller, memory owned by the caller until its
  * recycle op runs) to `res`. On the response's loop. */
 void latch__res_attach(latch_res *res, latch_attach *a);
+/* True once the attachments heard that the response is over or its
+ * request cancelled: a new attachment would get its end at once. */
+static inline bool latch__res_attach_done(const latch_res *res)
+{
+    return res->attach_over || res->cancel_reason != LATCH_CANCEL_NONE;
+}
 /* The first attachment of `res` with these ops, or NULL. */
 latch_attach *latch__res_attached(const latch_res *res,
                                   const latch_attach_ops *ops);
@@ -602,7 +610,7 @@ int latch__conn_open(latch_worker *w, int fd);
  * at least a second with nothing queued. Returns false when none may go. */
 bool latch__conn_shed(latch_worker *w);
 #define LATCH_COUNT(app, which, n)                                             \
-    atomic_fetch_add_explicit(&(app)->counters[(which)], (n),               \
+    atomic_fetch_add_explicit(&(app)->counters[(which)], (n),                  \
                               memory_order_relaxed)
 void latch__conn_mark_dirty(latch_conn *c);
 void latch__conn_flush_all(latch_worker *w);

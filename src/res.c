@@ -237,7 +237,10 @@ void latch__res_attach(latch_res *res, latch_attach *a)
 {
     a->next = res->attach;
     res->attach = a;
-    if (res->attach_ended)
+    /* The events that already happened, at once. */
+    if (res->attach_over)
+        a->ops->end(a, res, LATCH_CANCEL_NONE);
+    if (res->cancel_reason != LATCH_CANCEL_NONE)
         a->ops->end(a, res, res->cancel_reason);
 }
 
@@ -257,19 +260,22 @@ size_t latch__res_backlog(const latch_res *res)
 }
 
 /*
- * The response is over or its request cancelled: each attachment's end,
- * once. The flag is set before the walk, so an end op that leads back
- * here (a join's completion that destroys the response) walks nothing;
- * an attachment made meanwhile goes to the head and is ended by
- * latch__res_attach, so the walk never meets it.
+ * The response is over (reason NONE) or its request cancelled (the one
+ * call from cancel_signal): each attachment's end. The event is marked
+ * before the walk, so an end op that leads back here (a join's completion
+ * that destroys the response) walks nothing twice; an attachment made
+ * meanwhile goes to the head and gets the event from latch__res_attach,
+ * so the walk never meets it.
  */
 static void end_attached(latch_res *res, int reason)
 {
     latch_attach *a, *next;
 
-    if (res->attach_ended)
-        return;
-    res->attach_ended = true;
+    if (reason == LATCH_CANCEL_NONE) {
+        if (res->attach_over)
+            return;
+        res->attach_over = true;
+    }
     for (a = res->attach; a != NULL; a = next) {
         next = a->next;
         a->ops->end(a, res, reason);
@@ -1216,7 +1222,8 @@ static bool out_over(const latch_res *res, size_t need)
 {
     size_t backlog = out_backlog(res);
 
-    return backlog >= LATCH_HIGH_WATER && backlog + need > res->w->app->cfg.output;
+    return backlog >= LATCH_HIGH_WATER &&
+           backlog + need > res->w->app->cfg.output;
 }
 
 /* Appends body bytes (framed) to the sink. */
@@ -2020,8 +2027,10 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
     res->on_finish = NULL;
     res->on_drain = NULL;
     latch__res_ref(res);
+    /* The cancellation first, so that attachments whose end reports how
+     * the response ended (a pipe's done) learn the reason. */
     if (unfinished && reason != LATCH_CANCEL_NONE)
-        cancel_signal(res, reason); /* ends the attachments with it */
+        cancel_signal(res, reason);
     end_attached(res, LATCH_CANCEL_NONE);
     fire_close(res);
     latch__app_res_closed(res);
@@ -2170,13 +2179,13 @@ void latch__res_timeout(latch_res *res, int status)
     if (res->state == LATCH_RS_FRESH) {
         latch__res_status_page(res, status, "request timeout");
     } else {
-        /* Too late for a status: cut it, visibly incomplete. The
-         * attachments end below, with the signal, so that they learn
-         * the reason. */
+        /* Too late for a status: cut it, visibly incomplete. */
         if (res->ended_at.call == NULL) {
             res->ended_at.call = "request timeout";
             res->ended_at.at = none;
         }
+        /* The attachments hear of it below, cancelled with the reason
+         * before they hear that the response is over. */
         transition(res, LATCH_RS_DESTROYED);
         if (res->conn != NULL)
             latch__conn_cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);

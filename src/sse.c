@@ -730,7 +730,7 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
                       "The channel name is NULL, empty or longer than 256 "
                       "bytes",
                       at);
-    if (res->state >= LATCH_RS_ENDED || res->attach_ended)
+    if (res->state >= LATCH_RS_ENDED || latch__res_attach_done(res))
         return refuse(
             res,
             res->state == LATCH_RS_DESTROYED ? LATCH_ERR_STREAM_DESTROYED

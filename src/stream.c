@@ -76,7 +76,7 @@ int latch_res_pipe_at(latch_res *res, latch_pull_cb pull, latch_done_cb done,
     if (pull == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_pipe",
                       "The pull callback is NULL", at);
-    if (res->state >= LATCH_RS_ENDED || res->detached || res->attach_ended)
+    if (res->state >= LATCH_RS_ENDED || res->detached || latch__res_attach_done(res))
         return refuse_over(res, "latch_res_pipe", at);
     /* One producer at a time: after a failure, an error handler may send
      * its own page through a new one (a sendfile of 500.html). */
