@@ -2203,7 +2203,7 @@ static void drain_attached(latch_res *r)
     if (r->attach == NULL)
         return;
     latch__res_ref(r);
-    for (a = r->attach; a != NULL && !r->attach_ended; a = next) {
+    for (a = r->attach; a != NULL && !latch__res_attach_done(r); a = next) {
         next = a->next;
         if (a->ops->drain != NULL && r->state < LATCH_RS_ENDED)
             a->ops->drain(a, r);
