@@ -824,8 +824,7 @@ typedef void (*latch_done_cb)(latch_res *res, int status, void *data);
 #define latch_res_pipe(res, pull, done, data)                                  \
     latch_res_pipe_at((res), (pull), (done), (data), LATCH_HERE)
 LATCH_API int latch_res_pipe_at(latch_res *res, latch_pull_cb pull,
-                                latch_done_cb done, void *data,
-                                latch_site at);
+                                latch_done_cb done, void *data, latch_site at);
 /*
  * The producer failed with `error` (negative: a -errno / UV_E* or a
  * LATCH_ERR_* code). Before the headers went out (a head held by
@@ -846,8 +845,8 @@ LATCH_API int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at);
 
 /* How latch_res_sendfile sends a file; all-zero (or NULL) is the default. */
 typedef struct latch_file_opts {
-    const char *root;  /* path is resolved under root, symlinks included;
-                          escaping it is a 403 (NULL: the path as is) */
+    const char *root;    /* path is resolved under root, symlinks included;
+                            escaping it is a 403 (NULL: the path as is) */
     uint64_t max_age_ms; /* Cache-Control: public, max-age (seconds) */
     bool no_etag, no_last_modified, no_ranges;
     const char *content_type; /* NULL: from the extension */
@@ -892,12 +891,12 @@ enum {
 };
 /* latch_static's options; all-zero (or NULL) means the defaults. */
 typedef struct latch_static_opts {
-    const char *index;    /* NULL: "index.html"; "": none */
-    int dotfiles;         /* LATCH_DOTFILES_IGNORE, _DENY, _ALLOW */
-    bool no_fallthrough;  /* false: a miss calls the next handler; true: 404 */
+    const char *index;     /* NULL: "index.html"; "": none */
+    int dotfiles;          /* LATCH_DOTFILES_IGNORE, _DENY, _ALLOW */
+    bool no_fallthrough;   /* false: a miss calls the next handler; true: 404 */
     bool no_redirect_dirs; /* false: /dir -> 301 /dir/ */
-    bool precompressed;   /* serve file.br / file.gz when Accept-Encoding
-                             allows and the sibling exists */
+    bool precompressed;    /* serve file.br / file.gz when Accept-Encoding
+                              allows and the sibling exists */
     uint64_t max_age_ms;
 } latch_static_opts;
 /*
@@ -917,8 +916,8 @@ typedef struct latch_static_opts {
  * existing directory, dotfiles out of range), LATCH_ERR_NOMEM, or
  * LATCH_ERR_STATE once the app runs. The app keeps what it needs of opts.
  */
-LATCH_API int latch_static(latch_app *app, const char *prefix,
-                           const char *root, const latch_static_opts *opts);
+LATCH_API int latch_static(latch_app *app, const char *prefix, const char *root,
+                           const latch_static_opts *opts);
 
 /* ------------------------------------------------------------------ */
 /* Timers                                                               */

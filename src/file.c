@@ -25,9 +25,9 @@
 #define CHUNK ((size_t)128 * 1024)
 
 typedef struct fsend {
-    latch_res *res; /* latch's pointer; one latch reference while alive */
-    int refs;       /* the pipe (until done) and each fs request in flight */
-    int fd;         /* -1 until open */
+    latch_res *res;    /* latch's pointer; one latch reference while alive */
+    int refs;          /* the pipe (until done) and each fs request in flight */
+    int fd;            /* -1 until open */
     uint64_t off, end; /* bytes [off, end) remain to be sent */
     bool ready;        /* headers sent, bytes to pump */
     bool reading;      /* a uv_fs_read is in flight */
@@ -105,8 +105,7 @@ static void disposition(latch_res *res, const char *name, latch_site at)
     latch_res_set_header_at(res, "Content-Disposition", v, at);
 }
 
-static void set_num(latch_res *res, const char *name, uint64_t v,
-                    latch_site at)
+static void set_num(latch_res *res, const char *name, uint64_t v, latch_site at)
 {
     char num[24];
 
@@ -158,12 +157,11 @@ static void start(fsend *f, const char *name, const char *encoding)
     c.if_none_match = latch_req_header(q, "If-None-Match");
     c.if_modified_since =
         o->no_last_modified ? NULL : latch_req_header(q, "If-Modified-Since");
-    c.if_unmodified_since = o->no_last_modified
-                                ? NULL
-                                : latch_req_header(q, "If-Unmodified-Since");
+    c.if_unmodified_since =
+        o->no_last_modified ? NULL : latch_req_header(q, "If-Unmodified-Since");
     c.get_or_head = strcmp(q->method, "GET") == 0 || q->is_head;
-    st = latch__cond_eval(&c, etag[0] != '\0' ? etag : "\"\"",
-                          mtime_of(&f->st));
+    st =
+        latch__cond_eval(&c, etag[0] != '\0' ? etag : "\"\"", mtime_of(&f->st));
     if (st == 304) {
         /* RFC 9110 15.4.5: the validators and Cache-Control, no body, no
          * type or length. */

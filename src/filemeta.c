@@ -341,14 +341,13 @@ int latch__http_date_parse(const char *s, int64_t *t)
         } else if ((p = fixed(p, 2, &day)) == NULL) {
             return -1;
         }
-        if (*p++ != ' ' || (p = hms(p, &h, &mi, &sec)) == NULL ||
-            *p++ != ' ' || (p = fixed(p, 4, &year)) == NULL || *p != '\0')
+        if (*p++ != ' ' || (p = hms(p, &h, &mi, &sec)) == NULL || *p++ != ' ' ||
+            (p = fixed(p, 4, &year)) == NULL || *p != '\0')
             return -1;
     }
     if (day < 1 || day > 31 || h > 23 || mi > 59 || sec > 60)
         return -1;
-    *t = days_from_civil(year, mon + 1, day) * 86400 + h * 3600 + mi * 60 +
-         sec;
+    *t = days_from_civil(year, mon + 1, day) * 86400 + h * 3600 + mi * 60 + sec;
     return 0;
 }
 

@@ -18,9 +18,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -332,14 +332,13 @@ static void log_accept(latch_worker *w)
     if (w->accept_log_at != 0 && now - w->accept_log_at < 1000)
         return;
     w->accept_log_at = now;
-    fprintf(stderr,
-            "latch: accept: %s (worker %d; since the last report: %llu "
-            "accept errors, %llu connections refused, %llu shed)\n",
-            w->log_errno != 0 ? strerror(w->log_errno)
-                              : "connection limit reached",
-            w->index, (unsigned long long)w->log_errors,
-            (unsigned long long)w->log_dropped,
-            (unsigned long long)w->log_shed);
+    fprintf(
+        stderr,
+        "latch: accept: %s (worker %d; since the last report: %llu "
+        "accept errors, %llu connections refused, %llu shed)\n",
+        w->log_errno != 0 ? strerror(w->log_errno) : "connection limit reached",
+        w->index, (unsigned long long)w->log_errors,
+        (unsigned long long)w->log_dropped, (unsigned long long)w->log_shed);
     w->log_errors = w->log_dropped = w->log_shed = 0;
     w->log_errno = 0;
 }

@@ -244,9 +244,8 @@ static void att_recycle(latch_attach *a, latch_res *res)
 
 static void att_drained(latch_attach *a, latch_res *res);
 
-static const latch_attach_ops evs_ops = {.end = att_end,
-                                         .recycle = att_recycle,
-                                         .drain = att_drained};
+static const latch_attach_ops evs_ops = {
+    .end = att_end, .recycle = att_recycle, .drain = att_drained};
 
 /* The stream state of res, made on first use. NULL when out of memory or
  * on a draining worker. */

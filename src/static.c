@@ -25,7 +25,7 @@
 typedef struct stat_cfg {
     char *prefix; /* "" for every path */
     size_t prefix_len;
-    char *root; /* resolved */
+    char *root;  /* resolved */
     char *index; /* NULL: none */
     latch_static_opts opts;
 } stat_cfg;
@@ -195,9 +195,10 @@ static void stat_done(uv_work_t *w, int status)
     } else if (j->outcome == F_MISS && !cfg->opts.no_fallthrough) {
         latch_next(j->req);
     } else {
-        latch_fail(j->req, j->outcome == F_MISS ? 404
-                           : j->err == UV_EACCES || j->err == UV_EPERM ? 403
-                                                                       : 500,
+        latch_fail(j->req,
+                   j->outcome == F_MISS                        ? 404
+                   : j->err == UV_EACCES || j->err == UV_EPERM ? 403
+                                                               : 500,
                    NULL);
     }
     latch__res_unref(res);
@@ -247,7 +248,8 @@ static int static_handler(latch_req *req, latch_res *res, void *data)
                                             : LATCH_NEXT;
         return latch_fail(req, rc == UV_EACCES ? 403 : 400, NULL);
     }
-    if ((flags & LATCH_PATH_DOT) && cfg->opts.dotfiles != LATCH_DOTFILES_ALLOW) {
+    if ((flags & LATCH_PATH_DOT) &&
+        cfg->opts.dotfiles != LATCH_DOTFILES_ALLOW) {
         free(j);
         if (cfg->opts.dotfiles == LATCH_DOTFILES_DENY)
             return latch_fail(req, 403, NULL);

@@ -43,8 +43,8 @@ static bool on_loop(const latch_res *res)
     return pthread_equal(pthread_self(), res->w->thread);
 }
 
-static int refuse(latch_res *res, int code, const char *call,
-                  const char *msg, latch_site at)
+static int refuse(latch_res *res, int code, const char *call, const char *msg,
+                  latch_site at)
 {
     latch__violation(res, code, call, msg, at);
     return code;
@@ -76,14 +76,14 @@ int latch_res_pipe_at(latch_res *res, latch_pull_cb pull, latch_done_cb done,
     if (pull == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_pipe",
                       "The pull callback is NULL", at);
-    if (res->state >= LATCH_RS_ENDED || res->detached || latch__res_attach_done(res))
+    if (res->state >= LATCH_RS_ENDED || res->detached ||
+        latch__res_attach_done(res))
         return refuse_over(res, "latch_res_pipe", at);
     /* One producer at a time: after a failure, an error handler may send
      * its own page through a new one (a sendfile of 500.html). */
     if ((p = pipe_of(res)) != NULL && !p->failed)
         return refuse(res, LATCH_ERR_STATE, "latch_res_pipe",
-                      "The response already has a pipe (one per response)",
-                      at);
+                      "The response already has a pipe (one per response)", at);
     if ((p = calloc(1, sizeof(*p))) == NULL)
         return LATCH_ERR_NOMEM;
     p->a.ops = &pipe_ops;
@@ -105,8 +105,7 @@ static void pipe_drain(latch_attach *a, latch_res *res)
     latch_pipe *p = LATCH_CONTAINER_OF(a, latch_pipe, a);
     uint16_t prev;
 
-    if (p->over || p->failed || res->state >= LATCH_RS_ENDED ||
-        res->detached)
+    if (p->over || p->failed || res->state >= LATCH_RS_ENDED || res->detached)
         return;
     prev = latch__frame_enter(res, p->frame);
     p->pull(latch__res_hf(res, p->frame), p->data);
@@ -124,9 +123,8 @@ static int pipe_status(const latch_pipe *p, const latch_res *res, int reason)
         return 0;
     if (res->cut_code != 0)
         return res->cut_code;
-    return res->cancel_reason != LATCH_CANCEL_NONE
-               ? LATCH_ERR_CANCELLED
-               : LATCH_ERR_STREAM_DESTROYED;
+    return res->cancel_reason != LATCH_CANCEL_NONE ? LATCH_ERR_CANCELLED
+                                                   : LATCH_ERR_STREAM_DESTROYED;
 }
 
 /* The response finished, was destroyed, or its request was cancelled:
@@ -178,16 +176,15 @@ int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at)
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_pipe_fail",
-                      NULL, at);
+        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_pipe_fail", NULL,
+                      at);
     if (error >= 0)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_pipe_fail",
                       "The error must be a negative code", at);
     if ((p = pipe_of(res)) == NULL)
         return refuse(res, LATCH_ERR_STATE, "latch_res_pipe_fail",
                       "The response has no pipe", at);
-    if (p->over || p->failed || res->state >= LATCH_RS_ENDED ||
-        res->detached)
+    if (p->over || p->failed || res->state >= LATCH_RS_ENDED || res->detached)
         return refuse_over(res, "latch_res_pipe_fail", at);
     p->failed = true;
     p->error = error;

@@ -2004,8 +2004,8 @@ static void test_shake_races(void **state)
         }
     }
     if (decided < SEEDS / 4)
-        fail_msg("only %d of %d seeds separated the two paths by 6 ms",
-                 decided, SEEDS);
+        fail_msg("only %d of %d seeds separated the two paths by 6 ms", decided,
+                 SEEDS);
     if (wins[0] == 0 || wins[1] == 0)
         fail_msg("the seeds never changed the winner (timer %d, work %d)",
                  wins[0], wins[1]);

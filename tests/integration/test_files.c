@@ -116,8 +116,7 @@ static int h_sendfile(latch_req *req, latch_res *res, void *data)
     o.root = root;
     o.attachment = q != NULL;
     o.max_age_ms = 60000;
-    latch_res_sendfile(res, latch_req_param(req, "name"), &o, count_done,
-                       NULL);
+    latch_res_sendfile(res, latch_req_param(req, "name"), &o, count_done, NULL);
     return LATCH_DONE;
 }
 
@@ -398,9 +397,8 @@ static void expect_header(const sink *head, const char *name, const char *want)
 
 static void test_bytes_exact(void **state)
 {
-    static const char *const names[] = {"empty.bin",  "one.bin",
-                                        "a64k-1.bin", "a64k.bin",
-                                        "a64k+1.bin", "ten.bin"};
+    static const char *const names[] = {"empty.bin", "one.bin",    "a64k-1.bin",
+                                        "a64k.bin",  "a64k+1.bin", "ten.bin"};
     sink b, h;
     char path[128], want_len[32];
 

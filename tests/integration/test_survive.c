@@ -151,8 +151,8 @@ static bool hello_once(int port, int timeout_ms)
 typedef struct child {
     pid_t pid;
     int port;
-    int life;   /* readable (EOF) once the child is gone */
-    int errfd;  /* the child's stderr, or -1 */
+    int life;  /* readable (EOF) once the child is gone */
+    int errfd; /* the child's stderr, or -1 */
 } child;
 
 typedef void (*child_setup)(latch_app *app);
@@ -406,8 +406,8 @@ static void pipeline_round(int port, int depth, int split, unsigned *seed)
     out = th_read(fd, &rlen, 5000, th_until_responses, &n);
     assert_non_null(out);
     if (strstr(out, "\r\n\r\nnext") == NULL)
-        fail_msg("depth %d split %d: the next request got \"%s\"", depth,
-                 split, out);
+        fail_msg("depth %d split %d: the next request got \"%s\"", depth, split,
+                 out);
     free(out);
     close(fd);
     free(reqs);
@@ -415,8 +415,8 @@ static void pipeline_round(int port, int depth, int split, unsigned *seed)
 
 static void test_pipeline_any_depth(void **state)
 {
-    static const int depths[] = {1, 2, 63, 64, 65, 100, 120, 128, 129, 500,
-                                 1000};
+    static const int depths[] = {1,   2,   63,  64,  65,  100,
+                                 120, 128, 129, 500, 1000};
     th_server s;
     latch_app *app = latch_app_new();
     unsigned seed = 12345;
@@ -482,7 +482,8 @@ static void test_nonreader_bounded_then_closed(void **state)
     got = atomic_load(&big_dispatched);
     if (got >= 16)
         fail_msg("all %d responses were made for a client that reads "
-                 "nothing: the connection buffer did not bound them", got);
+                 "nothing: the connection buffer did not bound them",
+                 got);
     {
         /* What arrived is read now; the connection must be over. */
         int end = th_wait_close(fd, 5000);
@@ -635,8 +636,7 @@ static void test_connection_cap_sheds(void **state)
 
     (void)state;
     assert_int_equal(latch_get(app, "/hello", h_hello, NULL), 0);
-    assert_int_equal(latch_app_set_limit(app, LATCH_LIMIT_CONNECTIONS, CAP),
-                     0);
+    assert_int_equal(latch_app_set_limit(app, LATCH_LIMIT_CONNECTIONS, CAP), 0);
     th_server_start(&s, app);
     /* CAP keep-alive connections, each served once, then idle. */
     for (i = 0; i < CAP; i++) {
@@ -670,12 +670,12 @@ static void test_connection_cap_sheds(void **state)
             close(fd);
         }
         if (latch_app_counter(app, LATCH_COUNTER_DROPPED) <= dropped)
-            fail_msg("not refused: accepted %llu shed %llu dropped %llu",
-                     (unsigned long long)latch_app_counter(
-                         app, LATCH_COUNTER_ACCEPTED),
-                     (unsigned long long)latch_app_counter(
-                         app, LATCH_COUNTER_SHED),
-                     (unsigned long long)dropped);
+            fail_msg(
+                "not refused: accepted %llu shed %llu dropped %llu",
+                (unsigned long long)latch_app_counter(app,
+                                                      LATCH_COUNTER_ACCEPTED),
+                (unsigned long long)latch_app_counter(app, LATCH_COUNTER_SHED),
+                (unsigned long long)dropped);
     }
     /* A second later they are slow: a newcomer takes the place of one. */
     sleep_ms(1100);
@@ -879,8 +879,7 @@ static void test_drain_deadline_503(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_sigpipe_default_never_kills,
-                                  kill_child),
+        cmocka_unit_test_teardown(test_sigpipe_default_never_kills, kill_child),
         cmocka_unit_test_teardown(test_sigpipe_handler_never_reached,
                                   kill_child),
         cmocka_unit_test(test_pipeline_any_depth),

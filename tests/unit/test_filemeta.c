@@ -102,8 +102,7 @@ static void test_range(void **state)
                      "%d [%llu, %llu]",
                      i, r->h ? r->h : "(null)", (unsigned long long)r->size, k,
                      (unsigned long long)f, (unsigned long long)l, r->kind,
-                     (unsigned long long)r->first,
-                     (unsigned long long)r->last);
+                     (unsigned long long)r->first, (unsigned long long)r->last);
     }
 }
 
@@ -131,31 +130,25 @@ static void test_etag_and_dates(void **state)
     assert_int_equal(
         latch__http_date_parse("Sunday, 06-Nov-94 08:49:37 GMT", &t), 0);
     assert_int_equal(t, 784111777);
-    assert_int_equal(latch__http_date_parse("Sun Nov  6 08:49:37 1994", &t),
-                     0);
+    assert_int_equal(latch__http_date_parse("Sun Nov  6 08:49:37 1994", &t), 0);
     assert_int_equal(t, 784111777);
-    assert_int_equal(latch__http_date_parse("Thu, 01 Jan 1970 00:00:00 GMT",
-                                            &t),
-                     0);
+    assert_int_equal(
+        latch__http_date_parse("Thu, 01 Jan 1970 00:00:00 GMT", &t), 0);
     assert_int_equal(t, 0);
-    assert_int_equal(latch__http_date_parse("Tue, 19 Jan 2038 03:14:08 GMT",
-                                            &t),
-                     0);
+    assert_int_equal(
+        latch__http_date_parse("Tue, 19 Jan 2038 03:14:08 GMT", &t), 0);
     assert_int_equal(t, INT64_C(2147483648));
     /* malformed */
     assert_int_equal(latch__http_date_parse("", &t), -1);
     assert_int_equal(latch__http_date_parse("yesterday", &t), -1);
     assert_int_equal(
         latch__http_date_parse("Sun, 06 Nov 1994 08:49:37 UTC", &t), -1);
-    assert_int_equal(latch__http_date_parse("Sun, 06 Foo 1994 08:49:37 GMT",
-                                            &t),
-                     -1);
-    assert_int_equal(latch__http_date_parse("Sun, 32 Nov 1994 08:49:37 GMT",
-                                            &t),
-                     -1);
-    assert_int_equal(latch__http_date_parse("Sun, 06 Nov 1994 25:49:37 GMT",
-                                            &t),
-                     -1);
+    assert_int_equal(
+        latch__http_date_parse("Sun, 06 Foo 1994 08:49:37 GMT", &t), -1);
+    assert_int_equal(
+        latch__http_date_parse("Sun, 32 Nov 1994 08:49:37 GMT", &t), -1);
+    assert_int_equal(
+        latch__http_date_parse("Sun, 06 Nov 1994 25:49:37 GMT", &t), -1);
     assert_int_equal(latch__http_date_parse(NULL, &t), -1);
 }
 
@@ -285,8 +278,8 @@ static void test_path_clean(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(path_rows) / sizeof(path_rows[0]); i++) {
         const struct path_row *r = &path_rows[i];
-        int rc = latch__path_clean(r->raw, strlen(r->raw), out, sizeof(out),
-                                   &fl);
+        int rc =
+            latch__path_clean(r->raw, strlen(r->raw), out, sizeof(out), &fl);
         if (rc != r->rc)
             fail_msg("row %zu \"%s\": rc %d, want %d", i, r->raw, rc, r->rc);
         if (rc == 0 && (strcmp(out, r->clean) != 0 || fl != r->flags))
