@@ -65,6 +65,7 @@ struct latch_timer {
     latch_res_cb cb;
     void *data;
     latch_timer *next; /* the response's list */
+    uintptr_t h;       /* its handle, for latch_set_timeout's caller */
     uint16_t frame;    /* the handler call that set it (app.c) */
     bool user;         /* set by latch_set_timeout: cb gets the handle */
     bool armed;        /* started, not fired nor cleared */
@@ -212,17 +213,31 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
         return NULL;
     }
     t = timer_start(res, ms, cb, data);
-    if (t != NULL) {
-        t->user = true;
-        t->frame = latch__frame_pick(hf, res);
+    if (t == NULL)
+        return NULL;
+    t->user = true;
+    t->frame = latch__frame_pick(hf, res);
+    /* The caller keeps a handle, which turns stale when the timer's
+     * memory goes with its response: never a dangling pointer. */
+    if ((t->h = latch__handle_new(t)) == 0) {
+        disarm(t);
+        return NULL;
     }
-    return t;
+    return (latch_timer *)t->h;
 }
 
-int latch_clear_timeout(latch_timer *t)
+int latch_clear_timeout(latch_timer *tp)
 {
+    latch_timer *t = tp;
+
     if (t == NULL)
         return LATCH_ERR_INVALID_ARG;
+    if ((uintptr_t)tp & 1) {
+        /* A timer of a request that is over (its memory gone) is long
+         * fired or cleared: as clearTimeout, nothing to do. */
+        if ((t = latch__handle_get((uintptr_t)tp)) == NULL)
+            return 0;
+    }
     if (!pthread_equal(pthread_self(), t->res->w->thread)) {
         latch__violation(t->res, LATCH_ERR_WRONG_THREAD, "latch_clear_timeout",
                          NULL, no_site);
@@ -240,6 +255,7 @@ static void timers_free(async_att *att)
 
     for (t = att->timers; t != NULL; t = next) {
         next = t->next;
+        latch__handle_retire(t->h);
         /* Armed timers hold a reference, so none is armed here. */
         if (t->closed)
             free(t);
@@ -468,6 +484,8 @@ struct latch_join {
      * report from another thread on its way to the loop. */
     atomic_int users;
     bool dead;      /* join_destroy ran: the reports still in flight drop */
+    uintptr_t h;    /* the handle its creator got */
+    latch_worker *w; /* its response's, which outlives it */
     uint16_t frame; /* the handler call that made it */
     uint8_t *seen;
     void *results[];
@@ -485,6 +503,9 @@ static void join_destroy(latch_join *j)
 {
     latch_join **pp = &j->att->joins;
 
+    /* From here on the handle is stale: no thread can pin the join any
+     * more, and those that did hold their count. */
+    latch__handle_retire(j->h);
     while (*pp != NULL && *pp != j)
         pp = &(*pp)->next;
     if (*pp == j)
@@ -628,10 +649,40 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
     atomic_init(&j->users, 1);
     atomic_init(&j->settled, false);
     j->frame = latch__frame_pick(hf, res);
+    j->w = res->w;
+    if ((j->h = latch__handle_new(j)) == 0) {
+        free(j->seen);
+        free(j);
+        return NULL;
+    }
     latch__res_ref(res);
     j->holds_ref = true;
     j->next = att->joins;
     att->joins = j;
+    return (latch_join *)j->h;
+}
+
+/*
+ * The join behind a handle, pinned (its memory stays until join_unuse)
+ * so that a task on another thread can use it while the loop may free
+ * it; NULL for a handle whose join is gone: its request is over and
+ * recycled, and a late report has nobody to tell (as a promise settled
+ * long ago, it is ignored).
+ */
+static latch_join *join_pin(const latch_join *jp)
+{
+    latch_join *j;
+
+    if (!((uintptr_t)jp & 1)) {
+        j = (latch_join *)(uintptr_t)jp;
+        atomic_fetch_add(&j->users, 1);
+        return j;
+    }
+    latch__handle_lock();
+    j = latch__handle_get_locked((uintptr_t)jp);
+    if (j != NULL)
+        atomic_fetch_add(&j->users, 1);
+    latch__handle_unlock();
     return j;
 }
 
@@ -678,7 +729,7 @@ static int join_post(latch_join *j, int index, void *result, int error)
     m->result = result;
     m->error = error;
     atomic_fetch_add(&j->users, 1);
-    r = latch__worker_post(j->res->w, join_remote_run, m);
+    r = latch__worker_post(j->w, join_remote_run, m);
     if (r < 0) {
         atomic_fetch_sub(&j->users, 1);
         free(m);
@@ -691,12 +742,19 @@ static int join_report(latch_join *j, int index, void *result, int error)
     if (j == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (index < 0 || index >= j->n) {
-        latch__violation(j->res, LATCH_ERR_INVALID_ARG,
-                         error < 0 ? "latch_join_fail" : "latch_join_resolve",
-                         "The task index is outside the join", no_site);
+        const char *call = error < 0 ? "latch_join_fail" : "latch_join_resolve";
+        /* Off the loop the response may be recycled any time: the report
+         * goes to the app, not to a response. */
+        if (pthread_equal(pthread_self(), j->w->thread) && !j->dead)
+            latch__violation(j->res, LATCH_ERR_INVALID_ARG, call,
+                             "The task index is outside the join", no_site);
+        else
+            latch__violation_app(j->w->app, LATCH_ERR_INVALID_ARG, call,
+                                 "The task index is outside the join",
+                                 no_site);
         return LATCH_ERR_INVALID_ARG;
     }
-    if (!pthread_equal(pthread_self(), j->res->w->thread))
+    if (!pthread_equal(pthread_self(), j->w->thread))
         return join_post(j, index, result, error);
     return join_report_here(j, index, result, error);
 }
@@ -729,17 +787,46 @@ static int join_report_here(latch_join *j, int index, void *result, int error)
     return 0;
 }
 
+static int join_report_pinned(latch_join *jp, int index, void *result,
+                              int error)
+{
+    latch_join *j;
+    int r;
+
+    if (jp == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if ((j = join_pin(jp)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
+    /* On the loop, a join destroyed meanwhile (pinned only by this call)
+     * has nobody to tell; a post from another thread finds that out on
+     * the loop (join_remote_run). */
+    if (pthread_equal(pthread_self(), j->w->thread) && j->dead)
+        r = LATCH_ERR_STREAM_DESTROYED;
+    else
+        r = join_report(j, index, result, error);
+    join_unuse(j);
+    return r;
+}
+
 int latch_join_resolve(latch_join *j, int index, void *result)
 {
-    return join_report(j, index, result, 0);
+    return join_report_pinned(j, index, result, 0);
 }
 
 int latch_join_fail(latch_join *j, int index, int error)
 {
-    return join_report(j, index, NULL, error < 0 ? error : LATCH_ERR_HTTP);
+    return join_report_pinned(j, index, NULL,
+                              error < 0 ? error : LATCH_ERR_HTTP);
 }
 
-bool latch_join_settled(const latch_join *j)
+bool latch_join_settled(const latch_join *jp)
 {
-    return j == NULL || j->settled;
+    latch_join *j;
+    bool settled;
+
+    if (jp == NULL || (j = join_pin(jp)) == NULL)
+        return true; /* gone: long settled */
+    settled = atomic_load(&j->settled);
+    join_unuse(j);
+    return settled;
 }

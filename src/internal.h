@@ -685,6 +685,17 @@ bool latch__res_retract_head(latch_res *res);
  * 0: a producer's first pull. No-op on a response without a connection. */
 void latch__res_want_drain(latch_res *res);
 
+/* handle.c: handles for latch_timer * and latch_join * (see there).
+ * latch__handle_new gives 0 when out of memory; a retired handle and any
+ * value that never was one give NULL from latch__handle_get. The _locked
+ * form lets a caller pin the object before another thread may free it. */
+uintptr_t latch__handle_new(void *obj);
+void latch__handle_retire(uintptr_t h);
+void *latch__handle_get(uintptr_t h);
+void latch__handle_lock(void);
+void latch__handle_unlock(void);
+void *latch__handle_get_locked(uintptr_t h);
+
 /* async.c */
 /* Arms the request timeout of `res` (replacing one armed before): after
  * ms (0: none) an unanswered response gets `status` (<= 0: 503), a

@@ -1584,7 +1584,10 @@ latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
     res->jbuf.len = 0;
     latch__json_init(&res->json, &res->jbuf, JSON_MAX_BYTES, JSON_MAX_DEPTH);
     res->json_open = true;
-    return &res->json;
+    /* The writer is named by its request's handle, not by its address:
+     * one kept past its response is refused, never a later request's
+     * writer on the same pooled object. */
+    return (latch_json *)(uintptr_t)(res->handle | 2);
 }
 
 /*
@@ -1592,13 +1595,20 @@ latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
  * reported) from another thread, and once latch_res_json_end closed the
  * writer (the document went out, or was answered with a 500).
  */
-static int json_check(latch_json *j, const char *call)
+static int json_check(latch_json **jp, const char *call)
 {
+    latch_json *j = *jp;
     latch_res *res;
 
     if (j == NULL)
         return LATCH_ERR_INVALID_ARG;
-    res = LATCH_CONTAINER_OF(j, latch_res, json);
+    if ((uintptr_t)j & 1) {
+        res = latch__res_in(j, call, &latch__no_site);
+        if (res == NULL)
+            return LATCH_ERR_STREAM_DESTROYED;
+    } else {
+        res = LATCH_CONTAINER_OF(j, latch_res, json);
+    }
     if (!on_loop(res))
         return refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL,
                       (latch_site){NULL, 0, NULL});
@@ -1606,89 +1616,90 @@ static int json_check(latch_json *j, const char *call)
         return refuse(res, LATCH_ERR_STATE, call,
                       "The JSON writer is closed (latch_res_json_end)",
                       (latch_site){NULL, 0, NULL});
+    *jp = &res->json;
     return 0;
 }
 
 int latch_json_object_begin(latch_json *j)
 {
-    int r = json_check(j, "latch_json_object_begin");
+    int r = json_check(&j, "latch_json_object_begin");
 
     return r != 0 ? r : latch__json_object_begin(j);
 }
 
 int latch_json_object_end(latch_json *j)
 {
-    int r = json_check(j, "latch_json_object_end");
+    int r = json_check(&j, "latch_json_object_end");
 
     return r != 0 ? r : latch__json_object_end(j);
 }
 
 int latch_json_array_begin(latch_json *j)
 {
-    int r = json_check(j, "latch_json_array_begin");
+    int r = json_check(&j, "latch_json_array_begin");
 
     return r != 0 ? r : latch__json_array_begin(j);
 }
 
 int latch_json_array_end(latch_json *j)
 {
-    int r = json_check(j, "latch_json_array_end");
+    int r = json_check(&j, "latch_json_array_end");
 
     return r != 0 ? r : latch__json_array_end(j);
 }
 
 int latch_json_key(latch_json *j, const char *key)
 {
-    int r = json_check(j, "latch_json_key");
+    int r = json_check(&j, "latch_json_key");
 
     return r != 0 ? r : latch__json_key(j, key);
 }
 
 int latch_json_string(latch_json *j, const char *s)
 {
-    int r = json_check(j, "latch_json_string");
+    int r = json_check(&j, "latch_json_string");
 
     return r != 0 ? r : latch__json_string(j, s);
 }
 
 int latch_json_string_n(latch_json *j, const char *s, size_t n)
 {
-    int r = json_check(j, "latch_json_string_n");
+    int r = json_check(&j, "latch_json_string_n");
 
     return r != 0 ? r : latch__json_string_n(j, s, n);
 }
 
 int latch_json_int(latch_json *j, int64_t v)
 {
-    int r = json_check(j, "latch_json_int");
+    int r = json_check(&j, "latch_json_int");
 
     return r != 0 ? r : latch__json_int64(j, v);
 }
 
 int latch_json_uint(latch_json *j, uint64_t v)
 {
-    int r = json_check(j, "latch_json_uint");
+    int r = json_check(&j, "latch_json_uint");
 
     return r != 0 ? r : latch__json_uint64(j, v);
 }
 
 int latch_json_double(latch_json *j, double v)
 {
-    int r = json_check(j, "latch_json_double");
+    int r = json_check(&j, "latch_json_double");
 
     return r != 0 ? r : latch__json_double(j, v);
 }
 
 int latch_json_bool(latch_json *j, bool v)
 {
-    int r = json_check(j, "latch_json_bool");
+    int r = json_check(&j, "latch_json_bool");
 
     return r != 0 ? r : latch__json_bool(j, v);
 }
 
 int latch_json_null(latch_json *j)
 {
-    int r = json_check(j, "latch_json_null");
+    int r = json_check(&j, "latch_json_null");
 
     return r != 0 ? r : latch__json_null(j);
 }

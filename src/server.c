@@ -747,7 +747,9 @@ static int run(latch_app *app)
     app->workers = ws;
     app->nworkers_running = n;
     app->running = true;
-    atomic_store(&app->stopping, false);
+    /* A latch_stop made before latch_run is not forgotten: the workers
+     * start and drain at once (the flag is cleared when latch_run
+     * returns, so the app may run again). */
     for (i = 0; i < n; i++) {
         r = worker_init(&ws[i], app, i);
         if (r < 0)
@@ -793,6 +795,7 @@ out:
     free(ws);
     app->workers = NULL;
     app->running = false;
+    atomic_store(&app->stopping, false);
     return r;
 }
 

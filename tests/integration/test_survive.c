@@ -876,6 +876,45 @@ static void test_drain_deadline_503(void **state)
     assert_int_equal(th_server_stop(&s), 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* 9. A stop asked for before the server runs                           */
+/* ------------------------------------------------------------------ */
+
+static void *run_app(void *arg)
+{
+    static int r;
+
+    r = latch_run(arg);
+    return &r;
+}
+
+/* latch_stop before latch_run is not lost: latch_run starts, drains and
+ * returns 0 at once. */
+static void test_stop_before_run(void **state)
+{
+    latch_app *app = latch_app_new();
+    pthread_t t;
+    void *ret = NULL;
+    int64_t t0;
+    struct timespec ts;
+
+    (void)state;
+    assert_int_equal(latch_app_set_workers(app, 2), 0);
+    assert_int_equal(latch_app_set_handle_signals(app, false), 0);
+    assert_int_equal(latch_get(app, "/hello", h_hello, NULL), 0);
+    assert_int_equal(latch_listen(app, "127.0.0.1", 0), 0);
+    latch_stop(app);
+    t0 = th_now_ms();
+    assert_int_equal(pthread_create(&t, NULL, run_app, app), 0);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    if (pthread_timedjoin_np(t, &ret, &ts) != 0)
+        fail_msg("latch_run did not return after a latch_stop made before it");
+    assert_int_equal(*(int *)ret, 0);
+    assert_true(th_now_ms() - t0 < 10000);
+    latch_app_free(app);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -892,6 +931,7 @@ int main(void)
         cmocka_unit_test_teardown(test_emfile_logged, kill_child),
         cmocka_unit_test(test_drain_upload_finishes),
         cmocka_unit_test(test_drain_deadline_503),
+        cmocka_unit_test(test_stop_before_run),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,121 @@
+/*
+ * handle.c - handles for the small objects user code keeps: a
+ * latch_timer * or a latch_join * given to a program is an encoded slot
+ * and generation, not an address. When latch frees the object, the slot's
+ * generation moves on, so a pointer kept past its object's life is
+ * recognized as stale and refused instead of being dereferenced (a
+ * latch_clear_timeout on a timer of a finished request, a join resolved by
+ * a thread after its request was recycled). Responses and requests have
+ * their own, faster scheme in res.c; these objects are not on the hot path.
+ *
+ * A handle: bit 0 set (latch's own code passes real pointers, which are
+ * aligned), bits 1-31 the slot, bits 32-63 the generation (never 0). Slots
+ * live as long as the process, in slabs that are never freed, and one
+ * mutex guards them: a lookup from any thread returns the object only
+ * while it is alive, and the caller may pin it (its own count) before the
+ * lock is let go.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#define SLAB_BITS 10
+#define SLABS 4096 /* 4M slots */
+
+typedef struct hslot {
+    uint32_t gen; /* the live generation; a free slot keeps its last */
+    uint32_t next_free; /* free list: index + 1 */
+    void *obj;    /* NULL when free */
+} hslot;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static hslot *slabs[SLABS];
+static uint32_t nslots;    /* handed out of the slabs so far */
+static uint32_t free_head; /* index + 1, 0: none */
+
+static hslot *slot_at(uint32_t idx)
+{
+    return &slabs[idx >> SLAB_BITS][idx & ((1u << SLAB_BITS) - 1)];
+}
+
+void latch__handle_lock(void)
+{
+    pthread_mutex_lock(&mu);
+}
+
+void latch__handle_unlock(void)
+{
+    pthread_mutex_unlock(&mu);
+}
+
+uintptr_t latch__handle_new(void *obj)
+{
+    uint32_t idx = UINT32_MAX;
+    hslot *sl;
+    uintptr_t h = 0;
+
+    pthread_mutex_lock(&mu);
+    if (free_head != 0) {
+        idx = free_head - 1;
+        free_head = slot_at(idx)->next_free;
+    } else if (nslots < (uint32_t)SLABS << SLAB_BITS) {
+        uint32_t si = nslots >> SLAB_BITS;
+        if (slabs[si] == NULL)
+            slabs[si] = calloc((size_t)1 << SLAB_BITS, sizeof(hslot));
+        if (slabs[si] != NULL)
+            idx = nslots++;
+    }
+    if (idx != UINT32_MAX) {
+        sl = slot_at(idx);
+        if (++sl->gen == 0)
+            sl->gen = 1; /* after 2^32 lives a slot starts again at 1 */
+        sl->obj = obj;
+        h = (uintptr_t)sl->gen << 32 | (uintptr_t)idx << 1 | 1u;
+    }
+    pthread_mutex_unlock(&mu);
+    return h;
+}
+
+/* With the lock held: the object of a live handle, else NULL. */
+void *latch__handle_get_locked(uintptr_t h)
+{
+    uint32_t idx = (uint32_t)(h >> 1) & 0x7fffffffu;
+    hslot *sl;
+
+    if (!(h & 1) || idx >= nslots)
+        return NULL;
+    sl = slot_at(idx);
+    if (sl->obj == NULL || sl->gen != (uint32_t)(h >> 32))
+        return NULL;
+    return sl->obj;
+}
+
+void *latch__handle_get(uintptr_t h)
+{
+    void *obj;
+
+    pthread_mutex_lock(&mu);
+    obj = latch__handle_get_locked(h);
+    pthread_mutex_unlock(&mu);
+    return obj;
+}
+
+void latch__handle_retire(uintptr_t h)
+{
+    uint32_t idx = (uint32_t)(h >> 1) & 0x7fffffffu;
+    hslot *sl;
+
+    if (!(h & 1))
+        return;
+    pthread_mutex_lock(&mu);
+    if (idx < nslots) {
+        sl = slot_at(idx);
+        if (sl->obj != NULL && sl->gen == (uint32_t)(h >> 32)) {
+            sl->obj = NULL;
+            sl->next_free = free_head;
+            free_head = idx + 1;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+}

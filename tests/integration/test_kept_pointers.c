@@ -1,0 +1,277 @@
+/*
+ * test_kept_pointers.c - what a program keeps past its request (issue 11,
+ * the stale-pointer class beyond latch_res * / latch_req *): a JSON writer,
+ * a timer and a join kept in a global after their request was over and
+ * used while the next request runs on the same pooled object. Each use is
+ * refused (or, for a timer, is the no-op clearTimeout is) and never
+ * reaches the next request: its body is exactly what its handler wrote,
+ * its timer still fires, its join completes with its own results.
+ *
+ * One worker and one connection make the next request reuse the object
+ * (and, for the timer and the join, memory) the first one had.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static latch_json *kept_json;
+static latch_timer *kept_timer;
+static latch_join *kept_join;
+static _Atomic int stale_rc = 12345;
+static _Atomic int stale_rc2 = 12345;
+static pthread_t thr;
+static bool thr_started;
+
+/* Two requests on one connection, one after the other; returns the
+ * second's body (malloc'd). */
+static char *second_body(int port, const char *a, const char *b)
+{
+    char req[256];
+    size_t len = 0;
+    int fd = th_connect(port), n = 1;
+    char *out;
+    th_resp *r;
+
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", a);
+    th_send_str(fd, req);
+    out = th_read(fd, &len, 5000, th_until_responses, &n);
+    free(out);
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", b);
+    th_send_str(fd, req);
+    out = th_read(fd, &len, 5000, th_until_responses, &n);
+    close(fd);
+    r = th_expect_responses(out, len, 1, NULL);
+    free(out);
+    {
+        char *body = strdup(r[0].body);
+        th_resp_free(r, 1);
+        free(r);
+        return body;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* A JSON writer                                                        */
+/* ------------------------------------------------------------------ */
+
+static int h_json_a(latch_req *req, latch_res *res, void *data)
+{
+    latch_json *j = latch_res_json_begin(res);
+
+    (void)req;
+    (void)data;
+    kept_json = j; /* the bug: kept past the response */
+    latch_json_object_begin(j);
+    latch_json_key(j, "a");
+    latch_json_int(j, 1);
+    latch_json_object_end(j);
+    latch_res_json_end(res);
+    return LATCH_DONE;
+}
+
+static int h_json_b(latch_req *req, latch_res *res, void *data)
+{
+    latch_json *j = latch_res_json_begin(res);
+
+    (void)req;
+    (void)data;
+    latch_json_object_begin(j);
+    atomic_store(&stale_rc, latch_json_key(kept_json, "stale"));
+    atomic_store(&stale_rc2, latch_json_int(kept_json, 99));
+    latch_json_key(j, "b");
+    latch_json_int(j, 2);
+    latch_json_object_end(j);
+    latch_res_json_end(res);
+    return LATCH_DONE;
+}
+
+static void test_kept_json_writer(void **state)
+{
+    th_server s;
+    th_violations v = {0};
+    latch_app *app = latch_app_new();
+    char *body;
+
+    (void)state;
+    th_record_violations(app, &v);
+    assert_int_equal(latch_get(app, "/a", h_json_a, NULL), 0);
+    assert_int_equal(latch_get(app, "/b", h_json_b, NULL), 0);
+    th_server_start(&s, app);
+    body = second_body(s.port, "/a", "/b");
+    /* The next request's document is its own, whole. */
+    assert_string_equal(body, "{\"b\":2}");
+    free(body);
+    assert_int_equal(atomic_load(&stale_rc), LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(atomic_load(&stale_rc2), LATCH_ERR_STREAM_DESTROYED);
+    assert_true(th_violation_count(&v) >= 2);
+    assert_int_equal(v.codes[0], LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(th_server_stop(&s), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* A timer                                                              */
+/* ------------------------------------------------------------------ */
+
+static void never(latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    fail_msg("a timer of a finished request fired");
+}
+
+static int h_timer_a(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    kept_timer = latch_set_timeout(res, 60000, never, NULL);
+    assert_non_null(kept_timer);
+    latch_res_send(res, "a", 1); /* the timer goes with the response */
+    return LATCH_DONE;
+}
+
+static void answer_b(latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_send(res, "b-timer", 7);
+}
+
+static int h_timer_b(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    /* Its own timer first (it may get the memory the first one had),
+     * then the stale one is cleared: clearTimeout of a long gone timer. */
+    assert_non_null(latch_set_timeout(res, 20, answer_b, NULL));
+    atomic_store(&stale_rc, latch_clear_timeout(kept_timer));
+    return LATCH_DONE; /* the timer owns the response */
+}
+
+static void test_kept_timer(void **state)
+{
+    th_server s;
+    th_violations v = {0};
+    latch_app *app = latch_app_new();
+    char *body;
+
+    (void)state;
+    th_record_violations(app, &v);
+    assert_int_equal(latch_get(app, "/a", h_timer_a, NULL), 0);
+    assert_int_equal(latch_get(app, "/b", h_timer_b, NULL), 0);
+    th_server_start(&s, app);
+    body = second_body(s.port, "/a", "/b");
+    assert_string_equal(body, "b-timer"); /* its timer was not cleared */
+    free(body);
+    assert_int_equal(atomic_load(&stale_rc), 0);
+    assert_int_equal(th_violation_count(&v), 0);
+    assert_int_equal(th_server_stop(&s), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* A join                                                               */
+/* ------------------------------------------------------------------ */
+
+static void done_a(latch_res *res, int status, void *const *results,
+                   void *data)
+{
+    (void)status;
+    (void)results;
+    (void)data;
+    latch_res_send(res, "a", 1);
+}
+
+static int h_join_a(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    kept_join = latch_join_new(res, 2, done_a, NULL);
+    assert_non_null(kept_join);
+    latch_join_resolve(kept_join, 0, NULL);
+    latch_join_resolve(kept_join, 1, NULL); /* settled, then freed */
+    return LATCH_DONE;
+}
+
+static void done_b(latch_res *res, int status, void *const *results,
+                   void *data)
+{
+    char out[64];
+
+    (void)data;
+    if (status != 0) {
+        latch_res_send_status(res, 500);
+        return;
+    }
+    snprintf(out, sizeof(out), "%s,%s", (const char *)results[0],
+             (const char *)results[1]);
+    latch_res_send(res, out, strlen(out));
+}
+
+/* A task's thread: first the stale join of the earlier request (a late
+ * task of it), then the join it belongs to. */
+static void *late_task(void *arg)
+{
+    latch_join *mine = arg;
+
+    atomic_store(&stale_rc, latch_join_resolve(kept_join, 0, "stale"));
+    atomic_store(&stale_rc2, latch_join_fail(kept_join, 1, -5));
+    latch_join_resolve(mine, 0, "b0");
+    latch_join_resolve(mine, 1, "b1");
+    return NULL;
+}
+
+static int h_join_b(latch_req *req, latch_res *res, void *data)
+{
+    latch_join *j = latch_join_new(res, 2, done_b, NULL);
+
+    (void)req;
+    (void)data;
+    assert_non_null(j);
+    assert_int_equal(pthread_create(&thr, NULL, late_task, j), 0);
+    thr_started = true;
+    return LATCH_DONE; /* the join owns the response */
+}
+
+static void test_kept_join(void **state)
+{
+    th_server s;
+    th_violations v = {0};
+    latch_app *app = latch_app_new();
+    char *body;
+
+    (void)state;
+    th_record_violations(app, &v);
+    assert_int_equal(latch_get(app, "/a", h_join_a, NULL), 0);
+    assert_int_equal(latch_get(app, "/b", h_join_b, NULL), 0);
+    th_server_start(&s, app);
+    body = second_body(s.port, "/a", "/b");
+    if (thr_started)
+        pthread_join(thr, NULL);
+    thr_started = false;
+    assert_string_equal(body, "b0,b1");
+    free(body);
+    assert_int_equal(atomic_load(&stale_rc), LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(atomic_load(&stale_rc2), LATCH_ERR_STREAM_DESTROYED);
+    assert_false(latch_join_settled(kept_join) == false);
+    assert_int_equal(th_violation_count(&v), 0);
+    assert_int_equal(th_server_stop(&s), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kept_json_writer),
+        cmocka_unit_test(test_kept_timer),
+        cmocka_unit_test(test_kept_join),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
