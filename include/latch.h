@@ -684,7 +684,9 @@ LATCH_API int latch_res_redirect_at(latch_res *res, int status, const char *url,
  * non-finite double, LATCH_ERR_LIMIT past 64 nested levels or 16 MiB).
  * latch_res_json_end returns that error, or LATCH_ERR_INVALID_ARG for an
  * unfinished document, reports it, and then answers 500 instead. The writer
- * belongs to the response; it is valid until latch_res_json_end.
+ * belongs to the response; it is valid until latch_res_json_end. It is a
+ * handle, as a latch_res * is: a writer kept past its request is refused
+ * (LATCH_ERR_STREAM_DESTROYED, reported), never the next request's writer.
  */
 typedef struct latch_json latch_json;
 #define latch_res_json_begin(res) latch_res_json_begin_at((res), LATCH_HERE)
@@ -930,8 +932,10 @@ typedef struct latch_timer latch_timer;
  * timer holds a reference to the response until it fires or is cleared,
  * and is cancelled (cb never runs) when the response finishes or is
  * destroyed first. Returns NULL when res is over (reported), when called
- * from another thread (reported), or out of memory. The timer pointer
- * stays valid as long as the response is referenced.
+ * from another thread (reported), or out of memory. A latch_timer * is a
+ * handle, not an address: kept after its response was over and recycled,
+ * it is recognized as stale, and latch_clear_timeout on it does nothing
+ * (returns 0), never touching another request's timer.
  */
 #define latch_set_timeout(res, ms, cb, data)                                   \
     latch_set_timeout_at((res), (ms), (cb), (data), LATCH_HERE)
@@ -978,7 +982,10 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
  * returns 0 once it is queued. A task index outside the join is
  * LATCH_ERR_INVALID_ARG, a second report of one task LATCH_ERR_STATE (on
  * the loop, for a posted one); both reported. latch_join_settled may be
- * read from any thread.
+ * read from any thread. A latch_join * is a handle: once its request is
+ * over and recycled, a late report returns LATCH_ERR_STREAM_DESTROYED (as a
+ * promise settled long ago, it changes nothing) and latch_join_settled
+ * true; it never reaches another request's join.
  */
 typedef struct latch_join latch_join;
 typedef void (*latch_join_cb)(latch_res *res, int status, void *const *results,
