@@ -785,7 +785,10 @@ LATCH_API void latch_res_release_at(latch_res *res, latch_site at);
  * (LATCH_ERR_STREAM_DESTROYED, reported). Once posted, fn runs exactly
  * once, even if the reference was released too early and the request
  * ended meanwhile: then every call fn makes through res is refused and
- * reported, and fn can still free `data`. */
+ * reported, and fn can still free `data`. Once latch_run is returning (the
+ * worker's loop ended), a post is refused with LATCH_ERR_STATE and fn
+ * never runs; the objects of that run stay addressable (calls on them are
+ * refused) until the next latch_run or latch_app_free. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
 
 /* ------------------------------------------------------------------ */

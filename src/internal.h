@@ -121,6 +121,10 @@ struct latch_app {
     latch_worker *workers;
     int nworkers_running;
     _Atomic(latch_worker *) live; /* set once every worker is ready */
+    /* The workers of the last latch_run, kept until the next one or
+     * latch_app_free: objects a program still holds point to them. */
+    latch_worker *spent;
+    int nspent;
     /* Connection counters (latch_app_counter), summed over workers. */
     _Atomic uint64_t counters[LATCH_COUNTER_COUNT];
     pthread_mutex_t live_mu; /* latch_stop vs. the end of latch_run */
@@ -209,6 +213,7 @@ struct latch_worker {
     /* Calls posted from other threads (latch_res_post). */
     pthread_mutex_t post_mu;
     struct latch_post *posts;
+    bool gone; /* under post_mu: the loop ended, posts are refused */
     /* Accept trouble since the last log line (at most one a second). */
     uint64_t accept_log_at;
     uint64_t log_errors, log_dropped, log_shed;

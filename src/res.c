@@ -2457,10 +2457,18 @@ static int post(latch_worker *w, latch_res *res, latch_res_cb fn, void *data,
     p->data = data;
     p->at = at;
     pthread_mutex_lock(&w->post_mu);
+    if (w->gone) {
+        /* The server stopped: no loop will run it. */
+        pthread_mutex_unlock(&w->post_mu);
+        free(p);
+        return LATCH_ERR_STATE;
+    }
     p->next = w->posts;
     w->posts = p;
-    pthread_mutex_unlock(&w->post_mu);
+    /* Under the lock: the loop closes the wake handle only after it
+     * marked itself gone under it. */
     uv_async_send(&w->wake);
+    pthread_mutex_unlock(&w->post_mu);
     return 0;
 }
 

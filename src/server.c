@@ -48,6 +48,8 @@ static uint64_t shake_seed(const char *s)
     return v;
 }
 
+static void free_spent(latch_app *app);
+
 latch_app *latch_app_new(void)
 {
     latch_app *app = calloc(1, sizeof(*app));
@@ -97,6 +99,7 @@ void latch_app_free(latch_app *app)
         return;
     if (app->listen_fd >= 0)
         close(app->listen_fd);
+    free_spent(app);
     latch__app_free_layers(app);
     latch__hub_free(app);
     pthread_mutex_destroy(&app->live_mu);
@@ -559,6 +562,11 @@ void latch__worker_finish(latch_worker *w)
         if (h->finish != NULL)
             h->finish(h, w);
     }
+    /* From here on a post from another thread is refused, not queued on
+     * a loop that ends (what is queued already runs in worker_dispose). */
+    pthread_mutex_lock(&w->post_mu);
+    w->gone = true;
+    pthread_mutex_unlock(&w->post_mu);
     uv_close((uv_handle_t *)&w->wake, close_cb_noop);
     uv_close((uv_handle_t *)&w->flusher, close_cb_noop);
     uv_close((uv_handle_t *)&w->ticker, close_cb_noop);
@@ -658,13 +666,33 @@ static void worker_dispose(latch_worker *w)
 {
     /* Let close callbacks run, then release the pools. */
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Functions posted before the loop ended still run, once, here (the
+     * worker's thread is gone; this one takes its place). */
+    w->thread = pthread_self();
+    pthread_mutex_lock(&w->post_mu);
+    w->gone = true;
+    pthread_mutex_unlock(&w->post_mu);
+    latch__res_run_posts(w);
     latch__res_pool_free(w);
     latch__conn_pool_free(w);
     uv_loop_close(&w->loop);
     if (w->reserve_fd >= 0)
         close(w->reserve_fd);
     w->reserve_fd = -1;
-    pthread_mutex_destroy(&w->post_mu);
+    /* The memory and post_mu stay until free_spent: a response a program
+     * still holds points here, and a late post must find `gone`. */
+}
+
+/* The workers of an earlier latch_run, once nothing can run on them. */
+static void free_spent(latch_app *app)
+{
+    int i;
+
+    for (i = 0; i < app->nspent; i++)
+        pthread_mutex_destroy(&app->spent[i].post_mu);
+    free(app->spent);
+    app->spent = NULL;
+    app->nspent = 0;
 }
 
 static void *worker_main(void *arg)
@@ -741,6 +769,7 @@ static int run(latch_app *app)
     }
     if ((r = latch__app_prepare(app)) < 0)
         return r;
+    free_spent(app);
     ws = calloc((size_t)n, sizeof(*ws));
     if (ws == NULL)
         return LATCH_ERR_NOMEM;
@@ -792,7 +821,8 @@ static int run(latch_app *app)
     for (i = 0; i < n; i++)
         worker_dispose(&ws[i]);
 out:
-    free(ws);
+    app->spent = ws;
+    app->nspent = started;
     app->workers = NULL;
     app->running = false;
     atomic_store(&app->stopping, false);

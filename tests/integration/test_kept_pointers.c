@@ -265,12 +265,75 @@ static void test_kept_join(void **state)
     assert_int_equal(th_server_stop(&s), 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* A response held past latch_run                                       */
+/* ------------------------------------------------------------------ */
+
+static latch_res *held;
+
+static int h_hold(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_retain(res); /* the bug: never answered, never released */
+    held = res;
+    return LATCH_DONE;
+}
+
+static void never_posted(latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    fail_msg("a function posted after the server stopped ran");
+}
+
+/*
+ * The program keeps a reference past the server's life and uses it from
+ * its own thread after latch_run returned: a post is refused with
+ * LATCH_ERR_STATE, every call refused, nothing touches freed memory (ASan
+ * checks). Before, the workers were freed when latch_run returned.
+ */
+static void test_held_past_run(void **state)
+{
+    th_server s;
+    th_violations v = {0};
+    latch_app *app = latch_app_new();
+    int fd;
+    size_t len;
+    char *out;
+
+    (void)state;
+    th_record_violations(app, &v);
+    assert_int_equal(latch_get(app, "/hold", h_hold, NULL), 0);
+    assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_DRAIN, 100), 0);
+    th_server_start(&s, app);
+    fd = th_connect(s.port);
+    th_send_str(fd, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    while (held == NULL)
+        usleep(1000);
+    /* Stop, and wait for latch_run to return, but keep the app. */
+    latch_stop(app);
+    pthread_join(*(pthread_t *)s.thread, NULL);
+    out = th_read(fd, &len, 5000, NULL, NULL);
+    free(out);
+    close(fd);
+    assert_int_equal(latch_res_post(held, never_posted, NULL),
+                     LATCH_ERR_STATE);
+    assert_true(latch_res_set_header(held, "X-Late", "1") < 0);
+    assert_true(latch_res_end(held, "late", 4) < 0);
+    latch_res_release(held);
+    held = NULL;
+    free(s.thread);
+    latch_app_free(app);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kept_json_writer),
         cmocka_unit_test(test_kept_timer),
         cmocka_unit_test(test_kept_join),
+        cmocka_unit_test(test_held_past_run),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
