@@ -483,10 +483,10 @@ struct latch_join {
     /* The memory's owners: the response (1, until join_destroy) and each
      * report from another thread on its way to the loop. */
     atomic_int users;
-    bool dead;      /* join_destroy ran: the reports still in flight drop */
-    uintptr_t h;    /* the handle its creator got */
+    bool dead;       /* join_destroy ran: the reports still in flight drop */
+    uintptr_t h;     /* the handle its creator got */
     latch_worker *w; /* its response's, which outlives it */
-    uint16_t frame; /* the handler call that made it */
+    uint16_t frame;  /* the handler call that made it */
     uint8_t *seen;
     void *results[];
 };
@@ -750,8 +750,7 @@ static int join_report(latch_join *j, int index, void *result, int error)
                              "The task index is outside the join", no_site);
         else
             latch__violation_app(j->w->app, LATCH_ERR_INVALID_ARG, call,
-                                 "The task index is outside the join",
-                                 no_site);
+                                 "The task index is outside the join", no_site);
         return LATCH_ERR_INVALID_ARG;
     }
     if (!pthread_equal(pthread_self(), j->w->thread))

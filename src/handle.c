@@ -24,9 +24,9 @@
 #define SLABS 4096 /* 4M slots */
 
 typedef struct hslot {
-    uint32_t gen; /* the live generation; a free slot keeps its last */
+    uint32_t gen;       /* the live generation; a free slot keeps its last */
     uint32_t next_free; /* free list: index + 1 */
-    void *obj;    /* NULL when free */
+    void *obj;          /* NULL when free */
 } hslot;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;

@@ -2008,8 +2008,8 @@ static void test_shake_races(void **state)
         }
     }
     if (decided < SEEDS / 4)
-        fail_msg("only %d of %d seeds separated the two paths by 6 ms",
-                 decided, SEEDS);
+        fail_msg("only %d of %d seeds separated the two paths by 6 ms", decided,
+                 SEEDS);
     if (flipped * 5 > decided)
         fail_msg("%d of %d decided seeds changed their winner: the seed "
                  "does not decide the race",

@@ -180,8 +180,7 @@ static void test_kept_timer(void **state)
 /* A join                                                               */
 /* ------------------------------------------------------------------ */
 
-static void done_a(latch_res *res, int status, void *const *results,
-                   void *data)
+static void done_a(latch_res *res, int status, void *const *results, void *data)
 {
     (void)status;
     (void)results;
@@ -200,8 +199,7 @@ static int h_join_a(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
-static void done_b(latch_res *res, int status, void *const *results,
-                   void *data)
+static void done_b(latch_res *res, int status, void *const *results, void *data)
 {
     char out[64];
 
@@ -317,8 +315,7 @@ static void test_held_past_run(void **state)
     out = th_read(fd, &len, 5000, NULL, NULL);
     free(out);
     close(fd);
-    assert_int_equal(latch_res_post(held, never_posted, NULL),
-                     LATCH_ERR_STATE);
+    assert_int_equal(latch_res_post(held, never_posted, NULL), LATCH_ERR_STATE);
     assert_true(latch_res_set_header(held, "X-Late", "1") < 0);
     assert_true(latch_res_end(held, "late", 4) < 0);
     latch_res_release(held);
