@@ -25,14 +25,22 @@
  */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define RBUF_SIZE (16u * 1024)
 #define RBUF_FREE_MAX 256
 #define OUT_LIMIT ((size_t)1 << 40) /* bounded by the high-water mark */
 #define HIGH_WATER ((size_t)64 * 1024)
+/* What one file body may send in one loop turn before it lets the other
+ * connections of the worker go (nginx's sendfile_max_chunk). */
+#define SF_TURN ((size_t)2 << 20)
 
 static void conn_close(latch_conn *c);
 static void process(latch_conn *c);
@@ -42,6 +50,16 @@ static void went_idle(latch_conn *c);
 static void start_linger(latch_conn *c);
 static void advance_queue(latch_conn *c);
 static void flush(latch_conn *c);
+static void sf_end(latch_conn *c, int status);
+
+/* A file body going out with sendfile(2) (below, latch__conn_sendfile). */
+typedef struct latch_sfile {
+    latch_res *res;
+    int fd;
+    uint64_t off, left;
+    latch_sendfile_cb cb;
+    void *data;
+} latch_sfile;
 
 /* ------------------------------------------------------------------ */
 /* Read buffers                                                         */
@@ -478,6 +496,19 @@ void latch__conn_close_why(latch_conn *c, int reason)
     t_unlink(c);
     s_unlink(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->sf != NULL)
+        sf_end(c, UV_ECANCELED);
+    if (c->sf_poll != NULL) {
+        /* uv_close stops the watch at once (epoll forgets the dup), so
+         * the dup may close right after; the handle's memory goes when
+         * libuv is done with it. */
+        uv_os_fd_t dfd = -1;
+        uv_fileno((uv_handle_t *)c->sf_poll, &dfd);
+        uv_close((uv_handle_t *)c->sf_poll, (uv_close_cb)free);
+        if (dfd >= 0)
+            close(dfd);
+        c->sf_poll = NULL;
+    }
     if (c->shake_timer != NULL) {
         uv_close((uv_handle_t *)c->shake_timer, (uv_close_cb)free);
         c->shake_timer = NULL;
@@ -1020,7 +1051,10 @@ latch_buf *latch__conn_sink(latch_res *res)
 {
     latch_conn *c = res->conn;
 
-    if (res == c->writer && res->pending.len == 0 && !res->hold) {
+    /* While a file body goes out, what its response writes waits behind
+     * it (and no other response writes: only the writer may). */
+    if (res == c->writer && res->pending.len == 0 && !res->hold &&
+        c->sf == NULL) {
         latch__conn_mark_dirty(c);
         return &c->out;
     }
@@ -1033,7 +1067,7 @@ void latch__conn_unhold(latch_res *res)
     latch_conn *c = res->conn;
 
     res->hold = false;
-    if (c == NULL || res != c->writer || res->pending.len == 0)
+    if (c == NULL || res != c->writer || res->pending.len == 0 || c->sf != NULL)
         return;
     if (latch__buf_append(&c->out, res->pending.data, res->pending.len,
                           OUT_LIMIT) < 0) {
@@ -1122,6 +1156,10 @@ void latch__conn_cut(latch_res *res, const char *event, int reason)
         if (!before)
             c->writer = NULL;
     }
+    /* A file body of a response cut here stops (it is always the
+     * writer's): its caller hears it before the response is destroyed. */
+    if (c->sf != NULL && c->writer != c->sf->res)
+        sf_end(c, UV_ECANCELED);
     for (; r != NULL; r = next) {
         next = r->q_next;
         r->q_next = NULL;
@@ -1145,7 +1183,10 @@ static void advance_queue(latch_conn *c)
 {
     latch_res *r;
 
-    while ((r = c->writer) != NULL && r->state >= LATCH_RS_ENDED) {
+    /* A writer that ended while its file body still goes out moves on
+     * when the body is out (sf_end). */
+    while ((r = c->writer) != NULL && r->state >= LATCH_RS_ENDED &&
+           c->sf == NULL) {
         r->end_seq = c->out_total;
         if (!r->keep_alive) {
             /* The last response on this connection: nothing after it. */
@@ -1258,6 +1299,201 @@ static void on_written(uv_write_t *req, int status)
     latch__conn_mark_dirty(c);
 }
 
+/* ------------------------------------------------------------------ */
+/* File bodies with sendfile(2)                                         */
+/* ------------------------------------------------------------------ */
+/*
+ * A file body is the tail of the connection's output while it goes out:
+ * it starts once out and wout are empty (the bytes before it are on the
+ * wire), nothing else is appended meanwhile (its response is the writer;
+ * what it writes itself is buffered behind it, and the queue does not
+ * move past it), and when its last byte went, the connection continues
+ * as if the bytes had been written through out: they count in out_total
+ * and written_total alike, so end_seq and finish_written work unchanged.
+ *
+ * When the socket is full, the body waits for writability on a uv_poll of
+ * a dup of the socket: libuv has no writability watch on a uv_tcp_t for
+ * outside writers, and epoll takes the dup as a registration of its own.
+ */
+
+bool latch__conn_can_sendfile(const latch_res *res)
+{
+    const latch_conn *c = res->conn;
+
+    return c != NULL && !(c->flags & LATCH_CF_CLOSING) && c->sf == NULL &&
+           res == c->writer && res->pending.len == 0 && !res->hold;
+}
+
+/* A socket error that means the client is gone (the connection closes),
+ * not that the file could not be read. */
+static bool peer_error(int e)
+{
+    return e == EPIPE || e == ECONNRESET || e == ENOTCONN || e == ETIMEDOUT ||
+           e == ECONNABORTED || e == EHOSTUNREACH || e == ENETUNREACH ||
+           e == EBADF;
+}
+
+/* out ahead of a file body: the kernel may hold a partial segment for the
+ * file's first bytes (MSG_MORE), so a small body leaves with its head in
+ * one packet rather than two. As uv_try_write: bytes taken, or UV_*. */
+static int send_more(latch_conn *c)
+{
+    uv_os_fd_t fd;
+    ssize_t n;
+
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) < 0)
+        return UV_EBADF;
+    do
+        n = send(fd, c->out.data, c->out.len,
+                 MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0)
+        return (int)(n > INT_MAX ? INT_MAX : n);
+    return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
+}
+
+/*
+ * The body is over (status 0: all of it went), or the connection or its
+ * response stopped it (UV_ECANCELED), or it failed: the caller hears it,
+ * once. After a whole body, what the response wrote meanwhile follows it
+ * and, if the response ended meanwhile, the queue moves on.
+ */
+static void sf_end(latch_conn *c, int status)
+{
+    latch_sfile *sf = c->sf;
+    latch_res *res = sf->res;
+
+    c->sf = NULL;
+    if (c->sf_poll != NULL)
+        uv_poll_stop(c->sf_poll);
+    if (!c->writing)
+        s_unlink(c);
+    if (status == 0 && !(c->flags & LATCH_CF_CLOSING)) {
+        latch__conn_unhold(res);
+        if (res == c->writer && res->state >= LATCH_RS_ENDED)
+            advance_queue(c);
+        latch__conn_mark_dirty(c);
+    }
+    sf->cb(res, status, sf->data);
+    free(sf);
+}
+
+static void on_sf_writable(uv_poll_t *p, int status, int events);
+
+/* Sends what the socket takes, at most SF_TURN bytes this turn; then the
+ * body is over or waits for writability (under the send timeout). */
+static void sf_run(latch_conn *c)
+{
+    latch_sfile *sf = c->sf;
+    uv_os_fd_t sfd;
+    size_t turn = SF_TURN;
+    bool moved = false;
+    int err = 0;
+
+    if (uv_fileno((uv_handle_t *)&c->tcp, &sfd) < 0) {
+        conn_close(c);
+        return;
+    }
+    while (sf->left > 0 && turn > 0) {
+        off_t o = (off_t)sf->off;
+        size_t want = sf->left < turn ? (size_t)sf->left : turn;
+        ssize_t n = sendfile(sfd, sf->fd, &o, want);
+
+        if (n > 0) {
+            sf->off += (uint64_t)n;
+            sf->left -= (uint64_t)n;
+            turn -= (size_t)n;
+            c->out_total += (uint64_t)n;
+            c->written_total += (uint64_t)n;
+            moved = true;
+        } else if (n == 0) {
+            err = UV_EOF; /* the file ends before the length announced */
+            break;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else {
+            err = -errno;
+            break;
+        }
+    }
+    if (err != 0 && peer_error(-err)) {
+        conn_close(c);
+        return;
+    }
+    if (err != 0 || sf->left == 0) {
+        sf_end(c, err);
+        return;
+    }
+    /* The socket is full, or this turn's share is spent: on when it can
+     * take more. A deadline that finds no byte moved since closes it. */
+    if (moved || !c->on_slist)
+        s_set(c);
+    if (uv_poll_start(c->sf_poll, UV_WRITABLE, on_sf_writable) < 0)
+        conn_close(c);
+}
+
+static void on_sf_writable(uv_poll_t *p, int status, int events)
+{
+    latch_conn *c = p->data;
+
+    (void)events;
+    uv_poll_stop(p);
+    if (c->sf == NULL || (c->flags & LATCH_CF_CLOSING))
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->writing || c->out.len > 0)
+        return; /* flush drives it once those bytes are out */
+    sf_run(c);
+}
+
+int latch__conn_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
+                         latch_sendfile_cb cb, void *data)
+{
+    latch_conn *c = res->conn;
+    latch_sfile *sf;
+
+    if (len == 0 || !latch__conn_can_sendfile(res))
+        return 1;
+    if (c->sf_poll == NULL) {
+        uv_os_fd_t sfd;
+        uv_poll_t *p;
+        int dfd, r;
+
+        if (uv_fileno((uv_handle_t *)&c->tcp, &sfd) < 0)
+            return 1;
+        if ((p = malloc(sizeof(*p))) == NULL)
+            return LATCH_ERR_NOMEM;
+        if ((dfd = fcntl(sfd, F_DUPFD_CLOEXEC, 0)) < 0) {
+            r = -errno;
+            free(p);
+            return r;
+        }
+        if ((r = uv_poll_init(&c->w->loop, p, dfd)) < 0) {
+            close(dfd);
+            free(p);
+            return r;
+        }
+        p->data = c;
+        c->sf_poll = p;
+    }
+    if ((sf = malloc(sizeof(*sf))) == NULL)
+        return LATCH_ERR_NOMEM;
+    sf->res = res;
+    sf->fd = fd;
+    sf->off = off;
+    sf->left = len;
+    sf->cb = cb;
+    sf->data = data;
+    c->sf = sf;
+    latch__conn_mark_dirty(c);
+    return 0;
+}
+
 static void flush(latch_conn *c)
 {
     uv_buf_t b;
@@ -1268,7 +1504,8 @@ static void flush(latch_conn *c)
         return;
     if (c->out.len > 0) {
         b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-        n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        n = c->sf != NULL ? send_more(c)
+                          : uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (n < 0 && n != UV_EAGAIN) {
             conn_close(c);
             return;
@@ -1305,13 +1542,27 @@ static void flush(latch_conn *c)
             c->out.len = 0;
             shrink(&c->out);
         }
-        finish_written(c);
-        if (c->flags & LATCH_CF_CLOSING)
-            return;
+        if (c->q_head != NULL && c->q_head != c->writer) {
+            finish_written(c);
+            if (c->flags & LATCH_CF_CLOSING)
+                return;
+        }
         latch__res_check_drain(c);
     } else {
-        /* Nothing to write: a drain callback registered meanwhile runs. */
+        /* Nothing to write: a response whose file body went out and that
+         * ended since is finished; a drain callback registered meanwhile
+         * runs. */
+        if (c->q_head != NULL && c->q_head != c->writer) {
+            finish_written(c);
+            if (c->flags & LATCH_CF_CLOSING)
+                return;
+        }
         latch__res_check_drain(c);
+    }
+    if (c->sf != NULL && !c->writing && c->out.len == 0) {
+        sf_run(c);
+        if (c->flags & LATCH_CF_CLOSING)
+            return;
     }
     if (!c->writing && c->out.len == 0 &&
         (c->flags & LATCH_CF_CLOSE_AFTER_WRITE) && c->q_head == NULL)

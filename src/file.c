@@ -1,9 +1,14 @@
 /*
  * file.c - files on a response (latch_res_sendfile, and the sending half
  * of latch_static): open and stat off the loop, the headers, preconditions
- * and ranges of filemeta.c, and the bytes through a pipe (stream.c) read
- * with uv_fs_read, so a slow client holds the file's reading, never its
- * bytes in memory.
+ * and ranges of filemeta.c, and the bytes through a pipe (stream.c): with
+ * sendfile(2) from the file to the socket when the connection can take
+ * them so (conn.c's op; no copy, no buffer), else read with uv_fs_read
+ * chunk by chunk (a response queued behind another, until it is at the
+ * head; later a TLS connection). Either way a slow client holds the
+ * file's sending, never its bytes in memory. sendfile reads the page
+ * cache on the loop, as nginx does without aio: a cold file on a slow
+ * disk can stall the worker for the read.
  *
  * What it is not: a path policy (static.c cleans request paths; here a
  * root only bounds where the opened file may lie) and not a cache. The
@@ -31,6 +36,8 @@ typedef struct fsend {
     uint64_t off, end; /* bytes [off, end) remain to be sent */
     bool ready;        /* headers sent, bytes to pump */
     bool reading;      /* a uv_fs_read is in flight */
+    bool sending;      /* a sendfile body is in flight (conn.c) */
+    bool no_sf;        /* this send copies: sendfile could not start */
     bool over;         /* the pipe's done ran: nothing more */
     latch_done_cb done;
     void *data;
@@ -220,8 +227,9 @@ static void start(fsend *f, const char *name, const char *encoding)
         latch_res_end_at(res, NULL, 0, f->at);
         return;
     }
-    /* The head goes out with the first chunk: a read that fails at once
-     * still gets a 500 from the error handlers. */
+    /* The head goes out with the first bytes: when they are copied, a
+     * read that fails at once still gets a 500 from the error handlers;
+     * with sendfile a read error after the head truncates (destroys). */
     f->ready = true;
     pump(f);
 }
@@ -263,14 +271,67 @@ static void on_read(uv_fs_t *req)
     fs_put(f);
 }
 
-/* Reads the next chunk, unless one is in flight or nothing is left. */
+/* The connection's sendfile op is over: the whole rest went (end), the
+ * file shrank (truncated: destroyed), or it failed or was cancelled. */
+static void on_sent(latch_res *res, int status, void *data)
+{
+    fsend *f = data;
+
+    (void)res;
+    f->sending = false;
+    if (!f->over && status != UV_ECANCELED) {
+        if (status == 0) {
+            f->off = f->end;
+            latch_res_end_at(f->res, NULL, 0, f->at);
+        } else {
+            latch_res_pipe_fail_at(f->res,
+                                   status == UV_EOF
+                                       ? LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH
+                                       : status,
+                                   f->at);
+        }
+    }
+    fs_put(f);
+}
+
+/* Sends the rest with sendfile(2) when the connection can take it now
+ * (a plain socket, this response at the head of the queue). True when it
+ * took over; false: copy this chunk (queued behind another response, or
+ * sendfile cannot be used on this response). */
+static bool try_sendfile(fsend *f)
+{
+    latch_res *res = f->res;
+    int r;
+
+    if (f->no_sf)
+        return false;
+    r = latch__res_sendfile(res, f->fd, f->off, f->end - f->off, on_sent, f,
+                            f->call, f->at);
+    if (r == 0) {
+        f->sending = true;
+        f->refs++;
+        return true;
+    }
+    if (r < 0 && res->state == LATCH_RS_FRESH) {
+        latch_res_pipe_fail_at(res, r, f->at); /* the head failed */
+        return true;
+    }
+    if (r < 0)
+        f->no_sf = true; /* no descriptor for the watch: copy from now */
+    return false;
+}
+
+/* Sends the next part: the rest with sendfile, else reads a chunk, unless
+ * one is in flight or nothing is left. */
 static void pump(fsend *f)
 {
     uint64_t left = f->end - f->off;
     uv_buf_t b;
     int r;
 
-    if (f->over || !f->ready || f->reading || left == 0)
+    if (f->over || !f->ready || f->reading || f->sending || left == 0)
+        return;
+    if (try_sendfile(f))
         return;
     if (f->buf == NULL && (f->buf = malloc(CHUNK)) == NULL) {
         latch_res_pipe_fail_at(f->res, LATCH_ERR_NOMEM, f->at);

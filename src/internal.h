@@ -285,6 +285,11 @@ struct latch_conn {
     uint64_t s_deadline;
     size_t s_queued;
     bool on_slist;
+    /* A file body going out with sendfile(2) (latch__conn_sendfile), and
+     * the writability watch it waits on (a dup of the socket, made for
+     * the connection's first such body, kept until it closes). */
+    struct latch_sfile *sf;
+    uv_poll_t *sf_poll;
 };
 
 /* ------------------------------------------------------------------ */
@@ -638,6 +643,31 @@ void latch__conn_destroy(latch_conn *c);
 size_t latch__conn_pending_out(const latch_conn *c);
 void latch__conn_pool_free(latch_worker *w);
 
+/*
+ * The exchange op for a file body (file.c through latch__res_sendfile):
+ * `len` bytes of the regular file `fd` from `off` go to the socket with
+ * sendfile(2), no copy through memory, after every byte the connection
+ * holds for the responses before and for `res` itself, and before any
+ * byte `res` writes later (buffered meanwhile) or any later response's.
+ * Driven by the socket's writability on the loop, under the send timeout,
+ * at most a bounded amount per loop turn.
+ *
+ * latch__conn_can_sendfile says whether `res` may start one now: it is the
+ * connection's writer with nothing buffered of its own and no file body
+ * going out. latch__conn_sendfile returns 0 (cb runs exactly once later),
+ * 1 when it may not start now (the caller copies instead), or an error
+ * (no descriptor for the writability watch): then cb never runs.
+ * cb(res, status, data) on the loop: 0 when the OS took the last byte,
+ * UV_EOF when the file ended short of `len` (it shrank), another negative
+ * errno of sendfile, or UV_ECANCELED when the connection closed or `res`
+ * was cut first. `fd` stays the caller's; it must stay open until cb.
+ * Nothing of the connection is touched after cb with UV_ECANCELED.
+ */
+typedef void (*latch_sendfile_cb)(latch_res *res, int status, void *data);
+bool latch__conn_can_sendfile(const latch_res *res);
+int latch__conn_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
+                         latch_sendfile_cb cb, void *data);
+
 /* res.c */
 /* A response and its request from w's pool, reset, with one reference
  * (the connection's) and a handle; NULL when out of memory. */
@@ -683,6 +713,15 @@ void latch__res_protocol_error(latch_res *res, int status, const char *reason);
 /* The output of c fell: runs the head response's on_drain when it waits
  * for it and the output is below LATCH_HIGH_WATER. */
 void latch__res_check_drain(latch_conn *c);
+/* A file body for `res` by latch__conn_sendfile: builds the head first
+ * when FRESH (sealed by `call` at `at`), counts the bytes as written.
+ * 0 (cb runs once), 1: not possible now or on this response (framing
+ * other than Content-Length, queued behind another response, no
+ * connection): the caller writes the bytes itself; < 0: an error of the
+ * head or of the connection op (cb never runs). */
+int latch__res_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
+                        latch_sendfile_cb cb, void *data, const char *call,
+                        latch_site at);
 /* Takes back a head built by write_head and not sent yet: FRESH again. */
 bool latch__res_retract_head(latch_res *res);
 /* Asks for the drain ops (and on_drain) at the next flush once the

@@ -1389,6 +1389,40 @@ static int write_common(latch_res *res, const void *data, size_t len,
     return 1;
 }
 
+/*
+ * A file body through the connection's sendfile op (file.c). The bytes
+ * count as written when the op takes them, as write_common counts bytes
+ * it buffers: a later write past the Content-Length is refused as ever,
+ * and an end during the body is a complete one (conn.c holds the queue
+ * until the body is out).
+ */
+int latch__res_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
+                        latch_sendfile_cb cb, void *data, const char *call,
+                        latch_site at)
+{
+    int r;
+
+    if (res->conn == NULL || res->detached ||
+        res->state > LATCH_RS_HEADERS_SENT || !latch__conn_can_sendfile(res))
+        return 1;
+    if (res->state == LATCH_RS_FRESH) {
+        if ((r = check_status(res, call, at)) < 0)
+            return r;
+        if ((r = build_head(res, -1, false, call, at)) < 0)
+            return r;
+        if (res->conn == NULL)
+            return 1;
+    }
+    if (!res->has_cl || res->chunked || !res->has_body ||
+        res->body_sent > res->content_length ||
+        len > res->content_length - res->body_sent)
+        return 1;
+    r = latch__conn_sendfile(res, fd, off, len, cb, data);
+    if (r == 0)
+        res->body_sent += len;
+    return r;
+}
+
 int latch_res_write_at(latch_res *res, const void *data, size_t len,
                        latch_site at)
 {
