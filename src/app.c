@@ -830,7 +830,10 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
                                "LATCH_NEXT returned after latch_next() "
                                "in one handler",
                                handler, &f->next);
-    } else if (f->failed || rc < 0) {
+    }
+    /* A latch_fail after latch_next is its own misuse, reported as well
+     * when the handler also returned LATCH_NEXT (fuzzer seed 816). */
+    if (f->failed || rc < 0) {
         latch_site at = f->failed ? res->err.at : handler;
         const char *call = f->failed ? "latch_fail" : "error return";
         if (!error_after_response(res, call, at))

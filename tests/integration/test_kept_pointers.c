@@ -7,6 +7,9 @@
  * reaches the next request: its body is exactly what its handler wrote,
  * its timer still fires, its join completes with its own results.
  *
+ * Also here: latch_fail after latch_next in a handler that then returns
+ * LATCH_NEXT, a misuse whose report was lost (found by the fuzzer).
+ *
  * One worker and one connection make the next request reuse the object
  * (and, for the timer and the join, memory) the first one had.
  */
@@ -324,6 +327,64 @@ static void test_held_past_run(void **state)
     latch_app_free(app);
 }
 
+/* ------------------------------------------------------------------ */
+/* latch_fail after latch_next, then LATCH_NEXT (fuzzer seed 816)      */
+/* ------------------------------------------------------------------ */
+
+static int mw_next_fail_next(latch_req *req, latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    latch_next(req);
+    latch_fail(req, 500, "too late"); /* misuse: the chain moved already */
+    return LATCH_NEXT;                /* misuse again */
+}
+
+static int h_route_ok(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_send(res, "ok", 2);
+    return LATCH_DONE;
+}
+
+/* Both misuses are reported (the latch_fail one used to be lost when the
+ * handler also returned LATCH_NEXT), and the response is the route's. */
+static void test_fail_after_next_reported(void **state)
+{
+    th_server s;
+    th_violations v = {0};
+    latch_app *app = latch_app_new();
+    size_t len;
+    char *out;
+    th_resp *r;
+    int i, nexts = 0;
+
+    (void)state;
+    static const char req[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    th_record_violations(app, &v);
+    assert_int_equal(latch_use(app, "/", mw_next_fail_next, NULL), 0);
+    assert_int_equal(latch_get(app, "/x", h_route_ok, NULL), 0);
+    th_server_start(&s, app);
+    out = th_exchange(s.port, req, sizeof(req) - 1, 1, &len);
+    r = th_expect_responses(out, len, 1, NULL);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "ok");
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+    assert_int_equal(th_server_stop(&s), 0);
+    /* LATCH_NEXT after latch_next, and the latch_fail: the route had
+     * answered by then, so it is an error passed after the response. */
+    assert_int_equal(th_violation_count(&v), 2);
+    for (i = 0; i < 2; i++)
+        nexts += v.codes[i] == LATCH_ERR_NEXT_TWICE ||
+                 v.codes[i] == LATCH_ERR_NEXT_AFTER_RESPONSE;
+    assert_int_equal(nexts, 2);
+    assert_int_not_equal(v.codes[0], v.codes[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_kept_timer),
         cmocka_unit_test(test_kept_join),
         cmocka_unit_test(test_held_past_run),
+        cmocka_unit_test(test_fail_after_next_reported),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
