@@ -28,8 +28,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -239,9 +241,9 @@ static void t_set(latch_conn *c, int kind)
 /*
  * The send timeout. A connection is on the worker's send list while libuv
  * holds output the socket did not take. When its deadline comes, the
- * connection goes on if libuv's write queue shrank since it was last
- * looked at (progress), and is closed if it did not: a client that stops
- * reading cannot keep its connection and what it holds for ever.
+ * connection goes on if what waits for the client shrank since it was
+ * last looked at (progress), and is closed if it did not: a client that
+ * stops reading cannot keep its connection and what it holds for ever.
  */
 static void s_unlink(latch_conn *c)
 {
@@ -261,13 +263,31 @@ static void s_unlink(latch_conn *c)
     c->on_slist = false;
 }
 
+/*
+ * What waits for the client: output libuv holds plus what the kernel's
+ * send queue holds (not yet acknowledged). The kernel's buffer can hold
+ * megabytes, and libuv writes again only once much of it drained, so
+ * libuv's queue alone can stand still for a long time while the client
+ * reads steadily; the sum moves as soon as it reads anything.
+ */
+static size_t s_waiting(latch_conn *c)
+{
+    uv_os_fd_t fd;
+    int outq = 0;
+
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+        ioctl(fd, SIOCOUTQ, &outq) != 0 || outq < 0)
+        outq = 0;
+    return c->tcp.write_queue_size + (size_t)outq;
+}
+
 static void s_set(latch_conn *c)
 {
     latch_worker *w = c->w;
 
     s_unlink(c);
     c->on_slist = true;
-    c->s_queued = c->tcp.write_queue_size;
+    c->s_queued = s_waiting(c);
     c->s_deadline = uv_now(&w->loop) + w->app->cfg.send_ms;
     c->s_prev = w->s_tail;
     c->s_next = NULL;
@@ -281,7 +301,7 @@ static void s_set(latch_conn *c)
 
 static void on_send_deadline(latch_conn *c)
 {
-    if (c->tcp.write_queue_size < c->s_queued) {
+    if (s_waiting(c) < c->s_queued) {
         s_set(c); /* it read some: another period */
         return;
     }
