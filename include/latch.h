@@ -412,6 +412,56 @@ LATCH_API void latch_app_violation_sites(latch_app *app,
                                          void *data);
 
 /* ------------------------------------------------------------------ */
+/* Operations: metrics and the access log                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Adds a route answering GET (and HEAD) `path` with the app's metrics in
+ * the Prometheus text format 0.0.4, summed across workers:
+ * latch_requests_total{code} (the status the client got; 499 when it left
+ * before one), latch_request_duration_seconds (histogram: dispatch to the
+ * last byte or the cut), latch_connections{state="open"},
+ * latch_violations_total{code}, latch_violation_sites_total{code,site}
+ * (code as "ERR_HTTP_HEADERS_SENT", site as "file:line"),
+ * latch_upstream_requests_total{upstream,outcome},
+ * latch_sse_subscribers{channel}, latch_bytes_sent_total (response body
+ * bytes), latch_access_log_dropped_total. Counting starts with this call
+ * (each worker counts apart, without locks; a scrape sums) and lasts until
+ * latch_app_free, across runs. Returns 0, LATCH_ERR_INVALID_ARG (NULL app
+ * or path, a malformed path), LATCH_ERR_NOMEM, or LATCH_ERR_STATE once the
+ * app runs.
+ */
+LATCH_API int latch_use_metrics(latch_app *app, const char *path);
+
+/* Access log formats. */
+enum {
+    LATCH_LOG_COMBINED = 1, /* nginx's "combined" format, byte for byte */
+    LATCH_LOG_JSON = 2      /* one JSON object per line */
+};
+
+/*
+ * Writes one line per response to `fd` once the response finished or was
+ * cut: LATCH_LOG_COMBINED, as nginx's
+ *   $remote_addr - $remote_user [$time_local] "$request" $status
+ *   $body_bytes_sent "$http_referer" "$http_user_agent"
+ * (nginx's escaping: '"', '\' and bytes outside 0x20..0x7e as \xHH), or
+ * LATCH_LOG_JSON, an object with time, remote_addr, request_id, method,
+ * url, protocol, status, body_bytes_sent, request_time (seconds), referer
+ * and user_agent (null when absent); invalid UTF-8 becomes U+FFFD. The
+ * status is the one the client got, 499 when it left before any. Lines are
+ * buffered per worker and written by a thread of latch's, at least every
+ * 100 ms; a descriptor that blocks or fails never holds a worker up: lines
+ * that do not fit are dropped and counted (latch_access_log_dropped_total
+ * in the metrics). fd -1 turns the log off. The caller owns fd and keeps
+ * it open until latch_app_free (or until the log is turned off); latch
+ * never closes it or changes its flags. Set before latch_run. Returns 0,
+ * LATCH_ERR_INVALID_ARG (NULL app, an fd that is not open, an unknown
+ * format), LATCH_ERR_STATE while the app runs, LATCH_ERR_NOMEM or a
+ * negated errno (the writer thread could not start).
+ */
+LATCH_API int latch_app_set_access_log(latch_app *app, int fd, int format);
+
+/* ------------------------------------------------------------------ */
 /* The chain                                                            */
 /* ------------------------------------------------------------------ */
 

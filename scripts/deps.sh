@@ -4,10 +4,16 @@
 set -euo pipefail
 
 want=(gcc make cmake pkg-config libuv1-dev libjansson-dev)
+norec=() # installed without their recommended packages
 for what in "${@:-build}"; do
   case "$what" in
     build) ;;
-    test) want+=(libcmocka-dev libcurl4-openssl-dev curl clang-format) ;;
+    test)
+      want+=(libcmocka-dev libcurl4-openssl-dev curl clang-format)
+      # promtool checks the /metrics text (tests/integration/test_ops.c);
+      # only the tool is wanted, not the exporters it recommends.
+      norec+=(prometheus)
+      ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;
     bench)
       want+=(wrk nginx-light h2o curl valgrind util-linux procps time)
@@ -20,18 +26,33 @@ for what in "${@:-build}"; do
   esac
 done
 
-missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
-    missing+=("$p")
-done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The packages of a list that are not installed.
+missing_of() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+      echo "$p"
+  done
+}
+mapfile -t missing < <(missing_of "${want[@]}")
+mapfile -t missing_norec < <(missing_of "${norec[@]}")
+[ ${#missing[@]} -eq 0 ] && [ ${#missing_norec[@]} -eq 0 ] && exit 0
 
-echo "deps.sh: installing ${missing[*]}"
 SUDO=
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-if ! $SUDO apt-get install -y -q "${missing[@]}"; then
-  $SUDO apt-get update -q
-  $SUDO apt-get install -y -q "${missing[@]}"
+# apt_install [apt options] packages...: updates the lists once if needed.
+apt_install() {
+  if ! $SUDO apt-get install -y -q "$@"; then
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q "$@"
+  fi
+}
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps.sh: installing ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+if [ ${#missing_norec[@]} -gt 0 ]; then
+  echo "deps.sh: installing ${missing_norec[*]}"
+  apt_install --no-install-recommends "${missing_norec[@]}"
 fi

@@ -1172,6 +1172,8 @@ void latch__app_dispatch(latch_res *res)
             res->nrids = (uint8_t)n;
         }
     }
+    if (app->ops != 0)
+        res->t_start = uv_hrtime();
     res->dispatched = LATCH_DISPATCH_RUNNING;
     res->refs++; /* the chain's reference */
     res->chain_ref = true;

@@ -59,6 +59,35 @@ typedef struct latch_frame latch_frame;
 typedef struct latch_worker latch_worker;
 
 #define LATCH_NCOUNTERS 64
+
+/* Operational features on (app->ops), fixed before latch_run. */
+enum { LATCH_OPS_METRICS = 1, LATCH_OPS_LOG = 2 };
+
+/*
+ * A worker's block of counters and its access log buffer (metrics.c,
+ * log.c). Made the first time its worker needs it, found again by worker
+ * index by later runs, freed by latch_app_free. The counters are written
+ * by that worker only and read by scrapes; the log buffer is filled by
+ * the worker and taken by the writer thread, under log_mu.
+ */
+#define LATCH_NSTATUS 500  /* statuses 100..599, then one for the rest */
+#define LATCH_NBUCKETS 12  /* latency histogram: 11 bounds, then +Inf */
+#define LATCH_LOG_BUF (64 * 1024)
+typedef struct latch_wops {
+    struct latch_wops *next; /* immutable once on app->wops */
+    int index;
+    _Atomic uint64_t status[LATCH_NSTATUS + 1];
+    _Atomic uint64_t bucket[LATCH_NBUCKETS]; /* not cumulative */
+    _Atomic uint64_t dur_ns, bytes;
+    pthread_mutex_t log_mu;
+    char *log_buf; /* LATCH_LOG_BUF bytes, allocated with the first line */
+    size_t log_len;
+    bool log_kicked; /* the writer was woken for this buffer */
+    _Atomic uint64_t log_dropped;
+    long long log_sec; /* worker only: the second log_time shows */
+    char log_time[40];
+    size_t log_time_len;
+} latch_wops;
 #define LATCH_MAX_RIDS 16
 
 /* Violations counted per offending site (diag.c). */
@@ -115,6 +144,12 @@ struct latch_app {
     pthread_mutex_t site_mu;
     latch_site_count sites[LATCH_NSITES];
     uint64_t sites_dropped; /* violations at sites beyond the table */
+    /* operations (metrics.c, log.c) */
+    uint8_t ops;                /* LATCH_OPS_* */
+    pthread_mutex_t ops_mu;     /* adding to wops */
+    latch_wops *_Atomic wops;   /* one block per worker index */
+    struct latch_alog *alog;    /* the access log's writer, or NULL */
+    uint64_t alog_dropped;      /* lines dropped by writers stopped */
     char *src_root;         /* stripped from report paths (diag.c) */
     size_t src_root_len;    /* 0: strip nothing */
     /* workers (server.c) */
@@ -201,7 +236,7 @@ struct latch_worker {
     latch_conn *dirty;
     /* All connections, and those with a pending timeout, by kind. */
     latch_conn *conns;
-    uint32_t nconns;
+    _Atomic uint32_t nconns; /* read by /metrics scrapes */
     latch_tlist tl[LATCH_T_COUNT];
     latch_conn *s_head, *s_tail; /* connections waiting to write */
     /* Free lists, so the hot path does not call malloc. */
@@ -224,6 +259,7 @@ struct latch_worker {
     /* "Connection: keep-alive\r\nKeep-Alive: timeout=N\r\n" */
     char ka_line[64];
     size_t ka_len;
+    latch_wops *ops; /* metrics.c: NULL until first needed */
 };
 
 /* ------------------------------------------------------------------ */
@@ -384,6 +420,7 @@ struct latch_res {
     uint64_t end_seq;        /* conn->out_total after its last byte */
     latch_conn *conn;        /* NULL once detached */
     latch_worker *w;
+    uint64_t t_start;  /* uv_hrtime at dispatch, when app->ops; else 0 */
     latch_res *q_next; /* conn queue, or worker free list */
     /* Headers before they are sent: entries over one byte buffer. */
     latch_buf hbuf;
@@ -815,6 +852,20 @@ size_t latch__html_escape(char *out, size_t cap, const char *s);
 
 /* pubsub.c: frees the app's hub (channels, history, backend). */
 void latch__hub_free(latch_app *app);
+/* metrics.c: the per-worker blocks; a closed response counted and
+ * logged (called once per dispatched response, finished or cut, before
+ * it lets go of its connection, only when app->ops). */
+void latch__ops_init(latch_app *app);
+void latch__ops_free(latch_app *app);
+latch_wops *latch__wops(latch_worker *w);
+uint64_t latch__res_body_bytes(const latch_res *res);
+void latch__ops_closed(latch_res *res, bool finished);
+/* log.c: the line for a closed response (status as the client saw it,
+ * dur_ns since dispatch); the writer stopped; lines dropped so far. */
+void latch__alog_line(latch_res *res, latch_wops *o, const char *addr,
+                      int status, uint64_t dur_ns);
+void latch__alog_free(latch_app *app);
+uint64_t latch__alog_dropped(latch_app *app);
 
 /* diag.c */
 /* Reports a misuse of res (code LATCH_ERR_*, made by `call` at `at`;

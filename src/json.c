@@ -192,8 +192,9 @@ int latch__json_array_end(latch_json *j)
  * D800-DFFF and code points above U+10FFFF; C0, C1 and F5-FF never start a
  * sequence, and 80-BF never does either (stray continuation byte).
  */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+size_t latch__utf8_seq(const char *str, size_t n)
 {
+    const unsigned char *s = (const unsigned char *)str;
     unsigned char c = s[0], lo = 0x80, hi = 0xBF;
     size_t len, i;
 
@@ -232,7 +233,7 @@ bool latch__utf8_valid(const char *str, size_t n)
             i++;
             continue;
         }
-        len = utf8_seq(s + i, n - i);
+        len = latch__utf8_seq((const char *)s + i, n - i);
         if (len == 0)
             return false;
         i += len;
@@ -278,7 +279,7 @@ static int put_string(latch_json *j, const char *str, size_t n)
             continue;
         }
         if (c >= 0x80) {
-            len = utf8_seq(s + i, n - i);
+            len = latch__utf8_seq((const char *)s + i, n - i);
             if (len == 0)
                 return LATCH_ERR_INVALID_CHAR;
             /* U+2028 and U+2029 (E2 80 A8/A9) end a line in JavaScript. */

@@ -53,6 +53,11 @@ typedef struct latch_json {
     uint64_t objects[LATCH_JSON_MAX_DEPTH / 64];
 } latch_json;
 
+/* The length (2..4) of the valid UTF-8 sequence at s[0..n), or 0 when the
+ * bytes there are not one (overlong, surrogate, past U+10FFFF, cut short,
+ * or a byte that never starts a sequence). s[0] >= 0x80. */
+size_t latch__utf8_seq(const char *s, size_t n);
+
 /*
  * Prepares j to write one document at the end of `out` (whatever out already
  * holds stays in front of it). The writer never makes out->len exceed

@@ -2032,6 +2032,8 @@ void latch__res_finished(latch_res *res)
 {
     latch_res_cb cb = res->on_finish;
 
+    if (res->t_start != 0)
+        latch__ops_closed(res, true);
     transition(res, LATCH_RS_FINISHED);
     end_attached(res, LATCH_CANCEL_NONE); /* no timer fires after this */
     res->conn = NULL;
@@ -2059,6 +2061,8 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
 {
     bool unfinished = res->state < LATCH_RS_FINISHED;
 
+    if (res->t_start != 0)
+        latch__ops_closed(res, false);
     res->conn = NULL;
     res->detached = true;
     if (unfinished && res->state != LATCH_RS_DESTROYED) {

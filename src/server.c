@@ -90,6 +90,7 @@ latch_app *latch_app_new(void)
     if (strict != NULL && strcmp(strict, "1") == 0)
         app->policy = LATCH_POLICY_ABORT;
     latch__diag_init(app);
+    latch__ops_init(app);
     return app;
 }
 
@@ -104,6 +105,7 @@ void latch_app_free(latch_app *app)
     latch__hub_free(app);
     pthread_mutex_destroy(&app->live_mu);
     pthread_mutex_destroy(&app->site_mu);
+    latch__ops_free(app);
     latch__diag_free(app);
     free(app);
 }

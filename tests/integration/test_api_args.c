@@ -619,7 +619,20 @@ static long reg_null_fn(ctx *c, int which)
     X(254, "latch_app_set_limit", O, IA, 0, 0,                                 \
       latch_app_set_limit(c->app, LATCH_TIMEOUT_SEND, 0))                      \
     X(255, "latch_app_set_limit", O, IA, 0, 0,                                 \
-      latch_app_set_limit(c->app, LATCH_LIMIT_CONNECTIONS, (1u << 24) + 1))
+      latch_app_set_limit(c->app, LATCH_LIMIT_CONNECTIONS, (1u << 24) + 1))    \
+    X(400, "latch_use_metrics", O, IA, 0, 0, latch_use_metrics(NULL, "/m"))    \
+    X(401, "latch_use_metrics", O, IA, 0, 0, latch_use_metrics(c->app, NULL))  \
+    X(402, "latch_use_metrics", O, IA, 0, 0, latch_use_metrics(c->app, "m"))   \
+    X(403, "latch_use_metrics", H, LATCH_ERR_STATE, 0, 0,                      \
+      latch_use_metrics(c->app, "/m"))                                         \
+    X(404, "latch_app_set_access_log", O, IA, 0, 0,                            \
+      latch_app_set_access_log(NULL, 2, LATCH_LOG_COMBINED))                   \
+    X(405, "latch_app_set_access_log", O, IA, 0, 0,                            \
+      latch_app_set_access_log(c->app, 2, 0))                                  \
+    X(406, "latch_app_set_access_log", O, IA, 0, 0,                            \
+      latch_app_set_access_log(c->app, 1 << 20, LATCH_LOG_JSON))               \
+    X(407, "latch_app_set_access_log", H, LATCH_ERR_STATE, 0, 0,               \
+      latch_app_set_access_log(c->app, 2, LATCH_LOG_JSON))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \

@@ -1,0 +1,358 @@
+/*
+ * metrics.c - per-worker counters and the /metrics route
+ * (latch_use_metrics): Prometheus text exposition format 0.0.4.
+ *
+ * Each worker counts into its own block (latch_wops, made the first time
+ * the worker needs it and kept until latch_app_free, so counts survive
+ * from one latch_run to the next): responses by status, a latency
+ * histogram, body bytes. Only the owning worker writes a block, with a
+ * relaxed load and store (a plain add on x86, no lock); a scrape reads
+ * every block with relaxed loads and sums. Violation counters are the
+ * app's own (diag.c). Nothing is counted unless latch_use_metrics was
+ * called, and the response's clock is read only when metrics or the
+ * access log are on.
+ *
+ * It is also where a closed response is handed to the operational
+ * features (latch__ops_closed): counted here, logged by log.c.
+ *
+ * It is not a client library: no registry, no user-defined series.
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The histogram's upper bounds, in ns (Prometheus' default buckets). */
+static const uint64_t bounds_ns[LATCH_NBUCKETS - 1] = {
+    5000000ull,   10000000ull,   25000000ull,  50000000ull,
+    100000000ull, 250000000ull,  500000000ull, 1000000000ull,
+    2500000000ull, 5000000000ull, 10000000000ull};
+static const char *const bounds_text[LATCH_NBUCKETS] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+    "0.5",   "1",    "2.5",   "5",    "10",  "+Inf"};
+
+void latch__ops_init(latch_app *app)
+{
+    pthread_mutex_init(&app->ops_mu, NULL);
+}
+
+void latch__ops_free(latch_app *app)
+{
+    latch_wops *o, *next;
+
+    latch__alog_free(app);
+    for (o = atomic_load(&app->wops); o != NULL; o = next) {
+        next = o->next;
+        pthread_mutex_destroy(&o->log_mu);
+        free(o->log_buf);
+        free(o);
+    }
+    atomic_store(&app->wops, NULL);
+    pthread_mutex_destroy(&app->ops_mu);
+}
+
+/* The worker's block: found by index (a later latch_run's worker takes
+ * over its predecessor's), else made. NULL when out of memory: that
+ * response is not counted. Worker thread only. */
+latch_wops *latch__wops(latch_worker *w)
+{
+    latch_app *app = w->app;
+    latch_wops *o;
+
+    if (w->ops != NULL)
+        return w->ops;
+    pthread_mutex_lock(&app->ops_mu);
+    for (o = atomic_load(&app->wops); o != NULL; o = o->next)
+        if (o->index == w->index)
+            break;
+    if (o == NULL && (o = calloc(1, sizeof(*o))) != NULL) {
+        o->index = w->index;
+        pthread_mutex_init(&o->log_mu, NULL);
+        o->next = atomic_load(&app->wops);
+        atomic_store(&app->wops, o); /* readers walk without the lock */
+    }
+    pthread_mutex_unlock(&app->ops_mu);
+    w->ops = o;
+    return o;
+}
+
+/* One more, by the block's only writer. */
+static inline void bump(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(
+        c, atomic_load_explicit(c, memory_order_relaxed) + n,
+        memory_order_relaxed);
+}
+
+/* Body bytes that went on the wire: none for HEAD, 204 and 304, whatever
+ * the handler sent (latch drops it). */
+uint64_t latch__res_body_bytes(const latch_res *res)
+{
+    return res->has_body ? res->body_sent : 0;
+}
+
+/* The peer's address for the log, or "-". */
+static void peer(latch_res *res, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+
+    snprintf(out, cap, "-");
+    if (res->conn == NULL ||
+        uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap);
+    else if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, out, cap);
+}
+
+void latch__ops_closed(latch_res *res, bool finished)
+{
+    latch_app *app = res->w->app;
+    latch_wops *o;
+    uint64_t dur;
+    int status, b;
+
+    if (res->t_start == 0 || (o = latch__wops(res->w)) == NULL)
+        return; /* never dispatched, or no memory */
+    dur = uv_hrtime() - res->t_start;
+    /* What the client got: the status once the head went out; for a
+     * response cut before that, nginx's 499 (closed without a response). */
+    status = res->status;
+    if (!finished && (res->state == LATCH_RS_FRESH ||
+                      (res->state == LATCH_RS_DESTROYED &&
+                       res->headers_at.call == NULL)))
+        status = 499;
+    if (app->ops & LATCH_OPS_METRICS) {
+        if (status >= 100 && status < 100 + LATCH_NSTATUS)
+            bump(&o->status[status - 100], 1);
+        else
+            bump(&o->status[LATCH_NSTATUS], 1);
+        for (b = 0; b < LATCH_NBUCKETS - 1 && dur > bounds_ns[b]; b++)
+            ;
+        bump(&o->bucket[b], 1);
+        bump(&o->dur_ns, dur);
+        bump(&o->bytes, latch__res_body_bytes(res));
+    }
+    if (app->ops & LATCH_OPS_LOG) {
+        char addr[64];
+        peer(res, addr, sizeof(addr));
+        latch__alog_line(res, o, addr, status, dur);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The exposition                                                       */
+/* ------------------------------------------------------------------ */
+
+/* The text, grown as needed up to a cap (a scrape of a pathological
+ * site table must not take the worker's memory). */
+#define TEXT_MAX (4u << 20)
+
+typedef struct text {
+    char *p;
+    size_t len, cap;
+    bool full;
+} text;
+
+static void add(text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void add(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        if (t->full)
+            return;
+        va_start(ap, fmt);
+        n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->full = true;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2;
+        char *p = cap <= TEXT_MAX ? realloc(t->p, cap) : NULL;
+        if (p == NULL) {
+            t->full = true;
+            return;
+        }
+        t->p = p;
+        t->cap = cap;
+    }
+}
+
+/* A label value: backslash, double quote and newline escaped (0.0.4). */
+static void add_label(text *t, const char *s)
+{
+    char buf[512];
+    size_t n = 0;
+
+    for (; *s != '\0' && n < sizeof(buf) - 3; s++) {
+        if (*s == '\\' || *s == '"') {
+            buf[n++] = '\\';
+            buf[n++] = *s;
+        } else if (*s == '\n') {
+            buf[n++] = '\\';
+            buf[n++] = 'n';
+        } else {
+            buf[n++] = *s;
+        }
+    }
+    buf[n] = '\0';
+    add(t, "%s", buf);
+}
+
+static void family(text *t, const char *name, const char *type,
+                   const char *help)
+{
+    add(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Every block's counters, summed. */
+typedef struct totals {
+    uint64_t status[LATCH_NSTATUS + 1], bucket[LATCH_NBUCKETS];
+    uint64_t dur_ns, bytes;
+} totals;
+
+static uint64_t get(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static void sum(latch_app *app, totals *t)
+{
+    latch_wops *o;
+    size_t i;
+
+    memset(t, 0, sizeof(*t));
+    for (o = atomic_load(&app->wops); o != NULL; o = o->next) {
+        for (i = 0; i <= LATCH_NSTATUS; i++)
+            t->status[i] += get(&o->status[i]);
+        for (i = 0; i < LATCH_NBUCKETS; i++)
+            t->bucket[i] += get(&o->bucket[i]);
+        t->dur_ns += get(&o->dur_ns);
+        t->bytes += get(&o->bytes);
+    }
+}
+
+static void site_line(const char *file, int line, int code, uint64_t count,
+                      void *data)
+{
+    text *t = data;
+    char site[600];
+
+    snprintf(site, sizeof(site), "%s:%d", file, line);
+    add(t, "latch_violation_sites_total{code=\"");
+    add_label(t, latch_err_name(code));
+    add(t, "\",site=\"");
+    add_label(t, site);
+    add(t, "\"} %llu\n", (unsigned long long)count);
+}
+
+static void render(latch_app *app, text *t)
+{
+    static const int codes[] = {
+#define LATCH_X_(name, num, msg) num,
+        LATCH_ERRNO_MAP(LATCH_X_)
+#undef LATCH_X_
+    };
+    uint64_t cum = 0, conns = 0;
+    totals all;
+    size_t i;
+    int k;
+
+    sum(app, &all);
+    family(t, "latch_requests_total", "counter",
+           "Responses by HTTP status code (499: the client left first).");
+    for (i = 0; i < LATCH_NSTATUS; i++) {
+        if (all.status[i] > 0)
+            add(t, "latch_requests_total{code=\"%zu\"} %llu\n", i + 100,
+                (unsigned long long)all.status[i]);
+    }
+    family(t, "latch_request_duration_seconds", "histogram",
+           "Time from dispatch to the response's last byte or its cut.");
+    for (k = 0; k < LATCH_NBUCKETS; k++) {
+        cum += all.bucket[k];
+        add(t, "latch_request_duration_seconds_bucket{le=\"%s\"} %llu\n",
+            bounds_text[k], (unsigned long long)cum);
+    }
+    add(t, "latch_request_duration_seconds_sum %.9f\n",
+        (double)all.dur_ns / 1e9);
+    add(t, "latch_request_duration_seconds_count %llu\n",
+        (unsigned long long)cum);
+
+    /* Workers are alive while a scrape runs: it runs on one of them. */
+    for (k = 0; app->workers != NULL && k < app->nworkers_running; k++)
+        conns += atomic_load_explicit(&app->workers[k].nconns,
+                                      memory_order_relaxed);
+    family(t, "latch_connections", "gauge", "Connections by state.");
+    add(t, "latch_connections{state=\"open\"} %llu\n",
+        (unsigned long long)conns);
+
+    family(t, "latch_violations_total", "counter",
+           "Lifecycle violations by error code.");
+    for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        add(t, "latch_violations_total{code=\"%s\"} %llu\n",
+            latch_err_name(codes[i]),
+            (unsigned long long)latch_app_violation_count(app, codes[i]));
+    family(t, "latch_violation_sites_total", "counter",
+           "Lifecycle violations by error code and offending file:line.");
+    latch_app_violation_sites(app, site_line, t);
+
+    family(t, "latch_upstream_requests_total", "counter",
+           "Proxied requests by upstream and outcome.");
+    family(t, "latch_sse_subscribers", "gauge",
+           "Server-sent event subscribers by channel.");
+    family(t, "latch_bytes_sent_total", "counter",
+           "Response body bytes sent.");
+    add(t, "latch_bytes_sent_total %llu\n",
+        (unsigned long long)all.bytes);
+    family(t, "latch_access_log_dropped_total", "counter",
+           "Access log lines dropped: the log descriptor was slow or failed.");
+    add(t, "latch_access_log_dropped_total %llu\n",
+        (unsigned long long)latch__alog_dropped(app));
+}
+
+static int on_metrics(latch_req *req, latch_res *res, void *data)
+{
+    latch_app *app = data;
+    text t = {malloc(16384), 0, 16384, false};
+    int r;
+
+    (void)req;
+    if (t.p == NULL)
+        return LATCH_ERR_NOMEM; /* the error handlers answer */
+    render(app, &t);
+    if (t.full) {
+        free(t.p);
+        return LATCH_ERR_NOMEM;
+    }
+    latch_res_set_header(res, "Content-Type",
+                         "text/plain; version=0.0.4; charset=utf-8");
+    r = latch_res_send(res, t.p, t.len);
+    free(t.p);
+    return r < 0 ? r : LATCH_DONE;
+}
+
+int latch_use_metrics(latch_app *app, const char *path)
+{
+    int r;
+
+    if (app == NULL || path == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    r = latch_route_at(app, "GET", path, on_metrics, app, "latch_use_metrics",
+                       (latch_site){__FILE__, __LINE__, "latch_use_metrics"});
+    if (r == 0)
+        app->ops |= LATCH_OPS_METRICS;
+    return r;
+}
