@@ -1172,8 +1172,13 @@ void latch__app_dispatch(latch_res *res)
             res->nrids = (uint8_t)n;
         }
     }
-    if (app->ops != 0)
+    if (app->ops != 0) {
+        /* Metrics, the access log or the trace: the response is observed
+         * (latch__ops_closed when it closes). Off, this is the only cost. */
         res->t_start = uv_hrtime();
+        if (app->ops & LATCH_OPS_TRACE)
+            latch__trace(res, "dispatched", NULL, (latch_site){NULL, 0, NULL});
+    }
     res->dispatched = LATCH_DISPATCH_RUNNING;
     res->refs++; /* the chain's reference */
     res->chain_ref = true;

@@ -20,6 +20,7 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 static const latch_site no_site = {NULL, 0, NULL};
@@ -104,6 +105,8 @@ static void on_fire(uv_timer_t *h)
     t->armed = false;
     uv_close((uv_handle_t *)&t->handle, on_closed);
     /* latch_next in the callback acts for the handler that set it. */
+    if (t->user && LATCH_TRACING())
+        latch__trace(res, "timer fired", NULL, (latch_site){NULL, 0, NULL});
     prev = latch__frame_enter(res, t->frame);
     t->cb(t->user ? latch__res_hf(res, t->frame) : res, t->data);
     latch__frame_leave(res, prev);
@@ -223,6 +226,12 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
         disarm(t);
         return NULL;
     }
+    if (LATCH_TRACING()) {
+        char event[48];
+        snprintf(event, sizeof(event), "timer set (%llu ms)",
+                 (unsigned long long)ms);
+        latch__trace(res, event, "latch_set_timeout", at);
+    }
     return (latch_timer *)t->h;
 }
 
@@ -245,6 +254,9 @@ int latch_clear_timeout(latch_timer *tp)
     }
     if (!t->armed)
         return 0; /* fired or cleared already: nothing to do, as Node */
+    if (t->user && LATCH_TRACING())
+        latch__trace(t->res, "timer cleared", NULL,
+                     (latch_site){NULL, 0, NULL});
     disarm(t);
     return 0;
 }
@@ -380,6 +392,12 @@ static void work_deliver(struct latch_work_req *wr)
     work_unlink(wr);
     if (status == 0 && res->cancel_reason != LATCH_CANCEL_NONE)
         status = LATCH_ERR_CANCELLED;
+    if (LATCH_TRACING()) {
+        char event[64];
+        snprintf(event, sizeof(event), "work done (%s)",
+                 latch_err_name(status));
+        latch__trace(res, event, NULL, (latch_site){NULL, 0, NULL});
+    }
     prev = latch__frame_enter(res, wr->frame);
     wr->after(latch__res_hf(res, wr->frame), status, wr->data);
     latch__frame_leave(res, prev);
@@ -463,6 +481,8 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     latch__res_ref(res);
     wr->next = att->works;
     att->works = wr;
+    if (LATCH_TRACING())
+        latch__trace(res, "work queued", "latch_work", at);
     return 0;
 }
 

@@ -368,6 +368,8 @@ void latch__violation_prior(latch_res *res, int code, const char *call,
     v.request_id = res->req.id;
     v.method = res->req.method;
     v.path = res->req.path ? res->req.path : res->req.url;
+    if (LATCH_TRACING())
+        latch__trace_violation(res, code, call, at);
     deliver(res->w->app, &v);
 }
 

@@ -61,7 +61,7 @@ typedef struct latch_worker latch_worker;
 #define LATCH_NCOUNTERS 64
 
 /* Operational features on (app->ops), fixed before latch_run. */
-enum { LATCH_OPS_METRICS = 1, LATCH_OPS_LOG = 2 };
+enum { LATCH_OPS_METRICS = 1, LATCH_OPS_LOG = 2, LATCH_OPS_TRACE = 4 };
 
 /*
  * A worker's block of counters and its access log buffer (metrics.c,
@@ -70,8 +70,8 @@ enum { LATCH_OPS_METRICS = 1, LATCH_OPS_LOG = 2 };
  * by that worker only and read by scrapes; the log buffer is filled by
  * the worker and taken by the writer thread, under log_mu.
  */
-#define LATCH_NSTATUS 500  /* statuses 100..599, then one for the rest */
-#define LATCH_NBUCKETS 12  /* latency histogram: 11 bounds, then +Inf */
+#define LATCH_NSTATUS 500 /* statuses 100..599, then one for the rest */
+#define LATCH_NBUCKETS 12 /* latency histogram: 11 bounds, then +Inf */
 #define LATCH_LOG_BUF (64 * 1024)
 typedef struct latch_wops {
     struct latch_wops *next; /* immutable once on app->wops */
@@ -145,13 +145,13 @@ struct latch_app {
     latch_site_count sites[LATCH_NSITES];
     uint64_t sites_dropped; /* violations at sites beyond the table */
     /* operations (metrics.c, log.c) */
-    uint8_t ops;                /* LATCH_OPS_* */
-    pthread_mutex_t ops_mu;     /* adding to wops */
-    latch_wops *_Atomic wops;   /* one block per worker index */
-    struct latch_alog *alog;    /* the access log's writer, or NULL */
-    uint64_t alog_dropped;      /* lines dropped by writers stopped */
-    char *src_root;         /* stripped from report paths (diag.c) */
-    size_t src_root_len;    /* 0: strip nothing */
+    uint8_t ops;              /* LATCH_OPS_* */
+    pthread_mutex_t ops_mu;   /* adding to wops */
+    latch_wops *_Atomic wops; /* one block per worker index */
+    struct latch_alog *alog;  /* the access log's writer, or NULL */
+    uint64_t alog_dropped;    /* lines dropped by writers stopped */
+    char *src_root;           /* stripped from report paths (diag.c) */
+    size_t src_root_len;      /* 0: strip nothing */
     /* workers (server.c) */
     latch_worker *workers;
     int nworkers_running;
@@ -866,6 +866,31 @@ void latch__alog_line(latch_res *res, latch_wops *o, const char *addr,
                       int status, uint64_t dur_ns);
 void latch__alog_free(latch_app *app);
 uint64_t latch__alog_dropped(latch_app *app);
+
+/* trace.c: LATCH_DEBUG=lifecycle. latch__tracing is set once, by the
+ * first latch_app_new (latch__trace_init), and only read afterwards; each
+ * event point is LATCH_TRACING() && a call, so off it costs a load and a
+ * branch never taken. */
+extern __attribute__((visibility("hidden"))) atomic_bool latch__tracing;
+#define LATCH_TRACING()                                                        \
+    __builtin_expect(                                                          \
+        atomic_load_explicit(&latch__tracing, memory_order_relaxed), 0)
+/* Reads LATCH_DEBUG (once per process); when tracing, marks app->ops. */
+void latch__trace_init(latch_app *app);
+/* "<event>[ at <call> (<file>:<line>)]" for the request of res. Cold: the
+ * compiler keeps these calls out of the hot code it inlines (without it,
+ * res.c's end path stopped inlining its body emitter: +28 instructions a
+ * request, LOAD=0 make bench). */
+#define LATCH_COLD __attribute__((cold, noinline))
+LATCH_COLD void latch__trace(const latch_res *res, const char *event,
+                             const char *call, latch_site at);
+/* The state res just entered, with the seal that put it there. */
+LATCH_COLD void latch__trace_state(const latch_res *res, int to);
+/* "headers sent" (when the same call sent them) and "ended". */
+LATCH_COLD void latch__trace_end(const latch_res *res, bool with_head);
+LATCH_COLD void latch__trace_cancel(const latch_res *res, int reason);
+LATCH_COLD void latch__trace_violation(const latch_res *res, int code,
+                                       const char *call, latch_site at);
 
 /* diag.c */
 /* Reports a misuse of res (code LATCH_ERR_*, made by `call` at `at`;

@@ -138,8 +138,7 @@ static void write_out(struct latch_alog *lg, const char *buf, size_t n,
         /* A line cut by the failure counts as dropped. */
         while (off > 0 && buf[off - 1] != '\n')
             off--;
-        atomic_fetch_add_explicit(&lg->dropped,
-                                  count_lines(buf + off, n - off),
+        atomic_fetch_add_explicit(&lg->dropped, count_lines(buf + off, n - off),
                                   memory_order_relaxed);
     }
 }

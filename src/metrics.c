@@ -13,7 +13,8 @@
  * access log are on.
  *
  * It is also where a closed response is handed to the operational
- * features (latch__ops_closed): counted here, logged by log.c.
+ * features (latch__ops_closed): counted here, logged by log.c, and its
+ * "finished" traced (trace.c).
  *
  * It is not a client library: no registry, no user-defined series.
  */
@@ -26,8 +27,8 @@
 
 /* The histogram's upper bounds, in ns (Prometheus' default buckets). */
 static const uint64_t bounds_ns[LATCH_NBUCKETS - 1] = {
-    5000000ull,   10000000ull,   25000000ull,  50000000ull,
-    100000000ull, 250000000ull,  500000000ull, 1000000000ull,
+    5000000ull,    10000000ull,   25000000ull,   50000000ull,
+    100000000ull,  250000000ull,  500000000ull,  1000000000ull,
     2500000000ull, 5000000000ull, 10000000000ull};
 static const char *const bounds_text[LATCH_NBUCKETS] = {
     "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
@@ -81,9 +82,8 @@ latch_wops *latch__wops(latch_worker *w)
 /* One more, by the block's only writer. */
 static inline void bump(_Atomic uint64_t *c, uint64_t n)
 {
-    atomic_store_explicit(
-        c, atomic_load_explicit(c, memory_order_relaxed) + n,
-        memory_order_relaxed);
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
 }
 
 /* Body bytes that went on the wire: none for HEAD, 204 and 304, whatever
@@ -116,15 +116,20 @@ void latch__ops_closed(latch_res *res, bool finished)
     uint64_t dur;
     int status, b;
 
-    if (res->t_start == 0 || (o = latch__wops(res->w)) == NULL)
-        return; /* never dispatched, or no memory */
+    if (res->t_start == 0)
+        return; /* never dispatched */
+    if (finished && (app->ops & LATCH_OPS_TRACE))
+        latch__trace(res, "finished", NULL, (latch_site){NULL, 0, NULL});
+    if (!(app->ops & (LATCH_OPS_METRICS | LATCH_OPS_LOG)) ||
+        (o = latch__wops(res->w)) == NULL)
+        return; /* tracing only, or no memory */
     dur = uv_hrtime() - res->t_start;
     /* What the client got: the status once the head went out; for a
      * response cut before that, nginx's 499 (closed without a response). */
     status = res->status;
-    if (!finished && (res->state == LATCH_RS_FRESH ||
-                      (res->state == LATCH_RS_DESTROYED &&
-                       res->headers_at.call == NULL)))
+    if (!finished &&
+        (res->state == LATCH_RS_FRESH ||
+         (res->state == LATCH_RS_DESTROYED && res->headers_at.call == NULL)))
         status = 499;
     if (app->ops & LATCH_OPS_METRICS) {
         if (status >= 100 && status < 100 + LATCH_NSTATUS)
@@ -293,8 +298,8 @@ static void render(latch_app *app, text *t)
 
     /* Workers are alive while a scrape runs: it runs on one of them. */
     for (k = 0; app->workers != NULL && k < app->nworkers_running; k++)
-        conns += atomic_load_explicit(&app->workers[k].nconns,
-                                      memory_order_relaxed);
+        conns +=
+            atomic_load_explicit(&app->workers[k].nconns, memory_order_relaxed);
     family(t, "latch_connections", "gauge", "Connections by state.");
     add(t, "latch_connections{state=\"open\"} %llu\n",
         (unsigned long long)conns);
@@ -313,10 +318,8 @@ static void render(latch_app *app, text *t)
            "Proxied requests by upstream and outcome.");
     family(t, "latch_sse_subscribers", "gauge",
            "Server-sent event subscribers by channel.");
-    family(t, "latch_bytes_sent_total", "counter",
-           "Response body bytes sent.");
-    add(t, "latch_bytes_sent_total %llu\n",
-        (unsigned long long)all.bytes);
+    family(t, "latch_bytes_sent_total", "counter", "Response body bytes sent.");
+    add(t, "latch_bytes_sent_total %llu\n", (unsigned long long)all.bytes);
     family(t, "latch_access_log_dropped_total", "counter",
            "Access log lines dropped: the log descriptor was slow or failed.");
     add(t, "latch_access_log_dropped_total %llu\n",

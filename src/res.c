@@ -1226,8 +1226,24 @@ static bool out_over(const latch_res *res, size_t need)
            backlog + need > res->w->app->cfg.output;
 }
 
-/* Appends body bytes (framed) to the sink. */
-static int emit_body(latch_res *res, const void *data, size_t len, bool last)
+/*
+ * LATCH_DEBUG=lifecycle's "headers sent" for the head build_head just
+ * made (r == 0). The calls that end the response in the same stroke (send,
+ * json, end) report head and end together from end_common instead: one
+ * check of the flag per response on the common path (LOAD=0 make bench).
+ */
+static inline int traced_head(latch_res *res, int r)
+{
+    if (r == 0 && LATCH_TRACING())
+        latch__trace_state(res, LATCH_RS_HEADERS_SENT);
+    return r;
+}
+
+/* Appends body bytes (framed) to the sink. Inline: end_common's share of
+ * a response's instructions depends on it (GCC stops inlining it there
+ * when end_common grows by as little as a trace call). */
+static inline int emit_body(latch_res *res, const void *data, size_t len,
+                            bool last)
 {
     latch_conn *c = res->conn;
     latch_buf *b;
@@ -1300,7 +1316,8 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
                       "latch_res_write_head", msg, at);
     }
     res->status = status;
-    return build_head(res, -1, true, "latch_res_write_head", at);
+    return traced_head(res,
+                       build_head(res, -1, true, "latch_res_write_head", at));
 }
 
 int latch_res_flush_headers_at(latch_res *res, latch_site at)
@@ -1324,7 +1341,8 @@ int latch_res_flush_headers_at(latch_res *res, latch_site at)
         return r;
     if ((r = check_status(res, "latch_res_flush_headers", at)) < 0)
         return r;
-    return build_head(res, -1, false, "latch_res_flush_headers", at);
+    return traced_head(
+        res, build_head(res, -1, false, "latch_res_flush_headers", at));
 }
 
 /*
@@ -1361,7 +1379,7 @@ static int write_common(latch_res *res, const void *data, size_t len,
     if (res->state == LATCH_RS_FRESH) {
         if ((r = check_status(res, call, at)) < 0)
             return r;
-        if ((r = build_head(res, -1, false, call, at)) < 0)
+        if ((r = traced_head(res, build_head(res, -1, false, call, at))) < 0)
             return r;
     }
     if (res->has_cl && res->has_body &&
@@ -1445,8 +1463,9 @@ static int end_common(latch_res *res, const void *data, size_t len,
                       const char *call, latch_site at)
 {
     int r, ret = 0;
+    bool fresh = res->state == LATCH_RS_FRESH;
 
-    if (res->state == LATCH_RS_FRESH) {
+    if (fresh) {
         if ((r = check_status(res, call, at)) < 0)
             return r;
         if ((r = build_head(res, (int64_t)len, false, call, at)) < 0)
@@ -1489,6 +1508,8 @@ static int end_common(latch_res *res, const void *data, size_t len,
     res->end_called = true;
     res->ended_at.call = call;
     res->ended_at.at = at;
+    if (LATCH_TRACING())
+        latch__trace_end(res, fresh);
     if (res->conn == NULL) {
         /* Destroyed while the head was built: nothing more to do. */
         return ret;
@@ -2032,7 +2053,7 @@ void latch__res_finished(latch_res *res)
 {
     latch_res_cb cb = res->on_finish;
 
-    if (res->t_start != 0)
+    if (res->t_start != 0) /* metrics, log or trace on */
         latch__ops_closed(res, true);
     transition(res, LATCH_RS_FINISHED);
     end_attached(res, LATCH_CANCEL_NONE); /* no timer fires after this */
@@ -2047,6 +2068,8 @@ void latch__res_finished(latch_res *res)
         latch__frame_leave(res, prev);
     }
     fire_close(res);
+    if (LATCH_TRACING())
+        latch__trace(res, "closed", NULL, (latch_site){NULL, 0, NULL});
     latch__app_res_closed(res);
     latch__res_unref(res); /* ours */
     latch__res_unref(res); /* the queue's */
@@ -2071,6 +2094,8 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
             res->ended_at.at = (latch_site){NULL, 0, NULL};
         }
         transition(res, LATCH_RS_DESTROYED);
+        if (LATCH_TRACING())
+            latch__trace_state(res, LATCH_RS_DESTROYED);
     }
     res->req.aborted = res->req.aborted || unfinished;
     res->on_finish = NULL;
@@ -2082,6 +2107,8 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
         cancel_signal(res, reason);
     end_attached(res, LATCH_CANCEL_NONE);
     fire_close(res);
+    if (LATCH_TRACING())
+        latch__trace(res, "closed", NULL, (latch_site){NULL, 0, NULL});
     latch__app_res_closed(res);
     latch__res_unref(res);
     latch__res_unref(res); /* the queue's */
@@ -2108,6 +2135,8 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
         res->ended_at.at = at;
     }
     transition(res, LATCH_RS_DESTROYED);
+    if (LATCH_TRACING())
+        latch__trace(res, "destroyed", "latch_res_destroy", at);
     end_attached(res, LATCH_CANCEL_NONE);
     if (c != NULL) {
         /* What the response wrote goes out, truncated where it stopped,
@@ -2132,6 +2161,8 @@ static void cancel_signal(latch_res *res, int reason)
         return;
     res->cancel_reason = (uint8_t)reason;
     res->req.aborted = true;
+    if (LATCH_TRACING())
+        latch__trace_cancel(res, reason);
     /* Hold the response: releasing timers and jobs may drop the others. */
     res->refs++;
     end_attached(res, reason);
@@ -2236,6 +2267,8 @@ void latch__res_timeout(latch_res *res, int status)
         /* The attachments hear of it below, cancelled with the reason
          * before they hear that the response is over. */
         transition(res, LATCH_RS_DESTROYED);
+        if (LATCH_TRACING())
+            latch__trace(res, "destroyed (request timeout)", NULL, none);
         if (res->conn != NULL)
             latch__conn_cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
     }

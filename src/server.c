@@ -91,6 +91,7 @@ latch_app *latch_app_new(void)
         app->policy = LATCH_POLICY_ABORT;
     latch__diag_init(app);
     latch__ops_init(app);
+    latch__trace_init(app);
     return app;
 }
 

@@ -12,6 +12,7 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 typedef struct latch_pipe {
@@ -94,6 +95,8 @@ int latch_res_pipe_at(latch_res *res, latch_pull_cb pull, latch_done_cb done,
     p->frame = latch__frame_pick(hf, res);
     latch__res_ref(res); /* until done returned */
     latch__res_attach(res, &p->a);
+    if (LATCH_TRACING())
+        latch__trace(res, "pipe start", "latch_res_pipe", at);
     /* The first pull: at the next flush, once this response may write. */
     latch__res_want_drain(res);
     return 0;
@@ -138,6 +141,12 @@ static void pipe_end(latch_attach *a, latch_res *res, int reason)
         return;
     p->over = true;
     status = pipe_status(p, res, reason);
+    if (LATCH_TRACING()) {
+        char event[64];
+        snprintf(event, sizeof(event), "pipe done (%s)",
+                 latch_err_name(status));
+        latch__trace(res, event, NULL, (latch_site){NULL, 0, NULL});
+    }
     if (p->done != NULL) {
         uint16_t prev = latch__frame_enter(res, p->frame);
         p->done(latch__res_hf(res, p->frame), status, p->data);

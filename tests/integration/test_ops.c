@@ -137,8 +137,7 @@ static void pipelined(int port, int n, const char **reqs, const char **methods)
     }
     fd = th_connect(port);
     th_send(fd, all, total);
-    out = th_read(fd, &len, 10000, until_responses,
-                  &(until_n){want, methods});
+    out = th_read(fd, &len, 10000, until_responses, &(until_n){want, methods});
     {
         th_resp r[64];
         const char *err = NULL;
@@ -237,11 +236,10 @@ static void build_request(int i, char *out, size_t cap)
         ua = "test/1.0";
         w->ua = ua;
     }
-    int k = snprintf(out, cap,
-                     "%s %s HTTP/1.1\r\nHost: x\r\n%s%s%s%s%s%s\r\n",
-                     w->method, w->path, ref ? "Referer: " : "",
-                     ref ? ref : "", ref ? "\r\n" : "",
-                     ua ? "User-Agent: " : "", ua ? ua : "", ua ? "\r\n" : "");
+    int k = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: x\r\n%s%s%s%s%s%s\r\n",
+                     w->method, w->path, ref ? "Referer: " : "", ref ? ref : "",
+                     ref ? "\r\n" : "", ua ? "User-Agent: " : "", ua ? ua : "",
+                     ua ? "\r\n" : "");
     assert_true(k > 0 && (size_t)k < cap);
 }
 
@@ -256,8 +254,9 @@ static int check_combined(const char *line)
     want_line *w;
 
     /* 127.0.0.1 - - [05/Dec/2026:07:37:16 +0000] "GET /p HTTP/1.1" ... */
-    assert_int_equal(sscanf(line, "%63s - %7s [%39[^]]] \"%7s %63s %15[^\"]\" "
-                                  "%d %ld %n",
+    assert_int_equal(sscanf(line,
+                            "%63s - %7s [%39[^]]] \"%7s %63s %15[^\"]\" "
+                            "%d %ld %n",
                             addr, user, when, method, path, proto, &status,
                             &bytes, &n),
                      8);
@@ -388,8 +387,8 @@ static void test_access_log_json(void **state)
         case 0:
             assert_string_equal(json_string_value(json_object_get(o, "url")),
                                 "/hello?a=%22");
-            assert_int_equal(
-                json_integer_value(json_object_get(o, "status")), 200);
+            assert_int_equal(json_integer_value(json_object_get(o, "status")),
+                             200);
             assert_int_equal(
                 json_integer_value(json_object_get(o, "body_bytes_sent")), 13);
             assert_string_equal(
@@ -398,14 +397,14 @@ static void test_access_log_json(void **state)
             assert_true(json_is_null(json_object_get(o, "referer")));
             break;
         case 1:
-            assert_int_equal(
-                json_integer_value(json_object_get(o, "status")), 404);
+            assert_int_equal(json_integer_value(json_object_get(o, "status")),
+                             404);
             assert_string_equal(
                 json_string_value(json_object_get(o, "referer")), "http://r/");
             break;
         case 2:
-            assert_string_equal(
-                json_string_value(json_object_get(o, "method")), "HEAD");
+            assert_string_equal(json_string_value(json_object_get(o, "method")),
+                                "HEAD");
             assert_int_equal(
                 json_integer_value(json_object_get(o, "body_bytes_sent")), 0);
             break;
