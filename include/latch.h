@@ -425,11 +425,13 @@ LATCH_API void latch_app_violation_sites(latch_app *app,
  * (code as "ERR_HTTP_HEADERS_SENT", site as "file:line"),
  * latch_upstream_requests_total{upstream,outcome},
  * latch_sse_subscribers{channel}, latch_bytes_sent_total (response body
- * bytes), latch_access_log_dropped_total. Counting starts with this call
- * (each worker counts apart, without locks; a scrape sums) and lasts until
- * latch_app_free, across runs. Returns 0, LATCH_ERR_INVALID_ARG (NULL app
- * or path, a malformed path), LATCH_ERR_NOMEM, or LATCH_ERR_STATE once the
- * app runs.
+ * bytes), latch_access_log_dropped_total, and latch_app_counter's as
+ * latch_connections_accepted_total, latch_accept_errors_total,
+ * latch_connections_dropped_total, latch_connections_shed_total. Counting
+ * starts with this call (each worker counts apart, without locks; a scrape
+ * sums) and lasts until latch_app_free, across runs. Returns 0,
+ * LATCH_ERR_INVALID_ARG (NULL app or path, a malformed path), LATCH_ERR_NOMEM,
+ * or LATCH_ERR_STATE once the app runs.
  */
 LATCH_API int latch_use_metrics(latch_app *app, const char *path);
 

@@ -852,6 +852,12 @@ size_t latch__html_escape(char *out, size_t cap, const char *s);
 
 /* pubsub.c: frees the app's hub (channels, history, backend). */
 void latch__hub_free(latch_app *app);
+/* Calls fn for each channel with its subscribers on this process, under
+ * the hub's lock (fn must not call into pubsub). For /metrics. */
+void latch__hub_each(latch_app *app,
+                     void (*fn)(const char *channel, int subscribers,
+                                void *data),
+                     void *data);
 /* metrics.c: the per-worker blocks; a closed response counted and
  * logged (called once per dispatched response, finished or cut, before
  * it lets go of its connection, only when app->ops). */

@@ -264,6 +264,15 @@ static void site_line(const char *file, int line, int code, uint64_t count,
     add(t, "\"} %llu\n", (unsigned long long)count);
 }
 
+static void channel_line(const char *channel, int subscribers, void *data)
+{
+    text *t = data;
+
+    add(t, "latch_sse_subscribers{channel=\"");
+    add_label(t, channel);
+    add(t, "\"} %d\n", subscribers);
+}
+
 static void render(latch_app *app, text *t)
 {
     static const int codes[] = {
@@ -303,6 +312,24 @@ static void render(latch_app *app, text *t)
     family(t, "latch_connections", "gauge", "Connections by state.");
     add(t, "latch_connections{state=\"open\"} %llu\n",
         (unsigned long long)conns);
+    /* The accept loop's counters (server.c), the app's own. */
+    family(t, "latch_connections_accepted_total", "counter",
+           "Connections accepted.");
+    add(t, "latch_connections_accepted_total %llu\n",
+        (unsigned long long)latch_app_counter(app, LATCH_COUNTER_ACCEPTED));
+    family(t, "latch_accept_errors_total", "counter",
+           "accept(2) failures (EMFILE, ENFILE, ENOBUFS, ...).");
+    add(t, "latch_accept_errors_total %llu\n",
+        (unsigned long long)latch_app_counter(app,
+                                              LATCH_COUNTER_ACCEPT_ERRORS));
+    family(t, "latch_connections_dropped_total", "counter",
+           "Connections refused at once: no descriptor or no room.");
+    add(t, "latch_connections_dropped_total %llu\n",
+        (unsigned long long)latch_app_counter(app, LATCH_COUNTER_DROPPED));
+    family(t, "latch_connections_shed_total", "counter",
+           "Connections closed to make room (idle first, then slowest).");
+    add(t, "latch_connections_shed_total %llu\n",
+        (unsigned long long)latch_app_counter(app, LATCH_COUNTER_SHED));
 
     family(t, "latch_violations_total", "counter",
            "Lifecycle violations by error code.");
@@ -317,7 +344,9 @@ static void render(latch_app *app, text *t)
     family(t, "latch_upstream_requests_total", "counter",
            "Proxied requests by upstream and outcome.");
     family(t, "latch_sse_subscribers", "gauge",
-           "Server-sent event subscribers by channel.");
+           "Subscribers (server-sent event streams and callbacks) by "
+           "channel.");
+    latch__hub_each(app, channel_line, t);
     family(t, "latch_bytes_sent_total", "counter", "Response body bytes sent.");
     add(t, "latch_bytes_sent_total %llu\n", (unsigned long long)all.bytes);
     family(t, "latch_access_log_dropped_total", "counter",

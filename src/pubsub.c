@@ -705,3 +705,21 @@ int latch_app_subscribers(latch_app *app, const char *channel)
     pthread_mutex_unlock(&h->mu);
     return n;
 }
+
+void latch__hub_each(latch_app *app,
+                     void (*fn)(const char *channel, int subscribers,
+                                void *data),
+                     void *data)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+    latch_chan *ch;
+    int i;
+
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->mu);
+    for (i = 0; i < HUB_BUCKETS; i++)
+        for (ch = h->buckets[i]; ch != NULL; ch = ch->next)
+            fn(ch->name, count_local(ch), data);
+    pthread_mutex_unlock(&h->mu);
+}
