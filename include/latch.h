@@ -1153,6 +1153,21 @@ LATCH_API int latch_subscribe_at(latch_res *res, const char *channel,
 LATCH_API int latch_publish_at(latch_app *app, const char *channel,
                                const char *event, const char *data, size_t len,
                                latch_site at);
+/*
+ * Publishing through a broker, so that every latch process sharing it
+ * delivers every event: "redis://host:port" (port 6379 if left out);
+ * NULL: in-process (the default). Before latch_run. Each worker that has
+ * subscribers keeps two connections to Redis (commands, and a subscriber
+ * connection watching the channels it has subscribers for), not one per
+ * client. A publish appends the event to a Redis stream and publishes it
+ * in one atomic step, so the stream entry's id ("1718000000000-0") is the
+ * event's id in every process. When a connection drops, the subscribers
+ * get one latch-gap event and latch reconnects with backoff. latch_publish
+ * fails with LATCH_ERR_STATE while the connection is down, or before
+ * latch_run. Returns 0, LATCH_ERR_INVALID_ARG for a URL it cannot use,
+ * LATCH_ERR_STATE while running. Nothing connects until a worker needs it.
+ */
+LATCH_API int latch_app_set_pubsub(latch_app *app, const char *url);
 /* This process's subscribers of `channel` now (0 for an unknown one). */
 LATCH_API int latch_app_subscribers(latch_app *app, const char *channel);
 /* Events kept per channel for Last-Event-ID replay (default 256; 0 to

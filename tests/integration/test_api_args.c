@@ -632,7 +632,13 @@ static long reg_null_fn(ctx *c, int which)
     X(406, "latch_app_set_access_log", O, IA, 0, 0,                            \
       latch_app_set_access_log(c->app, 1 << 20, LATCH_LOG_JSON))               \
     X(407, "latch_app_set_access_log", H, LATCH_ERR_STATE, 0, 0,               \
-      latch_app_set_access_log(c->app, 2, LATCH_LOG_JSON))
+      latch_app_set_access_log(c->app, 2, LATCH_LOG_JSON))                     \
+    X(207, "latch_app_set_pubsub", O, IA, 0, 0,                                \
+      latch_app_set_pubsub(NULL, NULL))                                        \
+    X(208, "latch_app_set_pubsub", O, IA, 0, 0,                                \
+      latch_app_set_pubsub(c->app, "http://127.0.0.1:6379"))                   \
+    X(209, "latch_app_set_pubsub", O, IA, 0, 0,                                \
+      latch_app_set_pubsub(c->app, "redis://127.0.0.1:99999"))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \

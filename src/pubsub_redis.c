@@ -1,0 +1,624 @@
+/*
+ * pubsub_redis.c - the hub's Redis backend (latch_app_set_pubsub with
+ * "redis://host:port"): every latch process that shares the Redis server
+ * delivers every event, with the same id everywhere.
+ *
+ * Ids. A publish runs one Lua script that XADDs the event to a stream
+ * (latch:s:<channel>, trimmed to about the channel history) and PUBLISHes
+ * "<stream id>\n<0|1><event>\n<data>" on latch:c:<channel>. A script runs
+ * atomically, so no other publish can come between the two steps: the
+ * order of the messages on the Pub/Sub channel is the order of the stream
+ * ids, and the stream id (time-ms "-" sequence, increasing) is the SSE id
+ * that every process sends, which is what makes a Last-Event-ID given to
+ * one process meaningful to another. MULTI/EXEC would make the two steps
+ * atomic too, but the stream id is only known inside the transaction, so
+ * the PUBLISH could not carry it; a second round trip would let another
+ * publish in between.
+ *
+ * Connections. Each worker that uses the backend opens a pair on its own
+ * loop: one for commands (the script), one in subscriber mode that
+ * SUBSCRIBEs to the channels this worker has subscribers for (the hub
+ * says when: watch/unwatch), so the number of Redis connections grows
+ * with workers, never with clients. hiredis's async API drives them
+ * through latch's own adapter on libuv below (not hiredis's bundled
+ * adapters/libuv.h, which in Debian's 0.14 drops poll errors, so a dead
+ * socket can hang a connection, and has no timeouts): poll errors are
+ * handed to hiredis as readiness so it sees the error, and a connect that
+ * does not complete in CONNECT_MS is abandoned.
+ *
+ * Loss. When a connection drops, the worker's subscribers on every
+ * channel it watched get one latch-gap (events may have been published
+ * meanwhile), and the pair reconnects with backoff (RETRY_MIN_MS doubling
+ * to RETRY_MAX_MS), subscribing again to what is still watched.
+ *
+ * What it is not: a general Redis client, and not a queue: a publish made
+ * while the command connection is down fails (LATCH_ERR_STATE).
+ */
+#include "pubsub.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONNECT_MS 2000
+#define RETRY_MIN_MS 50
+#define RETRY_MAX_MS 2000
+#define PREFIX_C "latch:c:"
+#define PREFIX_S "latch:s:"
+
+static const char script[] =
+    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', "
+    "'e', ARGV[1], 'd', ARGV[2]) "
+    "redis.call('PUBLISH', KEYS[2], id .. '\\n' .. ARGV[3] .. ARGV[1] .. "
+    "'\\n' .. ARGV[2]) "
+    "return id";
+
+typedef struct rworker rworker;
+
+/* The poll handle of one hiredis context; it outlives the context until
+ * its close callback ran. */
+typedef struct rlink {
+    uv_poll_t poll;
+    redisAsyncContext *ac; /* NULL once hiredis freed it */
+    int events;
+} rlink;
+
+/* One connection of a worker's pair. */
+typedef struct rconn {
+    rworker *rw;
+    redisAsyncContext *ac; /* NULL while down */
+    bool up;               /* connected */
+    bool sub;              /* the subscriber connection */
+    uv_timer_t timer;      /* connect timeout */
+} rconn;
+
+struct rworker {
+    struct rbackend *be;
+    latch_worker *w;
+    rconn cmd, sub;
+    uv_timer_t retry;
+    uint64_t backoff;
+    latch_whook hook; /* the worker's finish closes the pair */
+    bool open;        /* handles initialized */
+    bool closing;     /* the worker finishes: no reconnect */
+};
+
+typedef struct rbackend {
+    latch_backend base;
+    latch_app *app;
+    char host[256];
+    int port;
+    pthread_mutex_t mu; /* rw's allocation */
+    rworker *rw;
+    int nrw;
+} rbackend;
+
+/* A publish handed from another thread to a worker. */
+typedef struct rjob {
+    rbackend *be;
+    char *channel, *event, *data;
+    size_t len;
+} rjob;
+
+static void rw_connect(rworker *rw);
+
+/* ------------------------------------------------------------------ */
+/* The adapter: hiredis's event hooks over a uv_poll_t                  */
+/* ------------------------------------------------------------------ */
+
+static void link_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    rlink *l = p->data;
+
+    if (status < 0) /* an error on the socket: hiredis reads and sees it */
+        events = UV_READABLE | (l->events & UV_WRITABLE);
+    if (l->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(l->ac);
+    if (l->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(l->ac);
+}
+
+static void link_update(rlink *l, int add, int del)
+{
+    l->events = (l->events | add) & ~del;
+    if (l->events != 0)
+        uv_poll_start(&l->poll, l->events, on_poll);
+    else
+        uv_poll_stop(&l->poll);
+}
+
+static void ev_add_read(void *d)
+{
+    link_update(d, UV_READABLE, 0);
+}
+static void ev_del_read(void *d)
+{
+    link_update(d, 0, UV_READABLE);
+}
+static void ev_add_write(void *d)
+{
+    link_update(d, UV_WRITABLE, 0);
+}
+static void ev_del_write(void *d)
+{
+    link_update(d, 0, UV_WRITABLE);
+}
+static void ev_cleanup(void *d)
+{
+    rlink *l = d;
+
+    l->ac = NULL;
+    uv_poll_stop(&l->poll);
+    uv_close((uv_handle_t *)&l->poll, link_closed);
+}
+
+static int attach_loop(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    rlink *l = calloc(1, sizeof(*l));
+
+    if (l == NULL)
+        return LATCH_ERR_NOMEM;
+    if (uv_poll_init_socket(loop, &l->poll, ac->c.fd) < 0) {
+        free(l);
+        return LATCH_ERR_NOMEM;
+    }
+    l->poll.data = l;
+    l->ac = ac;
+    ac->ev.data = l;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Connections                                                          */
+/* ------------------------------------------------------------------ */
+
+static void schedule_retry(rworker *rw);
+
+/* A connection went down (or never came up). */
+static void conn_lost(rconn *c)
+{
+    rworker *rw = c->rw;
+
+    c->ac = NULL;
+    c->up = false;
+    uv_timer_stop(&c->timer);
+    if (rw->closing)
+        return;
+    schedule_retry(rw);
+}
+
+static void gap_one(latch_chan *ch, void *data)
+{
+    rworker *rw = data;
+
+    latch__hub_gap(rw->be->app, rw->w, ch);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    rconn *c = ac->data;
+
+    (void)status;
+    if (c == NULL)
+        return;
+    if (c->sub && c->up && !c->rw->closing)
+        latch__hub_each_watched(c->rw->be->app, c->rw->w, gap_one, c->rw);
+    conn_lost(c);
+}
+
+static void on_message(redisAsyncContext *ac, void *reply, void *priv);
+
+static void subscribe_one(latch_chan *ch, void *data)
+{
+    rconn *c = data;
+
+    /* hiredis keeps the callback per channel for the subscription's
+     * life: every message of the channel comes to on_message. */
+    redisAsyncCommand(c->ac, on_message, NULL, "SUBSCRIBE " PREFIX_C "%b",
+                      ch->name, ch->name_len);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    rconn *c = ac->data;
+
+    if (c == NULL)
+        return;
+    uv_timer_stop(&c->timer);
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this returns. */
+        ((redisAsyncContext *)ac)->data = NULL;
+        conn_lost(c);
+        return;
+    }
+    c->up = true;
+    c->rw->backoff = 0;
+    if (c->sub)
+        latch__hub_each_watched(c->rw->be->app, c->rw->w, subscribe_one, c);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    rconn *c = t->data;
+    redisAsyncContext *ac = c->ac;
+
+    if (ac == NULL || c->up)
+        return;
+    ac->data = NULL; /* no callback of ours for it any more */
+    redisAsyncFree(ac);
+    conn_lost(c);
+}
+
+static void conn_open(rconn *c)
+{
+    rworker *rw = c->rw;
+    redisAsyncContext *ac;
+
+    if (c->ac != NULL || rw->closing)
+        return;
+    ac = redisAsyncConnect(rw->be->host, rw->be->port);
+    if (ac == NULL)
+        goto fail;
+    if (ac->err != 0) {
+        redisAsyncFree(ac);
+        goto fail;
+    }
+    if (attach_loop(ac, &rw->w->loop) < 0) {
+        redisAsyncFree(ac);
+        goto fail;
+    }
+    ac->data = c;
+    c->ac = ac;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    uv_timer_start(&c->timer, on_connect_timeout, CONNECT_MS, 0);
+    return;
+fail:
+    schedule_retry(rw);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    rworker *rw = t->data;
+
+    conn_open(&rw->cmd);
+    conn_open(&rw->sub);
+}
+
+static void schedule_retry(rworker *rw)
+{
+    if (rw->closing || uv_is_active((uv_handle_t *)&rw->retry))
+        return;
+    rw->backoff = rw->backoff == 0 ? RETRY_MIN_MS : rw->backoff * 2;
+    if (rw->backoff > RETRY_MAX_MS)
+        rw->backoff = RETRY_MAX_MS;
+    uv_timer_start(&rw->retry, on_retry, rw->backoff, 0);
+}
+
+static void rw_connect(rworker *rw)
+{
+    conn_open(&rw->cmd);
+    conn_open(&rw->sub);
+}
+
+static void be_worker_finish(latch_backend *base, latch_worker *w);
+
+static void rw_finish(latch_whook *h, latch_worker *w)
+{
+    rworker *rw = LATCH_CONTAINER_OF(h, rworker, hook);
+
+    be_worker_finish(&rw->be->base, w);
+}
+
+/* The worker's pair, opened on first use on its thread. */
+static rworker *rw_get(rbackend *be, latch_worker *w)
+{
+    rworker *rw;
+    int n = be->app->nworkers_running;
+
+    pthread_mutex_lock(&be->mu);
+    if (be->nrw != n) {
+        rworker *p = calloc((size_t)n, sizeof(*p));
+        if (p == NULL) {
+            pthread_mutex_unlock(&be->mu);
+            return NULL;
+        }
+        free(be->rw);
+        be->rw = p;
+        be->nrw = n;
+    }
+    rw = &be->rw[w->index];
+    pthread_mutex_unlock(&be->mu);
+    if (rw->open && rw->w == w)
+        return rw->closing ? NULL : rw;
+    if (w->draining)
+        return NULL;
+    memset(rw, 0, sizeof(*rw));
+    rw->be = be;
+    rw->w = w;
+    rw->cmd.rw = rw->sub.rw = rw;
+    rw->sub.sub = true;
+    uv_timer_init(&w->loop, &rw->retry);
+    uv_timer_init(&w->loop, &rw->cmd.timer);
+    uv_timer_init(&w->loop, &rw->sub.timer);
+    rw->retry.data = rw;
+    rw->cmd.timer.data = &rw->cmd;
+    rw->sub.timer.data = &rw->sub;
+    rw->open = true;
+    rw->hook.finish = rw_finish;
+    latch__worker_hook(w, &rw->hook);
+    rw_connect(rw);
+    return rw;
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                             */
+/* ------------------------------------------------------------------ */
+
+static void on_message(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redisReply *r = reply, *name, *payload;
+    rconn *c = ac->data;
+    const char *p, *nl, *nl2, *end;
+    char idtext[48];
+    latch_msgid id;
+    latch_chan *ch;
+    latch_msg *m;
+    size_t plen = sizeof(PREFIX_C) - 1;
+
+    (void)priv;
+    if (c == NULL || r == NULL || r->type != REDIS_REPLY_ARRAY ||
+        r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(r->element[0]->str, "message") != 0)
+        return; /* subscribe confirmations and the like */
+    name = r->element[1];
+    payload = r->element[2];
+    if (name->type != REDIS_REPLY_STRING ||
+        payload->type != REDIS_REPLY_STRING || (size_t)name->len <= plen ||
+        memcmp(name->str, PREFIX_C, plen) != 0)
+        return;
+    p = payload->str;
+    end = p + payload->len;
+    nl = memchr(p, '\n', (size_t)(end - p));
+    if (nl == NULL || nl - p >= (long)sizeof(idtext) || nl + 1 >= end)
+        return;
+    memcpy(idtext, p, (size_t)(nl - p));
+    idtext[nl - p] = '\0';
+    nl2 = memchr(nl + 1, '\n', (size_t)(end - nl - 1));
+    if (nl2 == NULL || latch__msgid_parse(idtext, &id) < 0)
+        return;
+    ch = latch__hub_chan(c->rw->be->app, name->str + plen,
+                         (size_t)name->len - plen);
+    if (ch == NULL)
+        return;
+    ch->dashed = true;
+    {
+        /* "<0|1><event>": the flag says whether there is an event. */
+        size_t elen = (size_t)(nl2 - nl - 2);
+        char *ev = NULL;
+        if (nl[1] == '1') {
+            ev = malloc(elen + 1);
+            if (ev == NULL)
+                return;
+            memcpy(ev, nl + 2, elen);
+            ev[elen] = '\0';
+        }
+        m = latch__msg_new(ch, LATCH_MSG_EVENT, ev, nl2 + 1,
+                           (size_t)(end - nl2 - 1));
+        free(ev);
+    }
+    if (m == NULL || latch__msg_set_id(m, id) < 0) {
+        latch__msg_unref(m);
+        return;
+    }
+    latch__hub_arrived(c->rw->be->app, c->rw->w, m);
+    latch__msg_unref(m);
+}
+
+/* Runs the script on w's command connection. */
+static int publish_here(rbackend *be, latch_worker *w, const char *channel,
+                        const char *event, const char *data, size_t len)
+{
+    rworker *rw = rw_get(be, w);
+    char hist[24];
+    size_t clen = strlen(channel);
+
+    /* While it connects, hiredis keeps the command for when it is up. */
+    if (rw == NULL || rw->cmd.ac == NULL)
+        return LATCH_ERR_STATE;
+    snprintf(hist, sizeof(hist), "%d",
+             be->app->channel_history > 0 ? be->app->channel_history : 1);
+    if (redisAsyncCommand(rw->cmd.ac, NULL, NULL,
+                          "EVAL %s 2 " PREFIX_S "%b " PREFIX_C "%b %s %b %s %s",
+                          script, channel, clen, channel, clen,
+                          event != NULL ? event : "", data != NULL ? data : "",
+                          len, event != NULL ? "1" : "0", hist) != REDIS_OK)
+        return LATCH_ERR_STATE;
+    return 0;
+}
+
+static void job_run(latch_res *unused, void *data)
+{
+    rjob *j = data;
+    latch_worker *w;
+
+    (void)unused;
+    w = &j->be->app->workers[0];
+    publish_here(j->be, w, j->channel, j->event, j->data, j->len);
+    free(j->channel);
+    free(j->event);
+    free(j->data);
+    free(j);
+}
+
+/* The worker whose thread this is, or NULL. */
+static latch_worker *this_worker(latch_app *app)
+{
+    latch_worker *ws = atomic_load(&app->live);
+    int i;
+
+    for (i = 0; ws != NULL && i < app->nworkers_running; i++)
+        if (pthread_equal(pthread_self(), ws[i].thread))
+            return &ws[i];
+    return NULL;
+}
+
+static int be_publish(latch_backend *base, const char *channel,
+                      const char *event, const char *data, size_t len)
+{
+    rbackend *be = (rbackend *)base;
+    latch_app *app = be->app;
+    latch_worker *w = this_worker(app);
+    rjob *j;
+    int r;
+
+    if (w != NULL)
+        return publish_here(be, w, channel, event, data, len);
+    /* From another thread: worker 0's connection, through its post queue
+     * (one queue, so one thread's publishes keep their order). */
+    j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return LATCH_ERR_NOMEM;
+    j->be = be;
+    j->channel = strdup(channel);
+    j->event = event != NULL ? strdup(event) : NULL;
+    j->data = malloc(len + 1);
+    j->len = len;
+    r = 0;
+    if (j->channel == NULL || (event != NULL && j->event == NULL) ||
+        j->data == NULL)
+        r = LATCH_ERR_NOMEM;
+    else if (len > 0)
+        memcpy(j->data, data, len);
+    pthread_mutex_lock(&app->live_mu);
+    if (r < 0)
+        ;
+    else if (atomic_load(&app->live) == NULL || atomic_load(&app->stopping))
+        r = LATCH_ERR_STATE;
+    else
+        r = latch__worker_post(&app->workers[0], job_run, j);
+    pthread_mutex_unlock(&app->live_mu);
+    if (r < 0) {
+        free(j->channel);
+        free(j->event);
+        free(j->data);
+        free(j);
+    }
+    return r;
+}
+
+static void be_watch(latch_backend *base, latch_worker *w, latch_chan *ch)
+{
+    rworker *rw = rw_get((rbackend *)base, w);
+
+    ch->dashed = true;
+    if (rw != NULL && rw->sub.up)
+        subscribe_one(ch, &rw->sub);
+}
+
+static void be_unwatch(latch_backend *base, latch_worker *w, latch_chan *ch)
+{
+    rbackend *be = (rbackend *)base;
+    rworker *rw;
+
+    if (w->index >= be->nrw)
+        return;
+    rw = &be->rw[w->index];
+    if (rw->open && !rw->closing && rw->sub.up)
+        redisAsyncCommand(rw->sub.ac, NULL, NULL, "UNSUBSCRIBE " PREFIX_C "%b",
+                          ch->name, ch->name_len);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void be_worker_finish(latch_backend *base, latch_worker *w)
+{
+    rbackend *be = (rbackend *)base;
+    rworker *rw;
+
+    if (w->index >= be->nrw)
+        return;
+    rw = &be->rw[w->index];
+    if (!rw->open || rw->w != w)
+        return;
+    rw->closing = true;
+    if (rw->cmd.ac != NULL) {
+        rw->cmd.ac->data = NULL;
+        redisAsyncFree(rw->cmd.ac);
+        rw->cmd.ac = NULL;
+    }
+    if (rw->sub.ac != NULL) {
+        rw->sub.ac->data = NULL;
+        redisAsyncFree(rw->sub.ac);
+        rw->sub.ac = NULL;
+    }
+    uv_close((uv_handle_t *)&rw->retry, timer_closed);
+    uv_close((uv_handle_t *)&rw->cmd.timer, timer_closed);
+    uv_close((uv_handle_t *)&rw->sub.timer, timer_closed);
+    rw->open = false;
+}
+
+static void be_free(latch_backend *base)
+{
+    rbackend *be = (rbackend *)base;
+
+    pthread_mutex_destroy(&be->mu);
+    free(be->rw);
+    free(be);
+}
+
+static const latch_backend_ops redis_ops = {
+    be_publish, be_watch, be_unwatch, be_worker_finish, be_free,
+};
+
+int latch__redis_backend_new(latch_app *app, const char *url,
+                             latch_backend **out)
+{
+    const char *p, *colon;
+    rbackend *be;
+    char *end;
+    long port = 6379;
+    size_t hlen;
+
+    *out = NULL;
+    if (strncmp(url, "redis://", 8) != 0)
+        return LATCH_ERR_INVALID_ARG;
+    p = url + 8;
+    colon = strrchr(p, ':');
+    hlen = colon != NULL ? (size_t)(colon - p) : strlen(p);
+    if (colon != NULL) {
+        port = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || (*end != '\0' && *end != '/') || port <= 0 ||
+            port > 65535)
+            return LATCH_ERR_INVALID_ARG;
+    }
+    if (hlen == 0 || hlen >= sizeof(be->host))
+        return LATCH_ERR_INVALID_ARG;
+    be = calloc(1, sizeof(*be));
+    if (be == NULL)
+        return LATCH_ERR_NOMEM;
+    be->base.ops = &redis_ops;
+    be->app = app;
+    memcpy(be->host, p, hlen);
+    be->host[hlen] = '\0';
+    be->port = (int)port;
+    pthread_mutex_init(&be->mu, NULL);
+    *out = &be->base;
+    return 0;
+}
