@@ -523,7 +523,31 @@ LATCH_API int latch_fail_at(latch_req *req, int status, const char *message,
 /*
  * Strings returned by these functions are NUL-terminated, owned by the
  * request, and valid as long as the response is referenced (during the
- * handler, and while a latch_res_retain is held).
+ * handler, while a latch_res_retain is held, and for the whole life of a
+ * latch_work job, which holds a reference until its completion returned),
+ * even after the response ended or the client left. They never change:
+ * nobody needs to copy them.
+ *
+ * Reading from another thread. latch_req_method, _path, _url, _query,
+ * _query_values, _param, _header, _header_values, _header_count,
+ * _header_at, _cookie, _body, _json (read it only), _id and
+ * _version_minor may be called from any thread while
+ * the response is referenced, such as a latch_work job reading what it
+ * needs off the loop:
+ *
+ *     static void lookup(void *data)          // on the pool thread
+ *     {
+ *         struct lookup *l = data;            // l->req: the handler's req
+ *         const char *id = latch_req_param(l->req, "id");
+ *         l->found = db_find_user(id, &l->user);
+ *     }
+ *
+ * Route parameters are those of the route running: a job started by a
+ * middleware that then passes the request on reads its parameters before
+ * it does (the strings stay valid). Everything else (latch_req_ip,
+ * latch_req_aborted, latch_req_cancel_reason, the response) is the loop's:
+ * a job asks latch_work_cancelled, and latch_req_ip off the loop is
+ * refused (NULL, LATCH_ERR_WRONG_THREAD, reported).
  */
 LATCH_API const char *latch_req_method(const latch_req *req);
 /* The path, percent-decoded, without the query. */
@@ -1015,6 +1039,42 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
                             void (*after)(latch_res *res, int status,
                                           void *data),
                             void *data, latch_site at);
+
+/*
+ * Inside a latch_work job (on its pool thread): whether the job's request
+ * was cancelled (the client left, the request timeout, shutdown), and a
+ * descriptor that becomes readable when it is, to poll beside a driver's
+ * own socket and abort a blocking call, as fetch(url, { signal }) does.
+ * The descriptor is made on the job's first call (later calls return the
+ * same one), is readable at once if the request is cancelled already, and
+ * belongs to latch: do not read, write or close it; it is closed once the
+ * job returned. The completion still runs exactly once, with
+ * LATCH_ERR_CANCELLED, and frees what the job used: nothing else holds
+ * the job's data, so no reference count is needed between the completion
+ * and on_close. Outside a job: false, and -1 (also -1 when no descriptor
+ * can be made, errno set). The end of the response alone is no
+ * cancellation: a job the handler left running after answering (an e-mail
+ * to send) runs on.
+ *
+ *     static void fetch_job(void *data)     // on the pool thread
+ *     {
+ *         struct fetch *f = data;
+ *         struct pollfd p[2] = {{driver_fd(f), POLLIN, 0},
+ *                               {latch_work_cancel_fd(), POLLIN, 0}};
+ *         while (!driver_done(f) && poll(p, 2, -1) >= 0 && !p[1].revents)
+ *             driver_step(f);
+ *         f->ok = driver_done(f);
+ *     }
+ *     static void fetch_after(latch_res *res, int status, void *data)
+ *     {
+ *         struct fetch *f = data;     // status: 0, or LATCH_ERR_CANCELLED
+ *         if (status == 0 && f->ok)
+ *             latch_res_jsonf(res, "{\"data\":%s}", f->body);
+ *         free(f);                    // the only owner; runs exactly once
+ *     }
+ */
+LATCH_API bool latch_work_cancelled(void);
+LATCH_API int latch_work_cancel_fd(void);
 
 /*
  * A join: n tasks of one request and one completion, called exactly once

@@ -20,8 +20,14 @@
  */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
 
 static const latch_site no_site = {NULL, 0, NULL};
 
@@ -363,7 +369,23 @@ struct latch_work_req {
     uint16_t frame;              /* the handler call that queued it */
     async_att *att;              /* its response's */
     struct latch_work_req *next; /* att's list */
+    /*
+     * What the job sees of its request's cancellation, on the pool
+     * thread: the flag, and a descriptor made on the job's first
+     * latch_work_cancel_fd (most jobs never ask). The loop sets the flag
+     * and then reads cancel_fd; the job publishes cancel_fd and then
+     * reads the flag; both sequentially consistent, so whichever comes
+     * second signals the descriptor (a counter: signalled twice is
+     * still just readable). Both live until the job's completion ran,
+     * after the job returned.
+     */
+    atomic_bool cancel;
+    atomic_int cancel_fd; /* -1 until asked for */
+    int cancel_fd_w;      /* the write end where it is a pipe, else -1 */
 };
+
+/* The job running on this pool thread, for latch_work_cancelled. */
+static _Thread_local struct latch_work_req *current_job;
 
 static void work_unlink(struct latch_work_req *wr)
 {
@@ -378,8 +400,96 @@ static void work_unlink(struct latch_work_req *wr)
 static void work_run(uv_work_t *req)
 {
     struct latch_work_req *wr = req->data;
+    struct latch_work_req *up = current_job;
 
+    current_job = wr;
     wr->work(wr->data);
+    current_job = up;
+}
+
+/* Makes a cancel descriptor readable; any thread, idempotent. */
+static void cancel_fd_signal(const struct latch_work_req *wr, int fd)
+{
+    ssize_t r;
+
+#ifdef __linux__
+    uint64_t one = 1;
+    (void)wr;
+    do
+        r = write(fd, &one, sizeof(one));
+    while (r < 0 && errno == EINTR);
+#else
+    char one = 1;
+    (void)fd;
+    do
+        r = write(wr->cancel_fd_w, &one, 1);
+    while (r < 0 && errno == EINTR);
+#endif
+    /* EAGAIN: the counter (or the pipe) is full, so readable already. */
+    (void)r;
+}
+
+/* The loop's half: the job's request was cancelled. */
+static void work_cancel(struct latch_work_req *wr)
+{
+    int fd;
+
+    atomic_store(&wr->cancel, true);
+    fd = atomic_load(&wr->cancel_fd);
+    if (fd >= 0)
+        cancel_fd_signal(wr, fd);
+}
+
+bool latch_work_cancelled(void)
+{
+    return current_job != NULL && atomic_load(&current_job->cancel);
+}
+
+int latch_work_cancel_fd(void)
+{
+    struct latch_work_req *wr = current_job;
+    int fd;
+
+    if (wr == NULL)
+        return -1;
+    fd = atomic_load(&wr->cancel_fd);
+    if (fd >= 0)
+        return fd;
+#ifdef __linux__
+    fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return -1;
+#else
+    {
+        int p[2];
+        if (pipe(p) < 0)
+            return -1;
+        for (int i = 0; i < 2; i++) {
+            fcntl(p[i], F_SETFD, FD_CLOEXEC);
+            fcntl(p[i], F_SETFL, O_NONBLOCK);
+        }
+        fd = p[0];
+        wr->cancel_fd_w = p[1];
+    }
+#endif
+    atomic_store(&wr->cancel_fd, fd);
+    if (atomic_load(&wr->cancel))
+        cancel_fd_signal(wr, fd);
+    return fd;
+}
+
+/* The job is over (its completion is about to run): its descriptor
+ * goes. */
+static void cancel_fd_close(struct latch_work_req *wr)
+{
+    int fd = atomic_load(&wr->cancel_fd);
+
+    if (fd >= 0)
+        close(fd);
+    if (wr->cancel_fd_w >= 0)
+        close(wr->cancel_fd_w);
+    atomic_store(&wr->cancel_fd, -1);
+    wr->cancel_fd_w = -1;
 }
 
 static void work_deliver(struct latch_work_req *wr)
@@ -390,6 +500,7 @@ static void work_deliver(struct latch_work_req *wr)
     uint16_t prev;
 
     work_unlink(wr);
+    cancel_fd_close(wr);
     if (status == 0 && res->cancel_reason != LATCH_CANCEL_NONE)
         status = LATCH_ERR_CANCELLED;
     if (LATCH_TRACING()) {
@@ -473,6 +584,9 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     wr->after = after;
     wr->data = data;
     wr->frame = latch__frame_pick(hf, res);
+    atomic_init(&wr->cancel, false);
+    atomic_init(&wr->cancel_fd, -1);
+    wr->cancel_fd_w = -1;
     r = uv_queue_work(&res->w->loop, &wr->req, work_run, work_done);
     if (r < 0) {
         free(wr);
@@ -591,8 +705,10 @@ static void att_end(latch_attach *a, latch_res *res, int reason)
         disarm(t);
     if (reason == LATCH_CANCEL_NONE)
         return;
-    for (wr = att->works; wr != NULL; wr = wr->next)
+    for (wr = att->works; wr != NULL; wr = wr->next) {
+        work_cancel(wr); /* a running job sees it */
         uv_cancel((uv_req_t *)&wr->req);
+    }
     for (;;) {
         for (j = att->joins; j != NULL && j->settled; j = j->next)
             ;

@@ -383,6 +383,7 @@ struct latch_req {
     latch_buf body;
     struct latch_arena_blk *arena; /* decoded strings; never move */
     size_t arena_left;
+    atomic_bool arena_busy; /* taking bytes: any thread (req.c) */
     latch_param params[LATCH__ROUTER_MAX_PARAMS];
     uint32_t nparams;
     const char *ip; /* latch_req_ip's answer, once computed */

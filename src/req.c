@@ -14,6 +14,8 @@
 
 #include <jansson.h>
 
+#include <sched.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,28 +30,40 @@ struct latch_arena_blk {
     char data[];
 };
 
-/* n bytes that never move; NULL when out of memory or past the limit. */
+/*
+ * n bytes that never move; NULL when out of memory or past the limit.
+ * Any thread: a latch_work job may decode a query value or a cookie while
+ * the loop decodes another, so taking the bytes is locked (a spin on one
+ * flag, never contended on the loop alone); writing them is not, since
+ * each caller writes only its own.
+ */
 char *latch__req_alloc(latch_req *q, size_t n)
 {
     struct latch_arena_blk *b;
     size_t size;
+    char *p = NULL;
 
+    while (atomic_exchange_explicit(&q->arena_busy, true, memory_order_acquire))
+        sched_yield();
     if (q->arena != NULL && q->arena_left >= n) {
-        char *p = q->arena->data + (q->arena->size - q->arena_left);
+        p = q->arena->data + (q->arena->size - q->arena_left);
         q->arena_left -= n;
-        return p;
+        goto out;
     }
     if (n > ARENA_LIMIT)
-        return NULL;
+        goto out;
     size = n > ARENA_BLOCK ? n : ARENA_BLOCK;
     b = malloc(sizeof(*b) + size);
     if (b == NULL)
-        return NULL;
+        goto out;
     b->next = q->arena;
     b->size = size;
     q->arena = b;
     q->arena_left = size - n;
-    return b->data;
+    p = b->data;
+out:
+    atomic_store_explicit(&q->arena_busy, false, memory_order_release);
+    return p;
 }
 
 void latch__req_reset(latch_req *q)
@@ -508,6 +522,12 @@ const char *latch_req_ip(const latch_req *req)
 
     if (req == NULL)
         return NULL;
+    /* The connection is the loop's: another thread may not look. */
+    if (!pthread_equal(pthread_self(), res->w->thread)) {
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_req_ip", NULL,
+                         latch__no_site);
+        return NULL;
+    }
     if (req->ip != NULL)
         return req->ip;
     if (res->conn == NULL ||

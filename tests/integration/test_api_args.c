@@ -638,7 +638,11 @@ static long reg_null_fn(ctx *c, int which)
     X(208, "latch_app_set_pubsub", O, IA, 0, 0,                                \
       latch_app_set_pubsub(c->app, "http://127.0.0.1:6379"))                   \
     X(209, "latch_app_set_pubsub", O, IA, 0, 0,                                \
-      latch_app_set_pubsub(c->app, "redis://127.0.0.1:99999"))
+      latch_app_set_pubsub(c->app, "redis://127.0.0.1:99999"))                 \
+    X(330, "latch_work_cancelled", O, 0, 0, 0, latch_work_cancelled())         \
+    X(331, "latch_work_cancelled", H, 0, 0, 0, latch_work_cancelled())         \
+    X(332, "latch_work_cancel_fd", O, -1, 0, 0, latch_work_cancel_fd())        \
+    X(333, "latch_work_cancel_fd", H, -1, 0, 0, latch_work_cancel_fd())
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \
