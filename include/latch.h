@@ -372,11 +372,30 @@ LATCH_API uint64_t latch_app_counter(const latch_app *app, int which);
 /*
  * The request timeout: `ms` after a request was dispatched (0: none, the
  * default), if its response has not ended, the request is cancelled
- * (LATCH_CANCEL_TIMEOUT). A response that sent nothing yet gets `status`
- * (0: 503) with a short text body, sealed by the event "request timeout"
- * (a head held by latch_res_write_head counts as nothing sent); one whose
- * headers were sent is cut (the connection is destroyed). Any later call
- * on the response is refused and its report names the timeout. Requests
+ * (LATCH_CANCEL_TIMEOUT). A response that sent nothing yet (a head held
+ * by latch_res_write_head counts as nothing sent) is answered by the app:
+ * the error handlers run with err->code LATCH_ERR_CANCELLED, err->status
+ * `status` (0: 503), err->message "Request timed out", and
+ * latch_req_cancel_reason(req) already LATCH_CANCEL_TIMEOUT; with none
+ * answering, the final handler does (JSON or HTML by Accept, as for any
+ * error). A handler still waiting (LATCH_PENDING) loses its turn: its late
+ * latch_next is ERR_NEXT_AFTER_RESPONSE. Then the cancellation signal
+ * fires (jobs, joins, latch_req_on_cancel callbacks). A response whose
+ * headers were sent is cut (the connection is destroyed), no error
+ * handler runs. Any later call on the response is refused and its report
+ * names "request timeout" as what sealed it (at the error handler's call,
+ * when one answered).
+ *
+ *     static int on_error(const latch_error *err, latch_req *req,
+ *                         latch_res *res, void *data)
+ *     {
+ *         if (latch_res_headers_sent(res))      // Express's headersSent
+ *             return LATCH_NEXT;
+ *         latch_res_status(res, err->status);
+ *         if (latch_req_cancel_reason(req) == LATCH_CANCEL_TIMEOUT)
+ *             return latch_res_json(res, "{\"error\":\"Request timed out\"}");
+ *         return latch_res_jsonf(res, "{\"error\":%s}", err->message);
+ *     } Requests
  * pipelined behind a cut one are cancelled as LATCH_CANCEL_DISCONNECT and
  * sealed by "connection closed": they lost their connection, they did
  * not time out.

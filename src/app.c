@@ -1149,6 +1149,31 @@ void latch__app_raise(latch_res *res, int code, int status, const char *call,
     run(res);
 }
 
+void latch__app_timeout(latch_res *res, int status)
+{
+    if (res->frame != NULL)
+        return; /* a handler runs: the loop cannot be in a timer now */
+    if (res->pending_next && res->chain_ref) {
+        /* The waiting handler's turn is over, as if the response had
+         * closed (latch__app_res_closed); the chain's reference now
+         * carries the error handlers. */
+        res->pending_next = false;
+        res->chain_dropped = true;
+        res->dropped_frame = res->pending_frame;
+    } else if (!res->chain_ref) {
+        res->refs++; /* the chain's reference, again */
+        res->chain_ref = true;
+    }
+    res->dispatched = LATCH_DISPATCH_RUNNING;
+    res->err.code = LATCH_ERR_CANCELLED;
+    res->err.status = status;
+    res->err.message = "Request timed out";
+    res->err.at = no_site;
+    res->in_error = true;
+    res->elayer = res->w->app->errlayers;
+    run(res);
+}
+
 void latch__app_dispatch(latch_res *res)
 {
     latch_app *app = res->w->app;

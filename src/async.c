@@ -294,7 +294,13 @@ static void on_request_timeout(latch_res *res, void *data)
     att->req_timer = NULL;
     if (res->detached || res->state >= LATCH_RS_ENDED)
         return; /* answered in time; only the client is slow */
+    latch__res_ref(res);
+    /* Nothing sent: the answer is the app's (its error handlers, or the
+     * final handler), with the request already marked cancelled. */
+    if (latch__res_timeout_begin(res))
+        latch__app_timeout(res, att->timeout_status);
     latch__res_timeout(res, att->timeout_status);
+    latch__res_unref(res);
 }
 
 void latch__request_timer_start(latch_res *res, uint64_t ms, int status)

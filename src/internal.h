@@ -452,7 +452,10 @@ struct latch_res {
     struct latch_attach *attach;
     bool attach_over;      /* their end ops ran for the end of the response */
     int cut_code;          /* why latch destroyed it (LATCH_ERR_LIMIT), or 0 */
-    uint8_t cancel_reason; /* LATCH_CANCEL_*, once the signal fired */
+    uint8_t cancel_reason; /* LATCH_CANCEL_*, once the request is cancelled */
+    bool cancel_fired;     /* the signal went out (attachments, callbacks);
+                              the request timeout marks the reason first
+                              and fires after its error handlers ran */
     uint8_t ncancel;
     struct {
         latch_cancel_cb cb;
@@ -541,7 +544,7 @@ void latch__res_attach(latch_res *res, latch_attach *a);
  * request cancelled: a new attachment would get its end at once. */
 static inline bool latch__res_attach_done(const latch_res *res)
 {
-    return res->attach_over || res->cancel_reason != LATCH_CANCEL_NONE;
+    return res->attach_over || res->cancel_fired;
 }
 /* The first attachment of `res` with these ops, or NULL. */
 latch_attach *latch__res_attached(const latch_res *res,
@@ -796,7 +799,20 @@ uint64_t latch__shake_state(uint64_t seed, int index);
 /* The request timeout fired on a response that has not ended: answers
  * `status` if nothing went out (a held head is taken back), else cuts the
  * response; then fires the cancellation signal (LATCH_CANCEL_TIMEOUT). */
+/* The request timeout, in two steps. begin: retracts a held head and, when
+ * nothing was sent, marks the request cancelled (LATCH_CANCEL_TIMEOUT)
+ * without firing the signal yet, so that the error handlers the caller
+ * then runs see the reason; returns whether nothing was sent. Then
+ * latch__res_timeout answers what is still unanswered (the status page
+ * when nothing was sent, a cut when headers were), names the timeout as
+ * what sealed the response, and fires the signal. */
+bool latch__res_timeout_begin(latch_res *res);
 void latch__res_timeout(latch_res *res, int status);
+/* The checks latch_res_json makes before sending (reported), and the send
+ * itself for a JSON body of len bytes, reported as `call`. */
+int latch__res_send_check(latch_res *res, const char *call, latch_site at);
+int latch__res_send_json(latch_res *res, const char *json, size_t len,
+                         const char *call, latch_site at);
 
 /* req.c */
 /* Fills q's path (decoded) and query from its target once the head is
@@ -840,6 +856,12 @@ void latch__app_orphan_check(latch_res *res);
 int latch__app_keep(latch_app *app, void *p, void (*fn)(void *));
 /* Runs the error handlers for a feature's failure (`call` at `at`) on a
  * response that sent nothing yet: err code and status as given. */
+/* The request timeout fired on a response that sent nothing: a handler
+ * waiting (LATCH_PENDING) loses its turn (its late latch_next is
+ * ERR_NEXT_AFTER_RESPONSE), and the error handlers run with
+ * LATCH_ERR_CANCELLED and `status`; the final handler answers when none
+ * does. The caller holds a reference. */
+void latch__app_timeout(latch_res *res, int status);
 void latch__app_raise(latch_res *res, int code, int status, const char *call,
                       latch_site at);
 void latch__app_res_closed(latch_res *res);

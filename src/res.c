@@ -240,7 +240,7 @@ void latch__res_attach(latch_res *res, latch_attach *a)
     /* The events that already happened, at once. */
     if (res->attach_over)
         a->ops->end(a, res, LATCH_CANCEL_NONE);
-    if (res->cancel_reason != LATCH_CANCEL_NONE)
+    if (res->cancel_fired)
         a->ops->end(a, res, res->cancel_reason);
 }
 
@@ -1606,6 +1606,23 @@ int latch_res_send_at(latch_res *res, const void *body, size_t len,
     return send_as(res, ct, body, len, "latch_res_send", at);
 }
 
+int latch__res_send_check(latch_res *res, const char *call, latch_site at)
+{
+    return gate(res, K_SEND, call, "set", at);
+}
+
+int latch__res_send_json(latch_res *res, const char *json, size_t len,
+                         const char *call, latch_site at)
+{
+    const char *ct = "application/json; charset=utf-8";
+
+    /* As Express: a Content-Type the handler chose stays. */
+    if (res->state == LATCH_RS_FRESH &&
+        latch_res_get_header(res, "Content-Type") != NULL)
+        ct = NULL;
+    return send_as(res, ct, json, len, call, at);
+}
+
 int latch_res_json_at(latch_res *res, const char *json, latch_site at)
 {
     if (res != NULL &&
@@ -2156,10 +2173,13 @@ static void cancel_signal(latch_res *res, int reason)
 {
     uint8_t i, n;
 
-    if (res->cancel_reason != LATCH_CANCEL_NONE ||
-        res->state == LATCH_RS_FINISHED)
+    if (res->cancel_fired || res->state == LATCH_RS_FINISHED)
         return;
-    res->cancel_reason = (uint8_t)reason;
+    /* A reason marked before (the request timeout's) stands. */
+    if (res->cancel_reason == LATCH_CANCEL_NONE)
+        res->cancel_reason = (uint8_t)reason;
+    reason = res->cancel_reason;
+    res->cancel_fired = true;
     res->req.aborted = true;
     if (LATCH_TRACING())
         latch__trace_cancel(res, reason);
@@ -2250,15 +2270,39 @@ bool latch__res_retract_head(latch_res *res)
     return true;
 }
 
+bool latch__res_timeout_begin(latch_res *res)
+{
+    latch__res_retract_head(res);
+    if (res->state != LATCH_RS_FRESH || res->cancel_reason != LATCH_CANCEL_NONE)
+        return false;
+    res->cancel_reason = LATCH_CANCEL_TIMEOUT;
+    res->req.aborted = true;
+    return true;
+}
+
+/* What sealed the response during the timeout's error handlers (their
+ * latch_res_json ...) is reported as the timeout, at their site. */
+static void seal_as_timeout(latch_seal *s)
+{
+    if (s->call != NULL)
+        s->call = "request timeout";
+}
+
 void latch__res_timeout(latch_res *res, int status)
 {
     static const latch_site none = {NULL, 0, NULL};
 
     latch__res_ref(res); /* answering may finish and release it */
     latch__res_retract_head(res);
+    if (res->cancel_reason == LATCH_CANCEL_TIMEOUT && !res->cancel_fired) {
+        /* The error handlers ran (latch__res_timeout_begin). */
+        seal_as_timeout(&res->headers_at);
+        seal_as_timeout(&res->ended_at);
+    }
     if (res->state == LATCH_RS_FRESH) {
+        /* Nobody answered (an error handler returned without it). */
         latch__res_status_page(res, status, "request timeout");
-    } else {
+    } else if (res->state == LATCH_RS_HEADERS_SENT) {
         /* Too late for a status: cut it, visibly incomplete. */
         if (res->ended_at.call == NULL) {
             res->ended_at.call = "request timeout";

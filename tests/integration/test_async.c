@@ -1081,29 +1081,37 @@ static void expect_ok(int fd, const char *body)
     free(want);
 }
 
-/* The framework's text/plain answer (the request timeout's), keep-alive. */
-static char *status_bytes(int status, const char *reason, bool nl)
+/* The request timeout's answer when no error handler answers: the final
+ * handler's error page (HTML without an Accept that prefers JSON),
+ * keep-alive. */
+static char *status_bytes(int status, const char *reason)
 {
-    char *s = malloc(512);
+    char *s = malloc(1024), body[512];
+    int n = snprintf(body, sizeof(body),
+                     "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
+                     "<meta charset=\"utf-8\">\n<title>Error</title>\n"
+                     "</head>\n<body>\n<pre>%s</pre>\n</body>\n</html>\n",
+                     reason);
 
     assert_non_null(s);
-    snprintf(s, 512,
+    snprintf(s, 1024,
              "HTTP/1.1 %d %s\r\n"
-             "Content-Type: text/plain; charset=utf-8\r\n"
-             "Content-Length: %zu\r\n"
+             "Content-Security-Policy: default-src 'none'\r\n"
+             "X-Content-Type-Options: nosniff\r\n"
+             "Content-Type: text/html; charset=utf-8\r\n"
+             "Content-Length: %d\r\n"
              "Date: <d>\r\n"
              "Connection: keep-alive\r\n"
              "Keep-Alive: timeout=5\r\n"
              "\r\n"
-             "%s%s",
-             status, reason, strlen(reason) + (nl ? 1 : 0), reason,
-             nl ? "\n" : "");
+             "%s",
+             status, reason, n, body);
     return s;
 }
 
-static void expect_status(int fd, int status, const char *reason, bool nl)
+static void expect_status(int fd, int status, const char *reason)
 {
-    char *want = status_bytes(status, reason, nl);
+    char *want = status_bytes(status, reason);
 
     expect_one(fd, want);
     free(want);
@@ -1147,7 +1155,7 @@ static void test_timeout_beats_slow_work(void **state)
     (void)state;
     start(&cfg);
     fd = get("/work?ms=200");
-    expect_status(fd, 503, "Service Unavailable", true);
+    expect_status(fd, 503, "Service Unavailable");
     /* The 503 came from the timeout, not after the job. */
     assert_int_equal(snap().after_count, 0);
     assert_true(await_ge(&st.after_count, 1, 5000));
@@ -1182,7 +1190,7 @@ static void test_timeout_clears_slow_timer(void **state)
     (void)state;
     start(&cfg);
     fd = get("/timer?ms=200");
-    expect_status(fd, 503, "Service Unavailable", true);
+    expect_status(fd, 503, "Service Unavailable");
     get_on(fd, "/tick?ms=250");
     expect_ok(fd, "tick");
     s = snap();
@@ -1204,7 +1212,7 @@ static void test_timeout_configured_status(void **state)
     (void)state;
     start(&cfg);
     fd = get("/work?ms=200");
-    expect_status(fd, 504, "Gateway Timeout", true);
+    expect_status(fd, 504, "Gateway Timeout");
     assert_true(await_ge(&st.after_count, 1, 5000));
     s = snap();
     assert_int_equal(s.after_rc, LATCH_ERR_HTTP_HEADERS_SENT);
@@ -1320,7 +1328,7 @@ static void test_request_timeout_override(void **state)
     /* Shorter: 30 ms with 504 for a 150 ms job the app would let pass. */
     reset_state();
     get_on(fd, "/work?ms=150&t=30&s=504&guard=1");
-    expect_status(fd, 504, "Gateway Timeout", true);
+    expect_status(fd, 504, "Gateway Timeout");
     assert_int_equal(snap().after_count, 0);
     assert_true(await_ge(&st.after_count, 1, 5000));
     s = snap();
@@ -1788,7 +1796,7 @@ static void test_join_cancelled(void **state)
     (void)state;
     start(&cfg);
     fd = get("/join?mode=cancel");
-    expect_status(fd, 503, "Service Unavailable", true);
+    expect_status(fd, 503, "Service Unavailable");
     assert_true(await_ge(&st.task_reports, 3, 5000));
     get_on(fd, "/tick?ms=1");
     expect_ok(fd, "tick");
@@ -1838,7 +1846,7 @@ static void test_join_timer_tasks_released(void **state)
 
     reset_state();
     get_on(fd, "/join?mode=cancel_timers");
-    expect_status(fd, 503, "Service Unavailable", true);
+    expect_status(fd, 503, "Service Unavailable");
     get_on(fd, "/tick?ms=200"); /* past the 150 ms timers */
     expect_ok(fd, "tick");
     s = snap();

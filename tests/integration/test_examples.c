@@ -263,16 +263,21 @@ static void expect_json(int fd, int status, const char *reason,
     expect_json_with(fd, status, reason, "", body);
 }
 
-/* latch's own answer to a request timeout configured with 504. */
+/* The final handler's answer to a request timeout configured with 504
+ * (no error handler answers it). */
 static const char gateway_timeout[] =
     "HTTP/1.1 504 Gateway Timeout\r\n"
-    "Content-Type: text/plain; charset=utf-8\r\n"
-    "Content-Length: 16\r\n"
+    "Content-Security-Policy: default-src 'none'\r\n"
+    "X-Content-Type-Options: nosniff\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n"
+    "Content-Length: 142\r\n"
     "Date: <d>\r\n"
     "Connection: keep-alive\r\n"
     "Keep-Alive: timeout=5\r\n"
     "\r\n"
-    "Gateway Timeout\n";
+    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    "<title>Error</title>\n</head>\n<body>\n<pre>Gateway Timeout</pre>\n"
+    "</body>\n</html>\n";
 
 static int count_substr(const char *s, const char *needle)
 {
@@ -457,16 +462,17 @@ _Static_assert(sizeof(NAME64) - 1 == 64, "NAME64 is 64 bytes");
 static const char unauthorized[] = "{\"error\":\"a bearer token is required\"}";
 static const char forbidden[] = "{\"error\":\"the token is not valid\"}";
 
-/* latch's own answer to a request timeout configured with 503. */
+/* users_api's error handler answers the request timeout (503): the
+ * answer is the app's. */
 static const char service_unavailable[] =
     "HTTP/1.1 503 Service Unavailable\r\n"
-    "Content-Type: text/plain; charset=utf-8\r\n"
-    "Content-Length: 20\r\n"
+    "Content-Type: application/json; charset=utf-8\r\n"
+    "Content-Length: 42\r\n"
     "Date: <d>\r\n"
     "Connection: keep-alive\r\n"
     "Keep-Alive: timeout=5\r\n"
     "\r\n"
-    "Service Unavailable\n";
+    "{\"error\":\"Request timed out\",\"status\":503}";
 
 /*
  * Formats one request into out[cap] and returns its length: `auth` is the
@@ -885,9 +891,9 @@ static void test_users_api_rate_limit_pipelined(void **state)
 }
 
 /* A rate limiter store slower (300 ms) than the request timeout (100 ms):
- * latch answers 503 once; the verdict that arrives later is dropped (and
- * logged), with nothing on the wire: the next answer on the connection is
- * exactly the next request's. */
+ * the app's error handler answers 503 once; the verdict that arrives later is
+ * dropped (and logged), with nothing on the wire: the next answer on the
+ * connection is exactly the next request's. */
 static void test_users_api_slow_store(void **state)
 {
     static const char *const args[] = {"-p", "0",   "-d", "300",

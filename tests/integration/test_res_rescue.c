@@ -105,9 +105,10 @@ static void test_held_head_then_timeout(void **state)
     srv_start(rescue_handler, NULL);
     fd = th_connect(srv.port);
     r = one_answer(fd, "/held-timeout", 504);
-    /* The success's header went with the held head. */
+    /* The success's header went with the held head; the final handler
+     * answered the timeout. */
     assert_null(strstr(r[0].head, "X-Success"));
-    assert_string_equal(r[0].body, "Gateway Timeout\n");
+    assert_non_null(strstr(r[0].body, "<pre>Gateway Timeout</pre>"));
     th_resp_free(r, 1);
     free(r);
     expect_ok_on(fd);

@@ -419,6 +419,7 @@ static void quick_exchange(void)
     assert_int_equal(r[0].status, 200);
     assert_string_equal(r[0].body, "done");
     th_resp_free(r, 1);
+    free(r);
     free(out);
 }
 
