@@ -751,6 +751,109 @@ LATCH_API int latch_res_send_at(latch_res *res, const void *body, size_t len,
 #define latch_res_json(res, json) latch_res_json_at((res), (json), LATCH_HERE)
 LATCH_API int latch_res_json_at(latch_res *res, const char *json,
                                 latch_site at);
+/*
+ * A JSON response in one call, printf-like (Express's
+ * res.status(201).json({id, email})):
+ *
+ *     latch_res_status(res, 201);
+ *     return latch_res_jsonf(res, "{\"id\":%d,\"email\":%s}", id, email);
+ *
+ * The format's text is copied as is and each conversion inserts one JSON
+ * value: %s a string, escaped (NULL: null); %d %i %u %ld %lu %lld %llu %zu
+ * an integer, exact; %g %f a number in the shortest form that reads back
+ * to the same double; %b (an int) true or false; %j raw JSON text, checked
+ * to be one value (NULL: null); %% a percent sign. No widths, precisions
+ * or flags. The result must be one JSON document: a conversion inside a
+ * string literal of the format ("\"Hello %s\"") is refused. It is sent as
+ * latch_res_json sends (Content-Type application/json; charset=utf-8
+ * unless set).
+ *
+ * Checked: the macro passes each argument's type (C11 _Generic), so an
+ * argument is read as the type it has; an argument of a type no
+ * conversion takes (a struct, an int *) does not compile, and a
+ * conversion that does not fit its argument (%s given an int, %g given
+ * an int, more or fewer arguments than conversions) is refused at run
+ * time, never read wrongly. Integer conversions take any integer type,
+ * %g and %f a double or float, %s and %j a char * (or NULL). At most 23
+ * values.
+ *
+ * Returns 0, or: the state errors of latch_res_json (headers sent, ended,
+ * destroyed, wrong thread), reported, nothing sent; LATCH_ERR_INVALID_ARG
+ * for a bad format, a mismatched or invalid value (invalid UTF-8 in %s,
+ * NaN or infinity, %j that is not JSON, a document past 16 MiB): reported
+ * with the caller's site, and the error handlers run with that code and
+ * status 500, as after latch_fail (inside a handler, whatever it then
+ * returns); LATCH_ERR_NOMEM.
+ */
+#ifndef __cplusplus
+#define LATCH__JT(x)                                                           \
+    _Generic((x),                                                              \
+        _Bool: 'i',                                                            \
+        char: 'i',                                                             \
+        signed char: 'i',                                                      \
+        unsigned char: 'i',                                                    \
+        short: 'i',                                                            \
+        unsigned short: 'i',                                                   \
+        int: 'i',                                                              \
+        unsigned: 'u',                                                         \
+        long: 'l',                                                             \
+        unsigned long: 'L',                                                    \
+        long long: 'q',                                                        \
+        unsigned long long: 'Q',                                               \
+        float: 'd',                                                            \
+        double: 'd',                                                           \
+        char *: 's',                                                           \
+        const char *: 's',                                                     \
+        void *: 's')
+#define LATCH__JNARG(...)                                                      \
+    LATCH__JNARG_(__VA_ARGS__, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, \
+                  12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+#define LATCH__JNARG_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13,  \
+                      _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24,   \
+                      n, ...)                                                  \
+    n
+#define LATCH__JCAT(a, b) LATCH__JCAT_(a, b)
+#define LATCH__JCAT_(a, b) a##b
+#define LATCH__JT1(x) LATCH__JT(x)
+#define LATCH__JT2(x, ...) LATCH__JT(x), LATCH__JT1(__VA_ARGS__)
+#define LATCH__JT3(x, ...) LATCH__JT(x), LATCH__JT2(__VA_ARGS__)
+#define LATCH__JT4(x, ...) LATCH__JT(x), LATCH__JT3(__VA_ARGS__)
+#define LATCH__JT5(x, ...) LATCH__JT(x), LATCH__JT4(__VA_ARGS__)
+#define LATCH__JT6(x, ...) LATCH__JT(x), LATCH__JT5(__VA_ARGS__)
+#define LATCH__JT7(x, ...) LATCH__JT(x), LATCH__JT6(__VA_ARGS__)
+#define LATCH__JT8(x, ...) LATCH__JT(x), LATCH__JT7(__VA_ARGS__)
+#define LATCH__JT9(x, ...) LATCH__JT(x), LATCH__JT8(__VA_ARGS__)
+#define LATCH__JT10(x, ...) LATCH__JT(x), LATCH__JT9(__VA_ARGS__)
+#define LATCH__JT11(x, ...) LATCH__JT(x), LATCH__JT10(__VA_ARGS__)
+#define LATCH__JT12(x, ...) LATCH__JT(x), LATCH__JT11(__VA_ARGS__)
+#define LATCH__JT13(x, ...) LATCH__JT(x), LATCH__JT12(__VA_ARGS__)
+#define LATCH__JT14(x, ...) LATCH__JT(x), LATCH__JT13(__VA_ARGS__)
+#define LATCH__JT15(x, ...) LATCH__JT(x), LATCH__JT14(__VA_ARGS__)
+#define LATCH__JT16(x, ...) LATCH__JT(x), LATCH__JT15(__VA_ARGS__)
+#define LATCH__JT17(x, ...) LATCH__JT(x), LATCH__JT16(__VA_ARGS__)
+#define LATCH__JT18(x, ...) LATCH__JT(x), LATCH__JT17(__VA_ARGS__)
+#define LATCH__JT19(x, ...) LATCH__JT(x), LATCH__JT18(__VA_ARGS__)
+#define LATCH__JT20(x, ...) LATCH__JT(x), LATCH__JT19(__VA_ARGS__)
+#define LATCH__JT21(x, ...) LATCH__JT(x), LATCH__JT20(__VA_ARGS__)
+#define LATCH__JT22(x, ...) LATCH__JT(x), LATCH__JT21(__VA_ARGS__)
+#define LATCH__JT23(x, ...) LATCH__JT(x), LATCH__JT22(__VA_ARGS__)
+#define LATCH__JT24(x, ...) LATCH__JT(x), LATCH__JT23(__VA_ARGS__)
+/* The types of the arguments after the format, one char each. */
+#define LATCH__JTYPES(...)                                                     \
+    ((const char[]){                                                           \
+         LATCH__JCAT(LATCH__JT, LATCH__JNARG(__VA_ARGS__))(__VA_ARGS__), 0} +  \
+     1)
+#define latch_res_jsonf(res, ...)                                              \
+    latch_res_jsonf_at((res), LATCH_HERE, LATCH__JTYPES(__VA_ARGS__),          \
+                       __VA_ARGS__)
+#else
+#define latch_res_jsonf(res, ...)                                              \
+    latch_res_jsonf_at((res), LATCH_HERE, NULL, __VA_ARGS__)
+#endif
+/* types: one char per argument as the macro makes them, or NULL: the
+ * arguments are then read as the conversions say, as printf reads them. */
+LATCH_API int latch_res_jsonf_at(latch_res *res, latch_site at,
+                                 const char *types, const char *fmt, ...);
 /* Express's res.type: sets Content-Type from a MIME type ("text/csv"), an
  * extension or a short name ("json", "html", "txt", ".png"); text types
  * get "; charset=utf-8". LATCH_ERR_INVALID_ARG for an unknown name. */
@@ -1087,8 +1190,10 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
  *     static void fetch_after(latch_res *res, int status, void *data)
  *     {
  *         struct fetch *f = data;     // status: 0, or LATCH_ERR_CANCELLED
- *         if (status == 0 && f->ok)
- *             latch_res_jsonf(res, "{\"data\":%s}", f->body);
+ *         if (status == 0 && f->ok)   // cancelled: the app answered
+ *             latch_res_jsonf(res, "{\"data\":%j}", f->body);
+ *         else if (status == 0)
+ *             latch_res_send_status(res, 502);
  *         free(f);                    // the only owner; runs exactly once
  *     }
  */

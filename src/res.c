@@ -1803,8 +1803,13 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
                      "or invalid value"
                    : NULL,
                at);
-        if (res->state == LATCH_RS_FRESH)
-            latch__res_status_page(res, 500, "latch_res_json_end");
+        /* The answer is the app's, as any error's: its error handlers
+         * (or the final handler) with the writer's code and 500. */
+        if (res->state == LATCH_RS_FRESH) {
+            latch__res_ref(res);
+            latch__app_raise(res, r, 500, "latch_res_json_end", at);
+            latch__res_unref(res);
+        }
         return r;
     }
     if (res->state == LATCH_RS_FRESH &&

@@ -642,7 +642,10 @@ static long reg_null_fn(ctx *c, int which)
     X(330, "latch_work_cancelled", O, 0, 0, 0, latch_work_cancelled())         \
     X(331, "latch_work_cancelled", H, 0, 0, 0, latch_work_cancelled())         \
     X(332, "latch_work_cancel_fd", O, -1, 0, 0, latch_work_cancel_fd())        \
-    X(333, "latch_work_cancel_fd", H, -1, 0, 0, latch_work_cancel_fd())
+    X(333, "latch_work_cancel_fd", H, -1, 0, 0, latch_work_cancel_fd())        \
+    X(334, "latch_res_jsonf_at", O, IA, 0, 0,                                  \
+      latch_res_jsonf(NULL, "{\"a\":%d}", 1))                                  \
+    X(335, "latch_res_jsonf_at", H, IA, 1, IA, latch_res_jsonf(c->res, NULL))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \
