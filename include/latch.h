@@ -91,7 +91,8 @@ extern "C" {
     X(LIMIT, -7016, "A configured limit was exceeded")                         \
     X(STATE, -7017, "Not allowed in the current state")                        \
     X(NOT_FOUND, -7018, "Not found")                                           \
-    X(CANCELLED, -7019, "The request was cancelled")
+    X(CANCELLED, -7019, "The request was cancelled")                           \
+    X(UPSTREAM, -7020, "The upstream server sent an invalid response")
 
 enum {
 #define LATCH_X_(name, num, msg) LATCH_ERR_##name = (num),
@@ -1121,6 +1122,88 @@ typedef struct latch_static_opts {
  */
 LATCH_API int latch_static(latch_app *app, const char *prefix, const char *root,
                            const latch_static_opts *opts);
+
+/* ------------------------------------------------------------------ */
+/* Reverse proxy                                                        */
+/* ------------------------------------------------------------------ */
+
+/* latch_proxy's options; all-zero (or NULL) means the defaults. */
+typedef struct latch_proxy_opts {
+    uint64_t connect_timeout_ms;  /* resolve + connect [5000]; then 504 */
+    uint64_t response_timeout_ms; /* the response head, then each read of
+                                     the body [60000]; 504 before headers */
+    uint64_t idle_timeout_ms;     /* a pooled upstream connection [60000] */
+    bool preserve_host;           /* forward the client's Host (default: the
+                                     upstream's authority) */
+    bool no_forwarded_headers;    /* add no X-Forwarded-For/-Proto/-Host and no
+                                     Forwarded */
+    const char *strip_prefix;     /* removed from the path before forwarding */
+    int max_idle_per_upstream;    /* keep-alive pool per worker; 0: 32;
+                                     negative: no pooling */
+    /*
+     * Called once when the upstream fails (connect error, reset, timeout,
+     * malformed response) before any response header was forwarded, while
+     * the response is FRESH: it may answer (its own 502 page); if it
+     * returns with the response unanswered, latch answers 502 (504 on a
+     * timeout) through the error handlers. Its return value is ignored.
+     * err->code is the cause (UV_ECONNREFUSED, UV_ETIMEDOUT,
+     * LATCH_ERR_UPSTREAM, ...), err->status 502 or 504. Never called after
+     * the client left, and never once headers were forwarded: then latch
+     * destroys the response (truncated), and a late call from the app is
+     * refused and reported like any other.
+     */
+    void (*on_error)(const latch_error *err, latch_req *req, latch_res *res,
+                     void *data);
+    void *data;
+} latch_proxy_opts;
+
+/*
+ * Forwards the request to `upstream` ("http://host[:port][/base]": a name,
+ * resolved off the loop, or an IPv4 or [IPv6] literal) and streams the
+ * answer back, as nginx's proxy_pass: the path as received (after
+ * opts->strip_prefix, then under the upstream's base path); hop-by-hop
+ * fields (Connection, Keep-Alive, Proxy-*, TE, Trailer,
+ * Transfer-Encoding, Upgrade, and every field named in Connection)
+ * stripped both ways; X-Forwarded-For/-Proto/-Host and Forwarded set,
+ * appended to the client's own only when latch_app_set_trust_proxy trusts
+ * the peer; Via added both ways. The upstream's answer is parsed strictly
+ * (one Content-Length, no CL with TE, chunked alone and last, no obs-fold,
+ * no NUL, at most 8 interim 1xx, no 101) and its framing is regenerated
+ * by latch; a refused answer is a 502 and nothing of it is forwarded. The
+ * body comes back with backpressure (a slow client slows the upstream
+ * read). Upstream connections are kept alive per worker and upstream.
+ *
+ * Endings, each exactly once: a failure before the response headers
+ * calls opts->on_error (see above), then the error handlers answer 502,
+ * or 504 after a timeout; a failure after them destroys the response
+ * without its last chunk (truncated); a client that leaves, a request
+ * timeout or shutdown closes the upstream connection at once (never
+ * pooled) and calls nothing; an idempotent request that fails on a reused
+ * connection before any response byte is sent again once on a fresh one.
+ *
+ * The request body is the one latch buffered (LATCH_LIMIT_BODY applies),
+ * sent with a Content-Length. `req` and `res` are the same request's.
+ * Returns 0 (the response is the proxy's: return LATCH_DONE), or an error
+ * with nothing sent: LATCH_ERR_INVALID_ARG (NULL, a malformed upstream;
+ * reported), LATCH_ERR_HTTP_HEADERS_SENT and the other state errors of a
+ * response that is not FRESH (reported), LATCH_ERR_WRONG_THREAD,
+ * LATCH_ERR_NOMEM.
+ */
+#define latch_proxy(req, res, upstream, opts)                                  \
+    latch_proxy_at((req), (res), (upstream), (opts), LATCH_HERE)
+LATCH_API int latch_proxy_at(latch_req *req, latch_res *res,
+                             const char *upstream, const latch_proxy_opts *opts,
+                             latch_site at);
+/*
+ * Proxies every request whose path starts with `prefix` (NULL or "/":
+ * all) to `upstream`, as latch_proxy does; a middleware, so one in front
+ * of it (authentication) may answer first. Returns 0,
+ * LATCH_ERR_INVALID_ARG (app NULL, upstream malformed), LATCH_ERR_NOMEM,
+ * LATCH_ERR_STATE once the app runs. The app keeps what it needs of opts.
+ */
+LATCH_API int latch_use_proxy(latch_app *app, const char *prefix,
+                              const char *upstream,
+                              const latch_proxy_opts *opts);
 
 /* ------------------------------------------------------------------ */
 /* Timers                                                               */

@@ -825,6 +825,10 @@ void latch__req_reset(latch_req *q);
 char *latch__req_alloc(latch_req *q, size_t n);
 /* A percent-decoded copy of s[0..n) in the request's arena. */
 char *latch__req_decode(latch_req *q, const char *s, size_t n);
+/* The address of the peer the request came from (not X-Forwarded-For),
+ * as text in out: AF_INET or AF_INET6, or LATCH_ERR_STATE once the
+ * connection is gone. */
+int latch__req_peer(const latch_req *q, char *out, size_t cap);
 
 /* app.c */
 void latch__app_dispatch(latch_res *res);

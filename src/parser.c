@@ -81,7 +81,12 @@ enum {
     S_TARGET_START, /* after the SP that ends the method */
     S_TARGET,       /* in the target; p->target.off is set */
     S_VERSION,      /* in "HTTP/d.d"; pos - p->mark indexes it */
-    S_RL_LF,        /* CR after the version seen */
+    S_RS_START,     /* response: before the status line (blank lines) */
+    S_RS_START_LF,  /* response: CR of a blank line seen */
+    S_RS_VERSION,   /* response: in "HTTP/1.d "; pos - p->mark indexes it */
+    S_RS_CODE,      /* response: in the 3 digits; pos - p->mark indexes */
+    S_RS_REASON,    /* response: in the reason phrase; target.off set */
+    S_RL_LF,        /* CR after the version (or reason phrase) seen */
     S_LINE_START,   /* first byte of a field line or the final CRLF */
     S_NAME,         /* in a field name; fields[nfields].name.off set */
     S_VALUE,        /* after the colon; fields[nfields].value.off set */
@@ -101,6 +106,7 @@ enum {
     B_EXT_QUOTED_ESC, /* after '\' inside a quoted-string */
     B_EXT_AFTER_QUOTE,
     B_DATA,
+    B_CLOSE,   /* a response's body up to the connection's close */
     B_DATA_CR, /* chunk data done, CRLF must follow */
     B_DATA_LF,
     B_TR_START, /* first byte of a trailer line or the final CRLF */
@@ -771,6 +777,8 @@ static int field_semantics(latch_parser *p, const unsigned char *b,
     const unsigned char *v = b + f->value.off;
     uint32_t n = f->value.len;
 
+    if (p->response && (kind == H_HOST || kind == H_EXPECT))
+        return 0; /* request fields: nothing to a response's framing */
     switch (kind) {
     case H_HOST: p->host_count++; return host_field(p, b, v, n);
     case H_CONTENT_LENGTH:
@@ -807,6 +815,8 @@ static int field_semantics(latch_parser *p, const unsigned char *b,
  * The 501 and 413 decided here leave every result set (head_len != 0), so
  * the server can still apply its own head checks (Host) first.
  */
+static int finish_response(latch_parser *p, uint32_t f);
+
 static int finish_head(latch_parser *p, uint32_t pos)
 {
     uint32_t f = p->flags;
@@ -825,6 +835,8 @@ static int finish_head(latch_parser *p, uint32_t pos)
     p->upgrade =
         p->is_connect || (p->version_minor == 1 && (f & F_UPGRADE_FIELD) &&
                           (f & F_CONN_UPGRADE));
+    if (p->response)
+        return finish_response(p, f);
     if (p->te_count > 0) {
         p->body_kind = LATCH_BODY_CHUNKED;
         if (f & F_TE_UNSUPPORTED)
@@ -843,11 +855,52 @@ static int finish_head(latch_parser *p, uint32_t pos)
     return LATCH_PARSE_DONE;
 }
 
+/*
+ * A response's framing (RFC 9112 §6.3), once its head is in. What a
+ * request may get away with as a 501 is a refusal here: a proxy cannot
+ * frame a coding it does not decode, and a 1xx or 204 that claims a body
+ * is exactly the disagreement a smuggler needs.
+ */
+static int finish_response(latch_parser *p, uint32_t f)
+{
+    uint16_t code = p->code;
+    bool bodiless = code < 200 || code == 204;
+
+    if (bodiless && p->te_count > 0)
+        return fail(p, 502, "Transfer-Encoding in a 1xx or 204 response");
+    if (bodiless && p->cl_count > 0 && p->content_length != 0)
+        return fail(p, 502, "Content-Length in a 1xx or 204 response");
+    if (p->te_count > 0 && (f & F_TE_UNSUPPORTED))
+        return fail(p, 502, "unsupported transfer coding in a response");
+    if (bodiless || code == 304 || p->is_head) {
+        /* The framing fields of a 304 or a HEAD answer describe the
+         * representation, not bytes on this connection. */
+        p->body_kind = LATCH_BODY_NONE;
+        p->st = B_NONE;
+    } else if (p->te_count > 0) {
+        p->body_kind = LATCH_BODY_CHUNKED;
+        p->st = B_SIZE_START;
+    } else if (p->cl_count > 0) {
+        if (p->content_length > p->lim->body)
+            return fail(p, 502, "Content-Length above the body limit");
+        p->body_kind = LATCH_BODY_LENGTH;
+        p->remaining = p->content_length;
+        p->st = B_LENGTH;
+    } else {
+        p->body_kind = LATCH_BODY_CLOSE;
+        p->keep_alive = false;
+        p->st = B_CLOSE;
+    }
+    return LATCH_PARSE_DONE;
+}
+
 /* A limit was crossed at `stop` while in state `st`. */
 static int fail_limit(latch_parser *p, uint32_t st, uint32_t stop)
 {
     if (st <= S_RL_LF)
-        return fail(p, 414, "request line too long");
+        return fail(p, 414,
+                    p->response ? "status line too long"
+                                : "request line too long");
     if (st >= S_NAME && st <= S_VALUE_LF &&
         stop == add_clamp(p->line_start, p->lim->field_line) &&
         stop != add_clamp(p->mark2, p->lim->head))
@@ -874,6 +927,14 @@ void latch__parser_reset(latch_parser *p)
     p->lim = lim;
     p->fields = fields;
     p->fields_cap = cap;
+}
+
+void latch__parser_reset_response(latch_parser *p, bool head_request)
+{
+    latch__parser_reset(p);
+    p->response = true;
+    p->is_head = head_request;
+    p->st = S_RS_START;
 }
 
 /*
@@ -1052,10 +1113,98 @@ int latch__parse_head(latch_parser *p, const char *buf, size_t len)
         pos++;
         NEXT(S_VERSION);
         goto version;
+    case S_RS_START_LF:
+        if (c != '\n')
+            return fail(p, 400, "bare CR before status-line");
+        pos++;
+        p->skipped = pos;
+        NEXT(S_RS_START);
+        /* fall through */
+    case S_RS_START:
+    rs_start:
+        /* Blank lines before a status line are skipped, as before a
+         * request line. */
+        if (c == '\r') {
+            pos++;
+            NEXT(S_RS_START_LF);
+            if (c != '\n')
+                return fail(p, 400, "bare CR before status-line");
+            pos++;
+            p->skipped = pos;
+            NEXT(S_RS_START);
+            goto rs_start;
+        }
+        p->mark = pos;
+        st = S_RS_VERSION;
+        /* fall through */
+    case S_RS_VERSION:
+    rs_version:
+        /* "HTTP/1." DIGIT SP, nothing else: no HTTP/0.9, no RTSP or ICE,
+         * no second digit, no tab for the space. */
+        i = pos - p->mark;
+        if (i < 7) {
+            if (c != (unsigned char)"HTTP/1."[i])
+                return fail(p, i == 5 && is_digit(c) ? 505 : 400,
+                            "invalid HTTP-version in status-line");
+        } else if (i == 7) {
+            if (!is_digit(c))
+                return fail(p, 400, "invalid HTTP-version in status-line");
+            p->version_minor = c != '0';
+        } else {
+            if (c != ' ')
+                return fail(p, 400, "status-line must be version SP code");
+            pos++;
+            p->mark = pos;
+            NEXT(S_RS_CODE);
+            goto rs_code;
+        }
+        pos++;
+        NEXT(S_RS_VERSION);
+        goto rs_version;
+    case S_RS_CODE:
+    rs_code:
+        i = pos - p->mark;
+        if (i < 3) {
+            if (!is_digit(c))
+                return fail(p, 400, "invalid status code");
+            p->code = (uint16_t)(p->code * 10 + (c - '0'));
+            pos++;
+            NEXT(S_RS_CODE);
+            goto rs_code;
+        }
+        if (p->code < 100 || p->code > 599)
+            return fail(p, 400, "status code out of range");
+        p->target.off = pos;
+        if (c == '\r') {
+            /* No reason phrase and no SP before it: read as empty. */
+            pos++;
+            NEXT(S_RL_LF);
+            goto rl_lf;
+        }
+        if (c != ' ')
+            return fail(p, 400, "invalid status code");
+        pos++;
+        p->target.off = pos;
+        NEXT(S_RS_REASON);
+        /* fall through */
+    case S_RS_REASON:
+        /* reason-phrase: HTAB, SP, VCHAR, obs-text; never read. */
+        pos = scan_value(b, pos, stop);
+        NEXT(S_RS_REASON);
+        if (c != '\r')
+            return fail(p, 400,
+                        c == '\n' ? "bare LF in status-line"
+                                  : "invalid octet in reason phrase");
+        p->target.len = pos - p->target.off;
+        pos++;
+        NEXT(S_RL_LF);
+        /* fall through */
     case S_RL_LF:
     rl_lf:
         if (c != '\n')
-            return fail(p, 400, "bare CR in request-line");
+            return fail(p, 400,
+                        p->response ? "bare CR in status-line"
+                                    : "bare CR in request-line");
         pos++;
         p->mark2 = pos; /* the header section starts here */
         p->line_start = pos;
@@ -1409,6 +1558,14 @@ int latch__parse_body(latch_parser *p, const char *in, size_t len,
     case S_ERROR: return LATCH_PARSE_ERROR;
     case B_NONE:
     case B_DONE: p->st = B_DONE; return LATCH_PARSE_DONE;
+    case B_CLOSE:
+        /* Everything is body until the caller sees the close. */
+        if (len == 0)
+            return LATCH_PARSE_AGAIN;
+        *data = in;
+        *dlen = len;
+        *consumed = len;
+        return LATCH_PARSE_DATA;
     case B_LENGTH:
         /* The span is the caller's own bytes: no copy, and the whole
          * input when it is all body. */

@@ -58,6 +58,8 @@ enum latch_body_kind {
     LATCH_BODY_NONE = 0,    /* no Content-Length, no Transfer-Encoding */
     LATCH_BODY_LENGTH = 1,  /* Content-Length: content_length bytes */
     LATCH_BODY_CHUNKED = 2, /* Transfer-Encoding: chunked */
+    LATCH_BODY_CLOSE = 3,   /* a response without either: the body ends
+                               when the connection closes */
 };
 
 enum latch_expect {
@@ -90,7 +92,8 @@ typedef struct latch_parser {
     uint32_t head_len;       /* bytes of the whole head from offset 0, incl.
                                 skipped empty lines and the final CRLF */
     latch_span method;       /* token */
-    latch_span target;       /* request-target as sent */
+    latch_span target;       /* request-target as sent; in a response, the
+                                reason phrase (possibly empty) */
     uint8_t version_minor;   /* 0 or 1 (major is always 1; HTTP/1.2 to
                                 1.9 are read as 1.1, RFC 9110 §6.2) */
     uint8_t body_kind;       /* enum latch_body_kind */
@@ -101,7 +104,10 @@ typedef struct latch_parser {
     bool upgrade;            /* CONNECT, or Upgrade field + Connection: upgrade
                                 in HTTP/1.1 (1.0 ignores Upgrade, §7.8) */
     bool is_connect;         /* method is CONNECT (authority-form target) */
-    bool is_head;            /* method is HEAD */
+    bool is_head;            /* method is HEAD; for a response: it answers
+                                a HEAD (set by reset_response) */
+    bool response;           /* parsing a response (reset_response) */
+    uint16_t code;           /* a response's status code, 100..599 */
     uint32_t nfields;        /* fields[0..nfields) */
     uint32_t host_count;     /* number of Host field lines */
     uint64_t content_length; /* when body_kind == LATCH_BODY_LENGTH */
@@ -140,7 +146,25 @@ void latch__parser_init(latch_parser *p, const latch_parse_limits *lim,
 void latch__parser_reset(latch_parser *p);
 
 /*
- * Parses the head of one request. `buf` points at the message's first byte
+ * Forgets the previous message, like latch__parser_reset, and makes the
+ * next message a response (the proxy's upstream client): a status line
+ * "HTTP/1.x SP 3DIGIT [SP reason]" instead of a request line, then the
+ * same field grammar, limits and framing conflicts as a request (one
+ * Content-Length, never with Transfer-Encoding, chunked alone and last,
+ * no obs-fold, no NUL), and the response's own body rules (RFC 9112
+ * §6.3): none for 1xx, 204, 304 and an answer to HEAD (`head_request`);
+ * Transfer-Encoding or a non-zero Content-Length on a 1xx or 204 is
+ * refused, a coding other than chunked is refused (a proxy cannot frame
+ * it), and a response with neither is LATCH_BODY_CLOSE (keep_alive
+ * false). The results are those of a request but: code, target (the
+ * reason phrase); method, host_count and expect stay zero. Errors carry
+ * a status as for requests; a proxy answers every one of them 502.
+ */
+void latch__parser_reset_response(latch_parser *p, bool head_request);
+
+/*
+ * Parses the head of one request (or response, after
+ * latch__parser_reset_response). `buf` points at the message's first byte
  * and `len` counts all bytes available from there; on each call pass the
  * same bytes again (possibly moved, possibly with more appended): the
  * parser resumes where it stopped and never re-reads what it accepted.
@@ -172,7 +196,8 @@ int latch__parse_head(latch_parser *p, const char *buf, size_t len);
  *   LATCH_PARSE_DONE   the message is complete (chunked: after the last
  *                      chunk and the trailer section, which is parsed like
  *                      fields and dropped); bytes after it belong to the
- *                      next message;
+ *                      next message; never for LATCH_BODY_CLOSE, whose
+ *                      end is the caller's to see (the peer's FIN);
  *   LATCH_PARSE_ERROR  p->status / p->reason (400 framing, 413 limits).
  */
 int latch__parse_body(latch_parser *p, const char *in, size_t len,

@@ -508,6 +508,26 @@ static const char *xff_item(latch_req *q, const char *s, size_t n)
     return out;
 }
 
+int latch__req_peer(const latch_req *q, char *out, size_t cap)
+{
+    const latch_res *res = (const latch_res *)(const void *)q;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+
+    if (cap > 0)
+        out[0] = '\0';
+    if (res->conn == NULL ||
+        uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return LATCH_ERR_STATE;
+    if (ss.ss_family == AF_INET6)
+        return uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap) == 0
+                   ? AF_INET6
+                   : LATCH_ERR_STATE;
+    return uv_ip4_name((struct sockaddr_in *)&ss, out, cap) == 0
+               ? AF_INET
+               : LATCH_ERR_STATE;
+}
+
 const char *latch_req_ip(const latch_req *req)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(

@@ -171,7 +171,21 @@ static int fail_status(int error)
     case LATCH_ERR_NOT_FOUND: return 404;
     case UV_EACCES:
     case UV_EPERM: return 403;
-    default: return 500;
+    /* A producer that is a client of another server (the proxy): that
+     * server failed (502), or did not answer in time (504). */
+    case LATCH_ERR_UPSTREAM:
+    case UV_ECONNREFUSED:
+    case UV_ECONNRESET:
+    case UV_ECONNABORTED:
+    case UV_EHOSTUNREACH:
+    case UV_ENETUNREACH:
+    case UV_EPIPE:
+    case UV_EOF: return 502;
+    case UV_ETIMEDOUT: return 504;
+    default:
+        /* The resolver's UV_EAI_* (-3000 .. -3014): a name that fails. */
+        return error >= UV_EAI_PROTOCOL && error <= UV_EAI_ADDRFAMILY ? 502
+                                                                      : 500;
     }
 }
 

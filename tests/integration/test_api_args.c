@@ -542,6 +542,16 @@ static long reg_null_fn(ctx *c, int which)
     X(912, "latch_static", O, IA, 0, 0, latch_static(c->app, "/", NULL, NULL)) \
     X(913, "latch_static", O, IA, 0, 0,                                        \
       latch_static(c->app, "/", "/nonexistent-latch-root", NULL))              \
+    X(914, "latch_proxy_at", O, IA, 0, 0,                                      \
+      latch_proxy(NULL, NULL, "http://h", NULL))                               \
+    X(915, "latch_proxy_at", H, IA, 1, IA,                                     \
+      latch_proxy(c->req, c->res, NULL, NULL))                                 \
+    X(916, "latch_proxy_at", H, IA, 1, IA,                                     \
+      latch_proxy(c->req, c->res, "ftp://h/", NULL))                           \
+    X(917, "latch_use_proxy", O, IA, 0, 0,                                     \
+      latch_use_proxy(NULL, "/", "http://h", NULL))                            \
+    X(918, "latch_use_proxy", O, IA, 0, 0,                                     \
+      latch_use_proxy(c->app, "/", NULL, NULL))                                \
     X(167, "latch_res_post", O, IA, 0, 0, latch_res_post(NULL, cb_res, NULL))  \
     X(168, "latch_res_post", H, IA, 1, IA, latch_res_post(c->res, NULL, NULL)) \
     X(169, "latch_set_timeout_at", O, 1, 0, 0,                                 \

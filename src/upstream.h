@@ -1,0 +1,101 @@
+/*
+ * upstream.h - latch's HTTP/1.1 client for upstream servers (upstream.c),
+ * as the reverse proxy (proxy.c) uses it: one exchange at a time per
+ * connection, connections kept alive in a pool per worker and upstream.
+ *
+ * Private to src/. Everything here runs on one worker's loop.
+ */
+#ifndef LATCH_UPSTREAM_H
+#define LATCH_UPSTREAM_H
+
+#include "internal.h"
+
+/* A parsed target, "http://host[:port][/base]": immutable once parsed, so
+ * an app's route may share one among its workers. */
+typedef struct latch_upstream {
+    char *host;      /* name or IP literal as connected to (no brackets) */
+    char *authority; /* for Host: "host", "host:port", "[::1]:port" */
+    char *base;      /* path prefix without a trailing '/': "" for none */
+    char *key;       /* the pool's key: "host port" */
+    int port;
+} latch_upstream;
+
+/* Parses `url` into *u (owning its strings). Only http: with a host; a
+ * port in 1..65535 (default 80); no userinfo, query or fragment. Returns
+ * 0, LATCH_ERR_INVALID_ARG (*u zeroed) or LATCH_ERR_NOMEM. */
+int latch__upstream_parse(const char *url, latch_upstream *u);
+/* Frees what parse allocated; NULL and a zeroed *u are fine. */
+void latch__upstream_dispose(latch_upstream *u);
+
+typedef struct latch_uopts {
+    uint64_t connect_ms;  /* resolve + connect; 0: 5 s */
+    uint64_t response_ms; /* waiting for the head, and between reads of
+                             the body while it is wanted; 0: 60 s */
+    uint64_t idle_ms;     /* a pooled connection unused; 0: 60 s */
+    int max_idle;         /* pooled per upstream per worker; 0: 32;
+                             negative: none (Connection: close) */
+} latch_uopts;
+
+/* The final response head, valid during the head callback only. */
+typedef struct latch_uhead {
+    const char *buf; /* the head's bytes: the fields' spans are from it */
+    const latch_field *fields;
+    uint32_t nfields;
+    int status;
+    uint8_t version_minor;
+    int body_kind;           /* LATCH_BODY_*: how the body is framed */
+    bool has_cl;             /* a (valid) Content-Length field is there */
+    uint64_t content_length; /* its value */
+} latch_uhead;
+
+/*
+ * What a call tells its owner, on the worker's loop. After done, and
+ * after latch__ucall_abort, nothing more is called.
+ */
+typedef struct latch_ucall_ops {
+    /* The final head (1xx are read and dropped here; a 101 is refused).
+     * 0 goes on; a negative code fails the call with it (done follows). */
+    int (*head)(void *data, const latch_uhead *h);
+    /* Body bytes (decoded: never chunk framing). 1 goes on; 0 pauses
+     * reading until latch__ucall_resume; negative fails the call. */
+    int (*body)(void *data, const char *p, size_t n);
+    /* Exactly once: 0 after the whole body, else why it failed: a libuv
+     * code (UV_ECONNREFUSED, UV_ECONNRESET, UV_EOF for a close before the
+     * end, UV_EAI_* from the resolver), UV_ETIMEDOUT, or
+     * LATCH_ERR_UPSTREAM for a response the strict parser refused.
+     * `headed` says whether the head callback ran. */
+    void (*done)(void *data, int status, bool headed);
+} latch_ucall_ops;
+
+typedef struct latch_ucall latch_ucall;
+
+/*
+ * Sends one request (`req`, len bytes, a complete message: head and any
+ * body; the call takes ownership of the malloc'd buffer, also on failure)
+ * to `u` on worker w, on an idle pooled connection when there is one,
+ * else a new one. `u` must outlive the call. `idempotent`: when a reused
+ * connection fails before any byte of the response, the request is sent
+ * once more on a fresh connection. `head_request`: the answer to HEAD has
+ * no body. Returns 0 with *out set (then done runs exactly once, never
+ * before this returns, unless aborted), or LATCH_ERR_NOMEM.
+ */
+int latch__ucall_start(latch_worker *w, const latch_upstream *u,
+                       const latch_uopts *o, char *req, size_t len,
+                       bool idempotent, bool head_request,
+                       const latch_ucall_ops *ops, void *data,
+                       latch_ucall **out);
+/* Stops reading the response (backpressure) / reads on. The response
+ * timeout does not run while paused. Resume may deliver buffered bytes
+ * before it returns. */
+void latch__ucall_pause(latch_ucall *x);
+void latch__ucall_resume(latch_ucall *x);
+/* Gives the call up: its connection is closed now (never pooled) and no
+ * callback runs after this. May be called from inside a callback. */
+void latch__ucall_abort(latch_ucall *x);
+
+/* Connections of worker w to upstream `u` (tests, metrics): `open` all,
+ * `idle` those in the pool. */
+void latch__upstream_counts(latch_worker *w, const latch_upstream *u, int *open,
+                            int *idle);
+
+#endif
