@@ -92,7 +92,8 @@ extern "C" {
     X(STATE, -7017, "Not allowed in the current state")                        \
     X(NOT_FOUND, -7018, "Not found")                                           \
     X(CANCELLED, -7019, "The request was cancelled")                           \
-    X(UPSTREAM, -7020, "The upstream server sent an invalid response")
+    X(UPSTREAM, -7020, "The upstream server sent an invalid response")         \
+    X(TLS, -7021, "The TLS certificate or key cannot be used")
 
 enum {
 #define LATCH_X_(name, num, msg) LATCH_ERR_##name = (num),
@@ -273,11 +274,42 @@ LATCH_API int latch_use_error_at(latch_app *app, latch_error_handler fn,
  * Binds a listening socket on host:port (host: "127.0.0.1", "::1", "0.0.0.0"
  * ...; port 0 picks a free port, see latch_app_port). Each worker gets its
  * own SO_REUSEPORT socket on the same address when the app runs. Returns 0
- * or a negated errno (UV_EADDRINUSE, ...). One address per app.
+ * or a negated errno (UV_EADDRINUSE, ...). Each call (and each
+ * latch_listen_tls) adds a listener, up to 8 per app (then LATCH_ERR_LIMIT);
+ * LATCH_ERR_STATE once the app runs.
  */
 LATCH_API int latch_listen(latch_app *app, const char *host, int port);
-/* The bound port after latch_listen, or -1. */
+/*
+ * As latch_listen, for HTTPS: TLS 1.2 and 1.3 (Mozilla's "intermediate"
+ * ciphers), ALPN http/1.1, session tickets with keys that rotate hourly,
+ * no renegotiation. cert_file is a PEM file with the certificate, then
+ * its chain; key_file the PEM private key. Both are read now (and again
+ * by latch_app_reload_tls, and on SIGHUP while latch_run handles
+ * signals). Handlers see the same requests as on a plain listener;
+ * latch_req_secure tells them apart. A plain HTTP request on this port
+ * gets a 400 and the connection closes; a handshake must complete within
+ * LATCH_TIMEOUT_HANDSHAKE and 64 KiB. Returns 0, LATCH_ERR_INVALID_ARG
+ * (NULL app or file, bad host or port), LATCH_ERR_TLS (a file cannot be
+ * read or parsed, or the key does not match the certificate; the reason
+ * is logged on stderr), LATCH_ERR_LIMIT, LATCH_ERR_STATE, LATCH_ERR_NOMEM
+ * or a negated errno from binding.
+ */
+LATCH_API int latch_listen_tls(latch_app *app, const char *host, int port,
+                               const char *cert_file, const char *key_file);
+/* The bound port of the first listener, or -1. */
 LATCH_API int latch_app_port(const latch_app *app);
+/* The bound port of listener `index` (0 for the first latch_listen or
+ * latch_listen_tls call, 1 for the second ...), or -1 when there is none. */
+LATCH_API int latch_app_listener_port(const latch_app *app, int index);
+/*
+ * Re-reads the certificate and key of every TLS listener: connections
+ * made afterwards use the new pair, open ones are not disturbed. A pair
+ * that fails to load or does not match keeps the previous one in use and
+ * is logged on stderr. SIGHUP does the same while latch_run handles
+ * signals. Any thread, running or not. Returns 0, the first failure
+ * (LATCH_ERR_TLS, LATCH_ERR_NOMEM), or LATCH_ERR_INVALID_ARG (NULL).
+ */
+LATCH_API int latch_app_reload_tls(latch_app *app);
 /*
  * Runs the workers and blocks until the server stopped: after latch_stop()
  * or SIGINT/SIGTERM it stops accepting, closes idle keep-alive
@@ -348,6 +380,8 @@ enum latch_limit {
                                      would pass it fails with
                                      LATCH_ERR_LIMIT, reported, and the
                                      response is destroyed */
+    LATCH_TIMEOUT_HANDSHAKE,      /* ms a TLS client has to complete its
+                                     handshake, then closed [10000] */
 };
 LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
 
@@ -622,6 +656,9 @@ LATCH_API int latch_req_body(latch_req *req, const void **data, size_t *len);
 LATCH_API uint64_t latch_req_id(const latch_req *req);
 /* True once the client went away or the request was cancelled. */
 LATCH_API bool latch_req_aborted(const latch_req *req);
+/* True when the request came over TLS (a latch_listen_tls listener), as
+ * Express's req.secure without proxies; false otherwise and for NULL. */
+LATCH_API bool latch_req_secure(const latch_req *req);
 /*
  * The request's cancellation signal. It fires once, on the first of: the
  * client went away (EOF or reset while the response is not complete), the

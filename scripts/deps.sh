@@ -3,13 +3,13 @@
 # Usage: scripts/deps.sh [build|test|fuzz|bench]... (default: build)
 set -euo pipefail
 
-want=(gcc make cmake pkg-config libuv1-dev libjansson-dev libhiredis-dev)
+want=(gcc make cmake pkg-config libuv1-dev libjansson-dev libhiredis-dev libssl-dev)
 norec=() # installed without their recommended packages
 for what in "${@:-build}"; do
   case "$what" in
     build) ;;
     test)
-      want+=(libcmocka-dev libcurl4-openssl-dev curl clang-format redis-server)
+      want+=(libcmocka-dev libcurl4-openssl-dev curl clang-format redis-server openssl)
       # promtool checks the /metrics text (tests/integration/test_ops.c);
       # only the tool is wanted, not the exporters it recommends.
       norec+=(prometheus)

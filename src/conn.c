@@ -20,10 +20,16 @@
  * body, keep-alive idle, linger). Each kind keeps its connections in a list
  * ordered by deadline, and one timer per worker fires for the earliest.
  *
+ * TLS: a connection of a TLS listener reads and writes through tls.c
+ * (the io_* calls below pick it or libuv's stream calls), which hands the
+ * same callbacks plaintext; nothing else here differs, except the
+ * handshake timeout and the 400 for plain HTTP sent to a TLS port.
+ *
  * This module decides nothing about response contents (res.c) nor which
  * handler runs (app.c); it answers protocol errors itself, through res.c.
  */
 #include "internal.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +68,55 @@ typedef struct latch_sfile {
     latch_sendfile_cb cb;
     void *data;
 } latch_sfile;
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* ------------------------------------------------------------------ */
+/* The transport: the socket itself, or TLS over it (tls.c)             */
+/* ------------------------------------------------------------------ */
+
+/* The connection of its TCP handle (whose data tls.c may use). */
+static latch_conn *conn_of(void *tcp)
+{
+    return LATCH_CONTAINER_OF(tcp, latch_conn, tcp);
+}
+
+static int io_read_start(latch_conn *c)
+{
+    if (c->tls != NULL)
+        return latch__tls_read_start(c->tls, on_alloc, on_read);
+    return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void io_read_stop(latch_conn *c)
+{
+    if (c->tls != NULL)
+        latch__tls_read_stop(c->tls);
+    else
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+static int io_try_write(latch_conn *c, const uv_buf_t *b)
+{
+    if (c->tls != NULL)
+        return latch__tls_try_write(c->tls, b);
+    return uv_try_write((uv_stream_t *)&c->tcp, b, 1);
+}
+
+static int io_write(latch_conn *c, const uv_buf_t *b, uv_write_cb cb)
+{
+    if (c->tls != NULL)
+        return latch__tls_write(c->tls, c->wreq, b, cb);
+    return uv_write(c->wreq, (uv_stream_t *)&c->tcp, b, 1, cb);
+}
+
+static int io_shutdown(latch_conn *c, uv_shutdown_cb cb)
+{
+    if (c->tls != NULL)
+        return latch__tls_shutdown(c->tls, c->sreq, cb,
+                                   !(c->flags & LATCH_CF_CUT));
+    return uv_shutdown(c->sreq, (uv_stream_t *)&c->tcp, cb);
+}
 
 /* ------------------------------------------------------------------ */
 /* Read buffers                                                         */
@@ -201,6 +256,7 @@ static uint64_t t_duration(latch_conn *c, int kind)
     case LATCH_T_HEADER: return cfg->header_ms;
     case LATCH_T_BODY: return cfg->body_ms;
     case LATCH_T_IDLE: return cfg->keepalive_ms;
+    case LATCH_T_HANDSHAKE: return cfg->handshake_ms;
     default: return cfg->linger_ms;
     }
 }
@@ -278,7 +334,10 @@ static size_t s_waiting(latch_conn *c)
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
         ioctl(fd, SIOCOUTQ, &outq) != 0 || outq < 0)
         outq = 0;
-    return c->tcp.write_queue_size + (size_t)outq;
+    /* Over TLS, plaintext of a queued write waits too (tls.c encrypts
+     * it as the socket takes what came before). */
+    return c->tcp.write_queue_size + (size_t)outq +
+           (c->tls != NULL ? latch__tls_unsent(c->tls) : 0);
 }
 
 static void s_set(latch_conn *c)
@@ -316,7 +375,8 @@ static void on_timeout(latch_conn *c)
     t_unlink(c);
     switch (kind) {
     case LATCH_T_IDLE:
-    case LATCH_T_LINGER: conn_close(c); break;
+    case LATCH_T_LINGER:
+    case LATCH_T_HANDSHAKE: conn_close(c); break;
     case LATCH_T_HEADER:
     case LATCH_T_BODY:
         /* A connection that never sent a byte is closed quietly, as an
@@ -384,10 +444,16 @@ void latch__conn_sweep(latch_worker *w)
 /* Accept and close                                                     */
 /* ------------------------------------------------------------------ */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+/* The TLS handshake completed: the request's header timeout runs. */
+static void on_tls_ready(uv_stream_t *tcp)
+{
+    latch_conn *c = conn_of(tcp);
 
-int latch__conn_open(latch_worker *w, int fd)
+    if (c->tkind == LATCH_T_HANDSHAKE)
+        t_set(c, LATCH_T_HEADER);
+}
+
+int latch__conn_open(latch_worker *w, int fd, struct latch_tls_ctx *tls)
 {
     latch_conn *c = calloc(1, sizeof(*c));
     int r;
@@ -406,6 +472,11 @@ int latch__conn_open(latch_worker *w, int fd)
         return r;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (tls != NULL &&
+        (c->tls = latch__tls_new(tls, &c->tcp, on_tls_ready)) == NULL) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return LATCH_ERR_NOMEM;
+    }
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -415,8 +486,8 @@ int latch__conn_open(latch_worker *w, int fd)
     c->rx_start = uv_now(&w->loop);
     /* The first request gets the header timeout: a client that connects
      * and says nothing is the start of a slowloris attack. */
-    t_set(c, LATCH_T_HEADER);
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    t_set(c, c->tls != NULL ? LATCH_T_HANDSHAKE : LATCH_T_HEADER);
+    io_read_start(c);
     return 0;
 }
 
@@ -462,7 +533,7 @@ bool latch__conn_shed(latch_worker *w)
 
 static void on_closed(uv_handle_t *h)
 {
-    latch_conn *c = h->data;
+    latch_conn *c = conn_of(h);
     latch_worker *w = c->w;
 
     s_unlink(c);
@@ -485,6 +556,7 @@ static void on_closed(uv_handle_t *h)
         if (*pp == c)
             *pp = c->next_dirty;
     }
+    latch__tls_free(c->tls);
     free(c->sreq);
     free(c->wreq);
     free(c);
@@ -515,7 +587,10 @@ void latch__conn_close_why(latch_conn *c, int reason)
     c->flags |= LATCH_CF_CLOSING | LATCH_CF_NO_MORE;
     t_unlink(c);
     s_unlink(c);
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    io_read_stop(c);
+    /* A clean end (nothing unfinished, nothing cut) says so over TLS. */
+    latch__tls_close(c->tls, c->q_head == NULL && c->cur == NULL &&
+                                 !(c->flags & LATCH_CF_CUT));
     if (c->sf != NULL)
         sf_end(c, UV_ECANCELED);
     if (c->sf_poll != NULL) {
@@ -558,6 +633,7 @@ static void conn_close(latch_conn *c)
 
 void latch__conn_destroy(latch_conn *c)
 {
+    c->flags |= LATCH_CF_CUT;
     conn_close(c);
 }
 
@@ -578,7 +654,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     t_set(c, LATCH_T_LINGER);
     if (c->flags & LATCH_CF_READ_STOPPED) {
         c->flags &= ~LATCH_CF_READ_STOPPED;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        io_read_start(c);
     }
 }
 
@@ -599,7 +675,7 @@ static void start_linger(latch_conn *c)
         return;
     }
     c->sreq->data = c;
-    if (uv_shutdown(c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+    if (io_shutdown(c, on_shutdown) != 0)
         conn_close(c);
 }
 
@@ -611,7 +687,7 @@ static void read_stop(latch_conn *c)
 {
     if (!(c->flags & LATCH_CF_READ_STOPPED)) {
         c->flags |= LATCH_CF_READ_STOPPED;
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        io_read_stop(c);
     }
 }
 
@@ -620,7 +696,7 @@ static void read_resume(latch_conn *c)
     if ((c->flags & LATCH_CF_READ_STOPPED) &&
         !(c->flags & (LATCH_CF_CLOSING | LATCH_CF_EOF))) {
         c->flags &= ~LATCH_CF_READ_STOPPED;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        io_read_start(c);
     }
 }
 
@@ -690,7 +766,7 @@ static bool rx_ok(latch_conn *c, size_t n)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    latch_conn *c = h->data;
+    latch_conn *c = conn_of(h);
 
     (void)suggested;
     if (make_room(c) < 0) {
@@ -722,7 +798,7 @@ static void peer_gone(latch_conn *c, int status);
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    latch_conn *c = s->data;
+    latch_conn *c = conn_of(s);
 
     (void)buf;
     if (nread > 0) {
@@ -751,6 +827,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         /* make_room refused: a head larger than any limit allows, or no
          * memory. */
         latch__conn_protocol_error(c, 431, "request head too large");
+        return;
+    }
+    if (nread == LATCH_TLS_EPLAIN) {
+        /* Plain HTTP on a TLS port: the answer goes out in plaintext
+         * (tls.c passes it through), then the connection lingers. */
+        t_unlink(c);
+        latch__conn_protocol_error(c, 400, "plain HTTP sent to the TLS port");
         return;
     }
     peer_gone(c, (int)nread);
@@ -857,6 +940,7 @@ static int head_done(latch_conn *c)
     }
     q->version_minor = p->version_minor;
     q->is_head = p->is_head;
+    q->secure = c->tls != NULL;
     q->keep_alive = p->keep_alive && !p->upgrade;
     q->id = c->w->next_req_id++;
     latch__req_prepare(q);
@@ -1156,6 +1240,7 @@ void latch__conn_cut(latch_res *res, const char *event, int reason)
 
     if (c == NULL || (c->flags & LATCH_CF_CLOSING))
         return;
+    c->flags |= LATCH_CF_CUT;
     no_more_requests(c);
     for (r = c->q_head; r != NULL && r != res; r = r->q_next)
         prev = r;
@@ -1340,8 +1425,11 @@ bool latch__conn_can_sendfile(const latch_res *res)
 {
     const latch_conn *c = res->conn;
 
+    /* Over TLS the bytes must pass through OpenSSL: file.c reads and
+     * writes (pread + SSL_write) instead. */
     return c != NULL && !(c->flags & LATCH_CF_CLOSING) && c->sf == NULL &&
-           res == c->writer && res->pending.len == 0 && !res->hold;
+           c->tls == NULL && res == c->writer && res->pending.len == 0 &&
+           !res->hold;
 }
 
 /* A socket error that means the client is gone (the connection closes),
@@ -1524,8 +1612,7 @@ static void flush(latch_conn *c)
         return;
     if (c->out.len > 0) {
         b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-        n = c->sf != NULL ? send_more(c)
-                          : uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        n = c->sf != NULL ? send_more(c) : io_try_write(c, &b);
         if (n < 0 && n != UV_EAGAIN) {
             conn_close(c);
             return;
@@ -1551,8 +1638,7 @@ static void flush(latch_conn *c)
                 return;
             }
             c->wreq->data = c;
-            if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written) <
-                0) {
+            if (io_write(c, &b, on_written) < 0) {
                 conn_close(c);
                 return;
             }
@@ -1598,7 +1684,7 @@ void latch__conn_flush_now(latch_conn *c)
     if (c->writing || c->out.len == 0 || (c->flags & LATCH_CF_CLOSING))
         return;
     b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    (void)io_try_write(c, &b);
 }
 
 void latch__conn_mark_dirty(latch_conn *c)

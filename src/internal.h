@@ -110,10 +110,20 @@ typedef struct latch_config {
     uint64_t send_ms;    /* no write progress while output waits */
     uint64_t receive_ms; /* a whole request, head and body */
     uint64_t rate_grace_ms;
-    uint64_t min_rate;    /* bytes/s after the grace; 0: off */
-    uint64_t conn_buffer; /* bytes a connection may hold before pausing */
-    uint32_t max_conns;   /* per worker; 0: from RLIMIT_NOFILE */
+    uint64_t min_rate;     /* bytes/s after the grace; 0: off */
+    uint64_t conn_buffer;  /* bytes a connection may hold before pausing */
+    uint32_t max_conns;    /* per worker; 0: from RLIMIT_NOFILE */
+    uint64_t handshake_ms; /* a TLS handshake, from the connect */
 } latch_config;
+
+/* A listening address of the app (latch_listen, latch_listen_tls). */
+#define LATCH_MAX_LISTENERS 8
+typedef struct latch_listener {
+    int fd;   /* bound by latch_listen*, given to worker 0; -1 after */
+    int port; /* as bound (port 0 resolved) */
+    struct sockaddr_storage addr;
+    struct latch_tls_ctx *tls; /* NULL: plain HTTP (tls.c) */
+} latch_listener;
 
 struct latch_app {
     latch_config cfg;
@@ -130,10 +140,9 @@ struct latch_app {
     bool running;
     bool development; /* error pages show details (LATCH_ENV=development) */
     int trust_proxy;  /* hops of X-Forwarded-For to trust */
-    /* listening address */
-    int listen_fd; /* bound by latch_listen, given to worker 0 */
-    int port;
-    struct sockaddr_storage addr;
+    /* listening addresses, in the order of the latch_listen* calls */
+    latch_listener listeners[LATCH_MAX_LISTENERS];
+    int nlisteners;
     uint64_t shake_seed; /* LATCH_SHAKE: 0 off */
     /* violations (diag.c) */
     int policy;
@@ -191,6 +200,7 @@ enum {
     LATCH_T_IDLE,
     LATCH_T_LINGER,
     LATCH_T_DRAIN,
+    LATCH_T_HANDSHAKE, /* TLS: from the connect to the handshake's end */
     LATCH_T_COUNT
 };
 
@@ -212,12 +222,21 @@ struct latch_whook {
 /* Registers h on w (on w's thread). */
 void latch__worker_hook(latch_worker *w, latch_whook *h);
 
+/* One listening socket of a worker (server.c). */
+typedef struct latch_wlistener {
+    uv_poll_t poll; /* readable: accept */
+    latch_worker *w;
+    int fd;
+    struct latch_tls_ctx *tls; /* the app listener's; NULL: plain */
+} latch_wlistener;
+
 struct latch_worker {
     uv_loop_t loop;
     latch_app *app;
     int index;
     pthread_t thread;
-    uv_poll_t listener;      /* readable listening socket: accept (server.c) */
+    latch_wlistener ls[LATCH_MAX_LISTENERS]; /* one per app listener */
+    int nls;
     uv_timer_t accept_retry; /* accepting paused: no descriptor left */
     int reserve_fd;          /* spent to refuse a connection under EMFILE */
     uint32_t max_conns;      /* the connection cap of this worker */
@@ -225,10 +244,10 @@ struct latch_worker {
     uv_prepare_t flusher;    /* flushes dirty connections once per loop turn */
     uv_timer_t ticker;       /* Date header, once per second */
     uv_timer_t sweeper;      /* connection timeouts */
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup; /* sighup: TLS apps only */
+    bool has_sighup;
     bool has_signals;
     bool draining;
-    int listen_fd;
     /* The Date header line, "Date: ...\r\n", redone once per second. */
     char date_line[48];
     size_t date_len;
@@ -280,11 +299,15 @@ enum {
     LATCH_CF_PAUSED = 1u << 11,     /* reading paused: pipeline or buffer */
     LATCH_CF_DRAIN_LAST = 1u << 12, /* draining: the request arriving is
                                        the last one */
+    LATCH_CF_CUT = 1u << 13,        /* a response was cut: the end must not
+                                       look clean (no TLS close_notify) */
 };
 
 struct latch_conn {
     uv_tcp_t tcp;
     latch_worker *w;
+    struct latch_tls *tls; /* NULL: plain TCP; else reads and writes go
+                              through tls.c */
     uint32_t flags;
     /* Read side: rb holds bytes [0, rlen); the current message starts at
      * msg; body bytes are decoded from bpos on. */
@@ -379,6 +402,7 @@ struct latch_req {
     bool is_head;
     bool keep_alive;
     bool aborted;
+    bool secure; /* arrived over TLS */
     uint64_t id;
     latch_buf body;
     struct latch_arena_blk *arena; /* decoded strings; never move */
@@ -653,9 +677,10 @@ uint64_t latch__now(latch_worker *w);
 void latch__worker_finish(latch_worker *w);
 
 /* conn.c */
-/* Takes an accepted socket (non-blocking) into a new connection; on
- * failure the descriptor is closed. Returns 0 or a negative code. */
-int latch__conn_open(latch_worker *w, int fd);
+/* Takes an accepted socket (non-blocking) into a new connection, served
+ * over TLS with `tls` when not NULL; on failure the descriptor is closed.
+ * Returns 0 or a negative code. */
+int latch__conn_open(latch_worker *w, int fd, struct latch_tls_ctx *tls);
 /* Closes one connection to make room for a newcomer: the oldest idle
  * keep-alive connection, else the one receiving a request the slowest for
  * at least a second with nothing queued. Returns false when none may go. */

@@ -204,9 +204,11 @@ static int put_forwarded(latch_buf *b, latch_res *res, bool trusted)
         r = latch__buf_append(&v, peer, strlen(peer), HEAD_LIMIT);
     if (r == 0)
         r = put_field(b, "X-Forwarded-For", v.data, v.len);
+    /* The scheme the client used here, unless a trusted proxy said. */
+    if (xfp == NULL)
+        xfp = q->secure ? "https" : "http";
     if (r == 0)
-        r = put_field(b, "X-Forwarded-Proto", xfp ? xfp : "http",
-                      strlen(xfp ? xfp : "http"));
+        r = put_field(b, "X-Forwarded-Proto", xfp, strlen(xfp));
     if (r == 0 && (xfh != NULL || host != NULL))
         r = put_field(b, "X-Forwarded-Host", xfh ? xfh : host,
                       strlen(xfh ? xfh : host));
@@ -234,7 +236,8 @@ static int put_forwarded(latch_buf *b, latch_res *res, bool trusted)
             r = latch__buf_append(&v, "\"", 1, HEAD_LIMIT);
     }
     if (r == 0)
-        r = latch__buf_append(&v, ";proto=http", 11, HEAD_LIMIT);
+        r = q->secure ? latch__buf_append(&v, ";proto=https", 12, HEAD_LIMIT)
+                      : latch__buf_append(&v, ";proto=http", 11, HEAD_LIMIT);
     if (r == 0)
         r = put_field(b, "Forwarded", v.data, v.len);
     latch__buf_dispose(&v);

@@ -235,6 +235,14 @@ bool latch_req_aborted(const latch_req *req)
     return req ? req->aborted : false;
 }
 
+bool latch_req_secure(const latch_req *req)
+{
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_secure", &latch__no_site)) == NULL)
+        return false;
+    return req ? req->secure : false;
+}
+
 static bool name_ieq(const char *a, const char *b)
 {
     for (;; a++, b++) {

@@ -12,6 +12,7 @@
  * not parse or answer requests: conn.c does.
  */
 #include "internal.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -71,9 +72,8 @@ latch_app *latch_app_new(void)
     app->cfg.rate_grace_ms = 10000;
     app->cfg.min_rate = 500;
     app->cfg.conn_buffer = (uint64_t)1 << 20;
+    app->cfg.handshake_ms = 10000;
     app->handle_signals = true;
-    app->listen_fd = -1;
-    app->port = -1;
     pthread_mutex_init(&app->live_mu, NULL);
     pthread_mutex_init(&app->site_mu, NULL);
     app->cfg.request_status = 503;
@@ -99,8 +99,11 @@ void latch_app_free(latch_app *app)
 {
     if (app == NULL)
         return;
-    if (app->listen_fd >= 0)
-        close(app->listen_fd);
+    for (int i = 0; i < app->nlisteners; i++) {
+        if (app->listeners[i].fd >= 0)
+            close(app->listeners[i].fd);
+        latch__tls_ctx_free(app->listeners[i].tls);
+    }
     free_spent(app);
     latch__app_free_layers(app);
     latch__hub_free(app);
@@ -236,6 +239,7 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
     case LATCH_TIMEOUT_SEND: c->send_ms = v; return 0;
     case LATCH_TIMEOUT_RECEIVE: c->receive_ms = v; return 0;
     case LATCH_TIMEOUT_RATE_GRACE: c->rate_grace_ms = v; return 0;
+    case LATCH_TIMEOUT_HANDSHAKE: c->handshake_ms = v; return 0;
     default: return LATCH_ERR_INVALID_ARG;
     }
 }
@@ -262,16 +266,34 @@ static int open_listener(const struct sockaddr *sa, int *out_fd)
     return 0;
 }
 
-int latch_listen(latch_app *app, const char *host, int port)
+/* A run took the listening sockets (worker 0 closed them when it
+ * drained): the listeners of that run are forgotten, and the next
+ * latch_listen* calls make the addresses of the next run. */
+static void drop_spent_listeners(latch_app *app)
+{
+    if (app->nlisteners == 0 || app->listeners[0].fd >= 0)
+        return;
+    for (int i = 0; i < app->nlisteners; i++)
+        latch__tls_ctx_free(app->listeners[i].tls);
+    memset(app->listeners, 0, sizeof(app->listeners));
+    app->nlisteners = 0;
+}
+
+/* Binds host:port as the app's next listener (tls: its context, taken
+ * on success). */
+static int add_listener(latch_app *app, const char *host, int port,
+                        latch_tls_ctx *tls)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
+    latch_listener *l;
     int r, fd;
 
-    if (app == NULL || port < 0 || port > 65535)
-        return LATCH_ERR_INVALID_ARG;
-    if (app->running || app->listen_fd >= 0)
+    if (app->running)
         return LATCH_ERR_STATE;
+    drop_spent_listeners(app);
+    if (app->nlisteners == LATCH_MAX_LISTENERS)
+        return LATCH_ERR_LIMIT;
     if (host == NULL)
         host = "127.0.0.1";
     memset(&ss, 0, sizeof(ss));
@@ -287,17 +309,74 @@ int latch_listen(latch_app *app, const char *host, int port)
         close(fd);
         return r;
     }
-    app->addr = ss;
-    app->listen_fd = fd;
-    app->port =
+    l = &app->listeners[app->nlisteners++];
+    l->addr = ss;
+    l->fd = fd;
+    l->tls = tls;
+    l->port =
         ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                        : ((struct sockaddr_in *)&ss)->sin_port);
     return 0;
 }
 
+int latch_listen(latch_app *app, const char *host, int port)
+{
+    if (app == NULL || port < 0 || port > 65535)
+        return LATCH_ERR_INVALID_ARG;
+    return add_listener(app, host, port, NULL);
+}
+
+int latch_listen_tls(latch_app *app, const char *host, int port,
+                     const char *cert_file, const char *key_file)
+{
+    latch_tls_ctx *tls;
+    int r;
+
+    if (app == NULL || port < 0 || port > 65535 || cert_file == NULL ||
+        key_file == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    drop_spent_listeners(app);
+    if (app->nlisteners == LATCH_MAX_LISTENERS)
+        return LATCH_ERR_LIMIT;
+    r = latch__tls_ctx_new(&tls, cert_file, key_file);
+    if (r < 0)
+        return r;
+    r = add_listener(app, host, port, tls);
+    if (r < 0)
+        latch__tls_ctx_free(tls);
+    return r;
+}
+
 int latch_app_port(const latch_app *app)
 {
-    return app ? app->port : -1;
+    return latch_app_listener_port(app, 0);
+}
+
+int latch_app_listener_port(const latch_app *app, int index)
+{
+    if (app == NULL || index < 0 || index >= app->nlisteners)
+        return -1;
+    return app->listeners[index].port;
+}
+
+int latch_app_reload_tls(latch_app *app)
+{
+    int i, r, first = 0;
+
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    /* The listeners never change while the app runs, and contexts swap
+     * their certificate under their own lock. */
+    for (i = 0; i < app->nlisteners; i++) {
+        if (app->listeners[i].tls == NULL)
+            continue;
+        r = latch__tls_ctx_reload(app->listeners[i].tls);
+        if (r < 0 && first == 0)
+            first = r;
+    }
+    return first;
 }
 
 uint64_t latch__now(latch_worker *w)
@@ -367,14 +446,16 @@ static void on_accept_retry(uv_timer_t *t)
     latch_worker *w = t->data;
 
     if (!w->draining)
-        uv_poll_start(&w->listener, UV_READABLE, on_acceptable);
+        for (int i = 0; i < w->nls; i++)
+            uv_poll_start(&w->ls[i].poll, UV_READABLE, on_acceptable);
 }
 
 /* Nothing can be freed for the pending connections: stop watching the
- * listener for a while rather than spin on it. */
+ * listeners for a while rather than spin on them. */
 static void accept_pause(latch_worker *w)
 {
-    uv_poll_stop(&w->listener);
+    for (int i = 0; i < w->nls; i++)
+        uv_poll_stop(&w->ls[i].poll);
     uv_timer_start(&w->accept_retry, on_accept_retry, 100, 0);
 }
 
@@ -402,14 +483,14 @@ static void count_shed(latch_worker *w)
 
 /* Out of descriptors: the reserve one is spent to take the first pending
  * connection off the backlog and refuse it, then taken again. */
-static bool refuse_with_reserve(latch_worker *w)
+static bool refuse_with_reserve(latch_worker *w, int listen_fd)
 {
     int fd;
 
     if (w->reserve_fd < 0)
         return false;
     close(w->reserve_fd);
-    fd = accept4(w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0) {
         count_dropped(w);
         refuse_fd(fd);
@@ -446,7 +527,8 @@ static bool accept_error_transient(int err)
  */
 static void on_acceptable(uv_poll_t *p, int status, int events)
 {
-    latch_worker *w = p->data;
+    latch_wlistener *l = p->data;
+    latch_worker *w = l->w;
     int i, fd, err;
 
     (void)events;
@@ -459,7 +541,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
         return;
     }
     for (i = 0; i < 128 && !w->draining; i++) {
-        fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK)
@@ -474,7 +556,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
                     count_shed(w);
                     continue;
                 }
-                if (refuse_with_reserve(w))
+                if (refuse_with_reserve(w, l->fd))
                     continue;
             }
             log_accept(w);
@@ -490,7 +572,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
                 continue;
             }
         }
-        if (latch__conn_open(w, fd) < 0) {
+        if (latch__conn_open(w, fd, l->tls) < 0) {
             count_dropped(w); /* no memory for it; the fd is closed */
             continue;
         }
@@ -512,8 +594,15 @@ static void on_wake(uv_async_t *a)
 
 static void on_signal(uv_signal_t *s, int signum)
 {
-    (void)signum;
-    latch_stop(((latch_worker *)s->data)->app);
+    latch_app *app = ((latch_worker *)s->data)->app;
+
+    if (signum == SIGHUP) {
+        /* New certificates for the next handshakes; a pair that fails
+         * keeps the old one (tls.c logs why). */
+        (void)latch_app_reload_tls(app);
+        return;
+    }
+    latch_stop(app);
 }
 
 static void close_cb_noop(uv_handle_t *h)
@@ -540,17 +629,21 @@ static void begin_drain(latch_worker *w)
         if (h->drain != NULL)
             h->drain(h, w);
     }
-    if (!uv_is_closing((uv_handle_t *)&w->listener)) {
-        uv_close((uv_handle_t *)&w->listener, close_cb_noop);
+    if (!uv_is_closing((uv_handle_t *)&w->accept_retry)) {
+        for (int i = 0; i < w->nls; i++) {
+            uv_close((uv_handle_t *)&w->ls[i].poll, close_cb_noop);
+            /* The poll handle left epoll in uv_close: the socket may go. */
+            close(w->ls[i].fd);
+            w->ls[i].fd = -1;
+        }
         uv_close((uv_handle_t *)&w->accept_retry, close_cb_noop);
-        /* The poll handle left epoll in uv_close: the socket may go. */
-        close(w->listen_fd);
-        w->listen_fd = -1;
     }
     if (w->has_signals) {
         uv_close((uv_handle_t *)&w->sigint, close_cb_noop);
         uv_close((uv_handle_t *)&w->sigterm, close_cb_noop);
-        w->has_signals = false;
+        if (w->has_sighup)
+            uv_close((uv_handle_t *)&w->sighup, close_cb_noop);
+        w->has_signals = w->has_sighup = false;
     }
     latch__conn_drain(w);
 }
@@ -597,13 +690,21 @@ static uint32_t default_max_conns(const latch_app *app)
     return per < 8 ? 8 : (uint32_t)per;
 }
 
+/* Closes the listening sockets worker_init opened before it failed. */
+static void close_listeners(latch_worker *w, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (w->ls[i].fd >= 0)
+            close(w->ls[i].fd);
+}
+
 static int worker_init(latch_worker *w, latch_app *app, int index)
 {
-    int r, fd;
+    int r, fd, i;
+    bool tls = false;
 
     w->app = app;
     w->index = index;
-    w->listen_fd = -1;
     w->reserve_fd = -1;
     w->next_req_id = ((uint64_t)index << 48) + 1;
     /* Each worker its own reproducible sequence of shake delays. */
@@ -612,28 +713,44 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
     r = uv_loop_init(&w->loop);
     if (r < 0)
         return r;
-    if (index == 0) {
-        fd = app->listen_fd;
-        app->listen_fd = -1;
-    } else {
-        r = open_listener((struct sockaddr *)&app->addr, &fd);
-        if (r < 0)
-            goto fail_loop;
+    /* One socket per app listener: worker 0 takes the ones latch_listen*
+     * bound, the others bind their own on the same address. */
+    for (i = 0; i < app->nlisteners; i++) {
+        latch_listener *l = &app->listeners[i];
+        if (index == 0) {
+            fd = l->fd;
+            l->fd = -1;
+        } else {
+            r = open_listener((struct sockaddr *)&l->addr, &fd);
+            if (r < 0) {
+                close_listeners(w, i);
+                goto fail_loop;
+            }
+        }
+        w->ls[i].fd = fd;
+        w->ls[i].w = w;
+        w->ls[i].tls = l->tls;
+        tls = tls || l->tls != NULL;
     }
-    w->listen_fd = fd;
     w->ka_len = (size_t)snprintf(
         w->ka_line, sizeof(w->ka_line),
         "Connection: keep-alive\r\nKeep-Alive: timeout=%llu\r\n",
         (unsigned long long)((app->cfg.keepalive_ms + 999) / 1000));
     w->max_conns = default_max_conns(app);
-    r = uv_poll_init_socket(&w->loop, &w->listener, fd);
-    if (r < 0) {
-        close(fd);
-        w->listen_fd = -1;
-        goto fail_loop;
+    for (i = 0; i < app->nlisteners; i++) {
+        r = uv_poll_init_socket(&w->loop, &w->ls[i].poll, w->ls[i].fd);
+        if (r < 0) {
+            while (i-- > 0)
+                uv_close((uv_handle_t *)&w->ls[i].poll, close_cb_noop);
+            close_listeners(w, app->nlisteners);
+            uv_run(&w->loop, UV_RUN_NOWAIT); /* the closes complete */
+            goto fail_loop;
+        }
+        w->ls[i].poll.data = &w->ls[i];
     }
-    w->listener.data = w;
-    uv_poll_start(&w->listener, UV_READABLE, on_acceptable);
+    w->nls = app->nlisteners;
+    for (i = 0; i < w->nls; i++)
+        uv_poll_start(&w->ls[i].poll, UV_READABLE, on_acceptable);
     uv_timer_init(&w->loop, &w->accept_retry);
     w->accept_retry.data = w;
     /* One descriptor kept aside to refuse connections when none is left. */
@@ -657,6 +774,14 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
         uv_signal_start(&w->sigint, on_signal, SIGINT);
         uv_signal_start(&w->sigterm, on_signal, SIGTERM);
         w->has_signals = true;
+        if (tls) {
+            /* SIGHUP re-reads the certificates (as nginx's reload does
+             * for its configuration). */
+            uv_signal_init(&w->loop, &w->sighup);
+            w->sighup.data = w;
+            uv_signal_start(&w->sighup, on_signal, SIGHUP);
+            w->has_sighup = true;
+        }
     }
     return 0;
 
@@ -763,7 +888,9 @@ static int run(latch_app *app)
         bool started;
     } *tids = NULL;
 
-    if (app->running || app->listen_fd < 0)
+    /* Worker 0 took the listening sockets of the last run: listen again
+     * before running again. */
+    if (app->running || app->nlisteners == 0 || app->listeners[0].fd < 0)
         return LATCH_ERR_STATE;
     n = app->nworkers;
     if (n <= 0) {

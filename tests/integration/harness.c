@@ -38,7 +38,17 @@ void th_server_start(th_server *s, latch_app *app)
     s->app = app;
     assert_int_equal(latch_app_set_workers(app, 1), 0);
     assert_int_equal(latch_app_set_handle_signals(app, false), 0);
-    assert_int_equal(latch_listen(app, "127.0.0.1", 0), 0);
+    if (th_tls_mode()) {
+        /* TLS mode: the same tests, over HTTPS (tls_client.c). */
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        char crt[512], key[512];
+        pthread_once(&once, th_tls_make_server_cert);
+        th_tls_path(crt, sizeof(crt), "server", "crt");
+        th_tls_path(key, sizeof(key), "server", "key");
+        assert_int_equal(latch_listen_tls(app, "127.0.0.1", 0, crt, key), 0);
+    } else {
+        assert_int_equal(latch_listen(app, "127.0.0.1", 0), 0);
+    }
     s->port = latch_app_port(app);
     assert_true(s->port > 0);
     assert_int_equal(pthread_create(t, NULL, server_main, s), 0);
@@ -52,12 +62,24 @@ int th_server_stop(th_server *s)
     latch_stop(s->app);
     pthread_join(*t, NULL);
     free(t);
+    if (th_tls_mode())
+        th_tls_relays_end();
     latch_app_free(s->app);
     s->app = NULL;
     return s->run_result;
 }
 
 int th_connect(int port)
+{
+    if (th_tls_mode()) {
+        int fd = th_tls_relay_connect(port);
+        assert_true(fd >= 0);
+        return fd;
+    }
+    return th_tcp_connect(port);
+}
+
+int th_tcp_connect(int port)
 {
     struct sockaddr_in sa;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
@@ -232,7 +254,13 @@ int64_t th_now_ms(void)
 int th_try_connect(int port)
 {
     struct sockaddr_in sa;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, err;
+    int fd, one = 1, err;
+
+    if (th_tls_mode()) {
+        fd = th_tls_relay_connect(port);
+        return fd >= 0 ? fd : -ECONNRESET;
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (fd < 0)
         return -errno;

@@ -118,6 +118,54 @@ void th_expect_alive(int port, const char *path, const char *body);
 /* Milliseconds of CLOCK_MONOTONIC. */
 int64_t th_now_ms(void);
 
+/* ---- TLS (tls_client.c) ---- */
+
+/* Plain TCP to 127.0.0.1:port (th_connect is TLS in the TLS mode). */
+int th_tcp_connect(int port);
+/* The harness's TLS mode: LATCH_TEST_TLS=1 in the environment. Then
+ * th_server_start listens with latch_listen_tls (the "server" pair), and
+ * th_connect / th_try_connect return a socket relayed over TLS. */
+bool th_tls_mode(void);
+/* This process's directory of certificates (removed at exit). */
+const char *th_tls_dir(void);
+/* Makes <dir>/<name>.crt and .key with the openssl command: a self-signed
+ * certificate for localhost and 127.0.0.1, subject CN=cn, key kind "ec"
+ * (P-256) or "rsa" (2048). */
+void th_tls_make_cert(const char *name, const char *kind, const char *cn);
+void th_tls_make_server_cert(void); /* "server", ec, CN=latch-test */
+/* <dir>/<name>.<ext> */
+void th_tls_path(char *out, size_t cap, const char *name, const char *ext);
+
+/* A blocking TLS client (OpenSSL types behind void *). */
+typedef struct th_tls {
+    int fd;
+    void *ssl; /* SSL * */
+    void *ctx; /* SSL_CTX * */
+} th_tls;
+typedef struct th_tls_opts {
+    const char *ca;  /* certificate name trusted (NULL: "server") */
+    int min_version; /* TLS1_2_VERSION ...; 0: library default */
+    int max_version;
+    const char *alpn; /* wire format ("\x08http/1.1"); NULL: none */
+    void *session;    /* SSL_SESSION * to resume, or NULL */
+    bool no_verify;   /* accept any certificate */
+} th_tls_opts;
+/* Connects and handshakes (o may be NULL): 0, or -1 when the handshake
+ * failed (t is set either way; th_tls_close it). */
+int th_tls_connect(th_tls *t, int port, const th_tls_opts *o);
+void th_tls_send(th_tls *t, const char *s);
+/* As th_read over TLS; *end: TH_OPEN, TH_EOF (FIN without close_notify),
+ * TH_CLOSE_NOTIFY, TH_RESET (or a TLS failure). */
+enum { TH_CLOSE_NOTIFY = 3 };
+char *th_tls_read(th_tls *t, size_t *len, int timeout_ms, th_until until,
+                  void *arg, int *end);
+void th_tls_close(th_tls *t);
+/* The TLS mode's relay: a connected socket whose bytes travel over TLS to
+ * port, or -1 when the handshake failed. */
+int th_tls_relay_connect(int port);
+/* Waits (10 s at most) for the relays to end once the server stopped. */
+void th_tls_relays_end(void);
+
 #endif
 
 /* ---- helpers added for the response tests (test_res_*.c) ---- */

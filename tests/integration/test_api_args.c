@@ -655,7 +655,28 @@ static long reg_null_fn(ctx *c, int which)
     X(333, "latch_work_cancel_fd", H, -1, 0, 0, latch_work_cancel_fd())        \
     X(334, "latch_res_jsonf_at", O, IA, 0, 0,                                  \
       latch_res_jsonf(NULL, "{\"a\":%d}", 1))                                  \
-    X(335, "latch_res_jsonf_at", H, IA, 1, IA, latch_res_jsonf(c->res, NULL))
+    X(335, "latch_res_jsonf_at", H, IA, 1, IA, latch_res_jsonf(c->res, NULL))  \
+    X(300, "latch_listen_tls", O, IA, 0, 0,                                    \
+      latch_listen_tls(NULL, "127.0.0.1", 0, "c.pem", "k.pem"))                \
+    X(301, "latch_listen_tls", O, IA, 0, 0,                                    \
+      latch_listen_tls(c->app, "127.0.0.1", 0, NULL, "k.pem"))                 \
+    X(302, "latch_listen_tls", O, IA, 0, 0,                                    \
+      latch_listen_tls(c->app, "127.0.0.1", 0, "c.pem", NULL))                 \
+    X(303, "latch_listen_tls", O, IA, 0, 0,                                    \
+      latch_listen_tls(c->app, "127.0.0.1", -1, "c.pem", "k.pem"))             \
+    X(304, "latch_listen_tls", O, LATCH_ERR_TLS, 0, 0,                         \
+      latch_listen_tls(c->app, "127.0.0.1", 0, "/nonexistent/c.pem",           \
+                       "/nonexistent/k.pem"))                                  \
+    X(305, "latch_app_listener_port", O, -1, 0, 0,                             \
+      latch_app_listener_port(NULL, 0))                                        \
+    X(306, "latch_app_listener_port", O, -1, 0, 0,                             \
+      latch_app_listener_port(c->app, -1))                                     \
+    X(307, "latch_app_listener_port", O, -1, 0, 0,                             \
+      latch_app_listener_port(c->app, 8))                                      \
+    X(308, "latch_app_reload_tls", O, IA, 0, 0, latch_app_reload_tls(NULL))    \
+    X(309, "latch_req_secure", O, 0, 0, 0, latch_req_secure(NULL))             \
+    X(310, "latch_app_set_limit", O, IA, 0, 0,                                 \
+      latch_app_set_limit(c->app, LATCH_TIMEOUT_HANDSHAKE, 0))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \

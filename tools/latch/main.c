@@ -2,11 +2,14 @@
  * latch - the demo server that `make run` starts.
  *
  * A user of the library like any other: it registers a few routes and runs
- * the app. Usage: latch [-h host] [-p port] [-w workers]. Defaults:
- * 127.0.0.1, 8080, one worker per core.
+ * the app. Usage: latch [-h host] [-p port] [-w workers] [--tls CERT KEY].
+ * Defaults: 127.0.0.1, 8080, one worker per core, plain HTTP; with --tls
+ * the port serves HTTPS with the PEM certificate (chain) CERT and key KEY,
+ * re-read on SIGHUP.
  */
 #include <latch.h>
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,19 +71,30 @@ static int on_echo(latch_req *req, latch_res *res, void *data)
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1";
+    static const struct option longopts[] = {
+        {"host", required_argument, NULL, 'h'},
+        {"port", required_argument, NULL, 'p'},
+        {"workers", required_argument, NULL, 'w'},
+        {"tls", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *host = "127.0.0.1", *cert = NULL, *key = NULL;
     int port = 8080, workers = 0, opt, r;
     latch_app *app;
 
-    while ((opt = getopt(argc, argv, "h:p:w:")) != -1) {
+    while ((opt = getopt_long(argc, argv, "h:p:w:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
         case 'w': workers = atoi(optarg); break;
-        default:
-            fprintf(stderr, "usage: %s [-h host] [-p port] [-w workers]\n",
-                    argv[0]);
-            return 2;
+        case 't':
+            /* --tls CERT KEY: two arguments */
+            if (optind >= argc || argv[optind][0] == '-')
+                goto usage;
+            cert = optarg;
+            key = argv[optind++];
+            break;
+        default: goto usage;
         }
     }
     app = latch_app_new();
@@ -91,16 +105,24 @@ int main(int argc, char **argv)
     latch_get(app, "/hello", on_hello, NULL);
     latch_get(app, "/json", on_json, NULL);
     latch_post(app, "/echo", on_echo, NULL);
-    r = latch_listen(app, host, port);
+    r = cert != NULL ? latch_listen_tls(app, host, port, cert, key)
+                     : latch_listen(app, host, port);
     if (r < 0) {
         fprintf(stderr, "latch: cannot listen on %s:%d: %s\n", host, port,
                 latch_strerror(r));
         latch_app_free(app);
         return 1;
     }
-    printf("latch: listening on http://%s:%d/\n", host, latch_app_port(app));
+    printf("latch: listening on %s://%s:%d/\n", cert != NULL ? "https" : "http",
+           host, latch_app_port(app));
     fflush(stdout);
     r = latch_run(app);
     latch_app_free(app);
     return r < 0 ? 1 : 0;
+
+usage:
+    fprintf(stderr,
+            "usage: %s [-h host] [-p port] [-w workers] [--tls CERT KEY]\n",
+            argv[0]);
+    return 2;
 }
