@@ -4,7 +4,8 @@
 set -euo pipefail
 
 want=(gcc make cmake pkg-config libuv1-dev libjansson-dev libhiredis-dev libssl-dev)
-norec=() # installed without their recommended packages
+norec=()    # installed without their recommended packages
+optional=() # the same, but a failure leaves their tests to SKIP
 for what in "${@:-build}"; do
   case "$what" in
     build) ;;
@@ -13,6 +14,11 @@ for what in "${@:-build}"; do
       # promtool checks the /metrics text (tests/integration/test_ops.c);
       # only the tool is wanted, not the exporters it recommends.
       norec+=(prometheus)
+      # The browser tests (tests/browser/): Debian's chromium, headless,
+      # driven from Node by playwright-core (npm, pinned in its lock file).
+      optional+=(chromium)
+      command -v node >/dev/null || want+=(nodejs)
+      command -v npm >/dev/null || want+=(npm)
       ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;
     bench)
@@ -36,7 +42,9 @@ missing_of() {
 }
 mapfile -t missing < <(missing_of "${want[@]}")
 mapfile -t missing_norec < <(missing_of "${norec[@]}")
-[ ${#missing[@]} -eq 0 ] && [ ${#missing_norec[@]} -eq 0 ] && exit 0
+mapfile -t missing_opt < <(missing_of "${optional[@]}")
+[ ${#missing[@]} -eq 0 ] && [ ${#missing_norec[@]} -eq 0 ] &&
+  [ ${#missing_opt[@]} -eq 0 ] && exit 0
 
 SUDO=
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -55,4 +63,9 @@ fi
 if [ ${#missing_norec[@]} -gt 0 ]; then
   echo "deps.sh: installing ${missing_norec[*]}"
   apt_install --no-install-recommends "${missing_norec[@]}"
+fi
+if [ ${#missing_opt[@]} -gt 0 ]; then
+  echo "deps.sh: installing ${missing_opt[*]}"
+  apt_install --no-install-recommends "${missing_opt[@]}" ||
+    echo "deps.sh: could not install ${missing_opt[*]}: the tests that need them SKIP" >&2
 fi

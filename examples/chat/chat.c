@@ -21,7 +21,8 @@
 
 static const char page[] =
     "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
-    "<title>latch chat</title></head>\n<body>\n"
+    "<title>latch chat</title><link rel=\"icon\" href=\"data:,\">"
+    "</head>\n<body>\n"
     "<h1>latch chat</h1>\n<p id=\"status\">connecting</p>\n"
     "<ul id=\"log\"></ul>\n"
     "<form id=\"f\" method=\"post\" action=\"/send\">"
@@ -32,8 +33,9 @@ static const char page[] =
     "const status = document.getElementById('status');\n"
     "window.received = [];\n"
     "window.gaps = 0;\n"
+    "window.opens = 0;\n"
     "const es = new EventSource('/events');\n"
-    "es.onopen = () => { status.textContent = 'live'; };\n"
+    "es.onopen = () => { window.opens++; status.textContent = 'live'; };\n"
     "es.onerror = () => { status.textContent = 'reconnecting'; };\n"
     "es.addEventListener('msg', (e) => {\n"
     "  window.received.push({id: e.lastEventId, text: e.data});\n"
