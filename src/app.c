@@ -483,82 +483,15 @@ uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q)
 static const latch_site no_site = {NULL, 0, NULL};
 
 static void chain_done(latch_res *res);
+static void chain_unreferenced(latch_res *res);
+static void chain_closed(latch_res *res);
+/* What a dispatched response tells the chain (internal.h). */
+static const latch_res_owner_ops chain_owner = {chain_unreferenced,
+                                                chain_closed};
 
 /* ------------------------------------------------------------------ */
 /* The final handler (what Express's finalhandler does)                 */
 /* ------------------------------------------------------------------ */
-
-/* The q-value the Accept header gives `type` ("text/html"), from an exact
- * match, then "text/ *", then "* / *"; 1000 when there is no Accept. */
-int latch__accept_q(const char *accept, const char *type)
-{
-    const char *p = accept, *slash = strchr(type, '/');
-    int best = -1, best_spec = -1;
-
-    if (accept == NULL || *accept == '\0')
-        return 1000;
-    while (*p) {
-        const char *e = p, *semi;
-        size_t n;
-        int spec = -1, q = 1000;
-        while (*e && *e != ',')
-            e++;
-        while (p < e && (*p == ' ' || *p == '\t'))
-            p++;
-        semi = memchr(p, ';', (size_t)(e - p));
-        n = (size_t)((semi ? semi : e) - p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == strlen(type) && strncasecmp(p, type, n) == 0)
-            spec = 2;
-        else if (n == (size_t)(slash - type) + 2 &&
-                 strncasecmp(p, type, (size_t)(slash - type) + 1) == 0 &&
-                 p[n - 1] == '*')
-            spec = 1;
-        else if (n == 3 && strncmp(p, "*/*", 3) == 0)
-            spec = 0;
-        if (semi != NULL) {
-            const char *qp = strstr(semi, "q=");
-            if (qp != NULL && qp < e) {
-                double d = strtod(qp + 2, NULL);
-                q = d <= 0 ? 0 : d >= 1 ? 1000 : (int)(d * 1000 + 0.5);
-            }
-        }
-        if (spec > best_spec) {
-            best_spec = spec;
-            best = q;
-        }
-        p = *e ? e + 1 : e;
-    }
-    return best < 0 ? 0 : best;
-}
-
-/* Appends s to the buffer, escaped for HTML text, "\n" as "<br>". */
-size_t latch__html_escape(char *out, size_t cap, const char *s)
-{
-    size_t n = 0;
-
-    for (; *s && n + 8 < cap; s++) {
-        const char *rep = NULL;
-        switch (*s) {
-        case '&': rep = "&amp;"; break;
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '"': rep = "&quot;"; break;
-        case '\'': rep = "&#39;"; break;
-        case '\n': rep = "<br>"; break;
-        }
-        if (rep != NULL) {
-            size_t k = strlen(rep);
-            memcpy(out + n, rep, k);
-            n += k;
-        } else {
-            out[n++] = *s;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
 
 /* Escapes s as the inside of a JSON string (ASCII controls as \u00XX). */
 static size_t json_escape(char *out, size_t cap, const char *s)
@@ -604,8 +537,8 @@ static void error_page(latch_res *res, int status, const char *msg,
     latch__res_header(res, "X-Content-Type-Options", "nosniff");
     if (extra_name != NULL)
         latch__res_header(res, extra_name, extra_value);
-    if (latch__accept_q(accept, "application/json") >
-        latch__accept_q(accept, "text/html")) {
+    if (latch__http_accept_q(accept, "application/json") >
+        latch__http_accept_q(accept, "text/html")) {
         json_escape(esc, sizeof(esc), msg);
         n = snprintf(body, sizeof(body),
                      "{\"error\":{\"status\":%d,\"message\":\"%s\"}}\n", status,
@@ -614,7 +547,7 @@ static void error_page(latch_res *res, int status, const char *msg,
                           (size_t)n, event);
         return;
     }
-    latch__html_escape(esc, sizeof(esc), msg);
+    latch__http_html_escape(esc, sizeof(esc), msg);
     n = snprintf(body, sizeof(body), "%s%s%s", head, esc, tail);
     latch__res_simple(res, status, "text/html; charset=utf-8", body, (size_t)n,
                       event);
@@ -703,7 +636,7 @@ static void final_error(latch_res *res)
                      res->err.at.line,
                      res->err.at.func ? res->err.at.func : "?");
         else
-            snprintf(msg, sizeof(msg), "%s", latch__status_reason(status));
+            snprintf(msg, sizeof(msg), "%s", latch__http_reason(status));
         error_page(res, status, msg, NULL, NULL, "final handler");
     } else if (res->state == LATCH_RS_HEADERS_SENT) {
         /* Too late for a status: cut the response so the client sees it
@@ -756,11 +689,7 @@ static void frame_push(latch_res *res, latch_frame *f)
         res->nframes++;
     f->id = res->nframes;
     res->frame = f;
-}
-
-uint16_t latch__app_acting_frame(const latch_res *res)
-{
-    return res->frame != NULL ? res->frame->id : res->ambient;
+    res->running = f->id;
 }
 
 /* What frame `id` did to move the chain on (for the report of a second
@@ -794,6 +723,7 @@ static latch_frame *running_frame(const latch_res *res, uint16_t id)
 static void frame_pop(latch_res *res, latch_frame *f)
 {
     res->frame = f->up;
+    res->running = f->up != NULL ? f->up->id : 0;
 }
 
 /*
@@ -1033,7 +963,7 @@ static void run(latch_res *res)
 static void chain_done(latch_res *res)
 {
     res->dispatched = LATCH_DISPATCH_DONE;
-    latch__app_orphan_check(res);
+    chain_unreferenced(res);
     res->chain_ref = false;
     latch__res_unref(res);
 }
@@ -1045,7 +975,7 @@ static void chain_done(latch_res *res)
  * as ERR_NEXT_AFTER_RESPONSE (the caller must then hold its own reference,
  * as latch_work and latch_set_timeout do).
  */
-void latch__app_res_closed(latch_res *res)
+static void chain_closed(latch_res *res)
 {
     if (!res->pending_next || !res->chain_ref)
         return;
@@ -1071,7 +1001,7 @@ void latch__app_res_closed(latch_res *res)
  * nothing), and the request timeout's own timer: a forgotten response gets
  * its 500 and report now, not the timeout's status later.
  */
-void latch__app_orphan_check(latch_res *res)
+static void chain_unreferenced(latch_res *res)
 {
     uint32_t mine = 1 + (res->chain_ref ? 1 : 0);
     const char *msg = NULL;
@@ -1205,6 +1135,7 @@ void latch__app_dispatch(latch_res *res)
             latch__trace(res, "dispatched", NULL, (latch_site){NULL, 0, NULL});
     }
     res->dispatched = LATCH_DISPATCH_RUNNING;
+    res->owner = &chain_owner;
     res->refs++; /* the chain's reference */
     res->chain_ref = true;
     run(res);
@@ -1307,7 +1238,7 @@ static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
 
 /*
  * Who may move the chain: the handler call that latch_next/latch_fail acts
- * for (latch__app_acting_frame), and only once. A running handler that has
+ * for (latch__res_acting_frame), and only once. A running handler that has
  * not moved it yet continues it inside (or fails); the handler that
  * returned LATCH_PENDING resumes it; any other call is refused and
  * reported (ERR_NEXT_TWICE with what that handler did before, or

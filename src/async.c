@@ -172,7 +172,7 @@ static latch_timer *timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
     t->res = res;
     t->cb = cb;
     t->data = data;
-    t->frame = latch__app_acting_frame(res);
+    t->frame = latch__res_acting_frame(res);
     t->handle.data = t;
     uv_timer_init(&res->w->loop, &t->handle);
     /* A huge ms must not wrap around to a short one. */

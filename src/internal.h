@@ -10,6 +10,7 @@
 #ifndef LATCH_INTERNAL_H
 #define LATCH_INTERNAL_H
 
+#include "http.h"
 #include "latch.h"
 #include "parser.h"
 #include "router.h"
@@ -490,8 +491,11 @@ struct latch_res {
     bool chain_ref;            /* the chain holds a reference */
     bool chain_dropped;        /* the response closed while the chain waited */
     struct latch_frame *frame; /* the handler call running (app.c) */
-    latch_seal returned;       /* the last handler's return value, and where */
-    latch_seal resumed;        /* what last resumed a pending chain */
+    /* Who dispatched it (the chain, app.c), told of what it must know;
+     * NULL before dispatch. */
+    const struct latch_res_owner_ops *owner;
+    latch_seal returned; /* the last handler's return value, and where */
+    latch_seal resumed;  /* what last resumed a pending chain */
     /*
      * Who may move the chain (app.c). Every handler call gets a frame id
      * (1, 2, ... per request); latch's callbacks (timers, work, joins,
@@ -502,6 +506,7 @@ struct latch_res {
      * for the last frames, what each did to move it (for the report).
      */
     uint16_t nframes;       /* frame ids handed out so far */
+    uint16_t running;       /* the id of the handler call running, or 0 */
     uint16_t ambient;       /* frame of the latch callback running, or 0 */
     uint16_t pending_frame; /* the frame that returned LATCH_PENDING */
     uint16_t dropped_frame; /* the pending frame whose chain was dropped */
@@ -560,6 +565,28 @@ struct latch_attach {
     latch_attach *next; /* the response's list (res.c) */
     const latch_attach_ops *ops;
 };
+
+/* ------------------------------------------------------------------ */
+/* The owner: what the response tells the one who dispatched it         */
+/* ------------------------------------------------------------------ */
+/*
+ * The chain (app.c) installs its table in res->owner when it dispatches a
+ * request; res.c calls it and names no part of the chain. Both ops run on
+ * the response's loop and may drop references (which may recycle res:
+ * callers hold one across when they touch res after).
+ *
+ * unreferenced(res): latch let go of one of its references, or a waiting
+ * drain callback was cleared, and references are left. The owner decides
+ * whether anyone can still answer (a response nobody can answer gets its
+ * ERR_NO_RESPONSE report and a 500).
+ *
+ * closed(res): on_close ran (the response finished or was destroyed); the
+ * owner lets go of what it kept waiting for an answer.
+ */
+typedef struct latch_res_owner_ops {
+    void (*unreferenced)(latch_res *res);
+    void (*closed)(latch_res *res);
+} latch_res_owner_ops;
 
 /* Ties `a` (ops set by the caller, memory owned by the caller until its
  * recycle op runs) to `res`. On the response's loop. */
@@ -763,9 +790,6 @@ int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data);
  * short text body, honouring the state machine. */
 int latch__res_simple(latch_res *res, int status, const char *ctype,
                       const char *body, size_t len, const char *event);
-/* The reason phrase of a status ("Not Found"), "unknown" for one
- * without. */
-const char *latch__status_reason(int status);
 /* Sets a header latch chose itself (a valid name and value), before the
  * head: 0, LATCH_ERR_LIMIT or LATCH_ERR_NOMEM; never reported. */
 int latch__res_header(latch_res *res, const char *name, const char *value);
@@ -813,7 +837,7 @@ void *latch__handle_get_locked(uintptr_t h);
  * armed when out of memory. */
 void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
 /* True while the request timeout of `res` is armed: its timer holds a
- * reference that owns nothing (latch__app_orphan_check). */
+ * reference that owns nothing (app.c's unreferenced op). */
 bool latch__async_request_timer_armed(const latch_res *res);
 /* A delay in ms to add under LATCH_SHAKE (0 when off). */
 uint64_t latch__shake_ms(latch_worker *w);
@@ -859,7 +883,10 @@ int latch__req_peer(const latch_req *q, char *out, size_t cap);
 void latch__app_dispatch(latch_res *res);
 /* The frame a call made now on the response's thread acts for: the handler
  * call running, else the frame of the latch callback running, else 0. */
-uint16_t latch__app_acting_frame(const latch_res *res);
+static inline uint16_t latch__res_acting_frame(const latch_res *res)
+{
+    return res->running != 0 ? res->running : res->ambient;
+}
 /* Runs a latch callback registered by `frame`: sets it as the ambient
  * frame and returns the previous one, for latch__frame_leave. */
 static inline uint16_t latch__frame_enter(latch_res *res, uint16_t frame)
@@ -877,9 +904,8 @@ static inline void latch__frame_leave(latch_res *res, uint16_t prev)
  * names, else the one running. */
 static inline uint16_t latch__frame_pick(uint16_t hf, const latch_res *res)
 {
-    return hf != 0 ? hf : latch__app_acting_frame(res);
+    return hf != 0 ? hf : latch__res_acting_frame(res);
 }
-void latch__app_orphan_check(latch_res *res);
 /* Keeps p until the app is freed, then calls fn(p) (a feature's handler
  * data). 0 or LATCH_ERR_NOMEM (then fn(p) has run). */
 int latch__app_keep(latch_app *app, void *p, void (*fn)(void *));
@@ -893,14 +919,9 @@ int latch__app_keep(latch_app *app, void *p, void (*fn)(void *));
 void latch__app_timeout(latch_res *res, int status);
 void latch__app_raise(latch_res *res, int code, int status, const char *call,
                       latch_site at);
-void latch__app_res_closed(latch_res *res);
 uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q);
 void latch__app_free_layers(latch_app *app);
 int latch__app_prepare(latch_app *app);
-/* The q-value (0..1000) Accept gives a type; 1000 without Accept. */
-int latch__accept_q(const char *accept, const char *type);
-/* s escaped for HTML text into out (cap bytes), newlines as <br>. */
-size_t latch__html_escape(char *out, size_t cap, const char *s);
 
 /* pubsub.c: frees the app's hub (channels, history, backend). */
 void latch__hub_free(latch_app *app);

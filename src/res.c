@@ -367,7 +367,8 @@ void latch__res_unref(latch_res *res)
         return;
     }
     /* The last holder let go of a response nobody answered. */
-    latch__app_orphan_check(res);
+    if (res->owner != NULL)
+        res->owner->unreferenced(res);
 }
 
 /* The retain/release macros of latch.h pass the caller's place; these
@@ -447,80 +448,6 @@ void latch_res_retain(latch_res *res)
 void latch_res_release(latch_res *res)
 {
     latch_res_release_at(res, (latch_site){NULL, 0, NULL});
-}
-
-/* ------------------------------------------------------------------ */
-/* Status lines                                                         */
-/* ------------------------------------------------------------------ */
-
-const char *latch__status_reason(int s)
-{
-    switch (s) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 102: return "Processing";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 207: return "Multi-Status";
-    case 208: return "Already Reported";
-    case 226: return "IM Used";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 305: return "Use Proxy";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 407: return "Proxy Authentication Required";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 418: return "I'm a Teapot";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Entity";
-    case 423: return "Locked";
-    case 424: return "Failed Dependency";
-    case 425: return "Too Early";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 451: return "Unavailable For Legal Reasons";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 506: return "Variant Also Negotiates";
-    case 507: return "Insufficient Storage";
-    case 508: return "Loop Detected";
-    case 509: return "Bandwidth Limit Exceeded";
-    case 510: return "Not Extended";
-    case 511: return "Network Authentication Required";
-    default: return "unknown";
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1059,7 +986,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
 {
     latch_conn *c = res->conn;
     latch_worker *w = res->w;
-    const char *reason = latch__status_reason(res->status);
+    const char *reason = latch__http_reason(res->status);
     bool user_cl = false, user_te = false, user_conn = false, user_date = false,
          close_req = false, drop_te = false, drop_conn = false, filter;
     size_t need, rl = strlen(reason);
@@ -1902,7 +1829,7 @@ int latch_res_send_status_at(latch_res *res, int status, latch_site at)
                       "latch_res_send_status", msg, at);
     }
     res->status = status;
-    reason = latch__status_reason(status);
+    reason = latch__http_reason(status);
     if (strcmp(reason, "unknown") == 0) {
         snprintf(msg, sizeof(msg), "%d", status);
         reason = msg;
@@ -1970,10 +1897,10 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
         (r = put_hdr(res, "Vary", 4, "Accept", 6, false)) < 0)
         return r;
     res->status = status;
-    reason = latch__status_reason(status);
+    reason = latch__http_reason(status);
     accept = latch_req_header(&res->req, "Accept");
-    qt = latch__accept_q(accept, "text/plain");
-    qh = latch__accept_q(accept, "text/html");
+    qt = latch__http_accept_q(accept, "text/plain");
+    qh = latch__http_accept_q(accept, "text/html");
     /* The body goes to a buffer of its own on the heap (an escaped
      * Location may be 6 times the URL), freed once it is sent. */
     ll = strlen(loc);
@@ -1991,7 +1918,7 @@ int latch_res_redirect_at(latch_res *res, int status, const char *url,
                      "<!DOCTYPE html><head><title>%s</title></head><body><p>"
                      "%s. Redirecting to ",
                      reason, reason);
-        n += (int)latch__html_escape(b.data + n, b.cap - (size_t)n, loc);
+        n += (int)latch__http_html_escape(b.data + n, b.cap - (size_t)n, loc);
         n += snprintf(b.data + n, b.cap - (size_t)n, "</p></body>");
     }
     r = send_as(res, ct, b.data != NULL ? b.data : "", (size_t)n,
@@ -2035,7 +1962,7 @@ int latch__res_simple(latch_res *res, int status, const char *ctype,
 int latch__res_status_page(latch_res *res, int status, const char *event)
 {
     char body[160];
-    int n = snprintf(body, sizeof(body), "%s\n", latch__status_reason(status));
+    int n = snprintf(body, sizeof(body), "%s\n", latch__http_reason(status));
 
     res->nhdrs = 0;
     res->hbuf.len = 0;
@@ -2092,7 +2019,8 @@ void latch__res_finished(latch_res *res)
     fire_close(res);
     if (LATCH_TRACING())
         latch__trace(res, "closed", NULL, (latch_site){NULL, 0, NULL});
-    latch__app_res_closed(res);
+    if (res->owner != NULL)
+        res->owner->closed(res);
     latch__res_unref(res); /* ours */
     latch__res_unref(res); /* the queue's */
 }
@@ -2131,7 +2059,8 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
     fire_close(res);
     if (LATCH_TRACING())
         latch__trace(res, "closed", NULL, (latch_site){NULL, 0, NULL});
-    latch__app_res_closed(res);
+    if (res->owner != NULL)
+        res->owner->closed(res);
     latch__res_unref(res);
     latch__res_unref(res); /* the queue's */
 }
@@ -2515,7 +2444,8 @@ int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
     if (cb == NULL) {
         /* A waiting drain callback owns the response: clearing it may
          * leave the response without an owner. */
-        latch__app_orphan_check(res);
+        if (res->owner != NULL)
+            res->owner->unreferenced(res);
         return 0;
     }
     /* A registered callback owns the response until it runs, so it must

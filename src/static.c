@@ -208,7 +208,7 @@ static void stat_done(uv_work_t *w, int status)
 /* Whether Accept-Encoding accepts `coding` (a q-value above 0). */
 static bool accepts(const char *ae, const char *coding)
 {
-    return ae != NULL && latch__accept_q(ae, coding) > 0 &&
+    return ae != NULL && latch__http_accept_q(ae, coding) > 0 &&
            strcasestr(ae, coding) != NULL;
 }
 
