@@ -1016,7 +1016,7 @@ static void process(latch_conn *c)
                 break;
             }
             if (c->cur == NULL) {
-                c->cur = latch__res_alloc(c->w);
+                c->cur = latch__res_alloc(c->w, &latch__h1_exchange);
                 if (c->cur == NULL) {
                     conn_close(c);
                     return;
@@ -1133,7 +1133,7 @@ void latch__conn_protocol_error(latch_conn *c, int status, const char *reason)
     c->rlen = c->msg;
     t_unlink(c);
     if (res == NULL) {
-        res = latch__res_alloc(c->w);
+        res = latch__res_alloc(c->w, &latch__h1_exchange);
         if (res == NULL) {
             conn_close(c);
             return;
@@ -1327,6 +1327,77 @@ size_t latch__conn_pending_out(const latch_conn *c)
     return c->out.len + c->wout.len;
 }
 
+/* ------------------------------------------------------------------ */
+/* HTTP/1.1's exchange: what res.c asks of the connection (internal.h)  */
+/* ------------------------------------------------------------------ */
+
+static void h1_wrote(latch_res *res, latch_buf *b, size_t n)
+{
+    latch_conn *c = res->conn;
+
+    if (b == &c->out)
+        c->out_total += n;
+}
+
+/* Not the last response of a connection that reads no more requests. */
+static bool h1_may_keep_alive(const latch_res *res)
+{
+    const latch_conn *c = res->conn;
+
+    return !((c->flags & LATCH_CF_NO_MORE) && res == c->q_tail);
+}
+
+static size_t h1_backlog(const latch_res *res)
+{
+    return latch__conn_pending_out(res->conn);
+}
+
+/*
+ * Node's writableFinished is true once everything went to the socket
+ * without waiting; for a small body that is right after end(). latch
+ * hands a batch to the OS once per loop turn, so the same moment is:
+ * ended, not queued behind an earlier response, and no backpressure.
+ */
+static bool h1_on_wire(const latch_res *res)
+{
+    const latch_conn *c = res->conn;
+
+    if (res == c->writer)
+        return false;
+    for (const latch_res *r = c->q_head; r != NULL && r != res; r = r->q_next)
+        if (r->state != LATCH_RS_ENDED)
+            return false; /* its bytes wait behind an earlier response */
+    if (res->end_seq <= c->written_total)
+        return true;
+    return !c->writing && latch__conn_pending_out(c) < LATCH_HIGH_WATER;
+}
+
+static void h1_want_flush(latch_res *res)
+{
+    latch__conn_mark_dirty(res->conn);
+}
+
+static void h1_release_input(latch_res *res)
+{
+    latch__rbuf_release(res->w, res->req.rb);
+}
+
+const latch_exchange_ops latch__h1_exchange = {
+    .sink = latch__conn_sink,
+    .wrote = h1_wrote,
+    .unhold = latch__conn_unhold,
+    .make_last = latch__conn_last,
+    .may_keep_alive = h1_may_keep_alive,
+    .ended = latch__conn_res_ended,
+    .cut = latch__conn_cut,
+    .backlog = h1_backlog,
+    .on_wire = h1_on_wire,
+    .want_flush = h1_want_flush,
+    .release_input = h1_release_input,
+    .can_sendfile = latch__conn_can_sendfile,
+    .sendfile = latch__conn_sendfile,
+};
+
 /* Responses whose last byte the OS has taken are finished. */
 static void finish_written(latch_conn *c)
 {
@@ -1400,7 +1471,7 @@ static void on_written(uv_write_t *req, int status)
     if (c->flags & LATCH_CF_CLOSING)
         return;
     /* The socket took the backlog: a writer waiting for drain may go on. */
-    latch__res_check_drain(c);
+    latch__res_check_drain(c->writer);
     latch__conn_mark_dirty(c);
 }
 
@@ -1653,7 +1724,7 @@ static void flush(latch_conn *c)
             if (c->flags & LATCH_CF_CLOSING)
                 return;
         }
-        latch__res_check_drain(c);
+        latch__res_check_drain(c->writer);
     } else {
         /* Nothing to write: a response whose file body went out and that
          * ended since is finished; a drain callback registered meanwhile
@@ -1663,7 +1734,7 @@ static void flush(latch_conn *c)
             if (c->flags & LATCH_CF_CLOSING)
                 return;
         }
-        latch__res_check_drain(c);
+        latch__res_check_drain(c->writer);
     }
     if (c->sf != NULL && !c->writing && c->out.len == 0) {
         sf_run(c);

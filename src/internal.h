@@ -444,7 +444,8 @@ struct latch_res {
     uint64_t content_length; /* declared, when has_cl */
     uint64_t body_sent;      /* body bytes accepted so far */
     uint64_t end_seq;        /* conn->out_total after its last byte */
-    latch_conn *conn;        /* NULL once detached */
+    latch_conn *conn;        /* NULL once detached (opaque to res.c) */
+    const struct latch_exchange_ops *ex; /* its protocol (internal.h) */
     latch_worker *w;
     uint64_t t_start;  /* uv_hrtime at dispatch, when app->ops; else 0 */
     latch_res *q_next; /* conn queue, or worker free list */
@@ -587,6 +588,66 @@ typedef struct latch_res_owner_ops {
     void (*unreferenced)(latch_res *res);
     void (*closed)(latch_res *res);
 } latch_res_owner_ops;
+
+/* ------------------------------------------------------------------ */
+/* The exchange: what a response needs from the protocol that carries it */
+/* ------------------------------------------------------------------ */
+/*
+ * The protocol (conn.c for HTTP/1.1; a stream of h2.c later) sets
+ * res->ex when it allocates the response (latch__res_alloc); res.c writes
+ * and ends through it and reads no field of the protocol's objects. res.c
+ * calls the ops only while res->conn is not NULL (the response is still
+ * carried), except release_input. All run on the response's loop.
+ *
+ * sink(res): the buffer the response's next bytes go to (the wire's when
+ *   it may write now, else res->pending, kept in order); res.c reserves
+ *   and appends, then calls wrote with the count.
+ * wrote(res, b, n): n bytes were appended to b, the buffer sink gave.
+ * unhold(res): a head held by write_head (res->hold) may go now, with
+ *   what was written after it.
+ * make_last(res): the response decided the connection ends with it (no
+ *   keep-alive): no later request is read or answered.
+ * may_keep_alive(res): whether the connection may stay open after res as
+ *   far as the protocol is concerned (it is not already the last).
+ * ended(res): the response's last byte was appended: later ones may
+ *   write. The protocol finishes it (latch__res_finished) once the OS took
+ *   the bytes, or detaches it (latch__res_detach) if it cannot.
+ * cut(res, event, reason): destroy it on the wire: what it had not
+ *   written is dropped, the responses after it are detached, and the
+ *   connection closes after those before it; res is detached with event
+ *   and reason (now or once those before it went out).
+ * backlog(res): bytes of the connection's output not yet taken by the OS.
+ * on_wire(res): for an ENDED response, whether its bytes count as handed
+ *   to the socket without waiting (latch_res_writable_finished).
+ * want_flush(res): a drain callback waits: call latch__res_check_drain at
+ *   the next flush.
+ * release_input(res): the request's bytes (res->req.rb) are no longer
+ *   needed; called when the response is recycled, carried or not.
+ * can_sendfile(res), sendfile(res, fd, off, len, cb, data): a file body
+ *   put on the wire by the protocol without a copy (conn.c's
+ *   latch__conn_can_sendfile and latch__conn_sendfile say how); both
+ *   NULL for a protocol that cannot, and res.c then writes the bytes.
+ */
+typedef void (*latch_sendfile_cb)(latch_res *res, int status, void *data);
+typedef struct latch_exchange_ops {
+    latch_buf *(*sink)(latch_res *res);
+    void (*wrote)(latch_res *res, latch_buf *b, size_t n);
+    void (*unhold)(latch_res *res);
+    void (*make_last)(latch_res *res);
+    bool (*may_keep_alive)(const latch_res *res);
+    void (*ended)(latch_res *res);
+    void (*cut)(latch_res *res, const char *event, int reason);
+    size_t (*backlog)(const latch_res *res);
+    bool (*on_wire)(const latch_res *res);
+    void (*want_flush)(latch_res *res);
+    void (*release_input)(latch_res *res);
+    bool (*can_sendfile)(const latch_res *res);
+    int (*sendfile)(latch_res *res, int fd, uint64_t off, uint64_t len,
+                    latch_sendfile_cb cb, void *data);
+} latch_exchange_ops;
+
+/* conn.c: HTTP/1.1's exchange. */
+extern const latch_exchange_ops latch__h1_exchange;
 
 /* Ties `a` (ops set by the caller, memory owned by the caller until its
  * recycle op runs) to `res`. On the response's loop. */
@@ -756,15 +817,15 @@ void latch__conn_pool_free(latch_worker *w);
  * was cut first. `fd` stays the caller's; it must stay open until cb.
  * Nothing of the connection is touched after cb with UV_ECANCELED.
  */
-typedef void (*latch_sendfile_cb)(latch_res *res, int status, void *data);
 bool latch__conn_can_sendfile(const latch_res *res);
 int latch__conn_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
                          latch_sendfile_cb cb, void *data);
 
 /* res.c */
 /* A response and its request from w's pool, reset, with one reference
- * (the connection's) and a handle; NULL when out of memory. */
-latch_res *latch__res_alloc(latch_worker *w);
+ * (the connection's), a handle, and `ex` as its protocol's exchange;
+ * NULL when out of memory. */
+latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex);
 /* latch's own references (connection queue, chain, timers, work, joins,
  * frames): never counted as the user's, so a user's over-release can be
  * told apart and refused. unref may recycle the response. */
@@ -800,9 +861,10 @@ int latch__res_status_page(latch_res *res, int status, const char *event);
 /* The answer to a request the parser refused (`reason` stays in the
  * server: it could help tune a smuggling payload). */
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
-/* The output of c fell: runs the head response's on_drain when it waits
- * for it and the output is below LATCH_HIGH_WATER. */
-void latch__res_check_drain(latch_conn *c);
+/* The output fell (r: the response that may write now, or NULL): runs
+ * r's on_drain when it waits for it and the backlog is below
+ * LATCH_HIGH_WATER, then its attachments' drain ops. */
+void latch__res_check_drain(latch_res *r);
 /* A file body for `res` by latch__conn_sendfile: builds the head first
  * when FRESH (sealed by `call` at `at`), counts the bytes as written.
  * 0 (cb runs once), 1: not possible now or on this response (framing

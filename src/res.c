@@ -172,7 +172,7 @@ latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
 /* Pool                                                                 */
 /* ------------------------------------------------------------------ */
 
-latch_res *latch__res_alloc(latch_worker *w)
+latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex)
 {
     latch_res *r;
     uint32_t nf = w->app->cfg.parse.fields;
@@ -224,6 +224,7 @@ latch_res *latch__res_alloc(latch_worker *w)
         return NULL;
     }
     r->refs = 1; /* the connection's */
+    r->ex = ex;
     r->status = 200;
     r->w = w;
     return r;
@@ -256,7 +257,7 @@ latch_attach *latch__res_attached(const latch_res *res,
 
 size_t latch__res_backlog(const latch_res *res)
 {
-    return res->conn != NULL ? latch__conn_pending_out(res->conn) : 0;
+    return res->conn != NULL ? res->ex->backlog(res) : 0;
 }
 
 /*
@@ -302,7 +303,7 @@ static void res_recycle(latch_res *r)
     latch_worker *w = r->w;
 
     handle_close(r); /* from here on, its handles are stale */
-    latch__rbuf_release(w, r->req.rb);
+    r->ex->release_input(r);
     r->req.rb = NULL;
     latch__req_reset(&r->req);
     recycle_attached(r);
@@ -1056,9 +1057,9 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     }
     res->keep_alive = res->req.keep_alive && !close_req &&
                       !res->close_delimited && c != NULL &&
-                      !((c->flags & LATCH_CF_NO_MORE) && res == c->q_tail);
-    if (!res->keep_alive)
-        latch__conn_last(res);
+                      res->ex->may_keep_alive(res);
+    if (!res->keep_alive && c != NULL)
+        res->ex->make_last(res);
     /* A handler's Connection that promises more than latch will do
      * (keep-alive on a connection that closes) is replaced by latch's. */
     if (user_conn && !res->keep_alive && !close_req) {
@@ -1069,7 +1070,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     res->hold = hold;
     if (c == NULL)
         goto sealed; /* destroyed meanwhile: nothing to send */
-    b = latch__conn_sink(res);
+    b = res->ex->sink(res);
     r = latch__buf_reserve(b, need, PENDING_LIMIT);
     if (r < 0)
         return r;
@@ -1121,8 +1122,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         }
     }
     p = put(p, "\r\n", 2);
-    if (b == &c->out)
-        c->out_total += (size_t)(p - (b->data + b->len));
+    res->ex->wrote(res, b, (size_t)(p - (b->data + b->len)));
     b->len = (size_t)(p - b->data);
 sealed:
     transition(res, LATCH_RS_HEADERS_SENT);
@@ -1135,7 +1135,7 @@ sealed:
  * connection's, and its own while an earlier response holds the wire. */
 static size_t out_backlog(const latch_res *res)
 {
-    return latch__conn_pending_out(res->conn) + res->pending.len;
+    return res->ex->backlog(res) + res->pending.len;
 }
 
 /*
@@ -1187,7 +1187,7 @@ static inline int emit_body(latch_res *res, const void *data, size_t len,
     need = len + (res->chunked ? 32 : 0);
     if (out_over(res, need))
         return LATCH_ERR_LIMIT;
-    b = latch__conn_sink(res);
+    b = res->ex->sink(res);
     r = latch__buf_reserve(b, need, PENDING_LIMIT);
     if (r < 0)
         return r;
@@ -1211,8 +1211,7 @@ static inline int emit_body(latch_res *res, const void *data, size_t len,
     }
     if (last && res->chunked)
         p = put(p, "0\r\n\r\n", 5);
-    if (b == &c->out)
-        c->out_total += (size_t)(p - (b->data + b->len));
+    res->ex->wrote(res, b, (size_t)(p - (b->data + b->len)));
     b->len = (size_t)(p - b->data);
     return 0;
 }
@@ -1260,7 +1259,7 @@ int latch_res_flush_headers_at(latch_res *res, latch_site at)
         res->state >= LATCH_RS_HEADERS_SENT &&
         res->state <= LATCH_RS_FINISHED) {
         if (res->hold)
-            latch__conn_unhold(res);
+            res->ex->unhold(res);
         return 0;
     }
     r = gate(res, K_HEADER, "latch_res_flush_headers", "write", at);
@@ -1322,7 +1321,7 @@ static int write_common(latch_res *res, const void *data, size_t len,
                       at);
     }
     if (res->hold)
-        latch__conn_unhold(res);
+        res->ex->unhold(res);
     if ((r = emit_body(res, data, len, false)) < 0)
         return r == LATCH_ERR_LIMIT ? over_limit(res, call, at) : r;
     res->body_sent += len;
@@ -1348,7 +1347,8 @@ int latch__res_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
     int r;
 
     if (res->conn == NULL || res->detached ||
-        res->state > LATCH_RS_HEADERS_SENT || !latch__conn_can_sendfile(res))
+        res->state > LATCH_RS_HEADERS_SENT || res->ex->sendfile == NULL ||
+        !res->ex->can_sendfile(res))
         return 1;
     if (res->state == LATCH_RS_FRESH) {
         if ((r = check_status(res, call, at)) < 0)
@@ -1362,7 +1362,7 @@ int latch__res_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
         res->body_sent > res->content_length ||
         len > res->content_length - res->body_sent)
         return 1;
-    r = latch__conn_sendfile(res, fd, off, len, cb, data);
+    r = res->ex->sendfile(res, fd, off, len, cb, data);
     if (r == 0)
         res->body_sent += len;
     return r;
@@ -1412,7 +1412,7 @@ static int end_common(latch_res *res, const void *data, size_t len,
         }
     }
     if (res->hold)
-        latch__conn_unhold(res);
+        res->ex->unhold(res);
     if ((r = emit_body(res, data, len, true)) < 0)
         return r == LATCH_ERR_LIMIT ? over_limit(res, call, at) : r;
     res->body_sent += len;
@@ -1422,7 +1422,8 @@ static int end_common(latch_res *res, const void *data, size_t len,
         char msg[160];
         res->end_short = true;
         res->keep_alive = false;
-        latch__conn_last(res);
+        if (res->conn != NULL)
+            res->ex->make_last(res);
         snprintf(msg, sizeof(msg),
                  "Response body's content-length of %llu byte(s) does not "
                  "match the content-length of %llu byte(s) set in header",
@@ -1441,7 +1442,7 @@ static int end_common(latch_res *res, const void *data, size_t len,
         /* Destroyed while the head was built: nothing more to do. */
         return ret;
     }
-    latch__conn_res_ended(res);
+    res->ex->ended(res);
     return ret;
 }
 
@@ -2092,7 +2093,7 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
     if (c != NULL) {
         /* What the response wrote goes out, truncated where it stopped,
          * after the responses before it; then the connection closes. */
-        latch__conn_cut(res, "latch_res_destroy", LATCH_CANCEL_NONE);
+        res->ex->cut(res, "latch_res_destroy", LATCH_CANCEL_NONE);
     }
 }
 
@@ -2248,7 +2249,7 @@ void latch__res_timeout(latch_res *res, int status)
         if (LATCH_TRACING())
             latch__trace(res, "destroyed (request timeout)", NULL, none);
         if (res->conn != NULL)
-            latch__conn_cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
+            res->ex->cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
     }
     cancel_signal(res, LATCH_CANCEL_TIMEOUT);
     latch__res_unref(res);
@@ -2271,13 +2272,12 @@ static void drain_attached(latch_res *r)
     latch__res_unref(r);
 }
 
-void latch__res_check_drain(latch_conn *c)
+void latch__res_check_drain(latch_res *r)
 {
-    latch_res *r = c->writer;
     latch_res_cb cb;
 
-    if (r == NULL || !r->want_drain ||
-        latch__conn_pending_out(c) >= LATCH_HIGH_WATER)
+    if (r == NULL || !r->want_drain || r->conn == NULL ||
+        r->ex->backlog(r) >= LATCH_HIGH_WATER)
         return;
     r->want_drain = false;
     cb = r->on_drain;
@@ -2302,7 +2302,7 @@ void latch__res_want_drain(latch_res *res)
     if (res->conn == NULL)
         return;
     res->want_drain = true;
-    latch__conn_mark_dirty(res->conn);
+    res->ex->want_flush(res);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2330,27 +2330,14 @@ bool latch_res_writable_finished(const latch_res *res)
     if (res != NULL && (res = latch__res_in(res, "latch_res_writable_finished",
                                             &latch__no_site)) == NULL)
         return false;
-    const latch_conn *c;
-
     if (res == NULL)
         return false;
     if (res->state == LATCH_RS_FINISHED)
         return true;
-    if (res->state != LATCH_RS_ENDED || (c = res->conn) == NULL ||
-        res == c->writer)
-        return false;
-    /*
-     * Node's writableFinished is true once everything went to the socket
-     * without waiting; for a small body that is right after end(). latch
-     * hands a batch to the OS once per loop turn, so the same moment is:
-     * ended, not queued behind an earlier response, and no backpressure.
-     */
-    for (const latch_res *r = c->q_head; r != NULL && r != res; r = r->q_next)
-        if (r->state != LATCH_RS_ENDED)
-            return false; /* its bytes wait behind an earlier response */
-    if (res->end_seq <= c->written_total)
-        return true;
-    return !c->writing && latch__conn_pending_out(c) < LATCH_HIGH_WATER;
+    /* Node's writableFinished: everything went to the socket without
+     * waiting; the protocol knows when that is. */
+    return res->state == LATCH_RS_ENDED && res->conn != NULL &&
+           res->ex->on_wire(res);
 }
 
 bool latch_res_destroyed(const latch_res *res)
@@ -2453,7 +2440,7 @@ int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
      * next flush, once the output is below the high-water mark. */
     res->want_drain = true;
     if (res->conn != NULL)
-        latch__conn_mark_dirty(res->conn);
+        res->ex->want_flush(res);
     return 0;
 }
 
