@@ -23,8 +23,9 @@ build: deps
 run: build
 	./build/latch -h $(HOST) -p $(PORT)
 
-# The format check (clang-format, STYLE.md), every test, then the whole
-# suite again under ASan + UBSan. Warnings are errors here, as in CI.
+# The format check (clang-format, STYLE.md), the layering check (src/LAYERS
+# against the objects), every test, then the whole suite again under
+# ASan + UBSan. Warnings are errors here, as in CI.
 test:
 	@scripts/deps.sh build test
 	@scripts/check_format.sh
@@ -34,6 +35,7 @@ test-fast:
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_TESTS=ON \
 	    -DLATCH_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j $(JOBS)
+	@scripts/check_layers.sh build/CMakeFiles/latch_obj.dir/src
 	@cd build && ctest --output-on-failure -j $(JOBS)
 
 test-asan:

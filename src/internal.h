@@ -6,6 +6,15 @@
  * This header is private. Only src/ and the unit tests include it. Each
  * struct belongs to one module that changes it; the others only read it
  * or go through that module's latch__ functions.
+ *
+ * The rule between modules: each names functions and reads fields only of
+ * modules below it (src/LAYERS lists the allowed pairs; `make test`
+ * checks them on the objects). An event that must go up - a response has
+ * nobody left to answer it or closed, a resource tied to a response must
+ * end, a response writes to its protocol - goes through a table that the
+ * upper module installed, declared here with its contract: the owner
+ * (latch_res_owner_ops), attachments (latch_attach_ops) and the exchange
+ * (latch_exchange_ops). res.c names no protocol and no part of the chain.
  */
 #ifndef LATCH_INTERNAL_H
 #define LATCH_INTERNAL_H
