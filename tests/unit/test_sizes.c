@@ -12,7 +12,6 @@
 
 #include <cmocka.h>
 
-
 #include "internal.h"
 
 /* Measured when the budgets were set: latch_res 1632 (+ the field slots
