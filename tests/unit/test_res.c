@@ -103,8 +103,19 @@ static void fx_release_input(latch_res *res)
 }
 
 static const latch_exchange_ops fake_exchange = {
-    fx_sink, fx_wrote,   fx_unhold,  fx_make_last,  fx_may_keep_alive, fx_ended,
-    fx_cut,  fx_backlog, fx_on_wire, fx_want_flush, fx_release_input,
+    .sink = fx_sink,
+    .wrote = fx_wrote,
+    .unhold = fx_unhold,
+    .make_last = fx_make_last,
+    .may_keep_alive = fx_may_keep_alive,
+    .ended = fx_ended,
+    .cut = fx_cut,
+    .backlog = fx_backlog,
+    .on_wire = fx_on_wire,
+    .want_flush = fx_want_flush,
+    .release_input = fx_release_input,
+    .can_sendfile = NULL, /* no sendfile: res.c writes file bodies */
+    .sendfile = NULL,
 };
 
 /* ------------------------------------------------------------------ */
