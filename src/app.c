@@ -485,9 +485,14 @@ static const latch_site no_site = {NULL, 0, NULL};
 static void chain_done(latch_res *res);
 static void chain_unreferenced(latch_res *res);
 static void chain_closed(latch_res *res);
+static void chain_observe(latch_res *res, bool finished);
+static void chain_raise(latch_res *res, int code, int status, const char *call,
+                        latch_site at);
+static void chain_timeout(latch_res *res, int status);
 /* What a dispatched response tells the chain (internal.h). */
 static const latch_res_owner_ops chain_owner = {chain_unreferenced,
-                                                chain_closed};
+                                                chain_closed, chain_observe,
+                                                chain_raise, chain_timeout};
 
 /* ------------------------------------------------------------------ */
 /* The final handler (what Express's finalhandler does)                 */
@@ -1043,8 +1048,8 @@ static void chain_unreferenced(latch_res *res)
  * is resumed at the error handlers; a chain that is over runs again from
  * the error handlers. The caller holds a reference.
  */
-void latch__app_raise(latch_res *res, int code, int status, const char *call,
-                      latch_site at)
+static void chain_raise(latch_res *res, int code, int status, const char *call,
+                        latch_site at)
 {
     latch_frame *f = res->frame;
 
@@ -1079,7 +1084,12 @@ void latch__app_raise(latch_res *res, int code, int status, const char *call,
     run(res);
 }
 
-void latch__app_timeout(latch_res *res, int status)
+/* The request timeout fired on a response that sent nothing: a handler
+ * waiting (LATCH_PENDING) loses its turn (its late latch_next is
+ * ERR_NEXT_AFTER_RESPONSE), and the error handlers run with
+ * LATCH_ERR_CANCELLED and `status`; the final handler answers when none
+ * does. The caller holds a reference. */
+static void chain_timeout(latch_res *res, int status)
 {
     if (res->frame != NULL)
         return; /* a handler runs: the loop cannot be in a timer now */
@@ -1102,6 +1112,12 @@ void latch__app_timeout(latch_res *res, int status)
     res->in_error = true;
     res->elayer = res->w->app->errlayers;
     run(res);
+}
+
+/* Counted, logged and traced by metrics.c when the response closes. */
+static void chain_observe(latch_res *res, bool finished)
+{
+    latch__ops_closed(res, finished);
 }
 
 void latch__app_dispatch(latch_res *res)

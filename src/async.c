@@ -298,7 +298,7 @@ static void on_request_timeout(latch_res *res, void *data)
     /* Nothing sent: the answer is the app's (its error handlers, or the
      * final handler), with the request already marked cancelled. */
     if (latch__res_timeout_begin(res))
-        latch__app_timeout(res, att->timeout_status);
+        latch__res_timed_out(res, att->timeout_status);
     latch__res_timeout(res, att->timeout_status);
     latch__res_unref(res);
 }

@@ -307,16 +307,6 @@ void latch__diag_free(latch_app *app)
     app->src_root_len = 0;
 }
 
-const char *latch__site_file(const latch_app *app, const char *file)
-{
-    size_t n = app->src_root_len;
-
-    if (file != NULL && n > 0 && strncmp(file, app->src_root, n) == 0 &&
-        file[n] == '/' && file[n + 1] != '\0')
-        return file + n + 1;
-    return file;
-}
-
 static void deliver(latch_app *app, latch_violation *v)
 {
     v->at.file = latch__site_file(app, v->at.file);
@@ -368,8 +358,11 @@ void latch__violation_prior(latch_res *res, int code, const char *call,
     v.request_id = res->req.id;
     v.method = res->req.method;
     v.path = res->req.path ? res->req.path : res->req.url;
-    if (LATCH_TRACING())
-        latch__trace_violation(res, code, call, at);
+    if (LATCH_TRACING()) {
+        char event[64];
+        snprintf(event, sizeof(event), "violation %s", latch_err_name(code));
+        latch__trace(res, event, call, at);
+    }
     deliver(res->w->app, &v);
 }
 

@@ -26,6 +26,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <uv.h>
 
 #define LATCH_CONTAINER_OF(ptr, type, member)                                  \
@@ -592,11 +593,42 @@ struct latch_attach {
  *
  * closed(res): on_close ran (the response finished or was destroyed); the
  * owner lets go of what it kept waiting for an answer.
+ *
+ * observe(res, finished): the response closes (finished: its last byte
+ * went to the OS; else it was cut), called before it lets go of its
+ * connection and only when res->t_start is set (metrics, the access log
+ * or the trace are on); the owner counts, logs and traces it.
+ *
+ * raise(res, code, status, call, at): a feature's or a send helper's
+ * failure (`call` at `at`) on a response that sent nothing yet: the
+ * owner's error handlers answer it with err code and status. The caller
+ * holds a reference.
+ *
+ * timeout(res, status): the request timeout fired on a response that sent
+ * nothing; the owner answers it (error handlers with LATCH_ERR_CANCELLED
+ * and `status`). The caller holds a reference.
+ *
+ * Features and res.c reach raise and timeout through latch__res_raise and
+ * latch__res_timed_out, which answer `status` themselves when no owner is
+ * installed (a response not dispatched by the chain: unit tests).
  */
 typedef struct latch_res_owner_ops {
     void (*unreferenced)(latch_res *res);
     void (*closed)(latch_res *res);
+    void (*observe)(latch_res *res, bool finished);
+    void (*raise)(latch_res *res, int code, int status, const char *call,
+                  latch_site at);
+    void (*timeout)(latch_res *res, int status);
 } latch_res_owner_ops;
+
+/* The owner's raise and timeout (above), or, without an owner, a plain
+ * answer with `status`. */
+void latch__res_raise(latch_res *res, int code, int status, const char *call,
+                      latch_site at);
+void latch__res_timed_out(latch_res *res, int status);
+/* Body bytes that went on the wire (none for HEAD, 204 and 304); for the
+ * metrics and the access log. */
+uint64_t latch__res_body_bytes(const latch_res *res);
 
 /* ------------------------------------------------------------------ */
 /* The exchange: what a response needs from the protocol that carries it */
@@ -980,16 +1012,6 @@ static inline uint16_t latch__frame_pick(uint16_t hf, const latch_res *res)
 /* Keeps p until the app is freed, then calls fn(p) (a feature's handler
  * data). 0 or LATCH_ERR_NOMEM (then fn(p) has run). */
 int latch__app_keep(latch_app *app, void *p, void (*fn)(void *));
-/* Runs the error handlers for a feature's failure (`call` at `at`) on a
- * response that sent nothing yet: err code and status as given. */
-/* The request timeout fired on a response that sent nothing: a handler
- * waiting (LATCH_PENDING) loses its turn (its late latch_next is
- * ERR_NEXT_AFTER_RESPONSE), and the error handlers run with
- * LATCH_ERR_CANCELLED and `status`; the final handler answers when none
- * does. The caller holds a reference. */
-void latch__app_timeout(latch_res *res, int status);
-void latch__app_raise(latch_res *res, int code, int status, const char *call,
-                      latch_site at);
 uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q);
 void latch__app_free_layers(latch_app *app);
 int latch__app_prepare(latch_app *app);
@@ -1008,7 +1030,6 @@ void latch__hub_each(latch_app *app,
 void latch__ops_init(latch_app *app);
 void latch__ops_free(latch_app *app);
 latch_wops *latch__wops(latch_worker *w);
-uint64_t latch__res_body_bytes(const latch_res *res);
 void latch__ops_closed(latch_res *res, bool finished);
 /* log.c: the line for a closed response (status as the client saw it,
  * dur_ns since dispatch); the writer stopped; lines dropped so far. */
@@ -1039,8 +1060,6 @@ LATCH_COLD void latch__trace_state(const latch_res *res, int to);
 /* "headers sent" (when the same call sent them) and "ended". */
 LATCH_COLD void latch__trace_end(const latch_res *res, bool with_head);
 LATCH_COLD void latch__trace_cancel(const latch_res *res, int reason);
-LATCH_COLD void latch__trace_violation(const latch_res *res, int code,
-                                       const char *call, latch_site at);
 
 /* diag.c */
 /* Reports a misuse of res (code LATCH_ERR_*, made by `call` at `at`;
@@ -1062,7 +1081,17 @@ void latch__violation_app(latch_app *app, int code, const char *call,
 void latch__diag_init(latch_app *app);
 void latch__diag_free(latch_app *app);
 /* file without the source root and its '/', when it starts with them;
- * else file itself (NULL stays NULL). Never allocates. */
-const char *latch__site_file(const latch_app *app, const char *file);
+ * else file itself (NULL stays NULL). Never allocates. Inline: diag.c and
+ * trace.c (a leaf below it) both shorten sites. */
+static inline const char *latch__site_file(const latch_app *app,
+                                           const char *file)
+{
+    size_t n = app->src_root_len;
+
+    if (file != NULL && n > 0 && strncmp(file, app->src_root, n) == 0 &&
+        file[n] == '/' && file[n + 1] != '\0')
+        return file + n + 1;
+    return file;
+}
 
 #endif

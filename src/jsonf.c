@@ -261,7 +261,7 @@ int latch_res_jsonf_at(latch_res *res, latch_site at, const char *types,
     latch__violation(res, r, "latch_res_jsonf", why, at);
     /* The answer is the app's, as any error's. */
     latch__res_ref(res);
-    latch__app_raise(res, r, 500, "latch_res_jsonf", at);
+    latch__res_raise(res, r, 500, "latch_res_jsonf", at);
     latch__res_unref(res);
     return r;
 }

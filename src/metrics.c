@@ -86,13 +86,6 @@ static inline void bump(_Atomic uint64_t *c, uint64_t n)
                           memory_order_relaxed);
 }
 
-/* Body bytes that went on the wire: none for HEAD, 204 and 304, whatever
- * the handler sent (latch drops it). */
-uint64_t latch__res_body_bytes(const latch_res *res)
-{
-    return res->has_body ? res->body_sent : 0;
-}
-
 /* The peer's address for the log, or "-". */
 static void peer(latch_res *res, char *out, size_t cap)
 {

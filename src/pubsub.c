@@ -724,22 +724,11 @@ void latch__hub_each(latch_app *app,
     pthread_mutex_unlock(&h->mu);
 }
 
-int latch_app_set_pubsub(latch_app *app, const char *url)
+void latch__hub_set_backend(latch_app *app, latch_backend *be)
 {
-    struct latch_hub *h;
-    latch_backend *be = NULL;
-    int r;
+    struct latch_hub *h = atomic_load(&app->hub);
 
-    if (app == NULL)
-        return LATCH_ERR_INVALID_ARG;
-    if (app->running)
-        return LATCH_ERR_STATE;
-    if ((h = latch__hub_get(app)) == NULL)
-        return LATCH_ERR_NOMEM;
-    if (url != NULL && (r = latch__redis_backend_new(app, url, &be)) < 0)
-        return r;
     if (h->be != NULL)
         h->be->ops->free(h->be);
     h->be = be;
-    return 0;
 }

@@ -152,9 +152,10 @@ void latch__hub_each_watched(latch_app *app, latch_worker *w,
                              void (*fn)(latch_chan *ch, void *data),
                              void *data);
 
-/* pubsub_redis.c: a backend for "redis://host:port". 0, or
- * LATCH_ERR_INVALID_ARG for a URL it cannot use, LATCH_ERR_NOMEM. */
-int latch__redis_backend_new(latch_app *app, const char *url,
-                             latch_backend **out);
+/* Replaces the backend of the app's hub, made before (latch__hub_get),
+ * by `be` (NULL: in-process only), freeing the one it had. Before
+ * latch_run only. The backends sit above the hub and install themselves
+ * (pubsub_redis.c's latch_app_set_pubsub). */
+void latch__hub_set_backend(latch_app *app, latch_backend *be);
 
 #endif

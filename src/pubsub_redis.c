@@ -587,8 +587,9 @@ static const latch_backend_ops redis_ops = {
     be_publish, be_watch, be_unwatch, be_worker_finish, be_free,
 };
 
-int latch__redis_backend_new(latch_app *app, const char *url,
-                             latch_backend **out)
+/* A backend for "redis://host:port". 0, or LATCH_ERR_INVALID_ARG for a
+ * URL it cannot use, LATCH_ERR_NOMEM. */
+static int backend_new(latch_app *app, const char *url, latch_backend **out)
 {
     const char *p, *colon;
     rbackend *be;
@@ -620,5 +621,22 @@ int latch__redis_backend_new(latch_app *app, const char *url,
     be->port = (int)port;
     pthread_mutex_init(&be->mu, NULL);
     *out = &be->base;
+    return 0;
+}
+
+int latch_app_set_pubsub(latch_app *app, const char *url)
+{
+    latch_backend *be = NULL;
+    int r;
+
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    if (latch__hub_get(app) == NULL)
+        return LATCH_ERR_NOMEM;
+    if (url != NULL && (r = backend_new(app, url, &be)) < 0)
+        return r;
+    latch__hub_set_backend(app, be);
     return 0;
 }

@@ -1735,7 +1735,7 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
          * (or the final handler) with the writer's code and 500. */
         if (res->state == LATCH_RS_FRESH) {
             latch__res_ref(res);
-            latch__app_raise(res, r, 500, "latch_res_json_end", at);
+            latch__res_raise(res, r, 500, "latch_res_json_end", at);
             latch__res_unref(res);
         }
         return r;
@@ -1998,13 +1998,37 @@ static void fire_close(latch_res *res)
     }
 }
 
+/* Body bytes that went on the wire: none for HEAD, 204 and 304, whatever
+ * the handler sent (latch drops it). */
+uint64_t latch__res_body_bytes(const latch_res *res)
+{
+    return res->has_body ? res->body_sent : 0;
+}
+
+void latch__res_raise(latch_res *res, int code, int status, const char *call,
+                      latch_site at)
+{
+    if (res->owner != NULL)
+        res->owner->raise(res, code, status, call, at);
+    else if (res->state == LATCH_RS_FRESH)
+        latch_res_send_status_at(res, status, at);
+}
+
+void latch__res_timed_out(latch_res *res, int status)
+{
+    if (res->owner != NULL)
+        res->owner->timeout(res, status);
+    else if (res->state == LATCH_RS_FRESH)
+        latch_res_send_status_at(res, status, (latch_site){NULL, 0, NULL});
+}
+
 /* The last byte was handed to the OS: FINISHED, then finish and close. */
 void latch__res_finished(latch_res *res)
 {
     latch_res_cb cb = res->on_finish;
 
-    if (res->t_start != 0) /* metrics, log or trace on */
-        latch__ops_closed(res, true);
+    if (res->t_start != 0 && res->owner != NULL) /* metrics, log or trace */
+        res->owner->observe(res, true);
     transition(res, LATCH_RS_FINISHED);
     end_attached(res, LATCH_CANCEL_NONE); /* no timer fires after this */
     res->conn = NULL;
@@ -2035,8 +2059,8 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
 {
     bool unfinished = res->state < LATCH_RS_FINISHED;
 
-    if (res->t_start != 0)
-        latch__ops_closed(res, false);
+    if (res->t_start != 0 && res->owner != NULL)
+        res->owner->observe(res, false);
     res->conn = NULL;
     res->detached = true;
     if (unfinished && res->state != LATCH_RS_DESTROYED) {

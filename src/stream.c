@@ -215,7 +215,7 @@ int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at)
     latch__res_retract_head(res);
     if (res->state == LATCH_RS_FRESH) {
         /* Nothing went out: the error handlers answer. */
-        latch__app_raise(res, error, fail_status(error), "latch_res_pipe_fail",
+        latch__res_raise(res, error, fail_status(error), "latch_res_pipe_fail",
                          at);
         /* Later reports name the failure, not the error page it caused. */
         if (res->state >= LATCH_RS_ENDED) {

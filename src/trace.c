@@ -224,12 +224,3 @@ void latch__trace_cancel(const latch_res *res, int reason)
                                                             : "unknown");
     latch__trace(res, event, NULL, (latch_site){NULL, 0, NULL});
 }
-
-void latch__trace_violation(const latch_res *res, int code, const char *call,
-                            latch_site at)
-{
-    char event[64];
-
-    snprintf(event, sizeof(event), "violation %s", latch_err_name(code));
-    latch__trace(res, event, call, at);
-}
