@@ -357,7 +357,8 @@ enum latch_limit {
                                      finish, else it gets 503 + close */
     LATCH_LIMIT_CONNECTIONS,      /* open connections per worker [0: from
                                      RLIMIT_NOFILE]; at the cap the oldest
-                                     idle (then slowest receiving) one is
+                                     idle (then a stalled handshake, then
+                                     the slowest receiving) one is
                                      shed for a newcomer, or it is refused */
     LATCH_LIMIT_CONN_BUFFER,      /* bytes one connection may hold: output
                                      the OS has not taken, queued responses'
@@ -382,6 +383,12 @@ enum latch_limit {
                                      response is destroyed */
     LATCH_TIMEOUT_HANDSHAKE,      /* ms a TLS client has to complete its
                                      handshake, then closed [10000] */
+    LATCH_LIMIT_HANDSHAKES,       /* TLS handshakes in progress per worker
+                                     [1024; 1..2^24]; each holds some 40 KiB
+                                     (OpenSSL's state, at most 64 KiB of
+                                     ClientHello): at the cap the oldest is
+                                     shed for a newcomer (counted as
+                                     LATCH_COUNTER_SHED) */
 };
 LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
 
@@ -391,7 +398,9 @@ LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
  * accept(2) failures (EMFILE, ENFILE, ENOBUFS ...), connections refused
  * at once (reset) for want of a descriptor or of room under
  * LATCH_LIMIT_CONNECTIONS, and connections shed (closed) to make room:
- * idle keep-alive ones first, then the slowest still sending a request.
+ * idle keep-alive ones first, then a TLS handshake over a second old, then
+ * the slowest still sending a request (and the oldest TLS handshake at
+ * LATCH_LIMIT_HANDSHAKES).
  * Each kind is also logged on stderr, at most once a second per worker.
  * Any thread. Returns 0 for an unknown counter or a NULL app.
  */

@@ -246,6 +246,7 @@ static void t_unlink(latch_conn *c)
         l->tail = c->t_prev;
     c->t_next = c->t_prev = NULL;
     c->tkind = LATCH_T_NONE;
+    l->n--;
 }
 
 static uint64_t t_duration(latch_conn *c, int kind)
@@ -291,6 +292,7 @@ static void t_set(latch_conn *c, int kind)
     else
         l->head = c;
     l->tail = c;
+    l->n++;
     arm_sweeper(c->w, c->deadline);
 }
 
@@ -510,6 +512,12 @@ bool latch__conn_shed(latch_worker *w)
         latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
         return true;
     }
+    /* Then a TLS handshake a second old (one takes a round trip). */
+    c = w->tl[LATCH_T_HANDSHAKE].head;
+    if (c != NULL && now - c->rx_start >= 1000) {
+        latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+        return true;
+    }
     /* Then the slowest sender among the oldest still receiving a head or a
      * body (each list is in deadline order; a few from each suffice). */
     for (k = LATCH_T_HEADER; k <= LATCH_T_BODY; k++) {
@@ -528,6 +536,16 @@ bool latch__conn_shed(latch_worker *w)
     if (best == NULL)
         return false;
     latch__conn_close_why(best, LATCH_CANCEL_DISCONNECT);
+    return true;
+}
+
+bool latch__conn_shed_handshake(latch_worker *w)
+{
+    latch_conn *c = w->tl[LATCH_T_HANDSHAKE].head;
+
+    if (c == NULL)
+        return false;
+    latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
     return true;
 }
 

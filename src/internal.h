@@ -121,10 +121,11 @@ typedef struct latch_config {
     uint64_t send_ms;    /* no write progress while output waits */
     uint64_t receive_ms; /* a whole request, head and body */
     uint64_t rate_grace_ms;
-    uint64_t min_rate;     /* bytes/s after the grace; 0: off */
-    uint64_t conn_buffer;  /* bytes a connection may hold before pausing */
-    uint32_t max_conns;    /* per worker; 0: from RLIMIT_NOFILE */
-    uint64_t handshake_ms; /* a TLS handshake, from the connect */
+    uint64_t min_rate;       /* bytes/s after the grace; 0: off */
+    uint64_t conn_buffer;    /* bytes a connection may hold before pausing */
+    uint32_t max_conns;      /* per worker; 0: from RLIMIT_NOFILE */
+    uint64_t handshake_ms;   /* a TLS handshake, from the connect */
+    uint32_t max_handshakes; /* TLS handshakes in progress per worker */
 } latch_config;
 
 /* A listening address of the app (latch_listen, latch_listen_tls). */
@@ -202,6 +203,7 @@ typedef struct latch_conn latch_conn;
  * deadline, because every entry of a list has the same duration. */
 typedef struct latch_tlist {
     latch_conn *head, *tail;
+    uint32_t n; /* connections on the list */
 } latch_tlist;
 
 enum {
@@ -811,9 +813,13 @@ void latch__worker_finish(latch_worker *w);
  * Returns 0 or a negative code. */
 int latch__conn_open(latch_worker *w, int fd, struct latch_tls_ctx *tls);
 /* Closes one connection to make room for a newcomer: the oldest idle
- * keep-alive connection, else the one receiving a request the slowest for
- * at least a second with nothing queued. Returns false when none may go. */
+ * keep-alive connection, else the oldest TLS handshake if it has taken a
+ * second, else the one receiving a request the slowest for at least a
+ * second with nothing queued. Returns false when none may go. */
 bool latch__conn_shed(latch_worker *w);
+/* Closes the worker's oldest connection still in its TLS handshake (the
+ * handshake cap); false when there is none. */
+bool latch__conn_shed_handshake(latch_worker *w);
 #define LATCH_COUNT(app, which, n)                                             \
     atomic_fetch_add_explicit(&(app)->counters[(which)], (n),                  \
                               memory_order_relaxed)

@@ -73,6 +73,7 @@ latch_app *latch_app_new(void)
     app->cfg.min_rate = 500;
     app->cfg.conn_buffer = (uint64_t)1 << 20;
     app->cfg.handshake_ms = 10000;
+    app->cfg.max_handshakes = 1024;
     app->handle_signals = true;
     pthread_mutex_init(&app->live_mu, NULL);
     pthread_mutex_init(&app->site_mu, NULL);
@@ -215,6 +216,11 @@ int latch_app_set_limit(latch_app *app, int which, uint64_t v)
         if (v > (1u << 24))
             return LATCH_ERR_INVALID_ARG;
         c->max_conns = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_HANDSHAKES:
+        if (v < 1 || v > (1u << 24))
+            return LATCH_ERR_INVALID_ARG;
+        c->max_handshakes = (uint32_t)v;
         return 0;
     case LATCH_LIMIT_CONN_BUFFER:
         if (v < 4096 || v > ((uint64_t)1 << 40))
@@ -417,13 +423,14 @@ static void log_accept(latch_worker *w)
     if (w->accept_log_at != 0 && now - w->accept_log_at < 1000)
         return;
     w->accept_log_at = now;
-    fprintf(
-        stderr,
-        "latch: accept: %s (worker %d; since the last report: %llu "
-        "accept errors, %llu connections refused, %llu shed)\n",
-        w->log_errno != 0 ? strerror(w->log_errno) : "connection limit reached",
-        w->index, (unsigned long long)w->log_errors,
-        (unsigned long long)w->log_dropped, (unsigned long long)w->log_shed);
+    fprintf(stderr,
+            "latch: accept: %s (worker %d; since the last report: %llu "
+            "accept errors, %llu connections refused, %llu shed)\n",
+            w->log_errno != 0 ? strerror(w->log_errno)
+                              : "connection or handshake limit reached",
+            w->index, (unsigned long long)w->log_errors,
+            (unsigned long long)w->log_dropped,
+            (unsigned long long)w->log_shed);
     w->log_errors = w->log_dropped = w->log_shed = 0;
     w->log_errno = 0;
 }
@@ -563,6 +570,12 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
             accept_pause(w);
             return;
         }
+        /* Handshakes hold OpenSSL's state for a client that has proved
+         * nothing yet: at their cap the oldest makes room. */
+        if (l->tls != NULL &&
+            w->tl[LATCH_T_HANDSHAKE].n >= w->app->cfg.max_handshakes &&
+            latch__conn_shed_handshake(w))
+            count_shed(w);
         if (w->nconns >= w->max_conns) {
             if (latch__conn_shed(w)) {
                 count_shed(w);

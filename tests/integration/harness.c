@@ -251,6 +251,21 @@ int64_t th_now_ms(void)
     return now_ms();
 }
 
+uint64_t th_rss(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+            break;
+    fclose(f);
+    assert_true(kb > 0);
+    return (uint64_t)kb * 1024;
+}
+
 int th_try_connect(int port)
 {
     struct sockaddr_in sa;

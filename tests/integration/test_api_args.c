@@ -676,7 +676,9 @@ static long reg_null_fn(ctx *c, int which)
     X(308, "latch_app_reload_tls", O, IA, 0, 0, latch_app_reload_tls(NULL))    \
     X(309, "latch_req_secure", O, 0, 0, 0, latch_req_secure(NULL))             \
     X(310, "latch_app_set_limit", O, IA, 0, 0,                                 \
-      latch_app_set_limit(c->app, LATCH_TIMEOUT_HANDSHAKE, 0))
+      latch_app_set_limit(c->app, LATCH_TIMEOUT_HANDSHAKE, 0))                 \
+    X(311, "latch_app_set_limit", O, IA, 0, 0,                                 \
+      latch_app_set_limit(c->app, LATCH_LIMIT_HANDSHAKES, 0))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \

@@ -382,23 +382,6 @@ static int count_fds(void)
     return n;
 }
 
-/* VmRSS of this process (server and client both: the client holds a
- * fixed buffer) in bytes. */
-static uint64_t rss(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    uint64_t kb = 0;
-
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "VmRSS: %llu kB", (unsigned long long *)&kb) == 1)
-            break;
-    fclose(f);
-    assert_true(kb > 0);
-    return kb * 1024;
-}
-
 static void wait_fds(int fds0)
 {
     int64_t end = th_now_ms() + 5000;
@@ -477,7 +460,7 @@ static uint64_t stall_round(void)
     }
     /* each server side is now blocked on a full socket: sample a while */
     for (int k = 0; k < 20; k++) {
-        uint64_t r = rss();
+        uint64_t r = th_rss();
         if (r > peak)
             peak = r;
         usleep(20000);
@@ -499,7 +482,7 @@ static void test_stalled_readers_rss(void **state)
 
     (void)state;
     stall_round();
-    base = rss();
+    base = th_rss();
     peak = stall_round();
     if (peak > base && peak - base >= OUT_CAP + MB)
         fail_msg("RSS grew by %llu bytes with stalled readers",

@@ -30,7 +30,19 @@
 
 #include <cmocka.h>
 
-#define BIG_SIZE ((size_t)8 << 20)
+#if defined(__SANITIZE_ADDRESS__)
+/* ASan keeps freed memory aside (256 MiB by default), so every allocation
+ * of the flood would be new memory and the RSS bound would measure ASan;
+ * 1 MiB still catches a use right after a free. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "quarantine_size_mb=1:thread_local_quarantine_size_kb=64";
+}
+#endif
+
+/* 10 MB and an odd tail, so the last record is a short one. */
+#define BIG_SIZE ((size_t)10 * 1000 * 1000 + 7)
 
 static char *big; /* BIG_SIZE bytes of a known pattern */
 
@@ -164,16 +176,23 @@ static char *tls_get(int port, const char *path, const th_tls_opts *o,
     return body;
 }
 
-static void expect_tls_alive(int port)
+/* A GET over TLS on a fresh connection verified with the certificate
+ * `ca` is answered: the server still serves. */
+static void expect_tls_alive_ca(int port, const char *ca)
 {
     th_tls_opts o = {0};
     char *b;
 
-    o.ca = port == srv.rsa ? "rsa" : "server";
+    o.ca = ca;
     b = tls_get(port, "/secure", &o, NULL);
 
     assert_string_equal(b, "secure");
     free(b);
+}
+
+static void expect_tls_alive(int port)
+{
+    expect_tls_alive_ca(port, port == srv.rsa ? "rsa" : "server");
 }
 
 /* ---- clients ---- */
@@ -201,7 +220,7 @@ static size_t sink_write(char *p, size_t sz, size_t n, void *arg)
     }
 
     if (s->n + sz * n + 1 > s->cap) {
-        /* Doubling: a copy per callback of 8 MiB is slow under ASan. */
+        /* Doubling: a copy per callback of 10 MB is slow under ASan. */
         size_t cap = s->cap ? s->cap : 4096;
         while (cap < s->n + sz * n + 1)
             cap *= 2;
@@ -282,7 +301,9 @@ static void test_libcurl_tls12_and_13(void **state)
     }
 }
 
-/* 8 MiB through the socket's back pressure, byte for byte. */
+/* 10 MB through the socket's back pressure, byte for byte: from memory,
+ * and from a file (read by file.c and encrypted by tls.c, since
+ * sendfile(2) would skip OpenSSL) over TLS 1.2 and 1.3. */
 static void test_big_response(void **state)
 {
     sink s = {0};
@@ -299,6 +320,12 @@ static void test_big_response(void **state)
     memset(&s, 0, sizeof(s));
     curl_get(srv.ec, "server", CURL_SSLVERSION_TLSv1_2, "/file", &s, &tv,
              &cipher, &hv);
+    assert_int_equal(s.n, BIG_SIZE);
+    assert_memory_equal(s.p, big, BIG_SIZE);
+    free(s.p);
+    memset(&s, 0, sizeof(s));
+    curl_get(srv.rsa, "rsa", CURL_SSLVERSION_TLSv1_3, "/file", &s, &tv, &cipher,
+             &hv);
     assert_int_equal(s.n, BIG_SIZE);
     assert_memory_equal(s.p, big, BIG_SIZE);
     free(s.p);
@@ -699,6 +726,105 @@ static void test_handshake_memory_cap(void **state)
     expect_tls_alive(srv.ec);
 }
 
+/* Whether the server closed fd already (EOF or reset waiting), without
+ * waiting. */
+static bool closed_now(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    return poll(&p, 1, 0) == 1;
+}
+
+#define FLOOD 400
+#define FLOOD_CAP 32
+
+/* A flood of half handshakes (raw sockets that send half a ClientHello and
+ * hold) past LATCH_LIMIT_HANDSHAKES: the oldest are shed as newcomers
+ * arrive, so at most the cap stays open, the newest; HTTPS clients are
+ * served meanwhile, and the process's RSS grows by far less than the
+ * flood would hold (400 x ~40 KiB without the cap). The flood goes to
+ * one listener: a worker accepts each listener's backlog in order, but
+ * not the backlogs of two in the order their clients connected. */
+static void test_handshake_flood(void **state)
+{
+    latch_app *app = new_app();
+    srv3 s;
+    char hello[4096];
+    size_t n = client_hello(hello, sizeof(hello));
+    static int fds[FLOOD];
+    uint64_t base, grown;
+    int i;
+
+    (void)state;
+    assert_int_equal(latch_app_set_limit(app, LATCH_LIMIT_HANDSHAKES, 0),
+                     LATCH_ERR_INVALID_ARG);
+    assert_int_equal(
+        latch_app_set_limit(app, LATCH_LIMIT_HANDSHAKES, (1u << 24) + 1),
+        LATCH_ERR_INVALID_ARG);
+    assert_int_equal(
+        latch_app_set_limit(app, LATCH_LIMIT_HANDSHAKES, FLOOD_CAP), 0);
+    srv_start(&s, app, false);
+    /* A first round of each kind, so that what the process keeps anyway
+     * (OpenSSL's tables, the worker's buffers) is in the base. */
+    for (i = 0; i < 4; i++) {
+        expect_tls_alive_ca(s.ec, "server");
+        expect_tls_alive_ca(s.rsa, "rsa");
+    }
+    base = th_rss();
+    for (i = 0; i < FLOOD; i++) {
+        fds[i] = th_tcp_connect(s.ec);
+        th_send(fds[i], hello, n / 2);
+    }
+    /* Served through the flood (accepted after all of it: one listener
+     * accepts in order). */
+    for (i = 0; i < 4; i++) {
+        expect_tls_alive_ca(s.ec, "server");
+        expect_tls_alive_ca(s.rsa, "rsa");
+    }
+    grown = th_rss() - base;
+    print_message("rss grew by %llu KiB over %d half handshakes\n",
+                  (unsigned long long)(grown >> 10), FLOOD);
+    assert_true(grown < ((uint64_t)8 << 20));
+    /* The oldest went, the newest stay (each client above took a slot
+     * too, shedding one more of the oldest). */
+    for (i = 0; i < FLOOD - FLOOD_CAP; i++)
+        assert_int_not_equal(th_wait_close(fds[i], 2000), TH_OPEN);
+    for (i = FLOOD - FLOOD_CAP / 2; i < FLOOD; i++)
+        assert_false(closed_now(fds[i]));
+    assert_true(latch_app_counter(app, LATCH_COUNTER_SHED) >=
+                FLOOD - FLOOD_CAP);
+    for (i = 0; i < FLOOD; i++)
+        close(fds[i]);
+    srv_stop(&s);
+}
+
+/* At the connection cap, a handshake stalled for a second makes room for
+ * a newcomer (none of the others could: nothing idle, no request). */
+static void test_stalled_handshake_shed_at_connection_cap(void **state)
+{
+    latch_app *app = new_app();
+    srv3 s;
+    char hello[4096];
+    size_t n = client_hello(hello, sizeof(hello));
+    int fds[8], i;
+
+    (void)state;
+    assert_int_equal(latch_app_set_limit(app, LATCH_LIMIT_CONNECTIONS, 8), 0);
+    srv_start(&s, app, false);
+    for (i = 0; i < 8; i++) {
+        fds[i] = th_tcp_connect(s.ec);
+        th_send(fds[i], hello, n / 2);
+    }
+    usleep(1200 * 1000);
+    expect_tls_alive_ca(s.ec, "server");
+    assert_int_not_equal(th_wait_close(fds[0], 2000), TH_OPEN);
+    assert_false(closed_now(fds[7]));
+    assert_true(latch_app_counter(app, LATCH_COUNTER_SHED) >= 1);
+    for (i = 0; i < 8; i++)
+        close(fds[i]);
+    srv_stop(&s);
+}
+
 /* A TLS 1.2 client asking to renegotiate is refused; the server serves
  * on. */
 static void test_renegotiation_refused(void **state)
@@ -922,6 +1048,8 @@ int main(void)
         cmocka_unit_test(test_half_handshake),
         cmocka_unit_test_setup_teardown(test_handshake_memory_cap, setup,
                                         teardown),
+        cmocka_unit_test(test_handshake_flood),
+        cmocka_unit_test(test_stalled_handshake_shed_at_connection_cap),
         cmocka_unit_test_setup_teardown(test_renegotiation_refused, setup,
                                         teardown),
         cmocka_unit_test(test_listen_tls_errors),
