@@ -439,10 +439,11 @@ LATCH_API uint64_t latch_app_counter(const latch_app *app, int which);
  *         if (latch_req_cancel_reason(req) == LATCH_CANCEL_TIMEOUT)
  *             return latch_res_json(res, "{\"error\":\"Request timed out\"}");
  *         return latch_res_jsonf(res, "{\"error\":%s}", err->message);
- *     } Requests
- * pipelined behind a cut one are cancelled as LATCH_CANCEL_DISCONNECT and
- * sealed by "connection closed": they lost their connection, they did
- * not time out.
+ *     }
+ *
+ * Requests pipelined behind a cut one are cancelled as
+ * LATCH_CANCEL_DISCONNECT and sealed by "connection closed": they lost
+ * their connection, they did not time out.
  */
 LATCH_API int latch_app_set_request_timeout(latch_app *app, uint64_t ms,
                                             int status);
@@ -562,6 +563,32 @@ LATCH_API int latch_app_set_access_log(latch_app *app, int fd, int format);
  * when the move was a return value and the response was already sent.
  * Compare requests by latch_req_id, not by pointer: two handlers of one
  * request get different values.
+ *
+ * An async middleware (Express's async (req, res, next) => { await ...;
+ * next(); }): the handler starts a job and returns LATCH_PENDING; the
+ * job's completion either calls latch_next or answers, once. When the
+ * request was cancelled meanwhile (the request timeout answered, the
+ * client left) the completion gets LATCH_ERR_CANCELLED and does neither:
+ * that status is its guard, so it needs no headers_sent check, and no
+ * reference (latch_work_copy keeps the data, latch_work the response):
+ *
+ *     struct hit { const char *ip; long count; };
+ *     static void counted(latch_res *res, int status, void *data)
+ *     {
+ *         const struct hit *h = data;
+ *         if (status != 0)                    // cancelled: latch answered
+ *             return;
+ *         if (h->count <= 100)
+ *             latch_next(latch_res_req(res)); // await ...; next()
+ *         else if (latch_res_status(res, 429) == 0)
+ *             latch_res_json(res, "{\"error\":\"Too many requests\"}");
+ *     }
+ *     static int rate_limit(latch_req *req, latch_res *res, void *data)
+ *     {
+ *         struct hit h = {.ip = latch_req_ip(req)};
+ *         int r = latch_work_copy(res, count_hit, counted, &h, sizeof(h));
+ *         return r < 0 ? r : LATCH_PENDING;
+ *     }
  */
 #define latch_next(req) latch_next_at((req), LATCH_HERE)
 LATCH_API void latch_next_at(latch_req *req, latch_site at);
@@ -598,6 +625,7 @@ LATCH_API int latch_fail_at(latch_req *req, int status, const char *message,
  * the response is referenced, such as a latch_work job reading what it
  * needs off the loop:
  *
+ *     struct lookup { latch_req *req; bool found; struct record user; };
  *     static void lookup(void *data)          // on the pool thread
  *     {
  *         struct lookup *l = data;            // l->req: the handler's req
@@ -802,6 +830,8 @@ LATCH_API int latch_res_json_at(latch_res *res, const char *json,
  * A JSON response in one call, printf-like (Express's
  * res.status(201).json({id, email})):
  *
+ *     const char *email = latch_req_query(req, "email");
+ *     int id = 42;
  *     latch_res_status(res, 201);
  *     return latch_res_jsonf(res, "{\"id\":%d,\"email\":%s}", id, email);
  *
@@ -958,6 +988,30 @@ LATCH_API int latch_res_json_end_at(latch_res *res, latch_site at);
 #define latch_res_destroy(res) latch_res_destroy_at((res), LATCH_HERE)
 LATCH_API void latch_res_destroy_at(latch_res *res, latch_site at);
 
+/*
+ * The state, as Node's res.headersSent, res.writableEnded,
+ * res.writableFinished and res.destroyed (false, and reported, for a
+ * handle whose request is over and recycled).
+ *
+ * The headersSent guard belongs where two parties may answer and either
+ * may come second: an error handler (the error may come after the body
+ * started: pass it on and latch cuts the response, as Express's docs ask
+ * of `if (res.headersSent) return next(err)`), and a timer racing a job
+ * (latch_set_timeout). A completion that alone answers (latch_work's
+ * after, a join's, a pipe's done) needs none: LATCH_ERR_CANCELLED tells
+ * it the request timeout or the client came first. A second answer
+ * without the guard is refused and reported, never sent: the guard keeps
+ * the report away, not a corrupt wire.
+ *
+ *     static int on_error(const latch_error *err, latch_req *req,
+ *                         latch_res *res, void *data)
+ *     {
+ *         if (latch_res_headers_sent(res))    // Express: return next(err)
+ *             return LATCH_NEXT;
+ *         latch_res_status(res, err->status);
+ *         return latch_res_jsonf(res, "{\"error\":%s}", err->message);
+ *     }
+ */
 LATCH_API bool latch_res_headers_sent(const latch_res *res);
 LATCH_API bool latch_res_writable_ended(const latch_res *res);
 LATCH_API bool latch_res_writable_finished(const latch_res *res);
@@ -983,6 +1037,44 @@ LATCH_API bool latch_res_destroyed(const latch_res *res);
  * ERR_NO_RESPONSE and cut. The request timeout owns nothing: a response
  * that nobody can answer is reported and answered 500 at once, whatever
  * the timeout.
+ *
+ * Streaming with backpressure (Node's `if (!res.write(chunk))
+ * res.once('drain', more)`): write while latch_res_write returns 1; on 0
+ * let the drain callback go on. The producer's state has one owner,
+ * on_close, which runs once however the response ends (ended, client
+ * gone, destroyed); the drain callback never runs after it. No reference.
+ * (latch_res_pipe is the same with `done` as the owner.)
+ *
+ *     struct rows { int next, count; };
+ *     static void more(latch_res *res, void *data)
+ *     {
+ *         struct rows *r = data;              // on_close frees it
+ *         char line[32];
+ *         int w = 1;
+ *         while (w == 1 && r->next < r->count) {
+ *             int n = snprintf(line, sizeof(line), "%d\n", r->next++);
+ *             w = latch_res_write(res, line, (size_t)n);
+ *         }
+ *         if (w == 0)                         // past the high-water mark
+ *             latch_res_on_drain(res, more, r);
+ *         else if (w == 1)                    // < 0: gone, nothing to do
+ *             latch_res_end(res, NULL, 0);
+ *     }
+ *     static void rows_free(latch_res *res, void *data)
+ *     {
+ *         free(data);
+ *     }
+ *     static int numbers(latch_req *req, latch_res *res, void *data)
+ *     {
+ *         struct rows *r = calloc(1, sizeof(*r));
+ *         if (r == NULL || latch_res_on_close(res, rows_free, r) < 0) {
+ *             free(r);
+ *             return latch_fail(req, 500, NULL);
+ *         }
+ *         r->count = 1000000;
+ *         more(res, r);
+ *         return LATCH_DONE;
+ *     }
  */
 LATCH_API int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data);
 LATCH_API int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data);
@@ -1255,6 +1347,18 @@ LATCH_API int latch_use_proxy(latch_app *app, const char *prefix,
 /* Timers                                                               */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Async idioms, each shown beside its functions, none with a mutex, a
+ * condition variable or a reference count in user code: an async
+ * middleware (latch_next), the headersSent guard
+ * (latch_res_headers_sent), a timer racing a job (below), blocking work
+ * with its data copied (latch_work_copy), cancellation of a blocking call
+ * (latch_work_cancelled, latch_work_cancel_fd), a join of pool tasks
+ * (latch_join_new), streaming with drain (latch_res_on_drain). Only code
+ * that keeps a res where latch does not see it (a global, a driver's
+ * callback argument) needs latch_res_retain. tests/integration/
+ * test_doc_examples.sh compiles every example of this file.
+ */
 typedef struct latch_timer latch_timer;
 
 /*
@@ -1266,6 +1370,30 @@ typedef struct latch_timer latch_timer;
  * handle, not an address: kept after its response was over and recycled,
  * it is recognized as stale, and latch_clear_timeout on it does nothing
  * (returns 0), never touching another request's timer.
+ *
+ * A timer racing a job (Promise.race of a query and a 50 ms deadline):
+ * each side answers unless the other did, with latch_res_headers_sent as
+ * the guard. The timer's data is NULL and the job's is latch's copy:
+ * nothing to free, no reference, whichever wins.
+ *
+ *     struct quote { const char *symbol; double price; };
+ *     static void too_slow(latch_res *res, void *data)  // the timer
+ *     {
+ *         if (!latch_res_headers_sent(res))
+ *             latch_res_json(res, "{\"price\":null}");
+ *     }
+ *     static void priced(latch_res *res, int status, void *data)
+ *     {
+ *         const struct quote *q = data;
+ *         if (status == 0 && !latch_res_headers_sent(res))
+ *             latch_res_jsonf(res, "{\"price\":%g}", q->price);
+ *     }
+ *     static int price(latch_req *req, latch_res *res, void *data)
+ *     {
+ *         struct quote q = {.symbol = latch_req_param(req, "symbol")};
+ *         latch_set_timeout(res, 50, too_slow, NULL);
+ *         return latch_work_copy(res, fetch_price, priced, &q, sizeof(q));
+ *     }
  */
 #define latch_set_timeout(res, ms, cb, data)                                   \
     latch_set_timeout_at((res), (ms), (cb), (data), LATCH_HERE)
@@ -1292,6 +1420,49 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
                             void *data, latch_site at);
 
 /*
+ * latch_work with the job's data copied: `size` bytes (1 to
+ * LATCH_WORK_COPY_MAX) at `data` are copied into memory latch owns, and
+ * work and after get that copy (aligned for any type), valid until after
+ * returned, then freed by latch. `data` may be a local variable: the
+ * closure an Express handler gets for free, with no malloc, no free, and
+ * no owner to agree on between the job, the completion and on_close. The
+ * job writes its results into the copy; the completion reads them.
+ * Pointers in the copy are copied as pointers: request strings stay valid
+ * for the job's whole life (see "The request"), other memory must outlive
+ * the completion. Returns what latch_work returns, and
+ * LATCH_ERR_INVALID_ARG (reported) for NULL data, a size of 0 or one past
+ * LATCH_WORK_COPY_MAX; after an error nothing was copied and after never
+ * runs.
+ *
+ *     struct user { const char *id; bool found; char name[64]; };
+ *     static void find(void *data)            // on the pool thread
+ *     {
+ *         struct user *u = data;              // latch's copy
+ *         u->found = db_find_name(u->id, u->name, sizeof(u->name));
+ *     }
+ *     static void found(latch_res *res, int status, void *data)
+ *     {
+ *         const struct user *u = data;        // freed once this returned
+ *         if (status == 0 && u->found)
+ *             latch_res_jsonf(res, "{\"name\":%s}", u->name);
+ *         else if (status == 0)               // else cancelled: say nothing
+ *             latch_res_send_status(res, 404);
+ *     }
+ *     static int get_user(latch_req *req, latch_res *res, void *data)
+ *     {
+ *         struct user u = {.id = latch_req_param(req, "id")};
+ *         return latch_work_copy(res, find, found, &u, sizeof(u));
+ *     }
+ */
+#define LATCH_WORK_COPY_MAX 65536
+#define latch_work_copy(res, work, after, data, size)                          \
+    latch_work_copy_at((res), (work), (after), (data), (size), LATCH_HERE)
+LATCH_API int latch_work_copy_at(latch_res *res, void (*work)(void *data),
+                                 void (*after)(latch_res *res, int status,
+                                               void *data),
+                                 const void *data, size_t size, latch_site at);
+
+/*
  * Inside a latch_work job (on its pool thread): whether the job's request
  * was cancelled (the client left, the request timeout, shutdown), and a
  * descriptor that becomes readable when it is, to poll beside a driver's
@@ -1307,6 +1478,21 @@ LATCH_API int latch_work_at(latch_res *res, void (*work)(void *data),
  * cancellation: a job the handler left running after answering (an e-mail
  * to send) runs on.
  *
+ * A job that works in steps asks between them (an AbortSignal's aborted):
+ *
+ *     struct export { int done, total; };
+ *     static void export_rows(void *data)   // on the pool thread
+ *     {
+ *         struct export *e = data;
+ *         while (e->done < e->total && !latch_work_cancelled())
+ *             e->done += render_batch(e);   // stops once the client left
+ *     }
+ *
+ * A job blocked in a driver polls the descriptor beside the driver's
+ * socket (fetch(url, { signal })); here its data is heap memory that the
+ * completion alone frees:
+ *
+ *     struct fetch { bool ok; const char *body; };
  *     static void fetch_job(void *data)     // on the pool thread
  *     {
  *         struct fetch *f = data;
@@ -1354,6 +1540,42 @@ LATCH_API int latch_work_cancel_fd(void);
  * over and recycled, a late report returns LATCH_ERR_STREAM_DESTROYED (as a
  * promise settled long ago, it changes nothing) and latch_join_settled
  * true; it never reaches another request's join.
+ *
+ * A join of pool tasks (Promise.all of two queries): each task is a
+ * latch_work_copy job whose completion reports to the join, and the
+ * join's completion answers once. Results are values, or pointers to
+ * memory that outlives the completion: after a failure or a cancellation
+ * the completion gets results NULL and later reports are ignored, so a
+ * result it would have had to free would leak. No reference: the join
+ * holds the response, each job its copy.
+ *
+ *     struct part { latch_join *join; int index; long count; };
+ *     static void part_done(latch_res *res, int status, void *data)
+ *     {
+ *         const struct part *p = data;
+ *         if (status < 0)
+ *             latch_join_fail(p->join, p->index, status);
+ *         else
+ *             latch_join_resolve(p->join, p->index, (void *)p->count);
+ *     }
+ *     static void both(latch_res *res, int status, void *const *r, void *d)
+ *     {
+ *         if (status == 0)
+ *             latch_res_jsonf(res, "{\"users\":%ld,\"orders\":%ld}",
+ *                             (long)r[0], (long)r[1]);
+ *         else if (status != LATCH_ERR_CANCELLED)
+ *             latch_res_send_status(res, 502);
+ *     }
+ *     static int counts(latch_req *req, latch_res *res, void *data)
+ *     {
+ *         latch_join *j = latch_join_new(res, 2, both, NULL);
+ *         for (int i = 0; j != NULL && i < 2; i++) {
+ *             struct part p = {j, i, 0};
+ *             if (latch_work_copy(res, count, part_done, &p, sizeof(p)))
+ *                 latch_join_fail(j, i, LATCH_ERR_STATE);
+ *         }
+ *         return j != NULL ? LATCH_DONE : latch_fail(req, 500, NULL);
+ *     }
  */
 typedef struct latch_join latch_join;
 typedef void (*latch_join_cb)(latch_res *res, int status, void *const *results,

@@ -22,8 +22,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/eventfd.h>
@@ -388,6 +390,9 @@ struct latch_work_req {
     atomic_bool cancel;
     atomic_int cancel_fd; /* -1 until asked for */
     int cancel_fd_w;      /* the write end where it is a pipe, else -1 */
+    /* latch_work_copy: the caller's bytes, which `data` points to; they
+     * go with the request, after the completion returned. */
+    max_align_t copy[];
 };
 
 /* The job running on this pool thread, for latch_work_cancelled. */
@@ -550,26 +555,37 @@ static void work_done(uv_work_t *req, int status)
     free(wr);
 }
 
-int latch_work_at(latch_res *res, void (*work)(void *data),
-                  void (*after)(latch_res *res, int status, void *data),
-                  void *data, latch_site at)
+/*
+ * latch_work and latch_work_copy: `size` bytes of `data` copied into the
+ * job's own record when size > 0 (the job and its completion then get
+ * the copy), `data` passed as is otherwise. `call` names the entry point
+ * in reports.
+ */
+static int work_start(latch_res *res, void (*work)(void *data),
+                      void (*after)(latch_res *res, int status, void *data),
+                      void *data, size_t size, const char *call, latch_site at)
 {
     struct latch_work_req *wr;
     async_att *att;
     int r;
     uint16_t hf = latch__frame_of(res);
 
-    if (res != NULL && (res = latch__res_in(res, "latch_work", &at)) == NULL)
+    if (res != NULL && (res = latch__res_in(res, call, &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (work == NULL || after == NULL) {
-        latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_work",
+        latch__violation(res, LATCH_ERR_INVALID_ARG, call,
                          "The work and after functions are required", at);
         return LATCH_ERR_INVALID_ARG;
     }
+    if (size > 0 && (data == NULL || size > LATCH_WORK_COPY_MAX)) {
+        latch__violation(res, LATCH_ERR_INVALID_ARG, call,
+                         "The data to copy must be 1 byte to 64 KiB", at);
+        return LATCH_ERR_INVALID_ARG;
+    }
     if (!pthread_equal(pthread_self(), res->w->thread)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_work", NULL, at);
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
     if (res->state >= LATCH_RS_FINISHED || res->detached ||
@@ -577,11 +593,12 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
         latch__violation(res,
                          res->cancel_reason ? LATCH_ERR_CANCELLED
                                             : LATCH_ERR_STREAM_DESTROYED,
-                         "latch_work",
-                         "Cannot start work for a request that is over", at);
+                         call, "Cannot start work for a request that is over",
+                         at);
         return LATCH_ERR_STATE;
     }
-    if ((att = att_get(res)) == NULL || (wr = calloc(1, sizeof(*wr))) == NULL)
+    if ((att = att_get(res)) == NULL ||
+        (wr = calloc(1, sizeof(*wr) + size)) == NULL)
         return LATCH_ERR_NOMEM;
     wr->req.data = wr;
     wr->att = att;
@@ -589,6 +606,10 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     wr->work = work;
     wr->after = after;
     wr->data = data;
+    if (size > 0) {
+        memcpy(wr->copy, data, size);
+        wr->data = wr->copy;
+    }
     wr->frame = latch__frame_pick(hf, res);
     atomic_init(&wr->cancel, false);
     atomic_init(&wr->cancel_fd, -1);
@@ -602,8 +623,25 @@ int latch_work_at(latch_res *res, void (*work)(void *data),
     wr->next = att->works;
     att->works = wr;
     if (LATCH_TRACING())
-        latch__trace(res, "work queued", "latch_work", at);
+        latch__trace(res, "work queued", call, at);
     return 0;
+}
+
+int latch_work_at(latch_res *res, void (*work)(void *data),
+                  void (*after)(latch_res *res, int status, void *data),
+                  void *data, latch_site at)
+{
+    return work_start(res, work, after, data, 0, "latch_work", at);
+}
+
+int latch_work_copy_at(latch_res *res, void (*work)(void *data),
+                       void (*after)(latch_res *res, int status, void *data),
+                       const void *data, size_t size, latch_site at)
+{
+    /* size 0 would mean "no copy": refused here, as NULL data is. */
+    return work_start(res, work, after, (void *)data,
+                      size == 0 ? LATCH_WORK_COPY_MAX + 1 : size,
+                      "latch_work_copy", at);
 }
 
 /* ------------------------------------------------------------------ */

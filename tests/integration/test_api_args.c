@@ -565,6 +565,18 @@ static long reg_null_fn(ctx *c, int which)
       latch_work(c->res, NULL, cb_after, NULL))                                \
     X(174, "latch_work_at", H, IA, 1, IA,                                      \
       latch_work(c->res, cb_work, NULL, NULL))                                 \
+    X(920, "latch_work_copy_at", O, IA, 0, 0,                                  \
+      latch_work_copy(NULL, cb_work, cb_after, c, 1))                          \
+    X(921, "latch_work_copy_at", H, IA, 1, IA,                                 \
+      latch_work_copy(c->res, NULL, cb_after, c, 1))                           \
+    X(922, "latch_work_copy_at", H, IA, 1, IA,                                 \
+      latch_work_copy(c->res, cb_work, NULL, c, 1))                            \
+    X(923, "latch_work_copy_at", H, IA, 1, IA,                                 \
+      latch_work_copy(c->res, cb_work, cb_after, NULL, 8))                     \
+    X(924, "latch_work_copy_at", H, IA, 1, IA,                                 \
+      latch_work_copy(c->res, cb_work, cb_after, c, 0))                        \
+    X(925, "latch_work_copy_at", H, IA, 1, IA,                                 \
+      latch_work_copy(c->res, cb_work, cb_after, c, LATCH_WORK_COPY_MAX + 1))  \
     X(175, "latch_join_new", O, 1, 0, 0,                                       \
       latch_join_new(NULL, 1, cb_join, NULL) == NULL)                          \
     X(176, "latch_join_new", H, 1, 1, IA,                                      \
