@@ -15,7 +15,11 @@
  * failure and each auth failure with its exact JSON, lets the error
  * handler answer (or cut, once the headers went out), and its async rate
  * limiter answers 429 or continues, once, and stays silent when the
- * request timed out first.
+ * request timed out first. The ports of Express's examples
+ * (examples/express_ports/) answer as their originals do, and their
+ * completions stay silent when the client left or the timeout answered;
+ * fetch_timeout's upstream call (to slow_backend) is aborted by the
+ * deadline and by the client leaving, and the upstream sees it.
  *
  * Waits are for events (a line on stdout, a response, EOF), each with a
  * deadline; a program that does not exit is killed and the test fails.
@@ -917,6 +921,190 @@ static void test_users_api_slow_store(void **state)
     assert_int_equal(count_substr(P.out, "rate limit verdict dropped"), 2);
 }
 
+/* ------------------------------------------------------------------ */
+/* express_ports: Express's examples ported (issue 16)                  */
+/* ------------------------------------------------------------------ */
+
+/* The upstream of fetch_timeout, when one runs (slow_backend). */
+static proc Q;
+
+static int teardown_both(void **state)
+{
+    if (Q.pid > 0) {
+        kill(Q.pid, SIGKILL);
+        waitpid(Q.pid, NULL, 0);
+        Q.pid = 0;
+    }
+    if (Q.out_fd > 0)
+        close(Q.out_fd);
+    if (Q.err_fd > 0)
+        close(Q.err_fd);
+    Q.out_fd = Q.err_fd = -1;
+    return teardown(state);
+}
+
+/* users_post: the 201 with the new id, the validation's 400 (nothing
+ * stored: the next id is the next number), a body that is no JSON, and a
+ * client that leaves during the insert (the completion answers nothing:
+ * no report on stderr, and the next request is served). */
+static void test_port_users_post(void **state)
+{
+    static const char *const args[] = {"-p", "0", "-d", "200", NULL};
+    int fd;
+
+    (void)state;
+    proc_start(&P, "express_ports/users_post", args);
+    fd = th_connect(P.port);
+    send_req(fd, "POST", "/users", NULL, CT_JSON,
+             "{\"email\":\"a@b.example\"}");
+    expect_json(fd, 201, "Created", "{\"id\":1,\"email\":\"a@b.example\"}");
+    send_req(fd, "POST", "/users", NULL, CT_JSON, "{\"email\":\"nope\"}");
+    expect_json(fd, 400, "Bad Request", "{\"error\":\"Invalid email\"}");
+    send_req(fd, "POST", "/users", NULL, CT_JSON, "{\"email\":7}");
+    expect_json(fd, 400, "Bad Request", "{\"error\":\"Invalid email\"}");
+    send_req(fd, "POST", "/users", NULL, CT_JSON, "[]");
+    expect_json(fd, 400, "Bad Request", "{\"error\":\"Invalid email\"}");
+    send_req(fd, "POST", "/users", NULL, CT_JSON,
+             "{\"email\":\"q\\\"@x\\u00e9\"}");
+    expect_json(fd, 201, "Created", "{\"id\":2,\"email\":\"q\\\"@x\xc3\xa9\"}");
+    close(fd);
+
+    /* Gone during the 200 ms insert: row 3 is made, nobody is told. */
+    fd = th_connect(P.port);
+    send_req(fd, "POST", "/users", NULL, CT_JSON,
+             "{\"email\":\"c@d.example\"}");
+    if (!proc_wait(&P, "users_post: insert c@d.example\n", 5000))
+        fail_msg("the insert did not start; stdout:\n%s", P.out);
+    th_close_reset(fd);
+    fd = th_connect(P.port);
+    send_req(fd, "POST", "/users", NULL, CT_JSON,
+             "{\"email\":\"e@f.example\"}");
+    expect_json(fd, 201, "Created", "{\"id\":4,\"email\":\"e@f.example\"}");
+    close(fd);
+    expect_clean_exit(&P);
+}
+
+/* users_post with the database down: the catch's 500. */
+static void test_port_users_post_db_down(void **state)
+{
+    static const char *const args[] = {"-p", "0", "-f", NULL};
+    int fd;
+    th_resp *r;
+
+    (void)state;
+    proc_start(&P, "express_ports/users_post", args);
+    fd = th_connect(P.port);
+    send_req(fd, "POST", "/users", NULL, CT_JSON,
+             "{\"email\":\"a@b.example\"}");
+    r = read_resps(fd, 1);
+    assert_int_equal(r[0].status, 500);
+    resps_free(r, 1);
+    close(fd);
+    expect_clean_exit(&P);
+}
+
+/* rate_limit: two requests pass (the route's "ok"), the third is the
+ * 429; with the store down the catch's 500; with a store slower than the
+ * request timeout, latch's 503 and a completion that does nothing (no
+ * next for a request already answered: stderr stays empty). */
+static void test_port_rate_limit(void **state)
+{
+    static const char *const args[] = {"-p", "0", "-r", "2", NULL};
+    static const char *const down[] = {"-p", "0", "-f", NULL};
+    static const char *const slow[] = {"-p", "0",   "-d", "300",
+                                       "-t", "100", NULL};
+    static const char ok[] = "HTTP/1.1 200 OK\r\n"
+                             "Content-Type: text/html; charset=utf-8\r\n"
+                             "Content-Length: 2\r\n"
+                             "Date: <d>\r\n"
+                             "Connection: keep-alive\r\n"
+                             "Keep-Alive: timeout=5\r\n"
+                             "\r\n"
+                             "ok";
+    int fd, i;
+
+    (void)state;
+    proc_start(&P, "express_ports/rate_limit", args);
+    fd = th_connect(P.port);
+    for (i = 0; i < 2; i++) {
+        get_on(fd, "/");
+        expect_one(fd, ok);
+    }
+    get_on(fd, "/");
+    expect_json(fd, 429, "Too Many Requests",
+                "{\"error\":\"Too many requests\"}");
+    close(fd);
+    expect_clean_exit(&P);
+
+    proc_start(&P, "express_ports/rate_limit", down);
+    assert_int_equal(status_of(P.port, "/"), 500);
+    expect_clean_exit(&P);
+
+    proc_start(&P, "express_ports/rate_limit", slow);
+    assert_int_equal(status_of(P.port, "/"), 503);
+    assert_int_equal(status_of(P.port, "/"), 503);
+    /* SIGTERM waits for the two late verdicts: neither may act. */
+    expect_clean_exit(&P);
+}
+
+/* fetch_timeout over slow_backend: a fast upstream's JSON passed on; a
+ * slow one's 504 {"error":"Request timed out"} at the deadline (1.5 s,
+ * room for a loaded machine), the upstream call aborted at once (the
+ * upstream sees its client leave long before its own 9 s); a client that leaves
+ * aborts the call too; an upstream error is a 502. */
+static void test_port_fetch_timeout(void **state)
+{
+    static const char *const up_args[] = {"-p", "0", "-t", "10000", NULL};
+    static const char up_gone[] = ": client disconnect, backend result dropped";
+    char up_port[16];
+    const char *args[] = {"-p", "0", "-t", "1500", "-u", up_port, NULL};
+    int fd;
+    int64_t t0;
+
+    (void)state;
+    proc_start(&Q, "slow_backend", up_args);
+    snprintf(up_port, sizeof(up_port), "%d", Q.port);
+    proc_start(&P, "express_ports/fetch_timeout", args);
+
+    fd = th_connect(P.port);
+    get_on(fd, "/data?ms=10");
+    expect_json(fd, 200, "OK",
+                "{\"backend_ms\":10,\"rows\":[\"alpha\",\"beta\"]}");
+
+    t0 = th_now_ms();
+    get_on(fd, "/data?ms=9000");
+    expect_json(fd, 504, "Gateway Timeout",
+                "{\"error\":\"Request timed out\"}");
+    if (!proc_wait(&P, "fetch_timeout: /data?ms=9000: aborted\n", 4000))
+        fail_msg("the upstream call was not aborted; stdout:\n%s", P.out);
+    if (!proc_wait(&Q, up_gone, 4000))
+        fail_msg("the upstream did not see the abort; stdout:\n%s", Q.out);
+    /* Aborted, not waited for: well before the upstream's 9 s. */
+    assert_true(th_now_ms() - t0 < 7000);
+
+    /* The same connection goes on with the next exchange. */
+    get_on(fd, "/data?ms=0");
+    expect_json(fd, 200, "OK",
+                "{\"backend_ms\":0,\"rows\":[\"alpha\",\"beta\"]}");
+    close(fd);
+
+    /* A client that leaves aborts the call as well. */
+    fd = th_connect(P.port);
+    get_on(fd, "/data?ms=4000");
+    if (!proc_wait(&P, "fetch_timeout: /data?ms=4000: sent\n", 4000))
+        fail_msg("the upstream call did not start; stdout:\n%s", P.out);
+    th_close_reset(fd);
+    if (!proc_wait(&P, "fetch_timeout: /data?ms=4000: aborted\n", 4000))
+        fail_msg("leaving did not abort the call; stdout:\n%s", P.out);
+
+    /* The upstream refuses (400): a 502. */
+    assert_int_equal(status_of(P.port, "/data?ms=abc"), 502);
+
+    expect_clean_exit(&P);
+    expect_clean_exit(&Q);
+    assert_int_equal(count_substr(Q.out, up_gone), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -928,8 +1116,13 @@ int main(void)
         cmocka_unit_test_teardown(test_users_api_rate_limit_pipelined,
                                   teardown),
         cmocka_unit_test_teardown(test_users_api_slow_store, teardown),
+        cmocka_unit_test_teardown(test_port_users_post, teardown),
+        cmocka_unit_test_teardown(test_port_users_post_db_down, teardown),
+        cmocka_unit_test_teardown(test_port_rate_limit, teardown),
+        cmocka_unit_test_teardown(test_port_fetch_timeout, teardown_both),
     };
 
     P.out_fd = P.err_fd = -1;
+    Q.out_fd = Q.err_fd = -1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
