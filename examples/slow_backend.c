@@ -12,11 +12,13 @@
  * ("Cannot set headers after they are sent to the client") unless every
  * callback remembers to check req.timedout, and the query runs on for
  * nobody. Here the deadline belongs to latch: it answers 504 once and fires
- * the request's cancellation signal. The backend call listens to the signal
- * and gives up early; its completion gets LATCH_ERR_CANCELLED and drops the
- * result. Had it called latch_res_json anyway, latch would have refused the
- * call and reported it, naming the timeout as what sealed the response:
- * there is never a second response on the wire.
+ * the request's cancellation signal. The backend call, blocked on the pool
+ * thread, polls latch_work_cancel_fd beside its wait and gives up early;
+ * its completion gets LATCH_ERR_CANCELLED and drops the result. No mutex,
+ * condition variable or reference count: latch_work_copy owns the job's
+ * data, and the descriptor is latch's. Had it called latch_res_json anyway,
+ * latch would have refused the call and reported it, naming the timeout as what
+ * sealed the response: there is never a second response on the wire.
  *
  * Usage: slow_backend [-p port] [-t timeout_ms]. Listens on 127.0.0.1
  * (port 0: the kernel chooses) and prints the address on stdout, where each
@@ -24,11 +26,10 @@
  */
 #include <latch.h>
 
-#include <pthread.h>
-#include <stdbool.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,81 +38,29 @@
 /* -t: each request's deadline. */
 static uint64_t timeout_ms = 100;
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
- * One backend call. The pool thread waits on `cv` until the backend
- * "answers" or the request is cancelled. The cancel callback, the
- * completion and on_close run on the loop thread. The cancel callback can
- * run as long as the response is not closed, even after the completion (a
- * client that leaves while the JSON is still being written), so the call
- * has two owners: the completion and on_close.
+ * On the pool: the backend's latency (*data milliseconds), cut short by a
+ * cancellation, as a database client polls its socket beside the job's
+ * cancel descriptor and sends a cancel request when it fires. The job's
+ * data is latch's copy of the handler's int (latch_work_copy): it lives
+ * until backend_done returned, and nobody frees it.
  */
-typedef struct call {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool cancelled; /* under mu */
-    int ms;         /* how long the backend takes */
-    int refs;       /* loop thread only */
-} call;
-
-static call *call_new(int ms)
-{
-    call *c = calloc(1, sizeof(*c));
-    pthread_condattr_t attr;
-
-    if (c == NULL)
-        return NULL;
-    /* A monotonic deadline: a clock change must not stretch the wait. */
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_mutex_init(&c->mu, NULL);
-    c->ms = ms;
-    c->refs = 2;
-    return c;
-}
-
-static void call_release(call *c)
-{
-    if (--c->refs > 0)
-        return;
-    pthread_cond_destroy(&c->cv);
-    pthread_mutex_destroy(&c->mu);
-    free(c);
-}
-
-/* The request timed out, the client left, or the server is stopping. */
-static void on_cancel(latch_req *req, int reason, void *data)
-{
-    call *c = data;
-
-    (void)req;
-    (void)reason;
-    pthread_mutex_lock(&c->mu);
-    c->cancelled = true;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* On the pool: the backend's latency, cut short by a cancellation (as a
- * database client's cancel request would). */
 static void backend_query(void *data)
 {
-    call *c = data;
-    struct timespec until;
+    int64_t until = now_ms() + *(const int *)data, left;
+    struct pollfd p = {latch_work_cancel_fd(), POLLIN, 0};
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += c->ms / 1000;
-    until.tv_nsec += (long)(c->ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
-    pthread_mutex_lock(&c->mu);
-    while (!c->cancelled)
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &until) != 0)
-            break; /* the backend answered */
-    pthread_mutex_unlock(&c->mu);
+    /* A signal may end a poll early: wait again for what is left. */
+    while (!latch_work_cancelled() && (left = until - now_ms()) > 0)
+        poll(&p, 1, (int)left);
 }
 
 static const char *reason_name(int reason)
@@ -128,9 +77,7 @@ static const char *reason_name(int reason)
  * nobody wants it any more. */
 static void backend_done(latch_res *res, int status, void *data)
 {
-    call *c = data;
     latch_req *req = latch_res_req(res);
-    char body[128];
 
     if (status == LATCH_ERR_CANCELLED || latch_req_aborted(req)) {
         /* latch answered already (the 504), or there is no one to answer.
@@ -139,18 +86,10 @@ static void backend_done(latch_res *res, int status, void *data)
                (unsigned long long)latch_req_id(req),
                reason_name(latch_req_cancel_reason(req)));
         fflush(stdout);
-    } else {
-        snprintf(body, sizeof(body),
-                 "{\"backend_ms\":%d,\"rows\":[\"alpha\",\"beta\"]}", c->ms);
-        latch_res_json(res, body);
+        return;
     }
-    call_release(c);
-}
-
-static void on_close(latch_res *res, void *data)
-{
-    (void)res;
-    call_release(data);
+    latch_res_jsonf(res, "{\"backend_ms\":%d,\"rows\":[\"alpha\",\"beta\"]}",
+                    *(const int *)data);
 }
 
 /* GET /data?ms=N */
@@ -159,7 +98,7 @@ static int on_data(latch_req *req, latch_res *res, void *data)
     const char *q = latch_req_query(req, "ms");
     char *end = NULL;
     long ms = 20;
-    call *c;
+    int n;
 
     (void)data;
     if (q != NULL) {
@@ -170,15 +109,9 @@ static int on_data(latch_req *req, latch_res *res, void *data)
     /* The deadline first: it counts from now, and covers everything the
      * handler starts. */
     latch_req_set_timeout(req, timeout_ms, 504);
-    c = call_new((int)ms);
-    if (c == NULL)
-        return latch_fail(req, 500, "out of memory");
-    latch_req_on_cancel(req, on_cancel, c);
-    latch_res_on_close(res, on_close, c);
-    if (latch_work(res, backend_query, backend_done, c) != 0) {
-        call_release(c); /* the completion will never run */
-        latch_res_send_status(res, 503);
-    }
+    n = (int)ms;
+    if (latch_work_copy(res, backend_query, backend_done, &n, sizeof(n)) != 0)
+        latch_res_send_status(res, 503); /* the completion will never run */
     return LATCH_DONE;
 }
 

@@ -109,35 +109,24 @@ static bool parse_u64(const char *s, uint64_t *out)
 
 /*
  * Answers `status` with {"error":msg,"field":field} (field NULL: left
- * out), through the JSON writer so that any text is escaped. Returns what
- * the handler returns: LATCH_DONE once the response is answered (a
- * writer error makes latch answer 500 itself), or a negative code when
- * it could not even start, for the error handlers (whose handler sees the
- * headers were sent, if that is why).
+ * out), escaped by latch_res_jsonf. Returns what the handler returns:
+ * LATCH_DONE once the response is answered, or a negative code for the
+ * error handlers: when it could not even start (whose handler sees the
+ * headers were sent, if that is why), or when latch_res_jsonf refused a
+ * value (it then sent the 500 through them itself).
  */
 static int reply_error(latch_res *res, int status, const char *msg,
                        const char *field)
 {
-    latch_json *j;
     int r = latch_res_status(res, status);
 
-    if (r < 0)
-        return r;
-    j = latch_res_json_begin(res);
-    if (j == NULL)
-        return LATCH_ERR_STATE;
-    /* The writer's first error sticks and latch_res_json_end returns it,
-     * so the value calls are checked there, once. */
-    latch_json_object_begin(j);
-    latch_json_key(j, "error");
-    latch_json_string(j, msg);
-    if (field != NULL) {
-        latch_json_key(j, "field");
-        latch_json_string(j, field);
-    }
-    latch_json_object_end(j);
-    latch_res_json_end(res);
-    return LATCH_DONE;
+    /* latch_res_jsonf escapes both texts; on a refused value it answers
+     * 500 through the error handlers itself. */
+    if (r >= 0 && field == NULL)
+        r = latch_res_jsonf(res, "{\"error\":%s}", msg);
+    else if (r >= 0)
+        r = latch_res_jsonf(res, "{\"error\":%s,\"field\":%s}", msg, field);
+    return r < 0 ? r : LATCH_DONE;
 }
 
 /* ------------------------------------------------------------------ */
@@ -600,7 +589,6 @@ static int on_error(const latch_error *err, latch_req *req, latch_res *res,
 {
     const char *msg =
         err->message != NULL ? err->message : latch_strerror(err->code);
-    latch_json *j;
 
     (void)req;
     (void)data;
@@ -611,16 +599,8 @@ static int on_error(const latch_error *err, latch_req *req, latch_res *res,
     if (latch_res_clear_headers(res) < 0 ||
         latch_res_status(res, err->status) < 0)
         return LATCH_NEXT;
-    j = latch_res_json_begin(res);
-    if (j == NULL)
-        return LATCH_NEXT;
-    latch_json_object_begin(j);
-    latch_json_key(j, "error");
-    latch_json_string(j, msg);
-    latch_json_key(j, "status");
-    latch_json_int(j, err->status);
-    latch_json_object_end(j);
-    latch_res_json_end(res); /* on a writer error latch answers 500 */
+    /* On a refused value latch answers 500 itself. */
+    latch_res_jsonf(res, "{\"error\":%s,\"status\":%d}", msg, err->status);
     return LATCH_DONE;
 }
 
@@ -648,12 +628,13 @@ typedef struct limiter {
     limit_slot slots[LIMIT_SLOTS];
 } limiter;
 
-/* LIMIT_NONE first: a call whose job never ran (calloc'd) cannot read as
+/* LIMIT_NONE first: a call whose job never ran (zeroed) cannot read as
  * allowed. */
 enum { LIMIT_NONE, LIMIT_ALLOW, LIMIT_DENY, LIMIT_FULL };
 
-/* One request's question to the store; the pool thread writes the
- * verdict, `after` reads it and frees the call. */
+/* One request's question to the store: latch's copy of the middleware's
+ * local (latch_work_copy), where the pool thread writes the verdict and
+ * `after` reads it; latch frees it once `after` returned. */
 typedef struct limit_call {
     limiter *lim;
     char ip[IP_CAP];
@@ -768,13 +749,12 @@ static const char *cancel_name(int reason)
  */
 static void limit_done(latch_res *res, int status, void *data)
 {
-    limit_call *c = data;
+    const limit_call *c = data;
     latch_req *req = latch_res_req(res);
     char retry[32];
     int verdict = c->verdict, r;
     uint64_t retry_s = (c->retry_ms + 999) / 1000;
 
-    free(c);
     if (status != 0) {
         /* LATCH_ERR_CANCELLED: latch answered the timeout, or nobody is
          * listening. Neither an answer nor latch_next, only a line in the
@@ -809,21 +789,15 @@ static void limit_done(latch_res *res, int status, void *data)
 static int rate_limit(latch_req *req, latch_res *res, void *data)
 {
     const char *ip = latch_req_ip(req);
-    limit_call *c;
+    limit_call c = {.lim = data};
     int r;
 
     if (ip == NULL)
         return latch_fail(req, 500, "no client address");
-    c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return latch_fail(req, 503, "out of memory");
-    c->lim = data;
-    snprintf(c->ip, sizeof(c->ip), "%s", ip);
-    r = latch_work(res, limit_work, limit_done, c);
-    if (r < 0) {
-        free(c); /* limit_done will never run */
+    snprintf(c.ip, sizeof(c.ip), "%s", ip);
+    r = latch_work_copy(res, limit_work, limit_done, &c, sizeof(c));
+    if (r < 0) /* limit_done will never run */
         return latch_fail(req, 503, "the rate limiter is unavailable");
-    }
     return LATCH_PENDING;
 }
 
