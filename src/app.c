@@ -1,6 +1,8 @@
 /*
- * app.c - the handler chain: middleware, routes, next, error handlers and
- * the final handler, with the chain's misuses turned into reports.
+ * app.c - the app object and its settings (latch_app_new, limits,
+ * latch_run, latch_stop: listeners and workers are server.c's), and the
+ * handler chain: middleware, routes, next, error handlers and the final
+ * handler, with the chain's misuses turned into reports.
  *
  * Layers (middleware and routes) run in registration order. A handler's
  * return value decides what happens next (LATCH_DONE, LATCH_NEXT,
@@ -72,7 +74,7 @@ int latch__app_keep(latch_app *app, void *p, void (*fn)(void *))
     return 0;
 }
 
-void latch__app_free_layers(latch_app *app)
+static void free_layers(latch_app *app)
 {
     latch_layer *l, *ln;
     latch_errlayer *e, *en;
@@ -120,7 +122,7 @@ void latch__app_free_layers(latch_app *app)
  * that a request visits only the middleware and the routes that match it,
  * in registration order, however many routes there are.
  */
-int latch__app_prepare(latch_app *app)
+static int prepare(latch_app *app)
 {
     latch_layer *l, *next_mw = NULL, **by_id;
     uint32_t n = 0, i;
@@ -152,7 +154,7 @@ int latch__app_prepare(latch_app *app)
     }
     /* The parser refuses bodies above the largest limit that any request
      * can have; each request's own limit is checked once its head is in
-     * (latch__app_body_limit). */
+     * (body_limit). */
     app->cfg.parse.body = app->cfg.body;
     for (l = app->limits; l != NULL; l = l->next)
         if (l->body_limit > app->cfg.parse.body)
@@ -461,7 +463,7 @@ static bool method_match(const latch_layer *l, const latch_req *q)
  * method and path, else the app's LATCH_LIMIT_BODY. Rules are few and only
  * requests with a body ask, so a walk over them is enough.
  */
-uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q)
+static uint64_t body_limit(const latch_app *app, const latch_req *q)
 {
     const latch_layer *l;
     const char *raw;
@@ -1120,7 +1122,8 @@ static void chain_observe(latch_res *res, bool finished)
     latch__ops_closed(res, finished);
 }
 
-void latch__app_dispatch(latch_res *res)
+/* The serve table's dispatch: the request timeout, then the chain. */
+static void dispatch(latch_res *res)
 {
     latch_app *app = res->w->app;
     latch_rmatch m[LATCH_MAX_RIDS];
@@ -1128,6 +1131,9 @@ void latch__app_dispatch(latch_res *res)
     size_t rawn;
     int n, i;
 
+    if (app->cfg.request_ms > 0)
+        latch__request_timer_start(res, app->cfg.request_ms,
+                                   app->cfg.request_status);
     res->layer = app->layers;
     res->ri = 0;
     res->nrids = 0;
@@ -1366,4 +1372,248 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     res->elayer = res->w->app->errlayers;
     run(res);
     return LATCH_ERR_HTTP;
+}
+
+/* ------------------------------------------------------------------ */
+/* The app object, its settings, run and stop                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * LATCH_SHAKE as a seed: a decimal number from 1 to 2^64-1 turns the
+ * shaker on with that seed; unset, empty, "0" or anything that is not a
+ * number leaves it off (0), so "LATCH_SHAKE=0" reads as "off".
+ */
+static uint64_t shake_seed(const char *s)
+{
+    uint64_t v = 0;
+
+    if (s == NULL || *s == '\0')
+        return 0;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return 0;
+        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return 0; /* out of range: not a seed */
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    return v;
+}
+
+latch_app *latch_app_new(void)
+{
+    latch_app *app = calloc(1, sizeof(*app));
+    const char *strict;
+
+    if (app == NULL)
+        return NULL;
+    app->cfg.parse = latch__parse_limits_default;
+    app->cfg.body = app->cfg.parse.body;
+    app->cfg.pipeline = 64;
+    app->cfg.header_ms = 60000;
+    app->cfg.body_ms = 60000;
+    app->cfg.keepalive_ms = 5000;
+    app->cfg.linger_ms = 2000;
+    app->cfg.drain_ms = 10000;
+    app->cfg.output = (uint64_t)16 << 20;
+    app->cfg.send_ms = 60000;
+    app->cfg.receive_ms = 300000;
+    app->cfg.rate_grace_ms = 10000;
+    app->cfg.min_rate = 500;
+    app->cfg.conn_buffer = (uint64_t)1 << 20;
+    app->cfg.handshake_ms = 10000;
+    app->cfg.max_handshakes = 1024;
+    app->handle_signals = true;
+    latch__server_init(app);
+    pthread_mutex_init(&app->site_mu, NULL);
+    app->cfg.request_status = 503;
+    app->sse_heartbeat_ms = 15000;
+    app->channel_history = 256;
+    app->slow_max_bytes = (size_t)1 << 20;
+    app->slow_policy = 0; /* LATCH_SLOW_DISCONNECT */
+    app->shake_seed = shake_seed(getenv("LATCH_SHAKE"));
+    {
+        const char *env = getenv("LATCH_ENV");
+        app->development = env != NULL && strcmp(env, "development") == 0;
+    }
+    strict = getenv("LATCH_STRICT");
+    if (strict != NULL && strcmp(strict, "1") == 0)
+        app->policy = LATCH_POLICY_ABORT;
+    latch__diag_init(app);
+    latch__ops_init(app);
+    latch__trace_init(app);
+    return app;
+}
+
+void latch_app_free(latch_app *app)
+{
+    if (app == NULL)
+        return;
+    latch__server_free(app);
+    free_layers(app);
+    latch__hub_free(app);
+    pthread_mutex_destroy(&app->site_mu);
+    latch__ops_free(app);
+    latch__diag_free(app);
+    free(app);
+}
+
+int latch_app_set_workers(latch_app *app, int n)
+{
+    if (app == NULL || n < 0 || n > 256)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    app->nworkers = n;
+    return 0;
+}
+
+int latch_app_set_request_timeout(latch_app *app, uint64_t ms, int status)
+{
+    if (app == NULL || (status != 0 && (status < 400 || status > 599)) ||
+        ms > 24ull * 3600 * 1000)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    app->cfg.request_ms = ms;
+    app->cfg.request_status = status ? status : 503;
+    return 0;
+}
+
+int latch_app_set_trust_proxy(latch_app *app, int hops)
+{
+    if (app == NULL || hops < 0 || hops > 64)
+        return LATCH_ERR_INVALID_ARG;
+    app->trust_proxy = hops;
+    return 0;
+}
+
+int latch_app_set_development(latch_app *app, bool on)
+{
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    app->development = on;
+    return 0;
+}
+
+int latch_app_set_handle_signals(latch_app *app, bool on)
+{
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    app->handle_signals = on;
+    return 0;
+}
+
+int latch_app_set_limit(latch_app *app, int which, uint64_t v)
+{
+    latch_config *c;
+
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    if (app->running)
+        return LATCH_ERR_STATE;
+    c = &app->cfg;
+    /* Head limits are offsets into one read buffer: keep them in 32 bits
+     * and sane. */
+    switch (which) {
+    case LATCH_LIMIT_REQUEST_LINE:
+    case LATCH_LIMIT_FIELD_LINE:
+    case LATCH_LIMIT_HEAD:
+        if (v < 64 || v > (1u << 20))
+            return LATCH_ERR_INVALID_ARG;
+        if (which == LATCH_LIMIT_REQUEST_LINE)
+            c->parse.request_line = (uint32_t)v;
+        else if (which == LATCH_LIMIT_FIELD_LINE)
+            c->parse.field_line = (uint32_t)v;
+        else
+            c->parse.head = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_FIELDS:
+        if (v < 1 || v > 10000)
+            return LATCH_ERR_INVALID_ARG;
+        c->parse.fields = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_BODY:
+        c->body = v;
+        c->parse.body = v; /* raised at latch_run for larger route limits */
+        return 0;
+    case LATCH_LIMIT_CHUNK_EXT:
+        if (v > UINT32_MAX)
+            return LATCH_ERR_INVALID_ARG;
+        c->parse.chunk_ext = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_PIPELINE:
+        if (v < 1 || v > 1024)
+            return LATCH_ERR_INVALID_ARG;
+        c->pipeline = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_OUTPUT:
+        /* at least the high-water mark (64 KiB), at most 1 TiB */
+        if (v < 65536 || v > ((uint64_t)1 << 40))
+            return LATCH_ERR_INVALID_ARG;
+        c->output = v;
+        return 0;
+    case LATCH_LIMIT_CONNECTIONS:
+        if (v > (1u << 24))
+            return LATCH_ERR_INVALID_ARG;
+        c->max_conns = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_HANDSHAKES:
+        if (v < 1 || v > (1u << 24))
+            return LATCH_ERR_INVALID_ARG;
+        c->max_handshakes = (uint32_t)v;
+        return 0;
+    case LATCH_LIMIT_CONN_BUFFER:
+        if (v < 4096 || v > ((uint64_t)1 << 40))
+            return LATCH_ERR_INVALID_ARG;
+        c->conn_buffer = v;
+        return 0;
+    case LATCH_LIMIT_MIN_RATE:
+        if (v > ((uint64_t)1 << 40))
+            return LATCH_ERR_INVALID_ARG;
+        c->min_rate = v;
+        return 0;
+    default: break;
+    }
+    if (v < 1 || v > 24ull * 3600 * 1000)
+        return LATCH_ERR_INVALID_ARG;
+    switch (which) {
+    case LATCH_TIMEOUT_HEADER: c->header_ms = v; return 0;
+    case LATCH_TIMEOUT_BODY: c->body_ms = v; return 0;
+    case LATCH_TIMEOUT_KEEPALIVE: c->keepalive_ms = v; return 0;
+    case LATCH_TIMEOUT_LINGER: c->linger_ms = v; return 0;
+    case LATCH_TIMEOUT_DRAIN: c->drain_ms = v; return 0;
+    case LATCH_TIMEOUT_SEND: c->send_ms = v; return 0;
+    case LATCH_TIMEOUT_RECEIVE: c->receive_ms = v; return 0;
+    case LATCH_TIMEOUT_RATE_GRACE: c->rate_grace_ms = v; return 0;
+    case LATCH_TIMEOUT_HANDSHAKE: c->handshake_ms = v; return 0;
+    default: return LATCH_ERR_INVALID_ARG;
+    }
+}
+
+/* What the protocol calls to serve a request (internal.h). */
+static const latch_serve_ops app_serve = {body_limit, dispatch};
+
+int latch_run(latch_app *app)
+{
+    int r;
+
+    if (app == NULL)
+        return LATCH_ERR_INVALID_ARG;
+    /* Worker 0 took the listening sockets of the last run: listen again
+     * before running again. */
+    if (!latch__server_ready(app))
+        return LATCH_ERR_STATE;
+    if ((r = prepare(app)) < 0)
+        return r;
+    app->serve = &app_serve;
+    return latch__server_run(app);
+}
+
+void latch_stop(latch_app *app)
+{
+    if (app == NULL)
+        return;
+    latch__server_stop(app);
 }

@@ -579,7 +579,7 @@ static void on_closed(uv_handle_t *h)
     free(c->wreq);
     free(c);
     if (w->draining && w->nconns == 0)
-        latch__worker_finish(w);
+        w->drained(w);
 }
 
 static const char *close_event(int reason)
@@ -997,10 +997,7 @@ static void dispatch(latch_conn *c)
     }
     queue_push(c, res);
     t_unlink(c);
-    if (c->w->app->cfg.request_ms > 0)
-        latch__request_timer_start(res, c->w->app->cfg.request_ms,
-                                   c->w->app->cfg.request_status);
-    latch__app_dispatch(res);
+    c->w->app->serve->dispatch(res);
 }
 
 /* Parses and dispatches every complete request in the buffer. */
@@ -1073,7 +1070,8 @@ static void process(latch_conn *c)
                 continue;
             }
             /* The route may allow more or less than the app does. */
-            c->body_limit = latch__app_body_limit(c->w->app, &c->cur->req);
+            c->body_limit =
+                c->w->app->serve->body_limit(c->w->app, &c->cur->req);
             if (p->body_kind == LATCH_BODY_LENGTH &&
                 p->content_length > c->body_limit) {
                 latch__conn_protocol_error(c, 413,
@@ -1819,7 +1817,7 @@ void latch__conn_drain(latch_worker *w)
             conn_close(c);
     }
     if (w->nconns == 0) {
-        latch__worker_finish(w);
+        w->drained(w);
         return;
     }
     w->drain_deadline = uv_now(&w->loop) + w->app->cfg.drain_ms;

@@ -139,6 +139,8 @@ typedef struct latch_listener {
 
 struct latch_app {
     latch_config cfg;
+    /* what conn.c calls to serve (app.c's, set by latch_run) */
+    const struct latch_serve_ops *serve;
     latch_layer *layers, *layers_tail;
     latch_layer **by_id; /* layers by registration index */
     latch_layer *first_mw;
@@ -288,6 +290,9 @@ struct latch_worker {
     uint64_t drain_deadline;
     uint64_t shake_state; /* xorshift state for LATCH_SHAKE delays */
     latch_whook *hooks;   /* features' drain and finish (above) */
+    /* Set by server.c: conn.c calls it when the worker, draining, has no
+     * connection left (the worker then finishes). */
+    void (*drained)(latch_worker *w);
     /* "Connection: keep-alive\r\nKeep-Alive: timeout=N\r\n" */
     char ka_line[64];
     size_t ka_len;
@@ -580,6 +585,27 @@ struct latch_attach {
 };
 
 /* ------------------------------------------------------------------ */
+/* Serve: what a protocol asks of whoever serves requests               */
+/* ------------------------------------------------------------------ */
+/*
+ * latch_run installs app.c's table in app->serve before the workers
+ * start; conn.c calls it and names no part of the chain. Both ops run on
+ * the worker's thread.
+ *
+ * body_limit(app, req): a head with a body is in; the most body bytes
+ * this request may send (a route's latch_route_body_limit, else the
+ * app's LATCH_LIMIT_BODY).
+ *
+ * dispatch(res): the request is complete and queued on its connection;
+ * the callee arms the request timeout and runs the chain (the protocol
+ * learns of neither).
+ */
+typedef struct latch_serve_ops {
+    uint64_t (*body_limit)(const latch_app *app, const latch_req *req);
+    void (*dispatch)(latch_res *res);
+} latch_serve_ops;
+
+/* ------------------------------------------------------------------ */
 /* The owner: what the response tells the one who dispatched it         */
 /* ------------------------------------------------------------------ */
 /*
@@ -805,7 +831,17 @@ _Static_assert(sizeof(void *) == 8, "handles need 64-bit pointers");
 
 /* server.c */
 uint64_t latch__now(latch_worker *w);
-void latch__worker_finish(latch_worker *w);
+/* The server's part of the app (app.c calls these; server.c keeps the
+ * listeners, the workers' threads, signals and the drain). init and free:
+ * with the app. ready: not running, and listening (a run takes the
+ * listening sockets: listen again before the next). run: latch_run's
+ * loop on the calling thread, SIGPIPE blocked, with the app prepared.
+ * stop: latch_stop (any thread, also before run). */
+void latch__server_init(latch_app *app);
+void latch__server_free(latch_app *app);
+bool latch__server_ready(const latch_app *app);
+int latch__server_run(latch_app *app);
+void latch__server_stop(latch_app *app);
 
 /* conn.c */
 /* Takes an accepted socket (non-blocking) into a new connection, served
@@ -989,7 +1025,6 @@ char *latch__req_decode(latch_req *q, const char *s, size_t n);
 int latch__req_peer(const latch_req *q, char *out, size_t cap);
 
 /* app.c */
-void latch__app_dispatch(latch_res *res);
 /* The frame a call made now on the response's thread acts for: the handler
  * call running, else the frame of the latch callback running, else 0. */
 static inline uint16_t latch__res_acting_frame(const latch_res *res)
@@ -1018,9 +1053,6 @@ static inline uint16_t latch__frame_pick(uint16_t hf, const latch_res *res)
 /* Keeps p until the app is freed, then calls fn(p) (a feature's handler
  * data). 0 or LATCH_ERR_NOMEM (then fn(p) has run). */
 int latch__app_keep(latch_app *app, void *p, void (*fn)(void *));
-uint64_t latch__app_body_limit(const latch_app *app, const latch_req *q);
-void latch__app_free_layers(latch_app *app);
-int latch__app_prepare(latch_app *app);
 
 /* pubsub.c: frees the app's hub (channels, history, backend). */
 void latch__hub_free(latch_app *app);

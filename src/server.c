@@ -8,8 +8,9 @@
  * stop accepting, close its idle connections, and give in-flight requests
  * the drain timeout before closing what is left.
  *
- * This module owns the app's settings too (latch_app_new, limits). It does
- * not parse or answer requests: conn.c does.
+ * The app object and its settings are app.c's (latch_app_new, limits,
+ * latch_run, latch_stop), which calls in here. This module does not parse
+ * or answer requests: conn.c does.
  */
 #include "internal.h"
 #include "tls.h"
@@ -27,228 +28,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-/*
- * LATCH_SHAKE as a seed: a decimal number from 1 to 2^64-1 turns the
- * shaker on with that seed; unset, empty, "0" or anything that is not a
- * number leaves it off (0), so "LATCH_SHAKE=0" reads as "off".
- */
-static uint64_t shake_seed(const char *s)
-{
-    uint64_t v = 0;
-
-    if (s == NULL || *s == '\0')
-        return 0;
-    for (; *s != '\0'; s++) {
-        if (*s < '0' || *s > '9')
-            return 0;
-        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-            return 0; /* out of range: not a seed */
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    return v;
-}
-
-static void free_spent(latch_app *app);
-
-latch_app *latch_app_new(void)
-{
-    latch_app *app = calloc(1, sizeof(*app));
-    const char *strict;
-
-    if (app == NULL)
-        return NULL;
-    app->cfg.parse = latch__parse_limits_default;
-    app->cfg.body = app->cfg.parse.body;
-    app->cfg.pipeline = 64;
-    app->cfg.header_ms = 60000;
-    app->cfg.body_ms = 60000;
-    app->cfg.keepalive_ms = 5000;
-    app->cfg.linger_ms = 2000;
-    app->cfg.drain_ms = 10000;
-    app->cfg.output = (uint64_t)16 << 20;
-    app->cfg.send_ms = 60000;
-    app->cfg.receive_ms = 300000;
-    app->cfg.rate_grace_ms = 10000;
-    app->cfg.min_rate = 500;
-    app->cfg.conn_buffer = (uint64_t)1 << 20;
-    app->cfg.handshake_ms = 10000;
-    app->cfg.max_handshakes = 1024;
-    app->handle_signals = true;
-    pthread_mutex_init(&app->live_mu, NULL);
-    pthread_mutex_init(&app->site_mu, NULL);
-    app->cfg.request_status = 503;
-    app->sse_heartbeat_ms = 15000;
-    app->channel_history = 256;
-    app->slow_max_bytes = (size_t)1 << 20;
-    app->slow_policy = 0; /* LATCH_SLOW_DISCONNECT */
-    app->shake_seed = shake_seed(getenv("LATCH_SHAKE"));
-    {
-        const char *env = getenv("LATCH_ENV");
-        app->development = env != NULL && strcmp(env, "development") == 0;
-    }
-    strict = getenv("LATCH_STRICT");
-    if (strict != NULL && strcmp(strict, "1") == 0)
-        app->policy = LATCH_POLICY_ABORT;
-    latch__diag_init(app);
-    latch__ops_init(app);
-    latch__trace_init(app);
-    return app;
-}
-
-void latch_app_free(latch_app *app)
-{
-    if (app == NULL)
-        return;
-    for (int i = 0; i < app->nlisteners; i++) {
-        if (app->listeners[i].fd >= 0)
-            close(app->listeners[i].fd);
-        latch__tls_ctx_free(app->listeners[i].tls);
-    }
-    free_spent(app);
-    latch__app_free_layers(app);
-    latch__hub_free(app);
-    pthread_mutex_destroy(&app->live_mu);
-    pthread_mutex_destroy(&app->site_mu);
-    latch__ops_free(app);
-    latch__diag_free(app);
-    free(app);
-}
-
-int latch_app_set_workers(latch_app *app, int n)
-{
-    if (app == NULL || n < 0 || n > 256)
-        return LATCH_ERR_INVALID_ARG;
-    if (app->running)
-        return LATCH_ERR_STATE;
-    app->nworkers = n;
-    return 0;
-}
-
-int latch_app_set_request_timeout(latch_app *app, uint64_t ms, int status)
-{
-    if (app == NULL || (status != 0 && (status < 400 || status > 599)) ||
-        ms > 24ull * 3600 * 1000)
-        return LATCH_ERR_INVALID_ARG;
-    if (app->running)
-        return LATCH_ERR_STATE;
-    app->cfg.request_ms = ms;
-    app->cfg.request_status = status ? status : 503;
-    return 0;
-}
-
-int latch_app_set_trust_proxy(latch_app *app, int hops)
-{
-    if (app == NULL || hops < 0 || hops > 64)
-        return LATCH_ERR_INVALID_ARG;
-    app->trust_proxy = hops;
-    return 0;
-}
-
-int latch_app_set_development(latch_app *app, bool on)
-{
-    if (app == NULL)
-        return LATCH_ERR_INVALID_ARG;
-    app->development = on;
-    return 0;
-}
-
-int latch_app_set_handle_signals(latch_app *app, bool on)
-{
-    if (app == NULL)
-        return LATCH_ERR_INVALID_ARG;
-    if (app->running)
-        return LATCH_ERR_STATE;
-    app->handle_signals = on;
-    return 0;
-}
-
-int latch_app_set_limit(latch_app *app, int which, uint64_t v)
-{
-    latch_config *c;
-
-    if (app == NULL)
-        return LATCH_ERR_INVALID_ARG;
-    if (app->running)
-        return LATCH_ERR_STATE;
-    c = &app->cfg;
-    /* Head limits are offsets into one read buffer: keep them in 32 bits
-     * and sane. */
-    switch (which) {
-    case LATCH_LIMIT_REQUEST_LINE:
-    case LATCH_LIMIT_FIELD_LINE:
-    case LATCH_LIMIT_HEAD:
-        if (v < 64 || v > (1u << 20))
-            return LATCH_ERR_INVALID_ARG;
-        if (which == LATCH_LIMIT_REQUEST_LINE)
-            c->parse.request_line = (uint32_t)v;
-        else if (which == LATCH_LIMIT_FIELD_LINE)
-            c->parse.field_line = (uint32_t)v;
-        else
-            c->parse.head = (uint32_t)v;
-        return 0;
-    case LATCH_LIMIT_FIELDS:
-        if (v < 1 || v > 10000)
-            return LATCH_ERR_INVALID_ARG;
-        c->parse.fields = (uint32_t)v;
-        return 0;
-    case LATCH_LIMIT_BODY:
-        c->body = v;
-        c->parse.body = v; /* raised at latch_run for larger route limits */
-        return 0;
-    case LATCH_LIMIT_CHUNK_EXT:
-        if (v > UINT32_MAX)
-            return LATCH_ERR_INVALID_ARG;
-        c->parse.chunk_ext = (uint32_t)v;
-        return 0;
-    case LATCH_LIMIT_PIPELINE:
-        if (v < 1 || v > 1024)
-            return LATCH_ERR_INVALID_ARG;
-        c->pipeline = (uint32_t)v;
-        return 0;
-    case LATCH_LIMIT_OUTPUT:
-        /* at least the high-water mark (64 KiB), at most 1 TiB */
-        if (v < 65536 || v > ((uint64_t)1 << 40))
-            return LATCH_ERR_INVALID_ARG;
-        c->output = v;
-        return 0;
-    case LATCH_LIMIT_CONNECTIONS:
-        if (v > (1u << 24))
-            return LATCH_ERR_INVALID_ARG;
-        c->max_conns = (uint32_t)v;
-        return 0;
-    case LATCH_LIMIT_HANDSHAKES:
-        if (v < 1 || v > (1u << 24))
-            return LATCH_ERR_INVALID_ARG;
-        c->max_handshakes = (uint32_t)v;
-        return 0;
-    case LATCH_LIMIT_CONN_BUFFER:
-        if (v < 4096 || v > ((uint64_t)1 << 40))
-            return LATCH_ERR_INVALID_ARG;
-        c->conn_buffer = v;
-        return 0;
-    case LATCH_LIMIT_MIN_RATE:
-        if (v > ((uint64_t)1 << 40))
-            return LATCH_ERR_INVALID_ARG;
-        c->min_rate = v;
-        return 0;
-    default: break;
-    }
-    if (v < 1 || v > 24ull * 3600 * 1000)
-        return LATCH_ERR_INVALID_ARG;
-    switch (which) {
-    case LATCH_TIMEOUT_HEADER: c->header_ms = v; return 0;
-    case LATCH_TIMEOUT_BODY: c->body_ms = v; return 0;
-    case LATCH_TIMEOUT_KEEPALIVE: c->keepalive_ms = v; return 0;
-    case LATCH_TIMEOUT_LINGER: c->linger_ms = v; return 0;
-    case LATCH_TIMEOUT_DRAIN: c->drain_ms = v; return 0;
-    case LATCH_TIMEOUT_SEND: c->send_ms = v; return 0;
-    case LATCH_TIMEOUT_RECEIVE: c->receive_ms = v; return 0;
-    case LATCH_TIMEOUT_RATE_GRACE: c->rate_grace_ms = v; return 0;
-    case LATCH_TIMEOUT_HANDSHAKE: c->handshake_ms = v; return 0;
-    default: return LATCH_ERR_INVALID_ARG;
-    }
-}
 
 /* A non-blocking TCP socket with SO_REUSEPORT, bound and listening. */
 static int open_listener(const struct sockaddr *sa, int *out_fd)
@@ -615,7 +394,7 @@ static void on_signal(uv_signal_t *s, int signum)
         (void)latch_app_reload_tls(app);
         return;
     }
-    latch_stop(app);
+    latch__server_stop(app);
 }
 
 static void close_cb_noop(uv_handle_t *h)
@@ -661,8 +440,9 @@ static void begin_drain(latch_worker *w)
     latch__conn_drain(w);
 }
 
-/* Called by conn.c when a draining worker has no connection left. */
-void latch__worker_finish(latch_worker *w)
+/* The worker's drained hook: conn.c calls it when a draining worker has
+ * no connection left. */
+static void worker_finish(latch_worker *w)
 {
     latch_whook *h;
 
@@ -718,6 +498,7 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
 
     w->app = app;
     w->index = index;
+    w->drained = worker_finish;
     w->reserve_fd = -1;
     w->next_req_id = ((uint64_t)index << 48) + 1;
     /* Each worker its own reproducible sequence of shake delays. */
@@ -879,13 +660,32 @@ static void sigpipe_restore(const sigset_t *old)
 
 static int run(latch_app *app);
 
-int latch_run(latch_app *app)
+void latch__server_init(latch_app *app)
+{
+    pthread_mutex_init(&app->live_mu, NULL);
+}
+
+void latch__server_free(latch_app *app)
+{
+    for (int i = 0; i < app->nlisteners; i++) {
+        if (app->listeners[i].fd >= 0)
+            close(app->listeners[i].fd);
+        latch__tls_ctx_free(app->listeners[i].tls);
+    }
+    free_spent(app);
+    pthread_mutex_destroy(&app->live_mu);
+}
+
+bool latch__server_ready(const latch_app *app)
+{
+    return !app->running && app->nlisteners > 0 && app->listeners[0].fd >= 0;
+}
+
+int latch__server_run(latch_app *app)
 {
     sigset_t old;
     int r;
 
-    if (app == NULL)
-        return LATCH_ERR_INVALID_ARG;
     sigpipe_block(&old);
     r = run(app);
     sigpipe_restore(&old);
@@ -903,15 +703,13 @@ static int run(latch_app *app)
 
     /* Worker 0 took the listening sockets of the last run: listen again
      * before running again. */
-    if (app->running || app->nlisteners == 0 || app->listeners[0].fd < 0)
+    if (!latch__server_ready(app))
         return LATCH_ERR_STATE;
     n = app->nworkers;
     if (n <= 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (int)cores : 1;
     }
-    if ((r = latch__app_prepare(app)) < 0)
-        return r;
     free_spent(app);
     ws = calloc((size_t)n, sizeof(*ws));
     if (ws == NULL)
@@ -952,7 +750,7 @@ static int run(latch_app *app)
     }
     /* A latch_stop that came before the workers were live. */
     if (atomic_load(&app->stopping))
-        latch_stop(app);
+        latch__server_stop(app);
     uv_run(&ws[0].loop, UV_RUN_DEFAULT);
     pthread_mutex_lock(&app->live_mu);
     atomic_store(&app->live, NULL);
@@ -972,13 +770,11 @@ out:
     return r;
 }
 
-void latch_stop(latch_app *app)
+void latch__server_stop(latch_app *app)
 {
     latch_worker *ws;
     int i;
 
-    if (app == NULL)
-        return;
     atomic_store(&app->stopping, true);
     pthread_mutex_lock(&app->live_mu);
     ws = atomic_load(&app->live);
