@@ -121,47 +121,6 @@ static void on_fire(uv_timer_t *h)
     latch__res_unref(res);
 }
 
-/* xorshift64*: cheap, seeded, and the same sequence on every run. */
-uint64_t latch__shake_ms(latch_worker *w)
-{
-    uint64_t x = w->shake_state;
-
-    if (x == 0)
-        return 0;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->shake_state = x;
-    return ((x * 0x2545f4914f6cdd1dull) >> 33) % 20;
-}
-
-/* splitmix64's finalizer: a bijection of 64-bit values that scatters. */
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/*
- * The xorshift state of one worker: the seed mixed, then mixed again with
- * the worker index. For one index it is a bijection of the seed, so
- * distinct seeds start distinct states, and xorshift maps distinct
- * non-zero states to distinct sequences; mixing the seed first keeps one
- * seed's worker 1 from being another seed's worker 0. The one state that
- * would be 0 (xorshift's fixed point, which means "off") takes another
- * constant.
- */
-uint64_t latch__shake_state(uint64_t seed, int index)
-{
-    uint64_t z;
-
-    if (seed == 0)
-        return 0;
-    z = mix64(mix64(seed) + (uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull);
-    return z != 0 ? z : 0x2545f4914f6cdd1dull;
-}
-
 static latch_timer *timer_start(latch_res *res, uint64_t ms, latch_res_cb cb,
                                 void *data)
 {

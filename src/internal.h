@@ -829,8 +829,33 @@ _Static_assert(sizeof(void *) == 8, "handles need 64-bit pointers");
 /* Cross-module internal functions                                      */
 /* ------------------------------------------------------------------ */
 
-/* server.c */
+/* worker.c: one worker's runtime (a leaf). */
+/* The loop's clock in ms. */
 uint64_t latch__now(latch_worker *w);
+/* Redoes w's Date line (server.c's ticker, once a second). */
+void latch__worker_date(latch_worker *w);
+/* Runs fn(NULL, data) on w's loop; any thread. 0, LATCH_ERR_NOMEM, or
+ * LATCH_ERR_STATE once the loop ended (latch__worker_close_posts). */
+int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data);
+/* The same with a handle: fn(res, data) (latch_res_post). */
+int latch__worker_post_res(latch_worker *w, latch_res *res, latch_res_cb fn,
+                           void *data);
+/* fn_at(res, at) on w's loop (a release from another thread). */
+int latch__worker_post_at(latch_worker *w, latch_res *res,
+                          void (*fn_at)(latch_res *res, latch_site at),
+                          latch_site at);
+/* Runs the calls posted to w in the order they were posted; on w's loop
+ * (or, once it ended, on the thread that disposes of w). */
+void latch__worker_run_posts(latch_worker *w);
+/* From now on posts to w are refused (its loop ends). */
+void latch__worker_close_posts(latch_worker *w);
+/* A delay in ms to add under LATCH_SHAKE (0 when off). */
+uint64_t latch__shake_ms(latch_worker *w);
+/* The shaker's state for worker `index` of an app seeded with `seed`
+ * (0: off, and then 0). */
+uint64_t latch__shake_state(uint64_t seed, int index);
+
+/* server.c */
 /* The server's part of the app (app.c calls these; server.c keeps the
  * listeners, the workers' threads, signals and the drain). init and free:
  * with the app. ready: not running, and listening (a run takes the
@@ -925,11 +950,6 @@ void latch__res_finished(latch_res *res);
  * with `reason` (LATCH_CANCEL_NONE: none), on_close runs, and the
  * queue's reference is dropped (which may recycle it). */
 void latch__res_detach(latch_res *res, const char *event, int reason);
-/* Runs the calls posted to w (latch_res_post, latch__worker_post), in
- * the order they were posted; on w's loop. */
-void latch__res_run_posts(latch_worker *w);
-/* Runs fn(NULL, data) on w's loop; any thread. 0 or LATCH_ERR_NOMEM. */
-int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data);
 /* Answers a request the framework refuses (404, 500, ...): status and a
  * short text body, honouring the state machine. */
 int latch__res_simple(latch_res *res, int status, const char *ctype,
@@ -984,11 +1004,6 @@ void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
 /* True while the request timeout of `res` is armed: its timer holds a
  * reference that owns nothing (app.c's unreferenced op). */
 bool latch__async_request_timer_armed(const latch_res *res);
-/* A delay in ms to add under LATCH_SHAKE (0 when off). */
-uint64_t latch__shake_ms(latch_worker *w);
-/* The shaker's state for worker `index` of an app seeded with `seed`
- * (0: off, and then 0). */
-uint64_t latch__shake_state(uint64_t seed, int index);
 
 /* The request timeout fired on a response that has not ended: answers
  * `status` if nothing went out (a held head is taken back), else cuts the

@@ -2495,52 +2495,18 @@ latch_res *latch_req_res(latch_req *req)
 /* Posting from other threads                                           */
 /* ------------------------------------------------------------------ */
 
-struct latch_post {
-    struct latch_post *next;
-    latch_res *res;
-    latch_res_cb fn; /* NULL: a latch_res_release from another thread */
-    void *data;
-    latch_site at;
-};
-
-/* Queues fn(res, data) for the worker's loop (res may be NULL: latch's
- * own posts that carry their object in data; fn NULL: a user's release
- * from another thread, carried out on the loop). Any thread. */
-static int post(latch_worker *w, latch_res *res, latch_res_cb fn, void *data,
-                latch_site at)
+/* A latch_res_release from another thread, carried out on the loop. */
+static void release_posted(latch_res *h, latch_site at)
 {
-    struct latch_post *p = malloc(sizeof(*p));
+    latch_res *r = latch__res_in(h, "latch_res_release", &at);
 
-    if (p == NULL)
-        return LATCH_ERR_NOMEM;
-    p->res = res;
-    p->fn = fn;
-    p->data = data;
-    p->at = at;
-    pthread_mutex_lock(&w->post_mu);
-    if (w->gone) {
-        /* The server stopped: no loop will run it. */
-        pthread_mutex_unlock(&w->post_mu);
-        free(p);
-        return LATCH_ERR_STATE;
-    }
-    p->next = w->posts;
-    w->posts = p;
-    /* Under the lock: the loop closes the wake handle only after it
-     * marked itself gone under it. */
-    uv_async_send(&w->wake);
-    pthread_mutex_unlock(&w->post_mu);
-    return 0;
-}
-
-int latch__worker_post(latch_worker *w, latch_res_cb fn, void *data)
-{
-    return post(w, NULL, fn, data, (latch_site){NULL, 0, NULL});
+    if (r != NULL)
+        user_release(r, at);
 }
 
 static int post_release(latch_res *res, latch_res *h, latch_site at)
 {
-    return post(res->w, h, NULL, NULL, at);
+    return latch__worker_post_at(res->w, h, release_posted, at);
 }
 
 int latch_res_post(latch_res *h, latch_res_cb fn, void *data)
@@ -2554,37 +2520,5 @@ int latch_res_post(latch_res *h, latch_res_cb fn, void *data)
                       "The function is NULL", (latch_site){NULL, 0, NULL});
     /* The handle travels, not the object: checked again on the loop, so
      * a post that arrives after its request was over is refused there. */
-    return post(res->w, h, fn, data, (latch_site){NULL, 0, NULL});
-}
-
-void latch__res_run_posts(latch_worker *w)
-{
-    struct latch_post *p, *rev = NULL, *next;
-    latch_res *r;
-
-    pthread_mutex_lock(&w->post_mu);
-    p = w->posts;
-    w->posts = NULL;
-    pthread_mutex_unlock(&w->post_mu);
-    /* Posted in LIFO order: run them in the order they were posted. */
-    for (; p != NULL; p = next) {
-        next = p->next;
-        p->next = rev;
-        rev = p;
-    }
-    for (p = rev; p != NULL; p = next) {
-        next = p->next;
-        if (p->fn != NULL) {
-            /* fn runs exactly once, as promised, with the handle as
-             * posted: if its request is over and the object recycled
-             * meanwhile (a reference released too early), every call fn
-             * makes through it is refused and reported, and fn can still
-             * free its data. */
-            p->fn(p->res, p->data);
-        } else if ((r = latch__res_in(p->res, "latch_res_release", &p->at)) !=
-                   NULL) {
-            user_release(r, p->at);
-        }
-        free(p);
-    }
+    return latch__worker_post_res(res->w, h, fn, data);
 }

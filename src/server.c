@@ -164,22 +164,6 @@ int latch_app_reload_tls(latch_app *app)
     return first;
 }
 
-uint64_t latch__now(latch_worker *w)
-{
-    return uv_now(&w->loop);
-}
-
-/* The Date header, redone once a second rather than per response. */
-static void update_date(latch_worker *w)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    w->date_len = strftime(w->date_line, sizeof(w->date_line),
-                           "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-}
-
 uint64_t latch_app_counter(const latch_app *app, int which)
 {
     if (app == NULL || which < 0 || which >= LATCH_COUNTER_COUNT)
@@ -216,7 +200,7 @@ static void log_accept(latch_worker *w)
 
 static void on_tick(uv_timer_t *t)
 {
-    update_date(t->data);
+    latch__worker_date(t->data);
     log_accept(t->data);
 }
 
@@ -381,7 +365,7 @@ static void on_wake(uv_async_t *a)
 
     if (atomic_load(&w->app->stopping) && !w->draining)
         begin_drain(w);
-    latch__res_run_posts(w);
+    latch__worker_run_posts(w);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -400,12 +384,6 @@ static void on_signal(uv_signal_t *s, int signum)
 static void close_cb_noop(uv_handle_t *h)
 {
     (void)h;
-}
-
-void latch__worker_hook(latch_worker *w, latch_whook *h)
-{
-    h->next = w->hooks;
-    w->hooks = h;
 }
 
 /* Stop accepting and close idle connections; conn.c closes the rest as
@@ -453,9 +431,7 @@ static void worker_finish(latch_worker *w)
     }
     /* From here on a post from another thread is refused, not queued on
      * a loop that ends (what is queued already runs in worker_dispose). */
-    pthread_mutex_lock(&w->post_mu);
-    w->gone = true;
-    pthread_mutex_unlock(&w->post_mu);
+    latch__worker_close_posts(w);
     uv_close((uv_handle_t *)&w->wake, close_cb_noop);
     uv_close((uv_handle_t *)&w->flusher, close_cb_noop);
     uv_close((uv_handle_t *)&w->ticker, close_cb_noop);
@@ -560,7 +536,7 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
     uv_unref((uv_handle_t *)&w->ticker);
     uv_timer_init(&w->loop, &w->sweeper);
     w->sweeper.data = w;
-    update_date(w);
+    latch__worker_date(w);
     if (index == 0 && app->handle_signals) {
         uv_signal_init(&w->loop, &w->sigint);
         uv_signal_init(&w->loop, &w->sigterm);
@@ -591,10 +567,8 @@ static void worker_dispose(latch_worker *w)
     /* Functions posted before the loop ended still run, once, here (the
      * worker's thread is gone; this one takes its place). */
     w->thread = pthread_self();
-    pthread_mutex_lock(&w->post_mu);
-    w->gone = true;
-    pthread_mutex_unlock(&w->post_mu);
-    latch__res_run_posts(w);
+    latch__worker_close_posts(w);
+    latch__worker_run_posts(w);
     latch__res_pool_free(w);
     latch__conn_pool_free(w);
     uv_loop_close(&w->loop);
