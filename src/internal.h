@@ -769,9 +769,15 @@ typedef struct latch_slot {
 #define LATCH_H_GEN(v) ((uint32_t)((v) >> 40))
 extern latch_slot *_Atomic latch__slabs[LATCH_SLABS];
 
-/* Reports a stale or invalid handle; returns NULL. */
+/* handle.c: reports a stale or invalid handle; returns NULL. */
 latch_res *latch__res_stale(uintptr_t v, const char *call,
                             const latch_site *at);
+/* handle.c: the slot table. take: a free slot (UINT32_MAX when out of
+ * memory or slots; slabs are kept for the process's life); give_back: the
+ * slot is free again; at: the slot of an index taken. Any thread. */
+uint32_t latch__rslot_take(void);
+void latch__rslot_give_back(uint32_t idx);
+latch_slot *latch__rslot_at(uint32_t idx);
 /* The site of calls that have none (plain functions). */
 static const latch_site latch__no_site = {NULL, 0, NULL};
 
@@ -1077,7 +1083,7 @@ void latch__hub_each(latch_app *app,
                      void (*fn)(const char *channel, int subscribers,
                                 void *data),
                      void *data);
-/* metrics.c: the per-worker blocks; a closed response counted and
+/* ops.c: the per-worker blocks; a closed response counted and
  * logged (called once per dispatched response, finished or cut, before
  * it lets go of its connection, only when app->ops). */
 void latch__ops_init(latch_app *app);

@@ -1,20 +1,10 @@
 /*
- * metrics.c - per-worker counters and the /metrics route
- * (latch_use_metrics): Prometheus text exposition format 0.0.4.
- *
- * Each worker counts into its own block (latch_wops, made the first time
- * the worker needs it and kept until latch_app_free, so counts survive
- * from one latch_run to the next): responses by status, a latency
- * histogram, body bytes. Only the owning worker writes a block, with a
- * relaxed load and store (a plain add on x86, no lock); a scrape reads
- * every block with relaxed loads and sums. Violation counters are the
- * app's own (diag.c). Nothing is counted unless latch_use_metrics was
- * called, and the response's clock is read only when metrics or the
- * access log are on.
- *
- * It is also where a closed response is handed to the operational
- * features (latch__ops_closed): counted here, logged by log.c, and its
- * "finished" traced (trace.c).
+ * metrics.c - the /metrics route (latch_use_metrics): Prometheus text
+ * exposition format 0.0.4, rendered from the per-worker blocks ops.c
+ * counts into (responses by status, a latency histogram, body bytes),
+ * summed on scrape with relaxed loads; violation counters are the app's
+ * own (diag.c), connection counters the server's (latch_app_counter).
+ * Nothing is counted unless latch_use_metrics was called.
  *
  * It is not a client library: no registry, no user-defined series.
  */
@@ -25,122 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The histogram's upper bounds, in ns (Prometheus' default buckets). */
-static const uint64_t bounds_ns[LATCH_NBUCKETS - 1] = {
-    5000000ull,    10000000ull,   25000000ull,   50000000ull,
-    100000000ull,  250000000ull,  500000000ull,  1000000000ull,
-    2500000000ull, 5000000000ull, 10000000000ull};
 static const char *const bounds_text[LATCH_NBUCKETS] = {
     "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
     "0.5",   "1",    "2.5",   "5",    "10",  "+Inf"};
-
-void latch__ops_init(latch_app *app)
-{
-    pthread_mutex_init(&app->ops_mu, NULL);
-}
-
-void latch__ops_free(latch_app *app)
-{
-    latch_wops *o, *next;
-
-    latch__alog_free(app);
-    for (o = atomic_load(&app->wops); o != NULL; o = next) {
-        next = o->next;
-        pthread_mutex_destroy(&o->log_mu);
-        free(o->log_buf);
-        free(o);
-    }
-    atomic_store(&app->wops, NULL);
-    pthread_mutex_destroy(&app->ops_mu);
-}
-
-/* The worker's block: found by index (a later latch_run's worker takes
- * over its predecessor's), else made. NULL when out of memory: that
- * response is not counted. Worker thread only. */
-latch_wops *latch__wops(latch_worker *w)
-{
-    latch_app *app = w->app;
-    latch_wops *o;
-
-    if (w->ops != NULL)
-        return w->ops;
-    pthread_mutex_lock(&app->ops_mu);
-    for (o = atomic_load(&app->wops); o != NULL; o = o->next)
-        if (o->index == w->index)
-            break;
-    if (o == NULL && (o = calloc(1, sizeof(*o))) != NULL) {
-        o->index = w->index;
-        pthread_mutex_init(&o->log_mu, NULL);
-        o->next = atomic_load(&app->wops);
-        atomic_store(&app->wops, o); /* readers walk without the lock */
-    }
-    pthread_mutex_unlock(&app->ops_mu);
-    w->ops = o;
-    return o;
-}
-
-/* One more, by the block's only writer. */
-static inline void bump(_Atomic uint64_t *c, uint64_t n)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
-/* The peer's address for the log, or "-". */
-static void peer(latch_res *res, char *out, size_t cap)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-
-    snprintf(out, cap, "-");
-    if (res->conn == NULL ||
-        uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
-        return;
-    if (ss.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap);
-    else if (ss.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&ss, out, cap);
-}
-
-void latch__ops_closed(latch_res *res, bool finished)
-{
-    latch_app *app = res->w->app;
-    latch_wops *o;
-    uint64_t dur;
-    int status, b;
-
-    if (res->t_start == 0)
-        return; /* never dispatched */
-    if (finished && (app->ops & LATCH_OPS_TRACE))
-        latch__trace(res, "finished", NULL, (latch_site){NULL, 0, NULL});
-    if (!(app->ops & (LATCH_OPS_METRICS | LATCH_OPS_LOG)) ||
-        (o = latch__wops(res->w)) == NULL)
-        return; /* tracing only, or no memory */
-    dur = uv_hrtime() - res->t_start;
-    /* What the client got: the status once the head went out; for a
-     * response cut before that, nginx's 499 (closed without a response). */
-    status = res->status;
-    if (!finished &&
-        (res->state == LATCH_RS_FRESH ||
-         (res->state == LATCH_RS_DESTROYED && res->headers_at.call == NULL)))
-        status = 499;
-    if (app->ops & LATCH_OPS_METRICS) {
-        if (status >= 100 && status < 100 + LATCH_NSTATUS)
-            bump(&o->status[status - 100], 1);
-        else
-            bump(&o->status[LATCH_NSTATUS], 1);
-        for (b = 0; b < LATCH_NBUCKETS - 1 && dur > bounds_ns[b]; b++)
-            ;
-        bump(&o->bucket[b], 1);
-        bump(&o->dur_ns, dur);
-        bump(&o->bytes, latch__res_body_bytes(res));
-    }
-    if (app->ops & LATCH_OPS_LOG) {
-        char addr[64];
-        peer(res, addr, sizeof(addr));
-        latch__alog_line(res, o, addr, status, dur);
-    }
-}
 
 /* ------------------------------------------------------------------ */
 /* The exposition                                                       */
