@@ -18,6 +18,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define SLAB_BITS 10
@@ -118,4 +119,98 @@ void latch__handle_retire(uintptr_t h)
         }
     }
     pthread_mutex_unlock(&mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* The slots of responses and requests                                 */
+/* ------------------------------------------------------------------ */
+/*
+ * The table behind latch_res * and latch_req * handles (internal.h,
+ * "Handles"): res.c takes a slot for a pooled response and moves its
+ * generation on when the response is recycled; every public entry point
+ * decodes with latch__res_in, which reads the slabs lock-free and reports
+ * a stale handle here. A leaf, so that req.c and res.c both decode
+ * handles without naming each other for it.
+ */
+
+latch_slot *_Atomic latch__slabs[LATCH_SLABS];
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t slot_free;  /* index + 1 of the first free slot, 0: none */
+static uint32_t slot_count; /* slots handed out of the slabs so far */
+
+latch_slot *latch__rslot_at(uint32_t idx)
+{
+    latch_slot *slab = atomic_load_explicit(
+        &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
+
+    return &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)];
+}
+
+/* A free slot for a new object, or UINT32_MAX when out of memory or
+ * slots. Slabs are allocated once and kept for the process's life. */
+uint32_t latch__rslot_take(void)
+{
+    uint32_t idx = UINT32_MAX;
+
+    pthread_mutex_lock(&slot_mu);
+    if (slot_free != 0) {
+        idx = slot_free - 1;
+        slot_free = latch__rslot_at(idx)->next_free;
+    } else if (slot_count < (1u << LATCH_SLOT_BITS) - 1) {
+        size_t si = slot_count >> LATCH_SLAB_BITS;
+        if (atomic_load(&latch__slabs[si]) == NULL) {
+            latch_slot *slab =
+                calloc((size_t)1 << LATCH_SLAB_BITS, sizeof(*slab));
+            if (slab != NULL)
+                atomic_store_explicit(&latch__slabs[si], slab,
+                                      memory_order_release);
+        }
+        if (atomic_load(&latch__slabs[si]) != NULL)
+            idx = slot_count++;
+    }
+    pthread_mutex_unlock(&slot_mu);
+    return idx;
+}
+
+void latch__rslot_give_back(uint32_t idx)
+{
+    latch_slot *sl = latch__rslot_at(idx);
+
+    atomic_store_explicit(&sl->obj, NULL, memory_order_relaxed);
+    pthread_mutex_lock(&slot_mu);
+    sl->next_free = slot_free;
+    slot_free = idx + 1;
+    pthread_mutex_unlock(&slot_mu);
+}
+
+latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
+{
+    uint32_t idx = LATCH_H_SLOT(v);
+    latch_slot *slab = atomic_load_explicit(
+        &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
+    latch_slot *sl;
+    latch_app *app;
+    char msg[200];
+
+    if (slab == NULL)
+        return NULL; /* never a handle latch gave out */
+    sl = &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)];
+    app = atomic_load_explicit(&sl->app, memory_order_relaxed);
+    if (app == NULL)
+        return NULL;
+    if (atomic_load_explicit(&sl->gen, memory_order_relaxed) ==
+        LATCH_H_GEN(v) + 1)
+        snprintf(msg, sizeof(msg),
+                 "%s of request %llu used after that request was over: it was "
+                 "kept without latch_res_retain; nothing was done",
+                 v & 2 ? "The request" : "The response",
+                 (unsigned long long)atomic_load_explicit(
+                     &sl->last_id, memory_order_relaxed));
+    else
+        snprintf(msg, sizeof(msg),
+                 "%s used after its request was over: it was kept without "
+                 "latch_res_retain; nothing was done",
+                 v & 2 ? "A request" : "A response");
+    latch__violation_app(app, LATCH_ERR_STREAM_DESTROYED, call, msg, *at);
+    return NULL;
 }

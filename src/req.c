@@ -589,6 +589,16 @@ const char *latch_req_ip(const latch_req *req)
     return q->ip;
 }
 
+latch_res *latch_req_res(latch_req *req)
+{
+    latch_res *r = latch__res_in(req, "latch_req_res", &latch__no_site);
+
+    if (r == NULL)
+        return NULL;
+    return ((uintptr_t)req & 1) ? (latch_res *)((uintptr_t)req & ~(uintptr_t)2)
+                                : r;
+}
+
 json_t *latch_req_json(const latch_req *req)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(

@@ -38,56 +38,6 @@
 /* Handles                                                              */
 /* ------------------------------------------------------------------ */
 
-latch_slot *_Atomic latch__slabs[LATCH_SLABS];
-static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint32_t slot_free;  /* index + 1 of the first free slot, 0: none */
-static uint32_t slot_count; /* slots handed out of the slabs so far */
-
-static latch_slot *slot_at(uint32_t idx)
-{
-    latch_slot *slab = atomic_load_explicit(
-        &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
-
-    return &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)];
-}
-
-/* A free slot for a new object, or UINT32_MAX when out of memory or
- * slots. Slabs are allocated once and kept for the process's life. */
-static uint32_t slot_take(void)
-{
-    uint32_t idx = UINT32_MAX;
-
-    pthread_mutex_lock(&slot_mu);
-    if (slot_free != 0) {
-        idx = slot_free - 1;
-        slot_free = slot_at(idx)->next_free;
-    } else if (slot_count < (1u << LATCH_SLOT_BITS) - 1) {
-        size_t si = slot_count >> LATCH_SLAB_BITS;
-        if (atomic_load(&latch__slabs[si]) == NULL) {
-            latch_slot *slab =
-                calloc((size_t)1 << LATCH_SLAB_BITS, sizeof(*slab));
-            if (slab != NULL)
-                atomic_store_explicit(&latch__slabs[si], slab,
-                                      memory_order_release);
-        }
-        if (atomic_load(&latch__slabs[si]) != NULL)
-            idx = slot_count++;
-    }
-    pthread_mutex_unlock(&slot_mu);
-    return idx;
-}
-
-static void slot_give_back(uint32_t idx)
-{
-    latch_slot *sl = slot_at(idx);
-
-    atomic_store_explicit(&sl->obj, NULL, memory_order_relaxed);
-    pthread_mutex_lock(&slot_mu);
-    sl->next_free = slot_free;
-    slot_free = idx + 1;
-    pthread_mutex_unlock(&slot_mu);
-}
-
 /* Gives an object without a slot (new, or its slot retired) a slot and
  * its first handle. An object coming back from the pool already has its
  * next handle (handle_close made it). */
@@ -96,9 +46,9 @@ static int handle_open(latch_res *r, latch_worker *w)
     latch_slot *sl;
     uint32_t gen;
 
-    if ((r->slot = slot_take()) == UINT32_MAX)
+    if ((r->slot = latch__rslot_take()) == UINT32_MAX)
         return LATCH_ERR_NOMEM;
-    sl = r->slotp = slot_at(r->slot);
+    sl = r->slotp = latch__rslot_at(r->slot);
     atomic_store_explicit(&sl->obj, r, memory_order_relaxed);
     atomic_store_explicit(&sl->app, w->app, memory_order_relaxed);
     gen = atomic_load_explicit(&sl->gen, memory_order_relaxed);
@@ -134,38 +84,6 @@ static void handle_close(latch_res *r)
     /* The next request on this object gets this handle: nothing to do
      * for it on the hot path. */
     r->handle = (uint64_t)(gen + 1) << 40 | (r->handle & ((1ull << 40) - 1));
-}
-
-latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
-{
-    uint32_t idx = LATCH_H_SLOT(v);
-    latch_slot *slab = atomic_load_explicit(
-        &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
-    latch_slot *sl;
-    latch_app *app;
-    char msg[200];
-
-    if (slab == NULL)
-        return NULL; /* never a handle latch gave out */
-    sl = &slab[idx & ((1u << LATCH_SLAB_BITS) - 1)];
-    app = atomic_load_explicit(&sl->app, memory_order_relaxed);
-    if (app == NULL)
-        return NULL;
-    if (atomic_load_explicit(&sl->gen, memory_order_relaxed) ==
-        LATCH_H_GEN(v) + 1)
-        snprintf(msg, sizeof(msg),
-                 "%s of request %llu used after that request was over: it was "
-                 "kept without latch_res_retain; nothing was done",
-                 v & 2 ? "The request" : "The response",
-                 (unsigned long long)atomic_load_explicit(
-                     &sl->last_id, memory_order_relaxed));
-    else
-        snprintf(msg, sizeof(msg),
-                 "%s used after its request was over: it was kept without "
-                 "latch_res_retain; nothing was done",
-                 v & 2 ? "A request" : "A response");
-    latch__violation_app(app, LATCH_ERR_STREAM_DESTROYED, call, msg, *at);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -328,7 +246,7 @@ static void res_recycle(latch_res *r)
     latch__buf_dispose(&r->jbuf);
     free(r->hdrs);
     if (r->slot != UINT32_MAX)
-        slot_give_back(r->slot);
+        latch__rslot_give_back(r->slot);
     free(r);
 }
 
@@ -344,7 +262,7 @@ void latch__res_pool_free(latch_worker *w)
         latch__buf_dispose(&r->jbuf);
         free(r->hdrs);
         if (r->slot != UINT32_MAX)
-            slot_give_back(r->slot);
+            latch__rslot_give_back(r->slot);
         free(r);
     }
     w->nfree_res = 0;
@@ -2479,16 +2397,6 @@ latch_req *latch_res_req(latch_res *res)
         return NULL;
     /* Same generation, same handler call. */
     return ((uintptr_t)res & 1) ? (latch_req *)((uintptr_t)res | 2) : &r->req;
-}
-
-latch_res *latch_req_res(latch_req *req)
-{
-    latch_res *r = latch__res_in(req, "latch_req_res", &latch__no_site);
-
-    if (r == NULL)
-        return NULL;
-    return ((uintptr_t)req & 1) ? (latch_res *)((uintptr_t)req & ~(uintptr_t)2)
-                                : r;
 }
 
 /* ------------------------------------------------------------------ */
