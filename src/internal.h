@@ -9,12 +9,16 @@
  *
  * The rule between modules: each names functions and reads fields only of
  * modules below it (src/LAYERS lists the allowed pairs; `make test`
- * checks them on the objects). An event that must go up - a response has
- * nobody left to answer it or closed, a resource tied to a response must
- * end, a response writes to its protocol - goes through a table that the
- * upper module installed, declared here with its contract: the owner
- * (latch_res_owner_ops), attachments (latch_attach_ops) and the exchange
- * (latch_exchange_ops). res.c names no protocol and no part of the chain.
+ * checks them on the objects, and that they form no cycle). An event that
+ * must go up - a request arrived, a response has nobody left to answer it
+ * or closed, a feature failed before the head, a resource tied to a
+ * response must end, a response writes to its protocol, a draining worker
+ * has no connection left - goes through a table or hook that the upper
+ * module installed, declared here with its contract: serve
+ * (latch_serve_ops), the owner (latch_res_owner_ops), attachments
+ * (latch_attach_ops), the exchange (latch_exchange_ops) and the worker's
+ * drained hook. res.c names no protocol and no part of the chain; conn.c
+ * names neither the app nor the chain.
  */
 #ifndef LATCH_INTERNAL_H
 #define LATCH_INTERNAL_H
