@@ -344,11 +344,43 @@ static void test_exchange_is_told(void **state)
     res_done(res);
 }
 
+/* latch_res_release is misuse-checked, never silent (issue 12, item 5): a
+ * second release after one retain, and a release through a handle kept
+ * past its request, are both reported and change nothing. */
+static void test_release_after_release_reports(void **state)
+{
+    world *wd = *state;
+    latch_res *res = res_in(wd, S_FRESH);
+    latch_res *h = (latch_res *)(uintptr_t)res->handle; /* the user's */
+    uint32_t refs = res->refs;
+    int before = reports;
+
+    latch_res_retain(h);
+    assert_int_equal(res->refs, refs + 1);
+    latch_res_release(h);
+    assert_int_equal(res->refs, refs);
+    assert_int_equal(reports, before);
+    latch_res_release(h); /* released already: reported, nothing dropped */
+    assert_int_equal(reports, before + 1);
+    assert_int_equal(last_code, LATCH_ERR_STATE);
+    assert_int_equal(res->refs, refs);
+
+    /* Finished and recycled: the kept handle is stale. */
+    assert_int_equal(latch_res_end(res, "x", 1), 0);
+    latch__res_finished(res);
+    res_done(res);
+    latch_res_release(h);
+    assert_int_equal(reports, before + 2);
+    assert_int_equal(last_code, LATCH_ERR_STREAM_DESTROYED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_cell, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exchange_is_told, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_after_release_reports,
+                                        setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
