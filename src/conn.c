@@ -42,6 +42,46 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Used before their definitions below. */
+static void mark_dirty(latch_conn *c);
+static void close_why(latch_conn *c, int reason);
+static void protocol_error(latch_conn *c, int status, const char *reason);
+static void send_continue(latch_conn *c);
+static void flush_now(latch_conn *c);
+static void sweep(latch_worker *w);
+static void conn_destroy(latch_conn *c);
+static size_t pending_out(const latch_conn *c);
+static void rbuf_release(latch_worker *w, latch_rbuf *rb);
+static latch_buf *h1_sink(latch_res *res);
+static void h1_unhold(latch_res *res);
+static void h1_last(latch_res *res);
+static void h1_ended(latch_res *res);
+static void h1_cut(latch_res *res, const char *event, int reason);
+/*
+ * The exchange op for a file body (file.c through latch__res_sendfile):
+ * `len` bytes of the regular file `fd` from `off` go to the socket with
+ * sendfile(2), no copy through memory, after every byte the connection
+ * holds for the responses before and for `res` itself, and before any
+ * byte `res` writes later (buffered meanwhile) or any later response's.
+ * Driven by the socket's writability on the loop, under the send timeout,
+ * at most a bounded amount per loop turn.
+ *
+ * h1_can_sendfile says whether `res` may start one now: it is the
+ * connection's writer with nothing buffered of its own and no file body
+ * going out. h1_sendfile returns 0 (cb runs exactly once later),
+ * 1 when it may not start now (the caller copies instead), or an error
+ * (no descriptor for the writability watch): then cb never runs.
+ * cb(res, status, data) on the loop: 0 when the OS took the last byte,
+ * UV_EOF when the file ended short of `len` (it shrank), another negative
+ * errno of sendfile, or UV_ECANCELED when the connection closed or `res`
+ * was cut first. `fd` stays the caller's; it must stay open until cb.
+ * Nothing of the connection is touched after cb with UV_ECANCELED.
+ */
+static bool h1_can_sendfile(const latch_res *res);
+static int h1_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
+                       latch_sendfile_cb cb, void *data);
+static const latch_exchange_ops h1_exchange;
+
 #define RBUF_SIZE (16u * 1024)
 #define RBUF_FREE_MAX 256
 #define OUT_LIMIT ((size_t)1 << 40) /* bounded by the high-water mark */
@@ -60,7 +100,7 @@ static void advance_queue(latch_conn *c);
 static void flush(latch_conn *c);
 static void sf_end(latch_conn *c, int status);
 
-/* A file body going out with sendfile(2) (below, latch__conn_sendfile). */
+/* A file body going out with sendfile(2) (below, h1_sendfile). */
 typedef struct latch_sfile {
     latch_res *res;
     int fd;
@@ -141,7 +181,7 @@ static latch_rbuf *rbuf_get(latch_worker *w, uint32_t cap)
     return rb;
 }
 
-void latch__rbuf_release(latch_worker *w, latch_rbuf *rb)
+static void rbuf_release(latch_worker *w, latch_rbuf *rb)
 {
     if (rb == NULL || --rb->refs > 0)
         return;
@@ -202,7 +242,7 @@ static int make_room(latch_conn *c)
         if (nb == NULL)
             return LATCH_ERR_NOMEM;
         memcpy(nb->data, c->rb->data + keep_from, keep);
-        latch__rbuf_release(w, c->rb);
+        rbuf_release(w, c->rb);
         c->rb = nb;
     }
     c->rlen = keep;
@@ -220,7 +260,7 @@ static void maybe_release_rbuf(latch_conn *c)
         return;
     if (c->rlen != c->msg)
         return;
-    latch__rbuf_release(c->w, c->rb);
+    rbuf_release(c->w, c->rb);
     c->rb = NULL;
     c->rlen = c->msg = c->bpos = 0;
 }
@@ -367,7 +407,7 @@ static void on_send_deadline(latch_conn *c)
         return;
     }
     s_unlink(c);
-    latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+    close_why(c, LATCH_CANCEL_DISCONNECT);
 }
 
 static void on_timeout(latch_conn *c)
@@ -389,17 +429,17 @@ static void on_timeout(latch_conn *c)
             conn_close(c);
             break;
         }
-        latch__conn_protocol_error(c, 408, "request timeout");
+        protocol_error(c, 408, "request timeout");
         break;
     }
 }
 
 static void on_sweep(uv_timer_t *t)
 {
-    latch__conn_sweep(t->data);
+    sweep(t->data);
 }
 
-void latch__conn_sweep(latch_worker *w)
+static void sweep(latch_worker *w)
 {
     uint64_t now = uv_now(&w->loop), next = UINT64_MAX;
     int k;
@@ -422,12 +462,12 @@ void latch__conn_sweep(latch_worker *w)
                 !(c->flags & LATCH_CF_CLOSING)) {
                 /* Still arriving: the client learns why, and that it
                  * may retry elsewhere. */
-                latch__conn_protocol_error(c, 503, "server shutting down");
+                protocol_error(c, 503, "server shutting down");
                 flush(c);
                 if (c->flags & (LATCH_CF_SHUTDOWN | LATCH_CF_CLOSING))
                     continue; /* answered; it lingers briefly, then closes */
             }
-            latch__conn_close_why(c, LATCH_CANCEL_SHUTDOWN);
+            close_why(c, LATCH_CANCEL_SHUTDOWN);
         }
         return;
     }
@@ -509,13 +549,13 @@ bool latch__conn_shed(latch_worker *w)
 
     /* Idle keep-alive connections, oldest first: nothing is lost. */
     if ((c = w->tl[LATCH_T_IDLE].head) != NULL) {
-        latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+        close_why(c, LATCH_CANCEL_DISCONNECT);
         return true;
     }
     /* Then a TLS handshake a second old (one takes a round trip). */
     c = w->tl[LATCH_T_HANDSHAKE].head;
     if (c != NULL && now - c->rx_start >= 1000) {
-        latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+        close_why(c, LATCH_CANCEL_DISCONNECT);
         return true;
     }
     /* Then the slowest sender among the oldest still receiving a head or a
@@ -535,7 +575,7 @@ bool latch__conn_shed(latch_worker *w)
     }
     if (best == NULL)
         return false;
-    latch__conn_close_why(best, LATCH_CANCEL_DISCONNECT);
+    close_why(best, LATCH_CANCEL_DISCONNECT);
     return true;
 }
 
@@ -545,7 +585,7 @@ bool latch__conn_shed_handshake(latch_worker *w)
 
     if (c == NULL)
         return false;
-    latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+    close_why(c, LATCH_CANCEL_DISCONNECT);
     return true;
 }
 
@@ -555,7 +595,7 @@ static void on_closed(uv_handle_t *h)
     latch_worker *w = c->w;
 
     s_unlink(c);
-    latch__rbuf_release(w, c->rb);
+    rbuf_release(w, c->rb);
     latch__buf_dispose(&c->out);
     latch__buf_dispose(&c->wout);
     if (c->prev)
@@ -596,7 +636,7 @@ static const char *close_event(int reason)
  * cancelled with `reason`, then its on_close), the request being received
  * is dropped, then the handle closes.
  */
-void latch__conn_close_why(latch_conn *c, int reason)
+static void close_why(latch_conn *c, int reason)
 {
     latch_res *r, *next;
 
@@ -646,10 +686,10 @@ void latch__conn_close_why(latch_conn *c, int reason)
 
 static void conn_close(latch_conn *c)
 {
-    latch__conn_close_why(c, LATCH_CANCEL_DISCONNECT);
+    close_why(c, LATCH_CANCEL_DISCONNECT);
 }
 
-void latch__conn_destroy(latch_conn *c)
+static void conn_destroy(latch_conn *c)
 {
     c->flags |= LATCH_CF_CUT;
     conn_close(c);
@@ -771,12 +811,12 @@ static bool rx_ok(latch_conn *c, size_t n)
 
     c->rx_bytes += n;
     if (el >= cfg->receive_ms) {
-        latch__conn_protocol_error(c, 408, "request took too long to arrive");
+        protocol_error(c, 408, "request took too long to arrive");
         return false;
     }
     if (cfg->min_rate > 0 && el >= cfg->rate_grace_ms &&
         c->rx_bytes * 1000 < cfg->min_rate * el) {
-        latch__conn_protocol_error(c, 408, "request arriving too slowly");
+        protocol_error(c, 408, "request arriving too slowly");
         return false;
     }
     return true;
@@ -802,7 +842,7 @@ static void went_idle(latch_conn *c)
     maybe_release_rbuf(c);
     if (c->flags & LATCH_CF_NO_MORE) {
         c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
-        latch__conn_mark_dirty(c);
+        mark_dirty(c);
         return;
     }
     if (c->w->draining) {
@@ -844,14 +884,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == UV_ENOBUFS) {
         /* make_room refused: a head larger than any limit allows, or no
          * memory. */
-        latch__conn_protocol_error(c, 431, "request head too large");
+        protocol_error(c, 431, "request head too large");
         return;
     }
     if (nread == LATCH_TLS_EPLAIN) {
         /* Plain HTTP on a TLS port: the answer goes out in plaintext
          * (tls.c passes it through), then the connection lingers. */
         t_unlink(c);
-        latch__conn_protocol_error(c, 400, "plain HTTP sent to the TLS port");
+        protocol_error(c, 400, "plain HTTP sent to the TLS port");
         return;
     }
     peer_gone(c, (int)nread);
@@ -872,14 +912,14 @@ static void peer_gone_now(latch_conn *c, int status)
         /* An error, nothing to answer (an incomplete request at EOF is
          * never dispatched), or a response the client will not wait for. */
         if (status == UV_EOF)
-            latch__conn_flush_now(c);
+            flush_now(c);
         conn_close(c);
         return;
     }
     no_more_requests(c);
     c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
     t_unlink(c);
-    latch__conn_mark_dirty(c);
+    mark_dirty(c);
 }
 
 static void on_shaken(uv_timer_t *t)
@@ -926,21 +966,21 @@ static int head_done(latch_conn *c)
     uint32_t i;
 
     if (!host_ok(p)) {
-        latch__conn_protocol_error(c, 400, "exactly one Host is required");
+        protocol_error(c, 400, "exactly one Host is required");
         return -1;
     }
     if (c->rb->data[c->msg + p->target.off] == '*' &&
         !(p->method.len == 7 &&
           memcmp(c->rb->data + c->msg + p->method.off, "OPTIONS", 7) == 0)) {
-        latch__conn_protocol_error(c, 400, "'*' only with OPTIONS");
+        protocol_error(c, 400, "'*' only with OPTIONS");
         return -1;
     }
     if (p->is_connect) {
-        latch__conn_protocol_error(c, 501, "CONNECT is not supported");
+        protocol_error(c, 501, "CONNECT is not supported");
         return -1;
     }
     if (p->expect == LATCH_EXPECT_OTHER) {
-        latch__conn_protocol_error(c, 417, "unsupported expectation");
+        protocol_error(c, 417, "unsupported expectation");
         return -1;
     }
     q->head = base;
@@ -1031,7 +1071,7 @@ static void process(latch_conn *c)
                 break;
             }
             if (c->cur == NULL) {
-                c->cur = latch__res_alloc(c->w, &latch__h1_exchange);
+                c->cur = latch__res_alloc(c->w, &h1_exchange);
                 if (c->cur == NULL) {
                     conn_close(c);
                     return;
@@ -1055,10 +1095,9 @@ static void process(latch_conn *c)
                 /* A complete head refused for its body (413, 501) must
                  * first pass the Host rule, as any other request. */
                 if (p->head_len != 0 && !host_ok(p))
-                    latch__conn_protocol_error(c, 400,
-                                               "exactly one Host is required");
+                    protocol_error(c, 400, "exactly one Host is required");
                 else
-                    latch__conn_protocol_error(c, p->status, p->reason);
+                    protocol_error(c, p->status, p->reason);
                 break;
             }
             if (head_done(c) < 0)
@@ -1074,9 +1113,9 @@ static void process(latch_conn *c)
                 c->w->app->serve->body_limit(c->w->app, &c->cur->req);
             if (p->body_kind == LATCH_BODY_LENGTH &&
                 p->content_length > c->body_limit) {
-                latch__conn_protocol_error(c, 413,
-                                           "Content-Length above the body "
-                                           "limit");
+                protocol_error(c, 413,
+                               "Content-Length above the body "
+                               "limit");
                 break;
             }
             c->flags |= LATCH_CF_IN_BODY;
@@ -1085,7 +1124,7 @@ static void process(latch_conn *c)
                  * it must come after every earlier response. */
                 c->flags |= LATCH_CF_CONTINUE;
                 if (c->writer == NULL)
-                    latch__conn_send_continue(c);
+                    send_continue(c);
             }
         }
         r = latch__parse_body(p, c->rb->data + c->bpos, c->rlen - c->bpos,
@@ -1094,7 +1133,7 @@ static void process(latch_conn *c)
         if (r == LATCH_PARSE_DATA) {
             if (latch__buf_append(&c->cur->req.body, data, dlen,
                                   c->body_limit) < 0) {
-                latch__conn_protocol_error(c, 413, "body too large");
+                protocol_error(c, 413, "body too large");
                 break;
             }
             continue;
@@ -1104,7 +1143,7 @@ static void process(latch_conn *c)
             break;
         }
         if (r == LATCH_PARSE_ERROR) {
-            latch__conn_protocol_error(c, p->status, p->reason);
+            protocol_error(c, p->status, p->reason);
             break;
         }
         c->flags &= ~(LATCH_CF_IN_BODY | LATCH_CF_CONTINUE);
@@ -1122,14 +1161,14 @@ static void process(latch_conn *c)
         maybe_release_rbuf(c);
 }
 
-void latch__conn_send_continue(latch_conn *c)
+static void send_continue(latch_conn *c)
 {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
     c->flags &= ~LATCH_CF_CONTINUE;
     if (latch__buf_append(&c->out, cont, sizeof(cont) - 1, OUT_LIMIT) == 0) {
         c->out_total += sizeof(cont) - 1;
-        latch__conn_mark_dirty(c);
+        mark_dirty(c);
     }
 }
 
@@ -1138,7 +1177,7 @@ void latch__conn_send_continue(latch_conn *c)
  * response with the status, Connection: close, then linger and close.
  * Nothing after the bad bytes is parsed.
  */
-void latch__conn_protocol_error(latch_conn *c, int status, const char *reason)
+static void protocol_error(latch_conn *c, int status, const char *reason)
 {
     latch_res *res = c->cur;
 
@@ -1149,7 +1188,7 @@ void latch__conn_protocol_error(latch_conn *c, int status, const char *reason)
     c->rlen = c->msg;
     t_unlink(c);
     if (res == NULL) {
-        res = latch__res_alloc(c->w, &latch__h1_exchange);
+        res = latch__res_alloc(c->w, &h1_exchange);
         if (res == NULL) {
             conn_close(c);
             return;
@@ -1167,7 +1206,7 @@ void latch__conn_protocol_error(latch_conn *c, int status, const char *reason)
 /* The response queue and the write path                                */
 /* ------------------------------------------------------------------ */
 
-latch_buf *latch__conn_sink(latch_res *res)
+static latch_buf *h1_sink(latch_res *res)
 {
     latch_conn *c = res->conn;
 
@@ -1175,14 +1214,14 @@ latch_buf *latch__conn_sink(latch_res *res)
      * it (and no other response writes: only the writer may). */
     if (res == c->writer && res->pending.len == 0 && !res->hold &&
         c->sf == NULL) {
-        latch__conn_mark_dirty(c);
+        mark_dirty(c);
         return &c->out;
     }
     return &res->pending;
 }
 
 /* Moves output a response buffered while it waited into the wire. */
-void latch__conn_unhold(latch_res *res)
+static void h1_unhold(latch_res *res)
 {
     latch_conn *c = res->conn;
 
@@ -1191,12 +1230,12 @@ void latch__conn_unhold(latch_res *res)
         return;
     if (latch__buf_append(&c->out, res->pending.data, res->pending.len,
                           OUT_LIMIT) < 0) {
-        latch__conn_destroy(c);
+        conn_destroy(c);
         return;
     }
     c->out_total += res->pending.len;
     res->pending.len = 0;
-    latch__conn_mark_dirty(c);
+    mark_dirty(c);
 }
 
 /* Drops the request being received and stops reading requests: the
@@ -1219,7 +1258,7 @@ static void no_more_requests(latch_conn *c)
 /* A response decided the connection ends with it (Connection: close, a
  * body delimited by the close, a body cut short): no later request may be
  * read, and none already read may be answered after it. */
-void latch__conn_last(latch_res *res)
+static void h1_last(latch_res *res)
 {
     if (res->conn != NULL && !(res->conn->flags & LATCH_CF_CLOSING))
         no_more_requests(res->conn);
@@ -1249,7 +1288,7 @@ static void cut_after(latch_conn *c, latch_res *last)
  * connection closes once the responses before `res` went out. The client
  * sees `res` truncated, never complete, and earlier responses whole.
  */
-void latch__conn_cut(latch_res *res, const char *event, int reason)
+static void h1_cut(latch_res *res, const char *event, int reason)
 {
     latch_conn *c = res->conn;
     latch_res *prev = NULL, *r, *next;
@@ -1296,7 +1335,7 @@ void latch__conn_cut(latch_res *res, const char *event, int reason)
     c->flags |= LATCH_CF_CLOSE_AFTER_WRITE;
     if (c->q_head == NULL)
         went_idle(c);
-    latch__conn_mark_dirty(c);
+    mark_dirty(c);
 }
 
 /* Lets the next responses write, in order, once the writer ended. */
@@ -1321,16 +1360,16 @@ static void advance_queue(latch_conn *c)
         if (r == NULL)
             break;
         if (!r->hold)
-            latch__conn_unhold(r);
+            h1_unhold(r);
         if (c->flags & LATCH_CF_CLOSING)
             return;
     }
     if (c->writer == NULL && (c->flags & LATCH_CF_CONTINUE))
-        latch__conn_send_continue(c);
-    latch__conn_mark_dirty(c);
+        send_continue(c);
+    mark_dirty(c);
 }
 
-void latch__conn_res_ended(latch_res *res)
+static void h1_ended(latch_res *res)
 {
     latch_conn *c = res->conn;
 
@@ -1338,7 +1377,7 @@ void latch__conn_res_ended(latch_res *res)
         advance_queue(c);
 }
 
-size_t latch__conn_pending_out(const latch_conn *c)
+static size_t pending_out(const latch_conn *c)
 {
     return c->out.len + c->wout.len;
 }
@@ -1365,7 +1404,7 @@ static bool h1_may_keep_alive(const latch_res *res)
 
 static size_t h1_backlog(const latch_res *res)
 {
-    return latch__conn_pending_out(res->conn);
+    return pending_out(res->conn);
 }
 
 /*
@@ -1385,33 +1424,33 @@ static bool h1_on_wire(const latch_res *res)
             return false; /* its bytes wait behind an earlier response */
     if (res->end_seq <= c->written_total)
         return true;
-    return !c->writing && latch__conn_pending_out(c) < LATCH_HIGH_WATER;
+    return !c->writing && pending_out(c) < LATCH_HIGH_WATER;
 }
 
 static void h1_want_flush(latch_res *res)
 {
-    latch__conn_mark_dirty(res->conn);
+    mark_dirty(res->conn);
 }
 
 static void h1_release_input(latch_res *res)
 {
-    latch__rbuf_release(res->w, res->req.rb);
+    rbuf_release(res->w, res->req.rb);
 }
 
-const latch_exchange_ops latch__h1_exchange = {
-    .sink = latch__conn_sink,
+static const latch_exchange_ops h1_exchange = {
+    .sink = h1_sink,
     .wrote = h1_wrote,
-    .unhold = latch__conn_unhold,
-    .make_last = latch__conn_last,
+    .unhold = h1_unhold,
+    .make_last = h1_last,
     .may_keep_alive = h1_may_keep_alive,
-    .ended = latch__conn_res_ended,
-    .cut = latch__conn_cut,
+    .ended = h1_ended,
+    .cut = h1_cut,
     .backlog = h1_backlog,
     .on_wire = h1_on_wire,
     .want_flush = h1_want_flush,
     .release_input = h1_release_input,
-    .can_sendfile = latch__conn_can_sendfile,
-    .sendfile = latch__conn_sendfile,
+    .can_sendfile = h1_can_sendfile,
+    .sendfile = h1_sendfile,
 };
 
 /* Responses whose last byte the OS has taken are finished. */
@@ -1488,7 +1527,7 @@ static void on_written(uv_write_t *req, int status)
         return;
     /* The socket took the backlog: a writer waiting for drain may go on. */
     latch__res_check_drain(c->writer);
-    latch__conn_mark_dirty(c);
+    mark_dirty(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1508,7 +1547,7 @@ static void on_written(uv_write_t *req, int status)
  * outside writers, and epoll takes the dup as a registration of its own.
  */
 
-bool latch__conn_can_sendfile(const latch_res *res)
+static bool h1_can_sendfile(const latch_res *res)
 {
     const latch_conn *c = res->conn;
 
@@ -1564,10 +1603,10 @@ static void sf_end(latch_conn *c, int status)
     if (!c->writing)
         s_unlink(c);
     if (status == 0 && !(c->flags & LATCH_CF_CLOSING)) {
-        latch__conn_unhold(res);
+        h1_unhold(res);
         if (res == c->writer && res->state >= LATCH_RS_ENDED)
             advance_queue(c);
-        latch__conn_mark_dirty(c);
+        mark_dirty(c);
     }
     sf->cb(res, status, sf->data);
     free(sf);
@@ -1646,13 +1685,13 @@ static void on_sf_writable(uv_poll_t *p, int status, int events)
     sf_run(c);
 }
 
-int latch__conn_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
-                         latch_sendfile_cb cb, void *data)
+static int h1_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
+                       latch_sendfile_cb cb, void *data)
 {
     latch_conn *c = res->conn;
     latch_sfile *sf;
 
-    if (len == 0 || !latch__conn_can_sendfile(res))
+    if (len == 0 || !h1_can_sendfile(res))
         return 1;
     if (c->sf_poll == NULL) {
         uv_os_fd_t sfd;
@@ -1685,7 +1724,7 @@ int latch__conn_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
     sf->cb = cb;
     sf->data = data;
     c->sf = sf;
-    latch__conn_mark_dirty(c);
+    mark_dirty(c);
     return 0;
 }
 
@@ -1764,7 +1803,7 @@ static void flush(latch_conn *c)
 
 /* Hands what is already in the output buffer to the socket now, if it
  * takes it without waiting: used right before a connection is cut. */
-void latch__conn_flush_now(latch_conn *c)
+static void flush_now(latch_conn *c)
 {
     uv_buf_t b;
 
@@ -1774,7 +1813,7 @@ void latch__conn_flush_now(latch_conn *c)
     (void)io_try_write(c, &b);
 }
 
-void latch__conn_mark_dirty(latch_conn *c)
+static void mark_dirty(latch_conn *c)
 {
     if (c->flags & (LATCH_CF_DIRTY | LATCH_CF_CLOSING))
         return;

@@ -366,7 +366,7 @@ struct latch_conn {
     uint64_t s_deadline;
     size_t s_queued;
     bool on_slist;
-    /* A file body going out with sendfile(2) (latch__conn_sendfile), and
+    /* A file body going out with sendfile(2) (conn.c's h1_sendfile), and
      * the writability watch it waits on (a dup of the socket, made for
      * the connection's first such body, kept until it closes). */
     struct latch_sfile *sf;
@@ -698,7 +698,7 @@ uint64_t latch__res_body_bytes(const latch_res *res);
  *   needed; called when the response is recycled, carried or not.
  * can_sendfile(res), sendfile(res, fd, off, len, cb, data): a file body
  *   put on the wire by the protocol without a copy (conn.c's
- *   latch__conn_can_sendfile and latch__conn_sendfile say how); both
+ *   h1_can_sendfile and h1_sendfile say how); both
  *   NULL for a protocol that cannot, and res.c then writes the bytes.
  */
 typedef void (*latch_sendfile_cb)(latch_res *res, int status, void *data);
@@ -718,9 +718,6 @@ typedef struct latch_exchange_ops {
     int (*sendfile)(latch_res *res, int fd, uint64_t off, uint64_t len,
                     latch_sendfile_cb cb, void *data);
 } latch_exchange_ops;
-
-/* conn.c: HTTP/1.1's exchange. */
-extern const latch_exchange_ops latch__h1_exchange;
 
 /* Ties `a` (ops set by the caller, memory owned by the caller until its
  * recycle op runs) to `res`. On the response's loop. */
@@ -840,8 +837,6 @@ _Static_assert(sizeof(void *) == 8, "handles need 64-bit pointers");
 /* ------------------------------------------------------------------ */
 
 /* worker.c: one worker's runtime (a leaf). */
-/* The loop's clock in ms. */
-uint64_t latch__now(latch_worker *w);
 /* Redoes w's Date line (server.c's ticker, once a second). */
 void latch__worker_date(latch_worker *w);
 /* Runs fn(NULL, data) on w's loop; any thread. 0, LATCH_ERR_NOMEM, or
@@ -894,50 +889,9 @@ bool latch__conn_shed_handshake(latch_worker *w);
 #define LATCH_COUNT(app, which, n)                                             \
     atomic_fetch_add_explicit(&(app)->counters[(which)], (n),                  \
                               memory_order_relaxed)
-void latch__conn_mark_dirty(latch_conn *c);
 void latch__conn_flush_all(latch_worker *w);
-void latch__conn_sweep(latch_worker *w);
 void latch__conn_drain(latch_worker *w);
-/* The response ended (all bytes emitted): advance the queue. */
-void latch__conn_res_ended(latch_res *res);
-void latch__conn_protocol_error(latch_conn *c, int status, const char *reason);
-void latch__conn_send_continue(latch_conn *c);
-void latch__conn_last(latch_res *res);
-void latch__conn_flush_now(latch_conn *c);
-void latch__conn_cut(latch_res *res, const char *event, int reason);
-/* Closes now; unfinished responses are cancelled with `reason`. */
-void latch__conn_close_why(latch_conn *c, int reason);
-latch_buf *latch__conn_sink(latch_res *res);
-void latch__conn_unhold(latch_res *res);
-void latch__rbuf_release(latch_worker *w, latch_rbuf *rb);
-/* Tear the connection down (a response was destroyed mid-way). */
-void latch__conn_destroy(latch_conn *c);
-size_t latch__conn_pending_out(const latch_conn *c);
 void latch__conn_pool_free(latch_worker *w);
-
-/*
- * The exchange op for a file body (file.c through latch__res_sendfile):
- * `len` bytes of the regular file `fd` from `off` go to the socket with
- * sendfile(2), no copy through memory, after every byte the connection
- * holds for the responses before and for `res` itself, and before any
- * byte `res` writes later (buffered meanwhile) or any later response's.
- * Driven by the socket's writability on the loop, under the send timeout,
- * at most a bounded amount per loop turn.
- *
- * latch__conn_can_sendfile says whether `res` may start one now: it is the
- * connection's writer with nothing buffered of its own and no file body
- * going out. latch__conn_sendfile returns 0 (cb runs exactly once later),
- * 1 when it may not start now (the caller copies instead), or an error
- * (no descriptor for the writability watch): then cb never runs.
- * cb(res, status, data) on the loop: 0 when the OS took the last byte,
- * UV_EOF when the file ended short of `len` (it shrank), another negative
- * errno of sendfile, or UV_ECANCELED when the connection closed or `res`
- * was cut first. `fd` stays the caller's; it must stay open until cb.
- * Nothing of the connection is touched after cb with UV_ECANCELED.
- */
-bool latch__conn_can_sendfile(const latch_res *res);
-int latch__conn_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
-                         latch_sendfile_cb cb, void *data);
 
 /* res.c */
 /* A response and its request from w's pool, reset, with one reference
@@ -978,7 +932,7 @@ void latch__res_protocol_error(latch_res *res, int status, const char *reason);
  * r's on_drain when it waits for it and the backlog is below
  * LATCH_HIGH_WATER, then its attachments' drain ops. */
 void latch__res_check_drain(latch_res *r);
-/* A file body for `res` by latch__conn_sendfile: builds the head first
+/* A file body for `res` by conn.c's h1_sendfile: builds the head first
  * when FRESH (sealed by `call` at `at`), counts the bytes as written.
  * 0 (cb runs once), 1: not possible now or on this response (framing
  * other than Content-Length, queued behind another response, no
@@ -1092,7 +1046,6 @@ void latch__hub_each(latch_app *app,
  * it lets go of its connection, only when app->ops). */
 void latch__ops_init(latch_app *app);
 void latch__ops_free(latch_app *app);
-latch_wops *latch__wops(latch_worker *w);
 void latch__ops_closed(latch_res *res, bool finished);
 /* log.c: the line for a closed response (status as the client saw it,
  * dur_ns since dispatch); the writer stopped; lines dropped so far. */

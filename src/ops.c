@@ -42,7 +42,7 @@ void latch__ops_free(latch_app *app)
 /* The worker's block: found by index (a later latch_run's worker takes
  * over its predecessor's), else made. NULL when out of memory: that
  * response is not counted. Worker thread only. */
-latch_wops *latch__wops(latch_worker *w)
+static latch_wops *wops_of(latch_worker *w)
 {
     latch_app *app = w->app;
     latch_wops *o;
@@ -99,7 +99,7 @@ void latch__ops_closed(latch_res *res, bool finished)
     if (finished && (app->ops & LATCH_OPS_TRACE))
         latch__trace(res, "finished", NULL, (latch_site){NULL, 0, NULL});
     if (!(app->ops & (LATCH_OPS_METRICS | LATCH_OPS_LOG)) ||
-        (o = latch__wops(res->w)) == NULL)
+        (o = wops_of(res->w)) == NULL)
         return; /* tracing only, or no memory */
     dur = uv_hrtime() - res->t_start;
     /* What the client got: the status once the head went out; for a

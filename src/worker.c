@@ -1,6 +1,6 @@
 /*
- * worker.c - one worker's runtime, a leaf every module may name: the loop
- * clock, the Date line redone once a second, the queue of calls posted
+ * worker.c - one worker's runtime, a leaf every module may name: the
+ * Date line redone once a second, the queue of calls posted
  * from other threads (latch_res_post, a job's join, a Redis message), the
  * hooks features register for the worker's drain and finish, and the
  * LATCH_SHAKE delays. It names no other module of latch: server.c makes
@@ -10,11 +10,6 @@
 
 #include <stdlib.h>
 #include <time.h>
-
-uint64_t latch__now(latch_worker *w)
-{
-    return uv_now(&w->loop);
-}
 
 /* The Date header, redone once a second rather than per response. */
 void latch__worker_date(latch_worker *w)
