@@ -150,66 +150,6 @@ static const latch_res_owner_ops chain_owner = {chain_unreferenced,
 /* The final handler (what Express's finalhandler does)                 */
 /* ------------------------------------------------------------------ */
 
-/* Escapes s as the inside of a JSON string (ASCII controls as \u00XX). */
-static size_t json_escape(char *out, size_t cap, const char *s)
-{
-    size_t n = 0;
-
-    for (; *s && n + 8 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
-/*
- * Answers an error page: status, the security headers Express sends, and
- * a small body in HTML (the default) or JSON when the client prefers it.
- * Headers the handlers set are dropped first, so they do not leak into
- * the error page. `extra` names one more header (Allow) or is NULL.
- */
-static void error_page(latch_res *res, int status, const char *msg,
-                       const char *extra_name, const char *extra_value,
-                       const char *event)
-{
-    static const char head[] = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
-                               "<meta charset=\"utf-8\">\n<title>Error</title>"
-                               "\n</head>\n<body>\n<pre>";
-    static const char tail[] = "</pre>\n</body>\n</html>\n";
-    const char *accept = latch_req_header(&res->req, "Accept");
-    char esc[1024], body[1400];
-    int n;
-
-    res->nhdrs = 0;
-    res->hbuf.len = 0;
-    latch__res_header(res, "Content-Security-Policy", "default-src 'none'");
-    latch__res_header(res, "X-Content-Type-Options", "nosniff");
-    if (extra_name != NULL)
-        latch__res_header(res, extra_name, extra_value);
-    if (latch__http_accept_q(accept, "application/json") >
-        latch__http_accept_q(accept, "text/html")) {
-        json_escape(esc, sizeof(esc), msg);
-        n = snprintf(body, sizeof(body),
-                     "{\"error\":{\"status\":%d,\"message\":\"%s\"}}\n", status,
-                     esc);
-        latch__res_simple(res, status, "application/json; charset=utf-8", body,
-                          (size_t)n, event);
-        return;
-    }
-    latch__http_html_escape(esc, sizeof(esc), msg);
-    n = snprintf(body, sizeof(body), "%s%s%s", head, esc, tail);
-    latch__res_simple(res, status, "text/html; charset=utf-8", body, (size_t)n,
-                      event);
-}
-
 /* Adds method `m` to the Allow list (", "-separated, in `cap` bytes)
  * unless the list already has it as a whole token (methods are case
  * sensitive: GETALL is not GET). A method that does not fit is left out. */
@@ -265,9 +205,9 @@ static void final_not_found(latch_res *res)
     snprintf(msg, sizeof(msg), "Cannot %s %.*s", res->req.method,
              (int)(rawn > 500 ? 500 : rawn), raw);
     if (allow[0] != '\0')
-        error_page(res, 405, msg, "Allow", allow, "final handler");
+        latch__pages_error(res, 405, msg, "Allow", allow, "final handler");
     else
-        error_page(res, 404, msg, NULL, NULL, "final handler");
+        latch__pages_error(res, 404, msg, NULL, NULL, "final handler");
 }
 
 /* The final handler for an error no error handler took. */
@@ -294,7 +234,7 @@ static void final_error(latch_res *res)
                      res->err.at.func ? res->err.at.func : "?");
         else
             snprintf(msg, sizeof(msg), "%s", latch__http_reason(status));
-        error_page(res, status, msg, NULL, NULL, "final handler");
+        latch__pages_error(res, status, msg, NULL, NULL, "final handler");
     } else if (res->state == LATCH_RS_HEADERS_SENT) {
         /* Too late for a status: cut the response so the client sees it
          * incomplete, never whole. A complete response keeps its

@@ -8,6 +8,7 @@
  */
 #include "http.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -148,6 +149,25 @@ size_t latch__http_html_escape(char *out, size_t cap, const char *s)
             n += k;
         } else {
             out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+size_t latch__http_json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+
+    for (; *s && n + 8 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
         }
     }
     out[n] = '\0';

@@ -21,4 +21,9 @@ int latch__http_accept_q(const char *accept, const char *type);
  * overflow. Returns the length written. */
 size_t latch__http_html_escape(char *out, size_t cap, const char *s);
 
+/* s escaped as the inside of a JSON string (" and \ backslashed, ASCII
+ * controls as \u00XX) into out, cap bytes with room for the NUL
+ * (cap >= 9); stops early rather than overflow. Returns the length. */
+size_t latch__http_json_escape(char *out, size_t cap, const char *s);
+
 #endif

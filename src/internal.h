@@ -925,6 +925,13 @@ int latch__res_header(latch_res *res, const char *name, const char *value);
  * phrase as a text/plain body, and none of the handler's headers; sealed
  * by `event`. LATCH_ERR_STATE when the response is not FRESH. */
 int latch__res_status_page(latch_res *res, int status, const char *event);
+/* pages.c: an error page for `status` (drops the headers the handlers
+ * set; adds the security headers, and extra_name: extra_value when not
+ * NULL) with msg as its text, HTML or JSON by the request's Accept;
+ * sealed by `event`. */
+void latch__pages_error(latch_res *res, int status, const char *msg,
+                        const char *extra_name, const char *extra_value,
+                        const char *event);
 /* The answer to a request the parser refused (`reason` stays in the
  * server: it could help tune a smuggling payload). */
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
