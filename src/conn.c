@@ -1437,6 +1437,14 @@ static void h1_release_input(latch_res *res)
     rbuf_release(res->w, res->req.rb);
 }
 
+/* The exchange's peer: the TCP connection's other end. */
+static int h1_peer(const latch_res *res, struct sockaddr_storage *ss)
+{
+    int len = sizeof(*ss);
+
+    return uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)ss, &len);
+}
+
 static const latch_exchange_ops h1_exchange = {
     .sink = h1_sink,
     .wrote = h1_wrote,
@@ -1449,6 +1457,7 @@ static const latch_exchange_ops h1_exchange = {
     .on_wire = h1_on_wire,
     .want_flush = h1_want_flush,
     .release_input = h1_release_input,
+    .peer = h1_peer,
     .can_sendfile = h1_can_sendfile,
     .sendfile = h1_sendfile,
 };

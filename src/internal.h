@@ -696,6 +696,8 @@ uint64_t latch__res_body_bytes(const latch_res *res);
  *   the next flush.
  * release_input(res): the request's bytes (res->req.rb) are no longer
  *   needed; called when the response is recycled, carried or not.
+ * peer(res, ss): the address of the client the request came from, in ss;
+ *   0, or a negative error (libuv's).
  * can_sendfile(res), sendfile(res, fd, off, len, cb, data): a file body
  *   put on the wire by the protocol without a copy (conn.c's
  *   h1_can_sendfile and h1_sendfile say how); both
@@ -714,6 +716,7 @@ typedef struct latch_exchange_ops {
     bool (*on_wire)(const latch_res *res);
     void (*want_flush)(latch_res *res);
     void (*release_input)(latch_res *res);
+    int (*peer)(const latch_res *res, struct sockaddr_storage *ss);
     bool (*can_sendfile)(const latch_res *res);
     int (*sendfile)(latch_res *res, int fd, uint64_t off, uint64_t len,
                     latch_sendfile_cb cb, void *data);
@@ -734,6 +737,17 @@ latch_attach *latch__res_attached(const latch_res *res,
 /* Pending output of the response's connection not yet taken by the OS
  * (0 once detached). */
 size_t latch__res_backlog(const latch_res *res);
+/* The client's address through the exchange: 0, or LATCH_ERR_STATE once
+ * the response is no longer carried (or its protocol cannot say). Inline:
+ * req.c asks it too, and req.c and res.c name no function of each other. */
+static inline int latch__res_peer(const latch_res *res,
+                                  struct sockaddr_storage *ss)
+{
+    if (res->conn == NULL || res->ex->peer == NULL ||
+        res->ex->peer(res, ss) != 0)
+        return LATCH_ERR_STATE;
+    return 0;
+}
 
 /* ------------------------------------------------------------------ */
 /* Handles: what users hold instead of the pooled object (res.c)        */

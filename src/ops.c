@@ -75,11 +75,9 @@ static inline void bump(_Atomic uint64_t *c, uint64_t n)
 static void peer(latch_res *res, char *out, size_t cap)
 {
     struct sockaddr_storage ss;
-    int len = sizeof(ss);
 
     snprintf(out, cap, "-");
-    if (res->conn == NULL ||
-        uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (latch__res_peer(res, &ss) != 0)
         return;
     if (ss.ss_family == AF_INET6)
         uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap);

@@ -520,12 +520,10 @@ int latch__req_peer(const latch_req *q, char *out, size_t cap)
 {
     const latch_res *res = (const latch_res *)(const void *)q;
     struct sockaddr_storage ss;
-    int len = sizeof(ss);
 
     if (cap > 0)
         out[0] = '\0';
-    if (res->conn == NULL ||
-        uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (latch__res_peer(res, &ss) != 0)
         return LATCH_ERR_STATE;
     if (ss.ss_family == AF_INET6)
         return uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap) == 0
@@ -544,7 +542,7 @@ const char *latch_req_ip(const latch_req *req)
     latch_req *q = (latch_req *)req;
     latch_res *res = latch_req_res(q);
     struct sockaddr_storage ss;
-    int len = sizeof(ss), hops;
+    int hops;
     char addr[64];
     const char *xff;
 
@@ -558,8 +556,7 @@ const char *latch_req_ip(const latch_req *req)
     }
     if (req->ip != NULL)
         return req->ip;
-    if (res->conn == NULL ||
-        uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (latch__res_peer(res, &ss) != 0)
         return NULL;
     if (ss.ss_family == AF_INET6)
         uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof(addr));

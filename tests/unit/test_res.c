@@ -114,6 +114,7 @@ static const latch_exchange_ops fake_exchange = {
     .on_wire = fx_on_wire,
     .want_flush = fx_want_flush,
     .release_input = fx_release_input,
+    .peer = NULL,         /* no address: latch__res_peer says so */
     .can_sendfile = NULL, /* no sendfile: res.c writes file bodies */
     .sendfile = NULL,
 };
@@ -328,6 +329,11 @@ static void test_exchange_is_told(void **state)
     fx.wire.len = 0;
     fx.wrote = 0;
     res = res_in(wd, S_FRESH);
+    /* A protocol without a peer op: no address, said so. */
+    {
+        struct sockaddr_storage ss;
+        assert_int_equal(latch__res_peer(res, &ss), LATCH_ERR_STATE);
+    }
     assert_int_equal(latch_res_end(res, "hello", 5), 0);
     assert_int_equal(fx.ended, ended + 1);
     assert_int_equal(fx.wrote, fx.wire.len);
