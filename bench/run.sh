@@ -113,7 +113,7 @@ cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DLATCH_TESTS=OFF \
 cmake --build build-bench -j "$(nproc)" --target latch_static >/dev/null
 CFLAGS_TOOLS=(-O2 -Wall -Wextra -Wshadow -Wstrict-prototypes)
 cc "${CFLAGS_TOOLS[@]}" -Iinclude bench/apps/latch_bench.c \
-  build-bench/liblatch.a $(pkg-config --libs libuv jansson) -lpthread -lm \
+  build-bench/liblatch.a $(pkg-config --libs libuv jansson hiredis openssl) -lpthread -lm \
   -o build-bench/latch_bench
 cc "${CFLAGS_TOOLS[@]}" bench/tools/fixedclient.c -o build-bench/fixedclient
 cc "${CFLAGS_TOOLS[@]}" bench/tools/idleconns.c -o build-bench/idleconns
