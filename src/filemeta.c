@@ -23,7 +23,8 @@
 /* ------------------------------------------------------------------ */
 
 /* Sorted by extension (bsearch). Text types carry the charset, as
- * Express's send does for the types it knows to be text. */
+ * Express's send does for the types it knows to be text. The one table of
+ * latch: latch_res_type's short names are looked up here too. */
 static const struct mime {
     const char *ext;
     const char *type;
@@ -74,6 +75,7 @@ static const struct mime {
     {"rtf", "application/rtf"},
     {"svg", "image/svg+xml"},
     {"tar", "application/x-tar"},
+    {"text", "text/plain; charset=utf-8"},
     {"tif", "image/tiff"},
     {"tiff", "image/tiff"},
     {"toml", "application/toml"},
@@ -104,6 +106,19 @@ static int mime_cmp(const void *key, const void *elem)
     return strcasecmp((const char *)key, ((const struct mime *)elem)->ext);
 }
 
+/* Short names of latch_res_type that are no file extension (Express's),
+ * so a file named x.form is not sent as a form. */
+static const struct mime names_only[] = {
+    {"form", "application/x-www-form-urlencoded"},
+    {"urlencoded", "application/x-www-form-urlencoded"},
+};
+
+static const struct mime *mime_find(const char *ext)
+{
+    return bsearch(ext, mimes, sizeof(mimes) / sizeof(mimes[0]),
+                   sizeof(mimes[0]), mime_cmp);
+}
+
 const char *latch__mime_by_ext(const char *name)
 {
     const char *dot, *slash;
@@ -115,9 +130,24 @@ const char *latch__mime_by_ext(const char *name)
     slash = strrchr(name, '/');
     if (dot == NULL || (slash != NULL && dot < slash) || dot[1] == '\0')
         return NULL;
-    m = bsearch(dot + 1, mimes, sizeof(mimes) / sizeof(mimes[0]),
-                sizeof(mimes[0]), mime_cmp);
+    m = mime_find(dot + 1);
     return m != NULL ? m->type : NULL;
+}
+
+const char *latch__mime_by_name(const char *name)
+{
+    const struct mime *m;
+
+    if (name == NULL)
+        return NULL;
+    if (*name == '.')
+        name++;
+    if ((m = mime_find(name)) != NULL)
+        return m->type;
+    for (size_t i = 0; i < sizeof(names_only) / sizeof(names_only[0]); i++)
+        if (strcasecmp(name, names_only[i].ext) == 0)
+            return names_only[i].type;
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ */

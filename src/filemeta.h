@@ -19,6 +19,10 @@
  * text types carry "; charset=utf-8"), or NULL when the extension is not
  * in the table (file.c then sends application/octet-stream). */
 const char *latch__mime_by_ext(const char *name);
+/* The Content-Type a short name or an extension names ("html", ".json",
+ * "png"; case-insensitive), Express's res.type names "form" and
+ * "urlencoded" included; NULL when unknown. */
+const char *latch__mime_by_name(const char *name);
 
 /* What a Range header asks of a representation of `size` bytes. */
 enum {

@@ -14,6 +14,7 @@
  * refused without touching the connection that may already serve the next
  * request. This module does not pick handlers (app.c) nor read requests.
  */
+#include "filemeta.h"
 #include "internal.h"
 
 #include <assert.h>
@@ -1665,42 +1666,13 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
                    at);
 }
 
-/* Express's short names and the common extensions. */
-static const struct {
-    const char *name;
-    const char *type;
-} mime_types[] = {
-    {"html", "text/html; charset=utf-8"},
-    {"htm", "text/html; charset=utf-8"},
-    {"text", "text/plain; charset=utf-8"},
-    {"txt", "text/plain; charset=utf-8"},
-    {"css", "text/css; charset=utf-8"},
-    {"csv", "text/csv; charset=utf-8"},
-    {"js", "text/javascript; charset=utf-8"},
-    {"mjs", "text/javascript; charset=utf-8"},
-    {"json", "application/json; charset=utf-8"},
-    {"xml", "application/xml; charset=utf-8"},
-    {"svg", "image/svg+xml"},
-    {"png", "image/png"},
-    {"jpg", "image/jpeg"},
-    {"jpeg", "image/jpeg"},
-    {"gif", "image/gif"},
-    {"webp", "image/webp"},
-    {"ico", "image/x-icon"},
-    {"pdf", "application/pdf"},
-    {"wasm", "application/wasm"},
-    {"bin", "application/octet-stream"},
-    {"form", "application/x-www-form-urlencoded"},
-    {"urlencoded", "application/x-www-form-urlencoded"},
-};
-
 int latch_res_type_at(latch_res *res, const char *type, latch_site at)
 {
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_type", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     char buf[160];
-    size_t i;
+    const char *known;
     int r;
 
     if (type == NULL || *type == '\0') {
@@ -1719,12 +1691,11 @@ int latch_res_type_at(latch_res *res, const char *type, latch_site at)
         return header_op(res, "Content-Type", type, false, "latch_res_type",
                          at);
     }
-    if (*type == '.')
-        type++;
-    for (i = 0; i < sizeof(mime_types) / sizeof(mime_types[0]); i++)
-        if (strcasecmp(type, mime_types[i].name) == 0)
-            return header_op(res, "Content-Type", mime_types[i].type, false,
-                             "latch_res_type", at);
+    /* A short name or an extension: filemeta.c's table, the one that
+     * file bodies get their type from too. */
+    if ((known = latch__mime_by_name(type)) != NULL)
+        return header_op(res, "Content-Type", known, false, "latch_res_type",
+                         at);
     if ((r = gate(res, K_HEADER, "latch_res_type", "set", at)) != 0)
         return r;
     return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_type",

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -114,26 +115,15 @@ static bool proc_wait(proc *p, const char *needle, int timeout_ms)
     }
 }
 
-/* Starts $LATCH_EXAMPLES_DIR/name with args (NULL-terminated, after
- * argv[0]) and waits for its "listening" line. */
-static void proc_start(proc *p, const char *name, const char *const *args)
+/* Starts the program at `path` with args (NULL-terminated, after
+ * argv[0]), its stdout and stderr on pipes of p. */
+static void proc_spawn(proc *p, const char *path, const char *const *args)
 {
-    static const char mark[] = "listening on http://127.0.0.1:";
-    const char *dir = getenv("LATCH_EXAMPLES_DIR");
-    char path[1024];
     char *argv[16];
     int out_p[2], err_p[2], i;
-    const char *at;
 
-    if (dir == NULL) {
-        print_message("LATCH_EXAMPLES_DIR is not set: run through ctest\n");
-        skip();
-    }
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (access(path, X_OK) != 0)
-        fail_msg("%s: not built (%s)", path, strerror(errno));
     memset(p, 0, sizeof(*p));
-    argv[0] = path;
+    argv[0] = (char *)path;
     for (i = 0; args[i] != NULL && i < 14; i++)
         argv[i + 1] = (char *)args[i];
     argv[i + 1] = NULL;
@@ -152,6 +142,28 @@ static void proc_start(proc *p, const char *name, const char *const *args)
     close(err_p[1]);
     p->out_fd = out_p[0];
     p->err_fd = err_p[0];
+}
+
+/* Starts $LATCH_EXAMPLES_DIR/name (or the program at `name` when it is a
+ * path) with args and waits for its "listening" line. */
+static void proc_start(proc *p, const char *name, const char *const *args)
+{
+    static const char mark[] = "listening on http://127.0.0.1:";
+    const char *dir = getenv("LATCH_EXAMPLES_DIR");
+    char path[1024];
+    const char *at;
+
+    if (strchr(name, '/') != NULL) {
+        snprintf(path, sizeof(path), "%s", name); /* the latch command */
+    } else if (dir == NULL) {
+        print_message("LATCH_EXAMPLES_DIR is not set: run through ctest\n");
+        skip();
+    } else {
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+    }
+    if (access(path, X_OK) != 0)
+        fail_msg("%s: not built (%s)", path, strerror(errno));
+    proc_spawn(p, path, args);
     if (!proc_wait(p, mark, 10000))
         fail_msg("%s did not say it listens; stdout:\n%s\nstderr:\n%s", name,
                  p->out, p->err);
@@ -1105,6 +1117,289 @@ static void test_port_fetch_timeout(void **state)
     assert_int_equal(count_substr(Q.out, up_gone), 2);
 }
 
+/* ------------------------------------------------------------------ */
+/* Files: download, csv_export, latch serve                             */
+/* ------------------------------------------------------------------ */
+
+static char fdir[256];
+
+static void put_file(const char *rel, const char *text, size_t n)
+{
+    char p[512];
+    FILE *f;
+
+    snprintf(p, sizeof(p), "%s/%s", fdir, rel);
+    f = fopen(p, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++)
+        fputc(text != NULL ? text[i] : (int)((i * 7) & 0xff), f);
+    fclose(f);
+}
+
+static void make_fdir(void)
+{
+    snprintf(fdir, sizeof(fdir), "/tmp/latch-examples-XXXXXX");
+    assert_non_null(mkdtemp(fdir));
+}
+
+static void rm_fdir(const char *d)
+{
+    char cmd[600];
+
+    /* a test directory under /tmp made by mkdtemp: its name has no
+     * quote */
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* The one response to a request on a fresh connection (caller frees). */
+static th_resp *one_response(int port, const char *method, const char *target)
+{
+    char req[512];
+    size_t len;
+    char *out;
+    const char *methods[] = {method};
+    th_resp *r;
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                     method, target);
+
+    assert_true(n > 0 && (size_t)n < sizeof(req));
+    out = th_exchange(port, req, (size_t)n, 1, &len);
+    r = th_expect_responses(out, len, 1, methods);
+    free(out);
+    return r;
+}
+
+static void free_one(th_resp *r)
+{
+    th_resp_free(r, 1);
+    free(r);
+}
+
+/* Runs the latch command with args, without a server, to its end (in P,
+ * so that teardown kills it if it hangs): its exit status; its stdout and
+ * stderr are in P.out and P.err. */
+static int run_cmd(const char *const *args)
+{
+    const char *bin = getenv("LATCH_BIN");
+    int st = 0;
+
+    if (bin == NULL)
+        skip();
+    proc_spawn(&P, bin, args);
+    if (!proc_wait(&P, NULL, 10000))
+        fail_msg("latch %s did not end", args[0]);
+    assert_int_equal(waitpid(P.pid, &st, 0), P.pid);
+    P.pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_latch_serve(void **state)
+{
+    const char *bin = getenv("LATCH_BIN");
+    const char *args[] = {"serve", fdir, "--port", "0", "--workers", "1", NULL};
+    static const char *const help[] = {"serve", "--help", NULL};
+    static const char *const bad[] = {"serve", "--port", "x", NULL};
+    char p[512], out[8192];
+    const char *a, *b, *l, *s;
+    th_resp *r;
+
+    (void)state;
+    if (bin == NULL)
+        skip();
+    assert_int_equal(run_cmd(help), 0);
+    assert_non_null(strstr(P.out, "usage: latch serve [DIR]"));
+    assert_non_null(strstr(P.out, "examples:"));
+    assert_int_equal(run_cmd(bad), 2);
+    assert_non_null(strstr(P.err, "bad port"));
+
+    make_fdir();
+    put_file("a.txt", "alpha\n", 6);
+    put_file("b&<c>\"q'.txt", "x", 1);
+    put_file(".secret", "hidden", 6);
+    snprintf(p, sizeof(p), "%s/list", fdir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    put_file("list/in.bin", NULL, 3000);
+    snprintf(p, sizeof(p), "%s/site", fdir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    put_file("site/index.html", "<p>home</p>\n", 12);
+    snprintf(p, sizeof(p), "%s/../", fdir); /* a symlink out of DIR */
+    snprintf(out, sizeof(out), "%s/up", fdir);
+    assert_int_equal(symlink("/etc", out), 0);
+
+    proc_start(&P, bin, args);
+    /* the listing: sorted, directories first, names escaped, no dotfile,
+     * sizes and dates */
+    r = one_response(P.port, "GET", "/");
+    assert_int_equal(r[0].status, 200);
+    assert_non_null(strstr(r[0].head, "Content-Type: text/html"));
+    l = strstr(r[0].body, ">list/<");
+    s = strstr(r[0].body, ">site/<");
+    a = strstr(r[0].body, ">a.txt<");
+    b = strstr(r[0].body, ">b&amp;&lt;c&gt;&quot;q&#39;.txt<");
+    assert_true(l != NULL && s != NULL && a != NULL && b != NULL);
+    assert_true(l < s && s < a && a < b);
+    assert_non_null(strstr(r[0].body, "href=\"b%26%3Cc%3E%22q%27.txt\""));
+    assert_null(strstr(r[0].body, "secret"));
+    assert_null(strstr(r[0].body, ">b&<c>")); /* never unescaped */
+    assert_non_null(strstr(r[0].body, "6 B"));
+    assert_non_null(strstr(r[0].body, "<td>20")); /* a date: 20YY-MM-DD */
+    free_one(r);
+    r = one_response(P.port, "GET", "/list/");
+    assert_int_equal(r[0].status, 200);
+    assert_non_null(strstr(r[0].body, "2.9 KiB"));
+    assert_non_null(strstr(r[0].body, "href=\"../\""));
+    free_one(r);
+    /* files, an index, a redirect, misses, refusals */
+    r = one_response(P.port, "GET", "/a.txt");
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "alpha\n");
+    free_one(r);
+    r = one_response(P.port, "GET", "/site/");
+    assert_string_equal(r[0].body, "<p>home</p>\n");
+    free_one(r);
+    r = one_response(P.port, "GET", "/list");
+    assert_int_equal(r[0].status, 301);
+    free_one(r);
+    assert_int_equal(status_of(P.port, "/.secret"), 404);
+    assert_int_equal(status_of(P.port, "/nope.txt"), 404);
+    assert_int_equal(status_of(P.port, "/%2e%2e/"), 403);
+    assert_int_equal(status_of(P.port, "/up/passwd"), 403);
+    assert_int_equal(status_of(P.port, "/up/"), 403);
+    r = one_response(P.port, "POST", "/a.txt");
+    assert_int_equal(r[0].status, 405);
+    free_one(r);
+    expect_clean_exit(&P);
+    rm_fdir(fdir);
+}
+
+/* The rows csv_export writes. */
+static size_t csv_rows(char *out, size_t cap, long from, long to)
+{
+    size_t n = 0;
+
+    for (long i = from; i < to && n < cap; i++)
+        n +=
+            (size_t)snprintf(out + n, cap - n,
+                             "%ld,item-%ld,%ld.%02ld,\"note, \"\"%ld\"\"\"\r\n",
+                             i, i, (i * 37) % 10000, i % 100, i % 7);
+    return n;
+}
+
+static void test_csv_export(void **state)
+{
+    static const char *const args[] = {"-p", "0", NULL};
+    static const char *const kinds[] = {"fast", "slow"};
+    char *want = malloc((size_t)8 << 20);
+    size_t wlen, len, head = 1;
+    th_resp *r;
+    int fd;
+
+    (void)state;
+    assert_non_null(want);
+    proc_start(&P, "csv_export", args);
+    for (int k = 0; k < 2; k++) {
+        char target[96];
+        /* small, and larger than any buffer: 100,000 rows (about 4 MB)
+         * from memory, 20,000 in 200 batches of the slow source */
+        long counts[] = {5, k == 0 ? 100000 : 20000};
+        for (int c = 0; c < 2; c++) {
+            snprintf(target, sizeof(target), "/export.csv?rows=%ld&source=%s",
+                     counts[c], kinds[k]);
+            r = one_response(P.port, "GET", target);
+            assert_int_equal(r[0].status, 200);
+            assert_true(r[0].chunked);
+            assert_non_null(
+                strstr(r[0].head, "Content-Type: text/csv; charset=utf-8"));
+            wlen = csv_rows(want, (size_t)8 << 20, 0, counts[c]);
+            assert_int_equal(r[0].body_len, wlen);
+            assert_memory_equal(r[0].body, want, wlen);
+            free_one(r);
+        }
+    }
+    /* a client slower than the fast source: it reads a little, stops,
+     * then reads the rest; every row arrives once, in order */
+    fd = th_connect(P.port);
+    th_send_str(fd, "GET /export.csv?rows=100000 HTTP/1.1\r\nHost: x\r\n"
+                    "Connection: close\r\n\r\n");
+    free(th_read(fd, &len, 10000, th_until_bytes, &head));
+    usleep(200000); /* the server meets backpressure meanwhile */
+    {
+        char *rest = th_read(fd, &len, 20000, NULL, NULL);
+        assert_true(len > 0);
+        free(rest);
+    }
+    close(fd);
+    /* a client that leaves during a slow export, and bad arguments */
+    fd = th_connect(P.port);
+    th_send_str(fd, "GET /export.csv?rows=1000000&source=slow HTTP/1.1\r\n"
+                    "Host: x\r\n\r\n");
+    free(th_read(fd, &len, 10000, th_until_bytes, &head));
+    th_close_reset(fd);
+    assert_int_equal(status_of(P.port, "/export.csv?rows=abc"), 400);
+    assert_int_equal(status_of(P.port, "/export.csv?rows=-1"), 400);
+    assert_int_equal(status_of(P.port, "/export.csv?source=tape"), 400);
+    r = one_response(P.port, "GET", "/export.csv?rows=0");
+    assert_int_equal(r[0].status, 200);
+    assert_int_equal(r[0].body_len, 0);
+    free_one(r);
+    expect_clean_exit(&P);
+    free(want);
+}
+
+static void test_download(void **state)
+{
+    const char *args[] = {"-p", "0", "-d", fdir, NULL};
+    static const char no_file[] = "{\"error\":\"no such file\"}";
+    th_resp *r;
+    int fd, st;
+    size_t len, want = 1;
+    char *out;
+
+    (void)state;
+    make_fdir();
+    put_file("report.txt", "quarterly numbers\n", 18);
+    put_file("big.bin", NULL, (size_t)8 << 20);
+    proc_start(&P, "download", args);
+    /* the right way */
+    r = one_response(P.port, "GET", "/files/report.txt");
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "quarterly numbers\n");
+    assert_non_null(strstr(r[0].head, "Content-Disposition: attachment; "
+                                      "filename=\"report.txt\""));
+    free_one(r);
+    r = one_response(P.port, "GET", "/files/missing.txt");
+    assert_int_equal(r[0].status, 404);
+    assert_string_equal(r[0].body, no_file);
+    free_one(r);
+    assert_int_equal(status_of(P.port, "/files/..%2f..%2fetc%2fpasswd"), 403);
+    assert_true(proc_wait(&P, ": ENOENT\n", 5000));
+    assert_true(proc_wait(&P, ": complete\n", 5000));
+    /* the broken callback: one response on the wire (the error handler's
+     * 404), its own 500 refused and reported with both places */
+    r = one_response(P.port, "GET", "/broken/missing.txt");
+    assert_int_equal(r[0].status, 404);
+    assert_string_equal(r[0].body, no_file);
+    free_one(r);
+    /* a client that leaves half way: the callback's answer meets a
+     * destroyed response */
+    fd = th_connect(P.port);
+    th_send_str(fd, "GET /broken/big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    out = th_read(fd, &len, 10000, th_until_bytes, &want);
+    free(out);
+    th_close_reset(fd);
+    st = proc_term(&P, 15000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    if (strstr(P.err, "ERR_HTTP_HEADERS_SENT") == NULL ||
+        strstr(P.err, "response was sealed at latch_res_json "
+                      "(examples/download.c") == NULL ||
+        strstr(P.err, "ERR_STREAM_DESTROYED") == NULL)
+        fail_msg("the broken callback's answers were not reported:\n%s", P.err);
+    assert_non_null(strstr(P.err, "download.c:"));
+    rm_fdir(fdir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1120,6 +1415,9 @@ int main(void)
         cmocka_unit_test_teardown(test_port_users_post_db_down, teardown),
         cmocka_unit_test_teardown(test_port_rate_limit, teardown),
         cmocka_unit_test_teardown(test_port_fetch_timeout, teardown_both),
+        cmocka_unit_test_teardown(test_latch_serve, teardown),
+        cmocka_unit_test_teardown(test_csv_export, teardown),
+        cmocka_unit_test_teardown(test_download, teardown),
     };
 
     P.out_fd = P.err_fd = -1;

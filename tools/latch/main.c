@@ -1,12 +1,15 @@
 /*
- * latch - the demo server that `make run` starts.
+ * latch - the latch command: `latch serve [DIR]` (serve.c), a static file
+ * server, and `latch demo` (what `make run` starts), a page of routes.
  *
- * A user of the library like any other: it registers a few routes and runs
- * the app. Usage: latch [-h host] [-p port] [-w workers] [--tls CERT KEY].
- * Defaults: 127.0.0.1, 8080, one worker per core, plain HTTP; with --tls
- * the port serves HTTPS with the PEM certificate (chain) CERT and key KEY,
- * re-read on SIGHUP.
+ * A user of the library like any other: it registers routes and runs the
+ * app. Usage: latch [demo] [-h host] [-p port] [-w workers] [--tls CERT
+ * KEY] (defaults: 127.0.0.1, 8080, one worker per core, plain HTTP; with
+ * --tls the port serves HTTPS with the PEM certificate (chain) CERT and
+ * key KEY, re-read on SIGHUP), latch serve --help, latch --help.
  */
+#include "cmd.h"
+
 #include <latch.h>
 
 #include <getopt.h>
@@ -69,6 +72,19 @@ static int on_echo(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+static const char usage[] =
+    "usage: latch <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve [DIR]   serve the files under DIR (default: .) over HTTP;\n"
+    "                latch serve --help for its options\n"
+    "  demo          the demo app (the default): latch [demo] [-h host]\n"
+    "                [-p port] [-w workers] [--tls CERT KEY]\n"
+    "\n"
+    "examples:\n"
+    "  latch serve public --port 3000\n"
+    "  latch demo -p 8080\n";
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -82,6 +98,17 @@ int main(int argc, char **argv)
     int port = 8080, workers = 0, opt, r;
     latch_app *app;
 
+    if (argc > 1 && strcmp(argv[1], "serve") == 0)
+        return latch_cmd_serve(argc - 1, argv + 1);
+    if (argc > 1 &&
+        (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "demo") == 0) {
+        argc--;
+        argv++;
+    }
     while ((opt = getopt_long(argc, argv, "h:p:w:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
@@ -121,8 +148,6 @@ int main(int argc, char **argv)
     return r < 0 ? 1 : 0;
 
 usage:
-    fprintf(stderr,
-            "usage: %s [-h host] [-p port] [-w workers] [--tls CERT KEY]\n",
-            argv[0]);
+    fputs(usage, stderr);
     return 2;
 }

@@ -1,0 +1,443 @@
+/*
+ * serve.c - `latch serve [DIR]`: a static file server on the library, as
+ * `npx serve` or `python3 -m http.server` are, built only on latch.h.
+ *
+ * Files go through latch_static (ranges, ETag, 304, precompressed .br/.gz
+ * siblings, dotfiles ignored, paths checked before any disk access and
+ * symlinks out of DIR refused). A directory without index.html gets a
+ * listing page: HTML, entries sorted (directories first, then by name),
+ * sizes and modification dates, every name escaped for HTML and for the
+ * URL. The listing is read on the thread pool (latch_work), so a large or
+ * slow directory never stalls the loop, and is bounded in entries.
+ *
+ * What it is not: an upload server, a proxy (later: --proxy), or a place
+ * for configuration files; everything is a command-line option.
+ */
+#include "cmd.h"
+
+#include <latch.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ENTRIES 20000
+
+static const char serve_usage[] =
+    "usage: latch serve [DIR] [options]\n"
+    "\n"
+    "Serves the files under DIR (default: the current directory) over "
+    "HTTP/1.1.\n"
+    "A directory with an index.html is served by it; one without gets a\n"
+    "listing page. Dotfiles are not served, paths that leave DIR (.., "
+    "encoded\n"
+    "slashes, symlinks pointing out) are refused.\n"
+    "\n"
+    "options:\n"
+    "  --host HOST     address to listen on (default 127.0.0.1; 0.0.0.0: "
+    "all)\n"
+    "  --port PORT     port (default 8080; 0: any free port)\n"
+    "  --workers N     worker threads (default 0: one per core)\n"
+    "  --no-listing    404 for a directory without index.html\n"
+    "  --max-age SEC   Cache-Control max-age for files (default 0)\n"
+    "  -h, --help      this text\n"
+    "\n"
+    "examples:\n"
+    "  latch serve                       the current directory on "
+    "http://127.0.0.1:8080/\n"
+    "  latch serve public --port 3000    ./public on port 3000\n"
+    "  latch serve /srv/www --host 0.0.0.0 --workers 4\n"
+    "  latch serve dist --no-listing --max-age 3600\n";
+
+typedef struct serve_cfg {
+    char root[PATH_MAX]; /* DIR, resolved */
+    size_t root_len;
+} serve_cfg;
+
+/* One directory listing being built on the thread pool. */
+typedef struct listing {
+    const serve_cfg *cfg;
+    const char *path; /* the decoded request path (the request's) */
+    int status;       /* 200, or the error to answer */
+    const char *reason;
+    char *html; /* the page (malloc'd) */
+    size_t len, cap;
+} listing;
+
+typedef struct entry {
+    char *name;
+    bool dir;
+    long long size;
+    time_t mtime;
+} entry;
+
+/* ---- a bounded growable page -------------------------------------------- */
+
+static bool put(listing *l, const char *s, size_t n)
+{
+    if (l->len + n + 1 > l->cap) {
+        size_t cap = l->cap ? l->cap : 4096;
+        char *p;
+        while (cap < l->len + n + 1)
+            cap *= 2;
+        if (cap > ((size_t)64 << 20) || (p = realloc(l->html, cap)) == NULL)
+            return false;
+        l->html = p;
+        l->cap = cap;
+    }
+    memcpy(l->html + l->len, s, n);
+    l->len += n;
+    l->html[l->len] = '\0';
+    return true;
+}
+
+static bool puts_(listing *l, const char *s)
+{
+    return put(l, s, strlen(s));
+}
+
+/* s as HTML text (and attribute value): & < > " ' escaped. */
+static bool put_html(listing *l, const char *s)
+{
+    bool ok = true;
+
+    for (; *s != '\0' && ok; s++) {
+        switch (*s) {
+        case '&': ok = puts_(l, "&amp;"); break;
+        case '<': ok = puts_(l, "&lt;"); break;
+        case '>': ok = puts_(l, "&gt;"); break;
+        case '"': ok = puts_(l, "&quot;"); break;
+        case '\'': ok = puts_(l, "&#39;"); break;
+        default: ok = put(l, s, 1);
+        }
+    }
+    return ok;
+}
+
+/* s as one URL path segment: every byte but the unreserved ones encoded
+ * (so a name with '?', '#', '%' or a space links to itself). */
+static bool put_url(listing *l, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    bool ok = true;
+
+    for (; *s != '\0' && ok; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+            c == '~') {
+            ok = put(l, s, 1);
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            ok = put(l, e, 3);
+        }
+    }
+    return ok;
+}
+
+/* ---- the listing ----------------------------------------------------------
+ */
+
+/* Whether a decoded request path may name a directory to list: absolute,
+ * no backslash, no empty-dot, dot-dot or dotfile segment. */
+static bool path_ok(const char *p)
+{
+    if (p[0] != '/' || strchr(p, '\\') != NULL)
+        return false;
+    for (const char *s = p + 1; *s != '\0';) {
+        if (*s == '.')
+            return false; /* ".", "..", and dotfiles: never listed */
+        while (*s != '\0' && *s != '/')
+            s++;
+        while (*s == '/')
+            s++;
+    }
+    return true;
+}
+
+static int by_kind_then_name(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+
+    if (x->dir != y->dir)
+        return x->dir ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static void human(char *out, size_t cap, long long n)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, cap, "%lld B", n);
+    else
+        snprintf(out, cap, "%.1f %s", v, unit[u]);
+}
+
+static void fail_with(listing *l, int status, const char *reason)
+{
+    l->status = status;
+    l->reason = reason;
+}
+
+/* The thread pool: read the directory, build the page. */
+static void build(void *data)
+{
+    listing *l = data;
+    char full[PATH_MAX], real[PATH_MAX];
+    entry *ents = NULL;
+    size_t n = 0, cap = 0, i;
+    DIR *d;
+    struct dirent *e;
+    int dfd;
+
+    l->status = 200;
+    if (!path_ok(l->path)) {
+        fail_with(l, 404, "Not Found\n");
+        return;
+    }
+    if ((size_t)snprintf(full, sizeof(full), "%s%s", l->cfg->root, l->path) >=
+            sizeof(full) ||
+        realpath(full, real) == NULL) {
+        fail_with(l, 404, "Not Found\n");
+        return;
+    }
+    /* where it really is must be DIR or under it (a symlinked directory
+     * pointing out of DIR is not listed) */
+    if (strncmp(real, l->cfg->root, l->cfg->root_len) != 0 ||
+        (real[l->cfg->root_len] != '\0' && real[l->cfg->root_len] != '/')) {
+        fail_with(l, 403, "Forbidden\n");
+        return;
+    }
+    if ((d = opendir(real)) == NULL) {
+        fail_with(l, errno == EACCES ? 403 : 404,
+                  errno == EACCES ? "Forbidden\n" : "Not Found\n");
+        return;
+    }
+    dfd = dirfd(d);
+    while ((e = readdir(d)) != NULL && n < MAX_ENTRIES) {
+        struct stat st;
+        if (e->d_name[0] == '.')
+            continue; /* dotfiles, "." and ".." */
+        if (fstatat(dfd, e->d_name, &st, 0) != 0)
+            continue; /* a dangling symlink */
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            entry *ne = realloc(ents, nc * sizeof(*ents));
+            if (ne == NULL)
+                break;
+            ents = ne;
+            cap = nc;
+        }
+        if ((ents[n].name = strdup(e->d_name)) == NULL)
+            break;
+        ents[n].dir = S_ISDIR(st.st_mode);
+        ents[n].size = (long long)st.st_size;
+        ents[n].mtime = st.st_mtime;
+        n++;
+    }
+    closedir(d);
+    qsort(ents, n, sizeof(*ents), by_kind_then_name);
+
+    puts_(l, "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+             "<title>Index of ");
+    put_html(l, l->path);
+    puts_(l, "</title>\n<style>body{font-family:sans-serif;margin:2em}"
+             "td{padding:.1em 1.5em .1em 0}td.s{text-align:right}</style>"
+             "</head>\n<body>\n<h1>Index of ");
+    put_html(l, l->path);
+    puts_(l, "</h1>\n<table>\n<tr><th>Name</th><th>Size</th>"
+             "<th>Modified (UTC)</th></tr>\n");
+    if (strcmp(l->path, "/") != 0)
+        puts_(l, "<tr><td><a href=\"../\">../</a></td><td></td><td></td>"
+                 "</tr>\n");
+    for (i = 0; i < n; i++) {
+        char size[32], date[32];
+        struct tm tm;
+        gmtime_r(&ents[i].mtime, &tm);
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M", &tm);
+        if (ents[i].dir)
+            snprintf(size, sizeof(size), "-");
+        else
+            human(size, sizeof(size), ents[i].size);
+        puts_(l, "<tr><td><a href=\"");
+        put_url(l, ents[i].name);
+        if (ents[i].dir)
+            puts_(l, "/");
+        puts_(l, "\">");
+        put_html(l, ents[i].name);
+        if (ents[i].dir)
+            puts_(l, "/");
+        puts_(l, "</a></td><td class=\"s\">");
+        puts_(l, size);
+        puts_(l, "</td><td>");
+        puts_(l, date);
+        puts_(l, "</td></tr>\n");
+        free(ents[i].name);
+    }
+    free(ents);
+    if (!puts_(l, "</table>\n</body></html>\n")) {
+        free(l->html);
+        l->html = NULL;
+        fail_with(l, 500, "The listing is too large\n");
+    }
+}
+
+/* Back on the loop: the page, or the error. */
+static void listed(latch_res *res, int status, void *data)
+{
+    listing *l = data;
+
+    if (status == 0) {
+        if (l->status == 200) {
+            latch_res_set_header(res, "Content-Type",
+                                 "text/html; charset=utf-8");
+            latch_res_set_header(res, "Cache-Control", "no-cache");
+            latch_res_send(res, l->html, l->len);
+        } else {
+            latch_res_status(res, l->status);
+            latch_res_set_header(res, "Content-Type",
+                                 "text/plain; charset=utf-8");
+            latch_res_send(res, l->reason, strlen(l->reason));
+        }
+    }
+    /* LATCH_ERR_CANCELLED: the client left, nothing to answer */
+    free(l->html);
+    free(l);
+}
+
+/* After latch_static: a miss. A directory gets its listing, anything else
+ * a 404 (a method other than GET/HEAD: 405). */
+static int on_miss(latch_req *req, latch_res *res, void *data)
+{
+    const char *m = latch_req_method(req);
+    listing *l;
+
+    if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+        latch_res_status(res, 405);
+        latch_res_set_header(res, "Allow", "GET, HEAD");
+        latch_res_send(res, "Method Not Allowed\n", 19);
+        return LATCH_DONE;
+    }
+    if (data == NULL ||
+        latch_req_path(req)[strlen(latch_req_path(req)) - 1] != '/') {
+        latch_res_status(res, 404);
+        latch_res_set_header(res, "Content-Type", "text/plain; charset=utf-8");
+        latch_res_send(res, "Not Found\n", 10);
+        return LATCH_DONE;
+    }
+    if ((l = calloc(1, sizeof(*l))) == NULL)
+        return latch_fail(req, 500, "out of memory");
+    l->cfg = data;
+    l->path = latch_req_path(req);
+    if (latch_work(res, build, listed, l) < 0) {
+        free(l);
+        return latch_fail(req, 500, "cannot list the directory");
+    }
+    return LATCH_DONE;
+}
+
+int latch_cmd_serve(int argc, char **argv)
+{
+    static const struct option longs[] = {
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"workers", required_argument, NULL, 'w'},
+        {"no-listing", no_argument, NULL, 'n'},
+        {"max-age", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static serve_cfg cfg;
+    const char *host = "127.0.0.1", *dir = ".";
+    long port = 8080, workers = 0, max_age = 0;
+    bool listing_on = true;
+    latch_static_opts so = {0};
+    latch_app *app;
+    char *end;
+    int opt, r;
+
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "hp:w:", longs, NULL)) != -1) {
+        switch (opt) {
+        case 'H': host = optarg; break;
+        case 'p':
+            port = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || port < 0 || port > 65535) {
+                fprintf(stderr, "latch serve: bad port: %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'w':
+            workers = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || workers < 0 ||
+                workers > 1024) {
+                fprintf(stderr, "latch serve: bad worker count: %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'n': listing_on = false; break;
+        case 'm':
+            max_age = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || max_age < 0) {
+                fprintf(stderr, "latch serve: bad max-age: %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': fputs(serve_usage, stdout); return 0;
+        default: fputs(serve_usage, stderr); return 2;
+        }
+    }
+    if (optind < argc)
+        dir = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "latch serve: one directory only (got %s too)\n",
+                argv[optind]);
+        return 2;
+    }
+    if (realpath(dir, cfg.root) == NULL) {
+        fprintf(stderr, "latch serve: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    cfg.root_len = strlen(cfg.root);
+    if (cfg.root_len == 1)
+        cfg.root_len = 0; /* "/": every real path is under it */
+    if ((app = latch_app_new()) == NULL)
+        return 1;
+    latch_app_set_workers(app, (int)workers);
+    so.precompressed = true;
+    so.max_age_ms = (uint64_t)max_age * 1000;
+    r = latch_static(app, "/", cfg.root, &so);
+    if (r < 0) {
+        fprintf(stderr, "latch serve: %s: %s\n", dir, latch_strerror(r));
+        latch_app_free(app);
+        return 1;
+    }
+    latch_use(app, NULL, on_miss, listing_on ? &cfg : NULL);
+    r = latch_listen(app, host, (int)port);
+    if (r < 0) {
+        fprintf(stderr, "latch serve: cannot listen on %s:%ld: %s\n", host,
+                port, latch_strerror(r));
+        latch_app_free(app);
+        return 1;
+    }
+    printf("latch: serving %s, listening on http://%s:%d/\n", cfg.root, host,
+           latch_app_port(app));
+    fflush(stdout);
+    r = latch_run(app);
+    latch_app_free(app);
+    return r < 0 ? 1 : 0;
+}
