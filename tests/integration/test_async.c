@@ -681,8 +681,8 @@ static void task_after(latch_res *res, int status, void *data)
 
 /* /join?mode=...: three tasks and one completion. ok: two timers and a
  * job resolve; fail: three jobs, the second fails at once; cancel: three
- * slow jobs and a 50 ms request timeout; fail_timers and cancel_timers:
- * the same with timers as the slow tasks. */
+ * slow jobs (600 ms) and a 50 ms request timeout; fail_timers and
+ * cancel_timers: the same with timers as the slow tasks. */
 static int h_join(latch_req *req, latch_res *res, void *data)
 {
     const char *mode = latch_req_query(req, "mode");
@@ -731,7 +731,9 @@ static int h_join(latch_req *req, latch_res *res, void *data)
             rc =
                 latch_set_timeout(res, (uint64_t)t->ms, task_timer, t) ? 0 : -1;
         } else {
-            t->ms = 150;
+            /* Far past the 50 ms timeout: a loaded machine delayed the
+             * loop's timer by over 100 ms once, and the jobs won. */
+            t->ms = 600;
             rc = latch_work(res, task_job, task_after, t);
         }
         if (rc != 0)
