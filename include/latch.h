@@ -453,6 +453,10 @@ LATCH_API int latch_app_set_request_timeout(latch_app *app, uint64_t ms,
  * outside 400..599, more than 24 hours), LATCH_ERR_STATE when the response
  * already ended, LATCH_ERR_WRONG_THREAD; each refusal is reported. */
 LATCH_API int latch_req_set_timeout(latch_req *req, uint64_t ms, int status);
+LATCH_API int latch_req_set_timeout_at(latch_req *req, uint64_t ms, int status,
+                                       latch_site at);
+#define latch_req_set_timeout(req, ms, status)                                 \
+    latch_req_set_timeout_at((req), (ms), (status), LATCH_HERE)
 
 LATCH_API int latch_app_set_violation_policy(latch_app *app, int policy);
 /* Replaces the violation hook (NULL: the default, which prints to stderr).
@@ -717,6 +721,10 @@ typedef void (*latch_cancel_cb)(latch_req *req, int reason, void *data);
  * refusal is reported. */
 LATCH_API int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb,
                                   void *data);
+LATCH_API int latch_req_on_cancel_at(latch_req *req, latch_cancel_cb cb,
+                                     void *data, latch_site at);
+#define latch_req_on_cancel(req, cb, data)                                     \
+    latch_req_on_cancel_at((req), (cb), (data), LATCH_HERE)
 /* LATCH_CANCEL_* for a cancelled request, LATCH_CANCEL_NONE otherwise. */
 LATCH_API int latch_req_cancel_reason(const latch_req *req);
 
@@ -1079,6 +1087,20 @@ LATCH_API bool latch_res_destroyed(const latch_res *res);
 LATCH_API int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data);
 LATCH_API int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data);
 LATCH_API int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data);
+/* The three are macros over these, so that a refusal names the caller's
+ * place; the plain functions remain for callers that take their address. */
+LATCH_API int latch_res_on_finish_at(latch_res *res, latch_res_cb cb,
+                                     void *data, latch_site at);
+LATCH_API int latch_res_on_close_at(latch_res *res, latch_res_cb cb, void *data,
+                                    latch_site at);
+LATCH_API int latch_res_on_drain_at(latch_res *res, latch_res_cb cb, void *data,
+                                    latch_site at);
+#define latch_res_on_finish(res, cb, data)                                     \
+    latch_res_on_finish_at((res), (cb), (data), LATCH_HERE)
+#define latch_res_on_close(res, cb, data)                                      \
+    latch_res_on_close_at((res), (cb), (data), LATCH_HERE)
+#define latch_res_on_drain(res, cb, data)                                      \
+    latch_res_on_drain_at((res), (cb), (data), LATCH_HERE)
 
 /*
  * Reference counting: a response stays a valid object (a tombstone once
@@ -1403,6 +1425,8 @@ LATCH_API latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms,
 /* Cancels a timer; 0 also when it already fired or was cleared (as Node's
  * clearTimeout). LATCH_ERR_WRONG_THREAD (reported) off the loop. */
 LATCH_API int latch_clear_timeout(latch_timer *timer);
+LATCH_API int latch_clear_timeout_at(latch_timer *timer, latch_site at);
+#define latch_clear_timeout(timer) latch_clear_timeout_at((timer), LATCH_HERE)
 
 /*
  * Runs work(data) on libuv's thread pool, then after(res, status, data) on
@@ -1584,6 +1608,22 @@ LATCH_API latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                                      void *data);
 LATCH_API int latch_join_resolve(latch_join *j, int index, void *result);
 LATCH_API int latch_join_fail(latch_join *j, int index, int error);
+/* Macros over the _at variants, so that a refusal names the caller's
+ * place (also for a task on another thread: its report reaches the loop
+ * with the site); the plain functions remain. */
+LATCH_API latch_join *latch_join_new_at(latch_res *res, int n,
+                                        latch_join_cb done, void *data,
+                                        latch_site at);
+LATCH_API int latch_join_resolve_at(latch_join *j, int index, void *result,
+                                    latch_site at);
+LATCH_API int latch_join_fail_at(latch_join *j, int index, int error,
+                                 latch_site at);
+#define latch_join_new(res, n, done, data)                                     \
+    latch_join_new_at((res), (n), (done), (data), LATCH_HERE)
+#define latch_join_resolve(j, index, result)                                   \
+    latch_join_resolve_at((j), (index), (result), LATCH_HERE)
+#define latch_join_fail(j, index, error)                                       \
+    latch_join_fail_at((j), (index), (error), LATCH_HERE)
 LATCH_API bool latch_join_settled(const latch_join *j);
 
 /* ------------------------------------------------------------------ */

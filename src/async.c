@@ -202,7 +202,14 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
     return (latch_timer *)t->h;
 }
 
+#undef latch_clear_timeout
+
 int latch_clear_timeout(latch_timer *tp)
+{
+    return latch_clear_timeout_at(tp, no_site);
+}
+
+int latch_clear_timeout_at(latch_timer *tp, latch_site at)
 {
     latch_timer *t = tp;
 
@@ -216,14 +223,13 @@ int latch_clear_timeout(latch_timer *tp)
     }
     if (!pthread_equal(pthread_self(), t->res->w->thread)) {
         latch__violation(t->res, LATCH_ERR_WRONG_THREAD, "latch_clear_timeout",
-                         NULL, no_site);
+                         NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
     if (!t->armed)
         return 0; /* fired or cleared already: nothing to do, as Node */
     if (t->user && LATCH_TRACING())
-        latch__trace(t->res, "timer cleared", NULL,
-                     (latch_site){NULL, 0, NULL});
+        latch__trace(t->res, "timer cleared", NULL, at);
     disarm(t);
     return 0;
 }
@@ -286,11 +292,18 @@ bool latch__async_request_timer_armed(const latch_res *res)
     return att != NULL && att->req_timer != NULL && att->req_timer->armed;
 }
 
+#undef latch_req_set_timeout
+
 int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
 {
-    if (req != NULL &&
-        (req = (latch_req *)latch__res_in(req, "latch_req_set_timeout",
-                                          &latch__no_site)) == NULL)
+    return latch_req_set_timeout_at(req, ms, status, no_site);
+}
+
+int latch_req_set_timeout_at(latch_req *req, uint64_t ms, int status,
+                             latch_site at)
+{
+    if (req != NULL && (req = (latch_req *)latch__res_in(
+                            req, "latch_req_set_timeout", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
 
@@ -301,12 +314,12 @@ int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
         latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_req_set_timeout",
                          "The status must be 0 or 400..599 and the timeout "
                          "at most 24 hours",
-                         (latch_site){NULL, 0, NULL});
+                         at);
         return LATCH_ERR_INVALID_ARG;
     }
     if (!pthread_equal(pthread_self(), res->w->thread)) {
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_req_set_timeout",
-                         NULL, no_site);
+                         NULL, at);
         return LATCH_ERR_WRONG_THREAD;
     }
     if (res->detached || res->state >= LATCH_RS_ENDED ||
@@ -314,7 +327,7 @@ int latch_req_set_timeout(latch_req *req, uint64_t ms, int status)
         latch__violation(res, LATCH_ERR_STATE, "latch_req_set_timeout",
                          "The response already ended or the request was "
                          "cancelled",
-                         no_site);
+                         at);
         return LATCH_ERR_STATE;
     }
     latch__request_timer_start(res, ms, status);
@@ -736,12 +749,20 @@ static void att_recycle(latch_attach *a, latch_res *res)
     free(att);
 }
 
+#undef latch_join_new
+
 latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                            void *data)
 {
+    return latch_join_new_at(res, n, done, data, no_site);
+}
+
+latch_join *latch_join_new_at(latch_res *res, int n, latch_join_cb done,
+                              void *data, latch_site at)
+{
     uint16_t hf = latch__frame_of(res);
     if (res != NULL &&
-        (res = latch__res_in(res, "latch_join_new", &latch__no_site)) == NULL)
+        (res = latch__res_in(res, "latch_join_new", &at)) == NULL)
         return NULL;
     latch_join *j;
 
@@ -751,13 +772,12 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
 
     if (done == NULL || n < 1 || n > 4096) {
         latch__violation(res, LATCH_ERR_INVALID_ARG, "latch_join_new",
-                         "A join needs 1..4096 tasks and a completion",
-                         (latch_site){NULL, 0, NULL});
+                         "A join needs 1..4096 tasks and a completion", at);
         return NULL;
     }
     if (!pthread_equal(pthread_self(), res->w->thread)) {
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_join_new", NULL,
-                         no_site);
+                         at);
         return NULL;
     }
     if (res->state >= LATCH_RS_FINISHED || res->detached ||
@@ -766,8 +786,7 @@ latch_join *latch_join_new(latch_res *res, int n, latch_join_cb done,
                          res->cancel_reason ? LATCH_ERR_CANCELLED
                                             : LATCH_ERR_STREAM_DESTROYED,
                          "latch_join_new",
-                         "Cannot start a join for a request that is over",
-                         no_site);
+                         "Cannot start a join for a request that is over", at);
         return NULL;
     }
     if ((att = att_get(res)) == NULL)
@@ -825,7 +844,8 @@ static latch_join *join_pin(const latch_join *jp)
     return j;
 }
 
-static int join_report_here(latch_join *j, int index, void *result, int error);
+static int join_report_here(latch_join *j, int index, void *result, int error,
+                            latch_site at);
 
 /* A task's report made on another thread, on its way to the loop. */
 struct join_remote {
@@ -833,6 +853,7 @@ struct join_remote {
     int index;
     void *result;
     int error;
+    latch_site at; /* the task's call */
 };
 
 static void join_remote_run(latch_res *unused, void *data)
@@ -843,7 +864,7 @@ static void join_remote_run(latch_res *unused, void *data)
     (void)unused;
     /* A join whose response was recycled meanwhile has nobody to tell. */
     if (!j->dead)
-        join_report_here(j, m->index, m->result, m->error);
+        join_report_here(j, m->index, m->result, m->error, m->at);
     join_unuse(j);
     free(m);
 }
@@ -856,7 +877,8 @@ static void join_remote_run(latch_res *unused, void *data)
  * the call while the join is alive (before its own report, the response
  * referenced: a latch_work job holds it for its whole life).
  */
-static int join_post(latch_join *j, int index, void *result, int error)
+static int join_post(latch_join *j, int index, void *result, int error,
+                     latch_site at)
 {
     struct join_remote *m = malloc(sizeof(*m));
     int r;
@@ -867,6 +889,7 @@ static int join_post(latch_join *j, int index, void *result, int error)
     m->index = index;
     m->result = result;
     m->error = error;
+    m->at = at;
     atomic_fetch_add(&j->users, 1);
     r = latch__worker_post(j->w, join_remote_run, m);
     if (r < 0) {
@@ -876,7 +899,8 @@ static int join_post(latch_join *j, int index, void *result, int error)
     return r;
 }
 
-static int join_report(latch_join *j, int index, void *result, int error)
+static int join_report(latch_join *j, int index, void *result, int error,
+                       latch_site at)
 {
     if (j == NULL)
         return LATCH_ERR_INVALID_ARG;
@@ -886,24 +910,25 @@ static int join_report(latch_join *j, int index, void *result, int error)
          * goes to the app, not to a response. */
         if (pthread_equal(pthread_self(), j->w->thread) && !j->dead)
             latch__violation(j->res, LATCH_ERR_INVALID_ARG, call,
-                             "The task index is outside the join", no_site);
+                             "The task index is outside the join", at);
         else
             latch__violation_app(j->w->app, LATCH_ERR_INVALID_ARG, call,
-                                 "The task index is outside the join", no_site);
+                                 "The task index is outside the join", at);
         return LATCH_ERR_INVALID_ARG;
     }
     if (!pthread_equal(pthread_self(), j->w->thread))
-        return join_post(j, index, result, error);
-    return join_report_here(j, index, result, error);
+        return join_post(j, index, result, error, at);
+    return join_report_here(j, index, result, error, at);
 }
 
-static int join_report_here(latch_join *j, int index, void *result, int error)
+static int join_report_here(latch_join *j, int index, void *result, int error,
+                            latch_site at)
 {
     if (j->seen[index]) {
         /* Each task reports once. */
         latch__violation(j->res, LATCH_ERR_STATE,
                          error < 0 ? "latch_join_fail" : "latch_join_resolve",
-                         "This task of the join already reported", no_site);
+                         "This task of the join already reported", at);
         return LATCH_ERR_STATE;
     }
     j->seen[index] = 1;
@@ -926,7 +951,7 @@ static int join_report_here(latch_join *j, int index, void *result, int error)
 }
 
 static int join_report_pinned(latch_join *jp, int index, void *result,
-                              int error)
+                              int error, latch_site at)
 {
     latch_join *j;
     int r;
@@ -941,20 +966,33 @@ static int join_report_pinned(latch_join *jp, int index, void *result,
     if (pthread_equal(pthread_self(), j->w->thread) && j->dead)
         r = LATCH_ERR_STREAM_DESTROYED;
     else
-        r = join_report(j, index, result, error);
+        r = join_report(j, index, result, error, at);
     join_unuse(j);
     return r;
 }
 
+#undef latch_join_resolve
+#undef latch_join_fail
+
+int latch_join_resolve_at(latch_join *j, int index, void *result, latch_site at)
+{
+    return join_report_pinned(j, index, result, 0, at);
+}
+
+int latch_join_fail_at(latch_join *j, int index, int error, latch_site at)
+{
+    return join_report_pinned(j, index, NULL,
+                              error < 0 ? error : LATCH_ERR_HTTP, at);
+}
+
 int latch_join_resolve(latch_join *j, int index, void *result)
 {
-    return join_report_pinned(j, index, result, 0);
+    return latch_join_resolve_at(j, index, result, no_site);
 }
 
 int latch_join_fail(latch_join *j, int index, int error)
 {
-    return join_report_pinned(j, index, NULL,
-                              error < 0 ? error : LATCH_ERR_HTTP);
+    return latch_join_fail_at(j, index, error, no_site);
 }
 
 bool latch_join_settled(const latch_join *jp)

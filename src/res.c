@@ -2048,12 +2048,19 @@ static void cancel_signal(latch_res *res, int reason)
     latch__res_unref(res);
 }
 
+#undef latch_req_on_cancel
+
 int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
 {
+    return latch_req_on_cancel_at(req, cb, data, latch__no_site);
+}
+
+int latch_req_on_cancel_at(latch_req *req, latch_cancel_cb cb, void *data,
+                           latch_site at)
+{
     uint16_t hf = latch__frame_of(req);
-    if (req != NULL &&
-        (req = (latch_req *)latch__res_in(req, "latch_req_on_cancel",
-                                          &latch__no_site)) == NULL)
+    if (req != NULL && (req = (latch_req *)latch__res_in(
+                            req, "latch_req_on_cancel", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
 
@@ -2061,22 +2068,21 @@ int latch_req_on_cancel(latch_req *req, latch_cancel_cb cb, void *data)
         return LATCH_ERR_INVALID_ARG;
     if (cb == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_req_on_cancel",
-                      "The callback is NULL", (latch_site){NULL, 0, NULL});
+                      "The callback is NULL", at);
     if (!on_loop(res))
         return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_req_on_cancel", NULL,
-                      (latch_site){NULL, 0, NULL});
+                      at);
     if (res->cancel_reason != LATCH_CANCEL_NONE || res->detached ||
         res->state >= LATCH_RS_FINISHED) {
         refuse(res, LATCH_ERR_STATE, "latch_req_on_cancel",
                "The request is over or cancelled: the callback would never "
                "run",
-               (latch_site){NULL, 0, NULL});
+               at);
         return LATCH_ERR_STATE;
     }
     if (res->ncancel == LATCH_MAX_CANCEL_CBS) {
         refuse(res, LATCH_ERR_LIMIT, "latch_req_on_cancel",
-               "At most 8 cancellation callbacks per request",
-               (latch_site){NULL, 0, NULL});
+               "At most 8 cancellation callbacks per request", at);
         return LATCH_ERR_LIMIT;
     }
     res->cancel_cbs[res->ncancel].cb = cb;
@@ -2271,17 +2277,16 @@ enum { CB_FINISH, CB_CLOSE, CB_DRAIN };
  * run) is refused and reported, as every refused call is.
  */
 static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data,
-                  uint16_t hf)
+                  uint16_t hf, latch_site at)
 {
     static const char *const names[] = {
         "latch_res_on_finish", "latch_res_on_close", "latch_res_on_drain"};
-    static const latch_site none = {NULL, 0, NULL};
     bool done;
 
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, names[kind], NULL, none);
+        return refuse(res, LATCH_ERR_WRONG_THREAD, names[kind], NULL, at);
     done = kind == CB_FINISH  ? res->detached || res->state >= LATCH_RS_FINISHED
            : kind == CB_CLOSE ? res->closed_fired
                               : res->detached;
@@ -2289,7 +2294,7 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data,
         return refuse(res, LATCH_ERR_STATE, names[kind],
                       "The event already happened: the callback would never "
                       "run",
-                      none);
+                      at);
     switch (kind) {
     case CB_FINISH:
         res->on_finish = cb;
@@ -2310,34 +2315,58 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data,
     return 0;
 }
 
-int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
+/* The on_* macros of latch.h pass the caller's place; the plain functions
+ * behind the same names pass none. */
+#undef latch_res_on_finish
+#undef latch_res_on_close
+#undef latch_res_on_drain
+
+int latch_res_on_finish_at(latch_res *res, latch_res_cb cb, void *data,
+                           latch_site at)
 {
     uint16_t hf = latch__frame_of(res);
 
-    if (res != NULL && (res = latch__res_in(res, "latch_res_on_finish",
-                                            &latch__no_site)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_on_finish", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    return set_cb(res, CB_FINISH, cb, data, hf);
+    return set_cb(res, CB_FINISH, cb, data, hf, at);
+}
+
+int latch_res_on_close_at(latch_res *res, latch_res_cb cb, void *data,
+                          latch_site at)
+{
+    uint16_t hf = latch__frame_of(res);
+
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_on_close", &at)) == NULL)
+        return LATCH_ERR_STREAM_DESTROYED;
+    return set_cb(res, CB_CLOSE, cb, data, hf, at);
+}
+
+int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
+{
+    return latch_res_on_finish_at(res, cb, data, latch__no_site);
 }
 
 int latch_res_on_close(latch_res *res, latch_res_cb cb, void *data)
 {
-    uint16_t hf = latch__frame_of(res);
-
-    if (res != NULL && (res = latch__res_in(res, "latch_res_on_close",
-                                            &latch__no_site)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    return set_cb(res, CB_CLOSE, cb, data, hf);
+    return latch_res_on_close_at(res, cb, data, latch__no_site);
 }
 
 int latch_res_on_drain(latch_res *res, latch_res_cb cb, void *data)
 {
+    return latch_res_on_drain_at(res, cb, data, latch__no_site);
+}
+
+int latch_res_on_drain_at(latch_res *res, latch_res_cb cb, void *data,
+                          latch_site at)
+{
     uint16_t hf = latch__frame_of(res);
 
-    if (res != NULL && (res = latch__res_in(res, "latch_res_on_drain",
-                                            &latch__no_site)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_on_drain", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    int r = set_cb(res, CB_DRAIN, cb, data, hf);
+    int r = set_cb(res, CB_DRAIN, cb, data, hf, at);
 
     if (r != 0)
         return r;

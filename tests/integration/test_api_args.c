@@ -361,11 +361,11 @@ static long reg_null_fn(ctx *c, int which)
       (latch_app_violation_sites(NULL, cb_site, NULL), 0))                     \
     X(65, "latch_app_violation_sites", O, 0, 0, 0,                             \
       (latch_app_violation_sites(c->app, NULL, NULL), 0))                      \
-    X(66, "latch_req_set_timeout", O, IA, 0, 0,                                \
+    X(66, "latch_req_set_timeout_at", O, IA, 0, 0,                             \
       latch_req_set_timeout(NULL, 1, 0))                                       \
-    X(67, "latch_req_set_timeout", H, IA, 1, IA,                               \
+    X(67, "latch_req_set_timeout_at", H, IA, 1, IA,                            \
       latch_req_set_timeout(c->req, 10, 200))                                  \
-    X(68, "latch_req_set_timeout", H, IA, 1, IA,                               \
+    X(68, "latch_req_set_timeout_at", H, IA, 1, IA,                            \
       latch_req_set_timeout(c->req, UINT64_MAX, 0))                            \
     X(69, "latch_next_at", O, 0, 0, 0, (latch_next(NULL), 0))                  \
     X(70, "latch_fail_at", O, IA, 0, 0, latch_fail(NULL, 500, "x"))            \
@@ -405,9 +405,9 @@ static long reg_null_fn(ctx *c, int which)
     X(92, "latch_req_body", O, IA, 0, 0, body_null())                          \
     X(93, "latch_req_id", O, 0, 0, 0, (long)latch_req_id(NULL))                \
     X(94, "latch_req_aborted", O, 0, 0, 0, latch_req_aborted(NULL))            \
-    X(95, "latch_req_on_cancel", O, IA, 0, 0,                                  \
+    X(95, "latch_req_on_cancel_at", O, IA, 0, 0,                               \
       latch_req_on_cancel(NULL, cb_cancel, NULL))                              \
-    X(96, "latch_req_on_cancel", H, IA, 1, IA,                                 \
+    X(96, "latch_req_on_cancel_at", H, IA, 1, IA,                              \
       latch_req_on_cancel(c->req, NULL, NULL))                                 \
     X(97, "latch_req_cancel_reason", O, LATCH_CANCEL_NONE, 0, 0,               \
       latch_req_cancel_reason(NULL))                                           \
@@ -510,11 +510,11 @@ static long reg_null_fn(ctx *c, int which)
     X(160, "latch_res_writable_finished", O, 0, 0, 0,                          \
       latch_res_writable_finished(NULL))                                       \
     X(161, "latch_res_destroyed", O, 0, 0, 0, latch_res_destroyed(NULL))       \
-    X(162, "latch_res_on_finish", O, IA, 0, 0,                                 \
+    X(162, "latch_res_on_finish_at", O, IA, 0, 0,                              \
       latch_res_on_finish(NULL, cb_res, NULL))                                 \
-    X(163, "latch_res_on_close", O, IA, 0, 0,                                  \
+    X(163, "latch_res_on_close_at", O, IA, 0, 0,                               \
       latch_res_on_close(NULL, cb_res, NULL))                                  \
-    X(164, "latch_res_on_drain", O, IA, 0, 0,                                  \
+    X(164, "latch_res_on_drain_at", O, IA, 0, 0,                               \
       latch_res_on_drain(NULL, cb_res, NULL))                                  \
     X(165, "latch_res_retain", O, 0, 0, 0, ((latch_res_retain)(NULL), 0))      \
     X(166, "latch_res_release", O, 0, 0, 0, ((latch_res_release)(NULL), 0))    \
@@ -552,13 +552,35 @@ static long reg_null_fn(ctx *c, int which)
       latch_use_proxy(NULL, "/", "http://h", NULL))                            \
     X(918, "latch_use_proxy", O, IA, 0, 0,                                     \
       latch_use_proxy(c->app, "/", NULL, NULL))                                \
+    X(940, "latch_res_on_finish", O, IA, 0, 0,                                 \
+      (latch_res_on_finish)(NULL, cb_res, NULL))                               \
+    X(941, "latch_res_on_close", O, IA, 0, 0,                                  \
+      (latch_res_on_close)(NULL, cb_res, NULL))                                \
+    X(942, "latch_res_on_drain", O, IA, 0, 0,                                  \
+      (latch_res_on_drain)(NULL, cb_res, NULL))                                \
+    X(943, "latch_req_on_cancel", O, IA, 0, 0,                                 \
+      (latch_req_on_cancel)(NULL, cb_cancel, NULL))                            \
+    X(944, "latch_req_on_cancel", H, IA, 1, IA,                                \
+      (latch_req_on_cancel)(c->req, NULL, NULL))                               \
+    X(945, "latch_req_set_timeout", O, IA, 0, 0,                               \
+      (latch_req_set_timeout)(NULL, 1, 0))                                     \
+    X(946, "latch_req_set_timeout", H, IA, 1, IA,                              \
+      (latch_req_set_timeout)(c->req, 10, 200))                                \
+    X(947, "latch_clear_timeout", O, IA, 0, 0, (latch_clear_timeout)(NULL))    \
+    X(948, "latch_join_new", O, 1, 0, 0,                                       \
+      (latch_join_new)(NULL, 1, cb_join, NULL) == NULL)                        \
+    X(949, "latch_join_new", H, 1, 1, IA,                                      \
+      (latch_join_new)(c->res, 0, cb_join, NULL) == NULL)                      \
+    X(950, "latch_join_resolve", O, IA, 0, 0,                                  \
+      (latch_join_resolve)(NULL, 0, NULL))                                     \
+    X(951, "latch_join_fail", O, IA, 0, 0, (latch_join_fail)(NULL, 0, -5))     \
     X(167, "latch_res_post", O, IA, 0, 0, latch_res_post(NULL, cb_res, NULL))  \
     X(168, "latch_res_post", H, IA, 1, IA, latch_res_post(c->res, NULL, NULL)) \
     X(169, "latch_set_timeout_at", O, 1, 0, 0,                                 \
       latch_set_timeout(NULL, 1, cb_res, NULL) == NULL)                        \
     X(170, "latch_set_timeout_at", H, 1, 1, IA,                                \
       latch_set_timeout(c->res, 1, NULL, NULL) == NULL)                        \
-    X(171, "latch_clear_timeout", O, IA, 0, 0, latch_clear_timeout(NULL))      \
+    X(171, "latch_clear_timeout_at", O, IA, 0, 0, latch_clear_timeout(NULL))   \
     X(172, "latch_work_at", O, IA, 0, 0,                                       \
       latch_work(NULL, cb_work, cb_after, NULL))                               \
     X(173, "latch_work_at", H, IA, 1, IA,                                      \
@@ -577,21 +599,21 @@ static long reg_null_fn(ctx *c, int which)
       latch_work_copy(c->res, cb_work, cb_after, c, 0))                        \
     X(925, "latch_work_copy_at", H, IA, 1, IA,                                 \
       latch_work_copy(c->res, cb_work, cb_after, c, LATCH_WORK_COPY_MAX + 1))  \
-    X(175, "latch_join_new", O, 1, 0, 0,                                       \
+    X(175, "latch_join_new_at", O, 1, 0, 0,                                    \
       latch_join_new(NULL, 1, cb_join, NULL) == NULL)                          \
-    X(176, "latch_join_new", H, 1, 1, IA,                                      \
+    X(176, "latch_join_new_at", H, 1, 1, IA,                                   \
       latch_join_new(c->res, 0, cb_join, NULL) == NULL)                        \
-    X(177, "latch_join_new", H, 1, 1, IA,                                      \
+    X(177, "latch_join_new_at", H, 1, 1, IA,                                   \
       latch_join_new(c->res, INT_MIN, cb_join, NULL) == NULL)                  \
-    X(178, "latch_join_new", H, 1, 1, IA,                                      \
+    X(178, "latch_join_new_at", H, 1, 1, IA,                                   \
       latch_join_new(c->res, 2, NULL, NULL) == NULL)                           \
-    X(179, "latch_join_resolve", O, IA, 0, 0,                                  \
+    X(179, "latch_join_resolve_at", O, IA, 0, 0,                               \
       latch_join_resolve(NULL, 0, NULL))                                       \
-    X(180, "latch_join_resolve", H, IA, 1, IA, join_bad(c, 0))                 \
-    X(181, "latch_join_resolve", H, IA, 1, IA, join_bad(c, 1))                 \
-    X(182, "latch_join_fail", O, IA, 0, 0, latch_join_fail(NULL, 0, -5))       \
-    X(183, "latch_join_fail", H, IA, 1, IA, join_bad(c, 2))                    \
-    X(184, "latch_join_fail", H, IA, 1, IA, join_bad(c, 3))                    \
+    X(180, "latch_join_resolve_at", H, IA, 1, IA, join_bad(c, 0))              \
+    X(181, "latch_join_resolve_at", H, IA, 1, IA, join_bad(c, 1))              \
+    X(182, "latch_join_fail_at", O, IA, 0, 0, latch_join_fail(NULL, 0, -5))    \
+    X(183, "latch_join_fail_at", H, IA, 1, IA, join_bad(c, 2))                 \
+    X(184, "latch_join_fail_at", H, IA, 1, IA, join_bad(c, 3))                 \
     X(185, "latch_join_settled", O, 1, 0, 0, latch_join_settled(NULL))         \
     X(186, "latch_res_json_at", H, 0, 0, 0, latch_res_json(c->res, NULL))      \
     X(187, "latch_json_int", H, LATCH_ERR_STATE, 1, LATCH_ERR_STATE,           \

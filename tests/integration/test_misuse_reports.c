@@ -130,17 +130,19 @@ static void *foreign(void *arg)
     latch_res *res = arg;
     latch_req *req = latch_res_req(res);
 
-    put_note(T_X, NULL, latch_res_on_close(res, nothing, NULL), 1);
-    put_note(T_X, NULL, latch_res_on_finish(res, nothing, NULL), 2);
-    put_note(T_X, NULL, latch_res_on_drain(res, nothing, NULL), 3);
-    put_note(T_X, NULL, latch_req_on_cancel(req, nothing_cancel, NULL), 4);
-    put_note(T_X, NULL, latch_clear_timeout(foreign_timer), 5);
-    put_note(T_X, NULL, latch_req_set_timeout(req, 1000, 0), 6);
+    /* Each note's line is its call's: the report must name it. */
+    put_note(T_X, NULL, latch_res_on_close(res, nothing, NULL), __LINE__);
+    put_note(T_X, NULL, latch_res_on_finish(res, nothing, NULL), __LINE__);
+    put_note(T_X, NULL, latch_res_on_drain(res, nothing, NULL), __LINE__);
+    put_note(T_X, NULL, latch_req_on_cancel(req, nothing_cancel, NULL),
+             __LINE__ - 1);
+    put_note(T_X, NULL, latch_clear_timeout(foreign_timer), __LINE__);
+    put_note(T_X, NULL, latch_req_set_timeout(req, 1000, 0), __LINE__);
     put_note(T_X, NULL,
              latch_join_new(res, 1, join_nothing, NULL) == NULL
                  ? LATCH_ERR_WRONG_THREAD
                  : 0,
-             7);
+             __LINE__ - 3);
     put_note(T_THREAD, NULL, 0, 0);
     latch_res_post(res, answer_and_release, NULL);
     return NULL;
@@ -179,8 +181,14 @@ static void test_wrong_thread_is_reported(void **state)
             fail_msg("foreign call %d returned %s", v[i].line,
                      latch_err_name(v[i].rc));
     assert_int_equal(th_vlog_count(&vlog), 7);
-    for (int i = 0; i < 7; i++)
-        assert_int_equal(vget(i).code, LATCH_ERR_WRONG_THREAD);
+    for (int i = 0; i < 7; i++) {
+        th_vrec r = vget(i);
+        assert_int_equal(r.code, LATCH_ERR_WRONG_THREAD);
+        /* Reported with the caller's place (they were plain functions
+         * whose reports had none: the lifecycle fuzzer's finding F3). */
+        assert_string_equal(r.at_file, test_file);
+        assert_int_equal(r.at_line, v[i].line);
+    }
 }
 
 /* ---- joins settled from pool threads ---------------------------------- */
