@@ -153,7 +153,7 @@ static void proc_start(proc *p, const char *name, const char *const *args)
     char path[1024];
     const char *at;
 
-    if (strchr(name, '/') != NULL) {
+    if (name[0] == '/') {
         snprintf(path, sizeof(path), "%s", name); /* the latch command */
     } else if (dir == NULL) {
         print_message("LATCH_EXAMPLES_DIR is not set: run through ctest\n");
