@@ -1692,10 +1692,14 @@ typedef void (*latch_message_cb)(latch_res *res, const latch_message *msg,
  * The subscription ends exactly once, when the response is over for any
  * reason (it finished, the handler ended it, the client left, the request
  * timed out, latch_res_destroy, the server shut down); cb never runs
- * after that. A Last-Event-ID request header replays, within this call,
- * the messages the channel still holds after that id; when the id is
- * older than the channel's history (or unknown to it), one gap event is
- * sent instead: event "latch-gap", data {"last_id":"<the id received>"}.
+ * after that. A Last-Event-ID request header replays the messages the
+ * channel still holds after that id (within this call; with a backend,
+ * once the worker has loaded the channel's history from it, if it had to);
+ * when the id is older than the channel's history (or unknown to it), one
+ * gap event is sent instead: event "latch-gap", data {"last_id":"<the id
+ * received>"}. Without the header, the subscriber receives every message
+ * published after this call (with a backend: after the moment the worker
+ * started watching the channel, which is no later).
  * The same gap event tells a subscriber that messages were dropped for it
  * (LATCH_SLOW_DROP) or may have been lost by the backend.
  *
@@ -1736,11 +1740,16 @@ LATCH_API int latch_publish_at(latch_app *app, const char *channel,
  * connection watching the channels it has subscribers for), not one per
  * client. A publish appends the event to a Redis stream and publishes it
  * in one atomic step, so the stream entry's id ("1718000000000-0") is the
- * event's id in every process. When a connection drops, the subscribers
- * get one latch-gap event and latch reconnects with backoff. latch_publish
- * fails with LATCH_ERR_STATE while the connection is down, or before
- * latch_run. Returns 0, LATCH_ERR_INVALID_ARG for a URL it cannot use,
- * LATCH_ERR_STATE while running. Nothing connects until a worker needs it.
+ * event's id in every process; the stream keeps exactly the channel
+ * history (latch_app_set_channel_history), and a worker that starts
+ * watching a channel loads it, so a Last-Event-ID given to any process
+ * (one restarted, or one that never saw the event) is replayed alike.
+ * When a connection drops, the subscribers get one latch-gap event and
+ * latch reconnects with backoff. latch_publish fails with LATCH_ERR_STATE
+ * while the connection is down (from a thread that is no worker: worker
+ * 0's, which carries it), or before latch_run. Returns 0, LATCH_ERR_INVALID_ARG
+ * for a URL it cannot use, LATCH_ERR_STATE while running. Nothing connects
+ * until a worker needs it.
  */
 LATCH_API int latch_app_set_pubsub(latch_app *app, const char *url);
 /* This process's subscribers of `channel` now (0 for an unknown one). */

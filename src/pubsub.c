@@ -196,7 +196,9 @@ static void chan_free(latch_chan *ch)
         latch__msg_unref(ch->ring[(ch->ring_head + i) % ch->ring_cap]);
     free(ch->ring);
     free(ch->wsubs);
+    free(ch->wready);
     free(ch->local);
+    free(ch->blocal);
     free(ch->name);
     free(ch);
 }
@@ -275,22 +277,32 @@ static latch_chan *chan_get(struct latch_hub *h, const char *name, size_t n,
 static int chan_workers(latch_chan *ch, int n)
 {
     uint32_t *ws;
-    void **local;
+    bool *ready;
+    void **local, **blocal;
 
     if (ch->nw == n)
         return 0;
     ws = calloc((size_t)n, sizeof(*ws));
+    ready = calloc((size_t)n, sizeof(*ready));
     local = calloc((size_t)n, sizeof(*local));
-    if (ws == NULL || local == NULL) {
+    blocal = calloc((size_t)n, sizeof(*blocal));
+    if (ws == NULL || ready == NULL || local == NULL || blocal == NULL) {
         free(ws);
+        free(ready);
         free(local);
+        free(blocal);
         return LATCH_ERR_NOMEM;
     }
-    /* Only between runs, when no worker has subscribers left. */
+    /* Only between runs, when no worker has subscribers left (and the
+     * backend's per-worker state went with its workers). */
     free(ch->wsubs);
+    free(ch->wready);
     free(ch->local);
+    free(ch->blocal);
     ch->wsubs = ws;
+    ch->wready = ready;
     ch->local = local;
+    ch->blocal = blocal;
     ch->nw = n;
     return 0;
 }
@@ -317,6 +329,81 @@ static void ring_push(latch_chan *ch, latch_msg *m)
 void **latch__chan_local(latch_chan *ch, latch_worker *w)
 {
     return &ch->local[w->index];
+}
+
+void **latch__chan_blocal(latch_chan *ch, latch_worker *w)
+{
+    return &ch->blocal[w->index];
+}
+
+/* Empties the ring; under the lock. */
+static void ring_clear(latch_chan *ch)
+{
+    while (ch->ring_len > 0) {
+        latch__msg_unref(ch->ring[ch->ring_head]);
+        ch->ring_head = (ch->ring_head + 1) % ch->ring_cap;
+        ch->ring_len--;
+    }
+    ch->ring_head = 0;
+}
+
+/* Whether the ring holds an entry with this id; under the lock. */
+static bool ring_has(const latch_chan *ch, latch_msgid id)
+{
+    int i;
+
+    for (i = ch->ring_len - 1; i >= 0; i--) {
+        int c = latch__msgid_cmp(
+            ch->ring[(ch->ring_head + i) % ch->ring_cap]->id, id);
+        if (c <= 0)
+            return c == 0;
+    }
+    return false;
+}
+
+/*
+ * What a client that got everything up to `after` is owed from the ring:
+ * the entries after it (referenced, in out[0..*k)), or *gap when the ring
+ * cannot say (unparsable, newer than the channel, older than the ring).
+ * A backend's ids are not consecutive: there `after` must be an entry the
+ * ring holds, the one evicted last, or 0-0 for a channel that has lost
+ * nothing (a stream read while empty). Under the lock. 0 or
+ * LATCH_ERR_NOMEM.
+ */
+static int ring_replay(latch_chan *ch, const char *after_text,
+                       latch_msg ***outp, size_t *k, bool *gap)
+{
+    latch_msgid after;
+    latch_msg **out;
+    int i;
+
+    *outp = NULL;
+    *k = 0;
+    *gap = false;
+    if (latch__msgid_parse(after_text, &after) < 0 ||
+        latch__msgid_cmp(after, ch->last) > 0 ||
+        latch__msgid_cmp(after, ch->evicted) < 0 ||
+        (ch->dashed && latch__msgid_cmp(after, ch->evicted) != 0 &&
+         !ring_has(ch, after))) {
+        /* Not an id of this channel's history as the hub knows it
+         * (unparsable, from a later run, or older than the ring). */
+        *gap = true;
+        return 0;
+    }
+    if (ch->ring_len == 0)
+        return 0;
+    out = malloc((size_t)ch->ring_len * sizeof(*out));
+    if (out == NULL)
+        return LATCH_ERR_NOMEM;
+    for (i = 0; i < ch->ring_len; i++) {
+        latch_msg *m = ch->ring[(ch->ring_head + i) % ch->ring_cap];
+        if (latch__msgid_cmp(m->id, after) > 0) {
+            latch__msg_ref(m);
+            out[(*k)++] = m;
+        }
+    }
+    *outp = out;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -434,19 +521,20 @@ static hub_worker *hub_worker_get(struct latch_hub *h, latch_worker *w)
 int latch__hub_join(latch_app *app, latch_worker *w, const latch_hub_up *up,
                     const char *name, const char *last_id, latch_chan **chp,
                     latch_msg ***replay, size_t *nreplay, bool *gap,
-                    latch_msgid *from)
+                    latch_msgid *from, bool *pending)
 {
     struct latch_hub *h = latch__hub_get(app);
     size_t n = strlen(name), k = 0;
     latch_msg **out = NULL;
     latch_chan *ch;
     bool first;
-    int r = 0, i;
+    int r = 0;
 
     *chp = NULL;
     *replay = NULL;
     *nreplay = 0;
     *gap = false;
+    *pending = false;
     if (h == NULL)
         return LATCH_ERR_NOMEM;
     pthread_mutex_lock(&h->mu);
@@ -457,41 +545,43 @@ int latch__hub_join(latch_app *app, latch_worker *w, const latch_hub_up *up,
         r = w->draining ? LATCH_ERR_STATE : LATCH_ERR_NOMEM;
         goto out;
     }
-    *from = ch->last;
-    if (last_id != NULL) {
-        latch_msgid after;
-        if (latch__msgid_parse(last_id, &after) < 0 ||
-            latch__msgid_cmp(after, ch->last) > 0 ||
-            latch__msgid_cmp(after, ch->evicted) < 0) {
-            /* Not an id of this channel's history as the hub knows it
-             * (unparsable, from a later run, or older than the ring). */
-            *gap = true;
-        } else if (ch->ring_len > 0) {
-            out = malloc((size_t)ch->ring_len * sizeof(*out));
-            if (out == NULL) {
-                r = LATCH_ERR_NOMEM;
-                goto out;
-            }
-            for (i = 0; i < ch->ring_len; i++) {
-                latch_msg *m = ch->ring[(ch->ring_head + i) % ch->ring_cap];
-                if (latch__msgid_cmp(m->id, after) > 0) {
-                    latch__msg_ref(m);
-                    out[k++] = m;
-                }
-            }
-        }
-    }
     first = ch->wsubs[w->index]++ == 0;
-    pthread_mutex_unlock(&h->mu);
-    if (first && h->be != NULL)
+    if (first && h->be != NULL) {
+        pthread_mutex_unlock(&h->mu);
         h->be->ops->watch(h->be, w, ch);
+        pthread_mutex_lock(&h->mu);
+    }
+    *from = ch->last;
+    /* With a backend, a worker that does not deliver the channel yet
+     * cannot say where its history ends: the subscriber waits. */
+    *pending = h->be != NULL && !ch->wready[w->index];
+    if (last_id != NULL && !*pending &&
+        (r = ring_replay(ch, last_id, &out, &k, gap)) < 0) {
+        pthread_mutex_unlock(&h->mu);
+        latch__hub_leave(app, w, ch);
+        return r;
+    }
+    pthread_mutex_unlock(&h->mu);
     *chp = ch;
     *replay = out;
     *nreplay = k;
     return 0;
 out:
     pthread_mutex_unlock(&h->mu);
-    free(out);
+    return r;
+}
+
+int latch__hub_replay(latch_app *app, latch_chan *ch, const char *after,
+                      latch_msg ***replay, size_t *nreplay, bool *gap,
+                      latch_msgid *from)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+    int r;
+
+    pthread_mutex_lock(&h->mu);
+    *from = ch->last;
+    r = ring_replay(ch, after, replay, nreplay, gap);
+    pthread_mutex_unlock(&h->mu);
     return r;
 }
 
@@ -503,6 +593,8 @@ void latch__hub_leave(latch_app *app, latch_worker *w, latch_chan *ch)
     pthread_mutex_lock(&h->mu);
     assert(ch->wsubs[w->index] > 0); /* each subscriber leaves once */
     last = --ch->wsubs[w->index] == 0;
+    if (last)
+        ch->wready[w->index] = false;
     pthread_mutex_unlock(&h->mu);
     if (last && h->be != NULL)
         h->be->ops->unwatch(h->be, w, ch);
@@ -647,6 +739,48 @@ void latch__hub_arrived(latch_app *app, latch_worker *w, latch_msg *msg)
     pthread_mutex_unlock(&h->mu);
     if (h->up != NULL)
         h->up->deliver(w, msg);
+}
+
+void latch__hub_loaded(latch_app *app, latch_worker *w, latch_chan *ch,
+                       latch_msg **msgs, size_t n, latch_msgid start)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+    char text[44];
+    size_t i;
+    int k;
+    bool alone = true;
+
+    pthread_mutex_lock(&h->mu);
+    for (k = 0; k < ch->nw; k++)
+        if (k != w->index && ch->wready[k])
+            alone = false;
+    if (alone) {
+        /* Nobody here delivered ch: the ring may have missed events. */
+        ring_clear(ch);
+        ch->last = ch->evicted = (latch_msgid){0, 0};
+        if (n > 0 && ch->ring_cap > 0 && n >= (size_t)ch->ring_cap)
+            ch->evicted = msgs[0]->id; /* the stream holds older ones */
+    }
+    for (i = 0; i < n; i++)
+        if (latch__msgid_cmp(msgs[i]->id, ch->last) > 0) {
+            ch->last = msgs[i]->id;
+            ring_push(ch, msgs[i]);
+        }
+    ch->wready[w->index] = true;
+    pthread_mutex_unlock(&h->mu);
+    latch__msgid_format(start, true, text);
+    if (h->up != NULL && h->up->ready != NULL)
+        h->up->ready(w, ch, text);
+}
+
+void latch__hub_unready(latch_app *app, latch_worker *w, latch_chan *ch)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+
+    pthread_mutex_lock(&h->mu);
+    if (w->index < ch->nw)
+        ch->wready[w->index] = false;
+    pthread_mutex_unlock(&h->mu);
 }
 
 void latch__hub_gap(latch_app *app, latch_worker *w, latch_chan *ch)

@@ -71,6 +71,11 @@ void latch__msg_unref(latch_msg *m);
 typedef struct latch_hub_up {
     /* A message for the worker's subscribers on msg->ch. */
     void (*deliver)(latch_worker *w, latch_msg *msg);
+    /* The backend is ready on (w, ch): each of w's subscribers that
+     * joined pending gets what it is owed after its start point (its
+     * Last-Event-ID, or `start` for one that gave none) through
+     * latch__hub_replay, then live messages. */
+    void (*ready)(latch_worker *w, latch_chan *ch, const char *start);
 } latch_hub_up;
 
 /*
@@ -89,7 +94,9 @@ struct latch_chan {
     int ring_cap, ring_len, ring_head; /* head: oldest */
     int nw;
     uint32_t *wsubs; /* subscribers per worker */
+    bool *wready;    /* per worker: the backend delivers ch there */
     void **local;    /* per worker, that worker's thread only */
+    void **blocal;   /* per worker, the backend's (that worker's thread) */
     bool dashed;     /* ids are "hi-lo" (a backend's stream ids) */
 };
 
@@ -98,8 +105,9 @@ struct latch_chan {
  * called from any thread with the hub's lock NOT held and owns nothing
  * of its arguments after it returns; watch and unwatch on worker w's
  * thread when w's first subscriber of a channel arrives or its last one
- * leaves; replay asks for the channel's entries after `after` (async:
- * the results come through latch__hub_replayed on w's thread).
+ * leaves. Until the backend calls latch__hub_loaded for (w, ch), w's new
+ * subscribers of ch join pending: nothing is replayed or delivered to
+ * them before it.
  */
 typedef struct latch_backend latch_backend;
 typedef struct latch_backend_ops {
@@ -125,17 +133,25 @@ struct latch_hub *latch__hub_get(latch_app *app);
  * a reference for the caller; free the array), and *gap is set when
  * events after it may be gone (older than the ring, unknown, or from a
  * later run). *from is the channel's newest id now: the subscriber takes
- * live messages after it. Installs `up` for deliveries. 0,
- * LATCH_ERR_NOMEM or LATCH_ERR_INVALID_ARG.
+ * live messages after it. *pending instead, with nothing returned: the
+ * backend is not ready on (w, ch) yet (up->ready comes later). Installs
+ * `up` for deliveries. 0, LATCH_ERR_NOMEM or LATCH_ERR_INVALID_ARG.
  */
 int latch__hub_join(latch_app *app, latch_worker *w, const latch_hub_up *up,
                     const char *name, const char *last_id, latch_chan **ch,
                     latch_msg ***replay, size_t *nreplay, bool *gap,
-                    latch_msgid *from);
+                    latch_msgid *from, bool *pending);
+/* What the ring of ch holds after `after` (an id as text), as
+ * latch__hub_join returns it, for a subscriber that joined pending. */
+int latch__hub_replay(latch_app *app, latch_chan *ch, const char *after,
+                      latch_msg ***replay, size_t *nreplay, bool *gap,
+                      latch_msgid *from);
 /* One subscriber of w on ch left (on w's thread). */
 void latch__hub_leave(latch_app *app, latch_worker *w, latch_chan *ch);
-/* The per-worker slot of ch for w (w's thread only). */
+/* The per-worker slot of ch for w (w's thread only), sse.c's and the
+ * backend's. */
 void **latch__chan_local(latch_chan *ch, latch_worker *w);
+void **latch__chan_blocal(latch_chan *ch, latch_worker *w);
 
 /*
  * For the backend, on w's thread: a message that arrived for ch (the
@@ -145,6 +161,19 @@ void **latch__chan_local(latch_chan *ch, latch_worker *w);
 void latch__hub_arrived(latch_app *app, latch_worker *w, latch_msg *msg);
 /* Finds or makes a channel (backend use). NULL when out of memory. */
 latch_chan *latch__hub_chan(latch_app *app, const char *name, size_t len);
+/*
+ * The backend is ready on (w, ch) (w's thread): msgs[0..n) are the
+ * channel's newest entries in id order, n < the history when they are all
+ * it holds; when no other worker is ready on ch they replace the ring
+ * (it may have missed events while nobody watched), else the newer ones
+ * are added. Then w's pending subscribers are served from `start` (the
+ * channel's newest id when the first of them joined). Takes references.
+ */
+void latch__hub_loaded(latch_app *app, latch_worker *w, latch_chan *ch,
+                       latch_msg **msgs, size_t n, latch_msgid start);
+/* The backend no longer delivers ch on w (its link dropped): w's next
+ * subscribers of ch join pending until latch__hub_loaded again. */
+void latch__hub_unready(latch_app *app, latch_worker *w, latch_chan *ch);
 /* Sends each subscriber of w on ch a gap (the backend lost its link). */
 void latch__hub_gap(latch_app *app, latch_worker *w, latch_chan *ch);
 /* Calls fn for each channel on which w has subscribers (w's thread). */

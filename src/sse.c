@@ -51,6 +51,8 @@ struct sub {
     uint16_t frame;   /* the handler call that subscribed */
     bool dead;        /* left its channel; freed at the next sweep */
     bool gap_pending; /* queued messages were dropped */
+    bool pending;     /* waits for the backend (hub_ready) */
+    bool has_start;   /* pending with a Last-Event-ID, in last_id */
     latch_msgid from; /* deliver only ids above */
     char last_id[48]; /* the last id the client got (for a gap) */
     /* Messages held back while the connection is full. */
@@ -144,6 +146,16 @@ static sse_worker *sse_worker_of(latch_worker *w, bool make)
     return sw;
 }
 
+/* LATCH_DEBUG's "subscribed <channel>" and "unsubscribed <channel>". */
+LATCH_COLD static void trace_sub(const latch_res *res, const char *what,
+                                 const char *channel, latch_site at)
+{
+    char event[300];
+
+    snprintf(event, sizeof(event), "%s %s", what, channel);
+    latch__trace(res, event, at.file != NULL ? "latch_subscribe" : NULL, at);
+}
+
 static void sweep(sse_worker *sw)
 {
     sub *s;
@@ -190,6 +202,9 @@ static void sub_leave(sse_worker *sw, sub *s)
     /* Unlinked, but its own next stays valid for a delivery walking
      * past it: the sub is freed only when no walk runs. */
     latch__hub_leave(w->app, w, s->ch);
+    if (LATCH_TRACING())
+        trace_sub(s->e->res, "unsubscribed", s->ch->name,
+                  (latch_site){NULL, 0, NULL});
     s->dead_next = sw->graveyard;
     sw->graveyard = s;
 }
@@ -410,8 +425,8 @@ static void sub_queue(sub *s, latch_msg *msg)
 
 static void sub_offer(sub *s, latch_msg *msg)
 {
-    if (s->dead || s->e->ended)
-        return;
+    if (s->dead || s->e->ended || s->pending)
+        return; /* a pending one is served from the ring at hub_ready */
     if (msg->kind == LATCH_MSG_EVENT) {
         if (latch__msgid_cmp(msg->id, s->from) <= 0)
             return; /* replayed already, or before the subscription */
@@ -486,7 +501,77 @@ static void deliver(latch_worker *w, latch_msg *msg)
         sweep(sw);
 }
 
-static const latch_hub_up hub_up = {deliver};
+/* What a subscriber missed (a gap for `gap_last`, or replay[0..n)), now
+ * and in order; each replayed message's reference is dropped. Live
+ * messages follow, after s->from. */
+static void sub_catch_up(sub *s, const char *gap_last, latch_msg **replay,
+                         size_t n)
+{
+    evs *e = s->e;
+    size_t i;
+
+    e->sw->depth++;
+    if (gap_last != NULL)
+        sub_send(s, NULL, gap_last);
+    for (i = 0; i < n; i++) {
+        if (!s->dead && !e->ended) {
+            if (e->blocked || s->qlen > 0)
+                sub_queue(s, replay[i]);
+            else
+                sub_send(s, replay[i], NULL);
+        }
+        latch__msg_unref(replay[i]);
+    }
+    free(replay);
+    if (--e->sw->depth == 0)
+        sweep(e->sw);
+}
+
+/* The hub's call when the backend delivers ch on w: each subscriber that
+ * joined pending gets what it is owed after its Last-Event-ID, or after
+ * `start` (where the channel stood when it joined). */
+static void ready(latch_worker *w, latch_chan *ch, const char *start)
+{
+    sse_worker *sw = sse_worker_of(w, false);
+    latch_msg **replay;
+    size_t n;
+    bool gap;
+    sub *s, *next;
+
+    if (sw == NULL)
+        return;
+    sw->depth++;
+    for (s = *latch__chan_local(ch, w); s != NULL; s = next) {
+        next = s->next;
+        if (!s->pending || s->dead || s->e->ended)
+            continue;
+        s->pending = false;
+        if (latch__hub_replay(w->app, ch, s->has_start ? s->last_id : start,
+                              &replay, &n, &gap, &s->from) < 0) {
+            /* Out of memory for the list: the client hears of a gap. */
+            replay = NULL;
+            n = 0;
+            gap = true;
+        }
+        if (!s->has_start && !gap)
+            snprintf(s->last_id, sizeof(s->last_id), "%s", start);
+        if (gap) {
+            /* Live from here; the client's last id is all it can learn. */
+            char last[48];
+            snprintf(last, sizeof(last), "%s",
+                     s->has_start ? s->last_id : start);
+            if (s->from.hi != 0 || s->from.lo != 0)
+                latch__msgid_format(s->from, true, s->last_id);
+            sub_catch_up(s, last, replay, n);
+        } else {
+            sub_catch_up(s, NULL, replay, n);
+        }
+    }
+    if (--sw->depth == 0)
+        sweep(sw);
+}
+
+static const latch_hub_up hub_up = {deliver, ready};
 
 /* ------------------------------------------------------------------ */
 /* Shutdown                                                             */
@@ -713,10 +798,10 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
 {
     const char *last;
     latch_msg **replay = NULL;
-    size_t nreplay = 0, i, clen;
+    size_t nreplay = 0, clen;
     latch_res *res;
     latch_chan *ch;
-    bool gap;
+    bool gap, pending;
     sub *s;
     evs *e;
     void **head;
@@ -748,21 +833,29 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
         return LATCH_ERR_NOMEM;
     last = latch_req_header(&res->req, "Last-Event-ID");
     r = latch__hub_join(res->w->app, res->w, &hub_up, channel, last, &ch,
-                        &replay, &nreplay, &gap, &s->from);
+                        &replay, &nreplay, &gap, &s->from, &pending);
     if (r < 0) {
         free(s);
         return r;
     }
+    if (LATCH_TRACING())
+        trace_sub(res, "subscribed", channel, at);
     latch__res_ref(res); /* the subscription owns the response */
     s->e = e;
     s->ch = ch;
     s->cb = cb;
     s->data = data;
     s->frame = latch__frame_pick(latch__frame_of(h), res);
-    if (last != NULL && !gap && strlen(last) < sizeof(s->last_id))
+    s->pending = pending;
+    if (last != NULL && !gap && strlen(last) < sizeof(s->last_id)) {
         snprintf(s->last_id, sizeof(s->last_id), "%s", last);
-    else if (s->from.hi != 0 || s->from.lo != 0)
+        s->has_start = pending;
+    } else if (pending && last != NULL) {
+        gap = true; /* an id no channel could hold */
+        s->pending = false;
+    } else if (s->from.hi != 0 || s->from.lo != 0) {
         latch__msgid_format(s->from, ch->dashed, s->last_id);
+    }
     head = latch__chan_local(ch, res->w);
     s->next = *head;
     if (*head != NULL)
@@ -771,21 +864,7 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
     s->evs_next = e->subs;
     e->subs = s;
     /* What the client missed: the gap, or the replay, now and in order;
-     * then live messages after s->from. */
-    e->sw->depth++;
-    if (gap)
-        sub_send(s, NULL, last);
-    for (i = 0; i < nreplay; i++) {
-        if (!s->dead && !e->ended) {
-            if (e->blocked || s->qlen > 0)
-                sub_queue(s, replay[i]);
-            else
-                sub_send(s, replay[i], NULL);
-        }
-        latch__msg_unref(replay[i]);
-    }
-    free(replay);
-    if (--e->sw->depth == 0)
-        sweep(e->sw);
+     * then live messages after s->from (a pending one: at hub_ready). */
+    sub_catch_up(s, gap ? last : NULL, replay, nreplay);
     return 0;
 }

@@ -11,6 +11,13 @@
  * mid-stream: the subscriber gets one latch-gap, latch reconnects when
  * Redis is back, and events flow again with increasing ids.
  *
+ * Replay across processes: a Last-Event-ID that this process never saw
+ * (published while it had no subscriber) is answered from the stream, an
+ * id older than the history or unknown gets one latch-gap; a publish made
+ * right after subscribing (before Redis confirmed the SUBSCRIBE) reaches
+ * the new subscriber; a publish from a thread that is no worker is
+ * refused while Redis is down instead of vanishing.
+ *
  * Skipped (a visible SKIP) only when redis-server is not installed.
  */
 #include "sse_client.h"
@@ -20,6 +27,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/wait.h>
 
@@ -147,16 +155,56 @@ static int h_events(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
-static latch_app *redis_app(int rport)
+/* Subscribes to a new channel ("j<n>") and publishes to it at once,
+ * before Redis confirmed the SUBSCRIBE. */
+static int h_join(latch_req *req, latch_res *res, void *data)
+{
+    static atomic_int n;
+    char ch[32];
+
+    (void)req;
+    snprintf(ch, sizeof(ch), "j%d", atomic_fetch_add(&n, 1));
+    if (latch_subscribe(res, ch, NULL, NULL) == 0)
+        latch_publish(data, ch, "msg", "joined", 6);
+    return LATCH_DONE;
+}
+
+static int h_hold(latch_req *req, latch_res *res, void *data);
+static int h_swap(latch_req *req, latch_res *res, void *data);
+
+static latch_app *redis_app_hist(int rport, int history)
 {
     char url[64];
     latch_app *app = latch_app_new();
 
     assert_non_null(app);
+    if (history > 0)
+        assert_int_equal(latch_app_set_channel_history(app, history), 0);
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", rport);
     assert_int_equal(latch_app_set_pubsub(app, url), 0);
     latch_get(app, "/events", h_events, NULL);
+    latch_get(app, "/join", h_join, app);
+    latch_get(app, "/hold", h_hold, NULL);
+    latch_get(app, "/swap", h_swap, app);
     return app;
+}
+
+static latch_app *redis_app(int rport)
+{
+    return redis_app_hist(rport, 0);
+}
+
+/* Waits until the server's workers run (a publish from another thread
+ * before that is refused: no worker to carry it). */
+static void wait_running(th_server *s)
+{
+    static const char get[] =
+        "GET /none HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    size_t len;
+    char *reply = th_exchange(s->port, get, sizeof(get) - 1, 1, &len);
+
+    assert_non_null(reply);
+    free(reply);
 }
 
 /* Starts examples/chat on a free port; its port in *port. */
@@ -315,11 +363,252 @@ static void test_redis_killed_and_restarted(void **state)
     stop_pid(redis, SIGTERM);
 }
 
+/* The stream's entries: ids in ids[0..n), data in data[0..n). */
+static size_t stream_entries(int port, const char *key, char ids[][48],
+                             char data[][16], size_t max)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *r;
+    size_t i, j, n = 0;
+
+    assert_true(c != NULL && c->err == 0);
+    r = redisCommand(c, "XRANGE %s - +", key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    for (i = 0; i < r->elements && n < max; i++, n++) {
+        redisReply *e = r->element[i], *f = e->element[1];
+        snprintf(ids[n], 48, "%s", e->element[0]->str);
+        data[n][0] = '\0';
+        for (j = 0; j + 1 < f->elements; j += 2)
+            if (strcmp(f->element[j]->str, "d") == 0)
+                snprintf(data[n], 16, "%s", f->element[j + 1]->str);
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+static void test_replay_from_stream(void **state)
+{
+    char ids[32][48], data[32][16], d[16], unknown[64];
+    int rport, i;
+    size_t n, k, b;
+    pid_t redis;
+    th_server a;
+    sse_client c1, c2, c3, c4, c5;
+    int64_t end;
+    unsigned long long ms, sq;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app_hist(rport, 16));
+    wait_running(&a);
+    /* Published while nobody here subscribes: only the stream has them. */
+    for (i = 0; i < 30; i++) {
+        snprintf(d, sizeof(d), "e%d", i);
+        assert_true(latch_publish(a.app, "room", "msg", d, strlen(d)) >= 0);
+    }
+    end = th_now_ms() + 10000;
+    do {
+        n = stream_entries(rport, "latch:s:room", ids, data, 32);
+    } while ((n == 0 || strcmp(data[n - 1], "e29") != 0) && th_now_ms() < end &&
+             usleep(10000) == 0);
+    assert_true(n >= 16);
+    b = n - 16; /* e14 */
+    assert_int_equal(sscanf(ids[b + 5], "%llu-%llu", &ms, &sq), 2);
+    snprintf(unknown, sizeof(unknown), "%llu-%llu", ms, sq + 100000);
+
+    sse_open(&c1, a.port, "/events", ids[b + 5], 0); /* had e19 */
+    sse_open(&c2, a.port, "/events", ids[b], 0);     /* had e14, the oldest */
+    sse_open(&c3, a.port, "/events", "1-0", 0);      /* older than history */
+    sse_open(&c4, a.port, "/events", unknown, 0);    /* no such entry */
+    assert_int_equal(sse_wait_events(&c1, 10, 10000), 10);
+    assert_int_equal(sse_wait_events(&c2, 15, 10000), 15);
+    assert_int_equal(sse_wait_events(&c3, 1, 10000), 1);
+    assert_int_equal(sse_wait_events(&c4, 1, 10000), 1);
+    for (k = 0; k < 10; k++) {
+        assert_string_equal(c1.ev[k].id, ids[b + 6 + k]);
+        assert_string_equal(c1.ev[k].data, data[b + 6 + k]);
+    }
+    for (k = 0; k < 15; k++)
+        assert_string_equal(c2.ev[k].id, ids[b + 1 + k]);
+    assert_string_equal(c3.ev[0].event, "latch-gap");
+    assert_string_equal(c4.ev[0].event, "latch-gap");
+    /* Once loaded, served from the ring at once. */
+    sse_open(&c5, a.port, "/events", ids[b + 13], 0);
+    assert_int_equal(sse_wait_events(&c5, 2, 10000), 2);
+    assert_string_equal(c5.ev[0].id, ids[b + 14]);
+    assert_string_equal(c5.ev[1].id, ids[b + 15]);
+    /* Then live, once each. */
+    assert_true(latch_publish(a.app, "room", "msg", "live", 4) >= 0);
+    assert_int_equal(sse_wait_events(&c1, 11, 10000), 11);
+    assert_int_equal(sse_wait_events(&c2, 16, 10000), 16);
+    assert_int_equal(sse_wait_events(&c3, 2, 10000), 2);
+    assert_int_equal(sse_wait_events(&c5, 3, 10000), 3);
+    assert_string_equal(c1.ev[10].data, "live");
+    assert_string_equal(c2.ev[15].data, "live");
+    assert_string_equal(c3.ev[1].data, "live");
+    assert_string_equal(c5.ev[2].data, "live");
+    assert_int_equal(sse_wait_events(&c1, 12, 200), 11); /* no duplicate */
+    check_ids(&c1, 0);
+    check_ids(&c2, 0);
+    /* Trimmed exactly to the history: what any process's ring holds. */
+    assert_int_equal(n, 16);
+    sse_close(&c1);
+    sse_close(&c2);
+    sse_close(&c3);
+    sse_close(&c4);
+    sse_close(&c5);
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
+/* Each of 20 subscribers joins a channel new to the worker and publishes
+ * to it in the same handler: Redis sees the publish before the SUBSCRIBE
+ * (two connections), yet the subscriber gets it, once. */
+static void test_publish_before_subscribe_confirmed(void **state)
+{
+    int rport, i;
+    pid_t redis;
+    th_server a;
+    sse_client c;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app(rport));
+    for (i = 0; i < 20; i++) {
+        sse_open(&c, a.port, "/join", NULL, 0);
+        assert_int_equal(sse_wait_events(&c, 1, 10000), 1);
+        assert_string_equal(c.ev[0].event, "msg");
+        assert_string_equal(c.ev[0].data, "joined");
+        assert_int_equal(sse_wait_events(&c, 2, 50), 1);
+        sse_close(&c);
+    }
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
+/* /hold subscribes and keeps its response; /swap ends the held one (the
+ * worker's last subscriber leaves: UNSUBSCRIBE) and subscribes its own in
+ * the same call, before Redis could confirm the UNSUBSCRIBE. One worker:
+ * both run on its thread. */
+static latch_res *held;
+
+static int h_hold(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    if (latch_subscribe(res, "room", NULL, NULL) == 0)
+        held = res;
+    return LATCH_DONE;
+}
+
+static int h_swap(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    latch_res_destroy(held); /* its subscription ends now */
+    held = NULL;
+    if (latch_app_subscribers(data, "room") == 0)
+        latch_subscribe(res, "room", NULL, NULL);
+    return LATCH_DONE;
+}
+
+/*
+ * A page reloaded: the worker's last subscriber of a channel leaves and a
+ * new one arrives in the same loop turn, while Redis has not confirmed
+ * the UNSUBSCRIBE: the SUBSCRIBE waits for that confirmation, the new
+ * subscriber is served once its own SUBSCRIBE took effect, and gets the
+ * next event.
+ */
+static void test_resubscribe_at_once(void **state)
+{
+    int rport;
+    pid_t redis;
+    th_server a;
+    sse_client c1, c2;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app(rport));
+    sse_open(&c1, a.port, "/hold", NULL, 0);
+    wait_numsub(rport, "latch:c:room", 1);
+    assert_true(latch_publish(a.app, "room", "msg", "first", 5) >= 0);
+    assert_int_equal(sse_wait_events(&c1, 1, 10000), 1);
+    sse_open(&c2, a.port, "/swap", NULL, 0);
+    while (!c2.head_done && sse_pump(&c2, 50) && !c1.eof)
+        ;
+    assert_true(c2.head_done);
+    sse_wait_events(&c1, 2, 2000); /* its end */
+    assert_true(c1.eof || c1.ended);
+    wait_numsub(rport, "latch:c:room", 1);
+    assert_true(latch_publish(a.app, "room", "msg", "second", 6) >= 0);
+    assert_int_equal(sse_wait_events(&c2, 1, 5000), 1);
+    assert_string_equal(c2.ev[0].data, "second");
+    sse_close(&c1);
+    sse_close(&c2);
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
+/* latch_publish from a thread that is no worker goes through worker 0's
+ * connection: while Redis is down it is refused, not dropped unseen. */
+static void test_thread_publish_refused_while_down(void **state)
+{
+    int rport, r = 0;
+    pid_t redis;
+    th_server a;
+    int64_t end;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app(rport));
+    wait_running(&a);
+    assert_true(latch_publish(a.app, "t", NULL, "1", 1) >= 0);
+    end = th_now_ms() + 10000;
+    while (redis_int(rport, "XLEN %s", "latch:s:t") != 1 && th_now_ms() < end)
+        usleep(10000);
+    assert_int_equal(redis_int(rport, "XLEN %s", "latch:s:t"), 1);
+    stop_pid(redis, SIGKILL);
+    end = th_now_ms() + 10000;
+    while ((r = latch_publish(a.app, "t", NULL, "2", 1)) >= 0 &&
+           th_now_ms() < end)
+        usleep(10000);
+    assert_int_equal(r, LATCH_ERR_STATE);
+    /* Back: accepted and stored again. */
+    redis = redis_start(rport);
+    end = th_now_ms() + 10000;
+    while (redis_int(rport, "XLEN %s", "latch:s:t") != 1 && th_now_ms() < end) {
+        latch_publish(a.app, "t", NULL, "3", 1);
+        usleep(20000);
+    }
+    assert_true(redis_int(rport, "XLEN %s", "latch:s:t") >= 1);
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_two_processes, teardown),
         cmocka_unit_test_teardown(test_redis_killed_and_restarted, teardown),
+        cmocka_unit_test_teardown(test_replay_from_stream, teardown),
+        cmocka_unit_test_teardown(test_publish_before_subscribe_confirmed,
+                                  teardown),
+        cmocka_unit_test_teardown(test_resubscribe_at_once, teardown),
+        cmocka_unit_test_teardown(test_thread_publish_refused_while_down,
+                                  teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

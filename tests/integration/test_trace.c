@@ -7,7 +7,8 @@
  * sent and ended at the handler's own call site, finished, closed), a
  * violation (its code and site), a request whose client left while a
  * timer was pending (timer set, cancelled (client gone), destroyed,
- * closed), a request timeout (cancelled (timeout)) and a latch_work job.
+ * closed), a request timeout (cancelled (timeout)), a latch_work job and
+ * a subscription (subscribed, unsubscribed).
  * Paths are the client's: a control byte in one must not start a line.
  */
 #include "harness.h"
@@ -23,7 +24,7 @@
 
 #include <cmocka.h>
 
-static int send_line, twice_line, timer_line, work_line, pipe_line;
+static int send_line, twice_line, timer_line, work_line, pipe_line, sub_line;
 
 static int users(latch_req *req, latch_res *res, void *data)
 {
@@ -31,6 +32,15 @@ static int users(latch_req *req, latch_res *res, void *data)
     (void)data;
     send_line = __LINE__ + 1;
     latch_res_send(res, "ok", 2);
+    return LATCH_DONE;
+}
+
+static int subscribe(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    sub_line = __LINE__ + 1;
+    latch_subscribe(res, "news", NULL, NULL);
     return LATCH_DONE;
 }
 
@@ -220,6 +230,7 @@ static void start(void)
     latch_get(app, "/timed", timed, NULL);
     latch_get(app, "/work", work, NULL);
     latch_get(app, "/pipe", pipe_route, NULL);
+    latch_get(app, "/sub", subscribe, NULL);
     latch_app_set_violation_policy(app, LATCH_POLICY_COUNT);
     capture_start();
     th_server_start(&S, app);
@@ -368,6 +379,35 @@ static void test_pipe(void **state)
     free(got);
 }
 
+/* A subscription's start and end, in order, the end before the close. */
+static void test_subscription(void **state)
+{
+    char want[256], *got, *a, *b, *c;
+    int fd;
+
+    (void)state;
+    start();
+    fd = th_connect(S.port);
+    th_send_str(fd, "GET /sub HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(wait_for("GET /sub: subscribed news"));
+    close(fd);
+    assert_true(wait_for("GET /sub: closed"));
+    got = events_of("GET", "/sub");
+    stop();
+    snprintf(want, sizeof(want),
+             "subscribed news at latch_subscribe "
+             "(tests/integration/test_trace.c:%d)\n",
+             sub_line);
+    a = strstr(got, want);
+    b = strstr(got, "unsubscribed news\n");
+    c = strstr(got, "closed\n");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_true(a < b && b < c);
+    free(got);
+}
+
 static void test_control_bytes_in_path(void **state)
 {
     char *text;
@@ -392,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_work),
         cmocka_unit_test(test_pipe),
+        cmocka_unit_test(test_subscription),
         cmocka_unit_test(test_control_bytes_in_path),
     };
 
