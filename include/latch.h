@@ -44,6 +44,18 @@
 extern "C" {
 #endif
 
+/* This header's version, which is the library's: the build (CMake's
+ * project version, latch.pc, the CMake package) reads it from here. */
+#define LATCH_VERSION_MAJOR 0
+#define LATCH_VERSION_MINOR 1
+#define LATCH_VERSION_PATCH 0
+#define LATCH_VERSION_STR_(x) #x
+#define LATCH_VERSION_XSTR_(x) LATCH_VERSION_STR_(x)
+#define LATCH_VERSION_STRING                                                   \
+    LATCH_VERSION_XSTR_(LATCH_VERSION_MAJOR)                                   \
+    "." LATCH_VERSION_XSTR_(LATCH_VERSION_MINOR) "." LATCH_VERSION_XSTR_(      \
+        LATCH_VERSION_PATCH)
+
 #if defined(LATCH_BUILDING) && defined(__GNUC__)
 #define LATCH_API __attribute__((visibility("default")))
 #else

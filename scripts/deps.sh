@@ -10,7 +10,8 @@ for what in "${@:-build}"; do
   case "$what" in
     build) ;;
     test)
-      want+=(libcmocka-dev libcurl4-openssl-dev curl clang-format redis-server openssl)
+      want+=(libcmocka-dev libcurl4-openssl-dev curl clang-format redis-server openssl
+        groff-base)
       # promtool checks the /metrics text (tests/integration/test_ops.c);
       # only the tool is wanted, not the exporters it recommends.
       norec+=(prometheus)

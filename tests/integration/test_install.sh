@@ -65,6 +65,26 @@ pc=$(find "$prefix" -name latch.pc)
 [ -n "$pc" ] || fail "no latch.pc installed"
 grep -qx "prefix=$prefix" "$pc" || fail "latch.pc names another prefix"
 export PKG_CONFIG_PATH=$(dirname "$pc")
+v=$(sed -n 's/^#define LATCH_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' \
+  "$src/include/latch.h" | paste -sd.)
+[ "$(pkg-config --modversion latch)" = "$v" ] ||
+  fail "latch.pc's version is not latch.h's ($v)"
+man1=$prefix/share/man/man1/latch.1
+[ -f "$man1" ] || fail "man/latch.1 not installed"
+# The installed page renders: groff with every warning on says nothing,
+# man -l shows its sections and names every option --help names.
+w=$(groff -man -Tutf8 -ww -z "$man1" 2>&1) || fail "groff: $w"
+[ -z "$w" ] || fail "latch.1 renders with warnings: $w"
+page=$(LC_ALL=C MANWIDTH=80 man -l "$man1" 2>"$tmp/man.err" | tr -s ' ') ||
+  fail "man -l latch.1: $(cat "$tmp/man.err")"
+[ ! -s "$tmp/man.err" ] || fail "man -l latch.1: $(cat "$tmp/man.err")"
+for word in NAME SYNOPSIS DESCRIPTION OPTIONS ENVIRONMENT "EXIT STATUS" \
+  "latch serve" "latch demo" --host --port --workers --tls --access-log \
+  --metrics --debug --no-listing --max-age --help --version LATCH_DEBUG; do
+  grep -q -- "$word" <<<"$page" || fail "latch.1 does not show '$word'"
+done
+[ "$("$prefix/bin/latch" --version)" = "latch $v" ] ||
+  fail "the installed latch says $("$prefix/bin/latch" --version)"
 
 # pkg-config, as the README says: no LD_LIBRARY_PATH needed to start it.
 # shellcheck disable=SC2046,SC2086

@@ -1,153 +1,81 @@
 /*
- * latch - the latch command: `latch serve [DIR]` (serve.c), a static file
- * server, and `latch demo` (what `make run` starts), a page of routes.
+ * latch - the latch command: `latch demo` (demo.c, what `make run`
+ * starts), `latch serve [DIR]` (serve.c, a static file server), and
+ * `latch --help` / `latch --version`. Each mode is a user of the library
+ * like any other: it registers routes and runs an app; the options they
+ * share (where to listen, TLS, --access-log, --metrics, --debug) are
+ * ops.c's. man/latch.1 tells it all.
  *
- * A user of the library like any other: it registers routes and runs the
- * app. Usage: latch [demo] [-h host] [-p port] [-w workers] [--tls CERT
- * KEY] (defaults: 127.0.0.1, 8080, one worker per core, plain HTTP; with
- * --tls the port serves HTTPS with the PEM certificate (chain) CERT and
- * key KEY, re-read on SIGHUP), latch serve --help, latch --help.
+ * With no command, or options first, it is the demo: `latch -p 0` is
+ * `latch demo -p 0`, as it was before latch had commands.
  */
 #include "cmd.h"
+#include "ops.h"
 
 #include <latch.h>
 
-#include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-static const char index_html[] =
-    "<!doctype html>\n"
-    "<html><head><meta charset=\"utf-8\"><title>latch</title></head>\n"
-    "<body>\n"
-    "<h1>latch</h1>\n"
-    "<p>An HTTP/1.1 server library for C: every request gets exactly one "
-    "response.</p>\n"
-    "<ul>\n"
-    "<li><a href=\"/\">GET /</a>: this page</li>\n"
-    "<li><a href=\"/hello\">GET /hello</a>: plain text</li>\n"
-    "<li><a href=\"/json\">GET /json</a>: JSON</li>\n"
-    "<li>POST /echo: echoes the request body</li>\n"
-    "</ul>\n"
-    "</body></html>\n";
-
-static int on_index(latch_req *req, latch_res *res, void *data)
-{
-    (void)req;
-    (void)data;
-    latch_res_send(res, index_html, sizeof(index_html) - 1);
-    return LATCH_DONE;
-}
-
-static int on_hello(latch_req *req, latch_res *res, void *data)
-{
-    (void)req;
-    (void)data;
-    latch_res_set_header(res, "Content-Type", "text/plain; charset=utf-8");
-    latch_res_send(res, "Hello, World!", 13);
-    return LATCH_DONE;
-}
-
-static int on_json(latch_req *req, latch_res *res, void *data)
-{
-    (void)req;
-    (void)data;
-    latch_res_json(res, "{\"message\":\"Hello, World!\"}");
-    return LATCH_DONE;
-}
-
-static int on_echo(latch_req *req, latch_res *res, void *data)
-{
-    const void *body;
-    size_t len;
-    const char *ct = latch_req_header(req, "Content-Type");
-
-    (void)data;
-    latch_req_body(req, &body, &len);
-    latch_res_set_header(res, "Content-Type",
-                         ct ? ct : "application/octet-stream");
-    latch_res_send(res, body, len);
-    return LATCH_DONE;
-}
 
 static const char usage[] =
-    "usage: latch <command> [options]\n"
+    "usage: latch [demo] [options]\n"
+    "       latch serve [DIR] [options]\n"
+    "       latch --help | --version\n"
     "\n"
     "commands:\n"
+    "  demo          the demo app (the default): each lifecycle bug a\n"
+    "                route, with what latch reported; latch demo --help\n"
     "  serve [DIR]   serve the files under DIR (default: .) over HTTP;\n"
-    "                latch serve --help for its options\n"
-    "  demo          the demo app (the default): latch [demo] [-h host]\n"
-    "                [-p port] [-w workers] [--tls CERT KEY]\n"
+    "                latch serve --help for its own options\n"
+    "\n"
+    "options both take:\n";
+
+static const char usage_tail[] =
     "\n"
     "examples:\n"
-    "  latch serve public --port 3000\n"
-    "  latch demo -p 8080\n";
+    "  latch                             the demo on http://127.0.0.1:8080/\n"
+    "  latch serve public --port 3000    ./public on port 3000\n"
+    "  latch serve --access-log json --metrics --debug\n"
+    "\n"
+    "See latch(1).\n";
+
+static void print_usage(FILE *f)
+{
+    fputs(usage, f);
+    fputs(cli_opts_usage, f);
+    fputs(usage_tail, f);
+}
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"host", required_argument, NULL, 'h'},
-        {"port", required_argument, NULL, 'p'},
-        {"workers", required_argument, NULL, 'w'},
-        {"tls", required_argument, NULL, 't'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *host = "127.0.0.1", *cert = NULL, *key = NULL;
-    int port = 8080, workers = 0, opt, r;
-    latch_app *app;
+    const char *cmd = argc > 1 ? argv[1] : NULL;
 
-    if (argc > 1 && strcmp(argv[1], "serve") == 0)
+    if (cmd == NULL || cmd[0] == '-') {
+        if (cmd != NULL &&
+            (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-?") == 0)) {
+            print_usage(stdout);
+            return 0;
+        }
+        if (cmd != NULL && strcmp(cmd, "--version") == 0) {
+            printf("latch %s\n", LATCH_VERSION_STRING);
+            return 0;
+        }
+        /* options first: the demo's (argv[0] stands in for "demo") */
+        return latch_cmd_demo(argc, argv);
+    }
+    if (strcmp(cmd, "demo") == 0)
+        return latch_cmd_demo(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
         return latch_cmd_serve(argc - 1, argv + 1);
-    if (argc > 1 &&
-        (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
-        fputs(usage, stdout);
+    if (strcmp(cmd, "help") == 0) {
+        print_usage(stdout);
         return 0;
     }
-    if (argc > 1 && strcmp(argv[1], "demo") == 0) {
-        argc--;
-        argv++;
+    if (strcmp(cmd, "version") == 0) {
+        printf("latch %s\n", LATCH_VERSION_STRING);
+        return 0;
     }
-    while ((opt = getopt_long(argc, argv, "h:p:w:", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'h': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'w': workers = atoi(optarg); break;
-        case 't':
-            /* --tls CERT KEY: two arguments */
-            if (optind >= argc || argv[optind][0] == '-')
-                goto usage;
-            cert = optarg;
-            key = argv[optind++];
-            break;
-        default: goto usage;
-        }
-    }
-    app = latch_app_new();
-    if (app == NULL)
-        return 1;
-    latch_app_set_workers(app, workers);
-    latch_get(app, "/", on_index, NULL);
-    latch_get(app, "/hello", on_hello, NULL);
-    latch_get(app, "/json", on_json, NULL);
-    latch_post(app, "/echo", on_echo, NULL);
-    r = cert != NULL ? latch_listen_tls(app, host, port, cert, key)
-                     : latch_listen(app, host, port);
-    if (r < 0) {
-        fprintf(stderr, "latch: cannot listen on %s:%d: %s\n", host, port,
-                latch_strerror(r));
-        latch_app_free(app);
-        return 1;
-    }
-    printf("latch: listening on %s://%s:%d/\n", cert != NULL ? "https" : "http",
-           host, latch_app_port(app));
-    fflush(stdout);
-    r = latch_run(app);
-    latch_app_free(app);
-    return r < 0 ? 1 : 0;
-
-usage:
-    fputs(usage, stderr);
+    fprintf(stderr, "latch: unknown command '%s'\n\n", cmd);
+    print_usage(stderr);
     return 2;
 }

@@ -14,6 +14,7 @@
  * for configuration files; everything is a command-line option.
  */
 #include "cmd.h"
+#include "ops.h"
 
 #include <latch.h>
 
@@ -41,20 +42,27 @@ static const char serve_usage[] =
     "slashes, symlinks pointing out) are refused.\n"
     "\n"
     "options:\n"
-    "  --host HOST     address to listen on (default 127.0.0.1; 0.0.0.0: "
-    "all)\n"
-    "  --port PORT     port (default 8080; 0: any free port)\n"
-    "  --workers N     worker threads (default 0: one per core)\n"
-    "  --no-listing    404 for a directory without index.html\n"
-    "  --max-age SEC   Cache-Control max-age for files (default 0)\n"
-    "  -h, --help      this text\n"
+    "  -p PORT, -w N         short for --port, --workers\n";
+
+static const char serve_usage_tail[] =
+    "  --no-listing          404 for a directory without index.html\n"
+    "  --max-age SEC         Cache-Control max-age for files (default 0)\n"
+    "  -h, --help            this text\n"
     "\n"
     "examples:\n"
     "  latch serve                       the current directory on "
     "http://127.0.0.1:8080/\n"
     "  latch serve public --port 3000    ./public on port 3000\n"
     "  latch serve /srv/www --host 0.0.0.0 --workers 4\n"
-    "  latch serve dist --no-listing --max-age 3600\n";
+    "  latch serve dist --no-listing --max-age 3600\n"
+    "  latch serve --access-log json --metrics --debug\n";
+
+static void print_usage(FILE *f)
+{
+    fputs(serve_usage, f);
+    fputs(cli_opts_usage, f);
+    fputs(serve_usage_tail, f);
+}
 
 typedef struct serve_cfg {
     char root[PATH_MAX]; /* DIR, resolved */
@@ -353,52 +361,40 @@ static int on_miss(latch_req *req, latch_res *res, void *data)
 int latch_cmd_serve(int argc, char **argv)
 {
     static const struct option longs[] = {
-        {"host", required_argument, NULL, 'H'},
-        {"port", required_argument, NULL, 'p'},
-        {"workers", required_argument, NULL, 'w'},
+        CLI_LONGOPTS,
         {"no-listing", no_argument, NULL, 'n'},
         {"max-age", required_argument, NULL, 'm'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static serve_cfg cfg;
-    const char *host = "127.0.0.1", *dir = ".";
-    long port = 8080, workers = 0, max_age = 0;
+    const char *dir = ".";
+    char what[PATH_MAX + 16];
+    long max_age = 0;
     bool listing_on = true;
     latch_static_opts so = {0};
     latch_app *app;
+    cli_opts o;
     char *end;
     int opt, r;
 
+    cli_opts_init(&o);
     optind = 1;
     while ((opt = getopt_long(argc, argv, "hp:w:", longs, NULL)) != -1) {
         switch (opt) {
-        case 'H': host = optarg; break;
-        case 'p':
-            port = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || port < 0 || port > 65535) {
-                fprintf(stderr, "latch serve: bad port: %s\n", optarg);
-                return 2;
-            }
-            break;
-        case 'w':
-            workers = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || workers < 0 ||
-                workers > 1024) {
-                fprintf(stderr, "latch serve: bad worker count: %s\n", optarg);
-                return 2;
-            }
-            break;
         case 'n': listing_on = false; break;
         case 'm':
             max_age = strtol(optarg, &end, 10);
             if (*optarg == '\0' || *end != '\0' || max_age < 0) {
                 fprintf(stderr, "latch serve: bad max-age: %s\n", optarg);
-                return 2;
+                goto usage;
             }
             break;
-        case 'h': fputs(serve_usage, stdout); return 0;
-        default: fputs(serve_usage, stderr); return 2;
+        case 'h': print_usage(stdout); return 0;
+        default:
+            /* -1: the reason is printed; 0: getopt_long printed it */
+            if (cli_opts_take(&o, opt, "latch serve", argc, argv) <= 0)
+                goto usage;
         }
     }
     if (optind < argc)
@@ -406,7 +402,7 @@ int latch_cmd_serve(int argc, char **argv)
     if (optind < argc) {
         fprintf(stderr, "latch serve: one directory only (got %s too)\n",
                 argv[optind]);
-        return 2;
+        goto usage;
     }
     if (realpath(dir, cfg.root) == NULL) {
         fprintf(stderr, "latch serve: %s: %s\n", dir, strerror(errno));
@@ -415,29 +411,32 @@ int latch_cmd_serve(int argc, char **argv)
     cfg.root_len = strlen(cfg.root);
     if (cfg.root_len == 1)
         cfg.root_len = 0; /* "/": every real path is under it */
+    cli_opts_env(&o);
     if ((app = latch_app_new()) == NULL)
         return 1;
-    latch_app_set_workers(app, (int)workers);
+    if (cli_opts_apply(&o, app, "latch serve") != 0)
+        goto fail;
     so.precompressed = true;
     so.max_age_ms = (uint64_t)max_age * 1000;
     r = latch_static(app, "/", cfg.root, &so);
     if (r < 0) {
         fprintf(stderr, "latch serve: %s: %s\n", dir, latch_strerror(r));
-        latch_app_free(app);
-        return 1;
+        goto fail;
     }
     latch_use(app, NULL, on_miss, listing_on ? &cfg : NULL);
-    r = latch_listen(app, host, (int)port);
-    if (r < 0) {
-        fprintf(stderr, "latch serve: cannot listen on %s:%ld: %s\n", host,
-                port, latch_strerror(r));
-        latch_app_free(app);
-        return 1;
-    }
-    printf("latch: serving %s, listening on http://%s:%d/\n", cfg.root, host,
-           latch_app_port(app));
-    fflush(stdout);
+    snprintf(what, sizeof(what), "serving %s, ", cfg.root);
+    if (cli_opts_listen(&o, app, "latch serve", what) != 0)
+        goto fail;
     r = latch_run(app);
     latch_app_free(app);
     return r < 0 ? 1 : 0;
+
+fail:
+    latch_app_free(app);
+    return 1;
+
+usage:
+    fputc('\n', stderr);
+    print_usage(stderr);
+    return 2;
 }
