@@ -477,6 +477,17 @@ LATCH_API int latch_app_on_violation(latch_app *app,
                                      void (*cb)(const latch_violation *v,
                                                 void *data),
                                      void *data);
+/*
+ * The text the default hook prints for v (the block that starts
+ * "latch: ERR_...", one line per place, ending with a newline), for a hook
+ * that keeps or forwards reports and still wants latch's words: at most
+ * cap - 1 bytes of it and a NUL into buf (nothing with cap 0). Any thread.
+ * Returns the whole block's length, which is below 4096 (a return >= cap
+ * means it was cut), or LATCH_ERR_INVALID_ARG for a NULL v, or a NULL buf
+ * with cap > 0.
+ */
+LATCH_API int latch_violation_format(const latch_violation *v, char *buf,
+                                     size_t cap);
 /* Total violations reported so far with `code` (0: all codes). */
 LATCH_API uint64_t latch_app_violation_count(const latch_app *app, int code);
 /* Violations reported so far at one offending site (file as in the
@@ -1161,6 +1172,12 @@ LATCH_API void latch_res_release_at(latch_res *res, latch_site at);
  * never runs; the objects of that run stay addressable (calls on them are
  * refused) until the next latch_run or latch_app_free. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
+/* latch_res_post is a macro over this variant, so that a refusal names the
+ * caller's place; the plain function remains for taking its address. */
+LATCH_API int latch_res_post_at(latch_res *res, latch_res_cb fn, void *data,
+                                latch_site at);
+#define latch_res_post(res, fn, data)                                          \
+    latch_res_post_at((res), (fn), (data), LATCH_HERE)
 
 /* ------------------------------------------------------------------ */
 /* Pipes, files and static serving                                      */

@@ -149,48 +149,72 @@ static void print_site(block *b, const char *call, latch_site at)
     put_n(b, ")", 1);
 }
 
-/* The default hook: one block per violation, on stderr. Its longest
- * block (every line, every field at its bound) is about 3 KiB. */
+/* The default hook's block for v, in b. Its longest block (every line,
+ * every field at its bound) is about 3 KiB. */
+static void format_block(const latch_violation *v, block *b)
+{
+    b->len = 0;
+    put_s(b, "latch: ", 8);
+    put_s(b, v->name, NAME_MAX_);
+    put_n(b, ": ", 2);
+    put_s(b, v->message, FIELD_MAX);
+    put_n(b, "\n    at ", 8);
+    print_site(b, v->call, v->at);
+    put_n(b, "\n", 1);
+    if (v->sealed_call != NULL) {
+        put_s(b, "    response was sealed at ", 32);
+        if (v->sealed_at.file != NULL)
+            print_site(b, v->sealed_call, v->sealed_at);
+        else
+            put_s(b, v->sealed_call, NAME_MAX_);
+        put_n(b, "\n", 1);
+    }
+    if (v->prior_call != NULL) {
+        put_s(b, "    after ", 16);
+        print_site(b, v->prior_call, v->prior_at);
+        put_n(b, "\n", 1);
+    }
+    if (v->request_id != 0) {
+        put_s(b, "    request ", 16);
+        put_int(b, (unsigned long long)v->request_id, false);
+        /* A stale handle's request is over: its id is all that is left. */
+        if (v->method != NULL) {
+            put_n(b, ": ", 2);
+            put_s(b, v->method, NAME_MAX_);
+            put_n(b, " ", 1);
+            put_s(b, v->path, FIELD_MAX);
+        }
+        put_n(b, "\n", 1);
+    }
+    /* The bounds keep a block well inside the buffer; should that ever
+     * change, the block still ends its last line. */
+    if (b->len == sizeof(b->buf) - 1)
+        b->buf[b->len - 1] = '\n';
+}
+
+/* The default hook: one block per violation, on stderr, written at once. */
 static void default_hook(const latch_violation *v, void *data)
 {
     block b;
 
     (void)data;
-    b.len = 0;
-    put_s(&b, "latch: ", 8);
-    put_s(&b, v->name, NAME_MAX_);
-    put_n(&b, ": ", 2);
-    put_s(&b, v->message, FIELD_MAX);
-    put_n(&b, "\n    at ", 8);
-    print_site(&b, v->call, v->at);
-    put_n(&b, "\n", 1);
-    if (v->sealed_call != NULL) {
-        put_s(&b, "    response was sealed at ", 32);
-        if (v->sealed_at.file != NULL)
-            print_site(&b, v->sealed_call, v->sealed_at);
-        else
-            put_s(&b, v->sealed_call, NAME_MAX_);
-        put_n(&b, "\n", 1);
-    }
-    if (v->prior_call != NULL) {
-        put_s(&b, "    after ", 16);
-        print_site(&b, v->prior_call, v->prior_at);
-        put_n(&b, "\n", 1);
-    }
-    if (v->request_id != 0) {
-        put_s(&b, "    request ", 16);
-        put_int(&b, (unsigned long long)v->request_id, false);
-        put_n(&b, ": ", 2);
-        put_s(&b, v->method, NAME_MAX_);
-        put_n(&b, " ", 1);
-        put_s(&b, v->path, FIELD_MAX);
-        put_n(&b, "\n", 1);
-    }
-    /* The bounds keep a block well inside the buffer; should that ever
-     * change, the block still ends its last line. */
-    if (b.len == sizeof(b.buf) - 1)
-        b.buf[b.len - 1] = '\n';
+    format_block(v, &b);
     fwrite(b.buf, 1, b.len, stderr);
+}
+
+int latch_violation_format(const latch_violation *v, char *buf, size_t cap)
+{
+    block b;
+
+    if (v == NULL || (buf == NULL && cap > 0))
+        return LATCH_ERR_INVALID_ARG;
+    format_block(v, &b);
+    if (cap > 0) {
+        size_t n = b.len < cap - 1 ? b.len : cap - 1;
+        memcpy(buf, b.buf, n);
+        buf[n] = '\0';
+    }
+    return (int)b.len;
 }
 
 /* Counts per site in a small open-addressing table; violations are rare,
@@ -366,8 +390,9 @@ void latch__violation_prior(latch_res *res, int code, const char *call,
     deliver(res->w->app, &v);
 }
 
-void latch__violation_app(latch_app *app, int code, const char *call,
-                          const char *message, latch_site at)
+void latch__violation_app_req(latch_app *app, int code, const char *call,
+                              const char *message, latch_site at,
+                              uint64_t request_id)
 {
     latch_violation v;
 
@@ -377,7 +402,14 @@ void latch__violation_app(latch_app *app, int code, const char *call,
     v.message = message ? message : latch_strerror(code);
     v.call = call;
     v.at = at;
+    v.request_id = request_id;
     deliver(app, &v);
+}
+
+void latch__violation_app(latch_app *app, int code, const char *call,
+                          const char *message, latch_site at)
+{
+    latch__violation_app_req(app, code, call, message, at, 0);
 }
 
 int latch_app_set_violation_policy(latch_app *app, int policy)

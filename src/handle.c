@@ -190,6 +190,7 @@ latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
         &latch__slabs[idx >> LATCH_SLAB_BITS], memory_order_acquire);
     latch_slot *sl;
     latch_app *app;
+    uint64_t last_id = 0;
     char msg[200];
 
     if (slab == NULL)
@@ -199,18 +200,19 @@ latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
     if (app == NULL)
         return NULL;
     if (atomic_load_explicit(&sl->gen, memory_order_relaxed) ==
-        LATCH_H_GEN(v) + 1)
+        LATCH_H_GEN(v) + 1) {
+        last_id = atomic_load_explicit(&sl->last_id, memory_order_relaxed);
         snprintf(msg, sizeof(msg),
                  "%s of request %llu used after that request was over: it was "
                  "kept without latch_res_retain; nothing was done",
                  v & 2 ? "The request" : "The response",
-                 (unsigned long long)atomic_load_explicit(
-                     &sl->last_id, memory_order_relaxed));
-    else
+                 (unsigned long long)last_id);
+    } else
         snprintf(msg, sizeof(msg),
                  "%s used after its request was over: it was kept without "
                  "latch_res_retain; nothing was done",
                  v & 2 ? "A request" : "A response");
-    latch__violation_app(app, LATCH_ERR_STREAM_DESTROYED, call, msg, *at);
+    latch__violation_app_req(app, LATCH_ERR_STREAM_DESTROYED, call, msg, *at,
+                             last_id);
     return NULL;
 }

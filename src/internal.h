@@ -1113,6 +1113,11 @@ void latch__violation_prior(latch_res *res, int code, const char *call,
  * handle). */
 void latch__violation_app(latch_app *app, int code, const char *call,
                           const char *message, latch_site at);
+/* As latch__violation_app, naming the request the stale handle belonged
+ * to (request_id 0: unknown). */
+void latch__violation_app_req(latch_app *app, int code, const char *call,
+                              const char *message, latch_site at,
+                              uint64_t request_id);
 /* The source root reports strip (LATCH_SOURCE_ROOT, else the working
  * directory), taken by latch_app_new and freed by latch_app_free. */
 void latch__diag_init(latch_app *app);

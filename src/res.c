@@ -2417,16 +2417,23 @@ static int post_release(latch_res *res, latch_res *h, latch_site at)
     return latch__worker_post_at(res->w, h, release_posted, at);
 }
 
-int latch_res_post(latch_res *h, latch_res_cb fn, void *data)
+#undef latch_res_post
+
+int latch_res_post_at(latch_res *h, latch_res_cb fn, void *data, latch_site at)
 {
-    latch_res *res = latch__res_in(h, "latch_res_post", &latch__no_site);
+    latch_res *res = latch__res_in(h, "latch_res_post", &at);
 
     if (res == NULL)
         return LATCH_GONE(h);
     if (fn == NULL)
         return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
-                      "The function is NULL", (latch_site){NULL, 0, NULL});
+                      "The function is NULL", at);
     /* The handle travels, not the object: checked again on the loop, so
      * a post that arrives after its request was over is refused there. */
     return latch__worker_post_res(res->w, h, fn, data);
+}
+
+int latch_res_post(latch_res *h, latch_res_cb fn, void *data)
+{
+    return latch_res_post_at(h, fn, data, latch__no_site);
 }

@@ -712,7 +712,18 @@ static long reg_null_fn(ctx *c, int which)
     X(310, "latch_app_set_limit", O, IA, 0, 0,                                 \
       latch_app_set_limit(c->app, LATCH_TIMEOUT_HANDSHAKE, 0))                 \
     X(311, "latch_app_set_limit", O, IA, 0, 0,                                 \
-      latch_app_set_limit(c->app, LATCH_LIMIT_HANDSHAKES, 0))
+      latch_app_set_limit(c->app, LATCH_LIMIT_HANDSHAKES, 0))                  \
+    X(1401, "latch_violation_format", O, IA, 0, 0,                             \
+      latch_violation_format(NULL, NULL, 0))                                   \
+    X(1402, "latch_violation_format", O, IA, 0, 0,                             \
+      latch_violation_format(&(latch_violation){0}, NULL, 8))                  \
+    X(1403, "latch_violation_format", O, 1, 0, 0,                              \
+      latch_violation_format(&(latch_violation){0}, NULL, 0) > 0)              \
+    X(1404, "latch_res_post_at", O, IA, 0, 0,                                  \
+      latch_res_post_at(NULL, cb_res, NULL, SITE_))                            \
+    X(1405, "latch_res_post_at", H, IA, 1, IA,                                 \
+      latch_res_post_at(c->res, NULL, NULL, SITE_))                            \
+    X(1406, "latch_res_post", O, IA, 0, 0, (latch_res_post)(NULL, cb_res, NULL))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \

@@ -8,7 +8,9 @@
  * its timer still fires, its join completes with its own results.
  *
  * Also here: latch_fail after latch_next in a handler that then returns
- * LATCH_NEXT, a misuse whose report was lost (found by the fuzzer).
+ * LATCH_NEXT, a misuse whose report was lost (found by the fuzzer); and a
+ * latch_res_post to a response kept without a reference, whose report
+ * must name the caller and the request the handle belonged to.
  *
  * One worker and one connection make the next request reuse the object
  * (and, for the timer and the join, memory) the first one had.
@@ -385,6 +387,71 @@ static void test_fail_after_next_reported(void **state)
     assert_int_not_equal(v.codes[0], v.codes[1]);
 }
 
+/* ------------------------------------------------------------------ */
+/* A response kept without a reference, posted to later                 */
+/* ------------------------------------------------------------------ */
+
+static latch_res *kept_res;
+static _Atomic uint64_t kept_id;
+static _Atomic int post_rc = 12345, post_line;
+
+static int h_keep_a(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    kept_res = res; /* the bug: clients.push(res), never removed */
+    atomic_store(&kept_id, latch_req_id(req));
+    return latch_res_send(res, "a", 1);
+}
+
+static void never_run(latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    fail_msg("a post to a stale handle ran");
+}
+
+static int h_post_b(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    atomic_store(&post_line, __LINE__ + 1);
+    atomic_store(&post_rc, latch_res_post(kept_res, never_run, NULL));
+    return latch_res_send(res, "b", 1);
+}
+
+/* The post is refused, and its report names the caller's line and the
+ * request the handle belonged to (both were lost: "at latch_res_post
+ * (?:0, ?)" and no request), so a hook can tell which request a kept
+ * handle came from. The second request is served untouched. */
+static void test_kept_res_post_reported(void **state)
+{
+    latch_app *app = latch_app_new();
+    th_vlog log;
+    th_vrec v;
+    th_server s;
+    char *body;
+
+    (void)state;
+    th_record_violations_full(app, &log);
+    assert_int_equal(latch_get(app, "/a", h_keep_a, NULL), 0);
+    assert_int_equal(latch_get(app, "/b", h_post_b, NULL), 0);
+    th_server_start(&s, app);
+    body = second_body(s.port, "/a", "/b");
+    assert_string_equal(body, "b");
+    free(body);
+    assert_int_equal(th_server_stop(&s), 0);
+    assert_int_equal(atomic_load(&post_rc), LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(th_vlog_count(&log), 1);
+    assert_true(th_vlog_get(&log, 0, &v));
+    assert_int_equal(v.code, LATCH_ERR_STREAM_DESTROYED);
+    assert_string_equal(v.call, "latch_res_post");
+    assert_non_null(strstr(v.at_file, "test_kept_pointers.c"));
+    assert_int_equal(v.at_line, atomic_load(&post_line));
+    assert_string_equal(v.at_func, "h_post_b");
+    assert_true(atomic_load(&kept_id) != 0);
+    assert_int_equal(v.request_id, atomic_load(&kept_id));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_kept_join),
         cmocka_unit_test(test_held_past_run),
         cmocka_unit_test(test_fail_after_next_reported),
+        cmocka_unit_test(test_kept_res_post_reported),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -523,6 +523,74 @@ static void test_default_hook_without_seal_or_request(void **state)
                              "    at latch_res_end (?:0, ?)\n");
 }
 
+/* A stale handle's report names the request it belonged to, by id only:
+ * the request is over, its method and path are gone. */
+static void test_default_hook_stale_handle_request(void **state)
+{
+    fixture *f = *state;
+    char out[2048];
+    capture c;
+
+    capture_start(&c);
+    latch__violation_app_req(f->app, LATCH_ERR_STREAM_DESTROYED,
+                             "latch_res_post", "The response of request 42",
+                             SITE("room.c", 9, "publish"), 42);
+    capture_stop(&c, out, sizeof(out));
+    assert_string_equal(out,
+                        "latch: ERR_STREAM_DESTROYED: The response of request "
+                        "42\n"
+                        "    at latch_res_post (room.c:9, publish)\n"
+                        "    request 42\n");
+}
+
+static char formatted[4096];
+static int formatted_len;
+
+static void formatting_hook(const latch_violation *v, void *data)
+{
+    (void)data;
+    formatted_len = latch_violation_format(v, formatted, sizeof(formatted));
+}
+
+/* latch_violation_format gives a hook the default hook's exact text; cut
+ * to the buffer (NUL-terminated, the whole length returned, as snprintf),
+ * measured with cap 0, refused without a violation. */
+static void test_violation_format_is_the_default_text(void **state)
+{
+    fixture *f = *state;
+    char out[2048], small[16];
+    capture c;
+
+    seal_headers(f->res, "latch_res_json", "file.c", 18, "create_user");
+    seal_end(f->res, "latch_res_json", "file.c", 18, "create_user");
+    capture_start(&c);
+    latch__violation(f->res, LATCH_ERR_HTTP_HEADERS_SENT, "latch_res_json",
+                     NULL, SITE("file.c", 24, "create_user"));
+    capture_stop(&c, out, sizeof(out));
+    assert_int_equal(latch_app_on_violation(f->app, formatting_hook, NULL), 0);
+    latch__violation(f->res, LATCH_ERR_HTTP_HEADERS_SENT, "latch_res_json",
+                     NULL, SITE("file.c", 24, "create_user"));
+    assert_string_equal(formatted, out);
+    assert_int_equal(formatted_len, (int)strlen(out));
+    {
+        latch_violation v = {0};
+        v.code = LATCH_ERR_NEXT_TWICE;
+        v.name = "ERR_NEXT_TWICE";
+        v.message = "twice";
+        v.call = "latch_next";
+        v.at = SITE("m.c", 3, "mw");
+        assert_int_equal(latch_violation_format(&v, small, sizeof(small)),
+                         (int)strlen("latch: ERR_NEXT_TWICE: twice\n"
+                                     "    at latch_next (m.c:3, mw)\n"));
+        assert_string_equal(small, "latch: ERR_NEXT");
+        assert_int_equal(latch_violation_format(&v, NULL, 0),
+                         (int)strlen("latch: ERR_NEXT_TWICE: twice\n"
+                                     "    at latch_next (m.c:3, mw)\n"));
+    }
+    assert_int_equal(latch_violation_format(NULL, small, sizeof(small)),
+                     LATCH_ERR_INVALID_ARG);
+}
+
 /*
  * A report longer than any buffer (a long path, a long message) is cut
  * field by field, visibly ("..."), and every line still ends with a
@@ -838,6 +906,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_default_hook_without_seal_or_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_hook_stale_handle_request,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_violation_format_is_the_default_text, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_default_hook_long_report_keeps_its_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_hook_escapes_control_bytes,
