@@ -21,7 +21,7 @@ build: deps
 	@cmake --build build -j $(JOBS) --target latch
 
 run: build
-	./build/latch -h $(HOST) -p $(PORT)
+	./build/latch demo --host $(HOST) --port $(PORT)
 
 # The format check (clang-format, STYLE.md), the layering check (src/LAYERS
 # against the objects), every test, then the whole suite again under

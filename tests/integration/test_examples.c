@@ -1274,6 +1274,329 @@ static void test_latch_serve(void **state)
     rm_fdir(fdir);
 }
 
+/* ------------------------------------------------------------------ */
+/* latch demo                                                           */
+/* ------------------------------------------------------------------ */
+
+/* The 1-based number of the one line of tools/latch/demo_bugs.c that
+ * contains `needle` (the reports must name the lines the page shows). */
+static int bugs_line(const char *needle)
+{
+    char path[1024], line[512];
+    int n = 0, found = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/tools/latch/demo_bugs.c",
+             LATCH_SOURCE_DIR);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        n++;
+        if (strstr(line, needle) != NULL) {
+            if (found != 0)
+                fail_msg("'%s' is on lines %d and %d", needle, found, n);
+            found = n;
+        }
+    }
+    fclose(f);
+    if (found == 0)
+        fail_msg("'%s' is not in demo_bugs.c", needle);
+    return found;
+}
+
+/* "at CALL (tools/latch/demo_bugs.c:LINE, FUNC)" with LINE the line of
+ * `needle`, as the report's JSON string carries it. */
+static const char *site(char *out, size_t cap, const char *call,
+                        const char *needle, const char *func)
+{
+    snprintf(out, cap, "%s (tools/latch/demo_bugs.c:%d, %s)", call,
+             bugs_line(needle), func);
+    return out;
+}
+
+/* A request to the demo that carries the page's token header. */
+static int demo_send(int port, const char *method, const char *target,
+                     const char *token)
+{
+    char req[512];
+    int fd = th_connect(port);
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: x\r\nX-Demo-Token: %s\r\n"
+                     "Connection: close\r\n\r\n",
+                     method, target, token);
+
+    assert_true(n > 0 && (size_t)n < sizeof(req));
+    th_send(fd, req, (size_t)n);
+    return fd;
+}
+
+/* The one response to a tagged request; checks the status and the body
+ * and that it tells its request id. */
+static void demo_expect(int port, const char *target, const char *token,
+                        int status, const char *body)
+{
+    const char *methods[] = {"GET"};
+    int fd = demo_send(port, "GET", target, token);
+    size_t len;
+    char *out = th_read(fd, &len, 10000, NULL, NULL);
+    th_resp *r = th_expect_responses(out, len, 1, methods);
+
+    close(fd);
+    if (r[0].status != status || strcmp(r[0].body, body) != 0)
+        fail_msg("%s: %d %s, not %d %s", target, r[0].status, r[0].body, status,
+                 body);
+    assert_non_null(strstr(r[0].head, "X-Latch-Request-Id: "));
+    th_resp_free(r, 1);
+    free(r);
+    free(out);
+}
+
+/*
+ * The demo's record of the request with `token` (GET /demo/reports), once
+ * its state is `state` and it holds `n` reports, waiting up to 5 s; the
+ * JSON, malloc'd. Then exactly n reports: no more arrive within `settle`
+ * ms.
+ */
+static char *demo_reports(int port, const char *token, const char *state, int n,
+                          int settle)
+{
+    int64_t deadline = th_now_ms() + 5000;
+    char target[128], want[64];
+    th_resp *r;
+
+    snprintf(target, sizeof(target), "/demo/reports?token=%s", token);
+    snprintf(want, sizeof(want), "\"state\":\"%s\"", state);
+    for (;;) {
+        r = one_response(port, "GET", target);
+        if (r[0].status == 200 && strstr(r[0].body, want) != NULL &&
+            count_substr(r[0].body, "{\"code\":") >= n) {
+            if (settle <= 0)
+                break;
+            usleep((useconds_t)settle * 1000);
+            settle = 0;
+        } else if (th_now_ms() > deadline) {
+            fail_msg("%s: no %s with %d reports in 5 s: %d %s", token, want, n,
+                     r[0].status, r[0].body);
+        } else {
+            usleep(50 * 1000);
+        }
+        free_one(r);
+    }
+    {
+        char *json = strdup(r[0].body);
+        free_one(r);
+        assert_non_null(json);
+        if (count_substr(json, "{\"code\":") != n)
+            fail_msg("%s: not %d reports: %s", token, n, json);
+        return json;
+    }
+}
+
+/* Asserts that the JSON holds each NULL-terminated needle. */
+static void has_all(const char *json, ...)
+{
+    va_list ap;
+    const char *s;
+
+    va_start(ap, json);
+    while ((s = va_arg(ap, const char *)) != NULL)
+        if (strstr(json, s) == NULL)
+            fail_msg("no '%s' in %s", s, json);
+    va_end(ap);
+}
+
+static void test_latch_demo(void **state)
+{
+    const char *bin = getenv("LATCH_BIN");
+    const char *args[] = {"demo", "--port",       "0",    "--workers",
+                          "2",    "--access-log", "json", NULL};
+    char a[160], b[160], *json, *out;
+    size_t len;
+    th_resp *r;
+    int fd;
+
+    (void)state;
+    if (bin == NULL)
+        skip();
+    proc_start(&P, bin, args);
+
+    /* The page: a section per bug, its code as in the file, numbered. */
+    r = one_response(P.port, "GET", "/");
+    assert_int_equal(r[0].status, 200);
+    {
+        static const char *const bugs[] = {
+            "missing-return",    "double-next",        "catch-and-forward",
+            "timer-race",        "async-after-500",    "pipe-failed",
+            "proxy-client-left", "pubsub-after-close", "return-and-send"};
+        size_t i;
+        for (i = 0; i < sizeof(bugs) / sizeof(bugs[0]); i++) {
+            snprintf(a, sizeof(a), "<section class=\"bug\" id=\"%s\"", bugs[i]);
+            assert_non_null(strstr(r[0].body, a));
+        }
+        snprintf(a, sizeof(a),
+                 "%4d          latch_res_json(res, &quot;{\\&quot;error\\&quot;"
+                 ":\\&quot;no such user\\&quot;}&quot;);\n",
+                 bugs_line("no such user\\\"}\");"));
+        assert_non_null(strstr(r[0].body, a));
+        assert_null(strstr(r[0].body, "end bug")); /* markers cut off */
+    }
+    free_one(r);
+
+    /* 1. missing return: the 404, and the second answer refused */
+    demo_expect(P.port, "/bug/missing-return?id=42", "t1", 404,
+                "{\"error\":\"no such user\"}");
+    json = demo_reports(P.port, "t1", "finished", 1, 0);
+    has_all(json, "\"code\":\"ERR_HTTP_HEADERS_SENT\"",
+            site(a, sizeof(a), "at latch_res_json",
+                 "\"{\\\"id\\\":1,\\\"name\\\"", "get_user"),
+            site(b, sizeof(b), "sealed at latch_res_json",
+                 "no such user\\\"}\");", "get_user"),
+            "GET /bug/missing-return\\n", NULL);
+    free(json);
+
+    /* 2. double next: the route runs once */
+    demo_expect(P.port, "/bug/double-next?debug=1", "t2", 200,
+                "[{\"order\":1,\"total\":\"9.90\"}]");
+    json = demo_reports(P.port, "t2", "finished", 1, 0);
+    has_all(
+        json, "\"code\":\"ERR_NEXT_TWICE\"",
+        "at LATCH_NEXT returned by log_debug",
+        site(a, sizeof(a), "after latch_next", "latch_next(req);", "log_debug"),
+        NULL);
+    free(json);
+
+    /* 3. the catch that answers and forwards: the error handler's second
+     * answer refused, both of its calls */
+    demo_expect(P.port, "/bug/catch-and-forward?sku=lamp", "t3", 500,
+                "{\"error\":\"inventory unavailable\"}");
+    json = demo_reports(P.port, "t3", "finished", 3, 0);
+    has_all(json, "\"code\":\"ERR_NEXT_AFTER_RESPONSE\"",
+            site(a, sizeof(a), "at latch_fail", "inventory store failed",
+                 "get_stock"),
+            site(b, sizeof(b), "at latch_res_jsonf",
+                 "{\\\"error\\\":%s}\", err->message", "on_error"),
+            NULL);
+    assert_int_equal(count_substr(json, "\"code\":\"ERR_HTTP_HEADERS_SENT\""),
+                     2);
+    free(json);
+
+    /* 4. the timer answered; the data's answer 200 ms later refused */
+    demo_expect(P.port, "/bug/timer-race", "t4", 504,
+                "{\"error\":\"the report took too long\"}");
+    json = demo_reports(P.port, "t4", "finished", 1, 0);
+    has_all(json, "\"code\":\"ERR_HTTP_HEADERS_SENT\"",
+            site(a, sizeof(a), "at latch_res_json", "{\\\"rows\\\"",
+                 "report_ready"),
+            site(b, sizeof(b), "sealed at latch_res_json", "took too long",
+                 "give_up"),
+            NULL);
+    free(json);
+
+    /* 5. the 500, then the async middleware's header refused */
+    demo_expect(P.port, "/bug/async-after-500", "t5", 500,
+                "{\"error\":\"payment service unavailable\"}");
+    json = demo_reports(P.port, "t5", "finished", 1, 0);
+    has_all(
+        json, "\"code\":\"ERR_HTTP_HEADERS_SENT\"",
+        site(a, sizeof(a), "at latch_res_set_header", "\"X-Audit\"", "audited"),
+        site(b, sizeof(b), "sealed at latch_res_jsonf",
+             "{\\\"error\\\":%s}\", err->message", "on_error"),
+        NULL);
+    free(json);
+
+    /* 6. the pipe failed after three rows: a body visibly cut (no last
+     * chunk, the connection closed), and the message after it refused */
+    fd = demo_send(P.port, "GET", "/bug/pipe-failed", "t6");
+    out = th_read(fd, &len, 10000, NULL, NULL);
+    assert_int_equal(th_last_end(), TH_EOF);
+    close(fd);
+    assert_true(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    assert_non_null(strstr(out, "\r\nTransfer-Encoding: chunked\r\n"));
+    assert_non_null(strstr(out, "\r\n\r\n6\r\nrow 1\n\r\n6\r\nrow 2\n\r\n"
+                                "6\r\nrow 3\n\r\n"));
+    assert_true(len < 5 || strcmp(out + len - 5, "0\r\n\r\n") != 0);
+    assert_null(strstr(out, "\r\n0\r\n"));
+    assert_null(strstr(out, "export failed"));
+    free(out);
+    json = demo_reports(P.port, "t6", "cut", 1, 0);
+    has_all(json, "\"code\":\"ERR_STREAM_DESTROYED\"",
+            site(a, sizeof(a), "at latch_res_end", "\"export failed\\n\"",
+                 "export_done"),
+            site(b, sizeof(b), "sealed at latch_res_pipe_fail",
+                 "latch_res_pipe_fail(res, -EIO)", "export_rows"),
+            NULL);
+    free(json);
+
+    /* 7. the client leaves before the slow upstream answers: on_error is
+     * not called, nothing to refuse (waited past the 1 s response timeout
+     * and the upstream's 1.5 s); a client that stays gets on_error's 502 */
+    fd = demo_send(P.port, "GET", "/bug/proxy-client-left", "t7");
+    usleep(200 * 1000);
+    close(fd);
+    free(demo_reports(P.port, "t7", "cut", 0, 1800));
+    demo_expect(P.port, "/bug/proxy-client-left", "t7b", 502, "Bad gateway\n");
+    free(demo_reports(P.port, "t7b", "finished", 0, 0));
+
+    /* 8. pub/sub: the stream's first event, the client leaves, the next
+     * message goes to its kept handle: refused, with the stream's request */
+    fd = demo_send(P.port, "GET", "/bug/pubsub-after-close", "t8");
+    out = th_read(fd, &len, 10000, th_until_substr,
+                  (void *)"event: joined\ndata: you are in the room\n\n");
+    assert_non_null(strstr(out, "you are in the room"));
+    free(out);
+    close(fd);
+    /* Its access log line says the server saw it leave; no request in
+     * between, whose end would recycle the stream's object again and
+     * leave the kept handle's request unknown. */
+    if (!proc_wait(&P, "\"url\":\"/bug/pubsub-after-close\"", 5000))
+        fail_msg("no access log line for the stream: %s", P.out);
+    r = one_response(P.port, "POST", "/bug/pubsub-after-close/publish");
+    assert_int_equal(r[0].status, 200);
+    assert_non_null(strstr(r[0].body, "{\"posted_to\":"));
+    free_one(r);
+    json = demo_reports(P.port, "t8", "cut", 1, 0);
+    has_all(json, "\"code\":\"ERR_STREAM_DESTROYED\"",
+            "used after that request was over",
+            site(a, sizeof(a), "at latch_res_post", "latch_res_post(room[i]",
+                 "post_message"),
+            NULL);
+    free(json);
+
+    /* 9. return-and-send: the answer, and the LATCH_NEXT after it */
+    demo_expect(P.port, "/bug/return-and-send", "t9", 200,
+                "{\"id\":7,\"name\":\"lamp\"}");
+    json = demo_reports(P.port, "t9", "finished", 1, 0);
+    has_all(json, "\"code\":\"ERR_NEXT_AFTER_RESPONSE\"",
+            "at LATCH_NEXT returned by get_item", NULL);
+    free(json);
+
+    /* The counters: 10 reports, over JSON and over SSE. */
+    r = one_response(P.port, "GET", "/demo/counters");
+    has_all(r[0].body, "{\"total\":10,", "\"ERR_HTTP_HEADERS_SENT\":5,",
+            "\"ERR_STREAM_DESTROYED\":2,", "\"ERR_NEXT_TWICE\":1,",
+            "\"ERR_NEXT_AFTER_RESPONSE\":2,", NULL);
+    free_one(r);
+    fd = th_connect(P.port);
+    th_send_str(fd, "GET /demo/events HTTP/1.1\r\nHost: x\r\n\r\n");
+    out = th_read(fd, &len, 10000, th_until_substr, (void *)"}\n\n");
+    has_all(out, "Content-Type: text/event-stream",
+            "\nevent: counters\ndata: {\"total\":10,", NULL);
+    free(out);
+    close(fd);
+
+    /* A request that does not exist is the catch-all's 404. */
+    assert_int_equal(status_of(P.port, "/bug/nope"), 404);
+    r = one_response(P.port, "GET", "/demo/reports?token=never");
+    assert_int_equal(r[0].status, 404);
+    free_one(r);
+
+    /* SIGTERM: drained, exit 0; the reports were printed too */
+    assert_int_equal(proc_term(&P, 15000), 0);
+    assert_int_equal(count_substr(P.err, "latch: ERR_"), 10);
+    assert_non_null(strstr(P.err, "    at latch_res_json (tools/latch/"
+                                  "demo_bugs.c:"));
+}
+
 /* The rows csv_export writes. */
 static size_t csv_rows(char *out, size_t cap, long from, long to)
 {
@@ -1416,6 +1739,7 @@ int main(void)
         cmocka_unit_test_teardown(test_port_rate_limit, teardown),
         cmocka_unit_test_teardown(test_port_fetch_timeout, teardown_both),
         cmocka_unit_test_teardown(test_latch_serve, teardown),
+        cmocka_unit_test_teardown(test_latch_demo, teardown),
         cmocka_unit_test_teardown(test_csv_export, teardown),
         cmocka_unit_test_teardown(test_download, teardown),
     };
