@@ -1370,8 +1370,10 @@ typedef struct latch_proxy_opts {
  * pooled) and calls nothing; an idempotent request that fails on a reused
  * connection before any response byte is sent again once on a fresh one.
  *
- * The request body is the one latch buffered (LATCH_LIMIT_BODY applies),
- * sent with a Content-Length. `req` and `res` are the same request's.
+ * The request body: under a latch_use_proxy prefix it is streamed (see
+ * there); otherwise it is the one latch buffered (LATCH_LIMIT_BODY
+ * applies), sent with a Content-Length. `req` and `res` are the same
+ * request's.
  * Returns 0 (the response is the proxy's: return LATCH_DONE), or an error
  * with nothing sent: LATCH_ERR_INVALID_ARG (NULL, a malformed upstream;
  * reported), LATCH_ERR_HTTP_HEADERS_SENT and the other state errors of a
@@ -1386,7 +1388,28 @@ LATCH_API int latch_proxy_at(latch_req *req, latch_res *res,
 /*
  * Proxies every request whose path starts with `prefix` (NULL or "/":
  * all) to `upstream`, as latch_proxy does; a middleware, so one in front
- * of it (authentication) may answer first. Returns 0,
+ * of it (authentication) may answer first.
+ *
+ * Request bodies under `prefix` are streamed, never buffered whole: such
+ * a request is dispatched as soon as its head arrived (so latch_req_body
+ * is empty for every handler under the prefix), and its body goes to the
+ * upstream as it arrives, with the client's Content-Length or else
+ * chunked, at the upstream's pace (while the upstream does not take it,
+ * latch reads nothing more from the client). The body limit still
+ * applies (a latch_route_body_limit rule that matches, else
+ * LATCH_LIMIT_BODY, as nginx's client_max_body_size does): a
+ * Content-Length above it is a 413 before anything is forwarded, a
+ * chunked body that grows past it gets a 413 (or is cut, once the
+ * answer started) and its upstream request is abandoned. Expect:
+ * 100-continue is passed through: latch sends no 100 of its own, the
+ * upstream's 100 reaches the client, and an upstream that answers first
+ * (401, 413) spares the client its upload. A response that starts while
+ * the body still arrives (a middleware's 401, an upstream that answers
+ * early) says Connection: close; the rest of the body is read and
+ * dropped. A streamed request is retried on a fresh connection (see
+ * above) only while no byte of its body went out.
+ *
+ * Returns 0,
  * LATCH_ERR_INVALID_ARG (app NULL, upstream malformed), LATCH_ERR_NOMEM,
  * LATCH_ERR_STATE once the app runs. The app keeps what it needs of opts.
  */

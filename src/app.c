@@ -139,6 +139,14 @@ static bool is_token(const char *s)
     return true;
 }
 
+void latch__app_stream_last(latch_app *app)
+{
+    if (app->layers_tail != NULL) {
+        app->layers_tail->streams = true;
+        app->streams = true;
+    }
+}
+
 static int add_layer(latch_app *app, int kind, const char *method,
                      const char *pattern, latch_handler fn, void *data,
                      const char *name, latch_site at)

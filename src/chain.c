@@ -966,4 +966,24 @@ int latch_fail_at(latch_req *req, int status, const char *message,
 
 /* What the protocol calls to serve a request (internal.h), installed by
  * latch_run. */
-const latch_serve_ops latch__chain_serve = {body_limit, dispatch};
+/*
+ * A request streams its body when a middleware that streams (a
+ * latch_use_proxy) has a prefix that matches its path, whatever comes
+ * before that middleware: the body cannot wait for the chain to get
+ * there. Apps without a proxy pay one test.
+ */
+static bool body_streams(const latch_app *app, const latch_req *q)
+{
+    if (!app->streams)
+        return false;
+    for (const latch_layer *l = app->layers; l != NULL; l = l->next)
+        if (l->streams && l->kind == L_MIDDLEWARE && prefix_match(l, q->path))
+            return true;
+    return false;
+}
+
+const latch_serve_ops latch__chain_serve = {
+    .body_limit = body_limit,
+    .dispatch = dispatch,
+    .body_streams = body_streams,
+};

@@ -25,6 +25,7 @@ struct latch_layer {
     latch_handler fn;
     void *data;
     uint64_t body_limit; /* L_LIMIT: the body limit of matching requests */
+    bool streams;        /* its requests stream their bodies (a proxy) */
     char *name;          /* the handler's name as registered, or NULL */
     latch_site at;       /* where it was registered (file NULL: unknown) */
 };

@@ -7,7 +7,10 @@
  * so its fields stay slices of what was read (zero copy) while the
  * connection reads on, into the same buffer when it can and into a fresh
  * one when the old one is still referenced. Bodies are copied into the
- * request, up to the body limit.
+ * request, up to the body limit, except a streamed body (a request under
+ * a latch_use_proxy prefix): its request is dispatched at its head and
+ * the body goes to the sink the handler attaches as it arrives, reading
+ * paused while the sink is not ready (latch__res_body_sink).
  *
  * Writing: responses sit in a queue in request order. Only the first one
  * that has not ended (the writer) appends to the connection's output
@@ -98,6 +101,9 @@ static void went_idle(latch_conn *c);
 static void start_linger(latch_conn *c);
 static void advance_queue(latch_conn *c);
 static void flush(latch_conn *c);
+static void stream_fail(latch_conn *c, int status, const char *reason,
+                        int code);
+static latch_res *stream_release(latch_conn *c, latch_body_sink **sink);
 static void sf_end(latch_conn *c, int status);
 
 /* A file body going out with sendfile(2) (below, h1_sendfile). */
@@ -1040,6 +1046,206 @@ static void dispatch(latch_conn *c)
     c->w->app->serve->dispatch(res);
 }
 
+/* ------------------------------------------------------------------ */
+/* Streamed request bodies                                              */
+/* ------------------------------------------------------------------ */
+
+/* The request whose body streams in now, while its response is queued
+ * (as the queue's last: nothing after it was read); NULL when no streamed
+ * body arrives, or once the response left the queue (its rest is then
+ * dropped). */
+static latch_res *stream_res(const latch_conn *c)
+{
+    latch_res *r = c->q_tail;
+
+    if (!(c->flags & LATCH_CF_IN_BODY) || c->cur != NULL || r == NULL ||
+        !r->req.body_open)
+        return NULL;
+    return r;
+}
+
+/* The request being received streams its body: it is dispatched now. */
+static void stream_start(latch_conn *c)
+{
+    latch_res *res = c->cur;
+    latch_req *q = &res->req;
+
+    q->body_streamed = q->body_open = true;
+    /* The client waits for a word before it sends the body: the
+     * upstream's 100 Continue is relayed (latch__res_continue); latch
+     * sends none of its own, so an upstream that refuses the body first
+     * (401, 413) spares the client the upload. */
+    q->expect_continue =
+        c->parser.expect == LATCH_EXPECT_CONTINUE && c->bpos == c->rlen;
+    c->rx_bytes = 0; /* the body's bytes, against the limit */
+    dispatch(c);
+}
+
+/* Does the streamed body's consumer take bytes now? Its sink when one is
+ * attached and not paused; nobody (the bytes are dropped) once the
+ * response ended or went, or the sink was stopped. */
+static bool stream_takes(const latch_conn *c)
+{
+    const latch_res *sb = stream_res(c);
+
+    if (sb == NULL || sb->detached || sb->state >= LATCH_RS_ENDED)
+        return true;
+    if (sb->req.sink != NULL)
+        return !sb->req.sink_paused;
+    return !sb->req.body_open; /* stopped: dropped */
+}
+
+/* As stream_takes; when it does not, reading stops (BODY_WAIT) with no
+ * body timeout: the client is not the slow side. The body ops mark
+ * the connection dirty, and flush reads on. */
+static bool stream_ready(latch_conn *c)
+{
+    if (stream_takes(c))
+        return true;
+    c->flags |= LATCH_CF_BODY_WAIT;
+    read_stop(c);
+    t_unlink(c);
+    return false;
+}
+
+/* n body bytes: to the sink, or dropped; the body limit counts both.
+ * -1 when the body was refused or the connection closed. */
+static int stream_data(latch_conn *c, const char *data, size_t n)
+{
+    latch_res *sb = stream_res(c);
+    int r;
+
+    c->rx_bytes += n;
+    if (c->rx_bytes > c->body_limit) {
+        protocol_error(c, 413, "body too large");
+        return -1;
+    }
+    if (sb == NULL || sb->req.sink == NULL || sb->detached ||
+        sb->state >= LATCH_RS_ENDED)
+        return 0;
+    r = sb->req.sink->data(sb->req.sink, data, n);
+    if (c->flags & LATCH_CF_CLOSING)
+        return -1;
+    if (r == 0 && sb->req.sink != NULL)
+        sb->req.sink_paused = true;
+    return 0;
+}
+
+/* The streamed body is over (call before IN_BODY is cleared): its
+ * request (NULL once gone) lets go of its sink, returned in *sink. */
+static latch_res *stream_release(latch_conn *c, latch_body_sink **sink)
+{
+    latch_res *sb = stream_res(c);
+
+    c->flags &= ~LATCH_CF_BODY_WAIT;
+    *sink = NULL;
+    if (sb == NULL)
+        return NULL;
+    *sink = sb->req.sink;
+    sb->req.sink = NULL;
+    sb->req.sink_paused = false;
+    sb->req.body_open = false;
+    return sb;
+}
+
+/* The streamed body is complete: its sink hears it, and the connection
+ * reads on (the next request). */
+static void stream_done(latch_conn *c)
+{
+    latch_body_sink *s;
+
+    stream_release(c, &s);
+    c->flags &= ~LATCH_CF_IN_BODY;
+    read_resume(c);
+    if (s != NULL)
+        s->end(s, 0);
+}
+
+/*
+ * The streamed body cannot complete (over the body limit, malformed, too
+ * slow): its sink hears why, nothing more is read, and the request gets
+ * `status` through the error handlers when nothing was sent yet (its
+ * chain resumes there if it waits), else its response is cut. Then the
+ * connection closes after the responses.
+ */
+static void stream_fail(latch_conn *c, int status, const char *reason, int code)
+{
+    latch_body_sink *s;
+    latch_res *sb = stream_release(c, &s);
+
+    (void)reason;
+    c->flags |= LATCH_CF_NO_MORE;
+    c->flags &= ~LATCH_CF_IN_BODY;
+    c->rlen = c->msg;
+    t_unlink(c);
+    if (sb == NULL)
+        return; /* its response went: the rest was only dropped */
+    latch__res_ref(sb);
+    if (s != NULL)
+        s->end(s, code);
+    if (!(c->flags & LATCH_CF_CLOSING) && sb->conn == c && !sb->detached) {
+        if (sb->state == LATCH_RS_FRESH && !sb->hold)
+            latch__res_raise(sb, code, status, "request body", latch__no_site);
+        else if (sb->state < LATCH_RS_ENDED)
+            h1_cut(sb, "request body refused", LATCH_CANCEL_DISCONNECT);
+    }
+    latch__res_unref(sb);
+    if (!(c->flags & LATCH_CF_CLOSING))
+        mark_dirty(c);
+}
+
+static int h1_body_sink(latch_res *res, latch_body_sink *sink)
+{
+    latch_conn *c = res->conn;
+
+    if (!res->req.body_open || res->req.sink != NULL || c == NULL ||
+        stream_res(c) != res || sink == NULL)
+        return LATCH_ERR_STATE;
+    res->req.sink = sink;
+    res->req.sink_paused = false;
+    if (c->flags & LATCH_CF_BODY_WAIT)
+        mark_dirty(c);
+    return 0;
+}
+
+static void h1_body_resume(latch_res *res)
+{
+    latch_conn *c = res->conn;
+
+    if (res->req.sink == NULL || !res->req.sink_paused)
+        return;
+    res->req.sink_paused = false;
+    if (c != NULL && stream_res(c) == res && (c->flags & LATCH_CF_BODY_WAIT))
+        mark_dirty(c);
+}
+
+static void h1_body_stop(latch_res *res)
+{
+    latch_conn *c = res->conn;
+
+    if (res->req.sink == NULL)
+        return;
+    res->req.sink = NULL;
+    res->req.sink_paused = false;
+    if (c != NULL && stream_res(c) == res && (c->flags & LATCH_CF_BODY_WAIT))
+        mark_dirty(c);
+}
+
+static void h1_send_continue(latch_res *res)
+{
+    latch_conn *c = res->conn;
+
+    if (!res->req.expect_continue || c == NULL || res->detached ||
+        (c->flags & LATCH_CF_CLOSING) || res->state != LATCH_RS_FRESH ||
+        res->hold)
+        return;
+    res->req.expect_continue = false;
+    if (c->writer == res && res->pending.len == 0 && c->sf == NULL)
+        send_continue(c);
+    else
+        res->req.continue_owed = true; /* sent when it is at the head */
+}
+
 /* Parses and dispatches every complete request in the buffer. */
 static void process(latch_conn *c)
 {
@@ -1119,6 +1325,10 @@ static void process(latch_conn *c)
                 break;
             }
             c->flags |= LATCH_CF_IN_BODY;
+            if (c->w->app->serve->body_streams(c->w->app, &c->cur->req)) {
+                stream_start(c);
+                continue;
+            }
             if (p->expect == LATCH_EXPECT_CONTINUE && c->bpos == c->rlen) {
                 /* The client waits for our word before sending the body;
                  * it must come after every earlier response. */
@@ -1126,6 +1336,33 @@ static void process(latch_conn *c)
                 if (c->writer == NULL)
                     send_continue(c);
             }
+        }
+        if (c->cur == NULL) {
+            /* A streamed body: parsed while its sink takes bytes (or
+             * nobody needs them); else only an end already reached. */
+            bool go = stream_ready(c);
+
+            r = latch__parse_body(p, c->rb->data + c->bpos,
+                                  go ? c->rlen - c->bpos : 0, &consumed, &data,
+                                  &dlen);
+            c->bpos += (uint32_t)consumed;
+            if (r == LATCH_PARSE_DATA) {
+                if (stream_data(c, data, dlen) < 0)
+                    break;
+                continue;
+            }
+            if (r == LATCH_PARSE_AGAIN) {
+                if (go)
+                    t_set(c, LATCH_T_BODY);
+                break;
+            }
+            if (r == LATCH_PARSE_ERROR) {
+                protocol_error(c, p->status, p->reason);
+                break;
+            }
+            c->msg = c->bpos;
+            stream_done(c);
+            continue;
         }
         r = latch__parse_body(p, c->rb->data + c->bpos, c->rlen - c->bpos,
                               &consumed, &data, &dlen);
@@ -1183,6 +1420,15 @@ static void protocol_error(latch_conn *c, int status, const char *reason)
 
     if (c->flags & LATCH_CF_CLOSING)
         return;
+    if (res == NULL && (c->flags & LATCH_CF_IN_BODY)) {
+        /* A streamed body went wrong: its request was answered already
+         * or is being answered; it gets this status instead. */
+        stream_fail(c, status, reason,
+                    status == 413   ? LATCH_ERR_LIMIT
+                    : status == 408 ? UV_ETIMEDOUT
+                                    : LATCH_ERR_HTTP);
+        return;
+    }
     c->flags |= LATCH_CF_NO_MORE;
     c->flags &= ~(LATCH_CF_IN_BODY | LATCH_CF_CONTINUE);
     c->rlen = c->msg;
@@ -1245,6 +1491,8 @@ static void no_more_requests(latch_conn *c)
     latch_res *r = c->cur;
 
     c->flags |= LATCH_CF_NO_MORE;
+    if (r == NULL && (c->flags & LATCH_CF_IN_BODY))
+        return; /* a streamed body goes on to its end (or is dropped) */
     c->flags &= ~(LATCH_CF_IN_BODY | LATCH_CF_CONTINUE);
     c->rlen = c->msg;
     if (r != NULL) {
@@ -1359,6 +1607,12 @@ static void advance_queue(latch_conn *c)
         r = c->writer = r->q_next;
         if (r == NULL)
             break;
+        if (r->req.continue_owed) {
+            /* The upstream's 100 Continue, relayed in its place. */
+            r->req.continue_owed = false;
+            if (r->state == LATCH_RS_FRESH && !r->hold && r->pending.len == 0)
+                send_continue(c);
+        }
         if (!r->hold)
             h1_unhold(r);
         if (c->flags & LATCH_CF_CLOSING)
@@ -1460,6 +1714,10 @@ static const latch_exchange_ops h1_exchange = {
     .peer = h1_peer,
     .can_sendfile = h1_can_sendfile,
     .sendfile = h1_sendfile,
+    .body_sink = h1_body_sink,
+    .body_resume = h1_body_resume,
+    .body_stop = h1_body_stop,
+    .send_continue = h1_send_continue,
 };
 
 /* Responses whose last byte the OS has taken are finished. */
@@ -1737,13 +1995,26 @@ static int h1_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
     return 0;
 }
 
+static bool stream_takes(const latch_conn *c);
+
 static void flush(latch_conn *c)
 {
     uv_buf_t b;
     int n;
     latch_buf tmp;
 
-    if (c->writing || (c->flags & LATCH_CF_CLOSING))
+    if (c->flags & LATCH_CF_CLOSING)
+        return;
+    if ((c->flags & LATCH_CF_BODY_WAIT) && stream_takes(c)) {
+        /* A streamed body's sink is ready again (or nobody needs the
+         * rest): reading goes on from here, outside the sink's calls. */
+        c->flags &= ~LATCH_CF_BODY_WAIT;
+        read_resume(c);
+        process(c);
+        if (c->flags & LATCH_CF_CLOSING)
+            return;
+    }
+    if (c->writing)
         return;
     if (c->out.len > 0) {
         b = uv_buf_init(c->out.data, (unsigned)c->out.len);

@@ -78,6 +78,25 @@ typedef struct latch_worker latch_worker;
 /* Operational features on (app->ops), fixed before latch_run. */
 enum { LATCH_OPS_METRICS = 1, LATCH_OPS_LOG = 2, LATCH_OPS_TRACE = 4 };
 
+/* Proxied exchanges by upstream and outcome
+ * (latch_upstream_requests_total): one row per upstream authority, made
+ * on first use (at most LATCH_MAX_USTATS; later ones are not counted),
+ * never moved or freed before the app, counted with relaxed adds. */
+enum {
+    LATCH_UP_OK = 0,    /* the whole answer went to the client */
+    LATCH_UP_ERROR,     /* refused, reset or malformed before the head: 502 */
+    LATCH_UP_TIMEOUT,   /* no answer in time: 504 */
+    LATCH_UP_TRUNCATED, /* failed after the head: the client's response cut */
+    LATCH_UP_ABORTED,   /* the client left, a timeout, shutdown, a refused
+                           request body: the upstream request given up */
+    LATCH_UP_NOUTCOMES,
+};
+#define LATCH_MAX_USTATS 64
+typedef struct latch_ustat {
+    char name[264]; /* the upstream's authority, "host:port" */
+    _Atomic uint64_t n[LATCH_UP_NOUTCOMES];
+} latch_ustat;
+
 /*
  * A worker's block of counters and its access log buffer (metrics.c,
  * log.c). Made the first time its worker needs it, found again by worker
@@ -158,6 +177,7 @@ struct latch_app {
     bool running;
     bool development; /* error pages show details (LATCH_ENV=development) */
     int trust_proxy;  /* hops of X-Forwarded-For to trust */
+    bool streams;     /* a layer streams request bodies (a proxy) */
     /* listening addresses, in the order of the latch_listen* calls */
     latch_listener listeners[LATCH_MAX_LISTENERS];
     int nlisteners;
@@ -196,7 +216,12 @@ struct latch_app {
     uint64_t sse_heartbeat_ms; /* 0: off; set by latch_app_new: 15000 */
     int channel_history;       /* events kept per channel for replay */
     size_t slow_max_bytes;     /* per subscriber, queued */
-    int slow_policy;           /* LATCH_SLOW_* */
+    /* latch_upstream_requests_total (metrics.c): rows [0, nustats),
+     * published with a release store; added to under ustat_mu. */
+    latch_ustat *ustats;
+    _Atomic int nustats;
+    pthread_mutex_t ustat_mu;
+    int slow_policy; /* LATCH_SLOW_* */
     struct latch_hub *_Atomic hub;
 };
 
@@ -323,6 +348,8 @@ enum {
                                        the last one */
     LATCH_CF_CUT = 1u << 13,        /* a response was cut: the end must not
                                        look clean (no TLS close_notify) */
+    LATCH_CF_BODY_WAIT = 1u << 14,  /* a streamed body waits for its sink
+                                       (none yet, or it paused) */
 };
 
 struct latch_conn {
@@ -425,6 +452,14 @@ struct latch_req {
     bool keep_alive;
     bool aborted;
     bool secure; /* arrived over TLS */
+    /* A streamed body (below): in what would be padding. */
+    bool body_streamed;   /* dispatched before its body arrived */
+    bool body_open;       /* that body is still arriving */
+    bool sink_paused;     /* the sink returned 0: wait for its resume */
+    bool expect_continue; /* the client waits for 100 Continue (the proxy
+                             relays the upstream's) */
+    bool continue_owed;   /* relayed but not yet sent: earlier responses
+                             are still going out */
     uint64_t id;
     latch_buf body;
     struct latch_arena_blk *arena; /* decoded strings; never move */
@@ -434,6 +469,10 @@ struct latch_req {
     uint32_t nparams;
     const char *ip; /* latch_req_ip's answer, once computed */
     json_t *json;   /* latch_json_body's result */
+    /* A streamed body (conn.c): the request was dispatched when its head
+     * arrived, and its body goes to `sink` as it arrives, never into
+     * `body` (see latch__res_body_sink). */
+    struct latch_body_sink *sink;
 };
 
 /* Sealing and offending places, and the chain's state (app.c). */
@@ -603,10 +642,15 @@ struct latch_attach {
  * dispatch(res): the request is complete and queued on its connection;
  * the callee arms the request timeout and runs the chain (the protocol
  * learns of neither).
+ *
+ * body_streams(app, req): a head with a body is in; whether the request
+ * is dispatched now and its body streamed to a sink (latch__res_body_sink)
+ * rather than buffered: under the prefix of a latch_use_proxy.
  */
 typedef struct latch_serve_ops {
     uint64_t (*body_limit)(const latch_app *app, const latch_req *req);
     void (*dispatch)(latch_res *res);
+    bool (*body_streams)(const latch_app *app, const latch_req *req);
 } latch_serve_ops;
 
 /* ------------------------------------------------------------------ */
@@ -702,7 +746,50 @@ uint64_t latch__res_body_bytes(const latch_res *res);
  *   put on the wire by the protocol without a copy (conn.c's
  *   h1_can_sendfile and h1_sendfile say how); both
  *   NULL for a protocol that cannot, and res.c then writes the bytes.
+ * body_sink, body_resume, body_stop, send_continue: a streamed request
+ *   body and its 100 Continue (latch__res_body_sink and the others above
+ *   say what each does); NULL for a protocol that never streams one.
  */
+/*
+ * Streamed request bodies (the protocol's, through the exchange's body
+ * ops below; res.c's latch__res_body_* reach them). A request whose head
+ * matches a streaming rule of the app (latch__app_body_streams: a
+ * latch_use_proxy prefix) and that has a body is dispatched as soon as its head
+ * is complete; its body is then handed to the sink the handler attaches, piece
+ * by piece as it arrives, with backpressure: while no sink is attached, or the
+ * sink returned 0, the connection reads nothing more. The body limit in force
+ * for the request (route rule, else LATCH_LIMIT_BODY) still applies. Once the
+ * response ended, or the sink was stopped, the rest of the body is read and
+ * dropped, and the connection closes after the response (a head built while the
+ * body still arrives says Connection: close).
+ */
+typedef struct latch_body_sink latch_body_sink;
+struct latch_body_sink { /* embedded in the consumer's own state */
+    /* n decoded body bytes (never chunk framing): 1 more, 0 pause until
+     * latch__res_body_resume. */
+    int (*data)(latch_body_sink *self, const char *p, size_t n);
+    /* At most once per attached sink, never after it was stopped: 0 when
+     * the body is complete, or why it will never be (LATCH_ERR_LIMIT;
+     * LATCH_ERR_HTTP, a malformed body; UV_ETIMEDOUT, the body timeout);
+     * then the connection answers or cuts the response itself. A
+     * connection that closes calls none: its response's end (a pipe's
+     * done) is where the consumer stops its sink. */
+    void (*end)(latch_body_sink *self, int status);
+};
+/* Attaches the sink of a streamed body that is still open: 0, or
+ * LATCH_ERR_STATE (not streamed, already complete, a sink there, no
+ * longer carried). Body bytes already read are handed over from the
+ * loop, never from inside this call. */
+int latch__res_body_sink(latch_res *res, latch_body_sink *sink);
+/* The paused sink takes more (from the loop). */
+void latch__res_body_resume(latch_res *res);
+/* Detaches the sink (no callback after this); the rest of the body is
+ * dropped. No sink attached: no-op. */
+void latch__res_body_stop(latch_res *res);
+/* The upstream said 100 Continue: the client gets one, in order with the
+ * responses before it, when it asked for it and nothing was sent. */
+void latch__res_continue(latch_res *res);
+
 typedef void (*latch_sendfile_cb)(latch_res *res, int status, void *data);
 typedef struct latch_exchange_ops {
     latch_buf *(*sink)(latch_res *res);
@@ -720,6 +807,10 @@ typedef struct latch_exchange_ops {
     bool (*can_sendfile)(const latch_res *res);
     int (*sendfile)(latch_res *res, int fd, uint64_t off, uint64_t len,
                     latch_sendfile_cb cb, void *data);
+    int (*body_sink)(latch_res *res, latch_body_sink *sink);
+    void (*body_resume)(latch_res *res);
+    void (*body_stop)(latch_res *res);
+    void (*send_continue)(latch_res *res);
 } latch_exchange_ops;
 
 /* Ties `a` (ops set by the caller, memory owned by the caller until its
@@ -1053,6 +1144,9 @@ static inline uint16_t latch__frame_pick(uint16_t hf, const latch_res *res)
 /* Keeps p until the app is freed, then calls fn(p) (a feature's handler
  * data). 0 or LATCH_ERR_NOMEM (then fn(p) has run). */
 int latch__app_keep(latch_app *app, void *p, void (*fn)(void *));
+/* Marks the layer registered last (latch_use_proxy's middleware) as one
+ * whose requests stream their bodies (serve's body_streams). */
+void latch__app_stream_last(latch_app *app);
 
 /* pubsub.c: frees the app's hub (channels, history, backend). */
 void latch__hub_free(latch_app *app);

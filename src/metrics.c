@@ -213,6 +213,20 @@ static void render(latch_app *app, text *t)
 
     family(t, "latch_upstream_requests_total", "counter",
            "Proxied requests by upstream and outcome.");
+    {
+        static const char *const outcomes[LATCH_UP_NOUTCOMES] = {
+            "ok", "error", "timeout", "truncated", "aborted"};
+        int nu = atomic_load_explicit(&app->nustats, memory_order_acquire);
+
+        for (int u = 0; u < nu; u++)
+            for (int o = 0; o < LATCH_UP_NOUTCOMES; o++) {
+                add(t, "latch_upstream_requests_total{upstream=\"");
+                add_label(t, app->ustats[u].name);
+                add(t, "\",outcome=\"%s\"} %llu\n", outcomes[o],
+                    (unsigned long long)atomic_load_explicit(
+                        &app->ustats[u].n[o], memory_order_relaxed));
+            }
+    }
     family(t, "latch_sse_subscribers", "gauge",
            "Subscribers (server-sent event streams and callbacks) by "
            "channel.");

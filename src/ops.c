@@ -22,6 +22,7 @@ static const uint64_t bounds_ns[LATCH_NBUCKETS - 1] = {
 void latch__ops_init(latch_app *app)
 {
     pthread_mutex_init(&app->ops_mu, NULL);
+    pthread_mutex_init(&app->ustat_mu, NULL);
 }
 
 void latch__ops_free(latch_app *app)
@@ -37,6 +38,10 @@ void latch__ops_free(latch_app *app)
     }
     atomic_store(&app->wops, NULL);
     pthread_mutex_destroy(&app->ops_mu);
+    free(app->ustats);
+    app->ustats = NULL;
+    atomic_store(&app->nustats, 0);
+    pthread_mutex_destroy(&app->ustat_mu);
 }
 
 /* The worker's block: found by index (a later latch_run's worker takes

@@ -13,8 +13,17 @@
  * This file builds the request head that goes upstream (target, Host,
  * forwarding fields, hop-by-hop fields stripped) and copies the answer's
  * status and end-to-end fields to the response; the body framing on both
- * sides is latch's own. It is not a client (no sockets here) and it does
- * not stream request bodies: the body is the one conn.c buffered.
+ * sides is latch's own. It is not a client (no sockets here).
+ *
+ * The request body: under a latch_use_proxy prefix conn.c streams it
+ * (the request is dispatched at its head): the proxy is its sink and
+ * passes each piece on as it arrives, with the client's Content-Length or
+ * chunked framing of latch's own, pausing the client's reading while the
+ * upstream holds enough (its drain resumes it). An Expect: 100-continue
+ * goes upstream, and the upstream's 100 is relayed: the client sends its
+ * body only when the upstream asked for it. Elsewhere (latch_proxy in a
+ * route of the app's own) the body is the one conn.c buffered, sent with
+ * a Content-Length.
  */
 #include "upstream.h"
 
@@ -31,13 +40,17 @@ typedef struct latch_pxy {
     latch_upstream own; /* parsed by latch_proxy itself (else unused) */
     const latch_upstream *u;
     latch_proxy_opts opts;
-    latch_ucall *call; /* NULL once the call is over */
-    latch_site at;     /* latch_proxy's caller: failures are sealed here */
-    uint16_t frame;    /* the handler call that proxied */
-    int busy;          /* inside a callback that may end the pipe */
-    bool over;         /* the pipe's done ran: free when not busy */
-    bool paused;       /* the upstream read waits for a pull */
-    bool headed;       /* the upstream's head is set on the response */
+    latch_ucall *call;    /* NULL once the call is over */
+    latch_site at;        /* latch_proxy's caller: failures are sealed here */
+    uint16_t frame;       /* the handler call that proxied */
+    int busy;             /* inside a callback that may end the pipe */
+    bool over;            /* the pipe's done ran: free when not busy */
+    bool paused;          /* the upstream read waits for a pull */
+    bool headed;          /* the upstream's head is set on the response */
+    bool streamed;        /* the request body streams (its sink is p) */
+    bool chunked;         /* ... framed by latch as chunked upstream */
+    bool counted;         /* its outcome went to the metrics */
+    latch_body_sink sink; /* conn.c's consumer of the streamed body */
 } latch_pxy;
 
 /* An app's latch_use_proxy route. */
@@ -300,11 +313,22 @@ static int build_request(latch_pxy *p, latch_buf *out)
     if (r == 0)
         r = puts_(out, q->version_minor == 0 ? "Via: 1.0 latch\r\n"
                                              : "Via: 1.1 latch\r\n");
-    /* The body latch buffered, with a length of latch's own. */
+    /* The body latch buffered, with a length of latch's own; or the
+     * streamed one, with the client's length (checked by the parser) or
+     * else chunked. */
     latch_req_body(q, &body, &blen);
     has_body = blen > 0 || latch_req_header(q, "content-length") != NULL ||
                latch_req_header(q, "transfer-encoding") != NULL;
-    if (r == 0 && has_body) {
+    p->streamed = q->body_open;
+    if (r == 0 && p->streamed) {
+        const char *cl = latch_req_header(q, "content-length");
+
+        p->chunked = cl == NULL;
+        r = cl != NULL ? put_field(out, "Content-Length", cl, strlen(cl))
+                       : puts_(out, "Transfer-Encoding: chunked\r\n");
+        if (r == 0 && q->expect_continue)
+            r = puts_(out, "Expect: 100-continue\r\n");
+    } else if (r == 0 && has_body) {
         snprintf(num, sizeof(num), "%zu", blen);
         r = put_field(out, "Content-Length", num, strlen(num));
     }
@@ -318,6 +342,50 @@ static int build_request(latch_pxy *p, latch_buf *out)
 }
 
 /* ---- the exchange ------------------------------------------------------ */
+
+/* The row of upstream `name` among the first n, or NULL. */
+static latch_ustat *ustat_find(latch_app *app, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(app->ustats[i].name, name) == 0)
+            return &app->ustats[i];
+    return NULL;
+}
+
+/* The exchange's outcome, once, into latch_upstream_requests_total (the
+ * app's rows, which metrics.c renders), while metrics are on. */
+static void count(latch_pxy *p, int outcome)
+{
+    latch_app *app = p->res->w->app;
+    const char *name = p->u->authority;
+    latch_ustat *u = NULL;
+    int n;
+
+    if (p->counted || !(app->ops & LATCH_OPS_METRICS))
+        return;
+    p->counted = true;
+    /* Rows are immutable once published: most calls find theirs without
+     * the lock. */
+    n = atomic_load_explicit(&app->nustats, memory_order_acquire);
+    if (n > 0)
+        u = ustat_find(app, n, name);
+    if (u == NULL) {
+        pthread_mutex_lock(&app->ustat_mu);
+        n = atomic_load_explicit(&app->nustats, memory_order_relaxed);
+        if (n > 0)
+            u = ustat_find(app, n, name);
+        if (u == NULL && app->ustats == NULL)
+            app->ustats = calloc(LATCH_MAX_USTATS, sizeof(*app->ustats));
+        if (u == NULL && app->ustats != NULL && n < LATCH_MAX_USTATS) {
+            u = &app->ustats[n];
+            snprintf(u->name, sizeof(u->name), "%s", name);
+            atomic_store_explicit(&app->nustats, n + 1, memory_order_release);
+        }
+        pthread_mutex_unlock(&app->ustat_mu);
+    }
+    if (u != NULL)
+        atomic_fetch_add_explicit(&u->n[outcome], 1, memory_order_relaxed);
+}
 
 static void pxy_free(latch_pxy *p)
 {
@@ -424,6 +492,11 @@ static void up_done(void *data, int status, bool headed)
     p->call = NULL;
     if (p->over)
         return;
+    count(p, status == 0 ? LATCH_UP_OK
+             : res->state != LATCH_RS_FRESH || res->detached
+                 ? LATCH_UP_TRUNCATED
+             : status == UV_ETIMEDOUT ? LATCH_UP_TIMEOUT
+                                      : LATCH_UP_ERROR);
     p->busy++;
     if (status == 0) {
         latch_res_end_at(res, NULL, 0, p->at);
@@ -457,7 +530,77 @@ static void up_done(void *data, int status, bool headed)
     pxy_leave(p);
 }
 
-static const latch_ucall_ops up_ops = {up_head, up_body, up_done};
+/* The upstream said 100 Continue: so does latch, when the client asked. */
+static void up_interim(void *data, int status)
+{
+    latch_pxy *p = data;
+
+    if (status == 100 && !p->over)
+        latch__res_continue(p->res);
+}
+
+/* The upstream took enough of the streamed body: the client's reading
+ * goes on. */
+static void up_drain(void *data)
+{
+    latch_pxy *p = data;
+
+    if (!p->over)
+        latch__res_body_resume(p->res);
+}
+
+static const latch_ucall_ops up_ops = {
+    .head = up_head,
+    .body = up_body,
+    .done = up_done,
+    .interim = up_interim,
+    .drain = up_drain,
+};
+
+/* ---- the streamed request body (conn.c's sink) ------------------------- */
+
+static int sink_data(latch_body_sink *self, const char *b, size_t n)
+{
+    latch_pxy *p = LATCH_CONTAINER_OF(self, latch_pxy, sink);
+    uv_buf_t v[3];
+    char size[24];
+    int k = 0;
+
+    if (p->call == NULL)
+        return 1; /* the exchange is over: the rest is dropped */
+    if (p->chunked) {
+        int hl = snprintf(size, sizeof(size), "%zx\r\n", n);
+        v[k++] = uv_buf_init(size, (unsigned)hl);
+    }
+    v[k++] = uv_buf_init((char *)(uintptr_t)b, (unsigned)n);
+    if (p->chunked)
+        v[k++] = uv_buf_init("\r\n", 2);
+    /* 0: the upstream holds enough; an error: done will tell. */
+    return latch__ucall_send(p->call, v, k) == 0 ? 0 : 1;
+}
+
+static void sink_end(latch_body_sink *self, int status)
+{
+    latch_pxy *p = LATCH_CONTAINER_OF(self, latch_pxy, sink);
+    static const char last[] = "0\r\n\r\n";
+
+    if (p->call == NULL)
+        return;
+    if (status == 0) {
+        uv_buf_t v = uv_buf_init((char *)(uintptr_t)last, sizeof(last) - 1);
+
+        if (p->chunked)
+            (void)latch__ucall_send(p->call, &v, 1);
+        latch__ucall_send_end(p->call);
+        return;
+    }
+    /* The body will never be whole (too large, malformed, the client's
+     * timeout): the upstream request cannot complete, and conn.c answers
+     * the client itself. */
+    count(p, LATCH_UP_ABORTED);
+    latch__ucall_abort(p->call);
+    p->call = NULL;
+}
 
 /* The client's output drained: read on. */
 static void pipe_pull(latch_res *res, void *data)
@@ -478,10 +621,13 @@ static void pipe_done(latch_res *res, int status, void *data)
 {
     latch_pxy *p = data;
 
-    (void)res;
+    (void)res; /* a handle: p->res is latch's pointer */
     (void)status;
     p->over = true;
+    if (p->streamed)
+        latch__res_body_stop(p->res);
     if (p->call != NULL) {
+        count(p, LATCH_UP_ABORTED);
         latch__ucall_abort(p->call);
         p->call = NULL;
     }
@@ -531,13 +677,24 @@ static int proxy_start(latch_res *res, uint16_t hf, latch_pxy *p, latch_site at)
     uo.response_ms = p->opts.response_timeout_ms;
     uo.idle_ms = p->opts.idle_timeout_ms;
     uo.max_idle = p->opts.max_idle_per_upstream;
-    r = latch__ucall_start(res->w, p->u, &uo, reqb.data, reqb.len,
+    r = latch__ucall_start(res->w, p->u, &uo, reqb.data, reqb.len, p->streamed,
                            idempotent(res->req.method), res->req.is_head,
                            &up_ops, p, &p->call);
     if (r < 0) {
         /* The pipe is there: it ends through its own done. */
         p->call = NULL;
+        count(p, LATCH_UP_ERROR);
         latch_res_pipe_fail_at(res, r, at);
+        return 0;
+    }
+    /* The body goes on as it arrives (from the loop, not from here). */
+    p->sink.data = sink_data;
+    p->sink.end = sink_end;
+    if (p->streamed && latch__res_body_sink(res, &p->sink) < 0) {
+        p->streamed = false;
+        latch__ucall_abort(p->call);
+        p->call = NULL;
+        latch_res_pipe_fail_at(res, LATCH_ERR_STATE, at);
     }
     return 0;
 }
@@ -636,6 +793,10 @@ int latch_use_proxy(latch_app *app, const char *prefix, const char *upstream,
         return r;
     if (prefix != NULL && strcmp(prefix, "/") == 0)
         prefix = NULL;
-    return latch_use_at(app, prefix, proxy_handler, c, "latch_use_proxy",
-                        latch__no_site);
+    if ((r = latch_use_at(app, prefix, proxy_handler, c, "latch_use_proxy",
+                          latch__no_site)) < 0)
+        return r;
+    /* Its requests' bodies stream to the upstream (conn.c). */
+    latch__app_stream_last(app);
+    return 0;
 }

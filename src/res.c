@@ -974,9 +974,11 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
             res->close_delimited = true;
         }
     }
+    /* A streamed body still arriving: the rest will be dropped, and
+     * the connection closes after this response. */
     res->keep_alive = res->req.keep_alive && !close_req &&
                       !res->close_delimited && c != NULL &&
-                      res->ex->may_keep_alive(res);
+                      !res->req.body_open && res->ex->may_keep_alive(res);
     if (!res->keep_alive && c != NULL)
         res->ex->make_last(res);
     /* A handler's Connection that promises more than latch will do
@@ -1901,6 +1903,33 @@ void latch__res_raise(latch_res *res, int code, int status, const char *call,
         res->owner->raise(res, code, status, call, at);
     else if (res->state == LATCH_RS_FRESH)
         latch_res_send_status_at(res, status, at);
+}
+
+int latch__res_body_sink(latch_res *res, latch_body_sink *sink)
+{
+    if (res->conn == NULL || res->ex->body_sink == NULL)
+        return LATCH_ERR_STATE;
+    return res->ex->body_sink(res, sink);
+}
+
+void latch__res_body_resume(latch_res *res)
+{
+    if (res->conn != NULL && res->ex->body_resume != NULL)
+        res->ex->body_resume(res);
+}
+
+void latch__res_body_stop(latch_res *res)
+{
+    if (res->conn != NULL && res->ex->body_stop != NULL)
+        res->ex->body_stop(res);
+    res->req.sink = NULL; /* carried or not, nothing calls it again */
+    res->req.sink_paused = false;
+}
+
+void latch__res_continue(latch_res *res)
+{
+    if (res->conn != NULL && res->ex->send_continue != NULL)
+        res->ex->send_continue(res);
 }
 
 void latch__res_timed_out(latch_res *res, int status)

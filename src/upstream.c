@@ -19,9 +19,15 @@
  * fresh connection when the request is idempotent (the upstream may have
  * closed the idle connection as we wrote).
  *
+ * The request goes out through a buffer per connection: the head (and a
+ * whole body the proxy had) at once, or the head and then a body streamed
+ * piece by piece (latch__ucall_send) with backpressure: past a high-water
+ * mark of bytes not yet taken by the socket the owner is told to wait,
+ * and resumed (drain) once they fell below a low-water mark. A call whose
+ * body was streamed is retried only when no byte of that body went out.
+ *
  * It is not the proxy: it knows nothing of responses to clients, headers
- * to forward, or how an error is answered. It does not stream request
- * bodies either: the request is one buffer.
+ * to forward, body framing, or how an error is answered.
  */
 #include "upstream.h"
 
@@ -39,6 +45,11 @@
 #define READ_CHUNK 65536
 #define RBUF_LIMIT (16384 + 2 * READ_CHUNK)
 #define MAX_FIELDS 100
+/* Request bytes a connection holds before the owner waits (drain), and
+ * the level that resumes it; a hard cap past which a send fails. */
+#define OUT_HIGH (64 * 1024)
+#define OUT_LOW (16 * 1024)
+#define OUT_LIMIT (8 * 1024 * 1024)
 
 static const latch_parse_limits resp_limits = {
     .request_line = 8192,
@@ -82,6 +93,8 @@ struct latch_uconn {
     uint8_t interim;   /* 1xx heads of this exchange */
     uint64_t got;      /* response bytes of this exchange */
     latch_buf rb;      /* [0, rb.len): bytes read, not handed on */
+    latch_buf ob;      /* request bytes not yet handed to uv_write */
+    latch_buf wb;      /* request bytes uv_write has (while writing) */
     latch_parser parser;
     latch_field fields[MAX_FIELDS];
 };
@@ -107,8 +120,11 @@ struct latch_ucall {
     char *req;
     size_t len;
     bool idempotent, head_request, retried;
-    bool busy; /* inside a callback of the owner: free later */
-    bool dead; /* aborted or done: no more callbacks */
+    bool body_open;     /* body bytes still to come (latch__ucall_send) */
+    bool want_drain;    /* a send returned 0: drain when below OUT_LOW */
+    uint64_t body_sent; /* streamed body bytes taken so far */
+    bool busy;          /* inside a callback of the owner: free later */
+    bool dead;          /* aborted or done: no more callbacks */
     const latch_ucall_ops *ops;
     void *data;
     latch_uconn *c;
@@ -328,6 +344,8 @@ static void conn_free_maybe(latch_uconn *c)
 {
     if (c->closes == 0 && !c->gai_pending) {
         latch__buf_dispose(&c->rb);
+        latch__buf_dispose(&c->ob);
+        latch__buf_dispose(&c->wb);
         free(c);
     }
 }
@@ -447,9 +465,9 @@ static void conn_release(latch_uconn *c)
     latch_uworker *uw = uworker(c->call->w, false);
     latch_ucall *x = c->call;
     bool keep = c->parser.keep_alive && c->rb.len == 0 && !c->eof &&
-                !c->writing && x->o.max_idle >= 0 && uw != NULL &&
-                !uw->draining && c->pool != NULL &&
-                c->pool->nidle < x->o.max_idle;
+                !c->writing && c->ob.len == 0 && !x->body_open &&
+                x->o.max_idle >= 0 && uw != NULL && !uw->draining &&
+                c->pool != NULL && c->pool->nidle < x->o.max_idle;
 
     c->call = NULL;
     x->c = NULL;
@@ -464,6 +482,8 @@ static void conn_release(latch_uconn *c)
     c->pool->nidle++;
     /* Idle: no buffer kept, and a read armed to notice a close. */
     latch__buf_dispose(&c->rb);
+    latch__buf_dispose(&c->ob);
+    latch__buf_dispose(&c->wb);
     if (!c->reading) {
         uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
         c->reading = true;
@@ -503,7 +523,8 @@ static void call_fail(latch_ucall *x, int status)
     if (x->dead)
         return;
     if (nothing && c != NULL && c->reused && x->idempotent && !x->retried &&
-        status != UV_ETIMEDOUT && status != LATCH_ERR_UPSTREAM) {
+        x->body_sent == 0 && status != UV_ETIMEDOUT &&
+        status != LATCH_ERR_UPSTREAM) {
         x->retried = true;
         x->pool = pool_get(x->w, x->u, true);
         if (open_conn(x) == 0)
@@ -577,6 +598,17 @@ static void process(latch_uconn *c)
                     call_fail(x, LATCH_ERR_UPSTREAM);
                     return;
                 }
+                if (p->code == 100 && x->ops->interim != NULL) {
+                    /* The upstream wants the body: the owner may tell
+                     * the client that waits for this word. */
+                    x->busy = true;
+                    x->ops->interim(x->data, 100);
+                    x->busy = false;
+                    if (x->dead) {
+                        call_free(x);
+                        return;
+                    }
+                }
                 consume(c, p->head_len);
                 latch__parser_reset_response(p, x->head_request);
                 continue;
@@ -641,41 +673,112 @@ static void process(latch_uconn *c)
     }
 }
 
+/* Request bytes the connection holds: buffered, and in uv_write. */
+static size_t out_pending(const latch_uconn *c)
+{
+    return c->ob.len + (c->writing ? c->wb.len : 0);
+}
+
+/*
+ * The response timeout while the request goes out: it runs while bytes
+ * wait for the upstream to take them (a stalled upstream) and once the
+ * whole request went (waiting for the head); not while a streamed body
+ * waits for its client, whose own body timeout applies.
+ */
+static void arm_response(latch_uconn *c)
+{
+    latch_ucall *x = c->call;
+
+    if (c->head_done)
+        return; /* the body's reads re-arm it */
+    if (x->body_open && out_pending(c) == 0)
+        uv_timer_stop(&c->timer);
+    else
+        arm(c, x->o.response_ms, on_call_timeout);
+}
+
+static void write_cb(uv_write_t *wr, int status);
+
+/* Hands what ob holds to uv_write when none is in flight. */
+static int out_flush(latch_uconn *c)
+{
+    latch_buf t;
+    uv_buf_t b;
+    int r;
+
+    if (c->writing || c->ob.len == 0 || c->state != UC_ACTIVE)
+        return 0;
+    t = c->wb;
+    c->wb = c->ob;
+    c->ob = t;
+    c->ob.len = 0;
+    b = uv_buf_init(c->wb.data, (unsigned)c->wb.len);
+    c->wreq.data = c;
+    r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
+    if (r == 0)
+        c->writing = true;
+    return r;
+}
+
 static void write_cb(uv_write_t *wr, int status)
 {
     latch_uconn *c = wr->data;
+    latch_ucall *x = c->call;
+    int r;
 
     c->writing = false;
-    if (c->state == UC_CLOSING)
+    c->wb.len = 0;
+    if (c->state == UC_CLOSING || x == NULL)
         return;
-    if (status < 0 && c->call != NULL)
-        call_fail(c->call, status);
+    if (status < 0) {
+        call_fail(x, status);
+        return;
+    }
+    if ((r = out_flush(c)) < 0) {
+        call_fail(x, r);
+        return;
+    }
+    arm_response(c);
+    if (x->want_drain && out_pending(c) < OUT_LOW) {
+        x->want_drain = false;
+        if (x->ops->drain != NULL) {
+            x->busy = true;
+            x->ops->drain(x->data);
+            x->busy = false;
+            if (x->dead)
+                call_free(x);
+        }
+    }
+}
+
+/* The call takes connection c; its request head waits in c's buffer
+ * (before any body byte sent while c connects). */
+static int conn_attach(latch_uconn *c, latch_ucall *x)
+{
+    c->call = x;
+    x->c = c;
+    return latch__buf_append(&c->ob, x->req, x->len, OUT_LIMIT);
 }
 
 /* c is connected (or was idle): the call's request goes out. */
 static void conn_send(latch_uconn *c, latch_ucall *x)
 {
-    uv_buf_t b = uv_buf_init(x->req, (unsigned)x->len);
     int r;
 
     c->state = UC_ACTIVE;
-    c->call = x;
-    x->c = c;
     c->got = 0;
     c->head_done = false;
     c->interim = 0;
     c->eof = false;
     latch__parser_init(&c->parser, &resp_limits, c->fields, MAX_FIELDS);
     latch__parser_reset_response(&c->parser, x->head_request);
-    arm(c, x->o.response_ms, on_call_timeout);
-    c->wreq.data = c;
-    r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
-    if (r == 0) {
-        c->writing = true;
-        if (!c->reading) {
-            r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
-            c->reading = r == 0;
-        }
+    r = c->start_err;
+    if (r == 0)
+        r = out_flush(c);
+    arm_response(c);
+    if (r == 0 && !c->reading) {
+        r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+        c->reading = r == 0;
     }
     if (r < 0) {
         /* Reported from the loop (this may run inside ucall_start). */
@@ -761,8 +864,8 @@ static int open_conn(latch_ucall *x)
     c->tcp.data = c->timer.data = c->gai.data = c;
     c->pool = x->pool;
     c->pool->nopen++;
-    c->call = x;
-    x->c = c;
+    if (conn_attach(c, x) < 0)
+        c->start_err = LATCH_ERR_NOMEM; /* told once connected */
     arm(c, x->o.connect_ms, on_call_timeout);
     if (uv_ip4_addr(x->u->host, x->u->port, (struct sockaddr_in *)&ss) == 0 ||
         uv_ip6_addr(x->u->host, x->u->port, (struct sockaddr_in6 *)&ss) == 0) {
@@ -792,7 +895,7 @@ static int open_conn(latch_ucall *x)
 
 int latch__ucall_start(latch_worker *w, const latch_upstream *u,
                        const latch_uopts *o, char *req, size_t len,
-                       bool idempotent, bool head_request,
+                       bool body_follows, bool idempotent, bool head_request,
                        const latch_ucall_ops *ops, void *data,
                        latch_ucall **out)
 {
@@ -822,6 +925,7 @@ int latch__ucall_start(latch_worker *w, const latch_upstream *u,
     x->len = len;
     x->idempotent = idempotent;
     x->head_request = head_request;
+    x->body_open = body_follows;
     x->ops = ops;
     x->data = data;
     x->pool = pool;
@@ -829,6 +933,7 @@ int latch__ucall_start(latch_worker *w, const latch_upstream *u,
     if ((c = pool->idle) != NULL) {
         idle_unlink(c);
         uv_timer_stop(&c->timer);
+        c->start_err = conn_attach(c, x);
         conn_send(c, x);
         *out = x;
         return 0;
@@ -842,6 +947,50 @@ int latch__ucall_start(latch_worker *w, const latch_upstream *u,
     }
     *out = x;
     return 0;
+}
+
+int latch__ucall_send(latch_ucall *x, const uv_buf_t *bufs, int n)
+{
+    latch_uconn *c;
+    size_t total = 0;
+
+    if (x == NULL || x->dead || !x->body_open || (c = x->c) == NULL ||
+        c->state == UC_CLOSING)
+        return LATCH_ERR_STATE;
+    for (int i = 0; i < n; i++) {
+        if (latch__buf_append(&c->ob, bufs[i].base, bufs[i].len, OUT_LIMIT) <
+            0) {
+            /* Told from the loop, as a failure of the connection. */
+            c->start_err = LATCH_ERR_LIMIT;
+            arm(c, 0, on_deferred_fail);
+            return LATCH_ERR_LIMIT;
+        }
+        total += bufs[i].len;
+    }
+    x->body_sent += total;
+    if (c->state == UC_ACTIVE) {
+        int r = out_flush(c);
+        if (r < 0) {
+            c->start_err = r;
+            arm(c, 0, on_deferred_fail);
+            return r;
+        }
+        arm_response(c);
+    }
+    if (out_pending(c) >= OUT_HIGH) {
+        x->want_drain = true;
+        return 0;
+    }
+    return 1;
+}
+
+void latch__ucall_send_end(latch_ucall *x)
+{
+    if (x == NULL || x->dead || !x->body_open)
+        return;
+    x->body_open = false;
+    if (x->c != NULL && x->c->state == UC_ACTIVE)
+        arm_response(x->c);
 }
 
 void latch__ucall_pause(latch_ucall *x)

@@ -65,25 +65,46 @@ typedef struct latch_ucall_ops {
      * LATCH_ERR_UPSTREAM for a response the strict parser refused.
      * `headed` says whether the head callback ran. */
     void (*done)(void *data, int status, bool headed);
+    /* Optional: an interim 100 Continue arrived (other 1xx are dropped
+     * silently). */
+    void (*interim)(void *data, int status);
+    /* Optional: a latch__ucall_send that returned 0 may be followed by
+     * more; the bytes held fell below the low-water mark. */
+    void (*drain)(void *data);
 } latch_ucall_ops;
 
 typedef struct latch_ucall latch_ucall;
 
 /*
- * Sends one request (`req`, len bytes, a complete message: head and any
- * body; the call takes ownership of the malloc'd buffer, also on failure)
- * to `u` on worker w, on an idle pooled connection when there is one,
- * else a new one. `u` must outlive the call. `idempotent`: when a reused
- * connection fails before any byte of the response, the request is sent
- * once more on a fresh connection. `head_request`: the answer to HEAD has
- * no body. Returns 0 with *out set (then done runs exactly once, never
- * before this returns, unless aborted), or LATCH_ERR_NOMEM.
+ * Sends one request (`req`, len bytes: a complete message, head and any
+ * body, or with `body_follows` the head and as much of the body as the
+ * caller has, the rest to come through latch__ucall_send; the call takes
+ * ownership of the malloc'd buffer, also on failure) to `u` on worker w,
+ * on an idle pooled connection when there is one, else a new one. `u`
+ * must outlive the call. `idempotent`: when a reused connection fails
+ * before any byte of the response (and before any byte given to
+ * latch__ucall_send), the request is sent once more on a fresh
+ * connection. `head_request`: the answer to HEAD has no body. Returns 0
+ * with *out set (then done runs exactly once, never before this returns,
+ * unless aborted), or LATCH_ERR_NOMEM.
  */
 int latch__ucall_start(latch_worker *w, const latch_upstream *u,
                        const latch_uopts *o, char *req, size_t len,
-                       bool idempotent, bool head_request,
+                       bool body_follows, bool idempotent, bool head_request,
                        const latch_ucall_ops *ops, void *data,
                        latch_ucall **out);
+/*
+ * More of the request's body (bytes as they go on the wire: the caller
+ * frames them), copied. Returns 1 (more is welcome), 0 (taken, but wait
+ * for ops->drain before the next), or an error (LATCH_ERR_STATE: the call
+ * is over or its body ended; LATCH_ERR_LIMIT: far past the high-water
+ * mark): then the bytes were not taken, and a failure of the call's
+ * connection is told through done. Never calls back before it returns.
+ */
+int latch__ucall_send(latch_ucall *x, const uv_buf_t *bufs, int n);
+/* The request's body is complete (the caller sent its last framing):
+ * the response timeout runs from here. */
+void latch__ucall_send_end(latch_ucall *x);
 /* Stops reading the response (backpressure) / reads on. The response
  * timeout does not run while paused. Resume may deliver buffered bytes
  * before it returns. */

@@ -12,8 +12,10 @@
  * after headers, the client connection still serving afterwards), the
  * smuggling shapes refused with nothing forwarded, a client that leaves
  * (the upstream socket closed, on_error never called), the retry of an
- * idempotent request on a reused connection, 1 MB both ways, and the
- * whole under LATCH_SHAKE with 20 seeds.
+ * idempotent request on a reused connection (once, never twice), the
+ * pool's connection counts against max_idle_per_upstream, 1 MB both ways,
+ * and every ending once more under LATCH_SHAKE with 20 seeds.
+ * (Streamed request bodies: test_proxy_stream.c.)
  */
 #include "harness.h"
 
@@ -59,6 +61,9 @@ static struct {
     int after;
     bool echo;          /* answer 200 with the request's body */
     bool die_on_second; /* a connection's 2nd request: closed unanswered */
+    bool die_always;    /* every request: closed unanswered */
+    int gate;           /* answer nothing until this many connections hold
+                           a request (then 0) */
     /* what happened */
     atomic_int accepts, requests, closes;
     atomic_int open; /* connections the fake holds now */
@@ -77,6 +82,8 @@ static void fake_script(const char *resp, size_t len, int after)
     fk.after = after;
     fk.echo = false;
     fk.die_on_second = false;
+    fk.die_always = false;
+    fk.gate = 0;
     pthread_mutex_unlock(&fk.mu);
 }
 
@@ -145,7 +152,7 @@ static void fake_answer(fake_conn *c, size_t n)
     fk.last_len = n;
     atomic_fetch_add(&fk.requests, 1);
     c->nreq++;
-    if (fk.die_on_second && c->nreq == 2) {
+    if ((fk.die_on_second && c->nreq == 2) || fk.die_always) {
         pthread_mutex_unlock(&fk.mu);
         fake_close(c, false);
         return;
@@ -223,7 +230,6 @@ static void *fake_main(void *arg)
             }
             fake_conn *c = &fk.c[map[k]];
             ssize_t r = recv(c->fd, c->buf + c->len, REQ_CAP - c->len, 0);
-            size_t len;
 
             if (r <= 0) {
                 atomic_fetch_add(&fk.closes, 1);
@@ -231,8 +237,25 @@ static void *fake_main(void *arg)
                 continue;
             }
             c->len += (size_t)r;
-            while (c->fd >= 0 && !c->stalled && (len = request_len(c)) > 0)
-                fake_answer(c, len);
+        }
+        /* Answers, once the gate (if any) saw its requests. */
+        {
+            int waiting = 0;
+
+            pthread_mutex_lock(&fk.mu);
+            for (int i = 0; i < FAKE_CONNS; i++)
+                waiting += fk.c[i].fd >= 0 && request_len(&fk.c[i]) > 0;
+            if (fk.gate > 0 && waiting >= fk.gate)
+                fk.gate = 0;
+            waiting = fk.gate;
+            pthread_mutex_unlock(&fk.mu);
+            for (int i = 0; i < FAKE_CONNS && waiting == 0; i++) {
+                fake_conn *c = &fk.c[i];
+                size_t len;
+
+                while (c->fd >= 0 && !c->stalled && (len = request_len(c)) > 0)
+                    fake_answer(c, len);
+            }
         }
     }
     return NULL;
@@ -337,6 +360,29 @@ static int h_proxy_page(latch_req *req, latch_res *res, void *data)
     return latch_proxy(req, res, upstream_url, &o) < 0 ? -1 : LATCH_DONE;
 }
 
+/* The client-gone watch: on_close runs in the loop turn in which the
+ * response closed. It blocks that loop until the fake saw its upstream
+ * connection close (at most 2 s): had latch closed it in a later turn,
+ * the fake could not see it while the loop is held here. */
+static atomic_int closes_at_on_close = -1;
+
+static void watch_close(latch_res *res, void *data)
+{
+    int64_t end = th_now_ms() + 2000;
+
+    (void)res;
+    (void)data;
+    while (atomic_load(&fk.closes) < 1 && th_now_ms() < end)
+        usleep(200);
+    atomic_store(&closes_at_on_close, atomic_load(&fk.closes));
+}
+
+static int h_watch(latch_req *req, latch_res *res, void *data)
+{
+    latch_res_on_close(res, watch_close, NULL);
+    return h_proxy(req, res, data);
+}
+
 static int h_local(latch_req *req, latch_res *res, void *data)
 {
     (void)req;
@@ -366,8 +412,10 @@ static void start(int trust)
     if (trust > 0)
         latch_app_set_trust_proxy(app, trust);
     th_record_violations(app, &viol);
+    latch_use_metrics(app, "/metrics");
     latch_all(app, "/p/*", h_proxy, NULL);
     latch_all(app, "/page/*", h_proxy_page, NULL);
+    latch_all(app, "/watch/*", h_watch, NULL);
     latch_get(app, "/local", h_local, NULL);
     /* latch_use_proxy behind an auth middleware, prefix stripped. */
     latch_use(app, "/api", h_auth, NULL);
@@ -869,6 +917,304 @@ static void test_shake(void **state)
     }
 }
 
+/* The client leaves: its upstream connection is closed in the same loop
+ * turn, before the response's on_close runs (see watch_close). */
+static void test_client_gone_same_turn(void **state)
+{
+    char *reply;
+    size_t len;
+    int fd;
+
+    (void)state;
+    start(0);
+    atomic_store(&closes_at_on_close, -1);
+    SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst", AFTER_STALL);
+    fd = th_connect(srv.port);
+    th_send_str(fd, "GET /watch/gone HTTP/1.1\r\nHost: h\r\n\r\n");
+    reply = th_read(fd, &len, 5000, th_until_substr, "first");
+    assert_non_null(strstr(reply, "first"));
+    free(reply);
+    th_close_reset(fd);
+    {
+        int64_t end = th_now_ms() + 5000;
+        while (atomic_load(&closes_at_on_close) < 0 && th_now_ms() < end)
+            usleep(500);
+    }
+    assert_int_equal(atomic_load(&closes_at_on_close), 1);
+    assert_int_equal(atomic_load(&on_error_calls), 0);
+    stop();
+    assert_int_equal(th_violation_count(&viol), 0);
+}
+
+/* GET /p/<path> on fd; one response, parsed. */
+static th_resp *get_on(int fd, const char *path)
+{
+    char req[256], *reply;
+    size_t len, one = 1;
+    th_resp *r;
+
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path);
+    th_send_str(fd, req);
+    reply = th_read(fd, &len, 10000, th_until_responses, &one);
+    r = th_expect_responses(reply, len, 1, NULL);
+    free(reply);
+    return r;
+}
+
+/* A port where nothing listens (bound once, then closed). */
+static int dead_port(void)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+/*
+ * Every ending once more under LATCH_SHAKE, 20 seeds, the wire checked
+ * each time: a whole answer; a reset before the head (502), a refused
+ * connect (502) and no head in time (504), each through on_error once,
+ * on one keep-alive client connection that serves on after each; a
+ * reset after the head (the client's response truncated, its connection
+ * closed); the client leaving (its upstream connection closed, on_error
+ * not called). No report in any of them.
+ */
+static void test_endings_shaken(void **state)
+{
+    char seed[16], good_url[64], dead_url[64], *reply;
+    size_t len;
+    th_resp *r;
+    int fd;
+
+    (void)state;
+    snprintf(dead_url, sizeof(dead_url), "http://127.0.0.1:%d", dead_port());
+    for (int s = 1; s <= 20; s++) {
+        snprintf(seed, sizeof(seed), "%d", s * 104729);
+        setenv("LATCH_SHAKE", seed, 1);
+        start(0);
+        unsetenv("LATCH_SHAKE");
+        popts.response_timeout_ms = 150;
+        snprintf(good_url, sizeof(good_url), "%s", upstream_url);
+        fd = th_connect(srv.port);
+
+        SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", AFTER_KEEP);
+        r = get_on(fd, "/p/whole");
+        assert_int_equal(r[0].status, 200);
+        assert_string_equal(r[0].body, "hello");
+        assert_non_null(strstr(r[0].head, "Connection: keep-alive\r\n"));
+        drop(r);
+
+        SCRIPT("", AFTER_RST);
+        r = get_on(fd, "/p/reset");
+        assert_int_equal(r[0].status, 502);
+        assert_non_null(strstr(r[0].head, "Connection: keep-alive\r\n"));
+        drop(r);
+        assert_int_equal(atomic_load(&on_error_calls), 1);
+
+        snprintf(upstream_url, sizeof(upstream_url), "%s", dead_url);
+        r = get_on(fd, "/p/refused");
+        snprintf(upstream_url, sizeof(upstream_url), "%s", good_url);
+        assert_int_equal(r[0].status, 502);
+        drop(r);
+        assert_int_equal(atomic_load(&on_error_calls), 2);
+
+        SCRIPT("", AFTER_STALL);
+        r = get_on(fd, "/p/late");
+        assert_int_equal(r[0].status, 504);
+        drop(r);
+        assert_int_equal(atomic_load(&on_error_calls), 3);
+        assert_int_equal(atomic_load(&on_error_status), 504);
+
+        /* After the head: the body stops short, the connection closes. */
+        SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal", AFTER_RST);
+        th_send_str(fd, "GET /p/cut HTTP/1.1\r\nHost: h\r\n\r\n");
+        reply = th_read(fd, &len, 5000, NULL, NULL);
+        assert_true(th_last_end() != TH_OPEN);
+        assert_memory_equal(reply, "HTTP/1.1 200 OK\r\n", 17);
+        assert_non_null(strstr(reply, "Content-Length: 10\r\n"));
+        assert_true(len >= 3 && memcmp(reply + len - 3, "hal", 3) == 0);
+        free(reply);
+        close(fd);
+        assert_int_equal(atomic_load(&on_error_calls), 3);
+
+        /* The client leaves: its upstream connection goes. */
+        {
+            int64_t end = th_now_ms() + 3000;
+            while (atomic_load(&fk.open) > 0 && th_now_ms() < end)
+                usleep(500);
+        }
+        fake_reset_counts();
+        SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npart",
+               AFTER_STALL);
+        fd = th_connect(srv.port);
+        th_send_str(fd, "GET /p/gone HTTP/1.1\r\nHost: h\r\n\r\n");
+        reply = th_read(fd, &len, 5000, th_until_substr, "part");
+        free(reply);
+        th_close_reset(fd);
+        assert_true(wait_closes(1, 3000) >= 1);
+        assert_int_equal(atomic_load(&on_error_calls), 3);
+        stop();
+        assert_int_equal(th_violation_count(&viol), 0);
+    }
+}
+
+/* The pool holds at most max_idle_per_upstream idle connections: four at
+ * once open four, two stay and two close; the next requests reuse the two.
+ * Negative: no pooling, each connection closed after its request. */
+static void test_pool_counts(void **state)
+{
+    int fd[4];
+    th_resp *r;
+
+    (void)state;
+    start(0);
+    popts.max_idle_per_upstream = 2;
+    SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", AFTER_KEEP);
+    pthread_mutex_lock(&fk.mu);
+    fk.gate = 4; /* four upstream connections, each with its request */
+    pthread_mutex_unlock(&fk.mu);
+    for (int i = 0; i < 4; i++) {
+        fd[i] = th_connect(srv.port);
+        th_send_str(fd[i], "GET /p/c HTTP/1.1\r\nHost: h\r\n\r\n");
+    }
+    for (int i = 0; i < 4; i++) {
+        size_t len, one = 1;
+        char *reply = th_read(fd[i], &len, 10000, th_until_responses, &one);
+        r = th_expect_responses(reply, len, 1, NULL);
+        assert_int_equal(r[0].status, 200);
+        drop(r);
+        free(reply);
+    }
+    assert_int_equal(atomic_load(&fk.accepts), 4);
+    assert_int_equal(wait_closes(2, 3000), 2);
+    for (int i = 0; i < 3; i++) {
+        r = get_on(fd[0], "/p/again");
+        assert_int_equal(r[0].status, 200);
+        drop(r);
+    }
+    assert_int_equal(atomic_load(&fk.accepts), 4);
+    assert_int_equal(atomic_load(&fk.closes), 2);
+    assert_int_equal(atomic_load(&fk.open), 2);
+
+    popts.max_idle_per_upstream = -1;
+    for (int i = 0; i < 3; i++) {
+        char *up;
+        r = get_on(fd[0], "/p/nopool");
+        assert_int_equal(r[0].status, 200);
+        drop(r);
+        up = fake_last();
+        assert_non_null(strstr(up, "\r\nConnection: close\r\n"));
+        free(up);
+    }
+    /* The two pooled ones were used once more, then closed; the third
+     * request opened one, closed after it. */
+    assert_int_equal(atomic_load(&fk.accepts), 5);
+    assert_int_equal(wait_closes(5, 3000), 5);
+    assert_int_equal(atomic_load(&fk.open), 0);
+    for (int i = 0; i < 4; i++)
+        close(fd[i]);
+    stop();
+}
+
+/* The retry happens once: a reused connection that dies unanswered, then
+ * a fresh one that dies too, is a 502, never a third try. */
+static void test_retry_only_once(void **state)
+{
+    int fd;
+    th_resp *r;
+
+    (void)state;
+    start(0);
+    SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", AFTER_KEEP);
+    fd = th_connect(srv.port);
+    r = get_on(fd, "/p/first");
+    assert_int_equal(r[0].status, 200);
+    drop(r);
+    pthread_mutex_lock(&fk.mu);
+    fk.die_always = true;
+    pthread_mutex_unlock(&fk.mu);
+    r = get_on(fd, "/p/second");
+    assert_int_equal(r[0].status, 502);
+    drop(r);
+    close(fd);
+    assert_int_equal(atomic_load(&fk.requests), 3);
+    assert_int_equal(atomic_load(&fk.accepts), 2);
+    assert_int_equal(atomic_load(&on_error_calls), 1);
+    stop();
+}
+
+/* /metrics counts each exchange once, by upstream and outcome. */
+static void test_upstream_metrics(void **state)
+{
+    static const char *const outcomes[] = {"ok", "error", "timeout",
+                                           "truncated", "aborted"};
+    static const int want[] = {2, 1, 1, 1, 1};
+    char line[160], *reply;
+    size_t len;
+    th_resp *r;
+    int fd;
+
+    (void)state;
+    start(0);
+    popts.response_timeout_ms = 150;
+    fd = th_connect(srv.port);
+    SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", AFTER_KEEP);
+    for (int i = 0; i < 2; i++) {
+        r = get_on(fd, "/p/m");
+        assert_int_equal(r[0].status, 200);
+        drop(r);
+    }
+    SCRIPT("", AFTER_RST); /* retried once on a fresh connection: one 502 */
+    r = get_on(fd, "/p/m");
+    assert_int_equal(r[0].status, 502);
+    drop(r);
+    SCRIPT("", AFTER_STALL);
+    r = get_on(fd, "/p/m");
+    assert_int_equal(r[0].status, 504);
+    drop(r);
+    SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal", AFTER_RST);
+    th_send_str(fd, "GET /p/m HTTP/1.1\r\nHost: h\r\n\r\n");
+    reply = th_read(fd, &len, 5000, NULL, NULL);
+    assert_true(th_last_end() != TH_OPEN);
+    free(reply);
+    close(fd);
+    {
+        int64_t end = th_now_ms() + 3000;
+        while (atomic_load(&fk.open) > 0 && th_now_ms() < end)
+            usleep(500);
+    }
+    fake_reset_counts();
+    SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npart", AFTER_STALL);
+    fd = th_connect(srv.port);
+    th_send_str(fd, "GET /p/m HTTP/1.1\r\nHost: h\r\n\r\n");
+    reply = th_read(fd, &len, 5000, th_until_substr, "part");
+    free(reply);
+    th_close_reset(fd);
+    assert_int_equal(wait_closes(1, 3000), 1);
+
+    fd = th_connect(srv.port);
+    r = get_on(fd, "/metrics");
+    assert_int_equal(r[0].status, 200);
+    for (int i = 0; i < 5; i++) {
+        snprintf(line, sizeof(line),
+                 "latch_upstream_requests_total{upstream=\"127.0.0.1:%d\","
+                 "outcome=\"%s\"} %d\n",
+                 fk.port, outcomes[i], want[i]);
+        if (strstr(r[0].body, line) == NULL)
+            fail_msg("no line %s in:\n%s", line, r[0].body);
+    }
+    drop(r);
+    close(fd);
+    stop();
+}
+
 static void test_bad_arguments(void **state)
 {
     latch_app *app = latch_app_new();
@@ -935,6 +1281,11 @@ int main(void)
         cmocka_unit_test(test_retry_idempotent),
         cmocka_unit_test(test_megabyte_both_ways),
         cmocka_unit_test(test_shake),
+        cmocka_unit_test(test_client_gone_same_turn),
+        cmocka_unit_test(test_endings_shaken),
+        cmocka_unit_test(test_pool_counts),
+        cmocka_unit_test(test_retry_only_once),
+        cmocka_unit_test(test_upstream_metrics),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_name_resolution),
     };
