@@ -342,22 +342,6 @@ static void stop(void)
     assert_int_equal(th_violation_count(&viol), 0);
 }
 
-/* VmRSS of this process in bytes. */
-static uint64_t rss(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    unsigned long long kb = 0;
-
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
-            break;
-    fclose(f);
-    assert_true(kb > 0);
-    return (uint64_t)kb * 1024;
-}
-
 /* Sends n pattern bytes from offset `from` (as chunks of `chunk` bytes
  * when chunk > 0); returns their digest folded into h; tracks the
  * largest RSS seen in *peak (when not NULL). */
@@ -388,7 +372,7 @@ static uint64_t send_body(int fd, uint64_t from, uint64_t n, size_t chunk,
             th_send_str(fd, "\r\n");
         i += m;
         if (peak != NULL && (++k & 15) == 0) {
-            uint64_t r = rss();
+            uint64_t r = th_rss();
             if (r > *peak)
                 *peak = r;
         }
@@ -416,7 +400,7 @@ static void expect_digest(const char *reply, size_t len, uint64_t n, uint64_t h)
 static uint64_t upload(const char *path, uint64_t n, size_t chunk)
 {
     char head[256];
-    uint64_t h, base = rss(), peak = base;
+    uint64_t h, base = th_rss(), peak = base;
     size_t len, one = 1;
     int fd = th_connect(srv.port);
     char *reply;

@@ -411,20 +411,6 @@ static void test_broken_callback_after_timeout(void **state)
 
 /* ------------------------------------------------------------------ */
 
-static long rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-
-    assert_non_null(f);
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
-}
-
 static void test_slow_consumer_closed(void **state)
 {
     th_vlog log;
@@ -445,12 +431,12 @@ static void test_slow_consumer_closed(void **state)
     th_server_start(&s, app);
     sse_open(&slow, s.port, "/events?ch=slow", NULL, 4096);
     wait_subscribers(app, "slow", 1);
-    before = rss_kb();
+    before = (long)(th_rss() / 1024);
     /* 64 MiB of events to a client that reads nothing. */
     for (i = 0; i < 65536 && latch_app_subscribers(app, "slow") > 0; i++) {
         latch_publish(app, "slow", NULL, big, 1023);
         if (i % 1024 == 0) {
-            long now = rss_kb();
+            long now = (long)(th_rss() / 1024);
             if (now - before > peak)
                 peak = now - before;
         }
