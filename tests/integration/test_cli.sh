@@ -6,7 +6,9 @@
 # the access log on stdout (JSON and nginx's combined format), the metrics
 # over HTTP, the lifecycle trace on stderr (and none without --debug),
 # HTTPS with --tls, and a clean exit on SIGTERM. Both commands, demo and
-# serve, take the same options.
+# serve, take the same options. latch serve --proxy in front of a python3
+# upstream that echoes what it received: the prefix kept or replaced,
+# matched before the files, a POST body passed on.
 #
 # Usage (ctest passes these): test_cli.sh LATCH_BIN SOURCE_DIR
 set -euo pipefail
@@ -15,8 +17,10 @@ bin=$1
 src=$2
 tmp=$(mktemp -d)
 pid=
+uppid=
 cleanup() {
   if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  if [ -n "$uppid" ]; then kill -KILL "$uppid" 2>/dev/null || true; fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -77,8 +81,10 @@ for cmd in "" demo serve; do
     grep -q -- "$o" <<<"$help" || fail "latch $cmd --help does not name $o"
   done
 done
-grep -q -- "--no-listing" <<<"$("$bin" serve --help)" ||
-  fail "latch serve --help does not name --no-listing"
+for o in --no-listing --max-age --proxy; do
+  grep -q -- "$o" <<<"$("$bin" serve --help)" ||
+    fail "latch serve --help does not name $o"
+done
 grep -q -- "--version" <<<"$("$bin" --help)" ||
   fail "latch --help does not name --version"
 
@@ -89,6 +95,10 @@ bad_cases=(
   "--host=" "--access-log=xml" "--metrics=nope" "--tls" "--tls cert.pem"
   "extra" "demo --nope" "demo --port" "serve --nope" "serve --port x"
   "serve --max-age -3" "serve a b" "serve --access-log=yaml" "bogus"
+  "serve --proxy" "serve --proxy /api" "serve --proxy api=http://h:1/"
+  "serve --proxy /api=" "serve --proxy /api=ftp://h/"
+  "serve --proxy /api=http://h:99999/" "serve --proxy /api=http://h:1?q"
+  "serve --proxy =http://h:1/" "serve --proxy /a?b=http://h:1/"
 )
 for bad in "${bad_cases[@]}"; do
   rc=0
@@ -138,6 +148,70 @@ grep -Eq "^127\.0\.0\.1 - - $d \"GET /a\.txt HTTP/1\.1\" 200 6 \"-\" \"curl/[^\"
 grep -Eq "^127\.0\.0\.1 - - $d \"GET /missing HTTP/1\.1\" 404 [0-9]+ \"http://ref/\" \"cli \\\\x22test\\\\x22\"$" \
   "$tmp/serve.out" || fail "serve: no combined line for /missing: $(cat "$tmp/serve.out")"
 ! grep -q "^LATCH " "$tmp/serve.err" || fail "a trace without --debug"
+
+# latch serve --proxy: an upstream that answers with what it received.
+cat >"$tmp/up.py" <<'EOF'
+import http.server, os, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n).decode() if n else ""
+        out = ("%s %s host=%s xff=%s body=%s\n" % (self.command, self.path,
+               self.headers.get("Host"), self.headers.get("X-Forwarded-For"),
+               body)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), Echo)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("%d\n" % s.server_address[1])
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+s.serve_forever()
+EOF
+python3 "$tmp/up.py" "$tmp/up.port" &
+uppid=$!
+for _ in $(seq 1 100); do
+  [ -s "$tmp/up.port" ] && break
+  kill -0 "$uppid" 2>/dev/null || fail "the python3 upstream exited"
+  sleep 0.1
+done
+up=$(cat "$tmp/up.port") || fail "the python3 upstream printed no port"
+mkdir "$tmp/www/api"
+printf 'on disk\n' >"$tmp/www/api/s.txt"
+start proxy serve "$tmp/www" --port 0 --workers 1 \
+  --proxy "/api=http://127.0.0.1:$up/" --proxy "/raw=http://127.0.0.1:$up" \
+  --proxy="/v/=http://127.0.0.1:$up/base"
+ua="127.0.0.1:$up"
+expect() { # expect PATH WANT [curl args]: the body at PATH is WANT
+  local path=$1 want=$2 got
+  shift 2
+  got=$(get "$@" "http://127.0.0.1:$port$path") || fail "proxy: $path: curl"
+  [ "$got" = "$want" ] || fail "proxy: $path: '$got', not '$want'"
+}
+# A URL with a path replaces the prefix; the files are not looked at.
+expect /api/s.txt "GET /s.txt host=$ua xff=127.0.0.1 body="
+expect "/api/users?x=1" "GET /users?x=1 host=$ua xff=127.0.0.1 body="
+expect /api "GET / host=$ua xff=127.0.0.1 body="
+expect /api/items "POST /items host=$ua xff=127.0.0.1 body=a=1&b=2" \
+  -d 'a=1&b=2'
+# A URL without one gets the path as received; a base path goes first.
+expect /raw/users "GET /raw/users host=$ua xff=127.0.0.1 body="
+expect /raw/items "POST /raw/items host=$ua xff=127.0.0.1 body=x" -d x
+expect /v/a/b "GET /base/a/b host=$ua xff=127.0.0.1 body="
+# A prefix matches at a segment boundary only; the rest is files.
+expect /a.txt hello
+[ "$(get -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/apix")" = 404 ] ||
+  fail "proxy: /apix was not left to the files"
+stop
+kill -TERM "$uppid"
+wait "$uppid" 2>/dev/null || true
+uppid=
 
 # --tls CERT KEY, on both commands.
 if command -v openssl >/dev/null; then

@@ -10,8 +10,15 @@
  * URL. The listing is read on the thread pool (latch_work), so a large or
  * slow directory never stalls the loop, and is bounded in entries.
  *
- * What it is not: an upload server, a proxy (later: --proxy), or a place
- * for configuration files; everything is a command-line option.
+ * --proxy PREFIX=URL (repeatable) puts a latch_use_proxy in front of the
+ * files: a request whose path is PREFIX or under it (at a segment
+ * boundary) goes to URL instead, with nginx's proxy_pass rule for the
+ * path: a URL with a path ("http://h:3000/", "http://h:3000/v1") has the
+ * PREFIX replaced by that path, a URL without one gets the request's path
+ * as received.
+ *
+ * What it is not: an upload server, a load balancer (one URL per prefix),
+ * or a place for configuration files; everything is a command-line option.
  */
 #include "cmd.h"
 #include "ops.h"
@@ -30,6 +37,10 @@
 #include <unistd.h>
 
 #define MAX_ENTRIES 20000
+#define MAX_PROXIES 64
+
+/* getopt_long's answer for --proxy (beside ops.h's CLI_*). */
+enum { SERVE_PROXY = 0x200 };
 
 static const char serve_usage[] =
     "usage: latch serve [DIR] [options]\n"
@@ -47,6 +58,11 @@ static const char serve_usage[] =
 static const char serve_usage_tail[] =
     "  --no-listing          404 for a directory without index.html\n"
     "  --max-age SEC         Cache-Control max-age for files (default 0)\n"
+    "  --proxy PREFIX=URL    forward PREFIX and the paths under it to URL\n"
+    "                        (http://HOST:PORT[/PATH]) before any file is\n"
+    "                        looked up; with a PATH in URL, PREFIX is\n"
+    "                        replaced by it, else the path goes as it came;\n"
+    "                        repeatable\n"
     "  -h, --help            this text\n"
     "\n"
     "examples:\n"
@@ -55,7 +71,8 @@ static const char serve_usage_tail[] =
     "  latch serve public --port 3000    ./public on port 3000\n"
     "  latch serve /srv/www --host 0.0.0.0 --workers 4\n"
     "  latch serve dist --no-listing --max-age 3600\n"
-    "  latch serve --access-log json --metrics --debug\n";
+    "  latch serve --access-log json --metrics --debug\n"
+    "  latch serve dist --proxy /api=http://127.0.0.1:3000/\n";
 
 static void print_usage(FILE *f)
 {
@@ -358,16 +375,65 @@ static int on_miss(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* ---- --proxy PREFIX=URL ------------------------------------------------ */
+
+typedef struct proxy_spec {
+    const char *arg; /* as given, for messages */
+    char prefix[256];
+    const char *url;
+    bool strip; /* URL has a path: PREFIX is replaced by it */
+} proxy_spec;
+
+/* Splits and checks what latch can check before the app exists; the URL
+ * itself is checked by latch_use_proxy. Returns false after printing why. */
+static bool proxy_parse(const char *arg, proxy_spec *ps)
+{
+    const char *eq = strchr(arg, '='), *auth;
+    size_t n;
+
+    ps->arg = arg;
+    if (eq == NULL || eq == arg || eq[1] == '\0') {
+        fprintf(stderr, "latch serve: --proxy takes PREFIX=URL, not '%s'\n",
+                arg);
+        return false;
+    }
+    n = (size_t)(eq - arg);
+    if (arg[0] != '/' || n >= sizeof(ps->prefix) || strcspn(arg, "?# \t") < n) {
+        fprintf(stderr,
+                "latch serve: --proxy: the prefix must be a path starting "
+                "with '/', not '%.*s'\n",
+                (int)n, arg);
+        return false;
+    }
+    memcpy(ps->prefix, arg, n);
+    ps->prefix[n] = '\0';
+    ps->url = eq + 1;
+    if (strncmp(ps->url, "http://", 7) != 0) {
+        fprintf(stderr,
+                "latch serve: --proxy: the URL must be "
+                "http://HOST:PORT[/PATH], not '%s'\n",
+                ps->url);
+        return false;
+    }
+    /* nginx's rule: a URL with a path, even "/", replaces the prefix. */
+    auth = ps->url + 7;
+    ps->strip = auth[strcspn(auth, "/")] == '/';
+    return true;
+}
+
 int latch_cmd_serve(int argc, char **argv)
 {
     static const struct option longs[] = {
         CLI_LONGOPTS,
         {"no-listing", no_argument, NULL, 'n'},
         {"max-age", required_argument, NULL, 'm'},
+        {"proxy", required_argument, NULL, SERVE_PROXY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static serve_cfg cfg;
+    static proxy_spec proxies[MAX_PROXIES];
+    int nproxies = 0;
     const char *dir = ".";
     char what[PATH_MAX + 16];
     long max_age = 0;
@@ -389,6 +455,15 @@ int latch_cmd_serve(int argc, char **argv)
                 fprintf(stderr, "latch serve: bad max-age: %s\n", optarg);
                 goto usage;
             }
+            break;
+        case SERVE_PROXY:
+            if (nproxies == MAX_PROXIES) {
+                fprintf(stderr, "latch serve: at most %d --proxy options\n",
+                        MAX_PROXIES);
+                goto usage;
+            }
+            if (!proxy_parse(optarg, &proxies[nproxies++]))
+                goto usage;
             break;
         case 'h': print_usage(stdout); return 0;
         default:
@@ -416,6 +491,23 @@ int latch_cmd_serve(int argc, char **argv)
         return 1;
     if (cli_opts_apply(&o, app, "latch serve") != 0)
         goto fail;
+    /* Proxied prefixes first: they are matched before the files. */
+    for (int i = 0; i < nproxies; i++) {
+        latch_proxy_opts po = {0};
+        po.strip_prefix = proxies[i].strip ? proxies[i].prefix : NULL;
+        r = latch_use_proxy(app, proxies[i].prefix, proxies[i].url, &po);
+        if (r == LATCH_ERR_INVALID_ARG) {
+            fprintf(stderr, "latch serve: --proxy: bad value '%s'\n",
+                    proxies[i].arg);
+            latch_app_free(app);
+            goto usage;
+        }
+        if (r < 0) {
+            fprintf(stderr, "latch serve: --proxy %s: %s\n", proxies[i].arg,
+                    latch_strerror(r));
+            goto fail;
+        }
+    }
     so.precompressed = true;
     so.max_age_ms = (uint64_t)max_age * 1000;
     r = latch_static(app, "/", cfg.root, &so);
