@@ -19,16 +19,22 @@
  * (examples/express_ports/) answer as their originals do, and their
  * completions stay silent when the client left or the timeout answered;
  * fetch_timeout's upstream call (to slow_backend) is aborted by the
- * deadline and by the client leaving, and the upstream sees it.
+ * deadline and by the client leaving, and the upstream sees it. gateway
+ * serves its files, keeps a request without the token from its backend
+ * (a scripted thread that counts what it receives), proxies one with it,
+ * and answers its own 502 once the backend is down.
  *
  * Waits are for events (a line on stdout, a response, EOF), each with a
  * deadline; a program that does not exit is killed and the test fails.
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1723,6 +1729,253 @@ static void test_download(void **state)
     rm_fdir(fdir);
 }
 
+/* ------------------------------------------------------------------ */
+/* gateway                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * gateway's backend, scripted: a thread that answers every request head
+ * it reads on 127.0.0.1 with one fixed JSON (keep-alive), counting the
+ * requests and keeping the last head it saw. Requests without a body only.
+ */
+#define BK_CONNS 8
+
+static struct backend {
+    int lfd, port, stop[2];
+    pthread_t th;
+    pthread_mutex_t mu;
+    int requests;    /* heads read (under mu) */
+    char last[2048]; /* the last head (under mu) */
+} bk = {.lfd = -1};
+
+static const char bk_answer[] = "HTTP/1.1 200 OK\r\n"
+                                "Content-Type: application/json\r\n"
+                                "Content-Length: 15\r\n"
+                                "\r\n"
+                                "{\"users\":[\"a\"]}";
+
+static void *backend_main(void *arg)
+{
+    int fds[BK_CONNS];
+    char buf[BK_CONNS][2048];
+    size_t len[BK_CONNS];
+
+    (void)arg;
+    for (int i = 0; i < BK_CONNS; i++)
+        fds[i] = -1;
+    for (;;) {
+        struct pollfd p[BK_CONNS + 2];
+        int n = 0, map[BK_CONNS + 2];
+
+        p[n] = (struct pollfd){bk.stop[0], POLLIN, 0};
+        map[n++] = -2;
+        p[n] = (struct pollfd){bk.lfd, POLLIN, 0};
+        map[n++] = -1;
+        for (int i = 0; i < BK_CONNS; i++)
+            if (fds[i] >= 0) {
+                p[n] = (struct pollfd){fds[i], POLLIN, 0};
+                map[n++] = i;
+            }
+        if (poll(p, (nfds_t)n, -1) < 0)
+            continue;
+        if (p[0].revents != 0)
+            break;
+        for (int k = 1; k < n; k++) {
+            int i = map[k];
+            ssize_t got;
+            char *end;
+
+            if (p[k].revents == 0)
+                continue;
+            if (i == -1) {
+                int fd = accept4(bk.lfd, NULL, NULL, SOCK_CLOEXEC);
+                for (i = 0; fd >= 0 && i < BK_CONNS && fds[i] >= 0; i++)
+                    ;
+                if (fd >= 0 && i == BK_CONNS)
+                    close(fd);
+                else if (fd >= 0) {
+                    fds[i] = fd;
+                    len[i] = 0;
+                }
+                continue;
+            }
+            got = read(fds[i], buf[i] + len[i], sizeof(buf[i]) - 1 - len[i]);
+            if (got <= 0) {
+                close(fds[i]);
+                fds[i] = -1;
+                continue;
+            }
+            len[i] += (size_t)got;
+            buf[i][len[i]] = '\0';
+            while ((end = strstr(buf[i], "\r\n\r\n")) != NULL) {
+                size_t head = (size_t)(end + 4 - buf[i]);
+                pthread_mutex_lock(&bk.mu);
+                bk.requests++;
+                snprintf(bk.last, sizeof(bk.last), "%.*s", (int)head, buf[i]);
+                pthread_mutex_unlock(&bk.mu);
+                memmove(buf[i], buf[i] + head, len[i] - head + 1);
+                len[i] -= head;
+                /* small: one send (no cmocka assert off the test's
+                 * thread); a failure is seen by the client as no answer */
+                if (send(fds[i], bk_answer, sizeof(bk_answer) - 1,
+                         MSG_NOSIGNAL) < 0) {
+                    close(fds[i]);
+                    fds[i] = -1;
+                    break;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < BK_CONNS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return NULL;
+}
+
+static void backend_start(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+
+    bk.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(bk.lfd >= 0);
+    assert_int_equal(bind(bk.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(bk.lfd, 16), 0);
+    assert_int_equal(getsockname(bk.lfd, (struct sockaddr *)&a, &al), 0);
+    bk.port = ntohs(a.sin_port);
+    bk.requests = 0;
+    bk.last[0] = '\0';
+    assert_int_equal(pipe2(bk.stop, O_CLOEXEC), 0);
+    pthread_mutex_init(&bk.mu, NULL);
+    assert_int_equal(pthread_create(&bk.th, NULL, backend_main, NULL), 0);
+}
+
+/* Stops the thread and closes every socket it had: the port then
+ * refuses connections. */
+static void backend_stop(void)
+{
+    if (bk.lfd < 0)
+        return;
+    assert_int_equal(write(bk.stop[1], "x", 1), 1);
+    pthread_join(bk.th, NULL);
+    close(bk.lfd);
+    close(bk.stop[0]);
+    close(bk.stop[1]);
+    pthread_mutex_destroy(&bk.mu);
+    bk.lfd = -1;
+}
+
+static int backend_requests(char *last, size_t cap)
+{
+    int n;
+
+    pthread_mutex_lock(&bk.mu);
+    n = bk.requests;
+    if (last != NULL)
+        snprintf(last, cap, "%s", bk.last);
+    pthread_mutex_unlock(&bk.mu);
+    return n;
+}
+
+static int teardown_gateway(void **state)
+{
+    teardown(state);
+    backend_stop();
+    if (fdir[0] != '\0')
+        rm_fdir(fdir);
+    fdir[0] = '\0';
+    return 0;
+}
+
+static void gw_get(int fd, const char *target, const char *auth)
+{
+    char req[512];
+    int n = snprintf(
+        req, sizeof(req), "GET %s HTTP/1.1\r\nHost: gw\r\n%s%s%s\r\n", target,
+        auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "");
+
+    assert_true(n > 0 && (size_t)n < sizeof(req));
+    th_send(fd, req, (size_t)n);
+}
+
+/* gateway over the scripted backend: a static file's bytes; 401 without
+ * a token and 403 with a wrong one, the backend never contacted; the
+ * backend's answer with the token, /api taken off the path; 502 from the
+ * example's on_error once the backend is down; all on one keep-alive
+ * connection, then a clean exit. */
+static void test_gateway(void **state)
+{
+    char port_s[16], last[2048];
+    const char *args[] = {"-p", "0",  "-u",  port_s, "-d",
+                          fdir, "-k", "t0k", NULL};
+    int fd;
+
+    (void)state;
+    make_fdir();
+    put_file("index.html", "<h1>gateway</h1>\n", 17);
+    backend_start();
+    snprintf(port_s, sizeof(port_s), "%d", bk.port);
+    proc_start(&P, "gateway", args);
+    fd = th_connect(P.port);
+
+    gw_get(fd, "/index.html", NULL);
+    {
+        int one = 1;
+        size_t len;
+        char *out = th_read(fd, &len, 10000, th_until_responses, &one);
+        th_resp *r = th_expect_responses(out, len, 1, NULL);
+        assert_int_equal(r[0].status, 200);
+        assert_int_equal(r[0].body_len, 17);
+        assert_memory_equal(r[0].body, "<h1>gateway</h1>\n", 17);
+        th_resp_free(r, 1);
+        free(r);
+        free(out);
+    }
+    gw_get(fd, "/api/users", NULL);
+    expect_json_with(fd, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n",
+                     "{\"error\":\"a bearer token is required\"}");
+    gw_get(fd, "/api/users", "Basic dTpw");
+    expect_json_with(fd, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n",
+                     "{\"error\":\"a bearer token is required\"}");
+    gw_get(fd, "/api/users", "Bearer wrong");
+    expect_json(fd, 403, "Forbidden", "{\"error\":\"the token is not valid\"}");
+    assert_int_equal(backend_requests(NULL, 0), 0);
+
+    gw_get(fd, "/api/users?page=2", "Bearer t0k");
+    expect_one(fd, "HTTP/1.1 200 OK\r\n"
+                   "Content-Type: application/json\r\n"
+                   "Content-Length: 15\r\n"
+                   "Via: 1.1 latch\r\n"
+                   "Date: <d>\r\n"
+                   "Connection: keep-alive\r\n"
+                   "Keep-Alive: timeout=5\r\n"
+                   "\r\n"
+                   "{\"users\":[\"a\"]}");
+    assert_int_equal(backend_requests(last, sizeof(last)), 1);
+    if (strncmp(last, "GET /users?page=2 HTTP/1.1\r\n", 28) != 0 ||
+        strstr(last, "\r\nAuthorization: Bearer t0k\r\n") == NULL)
+        fail_msg("the backend saw:\n%s", last);
+
+    backend_stop();
+    gw_get(fd, "/api/users", "Bearer t0k");
+    expect_json(fd, 502, "Bad Gateway",
+                "{\"error\":\"the backend is not available\"}");
+    gw_get(fd, "/index.html", NULL);
+    {
+        int one = 1;
+        size_t len;
+        char *out = th_read(fd, &len, 10000, th_until_responses, &one);
+        th_resp *r = th_expect_responses(out, len, 1, NULL);
+        assert_int_equal(r[0].status, 200);
+        th_resp_free(r, 1);
+        free(r);
+        free(out);
+    }
+    close(fd);
+    expect_clean_exit(&P);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1742,6 +1995,7 @@ int main(void)
         cmocka_unit_test_teardown(test_latch_demo, teardown),
         cmocka_unit_test_teardown(test_csv_export, teardown),
         cmocka_unit_test_teardown(test_download, teardown),
+        cmocka_unit_test_teardown(test_gateway, teardown_gateway),
     };
 
     P.out_fd = P.err_fd = -1;
