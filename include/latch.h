@@ -398,9 +398,12 @@ enum latch_limit {
     LATCH_LIMIT_HANDSHAKES,       /* TLS handshakes in progress per worker
                                      [1024; 1..2^24]; each holds some 40 KiB
                                      (OpenSSL's state, at most 64 KiB of
-                                     ClientHello): at the cap the oldest is
-                                     shed for a newcomer (counted as
-                                     LATCH_COUNTER_SHED) */
+                                     ClientHello): at the cap one is shed
+                                     for a newcomer (counted as
+                                     LATCH_COUNTER_SHED): of those a second
+                                     old, the oldest that sent nothing, else
+                                     the oldest short of a whole
+                                     ClientHello; else the oldest */
 };
 LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
 
@@ -410,8 +413,9 @@ LATCH_API int latch_app_set_limit(latch_app *app, int which, uint64_t value);
  * accept(2) failures (EMFILE, ENFILE, ENOBUFS ...), connections refused
  * at once (reset) for want of a descriptor or of room under
  * LATCH_LIMIT_CONNECTIONS, and connections shed (closed) to make room:
- * idle keep-alive ones first, then a TLS handshake over a second old, then
- * the slowest still sending a request (and the oldest TLS handshake at
+ * idle keep-alive ones first, then a TLS handshake over a second old (one
+ * that sent nothing first, then one short of a whole ClientHello), then the
+ * slowest still sending a request (and a TLS handshake, in that order, at
  * LATCH_LIMIT_HANDSHAKES).
  * Each kind is also logged on stderr, at most once a second per worker.
  * Any thread. Returns 0 for an unknown counter or a NULL app.

@@ -547,6 +547,41 @@ static bool sheddable(const latch_conn *c, uint64_t now)
            now - c->rx_start >= 1000;
 }
 
+/* How long a TLS client may take to send a whole ClientHello before it
+ * counts as stalled when one is shed: a healthy client sends it at once,
+ * but one accepted this very turn has not been read yet. */
+#define HELLO_GRACE_MS 1000
+
+/*
+ * The TLS handshake to shed first, among those at least min_age ms old:
+ * of those past HELLO_GRACE_MS, one whose client sent nothing, else one
+ * still short of a whole ClientHello (those the server answered spent a
+ * key exchange, and are a round trip from done); else the oldest. The
+ * list is in connect order (one timeout for all, fixed while running), so
+ * the walk stops at the first one younger than the grace, or at the
+ * first silent one. NULL when none is min_age old.
+ */
+static latch_conn *handshake_victim(latch_worker *w, uint64_t min_age)
+{
+    uint64_t now = uv_now(&w->loop);
+    latch_conn *c, *oldest = w->tl[LATCH_T_HANDSHAKE].head, *best = NULL;
+    int rank, best_rank = 2;
+
+    if (oldest == NULL || now - oldest->rx_start < min_age)
+        return NULL;
+    for (c = oldest; c != NULL && now - c->rx_start >= HELLO_GRACE_MS;
+         c = c->t_next) {
+        rank = latch__tls_progress(c->tls);
+        if (rank < best_rank) {
+            best = c;
+            best_rank = rank;
+            if (rank == 0)
+                break;
+        }
+    }
+    return best != NULL ? best : oldest;
+}
+
 bool latch__conn_shed(latch_worker *w)
 {
     uint64_t now = uv_now(&w->loop), best_rate = UINT64_MAX;
@@ -559,8 +594,8 @@ bool latch__conn_shed(latch_worker *w)
         return true;
     }
     /* Then a TLS handshake a second old (one takes a round trip). */
-    c = w->tl[LATCH_T_HANDSHAKE].head;
-    if (c != NULL && now - c->rx_start >= 1000) {
+    c = handshake_victim(w, 1000);
+    if (c != NULL) {
         close_why(c, LATCH_CANCEL_DISCONNECT);
         return true;
     }
@@ -587,7 +622,7 @@ bool latch__conn_shed(latch_worker *w)
 
 bool latch__conn_shed_handshake(latch_worker *w)
 {
-    latch_conn *c = w->tl[LATCH_T_HANDSHAKE].head;
+    latch_conn *c = handshake_victim(w, 0);
 
     if (c == NULL)
         return false;

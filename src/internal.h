@@ -984,12 +984,15 @@ void latch__server_stop(latch_app *app);
  * Returns 0 or a negative code. */
 int latch__conn_open(latch_worker *w, int fd, struct latch_tls_ctx *tls);
 /* Closes one connection to make room for a newcomer: the oldest idle
- * keep-alive connection, else the oldest TLS handshake if it has taken a
- * second, else the one receiving a request the slowest for at least a
- * second with nothing queued. Returns false when none may go. */
+ * keep-alive connection, else a TLS handshake that has taken a second
+ * (one whose client sent nothing first, then one short of a whole
+ * ClientHello, then the oldest), else the one receiving a request the
+ * slowest for at least a second with nothing queued. Returns false when
+ * none may go. */
 bool latch__conn_shed(latch_worker *w);
-/* Closes the worker's oldest connection still in its TLS handshake (the
- * handshake cap); false when there is none. */
+/* Closes one connection still in its TLS handshake (the handshake cap):
+ * of those a second old, one that sent nothing, else one short of a
+ * whole ClientHello; else the oldest. False when there is none. */
 bool latch__conn_shed_handshake(latch_worker *w);
 #define LATCH_COUNT(app, which, n)                                             \
     atomic_fetch_add_explicit(&(app)->counters[(which)], (n),                  \

@@ -90,6 +90,7 @@ struct latch_tls {
     uint8_t state;
     bool reading;    /* the caller wants plaintext */
     bool closed;     /* latch__tls_close ran */
+    bool hello;      /* the ClientHello was whole: the server answered */
     size_t hs_bytes; /* ciphertext received during the handshake */
     /* Input the SSL object has not consumed: the slice being fed, which
      * points into the stash or into the thread's read buffer. */
@@ -604,6 +605,10 @@ static void pump(latch_tls *t)
                 fail(t);
                 return;
             }
+            /* The server's first flight (or a HelloRetryRequest) is out
+             * only once the whole ClientHello was read. */
+            if (t->cout.len > 0)
+                t->hello = true;
             if (send_out(t, NULL, NULL) < 0)
                 deliver(t, UV_EPIPE, NULL);
             return;
@@ -905,6 +910,14 @@ int latch__tls_shutdown(latch_tls *t, uv_shutdown_t *req, uv_shutdown_cb cb,
 size_t latch__tls_unsent(const latch_tls *t)
 {
     return t->ureq != NULL ? t->ulen - t->uoff : 0;
+}
+
+int latch__tls_progress(const latch_tls *t)
+{
+    if (t->state == ST_OPEN || (t->state == ST_HANDSHAKE && t->hello))
+        return 2;
+    /* A failed one only waits for its alert to go out. */
+    return t->state == ST_HANDSHAKE && t->hs_bytes > 0 ? 1 : 0;
 }
 
 const char *latch__tls_alpn(const latch_tls *t)

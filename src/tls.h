@@ -104,6 +104,11 @@ size_t latch__tls_unsent(const latch_tls *t);
  * response) after what is queued, then shuts the TCP write side down. */
 int latch__tls_shutdown(latch_tls *t, uv_shutdown_t *req, uv_shutdown_cb cb,
                         bool notify);
+/* How far the handshake went, for shedding under a cap: 0 nothing
+ * received yet, 1 part of a ClientHello, 2 a whole one (the server
+ * answered it and spent a key exchange on it), or past the handshake;
+ * a failed one is 0 (its alert is all that is left to send). */
+int latch__tls_progress(const latch_tls *t);
 /* The protocol ALPN chose ("http/1.1"), or NULL (none offered / not yet):
  * where h2 would be told apart. */
 const char *latch__tls_alpn(const latch_tls *t);

@@ -825,6 +825,82 @@ static void test_stalled_handshake_shed_at_connection_cap(void **state)
     srv_stop(&s);
 }
 
+static bool got_bytes(const char *buf, size_t len, void *arg)
+{
+    (void)buf;
+    (void)arg;
+    return len > 0;
+}
+
+/* Whether fd is still open, without waiting: what the server sent is
+ * read and dropped (the rest of a flight may still come in). */
+static bool open_now(int fd)
+{
+    char buf[4096];
+    ssize_t r;
+
+    while ((r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+        ;
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* A whole ClientHello on a new connection, and the server's answer read:
+ * a handshake the server spent a key exchange on, then left hanging. */
+static int answered_handshake(int port, const char *hello, size_t n)
+{
+    int fd = th_tcp_connect(port);
+    size_t len;
+    char *out;
+
+    th_send(fd, hello, n);
+    out = th_read(fd, &len, 5000, got_bytes, NULL);
+    assert_true(len > 0);
+    free(out);
+    return fd;
+}
+
+/* At LATCH_LIMIT_HANDSHAKES the handshake shed for a newcomer is, among
+ * those a second old, one that sent nothing, then one that sent half a
+ * ClientHello, before any the server answered, however old those are. */
+static void test_handshake_cap_sheds_unanswered_first(void **state)
+{
+    latch_app *app = new_app();
+    srv3 s;
+    char hello[4096];
+    size_t n = client_hello(hello, sizeof(hello));
+    int a[3], half, silent, late, i;
+
+    (void)state;
+    assert_int_equal(latch_app_set_limit(app, LATCH_LIMIT_HANDSHAKES, 5), 0);
+    srv_start(&s, app, false);
+    a[0] = answered_handshake(s.ec, hello, n);
+    a[1] = answered_handshake(s.ec, hello, n);
+    half = th_tcp_connect(s.ec);
+    th_send(half, hello, n / 2);
+    /* The server read the half by the time it answers a later hello (it
+     * accepts in order, and the half was waiting before this connect). */
+    a[2] = answered_handshake(s.ec, hello, n);
+    silent = th_tcp_connect(s.ec);
+    /* The grace a client has to send its ClientHello (a second). */
+    usleep(1200 * 1000);
+    /* At the cap (5): this newcomer takes the silent one's place. */
+    late = th_tcp_connect(s.ec);
+    assert_int_not_equal(th_wait_close(silent, 2000), TH_OPEN);
+    /* And this one the half one's (the late one is within its grace). */
+    expect_tls_alive_ca(s.ec, "server");
+    assert_int_not_equal(th_wait_close(half, 2000), TH_OPEN);
+    for (i = 0; i < 3; i++)
+        assert_true(open_now(a[i]));
+    assert_true(open_now(late));
+    assert_int_equal(latch_app_counter(app, LATCH_COUNTER_SHED), 2);
+    for (i = 0; i < 3; i++)
+        close(a[i]);
+    close(half);
+    close(silent);
+    close(late);
+    srv_stop(&s);
+}
+
 /* A TLS 1.2 client asking to renegotiate is refused; the server serves
  * on. */
 static void test_renegotiation_refused(void **state)
@@ -1050,6 +1126,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test(test_handshake_flood),
         cmocka_unit_test(test_stalled_handshake_shed_at_connection_cap),
+        cmocka_unit_test(test_handshake_cap_sheds_unanswered_first),
         cmocka_unit_test_setup_teardown(test_renegotiation_refused, setup,
                                         teardown),
         cmocka_unit_test(test_listen_tls_errors),
