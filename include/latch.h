@@ -1781,7 +1781,10 @@ LATCH_API int latch_subscribe_at(latch_res *res, const char *channel,
  * in id order, on its own response's thread. Returns the number of this
  * process's subscribers of the channel (>= 0), or LATCH_ERR_INVALID_ARG
  * (bad channel, NULL data with a length) or LATCH_ERR_INVALID_CHAR (CR or
- * LF in event, invalid UTF-8), both reported, or LATCH_ERR_NOMEM.
+ * LF in event, invalid UTF-8), both reported, or LATCH_ERR_NOMEM; with a
+ * backend also LATCH_ERR_STATE (its connection is down, or before
+ * latch_run) and LATCH_ERR_LIMIT (65,536 publishes, or 64 MiB, wait for
+ * the backend to answer): never reported, the caller decides.
  */
 #define latch_publish(app, channel, event, data, len)                          \
     latch_publish_at((app), (channel), (event), (data), (len), LATCH_HERE)
@@ -1800,8 +1803,16 @@ LATCH_API int latch_publish_at(latch_app *app, const char *channel,
  * history (latch_app_set_channel_history), and a worker that starts
  * watching a channel loads it, so a Last-Event-ID given to any process
  * (one restarted, or one that never saw the event) is replayed alike.
- * When a connection drops, the subscribers get one latch-gap event and
- * latch reconnects with backoff. latch_publish fails with LATCH_ERR_STATE
+ * When a connection drops, latch reconnects with backoff; what was
+ * published meanwhile is read back from the stream (from the last id each
+ * worker delivered) and delivered in order with its ids, and the
+ * subscribers get a latch-gap event only when the stream no longer holds
+ * that id (trimmed past it, Redis restarted empty) or cannot be read. A
+ * Last-Event-ID that another process delivered before this one is served
+ * from the stream too, without a gap. A publish accepted is kept until
+ * Redis answers it, and sent again (once: the stream entry carries a
+ * token) when its connection dropped first; only a shutdown while Redis
+ * is down drops what still waits. latch_publish fails with LATCH_ERR_STATE
  * while the connection is down (from a thread that is no worker: worker
  * 0's, which carries it), or before latch_run. Returns 0, LATCH_ERR_INVALID_ARG
  * for a URL it cannot use, LATCH_ERR_STATE while running. Nothing connects

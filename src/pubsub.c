@@ -363,23 +363,27 @@ static bool ring_has(const latch_chan *ch, latch_msgid id)
 
 /*
  * What a client that got everything up to `after` is owed from the ring:
- * the entries after it (referenced, in out[0..*k)), or *gap when the ring
- * cannot say (unparsable, newer than the channel, older than the ring).
- * A backend's ids are not consecutive: there `after` must be an entry the
- * ring holds, the one evicted last, or 0-0 for a channel that has lost
- * nothing (a stream read while empty). Under the lock. 0 or
- * LATCH_ERR_NOMEM.
+ * the entries after it (referenced, in rp->msgs), or rp->gap when the
+ * ring cannot say (unparsable, newer than the channel, older than the
+ * ring). A backend's ids are not consecutive: there `after` must be an
+ * entry the ring holds, the one evicted last, or 0-0 for a channel that
+ * has lost nothing (a stream read while empty); and one newer than the
+ * channel is rp->ahead (`backend`): another process has seen it, the
+ * backend is asked. Under the lock. 0 or LATCH_ERR_NOMEM.
  */
-static int ring_replay(latch_chan *ch, const char *after_text,
-                       latch_msg ***outp, size_t *k, bool *gap)
+static int ring_replay(latch_chan *ch, const char *after_text, bool backend,
+                       latch_replay *rp)
 {
     latch_msgid after;
     latch_msg **out;
     int i;
 
-    *outp = NULL;
-    *k = 0;
-    *gap = false;
+    *rp = (latch_replay){.from = ch->last};
+    if (latch__msgid_parse(after_text, &after) == 0 && backend && ch->dashed &&
+        latch__msgid_cmp(after, ch->last) > 0) {
+        rp->ahead = true;
+        return 0;
+    }
     if (latch__msgid_parse(after_text, &after) < 0 ||
         latch__msgid_cmp(after, ch->last) > 0 ||
         latch__msgid_cmp(after, ch->evicted) < 0 ||
@@ -387,7 +391,7 @@ static int ring_replay(latch_chan *ch, const char *after_text,
          !ring_has(ch, after))) {
         /* Not an id of this channel's history as the hub knows it
          * (unparsable, from a later run, or older than the ring). */
-        *gap = true;
+        rp->gap = true;
         return 0;
     }
     if (ch->ring_len == 0)
@@ -399,10 +403,10 @@ static int ring_replay(latch_chan *ch, const char *after_text,
         latch_msg *m = ch->ring[(ch->ring_head + i) % ch->ring_cap];
         if (latch__msgid_cmp(m->id, after) > 0) {
             latch__msg_ref(m);
-            out[(*k)++] = m;
+            out[rp->n++] = m;
         }
     }
-    *outp = out;
+    rp->msgs = out;
     return 0;
 }
 
@@ -520,20 +524,16 @@ static hub_worker *hub_worker_get(struct latch_hub *h, latch_worker *w)
 
 int latch__hub_join(latch_app *app, latch_worker *w, const latch_hub_up *up,
                     const char *name, const char *last_id, latch_chan **chp,
-                    latch_msg ***replay, size_t *nreplay, bool *gap,
-                    latch_msgid *from, bool *pending)
+                    latch_replay *rp, bool *pending)
 {
     struct latch_hub *h = latch__hub_get(app);
-    size_t n = strlen(name), k = 0;
-    latch_msg **out = NULL;
+    size_t n = strlen(name);
     latch_chan *ch;
     bool first;
     int r = 0;
 
     *chp = NULL;
-    *replay = NULL;
-    *nreplay = 0;
-    *gap = false;
+    *rp = (latch_replay){0};
     *pending = false;
     if (h == NULL)
         return LATCH_ERR_NOMEM;
@@ -551,20 +551,18 @@ int latch__hub_join(latch_app *app, latch_worker *w, const latch_hub_up *up,
         h->be->ops->watch(h->be, w, ch);
         pthread_mutex_lock(&h->mu);
     }
-    *from = ch->last;
+    rp->from = ch->last;
     /* With a backend, a worker that does not deliver the channel yet
      * cannot say where its history ends: the subscriber waits. */
     *pending = h->be != NULL && !ch->wready[w->index];
     if (last_id != NULL && !*pending &&
-        (r = ring_replay(ch, last_id, &out, &k, gap)) < 0) {
+        (r = ring_replay(ch, last_id, h->be != NULL, rp)) < 0) {
         pthread_mutex_unlock(&h->mu);
         latch__hub_leave(app, w, ch);
         return r;
     }
     pthread_mutex_unlock(&h->mu);
     *chp = ch;
-    *replay = out;
-    *nreplay = k;
     return 0;
 out:
     pthread_mutex_unlock(&h->mu);
@@ -572,17 +570,79 @@ out:
 }
 
 int latch__hub_replay(latch_app *app, latch_chan *ch, const char *after,
-                      latch_msg ***replay, size_t *nreplay, bool *gap,
-                      latch_msgid *from)
+                      latch_replay *rp)
 {
     struct latch_hub *h = atomic_load(&app->hub);
     int r;
 
     pthread_mutex_lock(&h->mu);
-    *from = ch->last;
-    r = ring_replay(ch, after, replay, nreplay, gap);
+    r = ring_replay(ch, after, h->be != NULL, rp);
     pthread_mutex_unlock(&h->mu);
     return r;
+}
+
+int latch__hub_since(latch_app *app, latch_chan *ch, latch_msgid after,
+                     latch_replay *rp)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+    int i, r = 0;
+
+    pthread_mutex_lock(&h->mu);
+    *rp = (latch_replay){.from = ch->last};
+    rp->gap = latch__msgid_cmp(ch->evicted, after) > 0;
+    if (ch->ring_len > 0 &&
+        (rp->msgs = malloc((size_t)ch->ring_len * sizeof(*rp->msgs))) == NULL)
+        r = LATCH_ERR_NOMEM;
+    for (i = 0; r == 0 && i < ch->ring_len; i++) {
+        latch_msg *m = ch->ring[(ch->ring_head + i) % ch->ring_cap];
+        if (latch__msgid_cmp(m->id, after) > 0) {
+            latch__msg_ref(m);
+            rp->msgs[rp->n++] = m;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+void latch__hub_probe(latch_app *app, latch_worker *w, latch_chan *ch,
+                      const char *after)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+
+    if (h->be != NULL && h->be->ops->probe != NULL)
+        h->be->ops->probe(h->be, w, ch, after);
+    else
+        latch__hub_probed(app, w, ch, after, NULL, 0, false);
+}
+
+void latch__hub_probed(latch_app *app, latch_worker *w, latch_chan *ch,
+                       const char *after, latch_msg **msgs, size_t n,
+                       bool known)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+
+    if (h->up != NULL && h->up->probed != NULL)
+        h->up->probed(w, ch, after, msgs, n, known);
+}
+
+void latch__hub_hole(latch_app *app, latch_chan *ch, latch_msgid first)
+{
+    struct latch_hub *h = atomic_load(&app->hub);
+
+    pthread_mutex_lock(&h->mu);
+    if (latch__msgid_cmp(first, ch->last) > 0) {
+        /* Everything up to just before `first` counts as evicted: only
+         * the entry right before it (which nobody can name) replays. */
+        ring_clear(ch);
+        ch->evicted = first;
+        if (ch->evicted.lo > 0)
+            ch->evicted.lo--;
+        else if (ch->evicted.hi > 0) {
+            ch->evicted.hi--;
+            ch->evicted.lo = UINT64_MAX;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
 }
 
 void latch__hub_leave(latch_app *app, latch_worker *w, latch_chan *ch)
@@ -598,27 +658,6 @@ void latch__hub_leave(latch_app *app, latch_worker *w, latch_chan *ch)
     pthread_mutex_unlock(&h->mu);
     if (last && h->be != NULL)
         h->be->ops->unwatch(h->be, w, ch);
-}
-
-void latch__hub_each_watched(latch_app *app, latch_worker *w,
-                             void (*fn)(latch_chan *ch, void *data), void *data)
-{
-    struct latch_hub *h = atomic_load(&app->hub);
-    latch_chan *ch;
-    int i;
-
-    if (h == NULL)
-        return;
-    /* The list of channels changes only under the lock, and a channel of
-     * w's with subscribers changes its count only on w's thread. */
-    for (i = 0; i < HUB_BUCKETS; i++) {
-        pthread_mutex_lock(&h->mu);
-        ch = h->buckets[i];
-        pthread_mutex_unlock(&h->mu);
-        for (; ch != NULL; ch = ch->next)
-            if (w->index < ch->nw && ch->wsubs[w->index] > 0)
-                fn(ch, data);
-    }
 }
 
 /* ------------------------------------------------------------------ */

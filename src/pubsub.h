@@ -76,6 +76,13 @@ typedef struct latch_hub_up {
      * Last-Event-ID, or `start` for one that gave none) through
      * latch__hub_replay, then live messages. */
     void (*ready)(latch_worker *w, latch_chan *ch, const char *start);
+    /* The backend's answer to latch__hub_probe(w, ch, after): whether
+     * `after` is an entry of the channel's stream (known), and the
+     * entries after it that the stream holds, msgs[0..n) in id order
+     * (borrowed for the call). n 0 and !known: the stream holds nothing
+     * at or after it, or could not be read. */
+    void (*probed)(latch_worker *w, latch_chan *ch, const char *after,
+                   latch_msg **msgs, size_t n, bool known);
 } latch_hub_up;
 
 /*
@@ -116,6 +123,11 @@ typedef struct latch_backend_ops {
     void (*watch)(latch_backend *be, latch_worker *w, latch_chan *ch);
     void (*unwatch)(latch_backend *be, latch_worker *w, latch_chan *ch);
     void (*worker_finish)(latch_backend *be, latch_worker *w);
+    /* On w's thread: what the stream of ch holds at and after `after`
+     * (an id newer than any this process has seen); answered once,
+     * through latch__hub_probed, maybe before probe returns. */
+    void (*probe)(latch_backend *be, latch_worker *w, latch_chan *ch,
+                  const char *after);
     void (*free)(latch_backend *be);
 } latch_backend_ops;
 struct latch_backend {
@@ -125,27 +137,54 @@ struct latch_backend {
 /* The app's hub, made on first use; NULL when out of memory. */
 struct latch_hub *latch__hub_get(latch_app *app);
 
+/* What a Last-Event-ID is owed from a channel's ring. */
+typedef struct latch_replay {
+    latch_msg **msgs; /* the entries after it, each with a reference for
+                         the caller, who frees the array */
+    size_t n;
+    bool gap;         /* events after it may be gone (older than the ring,
+                         unknown, or from a later run) */
+    bool ahead;       /* with a backend: newer than any id this process
+                         has seen (another process published it): ask the
+                         backend (latch__hub_probe); nothing returned */
+    latch_msgid from; /* the channel's newest id now: live messages after
+                         it follow */
+} latch_replay;
+
 /*
  * Worker w joins `name` for one subscriber (on w's thread): the channel
  * (made if new) is returned in *ch and w counts one more subscriber on
- * it. `last_id` (NULL: none) is a client's Last-Event-ID: the messages
- * the ring holds after it are returned in replay[0..*nreplay) (each with
- * a reference for the caller; free the array), and *gap is set when
- * events after it may be gone (older than the ring, unknown, or from a
- * later run). *from is the channel's newest id now: the subscriber takes
- * live messages after it. *pending instead, with nothing returned: the
- * backend is not ready on (w, ch) yet (up->ready comes later). Installs
- * `up` for deliveries. 0, LATCH_ERR_NOMEM or LATCH_ERR_INVALID_ARG.
+ * it. `last_id` (NULL: none) is a client's Last-Event-ID: what the ring
+ * owes it is returned in *rp (rp->from alone without one). *pending
+ * instead, with nothing returned: the backend is not ready on (w, ch)
+ * yet (up->ready comes later). Installs `up` for deliveries. 0,
+ * LATCH_ERR_NOMEM or LATCH_ERR_INVALID_ARG.
  */
 int latch__hub_join(latch_app *app, latch_worker *w, const latch_hub_up *up,
                     const char *name, const char *last_id, latch_chan **ch,
-                    latch_msg ***replay, size_t *nreplay, bool *gap,
-                    latch_msgid *from, bool *pending);
+                    latch_replay *rp, bool *pending);
 /* What the ring of ch holds after `after` (an id as text), as
  * latch__hub_join returns it, for a subscriber that joined pending. */
 int latch__hub_replay(latch_app *app, latch_chan *ch, const char *after,
-                      latch_msg ***replay, size_t *nreplay, bool *gap,
-                      latch_msgid *from);
+                      latch_replay *rp);
+/* The ring's entries after `after`, without asking whether `after` is
+ * one (a subscriber served from the stream up to it): rp->gap when an
+ * entry after it left the ring. 0 or LATCH_ERR_NOMEM. */
+int latch__hub_since(latch_app *app, latch_chan *ch, latch_msgid after,
+                     latch_replay *rp);
+/* Asks the backend what the stream of ch holds from `after` (w's
+ * thread); up->probed answers. */
+void latch__hub_probe(latch_app *app, latch_worker *w, latch_chan *ch,
+                      const char *after);
+/* The backend's answer to a probe (w's thread): up->probed. */
+void latch__hub_probed(latch_app *app, latch_worker *w, latch_chan *ch,
+                       const char *after, latch_msg **msgs, size_t n,
+                       bool known);
+/* The backend found that the events of ch before `first` may be gone
+ * (its stream was trimmed while the link was down): unless the ring
+ * holds `first` or newer already, it is emptied and a Last-Event-ID
+ * older than `first` gets a gap from now on (w's thread). */
+void latch__hub_hole(latch_app *app, latch_chan *ch, latch_msgid first);
 /* One subscriber of w on ch left (on w's thread). */
 void latch__hub_leave(latch_app *app, latch_worker *w, latch_chan *ch);
 /* The per-worker slot of ch for w (w's thread only), sse.c's and the
@@ -176,10 +215,6 @@ void latch__hub_loaded(latch_app *app, latch_worker *w, latch_chan *ch,
 void latch__hub_unready(latch_app *app, latch_worker *w, latch_chan *ch);
 /* Sends each subscriber of w on ch a gap (the backend lost its link). */
 void latch__hub_gap(latch_app *app, latch_worker *w, latch_chan *ch);
-/* Calls fn for each channel on which w has subscribers (w's thread). */
-void latch__hub_each_watched(latch_app *app, latch_worker *w,
-                             void (*fn)(latch_chan *ch, void *data),
-                             void *data);
 
 /* Replaces the backend of the app's hub, made before (latch__hub_get),
  * by `be` (NULL: in-process only), freeing the one it had. Before

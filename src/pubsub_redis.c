@@ -26,13 +26,30 @@
  * handed to hiredis as readiness so it sees the error, and a connect that
  * does not complete in CONNECT_MS is abandoned.
  *
- * Loss. When a connection drops, the worker's subscribers on every
- * channel it watched get one latch-gap (events may have been published
- * meanwhile), and the pair reconnects with backoff (RETRY_MIN_MS doubling
- * to RETRY_MAX_MS), subscribing again to what is still watched.
+ * Loss. When a connection drops, the pair reconnects with backoff
+ * (RETRY_MIN_MS doubling to RETRY_MAX_MS), subscribing again to what is
+ * still watched. Events published while the subscriber connection was
+ * down are in the stream: once the SUBSCRIBE is back, each channel reads
+ * its stream from the last id this worker delivered on it (XRANGE) and
+ * delivers what it missed, in order, with the stream's ids, then what
+ * arrived meanwhile; a latch-gap goes to the subscribers only when that
+ * id is no longer in the stream (trimmed past it, or Redis restarted
+ * empty) or the stream cannot be read. A publish is kept until Redis
+ * answers it: one that went out on a connection that dropped is sent
+ * again on the next one, in order, and the script recognizes a retry of
+ * an event it already added (a token per publish, kept in the entry), so
+ * a publish the dropped connection carried to Redis is not added twice.
+ * At most PUB_MAX publishes (PUB_BYTES bytes) wait so; past that, and
+ * while the command connection is known down, latch_publish is refused
+ * (LATCH_ERR_LIMIT, LATCH_ERR_STATE): the caller always knows. Only a
+ * worker that finishes (shutdown) while Redis is down drops what waits.
  *
- * What it is not: a general Redis client, and not a queue: a publish made
- * while the command connection is down fails (LATCH_ERR_STATE).
+ * A Last-Event-ID newer than anything this process has seen (another
+ * process delivered it first) is not a gap: the stream says whether it
+ * is an entry and what follows it (probe), and the subscriber is served
+ * from there.
+ *
+ * What it is not: a general Redis client, and not a durable queue.
  */
 #include "pubsub.h"
 
@@ -42,8 +59,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #define CONNECT_MS 2000
+#define PUB_MAX 65536
+#define PUB_BYTES ((size_t)64 << 20)
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 2000
 #define PREFIX_C "latch:c:"
@@ -51,10 +73,19 @@
 
 /* The stream is trimmed exactly to the history (not "~", which keeps up to
  * a macro node more): what the stream holds is what a ring loaded from it
- * holds, so a Last-Event-ID is answered the same by every process. */
+ * holds, so a Last-Event-ID is answered the same by every process. A
+ * retry (ARGV[6] "1") first looks for its token (ARGV[5]) among the
+ * entries the stream keeps: found, the first try was added already. */
 static const char script[] =
+    "if ARGV[6] == '1' then "
+    "for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', "
+    "ARGV[4])) do "
+    "local f = e[2] "
+    "for i = 1, #f - 1, 2 do "
+    "if f[i] == 't' and f[i + 1] == ARGV[5] then return e[1] end "
+    "end end end "
     "local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], '*', "
-    "'e', ARGV[1], 'd', ARGV[2], 'f', ARGV[3]) "
+    "'e', ARGV[1], 'd', ARGV[2], 'f', ARGV[3], 't', ARGV[5]) "
     "redis.call('PUBLISH', KEYS[2], id .. '\\n' .. ARGV[3] .. ARGV[1] .. "
     "'\\n' .. ARGV[2]) "
     "return id";
@@ -83,7 +114,10 @@ typedef struct rwatch {
     bool watched; /* the hub wants the channel on this worker */
     int sub;      /* SUB_* */
     bool t0_sent, t0_known, h_sent, ready;
-    latch_msgid t0; /* the stream's newest id when the watch began */
+    bool resync;      /* the subscriber link came back: backfill first */
+    bool b_sent;      /* the backfill read is in flight */
+    latch_msgid t0;   /* the stream's newest id when the watch began */
+    latch_msgid last; /* the newest id this worker delivered on ch */
     latch_msg **buf;
     size_t nbuf, capbuf;
 } rwatch;
@@ -102,6 +136,30 @@ typedef struct rlink {
     redisAsyncContext *ac; /* NULL once hiredis freed it */
     int events;
 } rlink;
+
+/* A probe: what the stream of ch holds from `after` on. */
+typedef struct rprobe {
+    struct rworker *rw;
+    latch_chan *ch;
+    char after[48];
+} rprobe;
+
+/*
+ * A publish that Redis has not answered yet, on its worker's list in
+ * publish order: sent on the current command connection (sent), or
+ * waiting for the next one. `token` names it in the stream entry, so
+ * that a retry finds the first try if Redis ran it.
+ */
+typedef struct rpub {
+    struct rpub *next;
+    struct rbackend *be;
+    struct rworker *rw; /* set when it joins a worker's list */
+    bool sent, retry;
+    size_t bytes;
+    char *channel, *event, *data;
+    size_t len;
+    char token[48];
+} rpub;
 
 /* One connection of a worker's pair. */
 typedef struct rconn {
@@ -124,6 +182,7 @@ struct rworker {
     atomic_int cmd_state; /* CMD_* */
     rwatch *watches;
     uint32_t gen;
+    rpub *pubs, **pubs_tail; /* unanswered publishes, oldest first */
 };
 
 typedef struct rbackend {
@@ -134,19 +193,18 @@ typedef struct rbackend {
     pthread_mutex_t mu; /* rw's allocation */
     rworker *rw;
     int nrw;
+    uint64_t nonce;         /* this process's part of the tokens */
+    atomic_ullong seq;      /* the publishes' part */
+    atomic_size_t npub;     /* publishes not answered yet, all workers */
+    atomic_size_t pubbytes; /* and their bytes */
 } rbackend;
-
-/* A publish handed from another thread to a worker. */
-typedef struct rjob {
-    rbackend *be;
-    char *channel, *event, *data;
-    size_t len;
-} rjob;
 
 static void rw_connect(rworker *rw);
 static void on_message(redisAsyncContext *ac, void *reply, void *priv);
 static void read_t0(rwatch *st);
 static void read_history(rwatch *st);
+static void read_backfill(rwatch *st);
+static void pub_flush(rworker *rw);
 
 /* ------------------------------------------------------------------ */
 /* The adapter: hiredis's event hooks over a uv_poll_t                  */
@@ -244,19 +302,12 @@ static void conn_lost(rconn *c)
         if (c->sub)
             st->sub = SUB_NONE;
         else
-            st->t0_sent = st->h_sent = false;
+            st->t0_sent = st->h_sent = st->b_sent = false;
     if (!c->sub)
         atomic_store(&rw->cmd_state, CMD_DOWN);
     if (rw->closing)
         return;
     schedule_retry(rw);
-}
-
-static void gap_one(latch_chan *ch, void *data)
-{
-    rworker *rw = data;
-
-    latch__hub_gap(rw->be->app, rw->w, ch);
 }
 
 static void buf_clear(rwatch *st)
@@ -276,6 +327,8 @@ static void watch_reset(rwatch *st)
 {
     st->gen = ++st->rw->gen;
     st->t0_sent = st->t0_known = st->h_sent = st->ready = false;
+    st->resync = st->b_sent = false;
+    st->last = (latch_msgid){0, 0};
     buf_clear(st);
 }
 
@@ -290,15 +343,23 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         return;
     rw = c->rw;
     if (c->sub && c->up && !rw->closing) {
-        /* Events published until the next SUBSCRIBE are not seen: the
-         * subscribers hear of a gap, and the channels are loaded again
-         * (the ring too may have missed them). */
-        latch__hub_each_watched(rw->be->app, rw->w, gap_one, rw);
-        for (st = rw->watches; st != NULL; st = st->next)
-            if (st->watched) {
+        /* Events published until the next SUBSCRIBE are not seen here:
+         * a channel this worker delivers holds what arrives from then on
+         * until its stream says what fell between (read_backfill); one
+         * still loading loads again. Replies to reads of the previous
+         * period are stale either way. */
+        for (st = rw->watches; st != NULL; st = st->next) {
+            if (!st->watched)
+                continue;
+            if (st->ready || st->resync) {
+                st->gen = ++rw->gen;
+                st->ready = st->b_sent = false;
+                st->resync = true;
+            } else {
                 watch_reset(st);
                 latch__hub_unready(rw->be->app, rw->w, st->ch);
             }
+        }
     }
     conn_lost(c);
     if (c->sub)
@@ -350,7 +411,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
         } else {
             read_t0(st);
             read_history(st);
+            read_backfill(st);
         }
+    if (!c->sub)
+        pub_flush(c->rw);
 }
 
 static void on_connect_timeout(uv_timer_t *t)
@@ -507,6 +571,7 @@ static void sub_confirmed(rworker *rw, latch_chan *ch, bool on)
     if (on && st->sub == SUB_SENT) {
         st->sub = SUB_ON;
         read_history(st);
+        read_backfill(st);
     } else if (!on && st->sub == SUB_LEAVING) {
         st->sub = SUB_NONE;
         sub_want(st); /* watched again meanwhile */
@@ -579,10 +644,13 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     st = watch_of(c->rw, ch);
-    if (st != NULL && st->watched && !st->ready)
-        buf_add(st, m); /* after the ring is loaded */
-    else
+    if (st != NULL && st->watched && !st->ready) {
+        buf_add(st, m); /* after the ring is loaded, or the backfill */
+    } else {
+        if (st != NULL && latch__msgid_cmp(id, st->last) > 0)
+            st->last = id;
         latch__hub_arrived(c->rw->be->app, c->rw->w, m);
+    }
     latch__msg_unref(m);
 }
 
@@ -718,6 +786,24 @@ static void read_t0(rwatch *st)
     st->t0_sent = true;
 }
 
+/* Hands held[0..n) to the hub in order and frees them. The hub's
+ * callbacks may end this watch (and start another: st->gen says), so
+ * st's record of the last id is kept only while the period lasts. */
+static void deliver_held(rworker *rw, rwatch *st, latch_chan *ch,
+                         latch_msg **held, size_t n)
+{
+    uint32_t gen = st->gen;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (st->gen == gen && latch__msgid_cmp(held[i]->id, st->last) > 0)
+            st->last = held[i]->id;
+        latch__hub_arrived(rw->be->app, rw->w, held[i]);
+        latch__msg_unref(held[i]);
+    }
+    free(held);
+}
+
 static void on_history(redisAsyncContext *ac, void *reply, void *priv)
 {
     redisReply *r = reply;
@@ -754,15 +840,16 @@ static void on_history(redisAsyncContext *ac, void *reply, void *priv)
     st->nbuf = st->capbuf = 0;
     rw = st->rw;
     ch = st->ch;
+    /* Delivered from here on: what the ring took, or where the watch
+     * began (what a subscriber with no Last-Event-ID starts after). */
+    st->last = st->t0;
+    if (k > 0 && latch__msgid_cmp(msgs[k - 1]->id, st->last) > 0)
+        st->last = msgs[k - 1]->id;
     latch__hub_loaded(rw->be->app, rw->w, ch, msgs, k, st->t0);
     for (i = 0; i < k; i++)
         latch__msg_unref(msgs[i]);
     free(msgs);
-    for (i = 0; i < nheld; i++) {
-        latch__hub_arrived(rw->be->app, rw->w, held[i]);
-        latch__msg_unref(held[i]);
-    }
-    free(held);
+    deliver_held(rw, st, ch, held, nheld);
 }
 
 static void read_history(rwatch *st)
@@ -772,7 +859,8 @@ static void read_history(rwatch *st)
     rread *rq;
 
     if (!st->watched || st->sub != SUB_ON || !st->t0_known || st->h_sent ||
-        st->ready || rw->cmd.ac == NULL || (rq = read_new(st)) == NULL)
+        st->ready || st->resync || rw->cmd.ac == NULL ||
+        (rq = read_new(st)) == NULL)
         return;
     if (redisAsyncCommand(rw->cmd.ac, on_history, rq,
                           "XREVRANGE " PREFIX_S "%b + - COUNT %d", st->ch->name,
@@ -783,41 +871,323 @@ static void read_history(rwatch *st)
     st->h_sent = true;
 }
 
-/* Runs the script on w's command connection. */
+/*
+ * After the subscriber connection came back and its SUBSCRIBE took
+ * effect: what the stream holds after the last id this worker delivered
+ * on the channel (XRANGE, from that id included, so that finding it
+ * first proves nothing between was trimmed). The stream holds at most the
+ * history: COUNT history + 1 reads all of it.
+ */
+static void on_backfill(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redisReply *r = reply;
+    rwatch *st = read_done(ac, r, priv);
+    latch_msg **msgs = NULL, **held;
+    size_t n, k = 0, i, nheld;
+    latch_msgid last;
+    bool hole;
+    int hist;
+    uint32_t gen;
+    rworker *rw;
+    latch_chan *ch;
+
+    if (st == NULL)
+        return;
+    rw = st->rw;
+    ch = st->ch;
+    hist = rw->be->app->channel_history > 0 ? rw->be->app->channel_history : 1;
+    st->b_sent = false;
+    n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    if (n > 0 && (msgs = malloc(n * sizeof(*msgs))) == NULL)
+        n = 0;
+    for (i = 0; i < n; i++) {
+        if ((msgs[k] = entry_msg(ch, r->element[i])) == NULL)
+            break;
+        k++;
+    }
+    last = st->last;
+    if (r->type != REDIS_REPLY_ARRAY || k < n) {
+        hole = true; /* cannot be read (or kept): the client hears of it */
+    } else if (last.hi == 0 && last.lo == 0) {
+        /* Nothing delivered, the stream empty when the watch began: all
+         * it holds is new, unless it filled up (then some may be gone). */
+        hole = k >= (size_t)hist;
+    } else {
+        hole = k == 0 || latch__msgid_cmp(msgs[0]->id, last) != 0;
+    }
+    st->resync = false;
+    st->ready = true;
+    held = st->buf;
+    nheld = st->nbuf;
+    st->buf = NULL;
+    st->nbuf = st->capbuf = 0;
+    /* The entries after `last`, then what arrived meanwhile; the hub
+     * drops nothing twice (each subscriber skips what it has). */
+    for (i = 0; i < k && latch__msgid_cmp(msgs[i]->id, last) <= 0; i++)
+        latch__msg_unref(msgs[i]);
+    if (hole) {
+        if (i < k)
+            latch__hub_hole(rw->be->app, ch, msgs[i]->id);
+        latch__hub_gap(rw->be->app, rw->w, ch);
+    }
+    for (gen = st->gen; i < k; i++) {
+        if (st->gen == gen && latch__msgid_cmp(msgs[i]->id, st->last) > 0)
+            st->last = msgs[i]->id;
+        latch__hub_arrived(rw->be->app, rw->w, msgs[i]);
+        latch__msg_unref(msgs[i]);
+    }
+    free(msgs);
+    deliver_held(rw, st, ch, held, nheld);
+}
+
+static void read_backfill(rwatch *st)
+{
+    rworker *rw = st->rw;
+    int hist = rw->be->app->channel_history;
+    char start[48] = "-";
+    rread *rq;
+
+    if (!st->watched || !st->resync || st->sub != SUB_ON || st->b_sent ||
+        !rw->cmd.up || (rq = read_new(st)) == NULL)
+        return;
+    if (st->last.hi != 0 || st->last.lo != 0)
+        latch__msgid_format(st->last, true, start);
+    if (redisAsyncCommand(rw->cmd.ac, on_backfill, rq,
+                          "XRANGE " PREFIX_S "%b %s + COUNT %d", st->ch->name,
+                          st->ch->name_len, start,
+                          (hist > 0 ? hist : 1) + 1) != REDIS_OK) {
+        free(rq);
+        return;
+    }
+    st->b_sent = true;
+}
+
+static void on_probe(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redisReply *r = reply;
+    rprobe *p = priv;
+    rworker *rw = p->rw;
+    latch_msg **msgs = NULL;
+    size_t n = 0, k = 0, i, skip = 0;
+    latch_msgid after;
+
+    (void)ac;
+    if (!rw->open || rw->closing) { /* the worker finishes */
+        free(p);
+        return;
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+        n = r->elements;
+    if (n > 0 && (msgs = malloc(n * sizeof(*msgs))) == NULL)
+        n = 0;
+    for (i = 0; i < n; i++) {
+        if ((msgs[k] = entry_msg(p->ch, r->element[i])) == NULL)
+            break;
+        k++;
+    }
+    if (k > 0 && latch__msgid_parse(p->after, &after) == 0 &&
+        latch__msgid_cmp(msgs[0]->id, after) == 0)
+        skip = 1; /* the id is an entry: what follows it is owed */
+    latch__hub_probed(rw->be->app, rw->w, p->ch, p->after,
+                      k > skip ? msgs + skip : NULL, k - skip, skip == 1);
+    for (i = 0; i < k; i++)
+        latch__msg_unref(msgs[i]);
+    free(msgs);
+    free(p);
+}
+
+static void be_probe(latch_backend *base, latch_worker *w, latch_chan *ch,
+                     const char *after)
+{
+    rbackend *be = (rbackend *)base;
+    rworker *rw = w->index < be->nrw ? &be->rw[w->index] : NULL;
+    int hist = be->app->channel_history;
+    latch_msgid id;
+    char text[48];
+    rprobe *p = NULL;
+
+    if (rw == NULL || !rw->open || rw->closing || rw->w != w ||
+        rw->cmd.ac == NULL || latch__msgid_parse(after, &id) < 0 ||
+        strlen(after) >= sizeof(p->after) || (p = malloc(sizeof(*p))) == NULL)
+        goto fail;
+    p->rw = rw;
+    p->ch = ch;
+    snprintf(p->after, sizeof(p->after), "%s", after);
+    latch__msgid_format(id, true, text);
+    if (redisAsyncCommand(rw->cmd.ac, on_probe, p,
+                          "XRANGE " PREFIX_S "%b %s + COUNT %d", ch->name,
+                          ch->name_len, text,
+                          (hist > 0 ? hist : 1) + 1) == REDIS_OK)
+        return;
+fail:
+    /* Cannot ask: the subscriber hears of a gap. */
+    free(p);
+    latch__hub_probed(be->app, w, ch, after, NULL, 0, false);
+}
+
+/* ------------------------------------------------------------------ */
+/* Publishing: the script, kept until Redis answers it                  */
+/* ------------------------------------------------------------------ */
+
+static void pub_free(rpub *p)
+{
+    atomic_fetch_sub(&p->be->npub, 1);
+    atomic_fetch_sub(&p->be->pubbytes, p->bytes);
+    free(p->channel);
+    free(p->event);
+    free(p->data);
+    free(p);
+}
+
+/* Takes p off its worker's list and frees it. */
+static void pub_done(rpub *p)
+{
+    rworker *rw = p->rw;
+    rpub **pp;
+
+    for (pp = &rw->pubs; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            if (rw->pubs_tail == &p->next)
+                rw->pubs_tail = pp;
+            break;
+        }
+    pub_free(p);
+}
+
+static void on_published(redisAsyncContext *ac, void *reply, void *priv)
+{
+    rpub *p = priv;
+
+    (void)ac;
+    if (reply == NULL && !p->rw->closing) {
+        /* The connection dropped before Redis answered: it may or may
+         * not have run it; the next connection sends it again. */
+        p->sent = false;
+        p->retry = true;
+        return;
+    }
+    /* Answered (an error reply too: Redis refused it, a retry would be
+     * refused alike), or the worker finishes. */
+    pub_done(p);
+}
+
+static void pub_send(rworker *rw, rpub *p)
+{
+    int hist = rw->be->app->channel_history;
+    char h[24];
+    size_t clen = strlen(p->channel);
+
+    snprintf(h, sizeof(h), "%d", hist > 0 ? hist : 1);
+    if (redisAsyncCommand(rw->cmd.ac, on_published, p,
+                          "EVAL %s 2 " PREFIX_S "%b " PREFIX_C
+                          "%b %s %b %s %s %s %s",
+                          script, p->channel, clen, p->channel, clen,
+                          p->event != NULL ? p->event : "", p->data, p->len,
+                          p->event != NULL ? "1" : "0", h, p->token,
+                          p->retry ? "1" : "0") == REDIS_OK)
+        p->sent = true;
+}
+
+/* Sends what waits, in order, while the command connection is up. */
+static void pub_flush(rworker *rw)
+{
+    rpub *p;
+
+    for (p = rw->pubs; p != NULL && rw->cmd.up && !rw->closing; p = p->next)
+        if (!p->sent) {
+            pub_send(rw, p);
+            if (!p->sent)
+                break; /* keep the order: the rest waits too */
+        }
+}
+
+/* Puts p on w's list and sends it when it may go now. */
+static void pub_enqueue(rworker *rw, rpub *p)
+{
+    p->rw = rw;
+    p->next = NULL;
+    if (rw->pubs_tail == NULL)
+        rw->pubs_tail = &rw->pubs;
+    *rw->pubs_tail = p;
+    rw->pubs_tail = &p->next;
+    pub_flush(rw);
+}
+
+/* A publish accepted: counted against the bound, copied, and named.
+ * NULL with *err set when refused. */
+static rpub *pub_new(rbackend *be, const char *channel, const char *event,
+                     const char *data, size_t len, int *err)
+{
+    size_t bytes = strlen(channel) + len + (event ? strlen(event) : 0) + 64;
+    rpub *p;
+
+    if (atomic_fetch_add(&be->npub, 1) >= PUB_MAX ||
+        atomic_fetch_add(&be->pubbytes, bytes) + bytes > PUB_BYTES) {
+        /* Redis does not keep up, or is away: the caller knows. */
+        atomic_fetch_sub(&be->npub, 1);
+        atomic_fetch_sub(&be->pubbytes, bytes);
+        *err = LATCH_ERR_LIMIT;
+        return NULL;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        atomic_fetch_sub(&be->npub, 1);
+        atomic_fetch_sub(&be->pubbytes, bytes);
+        *err = LATCH_ERR_NOMEM;
+        return NULL;
+    }
+    p->be = be;
+    p->bytes = bytes;
+    p->channel = strdup(channel);
+    p->event = event != NULL ? strdup(event) : NULL;
+    p->data = malloc(len + 1);
+    p->len = len;
+    if (p->channel == NULL || (event != NULL && p->event == NULL) ||
+        p->data == NULL) {
+        pub_free(p);
+        *err = LATCH_ERR_NOMEM;
+        return NULL;
+    }
+    if (len > 0)
+        memcpy(p->data, data, len);
+    p->data[len] = '\0';
+    snprintf(p->token, sizeof(p->token), "%016llx.%llx",
+             (unsigned long long)be->nonce,
+             (unsigned long long)atomic_fetch_add(&be->seq, 1));
+    return p;
+}
+
+/* A publish on w's own thread. */
 static int publish_here(rbackend *be, latch_worker *w, const char *channel,
                         const char *event, const char *data, size_t len)
 {
     rworker *rw = rw_get(be, w);
-    char hist[24];
-    size_t clen = strlen(channel);
+    rpub *p;
+    int err = 0;
 
-    /* While it connects, hiredis keeps the command for when it is up. */
-    if (rw == NULL || rw->cmd.ac == NULL ||
-        atomic_load(&rw->cmd_state) == CMD_DOWN)
+    /* While it first connects, the publish waits for the connection. */
+    if (rw == NULL || atomic_load(&rw->cmd_state) == CMD_DOWN)
         return LATCH_ERR_STATE;
-    snprintf(hist, sizeof(hist), "%d",
-             be->app->channel_history > 0 ? be->app->channel_history : 1);
-    if (redisAsyncCommand(rw->cmd.ac, NULL, NULL,
-                          "EVAL %s 2 " PREFIX_S "%b " PREFIX_C "%b %s %b %s %s",
-                          script, channel, clen, channel, clen,
-                          event != NULL ? event : "", data != NULL ? data : "",
-                          len, event != NULL ? "1" : "0", hist) != REDIS_OK)
-        return LATCH_ERR_STATE;
+    if ((p = pub_new(be, channel, event, data, len, &err)) == NULL)
+        return err;
+    pub_enqueue(rw, p);
     return 0;
 }
 
 static void job_run(latch_res *unused, void *data)
 {
-    rjob *j = data;
-    latch_worker *w;
+    rpub *p = data;
+    latch_worker *w = &p->be->app->workers[0];
+    rworker *rw;
 
     (void)unused;
-    w = &j->be->app->workers[0];
-    publish_here(j->be, w, j->channel, j->event, j->data, j->len);
-    free(j->channel);
-    free(j->event);
-    free(j->data);
-    free(j);
+    /* Accepted already: it waits for the connection if it is down now. */
+    if ((rw = rw_get(p->be, w)) == NULL) {
+        pub_free(p); /* the worker is shutting down */
+        return;
+    }
+    pub_enqueue(rw, p);
 }
 
 /* The worker whose thread this is, or NULL. */
@@ -838,15 +1208,15 @@ static int be_publish(latch_backend *base, const char *channel,
     rbackend *be = (rbackend *)base;
     latch_app *app = be->app;
     latch_worker *w = this_worker(app);
-    rjob *j;
-    int r;
+    rpub *p;
+    int r = 0;
 
     if (w != NULL)
         return publish_here(be, w, channel, event, data, len);
     /* From another thread: worker 0's connection, through its post queue
      * (one queue, so one thread's publishes keep their order). Refused
-     * while that connection is down, as on a worker: the job could not
-     * send it, and the caller would never know. */
+     * while that connection is known down, as on a worker; accepted, it
+     * is sent when the connection is up, again if it drops first. */
     pthread_mutex_lock(&be->mu);
     r = be->nrw > 0 && atomic_load(&be->rw[0].cmd_state) == CMD_DOWN
             ? LATCH_ERR_STATE
@@ -854,34 +1224,16 @@ static int be_publish(latch_backend *base, const char *channel,
     pthread_mutex_unlock(&be->mu);
     if (r < 0)
         return r;
-    j = calloc(1, sizeof(*j));
-    if (j == NULL)
-        return LATCH_ERR_NOMEM;
-    j->be = be;
-    j->channel = strdup(channel);
-    j->event = event != NULL ? strdup(event) : NULL;
-    j->data = malloc(len + 1);
-    j->len = len;
-    r = 0;
-    if (j->channel == NULL || (event != NULL && j->event == NULL) ||
-        j->data == NULL)
-        r = LATCH_ERR_NOMEM;
-    else if (len > 0)
-        memcpy(j->data, data, len);
+    if ((p = pub_new(be, channel, event, data, len, &r)) == NULL)
+        return r;
     pthread_mutex_lock(&app->live_mu);
-    if (r < 0)
-        ;
-    else if (atomic_load(&app->live) == NULL || atomic_load(&app->stopping))
+    if (atomic_load(&app->live) == NULL || atomic_load(&app->stopping))
         r = LATCH_ERR_STATE;
     else
-        r = latch__worker_post(&app->workers[0], job_run, j);
+        r = latch__worker_post(&app->workers[0], job_run, p);
     pthread_mutex_unlock(&app->live_mu);
-    if (r < 0) {
-        free(j->channel);
-        free(j->event);
-        free(j->data);
-        free(j);
-    }
+    if (r < 0)
+        pub_free(p);
     return r;
 }
 
@@ -942,13 +1294,14 @@ static void be_worker_finish(latch_backend *base, latch_worker *w)
     rbackend *be = (rbackend *)base;
     rworker *rw;
     rwatch *st;
+    rpub *p;
 
     if (w->index >= be->nrw)
         return;
     rw = &be->rw[w->index];
     if (!rw->open || rw->w != w)
         return;
-    rw->closing = true;
+    rw->closing = true; /* what hiredis answers now is dropped */
     if (rw->cmd.ac != NULL) {
         rw->cmd.ac->data = NULL;
         redisAsyncFree(rw->cmd.ac);
@@ -968,6 +1321,13 @@ static void be_worker_finish(latch_backend *base, latch_worker *w)
         *latch__chan_blocal(st->ch, w) = NULL;
         free(st);
     }
+    /* Publishes that waited for a connection that did not come back in
+     * time: shutdown drops them (a process that stops cannot send). */
+    while ((p = rw->pubs) != NULL) {
+        rw->pubs = p->next;
+        pub_free(p);
+    }
+    rw->pubs_tail = NULL;
     atomic_store(&rw->cmd_state, CMD_NEW); /* the next run opens a pair */
     rw->open = false;
 }
@@ -982,7 +1342,12 @@ static void be_free(latch_backend *base)
 }
 
 static const latch_backend_ops redis_ops = {
-    be_publish, be_watch, be_unwatch, be_worker_finish, be_free,
+    .publish = be_publish,
+    .watch = be_watch,
+    .unwatch = be_unwatch,
+    .worker_finish = be_worker_finish,
+    .probe = be_probe,
+    .free = be_free,
 };
 
 /* A backend for "redis://host:port". 0, or LATCH_ERR_INVALID_ARG for a
@@ -1017,6 +1382,11 @@ static int backend_new(latch_app *app, const char *url, latch_backend **out)
     memcpy(be->host, p, hlen);
     be->host[hlen] = '\0';
     be->port = (int)port;
+    /* Tokens unique across the processes sharing the Redis server. */
+    if (getrandom(&be->nonce, sizeof(be->nonce), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(be->nonce))
+        be->nonce = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)be ^
+                    (uint64_t)time(NULL);
     pthread_mutex_init(&be->mu, NULL);
     *out = &be->base;
     return 0;

@@ -51,7 +51,9 @@ struct sub {
     uint16_t frame;   /* the handler call that subscribed */
     bool dead;        /* left its channel; freed at the next sweep */
     bool gap_pending; /* queued messages were dropped */
-    bool pending;     /* waits for the backend (hub_ready) */
+    bool pending;     /* waits for the backend (hub_ready, probed) */
+    bool ahead;       /* pending on a probe: its Last-Event-ID is newer
+                         than this process has seen */
     bool has_start;   /* pending with a Last-Event-ID, in last_id */
     latch_msgid from; /* deliver only ids above */
     char last_id[48]; /* the last id the client got (for a gap) */
@@ -501,6 +503,17 @@ static void deliver(latch_worker *w, latch_msg *msg)
         sweep(sw);
 }
 
+/* Sends m to s now, or queues it behind what s holds back. */
+static void sub_push(sub *s, latch_msg *m)
+{
+    if (s->dead || s->e->ended)
+        return;
+    if (s->e->blocked || s->qlen > 0)
+        sub_queue(s, m);
+    else
+        sub_send(s, m, NULL);
+}
+
 /* What a subscriber missed (a gap for `gap_last`, or replay[0..n)), now
  * and in order; each replayed message's reference is dropped. Live
  * messages follow, after s->from. */
@@ -514,17 +527,23 @@ static void sub_catch_up(sub *s, const char *gap_last, latch_msg **replay,
     if (gap_last != NULL)
         sub_send(s, NULL, gap_last);
     for (i = 0; i < n; i++) {
-        if (!s->dead && !e->ended) {
-            if (e->blocked || s->qlen > 0)
-                sub_queue(s, replay[i]);
-            else
-                sub_send(s, replay[i], NULL);
-        }
+        sub_push(s, replay[i]);
         latch__msg_unref(replay[i]);
     }
     free(replay);
     if (--e->sw->depth == 0)
         sweep(e->sw);
+}
+
+/* A subscriber whose Last-Event-ID is newer than anything this process
+ * has seen: it waits (pending) for the backend to say what the stream
+ * holds after it (probed). */
+static void sub_probe(sub *s, latch_worker *w)
+{
+    s->pending = true;
+    s->has_start = true;
+    s->ahead = true;
+    latch__hub_probe(w->app, w, s->ch, s->last_id);
 }
 
 /* The hub's call when the backend delivers ch on w: each subscriber that
@@ -533,9 +552,7 @@ static void sub_catch_up(sub *s, const char *gap_last, latch_msg **replay,
 static void ready(latch_worker *w, latch_chan *ch, const char *start)
 {
     sse_worker *sw = sse_worker_of(w, false);
-    latch_msg **replay;
-    size_t n;
-    bool gap;
+    latch_replay rp;
     sub *s, *next;
 
     if (sw == NULL)
@@ -547,31 +564,88 @@ static void ready(latch_worker *w, latch_chan *ch, const char *start)
             continue;
         s->pending = false;
         if (latch__hub_replay(w->app, ch, s->has_start ? s->last_id : start,
-                              &replay, &n, &gap, &s->from) < 0) {
+                              &rp) < 0) {
             /* Out of memory for the list: the client hears of a gap. */
-            replay = NULL;
-            n = 0;
-            gap = true;
+            rp = (latch_replay){.gap = true};
         }
-        if (!s->has_start && !gap)
+        if (rp.ahead) {
+            sub_probe(s, w);
+            continue;
+        }
+        s->from = rp.from;
+        if (!s->has_start && !rp.gap)
             snprintf(s->last_id, sizeof(s->last_id), "%s", start);
-        if (gap) {
+        if (rp.gap) {
             /* Live from here; the client's last id is all it can learn. */
             char last[48];
             snprintf(last, sizeof(last), "%s",
                      s->has_start ? s->last_id : start);
             if (s->from.hi != 0 || s->from.lo != 0)
                 latch__msgid_format(s->from, true, s->last_id);
-            sub_catch_up(s, last, replay, n);
+            sub_catch_up(s, last, rp.msgs, rp.n);
         } else {
-            sub_catch_up(s, NULL, replay, n);
+            sub_catch_up(s, NULL, rp.msgs, rp.n);
         }
     }
     if (--sw->depth == 0)
         sweep(sw);
 }
 
-static const latch_hub_up hub_up = {deliver, ready};
+/*
+ * The backend's answer for the subscribers waiting on `after`: a gap
+ * unless the stream holds it (known); then what the stream holds after
+ * it, msgs[0..n), and what the ring took meanwhile after those (the
+ * live messages skipped while it waited). Live messages follow after
+ * the newest of all that.
+ */
+static void probed(latch_worker *w, latch_chan *ch, const char *after,
+                   latch_msg **msgs, size_t n, bool known)
+{
+    sse_worker *sw = sse_worker_of(w, false);
+    latch_msgid upto;
+    latch_replay rp;
+    sub *s, *next;
+    size_t i;
+
+    if (sw == NULL)
+        return;
+    sw->depth++;
+    for (s = *latch__chan_local(ch, w); s != NULL; s = next) {
+        next = s->next;
+        if (!s->pending || !s->ahead || s->dead || s->e->ended ||
+            strcmp(s->last_id, after) != 0)
+            continue;
+        s->pending = s->ahead = false;
+        if (latch__msgid_parse(after, &upto) < 0 || (n == 0 && !known)) {
+            /* No stream entry at or after it (an id of no stream of this
+             * channel, or the stream could not be read): a gap, then live
+             * from the channel's newest. */
+            latch_msgid top = {UINT64_MAX, UINT64_MAX};
+            if (latch__hub_since(w->app, ch, top, &rp) < 0)
+                rp.from = s->from;
+            free(rp.msgs); /* nothing is newer than top */
+            s->from = rp.from;
+            sub_catch_up(s, after, NULL, 0);
+            if (s->from.hi != 0 || s->from.lo != 0)
+                latch__msgid_format(s->from, true, s->last_id);
+            continue;
+        }
+        if (!known)
+            sub_catch_up(s, after, NULL, 0);
+        for (i = 0; i < n; i++) {
+            sub_push(s, msgs[i]);
+            upto = msgs[i]->id;
+        }
+        if (latch__hub_since(w->app, ch, upto, &rp) < 0)
+            rp = (latch_replay){.gap = true};
+        sub_catch_up(s, rp.gap ? s->last_id : NULL, rp.msgs, rp.n);
+        s->from = latch__msgid_cmp(rp.from, upto) > 0 ? rp.from : upto;
+    }
+    if (--sw->depth == 0)
+        sweep(sw);
+}
+
+static const latch_hub_up hub_up = {deliver, ready, probed};
 
 /* ------------------------------------------------------------------ */
 /* Shutdown                                                             */
@@ -797,11 +871,11 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
                        void *data, latch_site at)
 {
     const char *last;
-    latch_msg **replay = NULL;
-    size_t nreplay = 0, clen;
+    latch_replay rp;
+    size_t clen;
     latch_res *res;
     latch_chan *ch;
-    bool gap, pending;
+    bool pending;
     sub *s;
     evs *e;
     void **head;
@@ -832,8 +906,8 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
     if ((e = evs_get(res)) == NULL || (s = calloc(1, sizeof(*s))) == NULL)
         return LATCH_ERR_NOMEM;
     last = latch_req_header(&res->req, "Last-Event-ID");
-    r = latch__hub_join(res->w->app, res->w, &hub_up, channel, last, &ch,
-                        &replay, &nreplay, &gap, &s->from, &pending);
+    r = latch__hub_join(res->w->app, res->w, &hub_up, channel, last, &ch, &rp,
+                        &pending);
     if (r < 0) {
         free(s);
         return r;
@@ -847,12 +921,13 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
     s->data = data;
     s->frame = latch__frame_pick(latch__frame_of(h), res);
     s->pending = pending;
-    if (last != NULL && !gap && strlen(last) < sizeof(s->last_id)) {
+    s->from = rp.from;
+    if (last != NULL && !rp.gap && strlen(last) < sizeof(s->last_id)) {
         snprintf(s->last_id, sizeof(s->last_id), "%s", last);
         s->has_start = pending;
-    } else if (pending && last != NULL) {
-        gap = true; /* an id no channel could hold */
-        s->pending = false;
+    } else if ((pending || rp.ahead) && last != NULL) {
+        rp.gap = true; /* an id no channel could hold */
+        rp.ahead = s->pending = false;
     } else if (s->from.hi != 0 || s->from.lo != 0) {
         latch__msgid_format(s->from, ch->dashed, s->last_id);
     }
@@ -863,8 +938,13 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
     *head = s;
     s->evs_next = e->subs;
     e->subs = s;
+    if (rp.ahead) {
+        /* Another process published it: the stream says what follows. */
+        sub_probe(s, res->w);
+        return 0;
+    }
     /* What the client missed: the gap, or the replay, now and in order;
      * then live messages after s->from (a pending one: at hub_ready). */
-    sub_catch_up(s, gap ? last : NULL, replay, nreplay);
+    sub_catch_up(s, rp.gap ? last : NULL, rp.msgs, rp.n);
     return 0;
 }

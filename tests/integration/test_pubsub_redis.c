@@ -8,8 +8,16 @@
  * Redis. An event published in A reaches the SSE clients of both, and one
  * posted to B's form reaches A's, each exactly once, in the same order,
  * with the same ids (Redis stream ids, increasing). Then Redis is killed
- * mid-stream: the subscriber gets one latch-gap, latch reconnects when
- * Redis is back, and events flow again with increasing ids.
+ * mid-stream: when Redis is back (empty: it kept nothing), the subscriber
+ * gets one latch-gap, and events flow again with increasing ids.
+ *
+ * Holes closed (issue 15): a subscriber connection that drops while Redis
+ * keeps running costs no gap (what was published meanwhile is read back
+ * from the stream, in order, with its ids; a gap only when the stream was
+ * trimmed past the last id delivered); a Last-Event-ID that another
+ * process delivered and this one has not seen yet is served from the
+ * stream, without a gap or a duplicate; a publish accepted just before
+ * the command connection dropped is sent again on the next one.
  *
  * Replay across processes: a Last-Event-ID that this process never saw
  * (published while it had no subscriber) is answered from the stream, an
@@ -342,12 +350,13 @@ static void test_redis_killed_and_restarted(void **state)
         latch_publish(a.app, "room", "msg", "x", 1);
     assert_int_equal(sse_wait_events(&c, 20, 10000), 20);
     stop_pid(redis, SIGKILL); /* mid-stream */
+    /* Back, without the stream: latch cannot tell what was lost. */
+    redis = redis_start(rport);
+    wait_numsub(rport, "latch:c:room", 1); /* latch subscribed again */
     assert_int_equal(sse_wait_events(&c, 21, 10000), 21);
     assert_string_equal(c.ev[20].event, "latch-gap");
     gap = true;
     before = c.nev;
-    redis = redis_start(rport);
-    wait_numsub(rport, "latch:c:room", 1); /* latch subscribed again */
     end = th_now_ms() + 10000;
     while (!after && th_now_ms() < end) {
         latch_publish(a.app, "room", "msg", "y", 1);
@@ -598,6 +607,251 @@ static void test_thread_publish_refused_while_down(void **state)
     stop_pid(redis, SIGTERM);
 }
 
+/* One transaction on the test's Redis: kills the clients of `kill_type`
+ * (NULL: none; the test's own connection is spared), then adds n entries
+ * "<prefix><i>" to the stream `key` as latch's script does, but publishes
+ * none: only a stream read finds them. Their ids in ids[0..n). */
+static void kill_and_add(int port, const char *kill_type, const char *key,
+                         int maxlen, const char *prefix, int n, char ids[][48])
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *r;
+    char d[32];
+    int i, k;
+
+    assert_true(c != NULL && c->err == 0);
+    redisAppendCommand(c, "MULTI");
+    if (kill_type != NULL)
+        redisAppendCommand(c, "CLIENT KILL TYPE %s", kill_type);
+    for (i = 0; i < n; i++) {
+        snprintf(d, sizeof(d), "%s%d", prefix, i);
+        redisAppendCommand(c, "XADD %s MAXLEN %d * e msg d %s f 1", key, maxlen,
+                           d);
+    }
+    redisAppendCommand(c, "EXEC");
+    for (k = 0; k < n + 2 + (kill_type != NULL); k++) {
+        assert_int_equal(redisGetReply(c, (void **)&r), REDIS_OK);
+        if (k == n + 1 + (kill_type != NULL)) {
+            assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+            for (i = 0; i < n; i++)
+                snprintf(ids[i], 48, "%s",
+                         r->element[i + (kill_type != NULL)]->str);
+        }
+        freeReplyObject(r);
+    }
+    redisFree(c);
+}
+
+/* Events after `from` are exactly want[0..n) (data), then nothing else
+ * within a short look (no duplicate). */
+static void expect_data(sse_client *c, size_t from, const char **want, size_t n)
+{
+    size_t i;
+
+    assert_int_equal(sse_wait_events(c, from + n, 10000), from + n);
+    for (i = 0; i < n; i++)
+        assert_string_equal(c->ev[from + i].data, want[i]);
+    assert_int_equal(sse_wait_events(c, from + n + 1, 200), from + n);
+}
+
+/*
+ * The worker's subscriber connection to Redis drops (CLIENT KILL) while
+ * Redis keeps running, and events are added to the stream in the same
+ * transaction, before latch can subscribe again: the subscriber gets
+ * them from the stream once latch is back, in order and with the
+ * stream's ids, then live ones, and no latch-gap: nothing was lost.
+ */
+static void test_reconnect_backfills(void **state)
+{
+    static const char *want[] = {"m0", "m1", "m2", "m3", "m4", "live"};
+    char added[5][48];
+    int rport, i;
+    pid_t redis;
+    th_server a;
+    sse_client c;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app_hist(rport, 64));
+    sse_open(&c, a.port, "/events", NULL, 0);
+    wait_numsub(rport, "latch:c:room", 1);
+    for (i = 0; i < 10; i++)
+        assert_true(latch_publish(a.app, "room", "msg", "x", 1) >= 0);
+    assert_int_equal(sse_wait_events(&c, 10, 10000), 10);
+    kill_and_add(rport, "pubsub", "latch:s:room", 64, "m", 5, added);
+    wait_numsub(rport, "latch:c:room", 1); /* subscribed again */
+    assert_true(latch_publish(a.app, "room", "msg", "live", 4) >= 0);
+    expect_data(&c, 10, want, 6);
+    for (i = 0; i < 5; i++)
+        assert_string_equal(c.ev[10 + i].id, added[i]);
+    for (i = 0; i < 16; i++)
+        assert_string_equal(c.ev[i].event, "msg");
+    check_ids(&c, 0);
+    sse_close(&c);
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
+/*
+ * The same drop, but more events than the history were added while latch
+ * was away: the last id it delivered is trimmed from the stream, so the
+ * subscriber gets one latch-gap (naming that id), then what the stream
+ * still holds, then live events.
+ */
+static void test_reconnect_trimmed_gap(void **state)
+{
+    static const char *want[] = {"m2", "m3", "m4", "m5", "live"};
+    char added[6][48], gap_data[96];
+    int rport, i;
+    pid_t redis;
+    th_server a;
+    sse_client c;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app_hist(rport, 4));
+    sse_open(&c, a.port, "/events", NULL, 0);
+    wait_numsub(rport, "latch:c:room", 1);
+    for (i = 0; i < 3; i++)
+        assert_true(latch_publish(a.app, "room", "msg", "x", 1) >= 0);
+    assert_int_equal(sse_wait_events(&c, 3, 10000), 3);
+    kill_and_add(rport, "pubsub", "latch:s:room", 4, "m", 6, added);
+    wait_numsub(rport, "latch:c:room", 1);
+    assert_true(latch_publish(a.app, "room", "msg", "live", 4) >= 0);
+    assert_true(sse_wait_events(&c, 4, 10000) >= 4);
+    assert_string_equal(c.ev[3].event, "latch-gap");
+    snprintf(gap_data, sizeof(gap_data), "{\"last_id\":\"%s\"}", c.ev[2].id);
+    assert_string_equal(c.ev[3].data, gap_data);
+    expect_data(&c, 4, want, 5);
+    for (i = 0; i < 4; i++)
+        assert_string_equal(c.ev[4 + i].id, added[2 + i]);
+    check_ids(&c, 0);
+    sse_close(&c);
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
+/*
+ * Last-Event-IDs newer than anything this process has delivered: entries
+ * of the stream that its subscriber connection has not brought (added
+ * here without a publish, as another process's events look to a worker
+ * that lags). The stream says what follows: c1 gets the two entries after
+ * its id, c2 (the newest) nothing yet, neither a gap; an id no entry
+ * reaches gets one gap. Then a live event reaches each once.
+ */
+static void test_last_event_id_ahead(void **state)
+{
+    static const char *want1[] = {"s1", "s2", "live"};
+    static const char *want2[] = {"live"};
+    char added[3][48];
+    int rport;
+    pid_t redis;
+    th_server a;
+    sse_client c0, c1, c2, c3;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app_hist(rport, 16));
+    sse_open(&c0, a.port, "/events", NULL, 0);
+    wait_numsub(rport, "latch:c:room", 1);
+    assert_true(latch_publish(a.app, "room", "msg", "first", 5) >= 0);
+    assert_int_equal(sse_wait_events(&c0, 1, 10000), 1);
+    kill_and_add(rport, NULL, "latch:s:room", 16, "s", 3, added);
+    sse_open(&c1, a.port, "/events", added[0], 0);
+    sse_open(&c2, a.port, "/events", added[2], 0);
+    sse_open(&c3, a.port, "/events", "99999999999999-0", 0);
+    assert_int_equal(sse_wait_events(&c1, 2, 10000), 2);
+    assert_string_equal(c1.ev[0].id, added[1]);
+    assert_string_equal(c1.ev[1].id, added[2]);
+    assert_int_equal(sse_wait_events(&c3, 1, 10000), 1);
+    assert_string_equal(c3.ev[0].event, "latch-gap");
+    assert_true(latch_publish(a.app, "room", "msg", "live", 4) >= 0);
+    expect_data(&c1, 0, want1, 3);
+    expect_data(&c2, 0, want2, 1);
+    assert_int_equal(sse_wait_events(&c3, 2, 10000), 2);
+    assert_string_equal(c3.ev[1].data, "live");
+    assert_string_equal(c2.ev[0].event, "msg");
+    check_ids(&c1, 0);
+    sse_close(&c0);
+    sse_close(&c1);
+    sse_close(&c2);
+    sse_close(&c3);
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
+/* The test's Redis's blocked (here: paused) clients. */
+static long long blocked_clients(int port)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *r;
+    const char *p;
+    long long v = -1;
+
+    if (c == NULL || c->err) {
+        redisFree(c);
+        return -1;
+    }
+    r = redisCommand(c, "INFO clients");
+    if (r != NULL && r->type == REDIS_REPLY_STRING &&
+        (p = strstr(r->str, "blocked_clients:")) != NULL)
+        v = strtoll(p + 16, NULL, 10);
+    freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+/*
+ * Publishes accepted from a thread that is no worker, held by Redis
+ * (CLIENT PAUSE WRITE) when latch's command connection is killed: Redis
+ * never ran them, and latch sends them again on its next connection, in
+ * order, once each; the subscriber gets all of them, without a gap.
+ */
+static void test_publish_retried_after_drop(void **state)
+{
+    static const char *want[] = {"p0", "p1", "p2", "p3", "p4"};
+    int rport, i;
+    pid_t redis;
+    th_server a;
+    sse_client c;
+    int64_t end;
+
+    (void)state;
+    if (skip_without_redis())
+        skip();
+    rport = free_port();
+    redis = redis_start(rport);
+    th_server_start(&a, redis_app(rport));
+    sse_open(&c, a.port, "/events", NULL, 0);
+    wait_numsub(rport, "latch:c:room", 1);
+    assert_true(latch_publish(a.app, "room", "msg", "a", 1) >= 0);
+    assert_int_equal(sse_wait_events(&c, 1, 10000), 1);
+    assert_int_equal(redis_int(rport, "CLIENT PAUSE 20000 %s", "WRITE"), 0);
+    for (i = 0; i < 5; i++)
+        assert_true(latch_publish(a.app, "room", "msg", want[i], 2) >= 0);
+    end = th_now_ms() + 10000;
+    while (blocked_clients(rport) < 1 && th_now_ms() < end)
+        usleep(10000);
+    assert_int_equal(blocked_clients(rport), 1); /* the first is held */
+    assert_true(redis_int(rport, "CLIENT KILL TYPE %s", "normal") >= 1);
+    assert_int_equal(redis_int(rport, "CLIENT UNPAUSE%s", ""), 0);
+    expect_data(&c, 1, want, 5);
+    check_ids(&c, 0);
+    assert_int_equal(redis_int(rport, "XLEN %s", "latch:s:room"), 6);
+    sse_close(&c);
+    th_server_stop(&a);
+    stop_pid(redis, SIGTERM);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -609,6 +863,10 @@ int main(void)
         cmocka_unit_test_teardown(test_resubscribe_at_once, teardown),
         cmocka_unit_test_teardown(test_thread_publish_refused_while_down,
                                   teardown),
+        cmocka_unit_test_teardown(test_reconnect_backfills, teardown),
+        cmocka_unit_test_teardown(test_reconnect_trimmed_gap, teardown),
+        cmocka_unit_test_teardown(test_last_event_id_ahead, teardown),
+        cmocka_unit_test_teardown(test_publish_retried_after_drop, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
