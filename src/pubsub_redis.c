@@ -183,6 +183,7 @@ struct rworker {
     rwatch *watches;
     uint32_t gen;
     rpub *pubs, **pubs_tail; /* unanswered publishes, oldest first */
+    size_t nunsent;          /* of them, waiting for a connection */
 };
 
 typedef struct rbackend {
@@ -1065,6 +1066,7 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv)
          * not have run it; the next connection sends it again. */
         p->sent = false;
         p->retry = true;
+        p->rw->nunsent++;
         return;
     }
     /* Answered (an error reply too: Redis refused it, a retry would be
@@ -1094,15 +1096,19 @@ static void pub_flush(rworker *rw)
 {
     rpub *p;
 
-    for (p = rw->pubs; p != NULL && rw->cmd.up && !rw->closing; p = p->next)
+    for (p = rw->pubs;
+         p != NULL && rw->nunsent > 0 && rw->cmd.up && !rw->closing;
+         p = p->next)
         if (!p->sent) {
             pub_send(rw, p);
             if (!p->sent)
                 break; /* keep the order: the rest waits too */
+            rw->nunsent--;
         }
 }
 
-/* Puts p on w's list and sends it when it may go now. */
+/* Puts p on w's list and sends it now unless the connection is down or
+ * older ones still wait (the order is the publish order). */
 static void pub_enqueue(rworker *rw, rpub *p)
 {
     p->rw = rw;
@@ -1111,7 +1117,10 @@ static void pub_enqueue(rworker *rw, rpub *p)
         rw->pubs_tail = &rw->pubs;
     *rw->pubs_tail = p;
     rw->pubs_tail = &p->next;
-    pub_flush(rw);
+    if (rw->nunsent == 0 && rw->cmd.up && !rw->closing)
+        pub_send(rw, p);
+    if (!p->sent)
+        rw->nunsent++;
 }
 
 /* A publish accepted: counted against the bound, copied, and named.
@@ -1328,6 +1337,7 @@ static void be_worker_finish(latch_backend *base, latch_worker *w)
         pub_free(p);
     }
     rw->pubs_tail = NULL;
+    rw->nunsent = 0;
     atomic_store(&rw->cmd_state, CMD_NEW); /* the next run opens a pair */
     rw->open = false;
 }
