@@ -90,6 +90,7 @@ struct latch_tls {
     uint8_t state;
     bool reading;    /* the caller wants plaintext */
     bool closed;     /* latch__tls_close ran */
+    bool pumping;    /* in pump: plaintext written is sent at its end */
     bool hello;      /* the ClientHello was whole: the server answered */
     size_t hs_bytes; /* ciphertext received during the handshake */
     /* Input the SSL object has not consumed: the slice being fed, which
@@ -591,7 +592,7 @@ static void fail(latch_tls *t)
 
 /* Runs the handshake, then decrypts into the caller's buffers while it
  * reads, as libuv would deliver bytes from a socket. */
-static void pump(latch_tls *t)
+static void pump_records(latch_tls *t)
 {
     uv_buf_t b;
     int r, e;
@@ -654,6 +655,19 @@ static void pump(latch_tls *t)
         fail(t);
         return;
     }
+}
+
+/* pump_records, and the ciphertext of what the caller wrote meanwhile
+ * (the answers to several requests that came in one read, one record
+ * each) goes to the socket in one write at the end, not one per record. */
+static void pump(latch_tls *t)
+{
+    t->pumping = true;
+    pump_records(t);
+    t->pumping = false;
+    if (!t->closed && t->cout.len > 0 && t->state != ST_PLAIN &&
+        send_out(t, NULL, NULL) < 0)
+        deliver(t, UV_EPIPE, NULL);
 }
 
 /* Keeps what the SSL object did not consume (a paused reader). */
@@ -783,14 +797,16 @@ void latch__tls_close(latch_tls *t, bool notify)
 {
     if (t == NULL)
         return;
-    if (notify && t->state == ST_OPEN && !t->closed && t->nflight == 0 &&
-        t->ureq == NULL && t->tcp->write_queue_size == 0 &&
-        !(SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN)) {
-        /* Closing with nothing queued: close_notify, if the socket takes
-         * it now (no wait, the handle is closing). */
+    if (t->state == ST_OPEN && !t->closed && t->nflight == 0 &&
+        t->ureq == NULL && t->tcp->write_queue_size == 0) {
+        /* Closing with nothing queued: what was written during this pump
+         * and close_notify, if the socket takes them now (no wait, the
+         * handle is closing). */
         uv_buf_t b;
-        ERR_clear_error();
-        (void)SSL_shutdown(t->ssl);
+        if (notify && !(SSL_get_shutdown(t->ssl) & SSL_SENT_SHUTDOWN)) {
+            ERR_clear_error();
+            (void)SSL_shutdown(t->ssl);
+        }
         b = uv_buf_init(t->cout.data, (unsigned)t->cout.len);
         if (b.len > 0)
             (void)uv_try_write((uv_stream_t *)t->tcp, &b, 1);
@@ -861,12 +877,17 @@ int latch__tls_try_write(latch_tls *t, const uv_buf_t *b)
         return UV_ENOTCONN;
     if (t->nflight > 0 || t->ureq != NULL || t->tcp->write_queue_size > 0)
         return UV_EAGAIN;
+    /* FEED bytes per write(2) (four full records), not one record each;
+     * while pumping, the ciphertext waits for the end of the pump unless
+     * FEED of it is already waiting. */
     while (done < b->len) {
-        size_t k = b->len - done < RECORD ? b->len - done : RECORD;
+        size_t k = b->len - done < FEED ? b->len - done : FEED;
 
         if (encrypt(t, b->base + done, k) < 0)
             return UV_EPROTO;
         done += k;
+        if (t->pumping && t->cout.len < FEED)
+            continue;
         r = send_out(t, NULL, NULL);
         if (r < 0)
             return r;
@@ -897,11 +918,14 @@ int latch__tls_write(latch_tls *t, uv_write_t *req, const uv_buf_t *b,
 int latch__tls_shutdown(latch_tls *t, uv_shutdown_t *req, uv_shutdown_cb cb,
                         bool notify)
 {
-    if (notify && t->state == ST_OPEN && t->ureq == NULL) {
-        /* close_notify, after everything written before it. */
-        ERR_clear_error();
-        (void)SSL_shutdown(t->ssl);
-        if (send_out(t, NULL, NULL) < 0)
+    if (t->state == ST_OPEN && t->ureq == NULL) {
+        /* close_notify, after everything written before it (what this
+         * pump wrote included: nothing goes after the shutdown). */
+        if (notify) {
+            ERR_clear_error();
+            (void)SSL_shutdown(t->ssl);
+        }
+        if (t->cout.len > 0 && send_out(t, NULL, NULL) < 0)
             return UV_EPIPE;
     }
     return uv_shutdown(req, (uv_stream_t *)t->tcp, cb);

@@ -88,9 +88,11 @@ void latch__tls_free(latch_tls *t);
 int latch__tls_read_start(latch_tls *t, uv_alloc_cb alloc, uv_read_cb read);
 void latch__tls_read_stop(latch_tls *t);
 /* As uv_try_write: plaintext bytes taken (encrypted, and all but at most
- * one record's ciphertext handed to the socket; the rest is written
- * before anything later), or UV_EAGAIN while earlier output is still
- * queued, or an error. */
+ * 64 KiB of ciphertext handed to the socket; the rest is written before
+ * anything later), or UV_EAGAIN while earlier output is still queued, or
+ * an error. Called from inside the read callback, the ciphertext goes
+ * out when the callback returns, in one write with the answers to the
+ * other records of the same read. */
 int latch__tls_try_write(latch_tls *t, const uv_buf_t *b);
 /* As uv_write of one buffer: cb(req, status) once its ciphertext went to
  * the socket (UV_ECANCELED when the handle closed first). 0 or an error
