@@ -17,6 +17,10 @@
 # keep-alive request: a run that serves nothing is subtracted, so startup
 # and shutdown cancel; no noise from the machine.
 #
+# With LATCH_B=path/to/another/latch (not with CALLGRIND): that build
+# too, as "latchB", in the same rounds: before/after a change in one
+# invocation, under the same load.
+#
 # Usage: bench/tools/tls_bench.sh [seconds per run, 5] [rounds, 2]
 # Needs build/latch (make build), nginx, openssl and wrk (and valgrind).
 set -euo pipefail
@@ -24,8 +28,10 @@ cd "$(dirname "$0")/../.."
 T=${1:-5}
 ROUNDS=${2:-2}
 LATCH=${LATCH:-build/latch}
+LATCH_B=${LATCH_B:-}
 LPORT=18543
 NPORT=18544
+BPORT=18545
 dir=$(mktemp -d /tmp/latch-tlsbench-XXXXXX)
 pids=()
 cleanup() {
@@ -200,16 +206,25 @@ for kind in ec rsa; do
   nginx -c "$dir/ngx/nginx.conf" -p "$dir/ngx" >"$dir/ngx/out.log" 2>&1 &
   npid=$!
   pids+=("$npid")
+  bpid=
+  if [ -n "$LATCH_B" ]; then
+    "$LATCH_B" -p $BPORT -w 1 --tls "$dir/$kind.crt" "$dir/$kind.key" \
+      >"$dir/latchB.log" 2>&1 &
+    bpid=$!
+    pids+=("$bpid")
+    wait_port $BPORT
+  fi
   wait_port $LPORT
   wait_port $NPORT
   echo "# $kind certificate"
   for mode in new reuse keep; do
     for r in $(seq 1 "$ROUNDS"); do
       run latch "$lpid" $LPORT $mode
+      [ -z "$bpid" ] || run latchB "$bpid" $BPORT $mode
       run nginx "$npid" $NPORT $mode
     done
   done
-  kill "$lpid" "$npid"
-  wait "$lpid" "$npid" 2>/dev/null || true
+  kill "$lpid" "$npid" $bpid
+  wait "$lpid" "$npid" $bpid 2>/dev/null || true
   pids=()
 done
