@@ -615,10 +615,9 @@ static void pump_records(latch_tls *t)
             return;
         }
         t->state = ST_OPEN;
-        if (send_out(t, NULL, NULL) < 0) {
-            deliver(t, UV_EPIPE, NULL);
-            return;
-        }
+        /* The last flight (TLS 1.3: the session tickets) stays in cout:
+         * it leaves at the end of the pump, in one write with the answer
+         * to a request that came with the client's Finished. */
         if (!t->closed && t->on_ready != NULL)
             t->on_ready((uv_stream_t *)t->tcp);
     }
