@@ -697,8 +697,8 @@ typedef struct latch_res_owner_ops {
     void (*timeout)(latch_res *res, int status);
 } latch_res_owner_ops;
 
-/* The owner's raise and timeout (above), or, without an owner, a plain
- * answer with `status`. */
+/* send.c: the owner's raise and timeout (above), or, without an owner, a
+ * plain answer with `status` (latch_res_send_status). */
 void latch__res_raise(latch_res *res, int code, int status, const char *call,
                       latch_site at);
 void latch__res_timed_out(latch_res *res, int status);
@@ -1022,14 +1022,14 @@ void latch__res_finished(latch_res *res);
  * with `reason` (LATCH_CANCEL_NONE: none), on_close runs, and the
  * queue's reference is dropped (which may recycle it). */
 void latch__res_detach(latch_res *res, const char *event, int reason);
-/* Answers a request the framework refuses (404, 500, ...): status and a
- * short text body, honouring the state machine. */
+/* pages.c: answers a request the framework refuses (404, 500, ...):
+ * status and a short text body, honouring the state machine. */
 int latch__res_simple(latch_res *res, int status, const char *ctype,
                       const char *body, size_t len, const char *event);
-/* Sets a header latch chose itself (a valid name and value), before the
- * head: 0, LATCH_ERR_LIMIT or LATCH_ERR_NOMEM; never reported. */
+/* headers.c: sets a header latch chose itself (a valid name and value),
+ * before the head: 0, LATCH_ERR_LIMIT or LATCH_ERR_NOMEM; never reported. */
 int latch__res_header(latch_res *res, const char *name, const char *value);
-/* A framework answer on a FRESH response: `status` with its reason
+/* pages.c: a framework answer on a FRESH response: `status` with its reason
  * phrase as a text/plain body, and none of the handler's headers; sealed
  * by `event`. LATCH_ERR_STATE when the response is not FRESH. */
 int latch__res_status_page(latch_res *res, int status, const char *event);
@@ -1040,7 +1040,7 @@ int latch__res_status_page(latch_res *res, int status, const char *event);
 void latch__pages_error(latch_res *res, int status, const char *msg,
                         const char *extra_name, const char *extra_value,
                         const char *event);
-/* The answer to a request the parser refused (`reason` stays in the
+/* pages.c: the answer to a request the parser refused (`reason` stays in the
  * server: it could help tune a smuggling payload). */
 void latch__res_protocol_error(latch_res *res, int status, const char *reason);
 /* The output fell (r: the response that may write now, or NULL): runs
@@ -1084,20 +1084,17 @@ void latch__request_timer_start(latch_res *res, uint64_t ms, int status);
  * reference that owns nothing (app.c's unreferenced op). */
 bool latch__async_request_timer_armed(const latch_res *res);
 
-/* The request timeout fired on a response that has not ended: answers
- * `status` if nothing went out (a held head is taken back), else cuts the
- * response; then fires the cancellation signal (LATCH_CANCEL_TIMEOUT). */
-/* The request timeout, in two steps. begin: retracts a held head and, when
- * nothing was sent, marks the request cancelled (LATCH_CANCEL_TIMEOUT)
+/* The request timeout, in two steps. res.c's begin: retracts a held head and,
+ * when nothing was sent, marks the request cancelled (LATCH_CANCEL_TIMEOUT)
  * without firing the signal yet, so that the error handlers the caller
  * then runs see the reason; returns whether nothing was sent. Then
- * latch__res_timeout answers what is still unanswered (the status page
- * when nothing was sent, a cut when headers were), names the timeout as
+ * pages.c's latch__res_timeout answers what is still unanswered (the status
+ * page when nothing was sent, a cut when headers were), names the timeout as
  * what sealed the response, and fires the signal. */
 bool latch__res_timeout_begin(latch_res *res);
 void latch__res_timeout(latch_res *res, int status);
-/* The checks latch_res_json makes before sending (reported), and the send
- * itself for a JSON body of len bytes, reported as `call`. */
+/* send.c: the checks latch_res_json makes before sending (reported), and
+ * the send itself for a JSON body of len bytes, reported as `call`. */
 int latch__res_send_check(latch_res *res, const char *call, latch_site at);
 int latch__res_send_json(latch_res *res, const char *json, size_t len,
                          const char *call, latch_site at);

@@ -1,21 +1,26 @@
 /*
- * res.c - the response: its state machine, header block and body framing.
+ * res.c - the response: its state machine, the head's framing and the
+ * body's, and its ends of life (finished, detached, destroyed, the
+ * cancellation signal, the attachments).
  *
  * A response moves FRESH -> HEADERS_SENT -> ENDED -> FINISHED, or to
- * DESTROYED from any state. Every public call first asks `gate` whether the
- * state allows it; a refused call returns Node's error code, is reported
- * with the place of the call and the place that sealed the response, and
- * never reaches the wire. Bytes go out through conn.c's sink, which keeps
- * pipelined responses in order.
+ * DESTROYED from any state. Every public call first asks the gate
+ * (latch__res_gate) whether the state allows it; a refused call returns
+ * Node's error code, is reported with the place of the call and the place
+ * that sealed the response, and never reaches the wire. Bytes go out
+ * through the protocol's exchange table, which keeps pipelined responses
+ * in order.
  *
  * A response is a reference-counted object from a per-worker pool, never a
  * slot of its connection: once the request is over it stays a tombstone
  * (conn == NULL) until its last reference goes, and any call on it is
  * refused without touching the connection that may already serve the next
- * request. This module does not pick handlers (app.c) nor read requests.
+ * request. This module does not pick handlers (chain.c) nor read requests.
+ * The header store is headers.c's, the senders (send, json, type,
+ * redirect) send.c's, the framework's answers pages.c's; they share what
+ * they need of this file through res_internal.h.
  */
-#include "filemeta.h"
-#include "internal.h"
+#include "res_internal.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -24,16 +29,10 @@
 #include <strings.h>
 
 #define RES_FREE_MAX 1024
-#define HDR_LIMIT ((size_t)64 * 1024)
 #define PENDING_LIMIT ((size_t)1 << 40)
 /* Buffers kept with a pooled response up to these capacities. */
 #define KEEP_HBUF 4096
 #define KEEP_BUF 16384
-/* latch_res_json_begin's writer: the document's size and depth
- * (latch.h). */
-#define JSON_MAX_BYTES ((size_t)16 << 20)
-#define JSON_MAX_DEPTH 64
-#define REDIRECT_URL_MAX 2048 /* an encoded Location, NUL included */
 
 /* ------------------------------------------------------------------ */
 /* Handles                                                              */
@@ -269,11 +268,6 @@ void latch__res_pool_free(latch_worker *w)
     w->nfree_res = 0;
 }
 
-static bool on_loop(const latch_res *res)
-{
-    return pthread_equal(pthread_self(), res->w->thread);
-}
-
 void latch__res_ref(latch_res *res)
 {
     res->refs++;
@@ -309,7 +303,7 @@ void latch_res_retain_at(latch_res *res, latch_site at)
         return;
     if (res == NULL)
         return;
-    if (!on_loop(res)) {
+    if (!latch__res_on_loop(res)) {
         /* Taking a reference from another thread races with the loop
          * letting go of its own: refused. */
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_retain",
@@ -347,7 +341,7 @@ void latch_res_release_at(latch_res *h, latch_site at)
 
     if (res == NULL)
         return;
-    if (!on_loop(res)) {
+    if (!latch__res_on_loop(res)) {
         /* Reported, and still carried out on the loop: refusing it
          * outright would keep the response forever. */
         latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_res_release",
@@ -406,439 +400,62 @@ static void transition(latch_res *res, int to)
 /* Gate: may this call run in this state?                               */
 /* ------------------------------------------------------------------ */
 
-enum call_kind {
-    K_HEADER, /* set/append/remove header, write_head */
-    K_STATUS,
-    K_WRITE,
-    K_END_DATA,
-    K_END_EMPTY,
-    K_SEND, /* send, json, redirect, send_status */
-};
-
-static int refuse(latch_res *res, int code, const char *call, const char *msg,
-                  latch_site at)
-{
-    latch__violation(res, code, call, msg, at);
-    return code;
-}
-
 /*
  * Returns 0 when `kind` is allowed now, 1 for the silent no-op of end()
- * on an ended response (K_END_EMPTY only: every other kind gets 0 or an
+ * on an ended response (LATCH_K_END_EMPTY only: every other kind gets 0 or an
  * error), or a reported error.
  */
-static int gate(latch_res *res, int kind, const char *call, const char *verb,
-                latch_site at)
+int latch__res_gate(latch_res *res, int kind, const char *call,
+                    const char *verb, latch_site at)
 {
     char msg[96];
 
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
-    if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
+    if (!latch__res_on_loop(res))
+        return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
     switch (res->state) {
     case LATCH_RS_FRESH: return 0;
     case LATCH_RS_DESTROYED:
         snprintf(msg, sizeof(msg),
                  "Cannot call %s after a stream was destroyed",
-                 kind == K_WRITE || kind == K_END_DATA || kind == K_END_EMPTY
-                     ? (kind == K_WRITE ? "write" : "end")
+                 kind == LATCH_K_WRITE || kind == LATCH_K_END_DATA ||
+                         kind == LATCH_K_END_EMPTY
+                     ? (kind == LATCH_K_WRITE ? "write" : "end")
                      : call);
-        return refuse(res, LATCH_ERR_STREAM_DESTROYED, call, msg, at);
+        return latch__res_refuse(res, LATCH_ERR_STREAM_DESTROYED, call, msg,
+                                 at);
     case LATCH_RS_HEADERS_SENT:
-        if (kind == K_WRITE || kind == K_END_DATA || kind == K_END_EMPTY)
+        if (kind == LATCH_K_WRITE || kind == LATCH_K_END_DATA ||
+            kind == LATCH_K_END_EMPTY)
             return 0;
         break;
     default: /* ENDED, FINISHED */
-        if (kind == K_END_EMPTY)
+        if (kind == LATCH_K_END_EMPTY)
             return 1;
-        if (kind == K_WRITE || kind == K_END_DATA)
-            return refuse(res, LATCH_ERR_STREAM_WRITE_AFTER_END, call, NULL,
-                          at);
+        if (kind == LATCH_K_WRITE || kind == LATCH_K_END_DATA)
+            return latch__res_refuse(res, LATCH_ERR_STREAM_WRITE_AFTER_END,
+                                     call, NULL, at);
         break;
     }
     snprintf(msg, sizeof(msg),
              "Cannot %s headers after they are sent to the client", verb);
-    return refuse(res, LATCH_ERR_HTTP_HEADERS_SENT, call, msg, at);
+    return latch__res_refuse(res, LATCH_ERR_HTTP_HEADERS_SENT, call, msg, at);
 }
 
-/* ------------------------------------------------------------------ */
-/* Headers                                                              */
-/* ------------------------------------------------------------------ */
-
-static const unsigned char tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
-    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
-    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
-    ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
-    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
-    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
-    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
-    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
-    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
-    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
-    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
-    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
-    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
-};
-
-/* The length of a token name, or -1 when it is empty or not a token. */
-static long name_len(const char *s)
+/* The refusal of a status that is not final (latch__res_final_status). */
+int latch__res_bad_status(latch_res *res, int status, const char *call,
+                          latch_site at)
 {
-    const char *p = s;
-
-    if (s == NULL || *s == '\0')
-        return -1;
-    while (tchar[(unsigned char)*p])
-        p++;
-    return *p == '\0' ? p - s : -1;
-}
-
-/* The length of a value, or -1 when it has a CR, LF (response splitting)
- * or another control byte but HTAB. */
-static long value_len(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-
-    if (s == NULL)
-        return -1;
-    for (;; p++) {
-        if (*p >= 0x20 && *p != 0x7f)
-            continue;
-        if (*p == '\t')
-            continue;
-        break;
-    }
-    return *p == '\0' ? (const char *)p - s : -1;
-}
-
-static bool ieq(const char *a, const char *b, size_t n)
-{
-    size_t i;
-
-    /* Handlers nearly always spell a name the same way each time. */
-    if (memcmp(a, b, n) == 0)
-        return true;
-
-    for (i = 0; i < n; i++) {
-        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (x >= 'A' && x <= 'Z')
-            x += 32;
-        if (y >= 'A' && y <= 'Z')
-            y += 32;
-        if (x != y)
-            return false;
-    }
-    return true;
-}
-
-static int find_hdr(const latch_res *res, const char *name, size_t nlen)
-{
-    uint32_t i;
-
-    for (i = 0; i < res->nhdrs; i++) {
-        const latch_hdr *h = &res->hdrs[i];
-        if (!h->removed && h->name_len == nlen &&
-            ieq(res->hbuf.data + h->name_off, name, nlen))
-            return (int)i;
-    }
-    return -1;
-}
-
-/* Stores "value\0" (and "name\0" for a new entry) in hbuf. */
-static int store_str(latch_res *res, const char *s, size_t n, uint32_t *off)
-{
-    int r = latch__buf_reserve(&res->hbuf, n + 1, HDR_LIMIT);
-
-    if (r < 0)
-        return r;
-    *off = (uint32_t)res->hbuf.len;
-    memcpy(res->hbuf.data + res->hbuf.len, s, n);
-    res->hbuf.data[res->hbuf.len + n] = '\0';
-    res->hbuf.len += n + 1;
-    return 0;
-}
-
-/* Inserts a header entry at index `pos` (nhdrs: at the end). */
-static int add_hdr(latch_res *res, uint32_t pos, const char *name, size_t nlen,
-                   const char *value, size_t vlen)
-{
-    latch_hdr h;
-    int r;
-
-    if (res->nhdrs == res->hdrs_cap) {
-        uint32_t cap = res->hdrs_cap ? res->hdrs_cap * 2 : 8;
-        latch_hdr *p;
-        if (cap > 1024)
-            return LATCH_ERR_LIMIT;
-        p = realloc(res->hdrs, cap * sizeof(*p));
-        if (p == NULL)
-            return LATCH_ERR_NOMEM;
-        res->hdrs = p;
-        res->hdrs_cap = cap;
-    }
-    memset(&h, 0, sizeof(h));
-    if ((r = store_str(res, name, nlen, &h.name_off)) < 0 ||
-        (r = store_str(res, value, vlen, &h.value_off)) < 0)
-        return r;
-    h.name_len = (uint16_t)nlen;
-    h.value_len = (uint32_t)vlen;
-    memmove(&res->hdrs[pos + 1], &res->hdrs[pos],
-            (res->nhdrs - pos) * sizeof(h));
-    res->hdrs[pos] = h;
-    res->nhdrs++;
-    return 0;
-}
-
-/* Header changes the framing logic must know about. */
-static bool is_cl(const char *name, size_t n)
-{
-    return n == 14 && ieq(name, "content-length", 14);
-}
-
-static bool digits_only(const char *s)
-{
-    if (*s == '\0')
-        return false;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    return true;
-}
-
-/* Sets or appends a header already known to be valid. */
-static int put_hdr(latch_res *res, const char *name, size_t nlen,
-                   const char *value, size_t vlen, bool append)
-{
-    uint32_t pos;
-    int r, i;
-
-    if (!append && (i = find_hdr(res, name, nlen)) >= 0) {
-        /* Replace in place: Node keeps the first position of a name. */
-        latch_hdr *h = &res->hdrs[i];
-        uint32_t j;
-        r = store_str(res, value, vlen, &h->value_off);
-        if (r < 0)
-            return r;
-        h->value_len = (uint32_t)vlen;
-        for (j = (uint32_t)i + 1; j < res->nhdrs; j++)
-            if (!res->hdrs[j].removed && res->hdrs[j].name_len == nlen &&
-                ieq(res->hbuf.data + res->hdrs[j].name_off, name, nlen))
-                res->hdrs[j].removed = 1;
-        return 0;
-    }
-    /* Node keeps every value of a name together, at the name's first
-     * place: an appended line goes right after the last one of its name. */
-    pos = res->nhdrs;
-    if (append) {
-        uint32_t j;
-        for (j = res->nhdrs; j-- > 0;)
-            if (!res->hdrs[j].removed && res->hdrs[j].name_len == nlen &&
-                ieq(res->hbuf.data + res->hdrs[j].name_off, name, nlen)) {
-                pos = j + 1;
-                break;
-            }
-    }
-    return add_hdr(res, pos, name, nlen, value, vlen);
-}
-
-static bool is_te(const char *name, size_t n)
-{
-    return n == 17 && ieq(name, "transfer-encoding", 17);
-}
-
-/* value is one token, compared case-insensitively, with optional
- * whitespace around it. */
-static bool is_only_token(const char *v, const char *tok)
-{
-    size_t n = strlen(tok);
-
-    while (*v == ' ' || *v == '\t')
-        v++;
-    if (strncasecmp(v, tok, n) != 0)
-        return false;
-    for (v += n; *v == ' ' || *v == '\t'; v++)
-        ;
-    return *v == '\0';
-}
-
-/*
- * latch owns the framing: a header the handler sets may not make the
- * response one that a client cannot delimit. Returns NULL when the header
- * is fine, else why it is refused. Refused: a Transfer-Encoding other than
- * "chunked" (latch applies no other coding; "gzip" copied from an upstream
- * would announce a coding the body does not have), a second
- * Transfer-Encoding or Content-Length line, Content-Length together with
- * Transfer-Encoding (RFC 9112 §6.2: a sender must not), and a
- * Content-Length that is not a decimal number.
- */
-static const char *framing_check(latch_res *res, const char *name, size_t n,
-                                 const char *value, bool append)
-{
-    if (is_cl(name, n)) {
-        if (!digits_only(value))
-            return "Content-Length must be a decimal number";
-        if (append && find_hdr(res, name, n) >= 0)
-            return "A second Content-Length would make the body's end "
-                   "ambiguous";
-        if (find_hdr(res, "Transfer-Encoding", 17) >= 0)
-            return "Content-Length may not be sent with Transfer-Encoding";
-        return NULL;
-    }
-    if (!is_te(name, n))
-        return NULL;
-    if (!is_only_token(value, "chunked"))
-        return "latch frames the body: Transfer-Encoding may only be "
-               "\"chunked\"";
-    if (append && find_hdr(res, name, n) >= 0)
-        return "Transfer-Encoding is already set";
-    if (find_hdr(res, "Content-Length", 14) >= 0)
-        return "Transfer-Encoding may not be sent with Content-Length";
-    return NULL;
-}
-
-/*
- * A status the response can end with: 200..999 (Node takes 100..999). A
- * 1xx is informational: sent as the answer, the client would wait for the
- * final response that never comes, and the connection would be out of
- * step. latch sends 100 Continue itself; it has no other interim answer.
- */
-static bool final_status(int s)
-{
-    return s >= 200 && s <= 999;
-}
-
-static void status_msg(char *msg, size_t cap, int status)
-{
-    if (status >= 100 && status <= 199)
-        snprintf(msg, cap,
-                 "Invalid status code: %d (1xx is not a final answer)", status);
-    else
-        snprintf(msg, cap, "Invalid status code: %d", status);
-}
-
-static int header_op(latch_res *res, const char *name, const char *value,
-                     bool append, const char *call, latch_site at)
-{
-    const char *r_why;
-    long nlen, vlen;
-    int r;
-
-    r = gate(res, K_HEADER, call, append ? "append" : "set", at);
-    if (r != 0)
-        return r;
-    if (name == NULL || value == NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, call,
-                      "Invalid header: NULL name or value", at);
-    nlen = name_len(name);
-    if (nlen < 0)
-        return refuse(res, LATCH_ERR_INVALID_CHAR, call,
-                      "Header name must be a valid HTTP token", at);
-    vlen = value_len(value);
-    if (vlen < 0)
-        return refuse(res, LATCH_ERR_INVALID_CHAR, call,
-                      "Invalid character in header content", at);
-    if (nlen > 1024 || vlen > 65536)
-        return refuse(res, LATCH_ERR_INVALID_ARG, call, "Header too long", at);
-    if ((r_why = framing_check(res, name, (size_t)nlen, value, append)) != NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, call, r_why, at);
-    return put_hdr(res, name, (size_t)nlen, value, (size_t)vlen, append);
-}
-
-int latch_res_set_header_at(latch_res *res, const char *name, const char *value,
-                            latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_set_header", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    return header_op(res, name, value, false, "latch_res_set_header", at);
-}
-
-int latch_res_append_header_at(latch_res *res, const char *name,
-                               const char *value, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_append_header", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    return header_op(res, name, value, true, "latch_res_append_header", at);
-}
-
-int latch_res_remove_header_at(latch_res *res, const char *name, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_remove_header", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    size_t nlen;
-    int r, i;
-
-    r = gate(res, K_HEADER, "latch_res_remove_header", "remove", at);
-    if (r != 0)
-        return r;
-    if (name == NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_remove_header",
-                      "Invalid header: NULL name", at);
-    nlen = strlen(name);
-    while ((i = find_hdr(res, name, nlen)) >= 0)
-        res->hdrs[i].removed = 1;
-    return 0;
-}
-
-int latch_res_clear_headers_at(latch_res *res, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_clear_headers", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    int r = gate(res, K_HEADER, "latch_res_clear_headers", "remove", at);
-
-    if (r != 0)
-        return r;
-    res->nhdrs = 0;
-    res->hbuf.len = 0;
-    return 0;
-}
-
-const char *latch_res_get_header(const latch_res *res, const char *name)
-{
-    if (res != NULL && (res = latch__res_in(res, "latch_res_get_header",
-                                            &latch__no_site)) == NULL)
-        return NULL;
-    int i;
-
-    if (res != NULL && name == NULL && on_loop(res))
-        latch__violation((latch_res *)res, LATCH_ERR_INVALID_ARG,
-                         "latch_res_get_header", "Invalid header: NULL name",
-                         (latch_site){NULL, 0, NULL});
-    if (res == NULL || name == NULL)
-        return NULL;
-    i = find_hdr(res, name, strlen(name));
-    return i < 0 ? NULL : res->hbuf.data + res->hdrs[i].value_off;
-}
-
-int latch_res_status_at(latch_res *res, int status, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_status", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    int r = gate(res, K_STATUS, "latch_res_status", "set", at);
     char msg[64];
 
-    if (r != 0)
-        return r;
-    if (!final_status(status)) {
-        status_msg(msg, sizeof(msg), status);
-        return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
-                      "latch_res_status", msg, at);
-    }
-    res->status = status;
-    return 0;
-}
-
-int latch_res_get_status(const latch_res *res)
-{
-    if (res != NULL && (res = latch__res_in(res, "latch_res_get_status",
-                                            &latch__no_site)) == NULL)
-        return 0;
-    return res ? res->status : 0;
+    if (status >= 100 && status <= 199)
+        snprintf(msg, sizeof(msg),
+                 "Invalid status code: %d (1xx is not a final answer)", status);
+    else
+        snprintf(msg, sizeof(msg), "Invalid status code: %d", status);
+    return latch__res_refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE, call, msg,
+                             at);
 }
 
 /* ------------------------------------------------------------------ */
@@ -849,20 +466,6 @@ static char *put(char *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
     return p + n;
-}
-
-static char *put_u64(char *p, uint64_t v)
-{
-    char tmp[24];
-    int n = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
 }
 
 /* A decimal value that header_op already checked (digits only). */
@@ -889,7 +492,7 @@ static bool value_has_token(const char *v, const char *tok)
         const char *e = v;
         while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
             e--;
-        if ((size_t)(e - s) == tl && ieq(s, tok, tl))
+        if ((size_t)(e - s) == tl && latch__res_ieq(s, tok, tl))
             return true;
     }
     return false;
@@ -926,25 +529,25 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         need += h->name_len + h->value_len + 4;
         switch (h->name_len) {
         case 14:
-            if (ieq(name, "content-length", 14)) {
+            if (latch__res_ieq(name, "content-length", 14)) {
                 user_cl = true;
                 res->content_length = parse_digits(val);
             }
             break;
         case 17:
-            if (ieq(name, "transfer-encoding", 17)) {
+            if (latch__res_ieq(name, "transfer-encoding", 17)) {
                 user_te = true;
                 res->chunked = value_has_token(val, "chunked");
             }
             break;
         case 10:
-            if (ieq(name, "connection", 10)) {
+            if (latch__res_ieq(name, "connection", 10)) {
                 user_conn = true;
                 close_req = value_has_token(val, "close");
             }
             break;
         case 4:
-            if (ieq(name, "date", 4))
+            if (latch__res_ieq(name, "date", 4))
                 user_date = true;
             break;
         }
@@ -1000,7 +603,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         p = put(p, "HTTP/1.1 200 OK\r\n", 17);
     } else {
         p = put(p, "HTTP/1.1 ", 9);
-        p = put_u64(p, (uint64_t)st);
+        p = latch__res_put_u64(p, (uint64_t)st);
         *p++ = ' ';
         p = put(p, reason, rl);
         p = put(p, "\r\n", 2);
@@ -1015,10 +618,11 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
             continue;
         if (filter &&
             ((h->name_len == 17 && drop_te &&
-              ieq(name, "transfer-encoding", 17)) ||
+              latch__res_ieq(name, "transfer-encoding", 17)) ||
              (h->name_len == 14 && ((user_cl && user_te) || st == 204) &&
-              ieq(name, "content-length", 14)) ||
-             (h->name_len == 10 && drop_conn && ieq(name, "connection", 10))))
+              latch__res_ieq(name, "content-length", 14)) ||
+             (h->name_len == 10 && drop_conn &&
+              latch__res_ieq(name, "connection", 10))))
             continue;
         p = put(p, res->hbuf.data + h->name_off, h->name_len);
         p = put(p, ": ", 2);
@@ -1036,7 +640,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     if (!user_cl && !user_te && res->has_body) {
         if (res->has_cl) {
             p = put(p, "Content-Length: ", 16);
-            p = put_u64(p, res->content_length);
+            p = latch__res_put_u64(p, res->content_length);
             p = put(p, "\r\n", 2);
         } else if (res->chunked) {
             p = put(p, "Transfer-Encoding: chunked\r\n", 28);
@@ -1077,7 +681,7 @@ static bool out_over(const latch_res *res, size_t need)
 /*
  * LATCH_DEBUG=lifecycle's "headers sent" for the head build_head just
  * made (r == 0). The calls that end the response in the same stroke (send,
- * json, end) report head and end together from end_common instead: one
+ * json, end) report head and end together from latch__res_end instead: one
  * check of the flag per response on the common path (LOAD=0 make bench).
  */
 static inline int traced_head(latch_res *res, int r)
@@ -1087,9 +691,9 @@ static inline int traced_head(latch_res *res, int r)
     return r;
 }
 
-/* Appends body bytes (framed) to the sink. Inline: end_common's share of
+/* Appends body bytes (framed) to the sink. Inline: latch__res_end's share of
  * a response's instructions depends on it (GCC stops inlining it there
- * when end_common grows by as little as a trace call). */
+ * when latch__res_end grows by as little as a trace call). */
 static inline int emit_body(latch_res *res, const void *data, size_t len,
                             bool last)
 {
@@ -1139,12 +743,9 @@ static inline int emit_body(latch_res *res, const void *data, size_t len,
 
 static int check_status(latch_res *res, const char *call, latch_site at)
 {
-    char msg[64];
-
-    if (final_status(res->status))
+    if (latch__res_final_status(res->status))
         return 0;
-    status_msg(msg, sizeof(msg), res->status);
-    return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE, call, msg, at);
+    return latch__res_bad_status(res, res->status, call, at);
 }
 
 int latch_res_write_head_at(latch_res *res, int status, latch_site at)
@@ -1152,16 +753,13 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_write_head", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    int r = gate(res, K_HEADER, "latch_res_write_head", "write", at);
-    char msg[64];
+    int r = latch__res_gate(res, LATCH_K_HEADER, "latch_res_write_head",
+                            "write", at);
 
     if (r != 0)
         return r;
-    if (!final_status(status)) {
-        status_msg(msg, sizeof(msg), status);
-        return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
-                      "latch_res_write_head", msg, at);
-    }
+    if (!latch__res_final_status(status))
+        return latch__res_bad_status(res, status, "latch_res_write_head", at);
     res->status = status;
     return traced_head(res,
                        build_head(res, -1, true, "latch_res_write_head", at));
@@ -1176,14 +774,15 @@ int latch_res_flush_headers_at(latch_res *res, latch_site at)
 
     /* As Node's flushHeaders: headers built by write_head go out now;
      * once they are out it does nothing. */
-    if (res != NULL && on_loop(res) && !res->detached &&
+    if (res != NULL && latch__res_on_loop(res) && !res->detached &&
         res->state >= LATCH_RS_HEADERS_SENT &&
         res->state <= LATCH_RS_FINISHED) {
         if (res->hold)
             res->ex->unhold(res);
         return 0;
     }
-    r = gate(res, K_HEADER, "latch_res_flush_headers", "write", at);
+    r = latch__res_gate(res, LATCH_K_HEADER, "latch_res_flush_headers", "write",
+                        at);
     if (r != 0)
         return r;
     if ((r = check_status(res, "latch_res_flush_headers", at)) < 0)
@@ -1238,8 +837,8 @@ static int write_common(latch_res *res, const void *data, size_t len,
                  "match the content-length of %llu byte(s) set in header",
                  (unsigned long long)(res->body_sent + len),
                  (unsigned long long)res->content_length);
-        return refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg,
-                      at);
+        return latch__res_refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH,
+                                 call, msg, at);
     }
     if (res->hold)
         res->ex->unhold(res);
@@ -1298,17 +897,17 @@ int latch_res_write_at(latch_res *res, const void *data, size_t len,
     int r;
 
     /* As Node, the argument is checked before the state. */
-    if (res != NULL && data == NULL && len > 0 && on_loop(res))
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_write",
-                      "May not write null values to stream", at);
-    r = gate(res, K_WRITE, "latch_res_write", "write", at);
+    if (res != NULL && data == NULL && len > 0 && latch__res_on_loop(res))
+        return latch__res_refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_write",
+                                 "May not write null values to stream", at);
+    r = latch__res_gate(res, LATCH_K_WRITE, "latch_res_write", "write", at);
     if (r != 0)
         return r;
     return write_common(res, data, len, "latch_res_write", at);
 }
 
-static int end_common(latch_res *res, const void *data, size_t len,
-                      const char *call, latch_site at)
+int latch__res_end(latch_res *res, const void *data, size_t len,
+                   const char *call, latch_site at)
 {
     int r, ret = 0;
     bool fresh = res->state == LATCH_RS_FRESH;
@@ -1328,8 +927,8 @@ static int end_common(latch_res *res, const void *data, size_t len,
                      "header",
                      (unsigned long long)(res->body_sent + len),
                      (unsigned long long)res->content_length);
-            return refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call,
-                          msg, at);
+            return latch__res_refuse(
+                res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg, at);
         }
     }
     if (res->hold)
@@ -1350,8 +949,8 @@ static int end_common(latch_res *res, const void *data, size_t len,
                  "match the content-length of %llu byte(s) set in header",
                  (unsigned long long)res->body_sent,
                  (unsigned long long)res->content_length);
-        ret =
-            refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH, call, msg, at);
+        ret = latch__res_refuse(res, LATCH_ERR_HTTP_CONTENT_LENGTH_MISMATCH,
+                                call, msg, at);
     }
     transition(res, LATCH_RS_ENDED);
     res->end_called = true;
@@ -1372,502 +971,20 @@ int latch_res_end_at(latch_res *res, const void *data, size_t len,
 {
     if (res != NULL && (res = latch__res_in(res, "latch_res_end", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    int kind = (data != NULL && len > 0) ? K_END_DATA : K_END_EMPTY;
+    int kind = (data != NULL && len > 0) ? LATCH_K_END_DATA : LATCH_K_END_EMPTY;
     int r;
 
     /* As write: NULL data with a length is refused before the state. */
-    if (res != NULL && data == NULL && len > 0 && on_loop(res))
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_end",
-                      "May not write null values to stream", at);
-    r = gate(res, kind, "latch_res_end", "write", at);
+    if (res != NULL && data == NULL && len > 0 && latch__res_on_loop(res))
+        return latch__res_refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_end",
+                                 "May not write null values to stream", at);
+    r = latch__res_gate(res, kind, "latch_res_end", "write", at);
 
     if (r == 1)
         return 0; /* end() after end(): a no-op, as in Node */
     if (r != 0)
         return r;
-    return end_common(res, data, len, "latch_res_end", at);
-}
-
-/* Removes every line of a header (latch's own decision, not reported). */
-static void drop_hdr(latch_res *res, const char *name, size_t n)
-{
-    int i;
-
-    while ((i = find_hdr(res, name, n)) >= 0)
-        res->hdrs[i].removed = 1;
-}
-
-/* The Express-style senders share this: FRESH only, then one end(). The
- * Content-Type comes from latch itself (a valid constant) or NULL. */
-static int send_as(latch_res *res, const char *ctype, const void *body,
-                   size_t len, const char *call, latch_site at)
-{
-    char num[24];
-    int r = gate(res, K_SEND, call, "set", at);
-
-    if (r != 0)
-        return r;
-    if (body == NULL && len > 0)
-        return refuse(res, LATCH_ERR_INVALID_ARG, call,
-                      "May not send null values", at);
-    /* Express's res.send, which RFC 9110 backs: a 204 or 304 has no
-     * content and says nothing of its framing or type; a 205 has no
-     * content either, and says so with Content-Length: 0 (§15.3.6), so a
-     * client that does not know 205 still finds its end. */
-    if (res->status == 204 || res->status == 304 || res->status == 205) {
-        drop_hdr(res, "Content-Type", 12);
-        drop_hdr(res, "Content-Length", 14);
-        drop_hdr(res, "Transfer-Encoding", 17);
-        body = "";
-        len = 0;
-        if (res->status != 205)
-            return end_common(res, body, len, call, at);
-        ctype = NULL;
-    }
-    /* The whole body is known: its length frames it, not chunked (a
-     * user's Transfer-Encoding is left out of the head, build_head). */
-    if (ctype != NULL &&
-        (r = put_hdr(res, "Content-Type", 12, ctype, strlen(ctype), false)) < 0)
-        return r;
-    /* Express sets Content-Length as a header: it keeps its place before
-     * Date, and a HEAD response carries it too. */
-    r = put_hdr(res, "Content-Length", 14, num,
-                (size_t)(put_u64(num, len) - num), false);
-    if (r < 0)
-        return r;
-    res->sending = true;
-    r = end_common(res, body, len, call, at);
-    res->sending = false;
-    return r;
-}
-
-int latch_res_send_at(latch_res *res, const void *body, size_t len,
-                      latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_send", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    const char *ct = NULL;
-
-    if (res != NULL && on_loop(res) && res->state == LATCH_RS_FRESH &&
-        latch_res_get_header(res, "Content-Type") == NULL)
-        ct = "text/html; charset=utf-8";
-    return send_as(res, ct, body, len, "latch_res_send", at);
-}
-
-int latch__res_send_check(latch_res *res, const char *call, latch_site at)
-{
-    return gate(res, K_SEND, call, "set", at);
-}
-
-int latch__res_send_json(latch_res *res, const char *json, size_t len,
-                         const char *call, latch_site at)
-{
-    const char *ct = "application/json; charset=utf-8";
-
-    /* As Express: a Content-Type the handler chose stays. */
-    if (res->state == LATCH_RS_FRESH &&
-        latch_res_get_header(res, "Content-Type") != NULL)
-        ct = NULL;
-    return send_as(res, ct, json, len, call, at);
-}
-
-int latch_res_json_at(latch_res *res, const char *json, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_json", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    const char *ct = "application/json; charset=utf-8";
-
-    if (json == NULL)
-        json = "null";
-    /* As Express: a Content-Type the handler chose stays. */
-    if (res != NULL && on_loop(res) && res->state == LATCH_RS_FRESH &&
-        latch_res_get_header(res, "Content-Type") != NULL)
-        ct = NULL;
-    return send_as(res, ct, json, strlen(json), "latch_res_json", at);
-}
-
-latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_json_begin", &at)) == NULL)
-        return NULL;
-    int r = gate(res, K_SEND, "latch_res_json_begin", "set", at);
-
-    if (r != 0)
-        return NULL;
-    if (res->json_open) {
-        refuse(res, LATCH_ERR_STATE, "latch_res_json_begin",
-               "A JSON writer is already open on this response", at);
-        return NULL;
-    }
-    res->jbuf.len = 0;
-    latch__json_init(&res->json, &res->jbuf, JSON_MAX_BYTES, JSON_MAX_DEPTH);
-    res->json_open = true;
-    /* The writer is named by its request's handle, not by its address:
-     * one kept past its response is refused, never a later request's
-     * writer on the same pooled object. */
-    return (latch_json *)(uintptr_t)(res->handle | 2);
-}
-
-/*
- * The writer belongs to its response: a value call is refused (and
- * reported) from another thread, and once latch_res_json_end closed the
- * writer (the document went out, or was answered with a 500).
- */
-static int json_check(latch_json **jp, const char *call)
-{
-    latch_json *j = *jp;
-    latch_res *res;
-
-    if (j == NULL)
-        return LATCH_ERR_INVALID_ARG;
-    if ((uintptr_t)j & 1) {
-        res = latch__res_in(j, call, &latch__no_site);
-        if (res == NULL)
-            return LATCH_ERR_STREAM_DESTROYED;
-    } else {
-        res = LATCH_CONTAINER_OF(j, latch_res, json);
-    }
-    if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL,
-                      (latch_site){NULL, 0, NULL});
-    if (!res->json_open)
-        return refuse(res, LATCH_ERR_STATE, call,
-                      "The JSON writer is closed (latch_res_json_end)",
-                      (latch_site){NULL, 0, NULL});
-    *jp = &res->json;
-    return 0;
-}
-
-int latch_json_object_begin(latch_json *j)
-{
-    int r = json_check(&j, "latch_json_object_begin");
-
-    return r != 0 ? r : latch__json_object_begin(j);
-}
-
-int latch_json_object_end(latch_json *j)
-{
-    int r = json_check(&j, "latch_json_object_end");
-
-    return r != 0 ? r : latch__json_object_end(j);
-}
-
-int latch_json_array_begin(latch_json *j)
-{
-    int r = json_check(&j, "latch_json_array_begin");
-
-    return r != 0 ? r : latch__json_array_begin(j);
-}
-
-int latch_json_array_end(latch_json *j)
-{
-    int r = json_check(&j, "latch_json_array_end");
-
-    return r != 0 ? r : latch__json_array_end(j);
-}
-
-int latch_json_key(latch_json *j, const char *key)
-{
-    int r = json_check(&j, "latch_json_key");
-
-    return r != 0 ? r : latch__json_key(j, key);
-}
-
-int latch_json_string(latch_json *j, const char *s)
-{
-    int r = json_check(&j, "latch_json_string");
-
-    return r != 0 ? r : latch__json_string(j, s);
-}
-
-int latch_json_string_n(latch_json *j, const char *s, size_t n)
-{
-    int r = json_check(&j, "latch_json_string_n");
-
-    return r != 0 ? r : latch__json_string_n(j, s, n);
-}
-
-int latch_json_int(latch_json *j, int64_t v)
-{
-    int r = json_check(&j, "latch_json_int");
-
-    return r != 0 ? r : latch__json_int64(j, v);
-}
-
-int latch_json_uint(latch_json *j, uint64_t v)
-{
-    int r = json_check(&j, "latch_json_uint");
-
-    return r != 0 ? r : latch__json_uint64(j, v);
-}
-
-int latch_json_double(latch_json *j, double v)
-{
-    int r = json_check(&j, "latch_json_double");
-
-    return r != 0 ? r : latch__json_double(j, v);
-}
-
-int latch_json_bool(latch_json *j, bool v)
-{
-    int r = json_check(&j, "latch_json_bool");
-
-    return r != 0 ? r : latch__json_bool(j, v);
-}
-
-int latch_json_null(latch_json *j)
-{
-    int r = json_check(&j, "latch_json_null");
-
-    return r != 0 ? r : latch__json_null(j);
-}
-
-int latch_res_json_end_at(latch_res *res, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_json_end", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    const char *ct = "application/json; charset=utf-8";
-    int r;
-
-    if (res == NULL)
-        return LATCH_ERR_INVALID_ARG;
-    if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_json_end", NULL,
-                      at);
-    if (!res->json_open)
-        return refuse(res, LATCH_ERR_STATE, "latch_res_json_end",
-                      "No JSON writer is open on this response", at);
-    res->json_open = false;
-    r = latch__json_finish(&res->json);
-    if (r < 0) {
-        /* A broken document is never sent as if it were whole: the
-         * writer's error is reported here, where the document ended. */
-        refuse(res, r, "latch_res_json_end",
-               r == LATCH_ERR_INVALID_ARG
-                   ? "The JSON document is unfinished or had a misplaced "
-                     "or invalid value"
-                   : NULL,
-               at);
-        /* The answer is the app's, as any error's: its error handlers
-         * (or the final handler) with the writer's code and 500. */
-        if (res->state == LATCH_RS_FRESH) {
-            latch__res_ref(res);
-            latch__res_raise(res, r, 500, "latch_res_json_end", at);
-            latch__res_unref(res);
-        }
-        return r;
-    }
-    if (res->state == LATCH_RS_FRESH &&
-        latch_res_get_header(res, "Content-Type") != NULL)
-        ct = NULL;
-    return send_as(res, ct, res->jbuf.data, res->jbuf.len, "latch_res_json_end",
-                   at);
-}
-
-int latch_res_type_at(latch_res *res, const char *type, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_type", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    char buf[160];
-    const char *known;
-    int r;
-
-    if (type == NULL || *type == '\0') {
-        if ((r = gate(res, K_HEADER, "latch_res_type", "set", at)) != 0)
-            return r;
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_type",
-                      "The type is NULL or empty", at);
-    }
-    if (strchr(type, '/') != NULL) {
-        /* A MIME type: text types get the charset, as Express does. */
-        if (strncmp(type, "text/", 5) == 0 && strchr(type, ';') == NULL &&
-            strlen(type) < sizeof(buf) - 16) {
-            snprintf(buf, sizeof(buf), "%s; charset=utf-8", type);
-            type = buf;
-        }
-        return header_op(res, "Content-Type", type, false, "latch_res_type",
-                         at);
-    }
-    /* A short name or an extension: filemeta.c's table, the one that
-     * file bodies get their type from too. */
-    if ((known = latch__mime_by_name(type)) != NULL)
-        return header_op(res, "Content-Type", known, false, "latch_res_type",
-                         at);
-    if ((r = gate(res, K_HEADER, "latch_res_type", "set", at)) != 0)
-        return r;
-    return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_type",
-                  "Unknown type name", at);
-}
-
-int latch_res_send_status_at(latch_res *res, int status, latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_send_status", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    const char *reason;
-    int r = gate(res, K_SEND, "latch_res_send_status", "set", at);
-    char msg[64];
-
-    if (r != 0)
-        return r;
-    if (!final_status(status)) {
-        status_msg(msg, sizeof(msg), status);
-        return refuse(res, LATCH_ERR_HTTP_INVALID_STATUS_CODE,
-                      "latch_res_send_status", msg, at);
-    }
-    res->status = status;
-    reason = latch__http_reason(status);
-    if (strcmp(reason, "unknown") == 0) {
-        snprintf(msg, sizeof(msg), "%d", status);
-        reason = msg;
-    }
-    return send_as(res, "text/plain; charset=utf-8", reason, strlen(reason),
-                   "latch_res_send_status", at);
-}
-
-/* encodeurl: percent-encodes what may not stand in a URL (controls,
- * spaces, non-ASCII, quotes, '<' '>' ...) and keeps existing %XX escapes.
- * Returns the length, or -1 when it does not fit. */
-static int encode_url(char *out, size_t cap, const char *url)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = 0;
-
-    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
-        bool keep = (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '<' &&
-                     *p != '>' && *p != '\\' && *p != '^' && *p != '`' &&
-                     *p != '{' && *p != '|' && *p != '}');
-        if (n + 4 >= cap)
-            return -1;
-        if (keep) {
-            out[n++] = (char)*p;
-        } else {
-            out[n++] = '%';
-            out[n++] = hex[*p >> 4];
-            out[n++] = hex[*p & 15];
-        }
-    }
-    out[n] = '\0';
-    return (int)n;
-}
-
-/*
- * Express's res.redirect: the status (302 by default), an encoded
- * Location, Vary: Accept, and a body negotiated by Accept: text/plain
- * "Found. Redirecting to URL", text/html a tiny page, else empty.
- */
-int latch_res_redirect_at(latch_res *res, int status, const char *url,
-                          latch_site at)
-{
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_redirect", &at)) == NULL)
-        return LATCH_ERR_STREAM_DESTROYED;
-    char loc[REDIRECT_URL_MAX];
-    const char *accept, *reason, *ct = NULL;
-    latch_buf b = {NULL, 0, 0};
-    int r = gate(res, K_SEND, "latch_res_redirect", "set", at);
-    int n = 0, qt, qh;
-    size_t ll, rl;
-
-    if (r != 0)
-        return r;
-    if (status == 0)
-        status = 302;
-    if (status < 300 || status > 399 || url == NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_redirect",
-                      "A redirect needs a 3xx status and a URL", at);
-    if (encode_url(loc, sizeof(loc), url) < 0)
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_redirect",
-                      "URL too long", at);
-    if ((r = header_op(res, "Location", loc, false, "latch_res_redirect", at)) <
-            0 ||
-        (r = put_hdr(res, "Vary", 4, "Accept", 6, false)) < 0)
-        return r;
-    res->status = status;
-    reason = latch__http_reason(status);
-    accept = latch_req_header(&res->req, "Accept");
-    qt = latch__http_accept_q(accept, "text/plain");
-    qh = latch__http_accept_q(accept, "text/html");
-    /* The body goes to a buffer of its own on the heap (an escaped
-     * Location may be 6 times the URL), freed once it is sent. */
-    ll = strlen(loc);
-    rl = strlen(reason);
-    if (qt > 0 && qt >= qh) {
-        ct = "text/plain; charset=utf-8";
-        if ((r = latch__buf_reserve(&b, rl + ll + 32, SIZE_MAX)) < 0)
-            return r;
-        n = snprintf(b.data, b.cap, "%s. Redirecting to %s", reason, loc);
-    } else if (qh > 0) {
-        ct = "text/html; charset=utf-8";
-        if ((r = latch__buf_reserve(&b, 2 * rl + 6 * ll + 128, SIZE_MAX)) < 0)
-            return r;
-        n = snprintf(b.data, b.cap,
-                     "<!DOCTYPE html><head><title>%s</title></head><body><p>"
-                     "%s. Redirecting to ",
-                     reason, reason);
-        n += (int)latch__http_html_escape(b.data + n, b.cap - (size_t)n, loc);
-        n += snprintf(b.data + n, b.cap - (size_t)n, "</p></body>");
-    }
-    r = send_as(res, ct, b.data != NULL ? b.data : "", (size_t)n,
-                "latch_res_redirect", at);
-    latch__buf_dispose(&b);
-    return r;
-}
-
-/* ------------------------------------------------------------------ */
-/* Framework answers                                                    */
-/* ------------------------------------------------------------------ */
-
-/* Sets a header latch itself chose (known valid), before the head. */
-int latch__res_header(latch_res *res, const char *name, const char *value)
-{
-    return put_hdr(res, name, strlen(name), value, strlen(value), false);
-}
-
-int latch__res_simple(latch_res *res, int status, const char *ctype,
-                      const char *body, size_t len, const char *event)
-{
-    latch_site none = {NULL, 0, NULL};
-    char num[24];
-    int r;
-
-    if (res->state != LATCH_RS_FRESH)
-        return LATCH_ERR_STATE;
-    res->status = status;
-    if (ctype != NULL &&
-        (r = put_hdr(res, "Content-Type", 12, ctype, strlen(ctype), false)) < 0)
-        return r;
-    r = put_hdr(res, "Content-Length", 14, num,
-                (size_t)(put_u64(num, len) - num), false);
-    if (r < 0)
-        return r;
-    return end_common(res, body, len, event, none);
-}
-
-/* A framework answer: the status, its text as a text/plain body, and no
- * header the handler may have set (they must not leak into it). */
-int latch__res_status_page(latch_res *res, int status, const char *event)
-{
-    char body[160];
-    int n = snprintf(body, sizeof(body), "%s\n", latch__http_reason(status));
-
-    res->nhdrs = 0;
-    res->hbuf.len = 0;
-    return latch__res_simple(res, status, "text/plain; charset=utf-8", body,
-                             (size_t)n, event);
-}
-
-void latch__res_protocol_error(latch_res *res, int status, const char *reason)
-{
-    /* The reason stays in the server: it can help an attacker tune a
-     * smuggling payload. The client gets the status text. */
-    (void)reason;
-    latch__res_status_page(res, status, "protocol error");
+    return latch__res_end(res, data, len, "latch_res_end", at);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1896,15 +1013,6 @@ uint64_t latch__res_body_bytes(const latch_res *res)
     return res->has_body ? res->body_sent : 0;
 }
 
-void latch__res_raise(latch_res *res, int code, int status, const char *call,
-                      latch_site at)
-{
-    if (res->owner != NULL)
-        res->owner->raise(res, code, status, call, at);
-    else if (res->state == LATCH_RS_FRESH)
-        latch_res_send_status_at(res, status, at);
-}
-
 int latch__res_body_sink(latch_res *res, latch_body_sink *sink)
 {
     if (res->conn == NULL || res->ex->body_sink == NULL)
@@ -1930,14 +1038,6 @@ void latch__res_continue(latch_res *res)
 {
     if (res->conn != NULL && res->ex->send_continue != NULL)
         res->ex->send_continue(res);
-}
-
-void latch__res_timed_out(latch_res *res, int status)
-{
-    if (res->owner != NULL)
-        res->owner->timeout(res, status);
-    else if (res->state == LATCH_RS_FRESH)
-        latch_res_send_status_at(res, status, (latch_site){NULL, 0, NULL});
 }
 
 /* The last byte was handed to the OS: FINISHED, then finish and close. */
@@ -2017,8 +1117,9 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
 
     if (res == NULL)
         return;
-    if (!on_loop(res)) {
-        refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_destroy", NULL, at);
+    if (!latch__res_on_loop(res)) {
+        latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_destroy",
+                          NULL, at);
         return;
     }
     if (res->state >= LATCH_RS_FINISHED || res->detached)
@@ -2096,22 +1197,24 @@ int latch_req_on_cancel_at(latch_req *req, latch_cancel_cb cb, void *data,
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (cb == NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_req_on_cancel",
-                      "The callback is NULL", at);
-    if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_req_on_cancel", NULL,
-                      at);
+        return latch__res_refuse(res, LATCH_ERR_INVALID_ARG,
+                                 "latch_req_on_cancel", "The callback is NULL",
+                                 at);
+    if (!latch__res_on_loop(res))
+        return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD,
+                                 "latch_req_on_cancel", NULL, at);
     if (res->cancel_reason != LATCH_CANCEL_NONE || res->detached ||
         res->state >= LATCH_RS_FINISHED) {
-        refuse(res, LATCH_ERR_STATE, "latch_req_on_cancel",
-               "The request is over or cancelled: the callback would never "
-               "run",
-               at);
+        latch__res_refuse(
+            res, LATCH_ERR_STATE, "latch_req_on_cancel",
+            "The request is over or cancelled: the callback would never "
+            "run",
+            at);
         return LATCH_ERR_STATE;
     }
     if (res->ncancel == LATCH_MAX_CANCEL_CBS) {
-        refuse(res, LATCH_ERR_LIMIT, "latch_req_on_cancel",
-               "At most 8 cancellation callbacks per request", at);
+        latch__res_refuse(res, LATCH_ERR_LIMIT, "latch_req_on_cancel",
+                          "At most 8 cancellation callbacks per request", at);
         return LATCH_ERR_LIMIT;
     }
     res->cancel_cbs[res->ncancel].cb = cb;
@@ -2171,36 +1274,40 @@ static void seal_as_timeout(latch_seal *s)
         s->call = "request timeout";
 }
 
-void latch__res_timeout(latch_res *res, int status)
+bool latch__res_timeout_seal(latch_res *res)
 {
-    static const latch_site none = {NULL, 0, NULL};
-
-    latch__res_ref(res); /* answering may finish and release it */
     latch__res_retract_head(res);
     if (res->cancel_reason == LATCH_CANCEL_TIMEOUT && !res->cancel_fired) {
         /* The error handlers ran (latch__res_timeout_begin). */
         seal_as_timeout(&res->headers_at);
         seal_as_timeout(&res->ended_at);
     }
-    if (res->state == LATCH_RS_FRESH) {
-        /* Nobody answered (an error handler returned without it). */
-        latch__res_status_page(res, status, "request timeout");
-    } else if (res->state == LATCH_RS_HEADERS_SENT) {
-        /* Too late for a status: cut it, visibly incomplete. */
-        if (res->ended_at.call == NULL) {
-            res->ended_at.call = "request timeout";
-            res->ended_at.at = none;
-        }
-        /* The attachments hear of it below, cancelled with the reason
-         * before they hear that the response is over. */
-        transition(res, LATCH_RS_DESTROYED);
-        if (LATCH_TRACING())
-            latch__trace(res, "destroyed (request timeout)", NULL, none);
-        if (res->conn != NULL)
-            res->ex->cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
+    return res->state == LATCH_RS_FRESH;
+}
+
+void latch__res_timeout_cut(latch_res *res)
+{
+    static const latch_site none = {NULL, 0, NULL};
+
+    if (res->state != LATCH_RS_HEADERS_SENT)
+        return;
+    /* Too late for a status: cut it, visibly incomplete. */
+    if (res->ended_at.call == NULL) {
+        res->ended_at.call = "request timeout";
+        res->ended_at.at = none;
     }
-    cancel_signal(res, LATCH_CANCEL_TIMEOUT);
-    latch__res_unref(res);
+    /* The attachments hear of it from latch__res_cancel, cancelled with
+     * the reason before they hear that the response is over. */
+    transition(res, LATCH_RS_DESTROYED);
+    if (LATCH_TRACING())
+        latch__trace(res, "destroyed (request timeout)", NULL, none);
+    if (res->conn != NULL)
+        res->ex->cut(res, "request timeout", LATCH_CANCEL_TIMEOUT);
+}
+
+void latch__res_cancel(latch_res *res, int reason)
+{
+    cancel_signal(res, reason);
 }
 
 /* The attachments that write on when the output drained (a pipe's
@@ -2314,16 +1421,18 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data,
 
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
-    if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, names[kind], NULL, at);
+    if (!latch__res_on_loop(res))
+        return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, names[kind], NULL,
+                                 at);
     done = kind == CB_FINISH  ? res->detached || res->state >= LATCH_RS_FINISHED
            : kind == CB_CLOSE ? res->closed_fired
                               : res->detached;
     if (done)
-        return refuse(res, LATCH_ERR_STATE, names[kind],
-                      "The event already happened: the callback would never "
-                      "run",
-                      at);
+        return latch__res_refuse(
+            res, LATCH_ERR_STATE, names[kind],
+            "The event already happened: the callback would never "
+            "run",
+            at);
     switch (kind) {
     case CB_FINISH:
         res->on_finish = cb;
@@ -2455,8 +1564,8 @@ int latch_res_post_at(latch_res *h, latch_res_cb fn, void *data, latch_site at)
     if (res == NULL)
         return LATCH_GONE(h);
     if (fn == NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
-                      "The function is NULL", at);
+        return latch__res_refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_post",
+                                 "The function is NULL", at);
     /* The handle travels, not the object: checked again on the loop, so
      * a post that arrives after its request was over is refused there. */
     return latch__worker_post_res(res->w, h, fn, data);
