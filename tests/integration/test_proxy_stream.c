@@ -589,7 +589,7 @@ static void test_body_limits(void **state)
     free(r);
     free(reply);
     close(fd);
-    assert_int_equal(atomic_load(&up.requests), 1);
+    assert_int_equal(wait_count(&up.requests, 1, 3000), 1);
     assert_int_equal(wait_count(&up.closes, 1, 3000), 1);
     /* The server goes on. */
     upload("/up/fine", 1000, 0);
