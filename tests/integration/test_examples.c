@@ -339,7 +339,7 @@ static int status_of(int port, const char *target)
 
 static void test_slow_backend(void **state)
 {
-    static const char *const args[] = {"-p", "0", "-t", "100", NULL};
+    static const char *const args[] = {"-p", "0", "-t", "1000", NULL};
     static const char dropped_timeout[] =
         ": request timeout, backend result dropped\n";
     int fd;
