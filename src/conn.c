@@ -31,6 +31,7 @@
  * This module decides nothing about response contents (res.c) nor which
  * handler runs (app.c); it answers protocol errors itself, through res.c.
  */
+#include "conn.h"
 #include "internal.h"
 #include "tls.h"
 

@@ -129,6 +129,7 @@ int latch__json_uint64(latch_json *j, uint64_t v);
  */
 int latch__json_double(latch_json *j, double v);
 
+/* The literals true, false and null. */
 int latch__json_bool(latch_json *j, bool v);
 int latch__json_null(latch_json *j);
 

@@ -55,8 +55,8 @@ static const char tls13_suites[] =
     "TLS_CHACHA20_POLY1305_SHA256";
 static const char groups[] = "X25519:prime256v1:secp384r1";
 /* ALPN, in the server's order of preference (wire format: length-prefixed
- * names). HTTP/2 goes first here once h2.c exists ("\x02h2"), and
- * latch__tls_alpn tells conn.c which one was chosen. */
+ * names). HTTP/2 goes first here once h2.c exists ("\x02h2"), with a
+ * call that tells conn.c which one was chosen (SSL_get0_alpn_selected). */
 static const unsigned char alpn_protos[] = "\x08http/1.1";
 
 typedef struct ticket_key {
@@ -941,15 +941,4 @@ int latch__tls_progress(const latch_tls *t)
         return 2;
     /* A failed one only waits for its alert to go out. */
     return t->state == ST_HANDSHAKE && t->hs_bytes > 0 ? 1 : 0;
-}
-
-const char *latch__tls_alpn(const latch_tls *t)
-{
-    const unsigned char *p;
-    unsigned int n;
-
-    SSL_get0_alpn_selected(t->ssl, &p, &n);
-    if (n == 8 && memcmp(p, "http/1.1", 8) == 0)
-        return "http/1.1";
-    return NULL;
 }

@@ -111,8 +111,5 @@ int latch__tls_shutdown(latch_tls *t, uv_shutdown_t *req, uv_shutdown_cb cb,
  * answered it and spent a key exchange on it), or past the handshake;
  * a failed one is 0 (its alert is all that is left to send). */
 int latch__tls_progress(const latch_tls *t);
-/* The protocol ALPN chose ("http/1.1"), or NULL (none offered / not yet):
- * where h2 would be told apart. */
-const char *latch__tls_alpn(const latch_tls *t);
 
 #endif

@@ -329,15 +329,6 @@ static void uw_finish(latch_whook *h, latch_worker *w)
     free(uw);
 }
 
-void latch__upstream_counts(latch_worker *w, const latch_upstream *u, int *open,
-                            int *idle)
-{
-    latch_upool *p = pool_get(w, u, false);
-
-    *open = p != NULL ? p->nopen : 0;
-    *idle = p != NULL ? p->nidle : 0;
-}
-
 /* ---- connections ----------------------------------------------------- */
 
 static void conn_free_maybe(latch_uconn *c)
@@ -991,14 +982,6 @@ void latch__ucall_send_end(latch_ucall *x)
     x->body_open = false;
     if (x->c != NULL && x->c->state == UC_ACTIVE)
         arm_response(x->c);
-}
-
-void latch__ucall_pause(latch_ucall *x)
-{
-    if (x == NULL || x->dead || x->c == NULL)
-        return;
-    read_stop(x->c);
-    uv_timer_stop(&x->c->timer);
 }
 
 void latch__ucall_resume(latch_ucall *x)

@@ -105,18 +105,12 @@ int latch__ucall_send(latch_ucall *x, const uv_buf_t *bufs, int n);
 /* The request's body is complete (the caller sent its last framing):
  * the response timeout runs from here. */
 void latch__ucall_send_end(latch_ucall *x);
-/* Stops reading the response (backpressure) / reads on. The response
- * timeout does not run while paused. Resume may deliver buffered bytes
- * before it returns. */
-void latch__ucall_pause(latch_ucall *x);
+/* Reads the response on after a callback paused it (backpressure); the
+ * response timeout runs again. May deliver buffered bytes before it
+ * returns. */
 void latch__ucall_resume(latch_ucall *x);
 /* Gives the call up: its connection is closed now (never pooled) and no
  * callback runs after this. May be called from inside a callback. */
 void latch__ucall_abort(latch_ucall *x);
-
-/* Connections of worker w to upstream `u` (tests, metrics): `open` all,
- * `idle` those in the pool. */
-void latch__upstream_counts(latch_worker *w, const latch_upstream *u, int *open,
-                            int *idle);
 
 #endif

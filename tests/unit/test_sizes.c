@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "conn.h"
 #include "internal.h"
 
 /* Measured when the budgets were set: latch_res 1632 (+ the field slots

@@ -1,0 +1,83 @@
+/*
+ * conn.h - an HTTP/1.1 connection's state, conn.c's own. Included by
+ * conn.c and the unit tests that pin its size (test_sizes.c); every other
+ * module holds a latch_conn * as an opaque pointer (internal.h) and asks
+ * the connection for what it needs through the exchange table
+ * (latch_exchange_ops), so reading a field from elsewhere fails to
+ * compile instead of passing review.
+ */
+#ifndef LATCH_CONN_H
+#define LATCH_CONN_H
+
+#include "internal.h"
+
+enum {
+    LATCH_CF_CLOSING = 1u << 0, /* uv_close called */
+    LATCH_CF_NO_MORE = 1u << 1, /* no further request will be read */
+    LATCH_CF_READ_STOPPED = 1u << 2,
+    LATCH_CF_EOF = 1u << 3,      /* the peer half-closed */
+    LATCH_CF_DIRTY = 1u << 4,    /* on the worker's dirty list */
+    LATCH_CF_LINGER = 1u << 5,   /* error answered: discard, then close */
+    LATCH_CF_SHUTDOWN = 1u << 6, /* write side shut down */
+    LATCH_CF_IN_BODY = 1u << 7,  /* reading the current request's body */
+    LATCH_CF_CONTINUE = 1u << 8, /* owe a 100 Continue when at head */
+    LATCH_CF_CLOSE_AFTER_WRITE = 1u << 9,
+    LATCH_CF_WRITE_ERROR = 1u << 10,
+    LATCH_CF_PAUSED = 1u << 11,     /* reading paused: pipeline or buffer */
+    LATCH_CF_DRAIN_LAST = 1u << 12, /* draining: the request arriving is
+                                       the last one */
+    LATCH_CF_CUT = 1u << 13,        /* a response was cut: the end must not
+                                       look clean (no TLS close_notify) */
+    LATCH_CF_BODY_WAIT = 1u << 14,  /* a streamed body waits for its sink
+                                       (none yet, or it paused) */
+};
+
+struct latch_conn {
+    uv_tcp_t tcp;
+    latch_worker *w;
+    struct latch_tls *tls; /* NULL: plain TCP; else reads and writes go
+                              through tls.c */
+    uint32_t flags;
+    /* Read side: rb holds bytes [0, rlen); the current message starts at
+     * msg; body bytes are decoded from bpos on. */
+    latch_rbuf *rb;
+    uint32_t rlen, msg, bpos;
+    uint64_t body_limit; /* of the request whose body is being read */
+    latch_parser parser;
+    latch_res *cur; /* request being received (head or body), or NULL */
+    /* Responses in request order; only the head one writes to `out`. */
+    latch_res *q_head, *q_tail;
+    latch_res *writer; /* first response in the queue not yet ended */
+    uint32_t inflight;
+    uv_shutdown_t *sreq;
+    uv_timer_t *shake_timer; /* a disconnect whose delivery is delayed */
+    int shake_status;
+    /* Write side: out collects bytes; wout is being written by uv_write. */
+    latch_buf out, wout;
+    uv_write_t *wreq; /* allocated the first time the socket is full */
+    bool writing;
+    uint64_t out_total;     /* bytes ever appended to out */
+    uint64_t written_total; /* bytes the OS accepted */
+    /* Lists. */
+    latch_conn *next, *prev; /* worker->conns */
+    latch_conn *next_dirty;
+    latch_conn *t_next, *t_prev;
+    uint64_t deadline;
+    uint8_t tkind;
+    /* The request being received: when it started, bytes so far. */
+    uint64_t rx_start, rx_bytes;
+    uint32_t nreqs; /* requests begun on this connection */
+    /* The send timeout: on the worker's send list while output waits for
+     * the socket; the size of libuv's write queue when last looked at. */
+    latch_conn *s_next, *s_prev;
+    uint64_t s_deadline;
+    size_t s_queued;
+    bool on_slist;
+    /* A file body going out with sendfile(2) (conn.c's h1_sendfile), and
+     * the writability watch it waits on (a dup of the socket, made for
+     * the connection's first such body, kept until it closes). */
+    struct latch_sfile *sf;
+    uv_poll_t *sf_poll;
+};
+
+#endif
