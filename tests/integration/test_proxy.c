@@ -232,8 +232,10 @@ static void *fake_main(void *arg)
             ssize_t r = recv(c->fd, c->buf + c->len, REQ_CAP - c->len, 0);
 
             if (r <= 0) {
-                atomic_fetch_add(&fk.closes, 1);
+                /* open falls before closes rises: a test that waited
+                 * for the closes then reads open without a race. */
                 fake_close(c, false);
+                atomic_fetch_add(&fk.closes, 1);
                 continue;
             }
             c->len += (size_t)r;
