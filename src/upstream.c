@@ -450,15 +450,28 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     process(c);
 }
 
-/* The exchange on c ended well: back to the pool, or closed. */
+/*
+ * The exchange on c ended well: back to the pool, or closed.
+ *
+ * A request write still "in flight" whose bytes all went to the kernel
+ * (libuv's queue is empty) is done but for its callback, which libuv runs
+ * on a later turn: the answer can be parsed first (the next pipelined
+ * request, dispatched from the done callback, then found no pooled
+ * connection and opened one, and this one was closed: connections
+ * churned behind every pipelined client). Such a connection is pooled;
+ * write_cb clears `writing`, and flushes what a new call queued on it
+ * meanwhile (out_flush waits for it).
+ */
 static void conn_release(latch_uconn *c)
 {
     latch_uworker *uw = uworker(c->call->w, false);
     latch_ucall *x = c->call;
-    bool keep = c->parser.keep_alive && c->rb.len == 0 && !c->eof &&
-                !c->writing && c->ob.len == 0 && !x->body_open &&
-                x->o.max_idle >= 0 && uw != NULL && !uw->draining &&
-                c->pool != NULL && c->pool->nidle < x->o.max_idle;
+    bool flushed = !c->writing ||
+                   uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0;
+    bool keep = c->parser.keep_alive && c->rb.len == 0 && !c->eof && flushed &&
+                c->ob.len == 0 && !x->body_open && x->o.max_idle >= 0 &&
+                uw != NULL && !uw->draining && c->pool != NULL &&
+                c->pool->nidle < x->o.max_idle;
 
     c->call = NULL;
     x->c = NULL;
@@ -471,10 +484,12 @@ static void conn_release(latch_uconn *c)
     c->next_idle = c->pool->idle;
     c->pool->idle = c;
     c->pool->nidle++;
-    /* Idle: no buffer kept, and a read armed to notice a close. */
+    /* Idle: no buffer kept (wb once its write's callback ran), and a
+     * read armed to notice a close. */
     latch__buf_dispose(&c->rb);
     latch__buf_dispose(&c->ob);
-    latch__buf_dispose(&c->wb);
+    if (!c->writing)
+        latch__buf_dispose(&c->wb);
     if (!c->reading) {
         uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
         c->reading = true;
@@ -719,6 +734,8 @@ static void write_cb(uv_write_t *wr, int status)
 
     c->writing = false;
     c->wb.len = 0;
+    if (c->state == UC_IDLE)
+        latch__buf_dispose(&c->wb); /* pooled before this callback */
     if (c->state == UC_CLOSING || x == NULL)
         return;
     if (status < 0) {

@@ -400,6 +400,9 @@ static int h_auth(latch_req *req, latch_res *res, void *data)
     return LATCH_NEXT;
 }
 
+/* LATCH_LIMIT_PIPELINE for the next start() (0: the default). */
+static uint64_t pipeline_limit;
+
 static void start(int trust)
 {
     latch_app *app = latch_app_new();
@@ -413,6 +416,9 @@ static void start(int trust)
     latch_app_set_limit(app, LATCH_LIMIT_BODY, 4 * 1024 * 1024);
     if (trust > 0)
         latch_app_set_trust_proxy(app, trust);
+    if (pipeline_limit > 0)
+        assert_int_equal(
+            latch_app_set_limit(app, LATCH_LIMIT_PIPELINE, pipeline_limit), 0);
     th_record_violations(app, &viol);
     latch_use_metrics(app, "/metrics");
     latch_all(app, "/p/*", h_proxy, NULL);
@@ -594,6 +600,53 @@ static void test_pool_and_use_proxy(void **state)
         free(up);
     }
     assert_int_equal(atomic_load(&fk.requests), 4);
+    assert_int_equal(atomic_load(&fk.accepts), 1);
+    stop();
+    assert_int_equal(th_violation_count(&viol), 0);
+}
+
+/*
+ * A pipeline proxied one request at a time (LATCH_LIMIT_PIPELINE 1, as
+ * nginx serves one) goes over one upstream connection: each next request
+ * is dispatched from the previous one's end, on the connection just
+ * pooled. That connection's request write may still await its libuv
+ * callback when the answer is parsed (all bytes in the kernel): it used
+ * to be closed then, not pooled, and the next request opened a new one,
+ * so a pipelined client made upstream connections churn.
+ */
+static void test_pipeline_reuses_one_connection(void **state)
+{
+    enum { N = 128 };
+    char req[N * 64];
+    size_t len = 0, n = N, got;
+    char *reply;
+    th_resp *r;
+
+    (void)state;
+    pipeline_limit = 1;
+    start(0);
+    pipeline_limit = 0;
+    SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", AFTER_KEEP);
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(req + len, sizeof(req) - len, "%s",
+                                i % 2 ? "GET /p/q HTTP/1.1\r\nHost: h\r\n\r\n"
+                                      : "GET /api/q HTTP/1.1\r\nHost: h\r\n"
+                                        "Authorization: x\r\n\r\n");
+    {
+        int fd = th_connect(srv.port);
+        th_send(fd, req, len);
+        reply = th_read(fd, &got, 10000, th_until_responses, &n);
+        close(fd);
+    }
+    r = th_expect_responses(reply, got, N, NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].status, 200);
+        assert_string_equal(r[i].body, "ok");
+    }
+    th_resp_free(r, N);
+    free(r);
+    free(reply);
+    assert_int_equal(atomic_load(&fk.requests), N);
     assert_int_equal(atomic_load(&fk.accepts), 1);
     stop();
     assert_int_equal(th_violation_count(&viol), 0);
@@ -1286,6 +1339,7 @@ int main(void)
         cmocka_unit_test(test_client_gone_same_turn),
         cmocka_unit_test(test_endings_shaken),
         cmocka_unit_test(test_pool_counts),
+        cmocka_unit_test(test_pipeline_reuses_one_connection),
         cmocka_unit_test(test_retry_only_once),
         cmocka_unit_test(test_upstream_metrics),
         cmocka_unit_test(test_bad_arguments),
