@@ -144,6 +144,15 @@ enum { LATCH_DONE = 0, LATCH_NEXT = 1, LATCH_PENDING = 2 };
  * LATCH_NEXT (continue with the next matching handler), LATCH_PENDING (it
  * will call latch_next() or latch_fail() later), or a negative error (the
  * error handlers run, as with Express's next(err)).
+ *
+ * A response given to a producer (latch_res_pipe, latch_res_sendfile,
+ * latch_proxy) is answered by it even before its first byte: moving the
+ * chain on from it (LATCH_NEXT, latch_next, an error returned or passed
+ * with latch_fail: Express's res.sendFile() then next()) is reported as
+ * ERR_NEXT_AFTER_RESPONSE, the producer's call named as where the
+ * response was sealed, and the chain stops there: the producer answers.
+ * A producer that failed (latch_res_pipe_fail) gave the response back to
+ * the error handlers.
  */
 typedef int (*latch_handler)(latch_req *req, latch_res *res, void *data);
 

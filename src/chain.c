@@ -342,6 +342,38 @@ static bool error_after_response(latch_res *res, const char *call,
 }
 
 /*
+ * The chain moving on (LATCH_NEXT, latch_next, an error passed on) from a
+ * response that nothing sealed yet but that a producer is answering: a
+ * latch_res_pipe, latch_res_sendfile or latch_proxy made before (Express's
+ * res.sendFile() then next()). That is a second answer: reported, with the
+ * producer's call as the place the response was sealed, and the producer
+ * keeps the response. Not while the request is cancelled: the timeout,
+ * the client leaving and shutdown answer through the error path on their
+ * own.
+ */
+static bool moved_after_claim(latch_res *res, const char *call, const char *msg,
+                              latch_site at)
+{
+    const latch_seal *claim;
+
+    if (res->state != LATCH_RS_FRESH || res->detached ||
+        res->cancel_reason != LATCH_CANCEL_NONE)
+        return false;
+    if ((claim = latch__pipe_claim(res)) == NULL)
+        return false;
+    latch__violation_sealed(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call, msg, at,
+                            NULL, claim);
+    return true;
+}
+
+#define CLAIMED_NEXT                                                           \
+    "the chain moved on after the response was given to a "                    \
+    "producer"
+#define CLAIMED_ERROR                                                          \
+    "an error was passed on after the response was given "                     \
+    "to a producer"
+
+/*
  * A handler that continued the chain from inside (latch_next) returned.
  * The chain already went on, so its return value cannot move it again: a
  * LATCH_NEXT or an error is a second continuation (ERR_NEXT_TWICE, or
@@ -525,6 +557,11 @@ static void run(latch_res *res)
                     "LATCH_NEXT returned after latch_fail() in one handler",
                     layer_site(l), &fail);
             }
+            if (moved_after_claim(res, "latch_fail", CLAIMED_ERROR,
+                                  res->err.at)) {
+                chain_done(res);
+                return;
+            }
             error_after_response(res, "latch_fail", res->err.at);
             res->in_error = true;
             res->elayer = app->errlayers;
@@ -546,9 +583,19 @@ static void run(latch_res *res)
                 chain_done(res);
                 return;
             }
+            if (moved_after_claim(res, "LATCH_NEXT", CLAIMED_NEXT,
+                                  layer_site(l))) {
+                chain_done(res);
+                return;
+            }
             continue;
         }
         /* A negative code: next(err). */
+        if (moved_after_claim(res, "error return", CLAIMED_ERROR,
+                              layer_site(l))) {
+            chain_done(res);
+            return;
+        }
         set_error(res, rc < 0 ? rc : LATCH_ERR_INVALID_ARG, layer_site(l));
         error_after_response(res, "error return", layer_site(l));
         res->elayer = app->errlayers;
@@ -833,6 +880,10 @@ static void resume(latch_res *res, latch_site at)
         chain_done(res);
         return;
     }
+    if (moved_after_claim(res, "latch_next", CLAIMED_NEXT, at)) {
+        chain_done(res);
+        return;
+    }
     run(res);
 }
 
@@ -955,6 +1006,10 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         if (!f->continued)
             record_move(res, f->id, "latch_fail", at);
         f->failed = true;
+        return LATCH_ERR_HTTP;
+    }
+    if (moved_after_claim(res, "latch_fail", CLAIMED_ERROR, at)) {
+        chain_done(res);
         return LATCH_ERR_HTTP;
     }
     error_after_response(res, "latch_fail", at);

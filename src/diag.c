@@ -357,6 +357,13 @@ void latch__violation_prior(latch_res *res, int code, const char *call,
                             const char *message, latch_site at,
                             const latch_seal *prior)
 {
+    latch__violation_sealed(res, code, call, message, at, prior, NULL);
+}
+
+void latch__violation_sealed(latch_res *res, int code, const char *call,
+                             const char *message, latch_site at,
+                             const latch_seal *prior, const latch_seal *sealed)
+{
     latch_violation v;
     const latch_seal *seal;
 
@@ -371,6 +378,8 @@ void latch__violation_prior(latch_res *res, int code, const char *call,
     seal = res->ended_at.call ? &res->ended_at : &res->headers_at;
     if (code == LATCH_ERR_HTTP_HEADERS_SENT && res->headers_at.call)
         seal = &res->headers_at;
+    if (sealed != NULL && seal->call == NULL)
+        seal = sealed;
     if (seal->call != NULL) {
         v.sealed_call = seal->call;
         v.sealed_at = seal->at;

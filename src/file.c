@@ -465,7 +465,7 @@ static fsend *fsend_new(latch_res *res, const latch_file_opts *opts,
     }
     latch__res_ref(res);
     f->refs = 1; /* the pipe's, until file_done */
-    *err = latch_res_pipe_at(res, file_pull, file_done, f, at);
+    *err = latch__res_pipe_named(res, file_pull, file_done, f, call, at);
     if (*err < 0) {
         f->done = NULL;
         f->refs = 0;

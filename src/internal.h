@@ -1036,6 +1036,18 @@ int latch__res_send_check(latch_res *res, const char *call, latch_site at);
 int latch__res_send_json(latch_res *res, const char *json, size_t len,
                          const char *call, latch_site at);
 
+/* stream.c */
+/* latch_res_pipe as `call` (file.c's latch_res_sendfile, the proxy's
+ * latch_proxy): the name its refusals, traces and claim carry. */
+int latch__res_pipe_named(latch_res *res, latch_pull_cb pull,
+                          latch_done_cb done, void *data, const char *call,
+                          latch_site at);
+/* The call that attached res's live pipe (one that has neither failed nor
+ * ended), or NULL: while it is live the response is answered by its
+ * producer, so the chain moving on (LATCH_NEXT, latch_next, an error
+ * passed on) is a second answer (ERR_NEXT_AFTER_RESPONSE). */
+const latch_seal *latch__pipe_claim(const latch_res *res);
+
 /* req.c */
 /* Fills q's path (decoded) and query from its target once the head is
  * parsed. */
@@ -1140,6 +1152,11 @@ void latch__violation(latch_res *res, int code, const char *call,
 void latch__violation_prior(latch_res *res, int code, const char *call,
                             const char *message, latch_site at,
                             const latch_seal *prior);
+/* As latch__violation_prior, naming `sealed` as the place the response
+ * was sealed when nothing sealed it yet (a response given to a pipe). */
+void latch__violation_sealed(latch_res *res, int code, const char *call,
+                             const char *message, latch_site at,
+                             const latch_seal *prior, const latch_seal *sealed);
 /* As latch__violation, for a misuse that has no live response (a stale
  * handle). */
 void latch__violation_app(latch_app *app, int code, const char *call,

@@ -668,7 +668,8 @@ static int proxy_start(latch_res *res, uint16_t hf, latch_pxy *p, latch_site at)
                                              at)
                                     : r;
     }
-    if ((r = latch_res_pipe_at(res, pipe_pull, pipe_done, p, at)) < 0) {
+    if ((r = latch__res_pipe_named(res, pipe_pull, pipe_done, p, "latch_proxy",
+                                   at)) < 0) {
         latch__buf_dispose(&reqb);
         pxy_free(p);
         return r;

@@ -21,10 +21,11 @@ typedef struct latch_pipe {
     latch_pull_cb pull;
     latch_done_cb done;
     void *data;
-    uint16_t frame; /* the handler call that made it: its callbacks' */
-    bool over;      /* done ran (or is running) */
-    bool failed;    /* latch_res_pipe_fail was called */
-    int error;      /* and with what */
+    uint16_t frame;   /* the handler call that made it: its callbacks' */
+    bool over;        /* done ran (or is running) */
+    bool failed;      /* latch_res_pipe_fail was called */
+    int error;        /* and with what */
+    latch_seal claim; /* the call that gave the response to this pipe */
 } latch_pipe;
 
 static void pipe_end(latch_attach *a, latch_res *res, int reason);
@@ -64,26 +65,32 @@ static int refuse_over(latch_res *res, const char *call, latch_site at)
 int latch_res_pipe_at(latch_res *res, latch_pull_cb pull, latch_done_cb done,
                       void *data, latch_site at)
 {
+    return latch__res_pipe_named(res, pull, done, data, "latch_res_pipe", at);
+}
+
+int latch__res_pipe_named(latch_res *res, latch_pull_cb pull,
+                          latch_done_cb done, void *data, const char *call,
+                          latch_site at)
+{
     uint16_t hf = latch__frame_of(res);
-    if (res != NULL &&
-        (res = latch__res_in(res, "latch_res_pipe", &at)) == NULL)
+    if (res != NULL && (res = latch__res_in(res, call, &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_pipe *p;
 
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
     if (!on_loop(res))
-        return refuse(res, LATCH_ERR_WRONG_THREAD, "latch_res_pipe", NULL, at);
+        return refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
     if (pull == NULL)
-        return refuse(res, LATCH_ERR_INVALID_ARG, "latch_res_pipe",
+        return refuse(res, LATCH_ERR_INVALID_ARG, call,
                       "The pull callback is NULL", at);
     if (res->state >= LATCH_RS_ENDED || res->detached ||
         latch__res_attach_done(res))
-        return refuse_over(res, "latch_res_pipe", at);
+        return refuse_over(res, call, at);
     /* One producer at a time: after a failure, an error handler may send
      * its own page through a new one (a sendfile of 500.html). */
     if ((p = pipe_of(res)) != NULL && !p->failed)
-        return refuse(res, LATCH_ERR_STATE, "latch_res_pipe",
+        return refuse(res, LATCH_ERR_STATE, call,
                       "The response already has a pipe (one per response)", at);
     if ((p = calloc(1, sizeof(*p))) == NULL)
         return LATCH_ERR_NOMEM;
@@ -93,13 +100,25 @@ int latch_res_pipe_at(latch_res *res, latch_pull_cb pull, latch_done_cb done,
     p->done = done;
     p->data = data;
     p->frame = latch__frame_pick(hf, res);
+    p->claim.call = call;
+    p->claim.at = at;
     latch__res_ref(res); /* until done returned */
     latch__res_attach(res, &p->a);
     if (LATCH_TRACING())
-        latch__trace(res, "pipe start", "latch_res_pipe", at);
+        latch__trace(res, "pipe start", call, at);
     /* The first pull: at the next flush, once this response may write. */
     latch__res_want_drain(res);
     return 0;
+}
+
+/* The response's live producer, if one is attached and has neither
+ * failed nor ended: the call that attached it. The chain refuses to move
+ * on from a response that is being answered this way. */
+const latch_seal *latch__pipe_claim(const latch_res *res)
+{
+    const latch_pipe *p = pipe_of(res);
+
+    return p != NULL && !p->over && !p->failed ? &p->claim : NULL;
 }
 
 /* The output drained (or the first turn came): the producer writes on. */
