@@ -1282,6 +1282,14 @@ typedef struct latch_file_opts {
  * pipe's. Returns 0, or an error (done never runs): LATCH_ERR_INVALID_ARG
  * (path NULL or empty, reported), LATCH_ERR_HTTP_HEADERS_SENT once the
  * headers went out, the state errors of latch_res_pipe.
+ *
+ * From the call on, the body is the file's: a latch_res_send, _json,
+ * _write, _end ... made beside it (Express's res.sendFile() and a
+ * forgotten return) is refused with LATCH_ERR_HTTP_HEADERS_SENT and
+ * reported, naming this call as where the response was sealed; headers
+ * and status may still be set until the file is opened. Moving the chain
+ * on is refused as well (latch_handler). After a failure (done's error
+ * handlers run) the response is theirs again.
  */
 #define latch_res_sendfile(res, path, opts, done, data)                        \
     latch_res_sendfile_at((res), (path), (opts), (done), (data), LATCH_HERE)
@@ -1387,6 +1395,10 @@ typedef struct latch_proxy_opts {
  * there); otherwise it is the one latch buffered (LATCH_LIMIT_BODY
  * applies), sent with a Content-Length. `req` and `res` are the same
  * request's.
+ * Until the upstream fails before its headers (on_error, then the error
+ * handlers), the body is the proxy's: another body call on the response is
+ * refused (LATCH_ERR_HTTP_HEADERS_SENT, reported, naming latch_proxy as
+ * the seal), as is moving the chain on (latch_handler).
  * Returns 0 (the response is the proxy's: return LATCH_DONE), or an error
  * with nothing sent: LATCH_ERR_INVALID_ARG (NULL, a malformed upstream;
  * reported), LATCH_ERR_HTTP_HEADERS_SENT and the other state errors of a

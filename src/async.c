@@ -45,7 +45,7 @@ typedef struct async_att {
 
 static void att_end(latch_attach *a, latch_res *res, int reason);
 static void att_recycle(latch_attach *a, latch_res *res);
-static const latch_attach_ops att_ops = {att_end, att_recycle, NULL};
+static const latch_attach_ops att_ops = {att_end, att_recycle, NULL, NULL};
 
 static async_att *att_of(const latch_res *res)
 {

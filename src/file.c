@@ -127,6 +127,30 @@ static int64_t mtime_of(const struct stat *st)
 
 static void pump(fsend *f);
 
+/* The file's own body calls: the only ones its response lets through
+ * while the file holds it (res->sole, internal.h). res stays valid: the
+ * send holds a reference. */
+static int own_end(latch_res *res, const void *data, size_t len, latch_site at)
+{
+    int r;
+
+    latch__sole_enter(res);
+    r = latch_res_end_at(res, data, len, at);
+    latch__sole_leave(res);
+    return r;
+}
+
+static int own_write(latch_res *res, const void *data, size_t len,
+                     latch_site at)
+{
+    int r;
+
+    latch__sole_enter(res);
+    r = latch_res_write_at(res, data, len, at);
+    latch__sole_leave(res);
+    return r;
+}
+
 /*
  * The file is open: decide the status, set the headers, and either end
  * (HEAD, 304, 412, 416, an empty body) or start pumping bytes.
@@ -173,7 +197,7 @@ static void start(fsend *f, const char *name, const char *encoding)
         /* RFC 9110 15.4.5: the validators and Cache-Control, no body, no
          * type or length. */
         latch_res_status_at(res, 304, f->at);
-        latch_res_end_at(res, NULL, 0, f->at);
+        own_end(res, NULL, 0, f->at);
         return;
     }
     if (st == 412) {
@@ -224,7 +248,7 @@ static void start(fsend *f, const char *name, const char *encoding)
     }
     set_num(res, "Content-Length", f->end - f->off, f->at);
     if (q->is_head || f->off == f->end) {
-        latch_res_end_at(res, NULL, 0, f->at);
+        own_end(res, NULL, 0, f->at);
         return;
     }
     /* The head goes out with the first bytes: when they are copied, a
@@ -260,9 +284,9 @@ static void on_read(uv_fs_t *req)
     } else {
         f->off += (uint64_t)n;
         if (f->off >= f->end) {
-            latch_res_end_at(res, f->buf, (size_t)n, f->at);
+            own_end(res, f->buf, (size_t)n, f->at);
         } else {
-            r = latch_res_write_at(res, f->buf, (size_t)n, f->at);
+            r = own_write(res, f->buf, (size_t)n, f->at);
             if (r == 1)
                 pump(f); /* below the mark: read on now */
             /* 0: the pipe's pull resumes; < 0: the end op follows */
@@ -282,7 +306,7 @@ static void on_sent(latch_res *res, int status, void *data)
     if (!f->over && status != UV_ECANCELED) {
         if (status == 0) {
             f->off = f->end;
-            latch_res_end_at(f->res, NULL, 0, f->at);
+            own_end(f->res, NULL, 0, f->at);
         } else {
             latch_res_pipe_fail_at(f->res,
                                    status == UV_EOF
@@ -474,6 +498,7 @@ static fsend *fsend_new(latch_res *res, const latch_file_opts *opts,
         free(f);
         return NULL;
     }
+    latch__pipe_make_sole(res);
     return f;
 }
 

@@ -454,6 +454,9 @@ struct latch_res {
     latch_json json;
     latch_buf jbuf;
     bool json_open;
+    /* LATCH_SOLE_*: a producer of latch's own (a file, the proxy) alone
+     * writes this response's body; any other body call is refused. */
+    uint8_t sole;
     /* Output produced while an earlier response is still in the queue. */
     latch_buf pending;
     /* Places. */
@@ -558,7 +561,33 @@ typedef struct latch_attach_ops {
     void (*end)(latch_attach *a, latch_res *res, int reason);
     void (*recycle)(latch_attach *a, latch_res *res);
     void (*drain)(latch_attach *a, latch_res *res); /* optional */
+    /* optional: the call that gave the response to this attachment, while
+     * it answers the response (a live pipe), else NULL */
+    const struct latch_seal *(*claim)(const latch_attach *a);
 } latch_attach_ops;
+
+/*
+ * res->sole. A producer of latch's own (file.c, proxy.c) makes the
+ * response HELD once its pipe is attached; it brackets its own body calls
+ * (latch_res_write / latch_res_end) with latch__sole_enter / _leave, so
+ * that only a body call from anyone else meets HELD in the gate: refused
+ * (ERR_HTTP_HEADERS_SENT, the producer's call named as the seal), as
+ * Express's res.sendFile() followed by a forgotten res.send(). Header and
+ * status calls stay allowed; a cancelled request (the timeout's error
+ * handlers) is let through. The pipe's end and a producer failure
+ * (latch_res_pipe_fail) clear it.
+ */
+enum { LATCH_SOLE_NONE = 0, LATCH_SOLE_HELD = 1, LATCH_SOLE_WRITING = 2 };
+static inline void latch__sole_enter(latch_res *res)
+{
+    if (res->sole == LATCH_SOLE_HELD)
+        res->sole = LATCH_SOLE_WRITING;
+}
+static inline void latch__sole_leave(latch_res *res)
+{
+    if (res->sole == LATCH_SOLE_WRITING)
+        res->sole = LATCH_SOLE_HELD;
+}
 struct latch_attach {
     latch_attach *next; /* the response's list (res.c) */
     const latch_attach_ops *ops;
@@ -1047,6 +1076,9 @@ int latch__res_pipe_named(latch_res *res, latch_pull_cb pull,
  * producer, so the chain moving on (LATCH_NEXT, latch_next, an error
  * passed on) is a second answer (ERR_NEXT_AFTER_RESPONSE). */
 const latch_seal *latch__pipe_claim(const latch_res *res);
+/* Makes res's live pipe its sole writer (res->sole, LATCH_SOLE_HELD):
+ * for producers of latch's own, right after their pipe was attached. */
+void latch__pipe_make_sole(latch_res *res);
 
 /* req.c */
 /* Fills q's path (decoded) and query from its target once the head is

@@ -474,7 +474,9 @@ static int up_body(void *data, const char *b, size_t n)
     int r;
 
     p->busy++;
+    latch__sole_enter(p->res);
     r = latch_res_write_at(p->res, b, n, p->at);
+    latch__sole_leave(p->res);
     if (pxy_leave(p))
         return LATCH_ERR_CANCELLED;
     if (r == 0)
@@ -499,7 +501,9 @@ static void up_done(void *data, int status, bool headed)
                                       : LATCH_UP_ERROR);
     p->busy++;
     if (status == 0) {
+        latch__sole_enter(res);
         latch_res_end_at(res, NULL, 0, p->at);
+        latch__sole_leave(res);
     } else if (res->state == LATCH_RS_FRESH && !res->detached) {
         if (p->headed) {
             /* The upstream's status and fields are set but not sent: the
@@ -507,6 +511,8 @@ static void up_done(void *data, int status, bool headed)
             latch_res_clear_headers_at(res, p->at);
             latch_res_status_at(res, 200, p->at);
         }
+        /* The response is the hook's (or the error handlers') now. */
+        res->sole = LATCH_SOLE_NONE;
         if (p->opts.on_error != NULL) {
             latch_error err = {
                 .code = status,
@@ -674,6 +680,7 @@ static int proxy_start(latch_res *res, uint16_t hf, latch_pxy *p, latch_site at)
         pxy_free(p);
         return r;
     }
+    latch__pipe_make_sole(res);
     uo.connect_ms = p->opts.connect_timeout_ms;
     uo.response_ms = p->opts.response_timeout_ms;
     uo.idle_ms = p->opts.idle_timeout_ms;

@@ -401,6 +401,35 @@ static void transition(latch_res *res, int to)
 /* ------------------------------------------------------------------ */
 
 /*
+ * A body call on a response a producer of latch's own holds (res->sole,
+ * internal.h): refused with the producer's call as the seal, unless it
+ * only sets headers or status, or the request was cancelled (the
+ * timeout's error handlers answer).
+ */
+static LATCH_COLD int sole_refuse(latch_res *res, int kind, const char *call,
+                                  latch_site at)
+{
+    const latch_seal *claim = NULL;
+    latch_attach *a;
+    char msg[112];
+
+    if (kind == LATCH_K_HEADER || kind == LATCH_K_STATUS ||
+        res->cancel_reason != LATCH_CANCEL_NONE)
+        return 0;
+    for (a = res->attach; a != NULL && claim == NULL; a = a->next)
+        if (a->ops->claim != NULL)
+            claim = a->ops->claim(a);
+    snprintf(msg, sizeof(msg), "Cannot %s: the response is being sent by %s",
+             kind == LATCH_K_WRITE  ? "write"
+             : kind == LATCH_K_SEND ? "send"
+                                    : "end",
+             claim != NULL ? claim->call : "a producer");
+    latch__violation_sealed(res, LATCH_ERR_HTTP_HEADERS_SENT, call, msg, at,
+                            NULL, claim);
+    return LATCH_ERR_HTTP_HEADERS_SENT;
+}
+
+/*
  * Returns 0 when `kind` is allowed now, 1 for the silent no-op of end()
  * on an ended response (LATCH_K_END_EMPTY only: every other kind gets 0 or an
  * error), or a reported error.
@@ -415,7 +444,9 @@ int latch__res_gate(latch_res *res, int kind, const char *call,
     if (!latch__res_on_loop(res))
         return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
     switch (res->state) {
-    case LATCH_RS_FRESH: return 0;
+    case LATCH_RS_FRESH:
+        return res->sole != LATCH_SOLE_HELD ? 0
+                                            : sole_refuse(res, kind, call, at);
     case LATCH_RS_DESTROYED:
         snprintf(msg, sizeof(msg),
                  "Cannot call %s after a stream was destroyed",
@@ -428,7 +459,9 @@ int latch__res_gate(latch_res *res, int kind, const char *call,
     case LATCH_RS_HEADERS_SENT:
         if (kind == LATCH_K_WRITE || kind == LATCH_K_END_DATA ||
             kind == LATCH_K_END_EMPTY)
-            return 0;
+            return res->sole != LATCH_SOLE_HELD
+                       ? 0
+                       : sole_refuse(res, kind, call, at);
         break;
     default: /* ENDED, FINISHED */
         if (kind == LATCH_K_END_EMPTY)

@@ -31,7 +31,9 @@ typedef struct latch_pipe {
 static void pipe_end(latch_attach *a, latch_res *res, int reason);
 static void pipe_recycle(latch_attach *a, latch_res *res);
 static void pipe_drain(latch_attach *a, latch_res *res);
-static const latch_attach_ops pipe_ops = {pipe_end, pipe_recycle, pipe_drain};
+static const latch_seal *pipe_claim(const latch_attach *a);
+static const latch_attach_ops pipe_ops = {pipe_end, pipe_recycle, pipe_drain,
+                                          pipe_claim};
 
 static latch_pipe *pipe_of(const latch_res *res)
 {
@@ -114,11 +116,24 @@ int latch__res_pipe_named(latch_res *res, latch_pull_cb pull,
 /* The response's live producer, if one is attached and has neither
  * failed nor ended: the call that attached it. The chain refuses to move
  * on from a response that is being answered this way. */
+static const latch_seal *pipe_claim(const latch_attach *a)
+{
+    const latch_pipe *p = LATCH_CONTAINER_OF(a, latch_pipe, a);
+
+    return !p->over && !p->failed ? &p->claim : NULL;
+}
+
 const latch_seal *latch__pipe_claim(const latch_res *res)
 {
     const latch_pipe *p = pipe_of(res);
 
-    return p != NULL && !p->over && !p->failed ? &p->claim : NULL;
+    return p != NULL ? pipe_claim(&p->a) : NULL;
+}
+
+void latch__pipe_make_sole(latch_res *res)
+{
+    if (latch__pipe_claim(res) != NULL)
+        res->sole = LATCH_SOLE_HELD;
 }
 
 /* The output drained (or the first turn came): the producer writes on. */
@@ -159,6 +174,7 @@ static void pipe_end(latch_attach *a, latch_res *res, int reason)
     if (p->over)
         return;
     p->over = true;
+    res->sole = LATCH_SOLE_NONE;
     status = pipe_status(p, res, reason);
     if (LATCH_TRACING()) {
         char event[64];
@@ -230,7 +246,8 @@ int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at)
         return refuse_over(res, "latch_res_pipe_fail", at);
     p->failed = true;
     p->error = error;
-    latch__res_ref(res); /* answering may finish and release it */
+    res->sole = LATCH_SOLE_NONE; /* the error handlers answer now */
+    latch__res_ref(res);         /* answering may finish and release it */
     latch__res_retract_head(res);
     if (res->state == LATCH_RS_FRESH) {
         /* Nothing went out: the error handlers answer. */

@@ -11,7 +11,13 @@
  * happened and the producer's call as where the response was sealed, and
  * call the producer's done exactly once with 0.
  *
- * And what must stay quiet: a producer that failed (latch_res_pipe_fail)
+ * The same for a body call made beside a producer of latch's own (a file,
+ * the proxy): Express's res.sendFile() and a forgotten return before
+ * res.send(). The call is refused (ERR_HTTP_HEADERS_SENT, the producer's
+ * call as the seal) and the producer's bytes go out.
+ *
+ * And what must stay quiet: the proxy's on_error hook answering its own
+ * 502; a producer that failed (latch_res_pipe_fail)
  * hands the response to the error handlers; a request timeout while a
  * file is still opening answers through them too.
  */
@@ -27,6 +33,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -179,6 +189,54 @@ static int origin(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* Express's res.sendFile(path) and a forgotten return before res.send. */
+static int sendfile_then_send(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    atomic_store(&line_claim, __LINE__ + 1);
+    latch_res_sendfile(res, file_path, NULL, count_done, NULL);
+    atomic_store(&line_move, __LINE__ + 1);
+    latch_res_send(res, "second answer", 13);
+    return LATCH_DONE;
+}
+
+static int proxy_then_end(latch_req *req, latch_res *res, void *data)
+{
+    char up[64];
+
+    (void)data;
+    snprintf(up, sizeof(up), "http://127.0.0.1:%d/origin", srv.port);
+    atomic_store(&line_claim, __LINE__ + 1);
+    latch_proxy(req, res, up, NULL);
+    atomic_store(&line_move, __LINE__ + 1);
+    latch_res_end(res, "second answer", 13);
+    return LATCH_DONE;
+}
+
+/* The proxy's on_error hook answers: the response is the hook's. */
+static int down_port;
+static void own_502(const latch_error *err, latch_req *req, latch_res *res,
+                    void *data)
+{
+    (void)err;
+    (void)req;
+    (void)data;
+    latch_res_status(res, 502);
+    latch_res_send(res, "custom 502", 10);
+}
+
+static int proxy_down(latch_req *req, latch_res *res, void *data)
+{
+    latch_proxy_opts o = {.on_error = own_502};
+    char up[64];
+
+    (void)data;
+    snprintf(up, sizeof(up), "http://127.0.0.1:%d", down_port);
+    latch_proxy(req, res, up, &o);
+    return LATCH_DONE;
+}
+
 /* The quiet ones: the producer failed, then the error handlers answer. */
 static int pipe_failed_then_error(latch_req *req, latch_res *res, void *data)
 {
@@ -215,6 +273,20 @@ static int error_handler(const latch_error *err, latch_req *req, latch_res *res,
 /* The server                                                           */
 /* ------------------------------------------------------------------ */
 
+/* A loopback port nothing listens on (bound, then closed). */
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t n = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
 static int setup(void **state)
 {
     latch_app *app = latch_app_new();
@@ -227,6 +299,7 @@ static int setup(void **state)
     fputs(file_body, f);
     fclose(f);
     assert_non_null(app);
+    down_port = free_port();
     latch_app_on_violation(app, on_violation, NULL);
     latch_use(app, "/sendfile-next", sendfile_then_next, NULL);
     latch_use(app, "/pipe-next-inside", pipe_then_next_inside, NULL);
@@ -235,7 +308,11 @@ static int setup(void **state)
     latch_use(app, "/sendfile-error", sendfile_then_error_return, NULL);
     latch_use(app, "/proxy-next", proxy_then_next, NULL);
     latch_use(app, "/failed", pipe_failed_then_error, NULL);
+    latch_use(app, "/sendfile-send", sendfile_then_send, NULL);
+    latch_use(app, "/proxy-end", proxy_then_end, NULL);
+    latch_use(app, "/proxy-down", proxy_down, NULL);
     latch_get(app, "/origin/proxy-next", origin, NULL);
+    latch_get(app, "/origin/proxy-end", origin, NULL);
     latch_use(app, "/", next_handler, NULL);
     latch_use_error(app, error_handler, NULL);
     th_server_start(&srv, app);
@@ -299,7 +376,17 @@ static void wait_done(void)
     usleep(50000); /* a second done would show */
 }
 
+static void expect_refused(const char *path, const char *body, int code,
+                           const char *move_call, const char *claim_call);
+
 static void expect_claimed(const char *path, const char *body,
+                           const char *move_call, const char *claim_call)
+{
+    expect_refused(path, body, LATCH_ERR_NEXT_AFTER_RESPONSE, move_call,
+                   claim_call);
+}
+
+static void expect_refused(const char *path, const char *body, int code,
                            const char *move_call, const char *claim_call)
 {
     th_resp *r = get_then_after(path);
@@ -317,7 +404,7 @@ static void expect_claimed(const char *path, const char *body,
         assert_int_equal(atomic_load(&last_status), 0);
     }
     assert_int_equal(atomic_load(&nreps), 1);
-    assert_int_equal(reps[0].code, LATCH_ERR_NEXT_AFTER_RESPONSE);
+    assert_int_equal(reps[0].code, code);
     assert_string_equal(reps[0].call, move_call);
     assert_string_equal(reps[0].sealed_call,
                         claim_call != NULL ? claim_call : "latch_proxy");
@@ -370,6 +457,35 @@ static void test_proxy_then_next(void **state)
     expect_claimed("/proxy-next", "from origin", "LATCH_NEXT", NULL);
 }
 
+static void test_sendfile_then_send(void **state)
+{
+    (void)state;
+    expect_refused("/sendfile-send", file_body, LATCH_ERR_HTTP_HEADERS_SENT,
+                   "latch_res_send", "latch_res_sendfile");
+}
+
+static void test_proxy_then_end(void **state)
+{
+    (void)state;
+    expect_refused("/proxy-end", "from origin", LATCH_ERR_HTTP_HEADERS_SENT,
+                   "latch_res_end", NULL);
+}
+
+/* The proxy's on_error hook answers its own 502: allowed, unreported. */
+static void test_proxy_on_error_answers(void **state)
+{
+    th_resp *r;
+
+    (void)state;
+    r = get_then_after("/proxy-down");
+    assert_int_equal(r[0].status, 502);
+    assert_string_equal(r[0].body, "custom 502");
+    th_resp_free(r, 2);
+    free(r);
+    assert_int_equal(atomic_load(&nreps), 0);
+    assert_int_equal(atomic_load(&error_runs), 0);
+}
+
 /* A failed producer gave the response back: the error handlers answer,
  * nothing is reported as a second answer. */
 static void test_failed_producer_is_quiet(void **state)
@@ -397,7 +513,8 @@ int main(void)
         T(test_sendfile_then_next),         T(test_pipe_then_next_inside),
         T(test_pipe_then_pending_next),     T(test_sendfile_then_fail),
         T(test_sendfile_then_error_return), T(test_proxy_then_next),
-        T(test_failed_producer_is_quiet),
+        T(test_sendfile_then_send),         T(test_proxy_then_end),
+        T(test_proxy_on_error_answers),     T(test_failed_producer_is_quiet),
     };
 #undef T
     return cmocka_run_group_tests(tests, setup, teardown);
