@@ -128,7 +128,7 @@ for s in $SERVERS; do
     awk -v n="$reqs" -v d="$DURATION" -v sz="$size" -v c0="$c0" -v c1="$c1" \
       -v s="$s" -v f="$f" 'BEGIN { cpu = c1 - c0; mb = n * sz / 1048576;
         printf "%-15s %-5s %12.0f %10.1f %9.2f %14.1f\n", s, f, n / d,
-          mb / d, cpu, cpu > 0 ? mb / cpu : 0 }'
+          mb / d, cpu, (cpu > 0 ? mb / cpu : 0) }'
   done
   kill "$SPID" 2>/dev/null || true
   [ "$s" = nginx ] && kill "${pids[-1]}" 2>/dev/null || true
