@@ -1901,7 +1901,9 @@ static void sf_end(latch_conn *c, int status)
     latch_res *res = sf->res;
 
     c->sf = NULL;
-    if (c->sf_poll != NULL)
+    /* libuv's stop is an epoll_ctl(DEL) whether or not the watch is on:
+     * a body that never waited (most small files) makes no syscall. */
+    if (c->sf_poll != NULL && uv_is_active((uv_handle_t *)c->sf_poll))
         uv_poll_stop(c->sf_poll);
     if (!c->writing)
         s_unlink(c);
@@ -1967,24 +1969,30 @@ static void sf_run(latch_conn *c)
      * take more. A deadline that finds no byte moved since closes it. */
     if (moved || !c->on_slist)
         s_set(c);
-    if (uv_poll_start(c->sf_poll, UV_WRITABLE, on_sf_writable) < 0)
+    /* A watch still on (sf_run called from on_sf_writable) stays as it
+     * is: libuv's start is a DEL then an ADD even for the same events. */
+    if (!uv_is_active((uv_handle_t *)c->sf_poll) &&
+        uv_poll_start(c->sf_poll, UV_WRITABLE, on_sf_writable) < 0)
         conn_close(c);
 }
 
+/* The socket takes bytes again. The watch stays on while the body keeps
+ * the socket full (sf_run leaves it), so a long body costs one ADD and
+ * one DEL, not a pair per wait; it stops when nothing here is to run. */
 static void on_sf_writable(uv_poll_t *p, int status, int events)
 {
     latch_conn *c = p->data;
 
     (void)events;
-    uv_poll_stop(p);
-    if (c->sf == NULL || (c->flags & LATCH_CF_CLOSING))
-        return;
-    if (status < 0) {
-        conn_close(c);
+    if (c->sf == NULL || (c->flags & LATCH_CF_CLOSING) || status < 0 ||
+        c->writing || c->out.len > 0) {
+        if (!uv_is_closing((uv_handle_t *)p))
+            uv_poll_stop(p);
+        if (status < 0 && c->sf != NULL && !(c->flags & LATCH_CF_CLOSING))
+            conn_close(c);
+        /* else (writing, out) flush drives it once those bytes are out */
         return;
     }
-    if (c->writing || c->out.len > 0)
-        return; /* flush drives it once those bytes are out */
     sf_run(c);
 }
 

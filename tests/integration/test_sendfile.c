@@ -21,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -606,6 +608,66 @@ static void test_pipelined_order(void **state)
     assert_int_equal(atomic_load(&done_ok), 3);
 }
 
+/* epoll_ctl, as libuv calls it, counted: this program's definition is the
+ * one the dynamic linker binds libuv's calls to (the executable comes
+ * first), and it passes each call on to the kernel unchanged. */
+static atomic_int epoll_ctls, epoll_ctl_fails;
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    long r = syscall(SYS_epoll_ctl, epfd, op, fd, ev);
+
+    atomic_fetch_add(&epoll_ctls, 1);
+    if (r < 0)
+        atomic_fetch_add(&epoll_ctl_fails, 1);
+    return (int)r;
+}
+
+/* A file body by sendfile costs the loop no epoll_ctl of its own: none
+ * when the socket takes it at once, one watch for a body that waits
+ * however often it waits (libuv's uv_poll_stop is an EPOLL_CTL_DEL even
+ * on a watch that is off, and its start a DEL then an ADD). */
+static void test_sendfile_epoll_calls(void **state)
+{
+    char head[2048];
+    int fd, st, c0, f0;
+
+    (void)state;
+    reset_counts();
+    fd = connect_small(srv.port);
+    /* warm: the connection's writability watch is made with the first */
+    th_send_str(fd, "GET /f/one.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(read_head(fd, &st, head, sizeof(head)), 1);
+    assert_int_equal(read_body(fd, 1, 0, pat, 20000), 1);
+    /* the count is live: accepting the connection registered it */
+    assert_true(atomic_load(&epoll_ctls) > 0);
+    c0 = atomic_load(&epoll_ctls);
+    f0 = atomic_load(&epoll_ctl_fails);
+    for (int i = 0; i < 50; i++) {
+        th_send_str(fd, "GET /f/one.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_int_equal(read_head(fd, &st, head, sizeof(head)), 1);
+        assert_int_equal(st, 200);
+        assert_int_equal(read_body(fd, 1, 0, pat, 20000), 1);
+    }
+    assert_int_equal(atomic_load(&epoll_ctl_fails) - f0, 0);
+    assert_int_equal(atomic_load(&epoll_ctls) - c0, 0);
+    /* 3 MiB through a 64 KiB receive buffer: the body waits many times */
+    c0 = atomic_load(&epoll_ctls);
+    f0 = atomic_load(&epoll_ctl_fails);
+    th_send_str(fd, "GET /f/mid.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(read_head(fd, &st, head, sizeof(head)), (int64_t)(3 * MB));
+    assert_int_equal(read_body(fd, 3 * MB, 0, pat, 20000), 3 * MB);
+    wait_done(52);
+    /* a DEL of a watch that is off (ENOENT) at most once, at the start;
+     * one ADD and one DEL for the whole body */
+    fprintf(stderr, "epoll_ctl for the 3 MiB body: %d (%d failed)\n",
+            atomic_load(&epoll_ctls) - c0, atomic_load(&epoll_ctl_fails) - f0);
+    assert_true(atomic_load(&epoll_ctl_fails) - f0 <= 1);
+    assert_true(atomic_load(&epoll_ctls) - c0 >= 1);
+    assert_true(atomic_load(&epoll_ctls) - c0 <= 3);
+    close(fd);
+}
+
 /* LATCH_LIMIT_OUTPUT: a producer that ignores the 0 of latch_res_write
  * meets LATCH_ERR_LIMIT, the response is destroyed (truncated), reported
  * once, and done gets the error; the process did not grow past the cap
@@ -747,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_truncated_while_sent),
         cmocka_unit_test(test_deleted_while_sent),
         cmocka_unit_test(test_pipelined_order),
+        cmocka_unit_test(test_sendfile_epoll_calls),
         cmocka_unit_test(test_output_limit),
         cmocka_unit_test(test_send_timeout_file),
         cmocka_unit_test(test_done_once_shake),
