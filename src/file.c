@@ -421,7 +421,9 @@ static void open_work(uv_work_t *w)
         free(f->root);
         f->root = real;
     }
-    fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not hold this thread until a writer comes
+     * (it is refused below); O_NOCTTY: a terminal never becomes ours. */
+    fd = open(f->path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) {
         f->open_err = -errno;
         return;

@@ -4,11 +4,26 @@
  * precompressed siblings), with nginx's care about where a path may lead.
  *
  * The request path is cleaned by filemeta.c before anything touches the
- * disk (no "..", no encoded separators, no NUL); the file is then opened
- * off the loop under the root resolved once at registration, and the
- * opened descriptor's real path must lie under it, so a symlink cannot
- * lead out either. Sending is file.c's. Not here: directory listings
- * (tools/latch builds its own page on top of this).
+ * disk (no "..", no encoded separators, no NUL). The file is then opened
+ * relative to a descriptor of the root, taken once at registration, with
+ * openat2(2)'s RESOLVE_BENEATH: the kernel refuses every lookup that would
+ * leave the root, so a symlink cannot lead out. Most requests find every
+ * name in the kernel's dentry cache: RESOLVE_CACHED then opens on the
+ * loop without blocking, as nginx does (no thread-pool hop); a lookup
+ * that would have to read the disk answers EAGAIN, and the same open runs
+ * on the thread pool.
+ *
+ * The older way stays for what openat2 refuses or cannot do: on the
+ * thread pool, open by path, and the opened descriptor's real path must
+ * lie under the root (file.c reads /proc/self/fd). It decides the lookups
+ * RESOLVE_BENEATH refuses (EXDEV: a symlink leading out, or any absolute
+ * one; ELOOP: a magic link, or a loop), so that an absolute symlink
+ * within the root is served as it always was and one leading out is 403,
+ * and every open on a kernel without openat2 (before 5.6; RESOLVE_CACHED
+ * came with 5.12).
+ *
+ * Sending is file.c's. Not here: directory listings (tools/latch builds
+ * its own page on top of this), and no cache of descriptors or stats.
  */
 #include "file.h"
 #include "filemeta.h"
@@ -16,22 +31,31 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+/* Every file is opened so: a FIFO cannot block the open (it is refused
+ * after the fstat), a terminal never becomes the controlling one. */
+#define OPEN_FLAGS (O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
 
 typedef struct stat_cfg {
     char *prefix; /* "" for every path */
     size_t prefix_len;
     char *root;  /* resolved */
+    int root_fd; /* O_PATH of root: what openat2 resolves beneath */
     char *index; /* NULL: none */
     latch_static_opts opts;
 } stat_cfg;
 
-/* What the open job found. */
-enum { F_FILE, F_MISS, F_REDIRECT, F_ERROR };
+/* What finding the file gave. F_AGAIN (on the loop only): a lookup would
+ * have blocked, or the loop cannot open here: ask the thread pool. */
+enum { F_FILE, F_MISS, F_REDIRECT, F_ERROR, F_AGAIN };
 
 typedef struct stat_job {
     uv_work_t work;
@@ -44,18 +68,89 @@ typedef struct stat_job {
     int outcome, err, fd;
     struct stat st;
     const char *encoding;
-    char rel[PATH_MAX];
-    char path[PATH_MAX]; /* the file opened */
+    char rel[PATH_MAX];  /* the cleaned request path, relative to root */
+    char path[PATH_MAX]; /* the file opened, relative to root */
 } stat_job;
 
-/* Opens path if it is a regular file under root: the fd, or a negative
- * code (UV_EISDIR for a directory). */
-static int open_in(const stat_cfg *cfg, const char *path, struct stat *st)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+/* What this kernel's openat2 can do, learnt from its first refusal and
+ * kept for the process: O2_ALL; O2_NO_CACHED (RESOLVE_CACHED unknown:
+ * every open on the thread pool); O2_NONE (no openat2: the checked open
+ * by path). Tests set it to run the older kernels' paths. */
+enum { O2_ALL = 0, O2_NO_CACHED = 1, O2_NONE = 2 };
+atomic_int latch__static_openat2;
 
+/* Tests only: when set, called before each openat2 with the path and
+ * whether it is the loop's cached try; a nonzero return is taken as the
+ * syscall's errno (EAGAIN: "not in the dentry cache"), without the call. */
+int (*latch__static_open_hook)(const char *rel, bool cached);
+
+/* openat2 of rel beneath the root: the descriptor, or a negative code.
+ * UV_EAGAIN (cached only): a lookup would block, or the loop cannot
+ * decide: the thread pool's turn. UV_ENOSYS (off the loop only): open by
+ * path and check where it lies (no openat2 here, or it refused a symlink
+ * that leaves the root, is absolute, is magic, or loops). */
+static int open_beneath(const stat_cfg *cfg, const char *rel, bool cached)
+{
+    struct open_how how;
+    int fd, e, tries = 0;
+
+    if (atomic_load_explicit(&latch__static_openat2, memory_order_relaxed) >
+        (cached ? O2_ALL : O2_NO_CACHED))
+        return cached ? UV_EAGAIN : UV_ENOSYS;
+    memset(&how, 0, sizeof(how));
+    how.flags = OPEN_FLAGS;
+    how.resolve =
+        RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | (cached ? RESOLVE_CACHED : 0);
+    /* Off the loop, EAGAIN is openat2's "a rename raced the lookup", to
+     * be retried; on it, "not in the cache": the pool's turn. */
+    do {
+        e = latch__static_open_hook != NULL
+                ? latch__static_open_hook(rel, cached)
+                : 0;
+        if (e == 0) {
+            fd = (int)syscall(SYS_openat2, cfg->root_fd,
+                              rel[0] != '\0' ? rel : ".", &how, sizeof(how));
+            if (fd >= 0)
+                return fd;
+            e = errno;
+        }
+    } while ((e == EINTR || (e == EAGAIN && !cached)) && ++tries < 4);
+    switch (e) {
+    case ENOSYS: /* before 5.6, or a seccomp filter that does not know it */
+        atomic_store(&latch__static_openat2, O2_NONE);
+        return cached ? UV_EAGAIN : UV_ENOSYS;
+    case EINVAL: /* a flag this kernel does not know: RESOLVE_CACHED */
+        atomic_store(&latch__static_openat2, cached ? O2_NO_CACHED : O2_NONE);
+        return cached ? UV_EAGAIN : UV_ENOSYS;
+    case EXDEV:
+    case ELOOP: return cached ? UV_EAGAIN : UV_ENOSYS;
+    default: return -e;
+    }
+}
+
+/* Opens rel (relative to root) if it is a regular file under root: the
+ * descriptor, or a negative code: UV_EISDIR for a directory, UV_EAGAIN
+ * when `cached` and the loop cannot open it without blocking. */
+static int open_in(const stat_cfg *cfg, const char *rel, bool cached,
+                   struct stat *st)
+{
+    char p[PATH_MAX];
+    bool by_path = false;
+    int fd, r;
+
+    fd = open_beneath(cfg, rel, cached);
+    if (fd == UV_ENOSYS) {
+        /* By path, and where it lies is checked below. */
+        by_path = true;
+        if ((size_t)snprintf(p, sizeof(p), "%s/%s", cfg->root, rel) >=
+            sizeof(p))
+            return UV_ENAMETOOLONG;
+        fd = open(p, OPEN_FLAGS);
+        if (fd < 0)
+            return -errno;
+    }
     if (fd < 0)
-        return -errno;
+        return fd;
     if (fstat(fd, st) < 0) {
         r = -errno;
         close(fd);
@@ -65,8 +160,10 @@ static int open_in(const stat_cfg *cfg, const char *path, struct stat *st)
         r = UV_EISDIR;
     else if (!S_ISREG(st->st_mode))
         r = UV_ENOENT; /* a FIFO or a device is not a file to serve */
+    else if (by_path)
+        r = latch__fd_within(fd, cfg->root); /* the kernel did not check */
     else
-        r = latch__fd_within(fd, cfg->root);
+        r = 0;
     if (r < 0) {
         close(fd);
         return r;
@@ -74,21 +171,27 @@ static int open_in(const stat_cfg *cfg, const char *path, struct stat *st)
     return fd;
 }
 
-/* A precompressed sibling (path.ext), when it is a file under root. */
-static bool take_sibling(stat_job *j, const char *ext, const char *encoding)
+/* A precompressed sibling (path.ext), when it is a file under root.
+ * UV_EAGAIN: the loop cannot tell (cached); 0 or 1: taken or not. */
+static int take_sibling(stat_job *j, const char *ext, const char *encoding,
+                        bool cached)
 {
     char p[PATH_MAX + 8];
     struct stat st;
     int fd;
 
-    if ((size_t)snprintf(p, sizeof(p), "%s.%s", j->path, ext) >= sizeof(p) ||
-        (fd = open_in(j->cfg, p, &st)) < 0)
-        return false;
+    if ((size_t)snprintf(p, sizeof(p), "%s.%s", j->path, ext) >= sizeof(p))
+        return 0;
+    fd = open_in(j->cfg, p, cached, &st);
+    if (fd == UV_EAGAIN && cached)
+        return UV_EAGAIN;
+    if (fd < 0)
+        return 0;
     close(j->fd);
     j->fd = fd;
     j->st = st;
     j->encoding = encoding;
-    return true;
+    return 1;
 }
 
 static int miss_or_error(int err)
@@ -99,38 +202,44 @@ static int miss_or_error(int err)
                : F_ERROR;
 }
 
-/* The thread pool: find the file the cleaned path names. */
-static void stat_work(uv_work_t *w)
+/* Finds the file the cleaned path names: sets j->outcome (and j->fd,
+ * j->st, j->encoding for F_FILE; j->err for F_ERROR). `cached`: on the
+ * loop, where any lookup that would block gives F_AGAIN, nothing open. */
+static void find(stat_job *j, bool cached)
 {
-    stat_job *j = LATCH_CONTAINER_OF(w, stat_job, work);
     const stat_cfg *cfg = j->cfg;
     size_t n;
-    int fd;
+    int fd, r;
 
     j->fd = -1;
-    n = (size_t)snprintf(j->path, sizeof(j->path), "%s%s%s", cfg->root,
-                         j->rel[0] != '\0' ? "/" : "", j->rel);
+    j->encoding = NULL;
+    n = (size_t)snprintf(j->path, sizeof(j->path), "%s", j->rel);
     if (n >= sizeof(j->path) - 16) {
         j->outcome = F_MISS;
         return;
     }
-    fd = open_in(cfg, j->path, &j->st);
+    fd = open_in(cfg, j->path, cached, &j->st);
     if (fd == UV_EISDIR) {
         if (!j->slash) {
             j->outcome = cfg->opts.no_redirect_dirs ? F_MISS : F_REDIRECT;
             return;
         }
         if (cfg->index == NULL ||
-            (size_t)snprintf(j->path + n, sizeof(j->path) - n, "/%s",
+            (size_t)snprintf(j->path + n, sizeof(j->path) - n, "%s%s",
+                             n > 0 ? "/" : "",
                              cfg->index) >= sizeof(j->path) - n - 8) {
             j->outcome = F_MISS;
             return;
         }
-        fd = open_in(cfg, j->path, &j->st);
+        fd = open_in(cfg, j->path, cached, &j->st);
     } else if (fd >= 0 && j->slash) {
         /* "file.txt/" names a directory that is not there */
         close(fd);
         j->outcome = F_MISS;
+        return;
+    }
+    if (fd == UV_EAGAIN && cached) {
+        j->outcome = F_AGAIN;
         return;
     }
     if (fd < 0) {
@@ -139,10 +248,23 @@ static void stat_work(uv_work_t *w)
         return;
     }
     j->fd = fd;
-    j->encoding = NULL;
-    if (!(j->br && take_sibling(j, "br", "br")) && j->gz)
-        take_sibling(j, "gz", "gzip");
+    r = j->br ? take_sibling(j, "br", "br", cached) : 0;
+    if (r == 0 && j->gz)
+        r = take_sibling(j, "gz", "gzip", cached);
+    if (r == UV_EAGAIN) {
+        close(j->fd);
+        j->fd = -1;
+        j->encoding = NULL;
+        j->outcome = F_AGAIN;
+        return;
+    }
     j->outcome = F_FILE;
+}
+
+/* The thread pool: the same search, lookups that may block allowed. */
+static void stat_work(uv_work_t *w)
+{
+    find(LATCH_CONTAINER_OF(w, stat_job, work), false);
 }
 
 /* The Location of /dir -> /dir/: the path as sent plus '/', its query
@@ -166,23 +288,17 @@ static void redirect_dir(latch_res *res, const char *url)
     latch_res_redirect(res, 301, loc);
 }
 
-static void stat_done(uv_work_t *w, int status)
+/* The file found (or not) becomes the answer: a sent file, a redirect,
+ * the next handler (LATCH_NEXT) or an error through the error handlers.
+ * `h` is the handler's handle of the response, `res` latch's pointer.
+ * Returns what the handler returns when it answers at once. */
+static int answer(stat_job *j, latch_req *req, latch_res *h, latch_res *res)
 {
-    stat_job *j = LATCH_CONTAINER_OF(w, stat_job, work);
-    latch_res *res = j->res;
-    latch_res *h = latch_req_res(j->req);
     const stat_cfg *cfg = j->cfg;
     latch_file_opts fo;
 
-    if (status < 0 && j->outcome == F_FILE) {
-        j->outcome = F_ERROR;
-        j->err = status;
-    }
-    if (res->detached || res->state != LATCH_RS_FRESH) {
-        /* The client left or the request timed out meanwhile. */
-        if (j->fd >= 0)
-            close(j->fd);
-    } else if (j->outcome == F_FILE) {
+    switch (j->outcome) {
+    case F_FILE:
         memset(&fo, 0, sizeof(fo));
         fo.max_age_ms = cfg->opts.max_age_ms;
         if (cfg->opts.precompressed)
@@ -190,16 +306,36 @@ static void stat_done(uv_work_t *w, int status)
         /* j->path is the file's own name, also for a sibling: its type */
         latch__file_send(res, j->fd, &j->st, j->path, j->encoding, &fo, NULL,
                          NULL, "latch_static", latch__no_site);
-    } else if (j->outcome == F_REDIRECT) {
-        redirect_dir(h, latch_req_url(j->req));
-    } else if (j->outcome == F_MISS && !cfg->opts.no_fallthrough) {
+        j->fd = -1; /* file.c's now */
+        return LATCH_DONE;
+    case F_REDIRECT: redirect_dir(h, latch_req_url(req)); return LATCH_DONE;
+    case F_MISS:
+        if (!cfg->opts.no_fallthrough)
+            return LATCH_NEXT;
+        return latch_fail(req, 404, NULL);
+    default:
+        return latch_fail(
+            req, j->err == UV_EACCES || j->err == UV_EPERM ? 403 : 500, NULL);
+    }
+}
+
+static void stat_done(uv_work_t *w, int status)
+{
+    stat_job *j = LATCH_CONTAINER_OF(w, stat_job, work);
+    latch_res *res = j->res;
+
+    if (status < 0 && j->outcome == F_FILE) {
+        close(j->fd);
+        j->fd = -1;
+        j->outcome = F_ERROR;
+        j->err = status;
+    }
+    if (res->detached || res->state != LATCH_RS_FRESH) {
+        /* The client left or the request timed out meanwhile. */
+        if (j->fd >= 0)
+            close(j->fd);
+    } else if (answer(j, j->req, latch_req_res(j->req), res) == LATCH_NEXT) {
         latch_next(j->req);
-    } else {
-        latch_fail(j->req,
-                   j->outcome == F_MISS                        ? 404
-                   : j->err == UV_EACCES || j->err == UV_EPERM ? 403
-                                                               : 500,
-                   NULL);
     }
     latch__res_unref(res);
     free(j);
@@ -218,7 +354,7 @@ static int static_handler(latch_req *req, latch_res *res, void *data)
     const char *url = latch_req_url(req), *method = latch_req_method(req);
     const char *q, *ae;
     latch_res *r;
-    stat_job *j;
+    stat_job *j, job;
     unsigned flags;
     size_t n;
     int rc;
@@ -238,11 +374,10 @@ static int static_handler(latch_req *req, latch_res *res, void *data)
         return LATCH_NEXT;
     url += cfg->prefix_len;
     n -= cfg->prefix_len;
-    if ((j = calloc(1, sizeof(*j))) == NULL)
-        return latch_fail(req, 500, NULL);
+    /* On the stack: most requests are answered before this returns. */
+    j = &job;
     rc = latch__path_clean(url, n, j->rel, sizeof(j->rel), &flags);
     if (rc < 0) {
-        free(j);
         if (rc == UV_ENAMETOOLONG)
             return cfg->opts.no_fallthrough ? latch_fail(req, 404, NULL)
                                             : LATCH_NEXT;
@@ -250,7 +385,6 @@ static int static_handler(latch_req *req, latch_res *res, void *data)
     }
     if ((flags & LATCH_PATH_DOT) &&
         cfg->opts.dotfiles != LATCH_DOTFILES_ALLOW) {
-        free(j);
         if (cfg->opts.dotfiles == LATCH_DOTFILES_DENY)
             return latch_fail(req, 403, NULL);
         return cfg->opts.no_fallthrough ? latch_fail(req, 404, NULL)
@@ -259,16 +393,24 @@ static int static_handler(latch_req *req, latch_res *res, void *data)
     j->slash = (flags & LATCH_PATH_DIR) != 0;
     j->cfg = cfg;
     j->req = req;
+    j->br = j->gz = false;
+    j->err = 0;
     if (cfg->opts.precompressed) {
         ae = latch_req_header(req, "Accept-Encoding");
         j->br = accepts(ae, "br");
         j->gz = accepts(ae, "gzip");
     }
     r = latch__res_in(res, "latch_static", &latch__no_site);
-    if (r == NULL) {
-        free(j);
+    if (r == NULL)
         return LATCH_DONE;
-    }
+    /* On the loop when every name is in the dentry cache (no blocking),
+     * else the same search on the thread pool. */
+    find(j, true);
+    if (j->outcome != F_AGAIN)
+        return answer(j, req, res, r);
+    if ((j = malloc(sizeof(*j))) == NULL)
+        return latch_fail(req, 500, NULL);
+    memcpy(j, &job, sizeof(*j));
     j->res = r;
     latch__res_ref(r);
     rc = uv_queue_work(&r->w->loop, &j->work, stat_work, stat_done);
@@ -284,6 +426,8 @@ static void cfg_free(stat_cfg *c)
 {
     if (c == NULL)
         return;
+    if (c->root_fd >= 0)
+        close(c->root_fd);
     free(c->prefix);
     free(c->root);
     free(c->index);
@@ -310,6 +454,7 @@ int latch_static(latch_app *app, const char *prefix, const char *root,
         return LATCH_ERR_STATE;
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return LATCH_ERR_NOMEM;
+    c->root_fd = -1;
     if (opts != NULL)
         c->opts = *opts;
     if (prefix == NULL || strcmp(prefix, "/") == 0)
@@ -333,6 +478,14 @@ int latch_static(latch_app *app, const char *prefix, const char *root,
     if (c->root == NULL || stat(c->root, &st) < 0 || !S_ISDIR(st.st_mode)) {
         cfg_free(c);
         return LATCH_ERR_INVALID_ARG;
+    }
+    /* Held until the app is freed (cfg_free): what openat2 resolves
+     * beneath. */
+    c->root_fd = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (c->root_fd < 0) {
+        r = -errno;
+        cfg_free(c);
+        return r == UV_EMFILE || r == UV_ENFILE ? r : LATCH_ERR_INVALID_ARG;
     }
     /* The app frees it with its layers (also when latch_use fails). */
     if ((r = latch__app_keep(app, c, cfg_free_v)) < 0)

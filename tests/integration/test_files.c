@@ -234,6 +234,24 @@ static void make_tree(void)
     assert_int_equal(symlink("../outside.txt", p), 0);
     snprintf(p, sizeof(p), "%s/root/inside-link.html", dir);
     assert_int_equal(symlink("page.html", p), 0);
+    /* absolute symlinks: one within root (served, as it always was), one
+     * out of it (403); a loop (a miss); a FIFO (a miss, and no open may
+     * wait for a writer) */
+    {
+        char t[600];
+        snprintf(p, sizeof(p), "%s/root/abs-link.html", dir);
+        snprintf(t, sizeof(t), "%s/root/page.html", dir);
+        assert_int_equal(symlink(t, p), 0);
+        snprintf(p, sizeof(p), "%s/root/abs-escape.txt", dir);
+        snprintf(t, sizeof(t), "%s/outside.txt", dir);
+        assert_int_equal(symlink(t, p), 0);
+    }
+    snprintf(p, sizeof(p), "%s/root/loop-a", dir);
+    assert_int_equal(symlink("loop-b", p), 0);
+    snprintf(p, sizeof(p), "%s/root/loop-b", dir);
+    assert_int_equal(symlink("loop-a", p), 0);
+    snprintf(p, sizeof(p), "%s/root/pipe.fifo", dir);
+    assert_int_equal(mkfifo(p, 0644), 0);
 }
 
 static void rm_tree(const char *d)
@@ -572,6 +590,11 @@ static void test_static_paths(void **state)
     expect_status("/f/..%2foutside.txt", 403);
     /* a symlink inside root is fine */
     expect_status("/s/inside-link.html", 200);
+    /* a FIFO is no file, and opening it must not wait for a writer */
+    expect_status("/f/pipe.fifo", 404);
+    r = raw_get("/s/pipe.fifo", &len);
+    assert_non_null(strstr(r, "next handler"));
+    free(r);
     /* dotfiles ignored: falls through to the next handler */
     r = raw_get("/s/.secret", &len);
     assert_non_null(strstr(r, "next handler"));
@@ -601,6 +624,136 @@ static void test_static_paths(void **state)
     free(r);
     wait_done(1);
     assert_int_equal(atomic_load(&done_last_status), UV_ENOENT);
+}
+
+/* ---- the open on the loop -------------------------------------------- */
+
+/* static.c's test hooks (not in latch.h): called before each openat2 of
+ * latch_static with the path and whether it is the loop's cached try; a
+ * nonzero return is taken as the syscall's errno. And what openat2 can do
+ * on this kernel, as static.c learnt it (0 all, 1 no RESOLVE_CACHED, 2 no
+ * openat2). */
+extern int (*latch__static_open_hook)(const char *rel, bool cached);
+extern atomic_int latch__static_openat2;
+
+static atomic_int hook_cached, hook_pool;         /* calls seen */
+static atomic_int hook_err_cached, hook_err_pool; /* errno to answer */
+static char hook_only[64]; /* only for this path ("": every path) */
+
+static int open_hook(const char *rel, bool cached)
+{
+    atomic_fetch_add(cached ? &hook_cached : &hook_pool, 1);
+    if (hook_only[0] != '\0' && strcmp(rel, hook_only) != 0)
+        return 0;
+    return atomic_load(cached ? &hook_err_cached : &hook_err_pool);
+}
+
+static void hook_set(int err_cached, int err_pool, const char *only)
+{
+    atomic_store(&hook_cached, 0);
+    atomic_store(&hook_pool, 0);
+    atomic_store(&hook_err_cached, err_cached);
+    atomic_store(&hook_err_pool, err_pool);
+    snprintf(hook_only, sizeof(hook_only), "%s", only != NULL ? only : "");
+}
+
+/* A GET through libcurl: the status, and the body must be `file`'s. */
+static void expect_file(const char *path, const char *file)
+{
+    size_t n;
+    char *want = read_file(file, &n);
+    sink b, h;
+
+    assert_int_equal(get(path, NULL, false, &b, &h), 200);
+    assert_int_equal(b.len, n);
+    assert_memory_equal(b.data, want, n);
+    free_sinks(&b, &h);
+    free(want);
+}
+
+/* Every path shape of the tree, answered the same way whichever way the
+ * file was opened. */
+static void expect_tree_answers(void)
+{
+    size_t len;
+    char *r;
+
+    expect_file("/s/page.html", "root/page.html");
+    expect_file("/s/inside-link.html", "root/page.html");
+    expect_file("/s/abs-link.html", "root/page.html");
+    expect_file("/s/sub/", "root/sub/index.html");
+    expect_status("/s/escape.txt", 403);
+    expect_status("/s/abs-escape.txt", 403);
+    r = raw_get("/s/loop-a", &len);
+    assert_non_null(strstr(r, "next handler"));
+    free(r);
+    r = raw_get("/s/pipe.fifo", &len);
+    assert_non_null(strstr(r, "next handler"));
+    free(r);
+    r = raw_get("/s/nope-never-there.txt", &len);
+    assert_non_null(strstr(r, "next handler"));
+    free(r);
+}
+
+static void test_open_on_loop(void **state)
+{
+    (void)state;
+    hook_set(0, 0, NULL);
+    latch__static_open_hook = open_hook;
+    expect_tree_answers(); /* warms the dentry cache */
+
+    /* A file whose names are all cached is opened on the loop, and a
+     * symlink out of root is refused there: without RESOLVE_BENEATH this
+     * open would succeed, and nothing else on the loop checks where the
+     * file lies. */
+    hook_set(0, 0, NULL);
+    expect_file("/s/page.html", "root/page.html");
+    expect_file("/s/inside-link.html", "root/page.html");
+    assert_int_equal(atomic_load(&hook_pool), 0);
+    assert_true(atomic_load(&hook_cached) >= 2);
+    hook_set(0, 0, NULL);
+    expect_status("/s/escape.txt", 403);
+    assert_true(atomic_load(&hook_cached) >= 1);
+
+    /* Not in the cache (EAGAIN on the loop): the thread pool opens it. */
+    hook_set(EAGAIN, 0, NULL);
+    expect_tree_answers();
+    assert_true(atomic_load(&hook_pool) >= 1);
+    /* Only the precompressed sibling uncached: still the sibling. */
+    {
+        static const char *const gz[] = {"Accept-Encoding: gzip", NULL};
+        sink b, h;
+
+        hook_set(EAGAIN, 0, "data.json.gz");
+        assert_int_equal(get("/s/data.json", gz, false, &b, &h), 200);
+        assert_int_equal(b.len, 20);
+        expect_header(&h, "Content-Encoding", "gzip");
+        free_sinks(&b, &h);
+        assert_true(atomic_load(&hook_pool) >= 1);
+    }
+
+    /* A kernel without RESOLVE_CACHED (EINVAL): no more tries on the loop,
+     * every open on the thread pool. */
+    hook_set(EINVAL, 0, NULL);
+    expect_file("/s/page.html", "root/page.html");
+    assert_int_equal(atomic_load(&latch__static_openat2), 1);
+    hook_set(0, 0, NULL);
+    expect_tree_answers();
+    assert_int_equal(atomic_load(&hook_cached), 0);
+    assert_true(atomic_load(&hook_pool) >= 1);
+
+    /* A kernel without openat2 (ENOSYS): by path, checked by where the
+     * descriptor lies; the same answers. */
+    atomic_store(&latch__static_openat2, 0);
+    hook_set(ENOSYS, ENOSYS, NULL);
+    expect_file("/s/page.html", "root/page.html");
+    assert_int_equal(atomic_load(&latch__static_openat2), 2);
+    hook_set(0, 0, NULL);
+    expect_tree_answers();
+    assert_int_equal(atomic_load(&hook_cached) + atomic_load(&hook_pool), 0);
+
+    latch__static_open_hook = NULL;
+    atomic_store(&latch__static_openat2, 0);
 }
 
 static void test_precompressed(void **state)
@@ -716,6 +869,7 @@ int main(void)
         cmocka_unit_test(test_conditionals),
         cmocka_unit_test(test_static_paths),
         cmocka_unit_test(test_precompressed),
+        cmocka_unit_test(test_open_on_loop),
         cmocka_unit_test(test_pipe_generated),
         cmocka_unit_test(test_pipe_fail),
         cmocka_unit_test(test_client_leaves),
