@@ -10,6 +10,9 @@
 #
 #   bench/files.sh                      all servers, DURATION=10 s each
 #   SERVERS="latch nginx" DURATION=3 bench/files.sh
+#   LATCH_B=/tmp/latch-main SERVERS="latch-b latch nginx" bench/files.sh
+#                                       a second latch build (latch-b) in
+#                                       the same run: before/after a change
 #
 # Needs: build/latch (make build), nginx, node + bench/node/node_modules
 # (npm ci in bench/node; the script runs it when missing), wrk, taskset.
@@ -79,6 +82,9 @@ start() { # name port -> sets SPID (the process serving)
   local name=$1 p=$2
   case $name in
     latch) taskset -c "$SERVER_CPU" "$LATCH_BIN" serve "$work/www" \
+      --port "$p" --workers 1 >"$work/$name.log" 2>&1 & ;;
+    latch-b) [ -x "${LATCH_B:-}" ] || die "latch-b needs LATCH_B=binary"
+      taskset -c "$SERVER_CPU" "$LATCH_B" serve "$work/www" \
       --port "$p" --workers 1 >"$work/$name.log" 2>&1 & ;;
     nginx) sed "s/PORT/$p/" "$work/nginx/nginx.conf" >"$work/nginx/$p.conf"
       taskset -c "$SERVER_CPU" nginx -p "$work/nginx" \
