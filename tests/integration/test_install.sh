@@ -33,6 +33,11 @@ fail() { echo "test_install: FAIL: $*" >&2; exit 1; }
 # response and a clean SIGTERM exit.
 run_hello() {
   local bin=$1 out=$tmp/out err=$tmp/err port= i body rc
+  # Emptied here, not only by the redirections below: those run in the
+  # background child, and the loop could read the previous program's port
+  # before the child truncated the file.
+  : >"$out"
+  : >"$err"
   if [ $# -gt 1 ]; then
     LD_LIBRARY_PATH=$2 "$bin" 0 >"$out" 2>"$err" &
   else
