@@ -35,6 +35,10 @@ fail() {
 start() {
   local name=$1
   shift
+  # Made (and emptied) here: the redirections below run in the background
+  # child, and the loop could read before they did (sed: no such file).
+  : >"$tmp/$name.out"
+  : >"$tmp/$name.err"
   "$bin" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   pid=$!
   port=
