@@ -356,6 +356,8 @@ static bool moved_after_claim(latch_res *res, const char *call, const char *msg,
 {
     const latch_seal *claim;
 
+    if (res->attach == NULL) /* nothing attached: the common case */
+        return false;
     if (res->state != LATCH_RS_FRESH || res->detached ||
         res->cancel_reason != LATCH_CANCEL_NONE)
         return false;
