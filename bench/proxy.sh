@@ -7,11 +7,12 @@
 # (bench/node/proxy.js), all in front of the same upstream: latch_bench's
 # GET /plaintext (bench/apps/latch_bench.c, one worker). Two more latch rows
 # when named in SERVERS: latch-serial (LATCH_LIMIT_PIPELINE 1: a client
-# connection's pipelined requests proxied one at a time, as nginx does) and
-# latch-pool1k (1024 idle upstream connections kept): latch dispatches up
-# to 64 pipelined requests of a connection at once, each on an upstream
-# connection of its own, so with the pool at 64 a deep pipeline makes
-# upstream connections churn.
+# connection's pipelined requests read one at a time, as nginx does) and
+# latch-pool1k (1024 idle upstream connections kept). latch dispatches up
+# to 64 pipelined requests of a connection at once, but a proxied one goes
+# upstream only once the response before it ended, on the connection that
+# one gave back: a client connection holds one upstream connection at a
+# time, as with nginx.
 #
 # One worker (process) each, the proxy pinned to PROXY_CPU, the upstream to
 # UPSTREAM_CPU, wrk (-t1, CONNS connections) to CLIENT_CPU; on a 2-core
@@ -39,13 +40,17 @@
 #   bench/proxy.sh                                  all, DURATION=10 s
 #   SERVERS="latch nginx" DURATION=5 bench/proxy.sh
 #   IDLE=0 bench/proxy.sh                           no memory measure
+#   LATCH_B=/tmp/base/build-bench/proxy_bench bench/proxy.sh
+#       another build's proxy_bench too, as "latchB" (same options as the
+#       latch row), in the same run: before/after a change under one load
 #
 # Needs: nginx, node + bench/node/node_modules (npm ci in bench/node; run
 # here when missing), wrk, taskset, curl, cc, cmake.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-SERVERS=${SERVERS:-latch latch-serial latch-pool1k nginx http-proxy fastify-proxy}
+LATCH_B=${LATCH_B:-}
+SERVERS=${SERVERS:-latch ${LATCH_B:+latchB }latch-serial latch-pool1k nginx http-proxy fastify-proxy}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 PIPELINE=${PIPELINE:-16}
@@ -137,6 +142,9 @@ start() {
   local name=$1 p=$2 up=$3 keep=${4:-64}
   case $name in
     latch) taskset -c "$PROXY_CPU" build-bench/proxy_bench -p "$p" -M \
+      -u "http://127.0.0.1:$up" -m "$keep" >"$work/$name.log" 2>&1 & ;;
+    latchB) [ -x "$LATCH_B" ] || die "LATCH_B ($LATCH_B) is not an executable"
+      taskset -c "$PROXY_CPU" "$LATCH_B" -p "$p" \
       -u "http://127.0.0.1:$up" -m "$keep" >"$work/$name.log" 2>&1 & ;;
     latch-serial) taskset -c "$PROXY_CPU" build-bench/proxy_bench -p "$p" \
       -u "http://127.0.0.1:$up" -m "$keep" -P 1 >"$work/$name.log" 2>&1 & ;;

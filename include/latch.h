@@ -1382,6 +1382,11 @@ typedef struct latch_proxy_opts {
  * by latch; a refused answer is a 502 and nothing of it is forwarded. The
  * body comes back with backpressure (a slow client slows the upstream
  * read). Upstream connections are kept alive per worker and upstream.
+ * A request pipelined behind others on its client connection goes
+ * upstream once the response before it ended (its answer could not be
+ * sent earlier anyway), on the connection that one gave back to the
+ * pool, as nginx does; the response timeout runs from then. A client
+ * that leaves first releases it unsent. Never pipelined upstream.
  *
  * Endings, each exactly once: a failure before the response headers
  * calls opts->on_error (see above), then the error handlers answer 502,

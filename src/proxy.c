@@ -2,10 +2,14 @@
  * proxy.c - the reverse proxy engine: latch_proxy and latch_use_proxy.
  *
  * One proxied exchange is a pipe on the client's response (stream.c) fed
- * by one upstream call (upstream.c). The pipe gives the endings: its pull
- * resumes the upstream read that a full client output paused, its done
- * (exactly once: finished, client gone, timeout, shutdown, failure) is the
- * moment the upstream call is given up if it still runs, and
+ * by one upstream call (upstream.c). The pipe gives the moments: its
+ * first pull, once every earlier response of the client connection
+ * ended, starts the call (so a pipelined client's requests go upstream
+ * one after the other over one pooled connection, as nginx sends them);
+ * later pulls resume the upstream read that a full client output paused;
+ * its done (exactly once: finished, client gone, timeout, shutdown,
+ * failure) is the moment the upstream call is given up if it still runs
+ * (or the request that never went is dropped), and
  * latch_res_pipe_fail answers a failure before the headers through the
  * error handlers (502, 504) or truncates the response after them. The
  * call's own done says how the upstream side ended.
@@ -40,12 +44,15 @@ typedef struct latch_pxy {
     latch_upstream own; /* parsed by latch_proxy itself (else unused) */
     const latch_upstream *u;
     latch_proxy_opts opts;
-    latch_ucall *call;    /* NULL once the call is over */
+    latch_ucall *call; /* NULL once the call is over */
+    char *req;         /* the request built, until its call starts */
+    size_t req_len;
     latch_site at;        /* latch_proxy's caller: failures are sealed here */
     uint16_t frame;       /* the handler call that proxied */
     int busy;             /* inside a callback that may end the pipe */
     bool over;            /* the pipe's done ran: free when not busy */
     bool paused;          /* the upstream read waits for a pull */
+    bool waiting;         /* the call starts at the pipe's first pull */
     bool headed;          /* the upstream's head is set on the response */
     bool streamed;        /* the request body streams (its sink is p) */
     bool chunked;         /* ... framed by latch as chunked upstream */
@@ -389,6 +396,7 @@ static void count(latch_pxy *p, int outcome)
 
 static void pxy_free(latch_pxy *p)
 {
+    free(p->req); /* never started: the client left first */
     latch__upstream_dispose(&p->own);
     free(p);
 }
@@ -608,12 +616,62 @@ static void sink_end(latch_body_sink *self, int status)
     p->call = NULL;
 }
 
-/* The client's output drained: read on. */
+/*
+ * The request goes upstream now: the pipe's first pull, which comes once
+ * every earlier response of the client connection ended (only then may
+ * this one write). A pipelined client's requests therefore go upstream
+ * one at a time, each on the connection the one before it just gave
+ * back to the pool (nginx's way), never one upstream connection each at
+ * once; and the response timeout runs from here, not from the dispatch.
+ */
+static void call_start(latch_pxy *p)
+{
+    latch_res *res = p->res;
+    latch_uopts uo;
+    char *req = p->req;
+    int r;
+
+    p->waiting = false;
+    p->req = NULL; /* the call owns it, also on failure */
+    uo.connect_ms = p->opts.connect_timeout_ms;
+    uo.response_ms = p->opts.response_timeout_ms;
+    uo.idle_ms = p->opts.idle_timeout_ms;
+    uo.max_idle = p->opts.max_idle_per_upstream;
+    r = latch__ucall_start(res->w, p->u, &uo, req, p->req_len, p->streamed,
+                           idempotent(res->req.method), res->req.is_head,
+                           &up_ops, p, &p->call);
+    if (r < 0) {
+        /* The pipe ends through its own done. */
+        p->call = NULL;
+        count(p, LATCH_UP_ERROR);
+        latch_res_pipe_fail_at(res, r, p->at);
+        return;
+    }
+    /* The body goes on as it arrives (from the loop, not from here);
+     * until now the connection read none of it (no sink). */
+    p->sink.data = sink_data;
+    p->sink.end = sink_end;
+    if (p->streamed && latch__res_body_sink(res, &p->sink) < 0) {
+        p->streamed = false;
+        latch__ucall_abort(p->call);
+        p->call = NULL;
+        latch_res_pipe_fail_at(res, LATCH_ERR_STATE, p->at);
+    }
+}
+
+/* The response may write: the first time, the call starts; later, the
+ * client's output drained: the upstream read goes on. */
 static void pipe_pull(latch_res *res, void *data)
 {
     latch_pxy *p = data;
 
     (void)res;
+    if (p->waiting) {
+        p->busy++;
+        call_start(p);
+        pxy_leave(p);
+        return;
+    }
     if (!p->paused || p->call == NULL)
         return;
     p->paused = false;
@@ -647,10 +705,14 @@ static int refuse(latch_res *res, int code, const char *msg, latch_site at)
     return code;
 }
 
-/* Starts one exchange; `p` is filled but for res/frame; freed on error. */
+/*
+ * Starts one exchange; `p` is filled but for res/frame; freed on error.
+ * The request is built now (its errors are the caller's); it goes
+ * upstream at the pipe's first pull (call_start). A response that ends
+ * before (the client left, a request timeout) frees it unsent: pipe_done.
+ */
 static int proxy_start(latch_res *res, uint16_t hf, latch_pxy *p, latch_site at)
 {
-    latch_uopts uo;
     latch_buf reqb = {0};
     int r;
 
@@ -674,36 +736,15 @@ static int proxy_start(latch_res *res, uint16_t hf, latch_pxy *p, latch_site at)
                                              at)
                                     : r;
     }
+    p->req = reqb.data;
+    p->req_len = reqb.len;
+    p->waiting = true;
     if ((r = latch__res_pipe_named(res, pipe_pull, pipe_done, p, "latch_proxy",
                                    at)) < 0) {
-        latch__buf_dispose(&reqb);
         pxy_free(p);
         return r;
     }
     latch__pipe_make_sole(res);
-    uo.connect_ms = p->opts.connect_timeout_ms;
-    uo.response_ms = p->opts.response_timeout_ms;
-    uo.idle_ms = p->opts.idle_timeout_ms;
-    uo.max_idle = p->opts.max_idle_per_upstream;
-    r = latch__ucall_start(res->w, p->u, &uo, reqb.data, reqb.len, p->streamed,
-                           idempotent(res->req.method), res->req.is_head,
-                           &up_ops, p, &p->call);
-    if (r < 0) {
-        /* The pipe is there: it ends through its own done. */
-        p->call = NULL;
-        count(p, LATCH_UP_ERROR);
-        latch_res_pipe_fail_at(res, r, at);
-        return 0;
-    }
-    /* The body goes on as it arrives (from the loop, not from here). */
-    p->sink.data = sink_data;
-    p->sink.end = sink_end;
-    if (p->streamed && latch__res_body_sink(res, &p->sink) < 0) {
-        p->streamed = false;
-        latch__ucall_abort(p->call);
-        p->call = NULL;
-        latch_res_pipe_fail_at(res, LATCH_ERR_STATE, at);
-    }
     return 0;
 }
 

@@ -8,11 +8,11 @@
  * -m 64 here) and so that the idle pooled connection measure can keep
  * thousands (-m 0 would be latch's default, 32).
  *
- * -P sets LATCH_LIMIT_PIPELINE, the requests of one client connection in
- * flight at once (64 by default): each proxied one holds an upstream
- * connection, so a 16-deep pipeline on 64 connections needs 1024 upstream
- * connections at once where nginx, which serves a connection's pipeline
- * one request at a time, needs 64; -P 1 is nginx's way.
+ * -P sets LATCH_LIMIT_PIPELINE, the requests of one client connection
+ * dispatched at once (64 by default); a proxied one goes upstream only
+ * once the response before it ended, so either way a client connection
+ * holds one upstream connection at a time, as with nginx; -P 1 also reads
+ * the requests one at a time, as nginx does.
  *
  * -M: on SIGUSR1 (taken by a thread of its own, with sigwait, so no
  * handler runs inside the allocator) it prints the heap's bytes in use

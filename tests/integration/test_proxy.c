@@ -60,6 +60,8 @@ static struct {
     size_t resp_len;
     int after;
     bool echo;          /* answer 200 with the request's body */
+    bool echo_target;   /* answer 200 with the request's target, then its
+                           body: which request an answer is for */
     bool die_on_second; /* a connection's 2nd request: closed unanswered */
     bool die_always;    /* every request: closed unanswered */
     int gate;           /* answer nothing until this many connections hold
@@ -81,6 +83,7 @@ static void fake_script(const char *resp, size_t len, int after)
     fk.resp_len = len;
     fk.after = after;
     fk.echo = false;
+    fk.echo_target = false;
     fk.die_on_second = false;
     fk.die_always = false;
     fk.gate = 0;
@@ -157,13 +160,20 @@ static void fake_answer(fake_conn *c, size_t n)
         fake_close(c, false);
         return;
     }
-    if (fk.echo) {
+    if (fk.echo || fk.echo_target) {
         char h[128];
-        int hl = snprintf(h, sizeof(h),
-                          "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
-                          n - head);
+        const char *t = memchr(c->buf, ' ', n);
+        size_t tl = 0;
+        int hl;
+
+        if (fk.echo_target && t != NULL)
+            tl = strcspn(++t, " \r\n");
+        hl = snprintf(h, sizeof(h),
+                      "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
+                      tl + n - head);
         pthread_mutex_unlock(&fk.mu);
         send_all(c->fd, h, (size_t)hl);
+        send_all(c->fd, t, tl);
         send_all(c->fd, c->buf + head, n - head);
     } else {
         char *r = malloc(fk.resp_len + 1);
@@ -385,6 +395,23 @@ static int h_watch(latch_req *req, latch_res *res, void *data)
     return h_proxy(req, res, data);
 }
 
+/* Requests dispatched to h_counted, and their responses closed. */
+static atomic_int counted_in, counted_closed;
+
+static void counted_close(latch_res *res, void *data)
+{
+    (void)res;
+    (void)data;
+    atomic_fetch_add(&counted_closed, 1);
+}
+
+static int h_counted(latch_req *req, latch_res *res, void *data)
+{
+    atomic_fetch_add(&counted_in, 1);
+    latch_res_on_close(res, counted_close, NULL);
+    return h_proxy(req, res, data);
+}
+
 static int h_local(latch_req *req, latch_res *res, void *data)
 {
     (void)req;
@@ -424,6 +451,7 @@ static void start(int trust)
     latch_all(app, "/p/*", h_proxy, NULL);
     latch_all(app, "/page/*", h_proxy_page, NULL);
     latch_all(app, "/watch/*", h_watch, NULL);
+    latch_all(app, "/c/*", h_counted, NULL);
     latch_get(app, "/local", h_local, NULL);
     /* latch_use_proxy behind an auth middleware, prefix stripped. */
     latch_use(app, "/api", h_auth, NULL);
@@ -436,6 +464,8 @@ static void start(int trust)
     }
     th_server_start(&srv, app);
     atomic_store(&on_error_calls, 0);
+    atomic_store(&counted_in, 0);
+    atomic_store(&counted_closed, 0);
     fake_reset_counts();
     memset(&viol, 0, sizeof(viol));
 }
@@ -567,7 +597,7 @@ static void test_pool_and_use_proxy(void **state)
     (void)state;
     start(0);
     SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", AFTER_KEEP);
-    /* One at a time: pipelined requests would each need a connection. */
+    /* One at a time: each answer is checked before the next request. */
     static const char *const reqs[] = {
         "GET /p/a HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /p/a HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -650,6 +680,179 @@ static void test_pipeline_reuses_one_connection(void **state)
     assert_int_equal(atomic_load(&fk.accepts), 1);
     stop();
     assert_int_equal(th_violation_count(&viol), 0);
+}
+
+static th_resp *get_on(int fd, const char *path);
+
+/* Waits (bounded) until *a reaches n; returns its value. */
+static int wait_atomic(atomic_int *a, int n, int ms)
+{
+    int64_t end = th_now_ms() + ms;
+
+    while (atomic_load(a) < n && th_now_ms() < end)
+        usleep(500);
+    return atomic_load(a);
+}
+
+/*
+ * n pipelined requests on one client connection, with the default
+ * pipeline limit (latch dispatches up to 64 of them at once): latch_proxy
+ * GETs, latch_use_proxy GETs, latch_use_proxy POSTs whose bodies stream,
+ * and local answers between them. Each proxied request goes upstream once
+ * the response before it ended, on the connection that one gave back: one
+ * upstream connection in all (it used to be one per request dispatched
+ * at once). The fake answers each with its target (and body), so the
+ * order of the answers is checked, and the whole reply byte for byte.
+ */
+static void pipeline_one_connection(int n)
+{
+    size_t cap = (size_t)n * 128, len = 0, got, want_len = 0, nr = (size_t)n;
+    char *req = malloc(cap), *want = malloc((size_t)n * 256), *reply, *norm;
+    int proxied = 0, fd;
+
+    start(0);
+    SCRIPT("", AFTER_KEEP);
+    pthread_mutex_lock(&fk.mu);
+    fk.echo_target = true;
+    pthread_mutex_unlock(&fk.mu);
+    for (int i = 0; i < n; i++) {
+        char body[64];
+        int bl;
+
+        switch (i % 4) {
+        case 0:
+            len +=
+                (size_t)snprintf(req + len, cap - len,
+                                 "GET /p/q%03d HTTP/1.1\r\nHost: h\r\n\r\n", i);
+            bl = snprintf(body, sizeof(body), "/base/p/q%03d", i);
+            break;
+        case 1:
+            len += (size_t)snprintf(req + len, cap - len,
+                                    "GET /api/q%03d HTTP/1.1\r\nHost: h\r\n"
+                                    "Authorization: x\r\n\r\n",
+                                    i);
+            bl = snprintf(body, sizeof(body), "/q%03d", i);
+            break;
+        case 2:
+            len += (size_t)snprintf(req + len, cap - len,
+                                    "POST /api/q%03d HTTP/1.1\r\nHost: h\r\n"
+                                    "Authorization: x\r\n"
+                                    "Content-Length: 4\r\n\r\nb%03d",
+                                    i, i);
+            bl = snprintf(body, sizeof(body), "/q%03db%03d", i, i);
+            break;
+        default:
+            len += (size_t)snprintf(req + len, cap - len,
+                                    "GET /local HTTP/1.1\r\nHost: h\r\n\r\n");
+            bl = snprintf(body, sizeof(body), "local");
+            break;
+        }
+        if (i % 4 != 3) {
+            proxied++;
+            want_len += (size_t)sprintf(want + want_len,
+                                        "HTTP/1.1 200 OK\r\n"
+                                        "Content-Length: %d\r\n"
+                                        "Via: 1.1 latch\r\n"
+                                        "Date: <d>\r\n"
+                                        "Connection: keep-alive\r\n"
+                                        "Keep-Alive: timeout=5\r\n\r\n%s",
+                                        bl, body);
+        } else {
+            want_len += (size_t)sprintf(want + want_len,
+                                        "HTTP/1.1 200 OK\r\n"
+                                        "Content-Type: text/html; "
+                                        "charset=utf-8\r\n"
+                                        "Content-Length: 5\r\n"
+                                        "Date: <d>\r\n"
+                                        "Connection: keep-alive\r\n"
+                                        "Keep-Alive: timeout=5\r\n\r\nlocal");
+        }
+    }
+    fd = th_connect(srv.port);
+    th_send(fd, req, len);
+    reply = th_read(fd, &got, 10000, th_until_responses, &nr);
+    close(fd);
+    norm = th_normalize(reply, got);
+    if (strcmp(norm, want) != 0)
+        fail_msg("pipeline of %d: got\n%s\nwanted\n%s", n, norm, want);
+    assert_int_equal(atomic_load(&fk.requests), proxied);
+    assert_int_equal(atomic_load(&fk.accepts), 1);
+    free(norm);
+    free(reply);
+    free(want);
+    free(req);
+    stop();
+    assert_int_equal(th_violation_count(&viol), 0);
+}
+
+static void test_pipeline_default_limit(void **state)
+{
+    (void)state;
+    pipeline_one_connection(16);
+    pipeline_one_connection(128);
+}
+
+/*
+ * A client that leaves while ten of its pipelined proxied requests wait
+ * for the first (which the upstream never answers): the first's upstream
+ * connection is closed, the ten never went upstream and never will, each
+ * response closes once, on_error never runs, nothing is reported, and
+ * /metrics counts the one exchange that went upstream (aborted). Again
+ * under LATCH_SHAKE, 20 seeds (disconnect delivery delayed).
+ */
+static void leave_with_waiting(const char *seed)
+{
+    enum { N = 11 };
+    char req[N * 64], line[160];
+    size_t len = 0;
+    th_resp *r;
+    int fd;
+
+    if (seed != NULL)
+        setenv("LATCH_SHAKE", seed, 1);
+    start(0);
+    if (seed != NULL)
+        unsetenv("LATCH_SHAKE");
+    SCRIPT("", AFTER_STALL); /* the request is read, never answered */
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(req + len, sizeof(req) - len,
+                                "GET /c/%d HTTP/1.1\r\nHost: h\r\n\r\n", i);
+    fd = th_connect(srv.port);
+    th_send(fd, req, len);
+    assert_int_equal(wait_atomic(&counted_in, N, 5000), N);
+    assert_int_equal(wait_atomic(&fk.requests, 1, 5000), 1);
+    close(fd);
+    assert_int_equal(wait_atomic(&counted_closed, N, 5000), N);
+    assert_int_equal(wait_closes(1, 5000), 1);
+    assert_int_equal(atomic_load(&fk.accepts), 1);
+    assert_int_equal(atomic_load(&fk.requests), 1);
+    assert_int_equal(atomic_load(&on_error_calls), 0);
+    assert_int_equal(th_violation_count(&viol), 0);
+    fd = th_connect(srv.port);
+    r = get_on(fd, "/metrics");
+    assert_int_equal(r[0].status, 200);
+    snprintf(line, sizeof(line),
+             "latch_upstream_requests_total{upstream=\"127.0.0.1:%d\","
+             "outcome=\"aborted\"} 1\n",
+             fk.port);
+    if (strstr(r[0].body, line) == NULL)
+        fail_msg("no line %s in:\n%s", line, r[0].body);
+    drop(r);
+    close(fd);
+    assert_int_equal(atomic_load(&counted_closed), N);
+    stop();
+}
+
+static void test_pipeline_client_leaves(void **state)
+{
+    char seed[16];
+
+    (void)state;
+    leave_with_waiting(NULL);
+    for (int i = 1; i <= 20; i++) {
+        snprintf(seed, sizeof(seed), "%d", 7000 + i);
+        leave_with_waiting(seed);
+    }
 }
 
 /* Refused connect: on_error once, then 502; the client connection goes
@@ -1340,6 +1543,8 @@ int main(void)
         cmocka_unit_test(test_endings_shaken),
         cmocka_unit_test(test_pool_counts),
         cmocka_unit_test(test_pipeline_reuses_one_connection),
+        cmocka_unit_test(test_pipeline_default_limit),
+        cmocka_unit_test(test_pipeline_client_leaves),
         cmocka_unit_test(test_retry_only_once),
         cmocka_unit_test(test_upstream_metrics),
         cmocka_unit_test(test_bad_arguments),
