@@ -213,11 +213,12 @@ static void find(stat_job *j, bool cached)
 
     j->fd = -1;
     j->encoding = NULL;
-    n = (size_t)snprintf(j->path, sizeof(j->path), "%s", j->rel);
+    n = strlen(j->rel);
     if (n >= sizeof(j->path) - 16) {
         j->outcome = F_MISS;
         return;
     }
+    memcpy(j->path, j->rel, n + 1);
     fd = open_in(cfg, j->path, cached, &j->st);
     if (fd == UV_EISDIR) {
         if (!j->slash) {

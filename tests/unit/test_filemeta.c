@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "filemeta.h"
@@ -158,9 +159,42 @@ static void test_etag_and_dates(void **state)
     assert_int_equal(n, strlen(buf));
     assert_true(n < sizeof(buf));
 
+    /* cut to the room given, as snprintf does */
+    n = latch__etag_format(buf, 5, 0x1234, 1024, 1, 5);
+    assert_string_equal(buf, "\"123");
+    assert_int_equal(n, 4);
+    assert_int_equal(latch__etag_format(buf, 0, 1, 1, 1, 1), 0);
+    n = latch__etag_format(buf, sizeof(buf), 0, 0, 0, 0);
+    assert_string_equal(buf, "\"0-0-0\"");
+
     n = latch__http_date(buf, sizeof(buf), 784111777);
     assert_string_equal(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
     assert_int_equal(n, 29);
+    /* against strftime's, over the years 0 to 9999 */
+    {
+        static const int64_t ts[] = {
+            0,           1,  951782400,    951868799,
+            2147483648,  -1, -62135596800, -62167219200,
+            253402300799};
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+            char want[64];
+            time_t tt = (time_t)ts[i];
+            struct tm tm;
+            assert_non_null(gmtime_r(&tt, &tm));
+            strftime(want, sizeof(want), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+            if (tm.tm_year + 1900 < 1000) { /* %Y does not pad */
+                snprintf(want + 12, sizeof(want) - 12,
+                         "%04d %02d:%02d:%02d GMT", tm.tm_year + 1900,
+                         tm.tm_hour, tm.tm_min, tm.tm_sec);
+            }
+            n = latch__http_date(buf, sizeof(buf), ts[i]);
+            assert_int_equal(n, 29);
+            assert_string_equal(buf, want);
+        }
+    }
+    assert_int_equal(latch__http_date(buf, sizeof(buf), 253402300800), 0);
+    assert_int_equal(latch__http_date(buf, 29, 784111777), 0);
+    n = latch__http_date(buf, sizeof(buf), 784111777);
     assert_int_equal(latch__http_date_parse(buf, &t), 0);
     assert_int_equal(t, 784111777);
     assert_int_equal(
