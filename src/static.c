@@ -5,13 +5,15 @@
  *
  * The request path is cleaned by filemeta.c before anything touches the
  * disk (no "..", no encoded separators, no NUL). The file is then opened
- * relative to a descriptor of the root, taken once at registration, with
- * openat2(2)'s RESOLVE_BENEATH: the kernel refuses every lookup that would
- * leave the root, so a symlink cannot lead out. Most requests find every
- * name in the kernel's dentry cache: RESOLVE_CACHED then opens on the
- * loop without blocking, as nginx does (no thread-pool hop); a lookup
- * that would have to read the disk answers EAGAIN, and the same open runs
- * on the thread pool.
+ * relative to a descriptor of the root (taken at registration, and taken
+ * again when another directory replaces it at its path: checked once a
+ * second), with openat2(2)'s RESOLVE_BENEATH: the kernel refuses every
+ * lookup that would leave the root, so a symlink cannot lead out. Most
+ * requests find every name in the kernel's dentry cache: RESOLVE_CACHED
+ * then opens on the loop without blocking, as nginx does (no thread-pool
+ * hop); a lookup that would have to read the disk answers EAGAIN, and the
+ * same open runs on the thread pool. (An open that blocks inside the file
+ * system, FUSE or NFS, still blocks the loop, as it does nginx's.)
  *
  * The older way stays for what openat2 refuses or cannot do: on the
  * thread pool, open by path, and the opened descriptor's real path must
@@ -44,14 +46,30 @@
  * after the fstat), a terminal never becomes the controlling one. */
 #define OPEN_FLAGS (O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
 
+/* A directory descriptor that was the root once (kept open: another
+ * worker may still be resolving beneath it). */
+typedef struct old_fd {
+    struct old_fd *next;
+    int fd;
+} old_fd;
+
 typedef struct stat_cfg {
     char *prefix; /* "" for every path */
     size_t prefix_len;
-    char *root;  /* resolved */
-    int root_fd; /* O_PATH of root: what openat2 resolves beneath */
+    char *root; /* resolved */
+    /* O_PATH of the directory at root: what openat2 resolves beneath.
+     * Checked at most once a second against the path (ROOT_CHECK_MS), so
+     * a root replaced by another directory (a deploy that swaps
+     * directories) is followed, as an open by path follows it. */
+    atomic_int root_fd;
+    _Atomic uint64_t root_checked; /* the worker clock (ms) of the check */
+    pthread_mutex_t old_mu;
+    old_fd *old; /* the descriptors root_fd had, closed with the app */
     char *index; /* NULL: none */
     latch_static_opts opts;
 } stat_cfg;
+
+#define ROOT_CHECK_MS 1000
 
 /* What finding the file gave. F_AGAIN (on the loop only): a lookup would
  * have blocked, or the loop cannot open here: ask the thread pool. */
@@ -62,6 +80,7 @@ typedef struct stat_job {
     latch_res *res; /* latch's pointer, referenced */
     latch_req *req; /* the handler's handle, for latch_next / latch_fail */
     const stat_cfg *cfg;
+    int root_fd; /* cfg's when the request came */
     bool slash;  /* the request path ended with '/' */
     bool br, gz; /* encodings the client accepts */
     /* out */
@@ -89,7 +108,7 @@ int (*latch__static_open_hook)(const char *rel, bool cached);
  * decide: the thread pool's turn. UV_ENOSYS (off the loop only): open by
  * path and check where it lies (no openat2 here, or it refused a symlink
  * that leaves the root, is absolute, is magic, or loops). */
-static int open_beneath(const stat_cfg *cfg, const char *rel, bool cached)
+static int open_beneath(int root_fd, const char *rel, bool cached)
 {
     struct open_how how;
     int fd, e, tries = 0;
@@ -108,8 +127,8 @@ static int open_beneath(const stat_cfg *cfg, const char *rel, bool cached)
                 ? latch__static_open_hook(rel, cached)
                 : 0;
         if (e == 0) {
-            fd = (int)syscall(SYS_openat2, cfg->root_fd,
-                              rel[0] != '\0' ? rel : ".", &how, sizeof(how));
+            fd = (int)syscall(SYS_openat2, root_fd, rel[0] != '\0' ? rel : ".",
+                              &how, sizeof(how));
             if (fd >= 0)
                 return fd;
             e = errno;
@@ -131,14 +150,15 @@ static int open_beneath(const stat_cfg *cfg, const char *rel, bool cached)
 /* Opens rel (relative to root) if it is a regular file under root: the
  * descriptor, or a negative code: UV_EISDIR for a directory, UV_EAGAIN
  * when `cached` and the loop cannot open it without blocking. */
-static int open_in(const stat_cfg *cfg, const char *rel, bool cached,
+static int open_in(const stat_job *j, const char *rel, bool cached,
                    struct stat *st)
 {
+    const stat_cfg *cfg = j->cfg;
     char p[PATH_MAX];
     bool by_path = false;
     int fd, r;
 
-    fd = open_beneath(cfg, rel, cached);
+    fd = open_beneath(j->root_fd, rel, cached);
     if (fd == UV_ENOSYS) {
         /* By path, and where it lies is checked below. */
         by_path = true;
@@ -182,7 +202,7 @@ static int take_sibling(stat_job *j, const char *ext, const char *encoding,
 
     if ((size_t)snprintf(p, sizeof(p), "%s.%s", j->path, ext) >= sizeof(p))
         return 0;
-    fd = open_in(j->cfg, p, cached, &st);
+    fd = open_in(j, p, cached, &st);
     if (fd == UV_EAGAIN && cached)
         return UV_EAGAIN;
     if (fd < 0)
@@ -219,7 +239,7 @@ static void find(stat_job *j, bool cached)
         return;
     }
     memcpy(j->path, j->rel, n + 1);
-    fd = open_in(cfg, j->path, cached, &j->st);
+    fd = open_in(j, j->path, cached, &j->st);
     if (fd == UV_EISDIR) {
         if (!j->slash) {
             j->outcome = cfg->opts.no_redirect_dirs ? F_MISS : F_REDIRECT;
@@ -232,7 +252,7 @@ static void find(stat_job *j, bool cached)
             j->outcome = F_MISS;
             return;
         }
-        fd = open_in(cfg, j->path, cached, &j->st);
+        fd = open_in(j, j->path, cached, &j->st);
     } else if (fd >= 0 && j->slash) {
         /* "file.txt/" names a directory that is not there */
         close(fd);
@@ -342,6 +362,44 @@ static void stat_done(uv_work_t *w, int status)
     free(j);
 }
 
+/* The root's descriptor for a request at `now` (ms). Once a second (one
+ * worker does it), whether the directory at the root's path is still the
+ * one held: when another took its place, it is opened and used from then
+ * on; the old descriptor stays open until the app is freed (a worker may
+ * be resolving beneath it), one per replacement. A path that is missing
+ * for the moment (between the two renames of a swap) keeps the old. */
+static int root_now(stat_cfg *cfg, uint64_t now)
+{
+    uint64_t last =
+        atomic_load_explicit(&cfg->root_checked, memory_order_relaxed);
+    struct stat at_path, held;
+    old_fd *o;
+    int fd, prev;
+
+    if (now - last < ROOT_CHECK_MS ||
+        !atomic_compare_exchange_strong(&cfg->root_checked, &last, now))
+        return atomic_load(&cfg->root_fd);
+    prev = atomic_load(&cfg->root_fd);
+    if (stat(cfg->root, &at_path) < 0 || !S_ISDIR(at_path.st_mode) ||
+        fstat(prev, &held) < 0 ||
+        (at_path.st_dev == held.st_dev && at_path.st_ino == held.st_ino))
+        return prev;
+    if ((o = malloc(sizeof(*o))) == NULL)
+        return prev;
+    fd = open(cfg->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        free(o);
+        return prev;
+    }
+    atomic_store(&cfg->root_fd, fd);
+    o->fd = prev;
+    pthread_mutex_lock(&cfg->old_mu);
+    o->next = cfg->old;
+    cfg->old = o;
+    pthread_mutex_unlock(&cfg->old_mu);
+    return fd;
+}
+
 /* Whether Accept-Encoding accepts `coding` (a q-value above 0). */
 static bool accepts(const char *ae, const char *coding)
 {
@@ -351,7 +409,7 @@ static bool accepts(const char *ae, const char *coding)
 
 static int static_handler(latch_req *req, latch_res *res, void *data)
 {
-    const stat_cfg *cfg = data;
+    stat_cfg *cfg = data;
     const char *url = latch_req_url(req), *method = latch_req_method(req);
     const char *q, *ae;
     latch_res *r;
@@ -404,6 +462,7 @@ static int static_handler(latch_req *req, latch_res *res, void *data)
     r = latch__res_in(res, "latch_static", &latch__no_site);
     if (r == NULL)
         return LATCH_DONE;
+    j->root_fd = root_now(cfg, uv_now(&r->w->loop));
     /* On the loop when every name is in the dentry cache (no blocking),
      * else the same search on the thread pool. */
     find(j, true);
@@ -427,8 +486,14 @@ static void cfg_free(stat_cfg *c)
 {
     if (c == NULL)
         return;
-    if (c->root_fd >= 0)
-        close(c->root_fd);
+    if (atomic_load(&c->root_fd) >= 0)
+        close(atomic_load(&c->root_fd));
+    for (old_fd *o = c->old, *next; o != NULL; o = next) {
+        next = o->next;
+        close(o->fd);
+        free(o);
+    }
+    pthread_mutex_destroy(&c->old_mu);
     free(c->prefix);
     free(c->root);
     free(c->index);
@@ -455,7 +520,8 @@ int latch_static(latch_app *app, const char *prefix, const char *root,
         return LATCH_ERR_STATE;
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return LATCH_ERR_NOMEM;
-    c->root_fd = -1;
+    atomic_init(&c->root_fd, -1);
+    pthread_mutex_init(&c->old_mu, NULL);
     if (opts != NULL)
         c->opts = *opts;
     if (prefix == NULL || strcmp(prefix, "/") == 0)
@@ -480,10 +546,10 @@ int latch_static(latch_app *app, const char *prefix, const char *root,
         cfg_free(c);
         return LATCH_ERR_INVALID_ARG;
     }
-    /* Held until the app is freed (cfg_free): what openat2 resolves
-     * beneath. */
-    c->root_fd = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (c->root_fd < 0) {
+    /* What openat2 resolves beneath: checked against the path once a
+     * second (root_now), closed when the app is freed (cfg_free). */
+    atomic_store(&c->root_fd, open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (atomic_load(&c->root_fd) < 0) {
         r = -errno;
         cfg_free(c);
         return r == UV_EMFILE || r == UV_ENFILE ? r : LATCH_ERR_INVALID_ARG;

@@ -756,6 +756,50 @@ static void test_open_on_loop(void **state)
     atomic_store(&latch__static_openat2, 0);
 }
 
+/* Polls GET path (5 s at most) until its body is `file`'s bytes. */
+static bool becomes(const char *path, const char *file)
+{
+    int64_t end = th_now_ms() + 5000;
+    size_t n;
+    char *want = read_file(file, &n);
+    bool same = false;
+
+    while (!same && th_now_ms() < end) {
+        sink b, h;
+        if (get(path, NULL, false, &b, &h) == 200 && b.len == n &&
+            memcmp(b.data, want, n) == 0)
+            same = true;
+        free_sinks(&b, &h);
+        if (!same)
+            usleep(20000);
+    }
+    free(want);
+    return same;
+}
+
+/* A deploy that swaps directories: the root's path now names another
+ * directory (the old one renamed, still there). Its files are served
+ * within a second or so, as an open by path serves them, not the old
+ * directory's; and the old ones again after the swap back. */
+static void test_root_replaced(void **state)
+{
+    char old[400], p[600];
+
+    (void)state;
+    expect_file("/s/page.html", "root/page.html");
+    snprintf(old, sizeof(old), "%s/root.old", dir);
+    assert_int_equal(rename(root, old), 0);
+    assert_int_equal(mkdir(root, 0755), 0);
+    write_file("root/page.html", 77, 42);
+    assert_true(becomes("/s/page.html", "root/page.html"));
+    /* back: the new one goes, the old one is the root again */
+    snprintf(p, sizeof(p), "%s/root/page.html", dir);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(rmdir(root), 0);
+    assert_int_equal(rename(old, root), 0);
+    assert_true(becomes("/s/page.html", "root/page.html"));
+}
+
 static void test_precompressed(void **state)
 {
     static const char *const gz[] = {"Accept-Encoding: gzip, br;q=0", NULL};
@@ -873,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_pipe_generated),
         cmocka_unit_test(test_pipe_fail),
         cmocka_unit_test(test_client_leaves),
+        cmocka_unit_test(test_root_replaced),
     };
     int r;
 
