@@ -705,7 +705,14 @@ static void arm_response(latch_uconn *c)
 
 static void write_cb(uv_write_t *wr, int status);
 
-/* Hands what ob holds to uv_write when none is in flight. */
+/*
+ * Hands what ob holds to the socket when no write is in flight: what the
+ * socket takes now is written at once (uv_try_write), the rest goes to
+ * uv_write. A request almost always fits: then no write request, no
+ * callback on a later turn, and no re-arming of the descriptor, which
+ * libuv does when a write request's queue empties (one epoll_ctl per
+ * proxied request). Returns 0 or the write's error.
+ */
 static int out_flush(latch_uconn *c)
 {
     latch_buf t;
@@ -713,6 +720,16 @@ static int out_flush(latch_uconn *c)
     int r;
 
     if (c->writing || c->ob.len == 0 || c->state != UC_ACTIVE)
+        return 0;
+    b = uv_buf_init(c->ob.data, (unsigned)c->ob.len);
+    r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r < 0 && r != UV_EAGAIN)
+        return r;
+    if (r > 0) {
+        memmove(c->ob.data, c->ob.data + r, c->ob.len - (size_t)r);
+        c->ob.len -= (size_t)r;
+    }
+    if (c->ob.len == 0)
         return 0;
     t = c->wb;
     c->wb = c->ob;
@@ -724,6 +741,23 @@ static int out_flush(latch_uconn *c)
     if (r == 0)
         c->writing = true;
     return r;
+}
+
+/* A send that returned 0 waits for drain: told once the bytes c holds
+ * fell below the low-water mark. The caller touches x no more (drain may
+ * have aborted it: then it is freed here). */
+static void drain_check(latch_ucall *x, latch_uconn *c)
+{
+    if (!x->want_drain || out_pending(c) >= OUT_LOW)
+        return;
+    x->want_drain = false;
+    if (x->ops->drain != NULL) {
+        x->busy = true;
+        x->ops->drain(x->data);
+        x->busy = false;
+        if (x->dead)
+            call_free(x);
+    }
 }
 
 static void write_cb(uv_write_t *wr, int status)
@@ -747,16 +781,7 @@ static void write_cb(uv_write_t *wr, int status)
         return;
     }
     arm_response(c);
-    if (x->want_drain && out_pending(c) < OUT_LOW) {
-        x->want_drain = false;
-        if (x->ops->drain != NULL) {
-            x->busy = true;
-            x->ops->drain(x->data);
-            x->busy = false;
-            if (x->dead)
-                call_free(x);
-        }
-    }
+    drain_check(x, c);
 }
 
 /* The call takes connection c; its request head waits in c's buffer
@@ -814,6 +839,10 @@ static void connect_cb(uv_connect_t *cr, int status)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     conn_send(c, c->call);
+    /* What the owner sent while c connected may have gone at once
+     * (out_flush's uv_try_write): no write callback will say so. */
+    if (c->start_err == 0 && c->call != NULL)
+        drain_check(c->call, c);
 }
 
 /* A failure found while starting: reported from the loop, so that done
