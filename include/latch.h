@@ -1430,7 +1430,13 @@ LATCH_API int latch_proxy_at(latch_req *req, latch_res *res,
  * LATCH_LIMIT_BODY, as nginx's client_max_body_size does): a
  * Content-Length above it is a 413 before anything is forwarded, a
  * chunked body that grows past it gets a 413 (or is cut, once the
- * answer started) and its upstream request is abandoned. Expect:
+ * answer started) and its upstream request is abandoned. So do the
+ * deadlines of a request's arrival (LATCH_TIMEOUT_BODY,
+ * LATCH_TIMEOUT_RECEIVE, LATCH_LIMIT_MIN_RATE after
+ * LATCH_TIMEOUT_RATE_GRACE): 408 when nothing was sent, else the
+ * response cut and the upstream request abandoned; the time latch reads
+ * nothing because the upstream does not take more (or the request waits
+ * for the responses before it) does not count against the client. Expect:
  * 100-continue is passed through: latch sends no 100 of its own, the
  * upstream's 100 reaches the client, and an upstream that answers first
  * (401, 413) spares the client its upload. A response that starts while

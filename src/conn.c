@@ -840,28 +840,36 @@ static void maybe_resume(latch_conn *c)
 }
 
 /*
- * Bytes of the request being received arrived. A request must arrive
- * whole within the receive timeout and, once the grace period passed, at
- * the minimum rate on average (a body trickling at a byte a second would
- * hold its connection for ever otherwise). Returns false when it was
- * refused with 408.
+ * A request must arrive whole within the receive timeout and, once the
+ * grace period passed, at the minimum rate on average (a body trickling
+ * at a byte a second would hold its connection for ever otherwise):
+ * `bytes` of it arrived since rx_start. Returns false when it was refused
+ * with 408 (a streamed body's request gets it through stream_fail: 408
+ * when nothing was sent, else its response cut).
  */
-static bool rx_ok(latch_conn *c, size_t n)
+static bool rx_in_time(latch_conn *c, uint64_t bytes)
 {
     const latch_config *cfg = &c->w->app->cfg;
     uint64_t el = uv_now(&c->w->loop) - c->rx_start;
 
-    c->rx_bytes += n;
     if (el >= cfg->receive_ms) {
         protocol_error(c, 408, "request took too long to arrive");
         return false;
     }
     if (cfg->min_rate > 0 && el >= cfg->rate_grace_ms &&
-        c->rx_bytes * 1000 < cfg->min_rate * el) {
+        bytes * 1000 < cfg->min_rate * el) {
         protocol_error(c, 408, "request arriving too slowly");
         return false;
     }
     return true;
+}
+
+/* n bytes of the request being received (its head, or a body latch
+ * buffers) arrived: rx_in_time. */
+static bool rx_ok(latch_conn *c, size_t n)
+{
+    c->rx_bytes += n;
+    return rx_in_time(c, c->rx_bytes);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -912,6 +920,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (c->cur != NULL && !rx_ok(c, (size_t)nread))
+            return;
+        /* A streamed body (its request dispatched, c->cur NULL) is held to
+         * the same deadlines; rx_bytes counts its decoded bytes (for the
+         * body limit), so this read counts as it comes. Time its reading
+         * was paused for latch's side is not in rx_start's count. */
+        if (c->cur == NULL && (c->flags & LATCH_CF_IN_BODY) &&
+            !rx_in_time(c, c->rx_bytes + (uint64_t)nread))
             return;
         process(c);
         /* Answer what this read produced right away (one write for the
@@ -1138,6 +1153,8 @@ static bool stream_ready(latch_conn *c)
 {
     if (stream_takes(c))
         return true;
+    if (!(c->flags & LATCH_CF_BODY_WAIT))
+        c->paused_at = (uint32_t)uv_now(&c->w->loop);
     c->flags |= LATCH_CF_BODY_WAIT;
     read_stop(c);
     t_unlink(c);
@@ -2053,6 +2070,10 @@ static void flush(latch_conn *c)
         /* A streamed body's sink is ready again (or nobody needs the
          * rest): reading goes on from here, outside the sink's calls. */
         c->flags &= ~LATCH_CF_BODY_WAIT;
+        /* The wait was the upstream's (or the request's turn behind the
+         * responses before it), not the client's: the receive timeout
+         * and the minimum rate do not count it. */
+        c->rx_start += (uint32_t)((uint32_t)uv_now(&c->w->loop) - c->paused_at);
         read_resume(c);
         process(c);
         if (c->flags & LATCH_CF_CLOSING)

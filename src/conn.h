@@ -38,6 +38,10 @@ struct latch_conn {
     struct latch_tls *tls; /* NULL: plain TCP; else reads and writes go
                               through tls.c */
     uint32_t flags;
+    /* (uint32_t)uv_now when reading a streamed body last paused
+     * (LATCH_CF_BODY_WAIT): that wait is not counted against the client
+     * (rx_start moves on by it when reading resumes). */
+    uint32_t paused_at;
     /* Read side: rb holds bytes [0, rlen); the current message starts at
      * msg; body bytes are decoded from bpos on. */
     latch_rbuf *rb;

@@ -724,7 +724,9 @@ uint64_t latch__res_body_bytes(const latch_res *res);
  * is complete; its body is then handed to the sink the handler attaches, piece
  * by piece as it arrives, with backpressure: while no sink is attached, or the
  * sink returned 0, the connection reads nothing more. The body limit in force
- * for the request (route rule, else LATCH_LIMIT_BODY) still applies. Once the
+ * for the request (route rule, else LATCH_LIMIT_BODY) still applies, and so
+ * do the body, receive and minimum-rate deadlines, without the time reading
+ * waited for the sink. Once the
  * response ended, or the sink was stopped, the rest of the body is read and
  * dropped, and the connection closes after the response (a head built while the
  * body still arrives says Connection: close).

@@ -293,7 +293,8 @@ static th_server srv;
 static th_violations viol;
 
 /* In front of the proxy: X-Deny answers 403 at once; X-Wait resumes the
- * chain from a timer (the body waits meanwhile). */
+ * chain from a timer after its value in ms (at least 30; the body waits
+ * meanwhile). */
 static void resume(latch_res *res, void *data)
 {
     (void)data;
@@ -306,17 +307,34 @@ static int h_gate(latch_req *req, latch_res *res, void *data)
     if (latch_req_header(req, "x-deny") != NULL)
         return latch_res_send_status(res, 403);
     if (latch_req_header(req, "x-wait") != NULL) {
-        if (latch_set_timeout(res, 30, resume, NULL) == NULL)
+        int ms = atoi(latch_req_header(req, "x-wait"));
+
+        if (latch_set_timeout(res, ms > 30 ? (uint64_t)ms : 30, resume, NULL) ==
+            NULL)
             return latch_fail(req, 500, "no timer");
         return LATCH_PENDING;
     }
     return LATCH_NEXT;
 }
 
+/* Limits for the next start() (0: latch's default). */
+static uint64_t receive_ms, min_rate, grace_ms;
+
 static void start(void)
 {
     latch_app *app = latch_app_new();
     char url[64];
+
+    if (receive_ms > 0)
+        assert_int_equal(
+            latch_app_set_limit(app, LATCH_TIMEOUT_RECEIVE, receive_ms), 0);
+    if (min_rate > 0)
+        assert_int_equal(
+            latch_app_set_limit(app, LATCH_LIMIT_MIN_RATE, min_rate), 0);
+    if (grace_ms > 0)
+        assert_int_equal(
+            latch_app_set_limit(app, LATCH_TIMEOUT_RATE_GRACE, grace_ms), 0);
+    receive_ms = min_rate = grace_ms = 0;
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", up.port);
     th_record_violations(app, &viol);
@@ -338,7 +356,16 @@ static void start(void)
 
 static void stop(void)
 {
+    int64_t end;
+
     th_server_stop(&srv);
+    /* The upstream (one connection at a time) counts the close of the
+     * connection the server pooled before the next start() resets the
+     * counts: a late count there would be the next test's. */
+    end = th_now_ms() + 3000;
+    while (atomic_load(&up.closes) < atomic_load(&up.accepts) &&
+           th_now_ms() < end)
+        usleep(500);
     assert_int_equal(th_violation_count(&viol), 0);
 }
 
@@ -663,6 +690,110 @@ static void test_middleware_in_front(void **state)
     stop();
 }
 
+/* Sends `head`, then `piece` pattern bytes every `every_ms` until the
+ * server answers (or `ms` passed); returns what it sent until its close. */
+static char *trickle(const char *head, size_t piece, int every_ms, int ms,
+                     size_t *len)
+{
+    int fd = th_connect(srv.port);
+    int64_t end = th_now_ms() + ms;
+    char b[256];
+    char *reply;
+
+    memset(b, 'x', sizeof(b));
+    th_send_str(fd, head);
+    while (th_now_ms() < end) {
+        struct pollfd pf = {fd, POLLIN, 0};
+
+        if (poll(&pf, 1, every_ms) > 0)
+            break;
+        if (send(fd, b, piece, MSG_NOSIGNAL) < 0)
+            break;
+    }
+    reply = th_read(fd, len, 5000, NULL, NULL);
+    close(fd);
+    return reply;
+}
+
+/* The answer a streamed body that came too slowly gets: 408, then the
+ * close; its upstream request was abandoned (that connection closed). */
+static void expect_408(char *reply, size_t len)
+{
+    th_resp *r = th_expect_responses(reply, len, 1, NULL);
+
+    assert_int_equal(r[0].status, 408);
+    assert_non_null(strstr(r[0].head, "\r\nConnection: close\r\n"));
+    assert_int_equal(th_last_end(), TH_EOF);
+    th_resp_free(r, 1);
+    free(r);
+    free(reply);
+    assert_int_equal(wait_count(&up.requests, 1, 3000), 1);
+    assert_int_equal(wait_count(&up.closes, 1, 3000), 1);
+}
+
+/*
+ * A streamed body is held to LATCH_TIMEOUT_RECEIVE and LATCH_LIMIT_MIN_RATE
+ * as a buffered one is (they used to stop at its head): a body that
+ * trickles in, each piece well within the body timeout, gets 408 once the
+ * request took longer than the receive timeout, or once it arrives below
+ * the minimum rate after the grace period; its upstream request is
+ * abandoned. The server goes on.
+ */
+static void test_streamed_body_deadlines(void **state)
+{
+    static const char head[] = "POST /up/trickle HTTP/1.1\r\nHost: h\r\n"
+                               "Content-Length: 1000000\r\n\r\n";
+    char *reply;
+    size_t len;
+
+    (void)state;
+    receive_ms = 400;
+    start();
+    reply = trickle(head, 100, 20, 5000, &len); /* 5 KB/s */
+    expect_408(reply, len);
+    upload("/up/fine", 1000, 0);
+    stop();
+
+    min_rate = 4000;
+    grace_ms = 200;
+    start();
+    reply = trickle(head, 20, 20, 5000, &len); /* 1 KB/s */
+    expect_408(reply, len);
+    upload("/up/fine", 1000, 0);
+    stop();
+}
+
+/*
+ * The time a streamed body waits for latch's side (here a middleware that
+ * holds the request 600 ms before the proxy takes its body; likewise an
+ * upstream that reads slowly, or the request's turn behind the responses
+ * before it) is not the client's: with a receive timeout of 300 ms, a
+ * 2 MB body sent at once still goes through whole.
+ */
+static void test_streamed_wait_not_counted(void **state)
+{
+    char head[256], *reply;
+    size_t len, one = 1;
+    uint64_t h;
+    int fd;
+
+    (void)state;
+    receive_ms = 300;
+    start();
+    fd = th_connect(srv.port);
+    snprintf(head, sizeof(head),
+             "POST /up/held HTTP/1.1\r\nHost: h\r\nX-Wait: 600\r\n"
+             "Content-Length: %u\r\n\r\n",
+             2 * MB);
+    th_send_str(fd, head);
+    h = send_body(fd, 0, 2 * MB, 0, FNV_INIT, NULL);
+    reply = th_read(fd, &len, 10000, th_until_responses, &one);
+    expect_digest(reply, len, 2 * MB, h);
+    free(reply);
+    close(fd);
+    stop();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -674,6 +805,8 @@ int main(void)
         cmocka_unit_test(test_body_limits),
         cmocka_unit_test(test_client_leaves_mid_upload),
         cmocka_unit_test(test_middleware_in_front),
+        cmocka_unit_test(test_streamed_body_deadlines),
+        cmocka_unit_test(test_streamed_wait_not_counted),
     };
     int r;
 
