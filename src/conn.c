@@ -1043,6 +1043,35 @@ static int head_done(latch_conn *c)
     q->head = base;
     q->rb = c->rb;
     c->rb->refs++;
+    if (p->event_stream) {
+        /* An EventSource: its response stays open for as long as the
+         * page does, and its head would keep the whole read buffer alive
+         * with it, and its fields the response's array sized for the
+         * most a head may have. Both move to one buffer of their own,
+         * sized to them, here, before any string of the request is
+         * handed out (so no pointer a handler keeps ever moves); the
+         * connection's buffer goes back to the pool once nothing unread
+         * is left in it (maybe_release_rbuf), and the next read takes one
+         * again. Out of memory, the request keeps them where they are. */
+        uint32_t foff = (p->head_len + 7u) & ~7u;
+        latch_rbuf *hb =
+            rbuf_get(c->w, foff + p->nfields * (uint32_t)sizeof(latch_field));
+
+        if (hb != NULL) {
+            latch_field *fields = (latch_field *)(void *)(hb->data + foff);
+
+            memcpy(hb->data, base, p->head_len);
+            memcpy(fields, q->fields, p->nfields * sizeof(latch_field));
+            c->rb->refs--;
+            q->rb = hb;
+            q->head = base = hb->data;
+            latch__res_fields_moved(res, fields);
+            /* The parser is done with this head; it must never write to
+             * the array it had (gone) before the next request's. */
+            p->fields = NULL;
+            p->fields_cap = 0;
+        }
+    }
     base[p->method.off + p->method.len] = '\0';
     base[p->target.off + p->target.len] = '\0';
     q->method = base + p->method.off;

@@ -388,7 +388,8 @@ struct latch_req {
     bool is_head;
     bool keep_alive;
     bool aborted;
-    bool secure; /* arrived over TLS */
+    bool secure;       /* arrived over TLS */
+    bool fields_moved; /* fields live in rb, not in the pooled array */
     /* A streamed body (below): in what would be padding. */
     bool body_streamed;   /* dispatched before its body arrived */
     bool body_open;       /* that body is still arriving */
@@ -974,6 +975,12 @@ void latch__conn_pool_free(latch_worker *w);
  * (the connection's), a handle, and `ex` as its protocol's exchange;
  * NULL when out of memory. */
 latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex);
+/* The protocol moved the request's fields (nfields of them) to `fields`,
+ * storage that lives as long as res->req.rb (a long-lived request keeps
+ * only what it uses): the pooled array, sized for the most fields a head
+ * may have, goes back to the allocator, and the object gets a new one
+ * when it is next taken from the pool. */
+void latch__res_fields_moved(latch_res *res, latch_field *fields);
 /* latch's own references (connection queue, chain, timers, work, joins,
  * frames): never counted as the user's, so a user's over-release can be
  * told apart and refused. unref may recycle the response. */

@@ -126,6 +126,7 @@ enum {
     H_CONNECTION,
     H_UPGRADE,
     H_EXPECT,
+    H_ACCEPT,
     F_KIND = 7,            /* mask of the H_* kind */
     F_CONN_CLOSE = 8,      /* Connection: close */
     F_CONN_KEEP = 16,      /* Connection: keep-alive */
@@ -366,7 +367,10 @@ static uint32_t classify_name(const unsigned char *s, uint32_t n)
 {
     switch (n) {
     case 4: return ieq_lower(s, "host", 4) ? H_HOST : H_OTHER;
-    case 6: return ieq_lower(s, "expect", 6) ? H_EXPECT : H_OTHER;
+    case 6:
+        if (ieq_lower(s, "expect", 6))
+            return H_EXPECT;
+        return ieq_lower(s, "accept", 6) ? H_ACCEPT : H_OTHER;
     case 7: return ieq_lower(s, "upgrade", 7) ? H_UPGRADE : H_OTHER;
     case 10: return ieq_lower(s, "connection", 10) ? H_CONNECTION : H_OTHER;
     case 14:
@@ -766,6 +770,18 @@ static void connection(latch_parser *p, const unsigned char *v, uint32_t n)
     }
 }
 
+/* An Accept value naming text/event-stream (any case, anywhere in the
+ * list: what an EventSource sends is exactly that type). */
+static bool names_event_stream(const unsigned char *v, uint32_t n)
+{
+    uint32_t i;
+
+    for (i = 0; i + 17 <= n; i++)
+        if ((v[i] | 0x20) == 't' && ieq_lower(v + i, "text/event-stream", 17))
+            return true;
+    return false;
+}
+
 /*
  * Acts on a complete field line of one of the H_* kinds. The framing
  * conflicts are refused here, at the line that creates them, not at the
@@ -777,7 +793,7 @@ static int field_semantics(latch_parser *p, const unsigned char *b,
     const unsigned char *v = b + f->value.off;
     uint32_t n = f->value.len;
 
-    if (p->response && (kind == H_HOST || kind == H_EXPECT))
+    if (p->response && (kind == H_HOST || kind == H_EXPECT || kind == H_ACCEPT))
         return 0; /* request fields: nothing to a response's framing */
     switch (kind) {
     case H_HOST: p->host_count++; return host_field(p, b, v, n);
@@ -805,6 +821,10 @@ static int field_semantics(latch_parser *p, const unsigned char *b,
         } else if (n > 0) {
             p->expect = LATCH_EXPECT_OTHER;
         }
+        return 0;
+    case H_ACCEPT:
+        if (names_event_stream(v, n))
+            p->event_stream = true;
         return 0;
     default: return 0;
     }

@@ -107,6 +107,9 @@ typedef struct latch_parser {
     bool is_head;            /* method is HEAD; for a response: it answers
                                 a HEAD (set by reset_response) */
     bool response;           /* parsing a response (reset_response) */
+    bool event_stream;       /* Accept names text/event-stream: an
+                                EventSource, whose response is likely to
+                                stay open for long */
     uint16_t code;           /* a response's status code, 100..599 */
     uint32_t nfields;        /* fields[0..nfields) */
     uint32_t host_count;     /* number of Host field lines */

@@ -100,10 +100,9 @@ latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex)
         w->free_res = r->q_next;
         w->nfree_res--;
     } else {
-        r = calloc(1, sizeof(*r) + nf * sizeof(latch_field));
+        r = calloc(1, sizeof(*r));
         if (r == NULL)
             return NULL;
-        r->req.fields = (latch_field *)(void *)(r + 1);
         r->slot = UINT32_MAX;
     }
     /* Keep the buffers' storage; reset everything else. */
@@ -133,9 +132,13 @@ latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex)
         r->hdrs_cap = hcap;
         r->req.fields = fields;
     }
-    if (r->slot == UINT32_MAX && handle_open(r, w) < 0) {
-        /* No slot for its handle (out of memory): the object stays
-         * unused in the pool. */
+    /* The fields array is the object's own unless a long-lived request
+     * gave it back (latch__res_fields_moved). */
+    if ((r->req.fields == NULL &&
+         (r->req.fields = malloc(nf * sizeof(latch_field))) == NULL) ||
+        (r->slot == UINT32_MAX && handle_open(r, w) < 0)) {
+        /* No fields array or no slot for its handle (out of memory):
+         * the object stays unused in the pool. */
         r->q_next = w->free_res;
         w->free_res = r;
         w->nfree_res++;
@@ -146,6 +149,14 @@ latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex)
     r->status = 200;
     r->w = w;
     return r;
+}
+
+void latch__res_fields_moved(latch_res *res, latch_field *fields)
+{
+    if (!res->req.fields_moved)
+        free(res->req.fields);
+    res->req.fields = fields;
+    res->req.fields_moved = true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -221,6 +232,8 @@ static void res_recycle(latch_res *r)
     latch_worker *w = r->w;
 
     handle_close(r); /* from here on, its handles are stale */
+    if (r->req.fields_moved)
+        r->req.fields = NULL; /* they go with the input */
     r->ex->release_input(r);
     r->req.rb = NULL;
     latch__req_reset(&r->req);
@@ -245,6 +258,7 @@ static void res_recycle(latch_res *r)
     latch__buf_dispose(&r->req.body);
     latch__buf_dispose(&r->jbuf);
     free(r->hdrs);
+    free(r->req.fields);
     if (r->slot != UINT32_MAX)
         latch__rslot_give_back(r->slot);
     free(r);
@@ -261,6 +275,7 @@ void latch__res_pool_free(latch_worker *w)
         latch__buf_dispose(&r->req.body);
         latch__buf_dispose(&r->jbuf);
         free(r->hdrs);
+        free(r->req.fields);
         if (r->slot != UINT32_MAX)
             latch__rslot_give_back(r->slot);
         free(r);

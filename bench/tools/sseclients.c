@@ -123,14 +123,18 @@ static int dial(int port)
 }
 
 /* Sends a GET and reads up to the end of the response head (and, with
- * whole, to the end of the connection). 0 or -1. */
+ * whole, to the end of the connection). 0 or -1. A subscription (not
+ * whole) asks as a browser's EventSource does, with Accept:
+ * text/event-stream (the WHATWG spec has every EventSource send it; latch
+ * keeps such a request's head in a buffer of its own size). */
 static int get(int fd, const char *path, bool whole)
 {
     char req[256], buf[4096];
     size_t have = 0;
     ssize_t n;
-    int len = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: b\r\n%s\r\n",
-                       path, whole ? "Connection: close\r\n" : "");
+    int len = snprintf(
+        req, sizeof(req), "GET %s HTTP/1.1\r\nHost: b\r\n%s\r\n", path,
+        whole ? "Connection: close\r\n" : "Accept: text/event-stream\r\n");
 
     if (write(fd, req, (size_t)len) != len)
         return -1;

@@ -193,6 +193,7 @@ static void same_result(const result *a, const result *b, const char *how)
     CHECK_EQ(p.version_minor);
     CHECK_EQ(p.body_kind);
     CHECK_EQ(p.expect);
+    CHECK_EQ(p.event_stream);
     CHECK_EQ(p.keep_alive);
     CHECK_EQ(p.conn_close);
     CHECK_EQ(p.upgrade);
@@ -1268,6 +1269,35 @@ static void test_expect(void **state)
     assert_int_equal(r->p.expect, LATCH_EXPECT_NONE);
 }
 
+/* Accept naming text/event-stream marks an EventSource's request (conn.c
+ * gives its head a buffer of its own); nothing else does. */
+static void test_accept_event_stream(void **state)
+{
+    result *r;
+
+    (void)state;
+    r = RUN("GET /e HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n");
+    assert_ok(r);
+    assert_true(r->p.event_stream);
+    r = RUN("GET /e HTTP/1.1\r\naccept: Text/Event-Stream\r\n\r\n");
+    assert_true(r->p.event_stream);
+    r = RUN("GET /e HTTP/1.1\r\nAccept: text/html, "
+            "text/event-stream;q=0.9\r\n\r\n");
+    assert_true(r->p.event_stream);
+    r = RUN("GET /e HTTP/1.1\r\nAccept: */*\r\n"
+            "Accept: text/event-stream\r\n\r\n");
+    assert_true(r->p.event_stream);
+    r = RUN("GET /e HTTP/1.1\r\nAccept: text/event-strea\r\n\r\n");
+    assert_false(r->p.event_stream);
+    r = RUN("GET /e HTTP/1.1\r\nAccept: text/html\r\n\r\n");
+    assert_false(r->p.event_stream);
+    r = RUN("GET /e HTTP/1.1\r\nAcceps: text/event-stream\r\n"
+            "X-Accept: text/event-stream\r\n\r\n");
+    assert_false(r->p.event_stream);
+    r = RUN("GET /e HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_false(r->p.event_stream);
+}
+
 /* Names as long as the ones the parser acts on, one byte off. */
 static void test_name_lookalikes(void **state)
 {
@@ -2082,6 +2112,7 @@ int main(void)
         cmocka_unit_test(test_connection),
         cmocka_unit_test(test_upgrade),
         cmocka_unit_test(test_expect),
+        cmocka_unit_test(test_accept_event_stream),
         cmocka_unit_test(test_name_lookalikes),
         cmocka_unit_test(test_host_and_head),
         cmocka_unit_test(test_host_values),
