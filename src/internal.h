@@ -466,6 +466,7 @@ struct latch_res {
     latch_res_cb on_finish, on_close, on_drain;
     void *on_finish_data, *on_close_data, *on_drain_data;
     bool closed_fired, want_drain;
+    bool trim_out; /* latch__res_trim_output, until conn.c did */
     /* The chain (app.c). */
     latch_layer *layer;            /* next layer to try */
     uint32_t rids[LATCH_MAX_RIDS]; /* ids of the routes matching the path */
@@ -981,6 +982,11 @@ latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex);
  * may have, goes back to the allocator, and the object gets a new one
  * when it is next taken from the pool. */
 void latch__res_fields_moved(latch_res *res, latch_field *fields);
+/* The response waits for long between writes (an event stream after its
+ * head, or after a heartbeat: sse.c): the protocol gives its output
+ * buffer back the next time it is empty (conn.c), instead of keeping it
+ * for the next write. One-shot, so a busy stream keeps its buffer. */
+void latch__res_trim_output(latch_res *res);
 /* latch's own references (connection queue, chain, timers, work, joins,
  * frames): never counted as the user's, so a user's over-release can be
  * told apart and refused. unref may recycle the response. */

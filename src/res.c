@@ -159,6 +159,11 @@ void latch__res_fields_moved(latch_res *res, latch_field *fields)
     res->req.fields_moved = true;
 }
 
+void latch__res_trim_output(latch_res *res)
+{
+    res->trim_out = true;
+}
+
 /* ------------------------------------------------------------------ */
 /* Attachments                                                          */
 /* ------------------------------------------------------------------ */

@@ -114,6 +114,8 @@ static void heartbeat(uv_timer_t *t)
         e->last_write = now;
         if (latch_res_write_at(e->res, ":\n\n", 3, here_sse) == 0)
             e->blocked = true;
+        /* Quiet for a heartbeat period: likely to stay so. */
+        latch__res_trim_output(e->res);
     }
 }
 
@@ -288,6 +290,9 @@ static evs *evs_get(latch_res *res)
         sw->list->prev = e;
     sw->list = e;
     latch__res_attach(res, &e->a); /* ends it at once if res is over */
+    /* A stream or a subscription waits for long: once its head is out,
+     * its connection keeps no idle output buffer for it. */
+    latch__res_trim_output(res);
     return e;
 }
 
