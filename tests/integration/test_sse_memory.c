@@ -146,10 +146,67 @@ static void test_eventsource_subscriber(void **state)
     assert_true(n <= 4096);
 }
 
+/* GET /echo: the path, a query value, X-Echo and the number of fields,
+ * each read from the request's head wherever it lives. */
+static int h_echo(latch_req *req, latch_res *res, void *data)
+{
+    char body[256];
+    const char *x = latch_req_header(req, "X-Echo");
+    const char *q = latch_req_query(req, "q");
+    int n;
+
+    (void)data;
+    latch_res_set_header(res, "X-Path", latch_req_path(req));
+    n = snprintf(body, sizeof(body), "%s %s %s %d", latch_req_path(req),
+                 q ? q : "-", x ? x : "-", latch_req_header_count(req));
+    latch_res_send(res, body, (size_t)n);
+    return LATCH_DONE;
+}
+
+/*
+ * Requests whose heads move to a buffer of their own, pipelined in one
+ * write with one whose head stays in the connection's buffer: each is
+ * read whole, in order, from where it lives (the moved head's fields, the
+ * shared buffer kept while unread bytes are in it).
+ */
+static void test_moved_heads_pipelined(void **state)
+{
+    static const char reqs[] =
+        "GET /echo?q=1 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n"
+        "X-Echo: one\r\n\r\n"
+        "GET /echo?q=2 HTTP/1.1\r\nHost: t\r\nX-Echo: two\r\n\r\n"
+        "GET /echo HTTP/1.1\r\nAccept: text/html, text/event-stream\r\n"
+        "X-Echo: three\r\nHost: t\r\nX-Pad: p\r\n\r\n";
+    th_server s;
+    latch_app *app = latch_app_new();
+    size_t len = 0;
+    int n = 3, fd;
+    char *out;
+    th_resp *r;
+
+    (void)state;
+    assert_non_null(app);
+    latch_get(app, "/echo", h_echo, NULL);
+    th_server_start(&s, app);
+    fd = th_connect(s.port);
+    th_send(fd, reqs, sizeof(reqs) - 1);
+    out = th_read(fd, &len, 5000, th_until_responses, &n);
+    r = th_expect_responses(out, len, 3, NULL);
+    assert_string_equal(r[0].body, "/echo 1 one 3");
+    assert_string_equal(r[1].body, "/echo 2 two 2");
+    assert_string_equal(r[2].body, "/echo - three 4");
+    assert_non_null(strstr(r[2].head, "X-Path: /echo\r\n"));
+    th_resp_free(r, 3);
+    free(out);
+    close(fd);
+    th_server_stop(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eventsource_subscriber),
+        cmocka_unit_test(test_moved_heads_pipelined),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
