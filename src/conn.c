@@ -74,7 +74,9 @@ static void h1_cut(latch_res *res, const char *event, int reason);
  * connection's writer with nothing buffered of its own and no file body
  * going out. h1_sendfile returns 0 (cb runs exactly once later),
  * 1 when it may not start now (the caller copies instead), or an error
- * (no descriptor for the writability watch): then cb never runs.
+ * (no memory): then cb never runs. The writability watch is made when
+ * the body first has to wait; without one the connection closes (cb gets
+ * UV_ECANCELED: the body is cut).
  * cb(res, status, data) on the loop: 0 when the OS took the last byte,
  * UV_EOF when the file ended short of `len` (it shrank), another negative
  * errno of sendfile, or UV_ECANCELED when the connection closed or `res`
@@ -1976,6 +1978,37 @@ static void sf_end(latch_conn *c, int status)
 
 static void on_sf_writable(uv_poll_t *p, int status, int events);
 
+/* The connection's writability watch, made the first time a body has to
+ * wait (most small files never do: they cost no descriptor and no system
+ * call for it): a uv_poll of a dup of the socket, kept until the
+ * connection closes. 0 or an error (no descriptor left, no memory). */
+static int sf_watch(latch_conn *c)
+{
+    uv_os_fd_t sfd;
+    uv_poll_t *p;
+    int dfd, r;
+
+    if (c->sf_poll != NULL)
+        return 0;
+    if ((r = uv_fileno((uv_handle_t *)&c->tcp, &sfd)) < 0)
+        return r;
+    if ((p = malloc(sizeof(*p))) == NULL)
+        return LATCH_ERR_NOMEM;
+    if ((dfd = fcntl(sfd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        r = -errno;
+        free(p);
+        return r;
+    }
+    if ((r = uv_poll_init(&c->w->loop, p, dfd)) < 0) {
+        close(dfd);
+        free(p);
+        return r;
+    }
+    p->data = c;
+    c->sf_poll = p;
+    return 0;
+}
+
 /* Sends what the socket takes, at most SF_TURN bytes this turn; then the
  * body is over or waits for writability (under the send timeout). */
 static void sf_run(latch_conn *c)
@@ -2027,9 +2060,11 @@ static void sf_run(latch_conn *c)
     if (moved || !c->on_slist)
         s_set(c);
     /* A watch still on (sf_run called from on_sf_writable) stays as it
-     * is: libuv's start is a DEL then an ADD even for the same events. */
-    if (!uv_is_active((uv_handle_t *)c->sf_poll) &&
-        uv_poll_start(c->sf_poll, UV_WRITABLE, on_sf_writable) < 0)
+     * is: libuv's start is a DEL then an ADD even for the same events.
+     * No watch to be had: the body cannot go on (truncated, closed). */
+    if (sf_watch(c) < 0 ||
+        (!uv_is_active((uv_handle_t *)c->sf_poll) &&
+         uv_poll_start(c->sf_poll, UV_WRITABLE, on_sf_writable) < 0))
         conn_close(c);
 }
 
@@ -2061,28 +2096,6 @@ static int h1_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
 
     if (len == 0 || !h1_can_sendfile(res))
         return 1;
-    if (c->sf_poll == NULL) {
-        uv_os_fd_t sfd;
-        uv_poll_t *p;
-        int dfd, r;
-
-        if (uv_fileno((uv_handle_t *)&c->tcp, &sfd) < 0)
-            return 1;
-        if ((p = malloc(sizeof(*p))) == NULL)
-            return LATCH_ERR_NOMEM;
-        if ((dfd = fcntl(sfd, F_DUPFD_CLOEXEC, 0)) < 0) {
-            r = -errno;
-            free(p);
-            return r;
-        }
-        if ((r = uv_poll_init(&c->w->loop, p, dfd)) < 0) {
-            close(dfd);
-            free(p);
-            return r;
-        }
-        p->data = c;
-        c->sf_poll = p;
-    }
     if ((sf = malloc(sizeof(*sf))) == NULL)
         return LATCH_ERR_NOMEM;
     sf->res = res;

@@ -357,7 +357,7 @@ static bool try_sendfile(fsend *f)
         return true;
     }
     if (r < 0)
-        f->no_sf = true; /* no descriptor for the watch: copy from now */
+        f->no_sf = true; /* no memory for it: copy from now */
     return false;
 }
 
