@@ -1775,12 +1775,45 @@ static void h1_release_input(latch_res *res)
     rbuf_release(res->w, res->req.rb);
 }
 
-/* The exchange's peer: the TCP connection's other end. */
+/*
+ * The exchange's peer: the TCP connection's other end, asked of the
+ * kernel once per connection (a getpeername(2) per proxied request and
+ * per access log line otherwise) and kept in c->peer_*. An IPv6 address
+ * with a scope id is not kept (it would lose it): asked each time.
+ */
 static int h1_peer(const latch_res *res, struct sockaddr_storage *ss)
 {
-    int len = sizeof(*ss);
+    latch_conn *c = res->conn;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    int len = sizeof(*ss), r;
 
-    return uv_tcp_getpeername(&res->conn->tcp, (struct sockaddr *)ss, &len);
+    memset(ss, 0, sizeof(*ss));
+    if (c->peer_family == AF_INET) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = c->peer_port;
+        memcpy(&s4->sin_addr, c->peer_addr, 4);
+        return 0;
+    }
+    if (c->peer_family == AF_INET6) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = c->peer_port;
+        memcpy(&s6->sin6_addr, c->peer_addr, 16);
+        return 0;
+    }
+    r = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)ss, &len);
+    if (r != 0)
+        return r;
+    if (ss->ss_family == AF_INET) {
+        c->peer_port = s4->sin_port;
+        memcpy(c->peer_addr, &s4->sin_addr, 4);
+        c->peer_family = AF_INET;
+    } else if (ss->ss_family == AF_INET6 && s6->sin6_scope_id == 0) {
+        c->peer_port = s6->sin6_port;
+        memcpy(c->peer_addr, &s6->sin6_addr, 16);
+        c->peer_family = AF_INET6;
+    }
+    return 0;
 }
 
 static const latch_exchange_ops h1_exchange = {

@@ -46,6 +46,7 @@ struct latch_conn {
      * msg; body bytes are decoded from bpos on. */
     latch_rbuf *rb;
     uint32_t rlen, msg, bpos;
+    uint32_t nreqs;      /* requests begun on this connection */
     uint64_t body_limit; /* of the request whose body is being read */
     latch_parser parser;
     latch_res *cur; /* request being received (head or body), or NULL */
@@ -53,9 +54,9 @@ struct latch_conn {
     latch_res *q_head, *q_tail;
     latch_res *writer; /* first response in the queue not yet ended */
     uint32_t inflight;
+    int shake_status;
     uv_shutdown_t *sreq;
     uv_timer_t *shake_timer; /* a disconnect whose delivery is delayed */
-    int shake_status;
     /* Write side: out collects bytes; wout is being written by uv_write. */
     latch_buf out, wout;
     uv_write_t *wreq; /* allocated the first time the socket is full */
@@ -68,9 +69,14 @@ struct latch_conn {
     latch_conn *t_next, *t_prev;
     uint64_t deadline;
     uint8_t tkind;
+    /* The client's address, read once (h1_peer; every proxied request
+     * and access log line asks for it): family AF_INET or AF_INET6 (0:
+     * not read yet), port in network order, address bytes (4 or 16). */
+    uint8_t peer_family;
+    uint16_t peer_port;
+    uint8_t peer_addr[16];
     /* The request being received: when it started, bytes so far. */
     uint64_t rx_start, rx_bytes;
-    uint32_t nreqs; /* requests begun on this connection */
     /* The send timeout: on the worker's send list while output waits for
      * the socket; the size of libuv's write queue when last looked at. */
     latch_conn *s_next, *s_prev;
