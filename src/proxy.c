@@ -124,6 +124,24 @@ static bool name_is(const char *name, size_t n, const char *want)
 
 /* ---- the request that goes upstream ---------------------------------- */
 
+/* Writes `v` in decimal at `p`, NUL-terminated (room for 21); returns
+ * the NUL. By hand: it runs for every proxied answer, and snprintf costs
+ * ten times as much. */
+static char *put_dec(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    *p = '\0';
+    return p;
+}
+
 static int put(latch_buf *b, const char *s, size_t n)
 {
     return latch__buf_append(b, s, n, HEAD_LIMIT + n);
@@ -237,7 +255,8 @@ static int put_forwarded(latch_buf *b, latch_res *res, bool trusted)
     if (fam == AF_INET6)
         snprintf(node, sizeof(node), "\"[%s]\"", peer);
     else
-        snprintf(node, sizeof(node), "%s", fam < 0 ? "unknown" : peer);
+        memcpy(node, fam < 0 ? "unknown" : peer,
+               strlen(fam < 0 ? "unknown" : peer) + 1); /* < 64 bytes */
     if (r == 0 && fwd != NULL && fwd[0] != '\0')
         r = latch__buf_append(&v, fwd, strlen(fwd), HEAD_LIMIT);
     if (r == 0 && v.len > 0)
@@ -336,7 +355,7 @@ static int build_request(latch_pxy *p, latch_buf *out)
         if (r == 0 && q->expect_continue)
             r = puts_(out, "Expect: 100-continue\r\n");
     } else if (r == 0 && has_body) {
-        snprintf(num, sizeof(num), "%zu", blen);
+        put_dec(num, blen);
         r = put_field(out, "Content-Length", num, strlen(num));
     }
     if (r == 0 && p->opts.max_idle_per_upstream < 0)
@@ -457,8 +476,7 @@ static int up_head(void *data, const latch_uhead *h)
     /* The length the upstream announced (and the parser checked): latch
      * enforces it, and a HEAD or 304 describes the representation. */
     if (r == 0 && h->has_cl && h->status != 204) {
-        snprintf(num, sizeof(num), "%llu",
-                 (unsigned long long)h->content_length);
+        put_dec(num, h->content_length);
         if (latch_res_set_header_at(res, "Content-Length", num, p->at) < 0)
             r = LATCH_ERR_UPSTREAM;
     }
