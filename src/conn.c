@@ -89,6 +89,15 @@ static int h1_sendfile(latch_res *res, int fd, uint64_t off, uint64_t len,
 static const latch_exchange_ops h1_exchange;
 
 #define RBUF_SIZE (16u * 1024)
+/* A connection's first read buffer: enough for the first request's head
+ * almost always, and all that a request kept for long (a stream, a long
+ * poll) pins with its head when nothing told latch it would be (make_room
+ * moves to a RBUF_SIZE one the first time it fills). */
+#define RBUF_FIRST 2048u
+/* Kept for new connections: a few, since a connection gives its first
+ * buffer back as soon as its first request is read (or never, when that
+ * request stays open). */
+#define RBUF_FIRST_FREE_MAX 64
 #define RBUF_FREE_MAX 256
 #define OUT_LIMIT ((size_t)1 << 40) /* bounded by the high-water mark */
 #define HIGH_WATER ((size_t)64 * 1024)
@@ -179,6 +188,10 @@ static latch_rbuf *rbuf_get(latch_worker *w, uint32_t cap)
         rb = w->free_rbufs;
         w->free_rbufs = rb->next_free;
         w->nfree_rbufs--;
+    } else if (cap == RBUF_FIRST && w->free_first != NULL) {
+        rb = w->free_first;
+        w->free_first = rb->next_free;
+        w->nfree_first--;
     } else {
         rb = malloc(sizeof(*rb) + cap);
         if (rb == NULL)
@@ -198,6 +211,12 @@ static void rbuf_release(latch_worker *w, latch_rbuf *rb)
         rb->next_free = w->free_rbufs;
         w->free_rbufs = rb;
         w->nfree_rbufs++;
+        return;
+    }
+    if (rb->cap == RBUF_FIRST && w->nfree_first < RBUF_FIRST_FREE_MAX) {
+        rb->next_free = w->free_first;
+        w->free_first = rb;
+        w->nfree_first++;
         return;
     }
     free(rb);
@@ -223,7 +242,7 @@ static int make_room(latch_conn *c)
     latch_rbuf *nb;
 
     if (c->rb == NULL) {
-        c->rb = rbuf_get(w, RBUF_SIZE);
+        c->rb = rbuf_get(w, c->nreqs == 0 ? RBUF_FIRST : RBUF_SIZE);
         c->rlen = c->msg = c->bpos = 0;
         return c->rb ? 0 : LATCH_ERR_NOMEM;
     }
@@ -231,13 +250,18 @@ static int make_room(latch_conn *c)
         return 0;
     keep_from = (c->flags & LATCH_CF_IN_BODY) ? c->bpos : c->msg;
     keep = c->rlen - keep_from;
-    if (keep_from > 0 && c->rb->refs == 1) {
+    if (keep_from > 0 && c->rb->refs == 1 && c->rb->cap >= RBUF_SIZE) {
         /* Only the connection uses the buffer: slide the bytes down. The
          * parser works on offsets, so nothing else needs fixing. */
         memmove(c->rb->data, c->rb->data + keep_from, keep);
     } else {
         cap = c->rb->cap;
-        if (keep_from == 0 && keep == cap) {
+        if (cap < RBUF_SIZE) {
+            /* The first buffer filled: this connection reads more than
+             * one small head (a larger head, pipelined requests, a
+             * body), so it reads on in a full-sized one. */
+            cap = RBUF_SIZE;
+        } else if (keep_from == 0 && keep == cap) {
             /* One head fills the buffer: grow, up to the largest head the
              * limits allow (the parser refuses before that). */
             if (cap >= rbuf_max(&w->app->cfg))
@@ -2303,4 +2327,9 @@ void latch__conn_pool_free(latch_worker *w)
         free(rb);
     }
     w->nfree_rbufs = 0;
+    while ((rb = w->free_first) != NULL) {
+        w->free_first = rb->next_free;
+        free(rb);
+    }
+    w->nfree_first = 0;
 }

@@ -310,6 +310,8 @@ struct latch_worker {
     /* Free lists, so the hot path does not call malloc. */
     latch_rbuf *free_rbufs;
     uint32_t nfree_rbufs;
+    latch_rbuf *free_first; /* connections' first (small) read buffers */
+    uint32_t nfree_first;
     latch_res *free_res;
     uint32_t nfree_res;
     uint64_t next_req_id;
