@@ -336,6 +336,10 @@ LATCH_API int latch_app_reload_tls(latch_app *app);
  * or SIGINT/SIGTERM it stops accepting, closes idle keep-alive
  * connections, lets in-flight requests finish up to the drain timeout,
  * closes the rest and returns 0. A negative code when it could not start.
+ * A response the program still holds (latch_res_retain not released yet:
+ * a thread that will post its result) is in flight too: within the drain
+ * timeout, latch_run waits for its release, so that the holder's
+ * latch_res_post still runs.
  * A client that leaves never kills the process: while it runs, SIGPIPE is
  * blocked on the threads that write to sockets (the calling thread and
  * the workers, and threads they create inherit that), whatever the
@@ -1180,10 +1184,13 @@ LATCH_API void latch_res_release_at(latch_res *res, latch_site at);
  * (LATCH_ERR_STREAM_DESTROYED, reported). Once posted, fn runs exactly
  * once, even if the reference was released too early and the request
  * ended meanwhile: then every call fn makes through res is refused and
- * reported, and fn can still free `data`. Once latch_run is returning (the
- * worker's loop ended), a post is refused with LATCH_ERR_STATE and fn
- * never runs; the objects of that run stay addressable (calls on them are
- * refused) until the next latch_run or latch_app_free. */
+ * reported, and fn can still free `data`. A draining server waits, up to
+ * its drain timeout, for the responses the program holds, so a post made
+ * while holding one runs. Once latch_run is returning (the worker's loop
+ * ended: the drain timeout passed), a post is refused with
+ * LATCH_ERR_STATE and fn never runs; the objects of that run stay
+ * addressable (calls on them are refused) until the next latch_run or
+ * latch_app_free. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);
 /* latch_res_post is a macro over this variant, so that a refusal names the
  * caller's place; the plain function remains for taking its address. */

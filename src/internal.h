@@ -293,10 +293,18 @@ struct latch_worker {
     uv_prepare_t flusher;    /* flushes dirty connections once per loop turn */
     uv_timer_t ticker;       /* Date header, once per second */
     uv_timer_t sweeper;      /* connection timeouts */
+    uv_timer_t hold_timer;   /* the drain's wait for held responses */
     uv_signal_t sigint, sigterm, sighup; /* sighup: TLS apps only */
     bool has_sighup;
     bool has_signals;
     bool draining;
+    /* Responses the program holds (a latch_res_retain not released yet),
+     * counted on the loop by res.c. A draining worker that has no
+     * connection left waits for them, up to the drain time, before it
+     * finishes: their holders' posts and releases still reach the loop. */
+    uint32_t held;
+    bool hold_wait;      /* drained of connections, waiting for held */
+    uint64_t drain_from; /* loop time the drain began */
     /* The Date header line, "Date: ...\r\n", redone once per second. */
     char date_line[48];
     size_t date_len;
@@ -931,6 +939,12 @@ int latch__worker_post_at(latch_worker *w, latch_res *res,
 void latch__worker_run_posts(latch_worker *w);
 /* From now on posts to w are refused (its loop ends). */
 void latch__worker_close_posts(latch_worker *w);
+/* res.c, on w's loop: the program took its first reference to a
+ * response (hold) or let go of its last one (unhold). When w waits for
+ * held responses to finish its drain, the last unhold wakes its loop to
+ * finish (server.c's on_wake), from a clean stack. */
+void latch__worker_hold(latch_worker *w);
+void latch__worker_unhold(latch_worker *w);
 /* A delay in ms to add under LATCH_SHAKE (0 when off). */
 uint64_t latch__shake_ms(latch_worker *w);
 /* The shaker's state for worker `index` of an app seeded with `seed`

@@ -333,7 +333,8 @@ void latch_res_retain_at(latch_res *res, latch_site at)
         return;
     }
     res->refs++;
-    res->urefs++;
+    if (res->urefs++ == 0)
+        latch__worker_hold(res->w);
 }
 
 static void user_release(latch_res *res, latch_site at)
@@ -349,7 +350,8 @@ static void user_release(latch_res *res, latch_site at)
         latch__violation(res, LATCH_ERR_STATE, "latch_res_release", msg, at);
         return;
     }
-    res->urefs--;
+    if (--res->urefs == 0)
+        latch__worker_unhold(res->w); /* the worker outlives res */
     latch__res_unref(res);
 }
 

@@ -359,6 +359,8 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 
 static void begin_drain(latch_worker *w);
 
+static void worker_finish(latch_worker *w);
+
 static void on_wake(uv_async_t *a)
 {
     latch_worker *w = a->data;
@@ -366,6 +368,9 @@ static void on_wake(uv_async_t *a)
     if (atomic_load(&w->app->stopping) && !w->draining)
         begin_drain(w);
     latch__worker_run_posts(w);
+    /* The last response the program held was let go (worker.c). */
+    if (w->hold_wait && w->held == 0)
+        worker_finish(w);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -394,6 +399,7 @@ static void begin_drain(latch_worker *w)
     latch_whook *h, *next;
 
     w->draining = true;
+    w->drain_from = uv_now(&w->loop);
     for (h = w->hooks; h != NULL; h = next) {
         next = h->next;
         if (h->drain != NULL)
@@ -418,12 +424,42 @@ static void begin_drain(latch_worker *w)
     latch__conn_drain(w);
 }
 
-/* The worker's drained hook: conn.c calls it when a draining worker has
- * no connection left. */
+/* The drain time is over and the program still holds responses: the
+ * worker finishes without them (their posts are refused from now on). */
+static void on_hold_timeout(uv_timer_t *t)
+{
+    worker_finish(t->data);
+}
+
+/*
+ * The worker's drained hook: conn.c calls it when a draining worker has
+ * no connection left. A response the program still holds (a thread that
+ * will post its result, a callback that will release it) is in flight as
+ * much as a connection is: the worker waits for the last one, within
+ * what is left of the drain time, so that those posts run and those
+ * references are released instead of being refused and kept for good.
+ */
+static void worker_drained(latch_worker *w)
+{
+    uint64_t now = uv_now(&w->loop), end = w->drain_from + w->app->cfg.drain_ms;
+
+    if (w->held == 0 || now >= end) {
+        worker_finish(w);
+        return;
+    }
+    if (!w->hold_wait) {
+        w->hold_wait = true;
+        uv_timer_start(&w->hold_timer, on_hold_timeout, end - now, 0);
+    }
+}
+
+/* The worker ends: no connection left, and no held response or no time
+ * left to wait for one. */
 static void worker_finish(latch_worker *w)
 {
     latch_whook *h;
 
+    w->hold_wait = false;
     while ((h = w->hooks) != NULL) {
         w->hooks = h->next;
         if (h->finish != NULL)
@@ -436,6 +472,7 @@ static void worker_finish(latch_worker *w)
     uv_close((uv_handle_t *)&w->flusher, close_cb_noop);
     uv_close((uv_handle_t *)&w->ticker, close_cb_noop);
     uv_close((uv_handle_t *)&w->sweeper, close_cb_noop);
+    uv_close((uv_handle_t *)&w->hold_timer, close_cb_noop);
 }
 
 /*
@@ -474,7 +511,7 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
 
     w->app = app;
     w->index = index;
-    w->drained = worker_finish;
+    w->drained = worker_drained;
     w->reserve_fd = -1;
     w->next_req_id = ((uint64_t)index << 48) + 1;
     /* Each worker its own reproducible sequence of shake delays. */
@@ -536,6 +573,8 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
     uv_unref((uv_handle_t *)&w->ticker);
     uv_timer_init(&w->loop, &w->sweeper);
     w->sweeper.data = w;
+    uv_timer_init(&w->loop, &w->hold_timer);
+    w->hold_timer.data = w;
     latch__worker_date(w);
     if (index == 0 && app->handle_signals) {
         uv_signal_init(&w->loop, &w->sigint);

@@ -127,6 +127,23 @@ void latch__worker_run_posts(latch_worker *w)
 }
 
 /* ------------------------------------------------------------------ */
+/* Responses the program holds                                          */
+/* ------------------------------------------------------------------ */
+
+void latch__worker_hold(latch_worker *w)
+{
+    w->held++;
+}
+
+void latch__worker_unhold(latch_worker *w)
+{
+    /* The wake handle is open while the worker waits (it closes when the
+     * worker finishes, which clears hold_wait first). */
+    if (--w->held == 0 && w->hold_wait)
+        uv_async_send(&w->wake);
+}
+
+/* ------------------------------------------------------------------ */
 /* LATCH_SHAKE                                                          */
 /* ------------------------------------------------------------------ */
 

@@ -90,6 +90,8 @@ typedef struct state {
     int race_line_timer, race_line_work;
     int64_t race_us_timer, race_us_work;
     int race_join;
+    /* /held: a thread that holds the response through the drain */
+    int held_go, held_posted, held_post_rc, held_back;
 } async_state;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -803,6 +805,53 @@ static int h_joins(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* ---- a response a thread holds while the server drains ---- */
+
+/* Back on the loop: the thread's reference goes. */
+static void held_back(latch_res *res, void *data)
+{
+    (void)data;
+    latch_res_release(res);
+    lock();
+    st.held_back++;
+    unlock_signal();
+}
+
+/* The thread: waits for the test's go (at most 10 s), then posts. */
+static void *held_thread(void *arg)
+{
+    latch_res *res = arg;
+    int rc;
+
+    lock();
+    wait_ge_locked(&st.held_go, 1, 10000);
+    pthread_mutex_unlock(&mu);
+    rc = latch_res_post(res, held_back, NULL);
+    lock();
+    st.held_post_rc = rc;
+    st.held_posted++;
+    unlock_signal();
+    return NULL;
+}
+
+static pthread_t held_tid;
+
+/* /held: answers at once, and hands the response, retained, to a thread
+ * that posts back to the loop when the test says so (a driver's thread
+ * that finishes its bookkeeping after the answer went out). */
+static int h_held(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_retain(res);
+    if (pthread_create(&held_tid, NULL, held_thread, res) != 0) {
+        latch_res_release(res);
+        return latch_fail(req, 500, "thread");
+    }
+    latch_res_send(res, "held", 4);
+    return LATCH_DONE;
+}
+
 /* ---- LATCH_SHAKE races ---- */
 
 /* /hold: answers only when the test says so (at most 10 s), so that a
@@ -1007,6 +1056,7 @@ static latch_app *new_app(const config *cfg)
     assert_int_equal(latch_get(app, "/join", h_join, NULL), 0);
     assert_int_equal(latch_get(app, "/joins", h_joins, NULL), 0);
     assert_int_equal(latch_get(app, "/hold", h_hold, NULL), 0);
+    assert_int_equal(latch_get(app, "/held", h_held, NULL), 0);
     assert_int_equal(latch_get(app, "/race", h_race, NULL), 0);
     return app;
 }
@@ -1766,6 +1816,99 @@ static void test_shutdown_with_jobs(void **state)
     assert_int_equal(th_vlog_count(&vlog), 0);
 }
 
+/* Whether latch_run of srv returned within timeout_ms (joined then). */
+static bool run_returned_within(int timeout_ms)
+{
+    struct timespec ts;
+
+    deadline_in(&ts, timeout_ms);
+    return pthread_timedjoin_np(*(pthread_t *)srv.thread, NULL, &ts) == 0;
+}
+
+/*
+ * The client got its answer and left; a thread still holds the response
+ * (latch_res_retain) and will post back to the loop. latch_stop: the
+ * worker has no connection left, but it waits for the held response, so
+ * the thread's post runs and its reference is released; then latch_run
+ * returns. The worker used to finish at once: the post was refused with
+ * LATCH_ERR_STATE, nothing could release the reference any more, and the
+ * response (about 20 KB with its buffers) stayed allocated for good,
+ * unseen by LeakSanitizer because latch's handle table still points to
+ * it.
+ */
+static void test_shutdown_waits_for_held_response(void **state)
+{
+    static const config cfg = {0, 0, 10000};
+    async_state s;
+    int fd;
+
+    (void)state;
+    start(&cfg);
+    fd = get("/held");
+    expect_ok(fd, "held");
+    close(fd);
+    latch_stop(srv.app);
+    /* Within the 10 s drain time, a held response keeps latch_run. */
+    if (run_returned_within(300)) {
+        free(srv.thread);
+        lock();
+        st.held_go = 1;
+        unlock_signal();
+        pthread_join(held_tid, NULL);
+        s = snap();
+        latch_app_free(srv.app);
+        srv.app = NULL;
+        fail_msg("latch_run returned while a thread held a response; the "
+                 "thread's post then returned %s",
+                 latch_err_name(s.held_post_rc));
+    }
+    lock();
+    st.held_go = 1;
+    unlock_signal();
+    assert_true(await_ge(&st.held_back, 1, 5000));
+    assert_int_equal(pthread_join(held_tid, NULL), 0);
+    assert_int_equal(th_server_stop(&srv), 0);
+    s = snap();
+    assert_int_equal(s.held_post_rc, 0);
+    assert_int_equal(s.held_back, 1);
+    assert_int_equal(th_vlog_count(&vlog), 0);
+}
+
+/* The wait is bounded by the drain time (200 ms here): a thread that
+ * keeps the response longer finds the loop gone, and its post is refused
+ * with LATCH_ERR_STATE, as latch.h says. */
+static void test_shutdown_held_past_drain_time(void **state)
+{
+    static const config cfg = {0, 0, 200};
+    async_state s;
+    int64_t t0;
+    int fd;
+
+    (void)state;
+    start(&cfg);
+    fd = get("/held");
+    expect_ok(fd, "held");
+    close(fd);
+    t0 = th_now_ms();
+    latch_stop(srv.app);
+    /* The drain bound plus slack for a sanitizer build. */
+    assert_true(run_returned_within(200 + 2500));
+    assert_true(th_now_ms() - t0 < 200 + 2500);
+    /* The post comes after latch_run returned, before latch_app_free
+     * (until which latch.h keeps the objects addressable). */
+    lock();
+    st.held_go = 1;
+    unlock_signal();
+    assert_int_equal(pthread_join(held_tid, NULL), 0);
+    free(srv.thread);
+    latch_app_free(srv.app);
+    srv.app = NULL;
+    s = snap();
+    assert_int_equal(s.held_posted, 1);
+    assert_int_equal(s.held_post_rc, LATCH_ERR_STATE);
+    assert_int_equal(s.held_back, 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* Joins                                                                */
 /* ------------------------------------------------------------------ */
@@ -2102,6 +2245,9 @@ int main(void)
         cmocka_unit_test_teardown(test_shutdown_with_jobs, teardown),
         cmocka_unit_test_teardown(test_shutdown_cuts_before_stuck_job,
                                   teardown),
+        cmocka_unit_test_teardown(test_shutdown_waits_for_held_response,
+                                  teardown),
+        cmocka_unit_test_teardown(test_shutdown_held_past_drain_time, teardown),
         cmocka_unit_test_teardown(test_join_all_resolve, teardown),
         cmocka_unit_test_teardown(test_join_one_fails, teardown),
         cmocka_unit_test_teardown(test_join_cancelled, teardown),
