@@ -145,27 +145,16 @@ static int64_t mtime_of(const struct stat *st)
 static void pump(fsend *f);
 
 /* The file's own body calls: the only ones its response lets through
- * while the file holds it (res->sole, internal.h). res stays valid: the
- * send holds a reference. */
-static int own_end(latch_res *res, const void *data, size_t len, latch_site at)
+ * while the file holds it (res->sole, internal.h), sealed in later
+ * reports as the file's call (latch_res_sendfile, latch_static). */
+static int own_end(fsend *f, const void *data, size_t len)
 {
-    int r;
-
-    latch__sole_enter(res);
-    r = latch_res_end_at(res, data, len, at);
-    latch__sole_leave(res);
-    return r;
+    return latch__pipe_own_end(f->res, data, len, f->call, f->at);
 }
 
-static int own_write(latch_res *res, const void *data, size_t len,
-                     latch_site at)
+static int own_write(fsend *f, const void *data, size_t len)
 {
-    int r;
-
-    latch__sole_enter(res);
-    r = latch_res_write_at(res, data, len, at);
-    latch__sole_leave(res);
-    return r;
+    return latch__pipe_own_write(f->res, data, len, f->call, f->at);
 }
 
 /*
@@ -213,7 +202,7 @@ static void start(fsend *f, const char *name, const char *encoding)
         /* RFC 9110 15.4.5: the validators and Cache-Control, no body, no
          * type or length. */
         latch_res_status_at(res, 304, f->at);
-        own_end(res, NULL, 0, f->at);
+        own_end(f, NULL, 0);
         return;
     }
     if (st == 412) {
@@ -264,7 +253,7 @@ static void start(fsend *f, const char *name, const char *encoding)
     }
     set_num(res, "Content-Length", f->end - f->off, f->at);
     if (q->is_head || f->off == f->end) {
-        own_end(res, NULL, 0, f->at);
+        own_end(f, NULL, 0);
         return;
     }
     /* The head goes out with the first bytes: when they are copied, a
@@ -300,9 +289,9 @@ static void on_read(uv_fs_t *req)
     } else {
         f->off += (uint64_t)n;
         if (f->off >= f->end) {
-            own_end(res, f->buf, (size_t)n, f->at);
+            own_end(f, f->buf, (size_t)n);
         } else {
-            r = own_write(res, f->buf, (size_t)n, f->at);
+            r = own_write(f, f->buf, (size_t)n);
             if (r == 1)
                 pump(f); /* below the mark: read on now */
             /* 0: the pipe's pull resumes; < 0: the end op follows */
@@ -322,7 +311,7 @@ static void on_sent(latch_res *res, int status, void *data)
     if (!f->over && status != UV_ECANCELED) {
         if (status == 0) {
             f->off = f->end;
-            own_end(f->res, NULL, 0, f->at);
+            own_end(f, NULL, 0);
         } else {
             latch_res_pipe_fail_at(f->res,
                                    status == UV_EOF

@@ -1110,6 +1110,13 @@ const latch_seal *latch__pipe_claim(const latch_res *res);
 /* Makes res's live pipe its sole writer (res->sole, LATCH_SOLE_HELD):
  * for producers of latch's own, right after their pipe was attached. */
 void latch__pipe_make_sole(latch_res *res);
+/* The sole producer's own body calls (latch__sole_enter/_leave around
+ * latch_res_write / latch_res_end, with a reference held across): the seal
+ * they make is named `call`, the producer's public call. */
+int latch__pipe_own_write(latch_res *res, const void *data, size_t len,
+                          const char *call, latch_site at);
+int latch__pipe_own_end(latch_res *res, const void *data, size_t len,
+                        const char *call, latch_site at);
 
 /* req.c */
 /* Fills q's path (decoded) and query from its target once the head is

@@ -500,9 +500,7 @@ static int up_body(void *data, const char *b, size_t n)
     int r;
 
     p->busy++;
-    latch__sole_enter(p->res);
-    r = latch_res_write_at(p->res, b, n, p->at);
-    latch__sole_leave(p->res);
+    r = latch__pipe_own_write(p->res, b, n, "latch_proxy", p->at);
     if (pxy_leave(p))
         return LATCH_ERR_CANCELLED;
     if (r == 0)
@@ -527,9 +525,7 @@ static void up_done(void *data, int status, bool headed)
                                       : LATCH_UP_ERROR);
     p->busy++;
     if (status == 0) {
-        latch__sole_enter(res);
-        latch_res_end_at(res, NULL, 0, p->at);
-        latch__sole_leave(res);
+        latch__pipe_own_end(res, NULL, 0, "latch_proxy", p->at);
     } else if (res->state == LATCH_RS_FRESH && !res->detached) {
         if (p->headed) {
             /* The upstream's status and fields are set but not sent: the

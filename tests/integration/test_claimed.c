@@ -214,6 +214,24 @@ static int proxy_then_end(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+/* The seed's broken completion: it writes after the file was sent. The
+ * report names the sendfile call as what sealed the response. */
+static void done_writes(latch_res *res, int status, void *data)
+{
+    count_done(res, status, data);
+    atomic_store(&line_move, __LINE__ + 1);
+    latch_res_end(res, "late", 4);
+}
+
+static int sendfile_done_writes(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    atomic_store(&line_claim, __LINE__ + 1);
+    latch_res_sendfile(res, file_path, NULL, done_writes, NULL);
+    return LATCH_DONE;
+}
+
 /* The proxy's on_error hook answers: the response is the hook's. */
 static int down_port;
 static void own_502(const latch_error *err, latch_req *req, latch_res *res,
@@ -311,6 +329,7 @@ static int setup(void **state)
     latch_use(app, "/sendfile-send", sendfile_then_send, NULL);
     latch_use(app, "/proxy-end", proxy_then_end, NULL);
     latch_use(app, "/proxy-down", proxy_down, NULL);
+    latch_use(app, "/sendfile-done-writes", sendfile_done_writes, NULL);
     latch_get(app, "/origin/proxy-next", origin, NULL);
     latch_get(app, "/origin/proxy-end", origin, NULL);
     latch_use(app, "/", next_handler, NULL);
@@ -471,6 +490,14 @@ static void test_proxy_then_end(void **state)
                    "latch_res_end", NULL);
 }
 
+static void test_late_write_names_the_file(void **state)
+{
+    (void)state;
+    expect_refused("/sendfile-done-writes", file_body,
+                   LATCH_ERR_STREAM_WRITE_AFTER_END, "latch_res_end",
+                   "latch_res_sendfile");
+}
+
 /* The proxy's on_error hook answers its own 502: allowed, unreported. */
 static void test_proxy_on_error_answers(void **state)
 {
@@ -514,7 +541,8 @@ int main(void)
         T(test_pipe_then_pending_next),     T(test_sendfile_then_fail),
         T(test_sendfile_then_error_return), T(test_proxy_then_next),
         T(test_sendfile_then_send),         T(test_proxy_then_end),
-        T(test_proxy_on_error_answers),     T(test_failed_producer_is_quiet),
+        T(test_late_write_names_the_file),  T(test_proxy_on_error_answers),
+        T(test_failed_producer_is_quiet),
     };
 #undef T
     return cmocka_run_group_tests(tests, setup, teardown);
