@@ -57,20 +57,12 @@ int latch__res_simple(latch_res *res, int status, const char *ctype,
                       const char *body, size_t len, const char *event)
 {
     latch_site none = {NULL, 0, NULL};
-    char num[24];
     int r;
 
     if (res->state != LATCH_RS_FRESH)
         return LATCH_ERR_STATE;
     res->status = status;
-    if (ctype != NULL &&
-        (r = latch__res_put_header(res, "Content-Type", 12, ctype,
-                                   strlen(ctype), false)) < 0)
-        return r;
-    r = latch__res_put_header(res, "Content-Length", 14, num,
-                              (size_t)(latch__res_put_u64(num, len) - num),
-                              false);
-    if (r < 0)
+    if ((r = latch__res_put_type_length(res, ctype, len)) < 0)
         return r;
     return latch__res_end(res, body, len, event, none);
 }

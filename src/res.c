@@ -658,7 +658,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
         p = put(p, "HTTP/1.1 200 OK\r\n", 17);
     } else {
         p = put(p, "HTTP/1.1 ", 9);
-        p = latch__res_put_u64(p, (uint64_t)st);
+        p = latch__put_u64(p, (uint64_t)st);
         *p++ = ' ';
         p = put(p, reason, rl);
         p = put(p, "\r\n", 2);
@@ -695,7 +695,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     if (!user_cl && !user_te && res->has_body) {
         if (res->has_cl) {
             p = put(p, "Content-Length: ", 16);
-            p = latch__res_put_u64(p, res->content_length);
+            p = latch__put_u64(p, res->content_length);
             p = put(p, "\r\n", 2);
         } else if (res->chunked) {
             p = put(p, "Transfer-Encoding: chunked\r\n", 28);

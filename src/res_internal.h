@@ -14,6 +14,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <string.h>
 
 /* What kind of call asks the gate (latch__res_gate). */
 enum latch_res_call {
@@ -78,21 +79,6 @@ int latch__res_bad_status(latch_res *res, int status, const char *call,
 int latch__res_end(latch_res *res, const void *data, size_t len,
                    const char *call, latch_site at);
 
-/* Writes `v` in decimal at `p` (room for 20 digits); returns the end. */
-static inline char *latch__res_put_u64(char *p, uint64_t v)
-{
-    char tmp[24];
-    int n = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 /* ASCII case-insensitive comparison of `n` bytes (header names). */
 static inline bool latch__res_ieq(const char *a, const char *b, size_t n)
 {
@@ -125,6 +111,24 @@ int latch__res_find_header(const latch_res *res, const char *name, size_t nlen);
  * value's bytes may stay unused in hbuf. */
 int latch__res_put_header(latch_res *res, const char *name, size_t nlen,
                           const char *value, size_t vlen, bool append);
+
+/* A body known whole (send's and the framework's answers): its type (NULL:
+ * none set here) and its length as headers, in that order. 0 or the error
+ * of latch__res_put_header. */
+static inline int latch__res_put_type_length(latch_res *res, const char *ctype,
+                                             uint64_t len)
+{
+    char num[24];
+    int r;
+
+    if (ctype != NULL &&
+        (r = latch__res_put_header(res, "Content-Type", 12, ctype,
+                                   strlen(ctype), false)) < 0)
+        return r;
+    return latch__res_put_header(res, "Content-Length", 14, num,
+                                 (size_t)(latch__put_u64(num, len) - num),
+                                 false);
+}
 
 /* headers.c: removes every line of a header (latch's own decision, not
  * reported). */

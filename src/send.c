@@ -28,7 +28,6 @@
 static int send_as(latch_res *res, const char *ctype, const void *body,
                    size_t len, const char *call, latch_site at)
 {
-    char num[24];
     int r = latch__res_gate(res, LATCH_K_SEND, call, "set", at);
 
     if (r != 0)
@@ -52,16 +51,9 @@ static int send_as(latch_res *res, const char *ctype, const void *body,
     }
     /* The whole body is known: its length frames it, not chunked (a
      * user's Transfer-Encoding is left out of the head, build_head). */
-    if (ctype != NULL &&
-        (r = latch__res_put_header(res, "Content-Type", 12, ctype,
-                                   strlen(ctype), false)) < 0)
-        return r;
     /* Express sets Content-Length as a header: it keeps its place before
      * Date, and a HEAD response carries it too. */
-    r = latch__res_put_header(res, "Content-Length", 14, num,
-                              (size_t)(latch__res_put_u64(num, len) - num),
-                              false);
-    if (r < 0)
+    if ((r = latch__res_put_type_length(res, ctype, len)) < 0)
         return r;
     res->sending = true;
     r = latch__res_end(res, body, len, call, at);
