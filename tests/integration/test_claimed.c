@@ -169,14 +169,20 @@ static int sendfile_then_error_return(latch_req *req, latch_res *res,
 
 static th_server srv;
 
-static int proxy_then_next(latch_req *req, latch_res *res, void *data)
+/* Proxies to this server's /origin/<path>, recording the line. */
+static void proxy_to_origin(latch_req *req, latch_res *res)
 {
     char up[64];
 
-    (void)data;
     snprintf(up, sizeof(up), "http://127.0.0.1:%d/origin", srv.port);
     atomic_store(&line_claim, __LINE__ + 1);
     latch_proxy(req, res, up, NULL);
+}
+
+static int proxy_then_next(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    proxy_to_origin(req, res);
     atomic_store(&line_move, __LINE__ + 1);
     return LATCH_NEXT;
 }
@@ -203,12 +209,8 @@ static int sendfile_then_send(latch_req *req, latch_res *res, void *data)
 
 static int proxy_then_end(latch_req *req, latch_res *res, void *data)
 {
-    char up[64];
-
     (void)data;
-    snprintf(up, sizeof(up), "http://127.0.0.1:%d/origin", srv.port);
-    atomic_store(&line_claim, __LINE__ + 1);
-    latch_proxy(req, res, up, NULL);
+    proxy_to_origin(req, res);
     atomic_store(&line_move, __LINE__ + 1);
     latch_res_end(res, "second answer", 13);
     return LATCH_DONE;
