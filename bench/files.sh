@@ -19,6 +19,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SERVERS=${SERVERS:-latch nginx node-stream fastify-static}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
@@ -53,30 +54,7 @@ head -c 1024 /dev/urandom >"$work/www/1k.bin"
 head -c $((1024 * 1024)) /dev/urandom >"$work/www/1m.bin"
 chmod 644 "$work/www/"*
 
-cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  default_type application/octet-stream;
-  server {
-    listen 127.0.0.1:PORT;
-    root $work/www;
-  }
-}
-CONF
-
-# CPU seconds (user + system) a process and its threads used so far.
-cpu_of() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); split($0, f, " ");
-    printf "%.3f", (f[12] + f[13]) / hz }' "/proc/$1/stat"
-}
+nginx_static_conf "$work" 4096 >"$work/nginx/nginx.conf"
 
 start() { # name port -> sets SPID (the process serving)
   local name=$1 p=$2

@@ -49,6 +49,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 LATCH_B=${LATCH_B:-}
 SERVERS=${SERVERS:-latch ${LATCH_B:+latchB }latch-serial latch-pool1k nginx http-proxy fastify-proxy}
 DURATION=${DURATION:-10}
@@ -128,12 +129,6 @@ http {
   }
 }
 CONF
-}
-
-# CPU seconds (user + system) a process and its threads used so far.
-cpu_of() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); split($0, f, " ");
-    printf "%.3f", (f[12] + f[13]) / hz }' "/proc/$1/stat"
 }
 
 # start NAME PORT UPSTREAM_PORT [KEEP]: a proxy; sets SPID (the process

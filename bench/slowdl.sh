@@ -21,6 +21,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SERVERS=${SERVERS:-latch nginx}
 CONNS=${CONNS:-1000}
 RATE=${RATE:-65536}        # bytes/s each client reads
@@ -59,24 +60,7 @@ truncate -s "${SIZE_MB}M" "$work/www/100m.bin"
 chmod 644 "$work/www/100m.bin"
 cc -O2 -Wall -Wextra bench/tools/slowdl.c -o "$work/slowdl"
 
-cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections $NOFILE; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  default_type application/octet-stream;
-  server {
-    listen 127.0.0.1:PORT;
-    root $work/www;
-  }
-}
-CONF
+nginx_static_conf "$work" "$NOFILE" >"$work/nginx/nginx.conf"
 
 start() { # name port -> sets SPID (the process to stop), MPIDS (to measure)
   local name=$1 p=$2 bin=$LATCH_BIN

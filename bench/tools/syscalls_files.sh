@@ -15,6 +15,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
+. bench/lib.sh
 SERVERS=${SERVERS:-latch nginx}
 FILE=${FILE:-1k.bin}
 DURATION=${DURATION:-3}
@@ -38,24 +39,7 @@ head -c $((1024 * 1024)) /dev/urandom >"$work/www/1m.bin"
 chmod 644 "$work/www/"*
 [ -f "$work/www/$FILE" ] || die "FILE is 1k.bin or 1m.bin"
 
-cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  default_type application/octet-stream;
-  server {
-    listen 127.0.0.1:PORT;
-    root $work/www;
-  }
-}
-CONF
+nginx_static_conf "$work" 4096 >"$work/nginx/nginx.conf"
 
 port=$BASE_PORT
 for s in $SERVERS; do
