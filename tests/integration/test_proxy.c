@@ -68,8 +68,9 @@ static struct {
                            a request (then 0) */
     /* what happened */
     atomic_int accepts, requests, closes;
-    atomic_int open; /* connections the fake holds now */
-    char *last;      /* the last request, whole */
+    atomic_int open;  /* connections the fake holds now */
+    atomic_int turns; /* the fake's loop turns, for waiting one out */
+    char *last;       /* the last request, whole */
     size_t last_len;
     fake_conn c[FAKE_CONNS];
 } fk;
@@ -202,6 +203,8 @@ static void *fake_main(void *arg)
     (void)arg;
     while (!atomic_load(&fk.stop)) {
         struct pollfd pf[FAKE_CONNS + 1];
+
+        atomic_fetch_add(&fk.turns, 1);
         int map[FAKE_CONNS + 1], n = 0;
 
         pf[n].fd = fk.lfd;
@@ -470,17 +473,28 @@ static void start(int trust)
     memset(&viol, 0, sizeof(viol));
 }
 
-/* Stops the server, then waits (bounded) until the fake saw every
- * upstream connection close, so none of them counts in the next test. */
+/* Waits (bounded) until the fake holds no connection and counted every
+ * close: open falls before closes rises (in the fake's thread), so two
+ * more turns of the fake's loop are waited out too. Returns open. */
+static int fake_quiet(int ms)
+{
+    int64_t end = th_now_ms() + ms;
+    int turns;
+
+    while (atomic_load(&fk.open) > 0 && th_now_ms() < end)
+        usleep(500);
+    turns = atomic_load(&fk.turns);
+    while (atomic_load(&fk.turns) < turns + 2 && th_now_ms() < end)
+        usleep(500);
+    return atomic_load(&fk.open);
+}
+
+/* Stops the server, then waits until the fake saw every upstream
+ * connection close, so none of them counts in the next test. */
 static void stop(void)
 {
-    int64_t end;
-
     th_server_stop(&srv);
-    end = th_now_ms() + 5000;
-    while (atomic_load(&fk.open) > 0 && th_now_ms() < end)
-        usleep(1000);
-    assert_int_equal(atomic_load(&fk.open), 0);
+    assert_int_equal(fake_quiet(5000), 0);
 }
 
 /* One request on its own connection; the reply, read to the close or to
@@ -1303,11 +1317,7 @@ static void test_endings_shaken(void **state)
         assert_int_equal(atomic_load(&on_error_calls), 3);
 
         /* The client leaves: its upstream connection goes. */
-        {
-            int64_t end = th_now_ms() + 3000;
-            while (atomic_load(&fk.open) > 0 && th_now_ms() < end)
-                usleep(500);
-        }
+        assert_int_equal(fake_quiet(3000), 0);
         fake_reset_counts();
         SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npart",
                AFTER_STALL);
@@ -1443,11 +1453,7 @@ static void test_upstream_metrics(void **state)
     assert_true(th_last_end() != TH_OPEN);
     free(reply);
     close(fd);
-    {
-        int64_t end = th_now_ms() + 3000;
-        while (atomic_load(&fk.open) > 0 && th_now_ms() < end)
-            usleep(500);
-    }
+    assert_int_equal(fake_quiet(3000), 0);
     fake_reset_counts();
     SCRIPT("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npart", AFTER_STALL);
     fd = th_connect(srv.port);
