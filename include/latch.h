@@ -1226,9 +1226,19 @@ LATCH_API int latch_res_post_at(latch_res *res, latch_res_cb fn, void *data,
  * free `data`. The pipe holds a reference to the response until done
  * returned.
  *
+ * The pipe claims the response: a whole answer made beside it
+ * (latch_res_send, _json, _redirect, _send_status, latch_sse_start: a
+ * forgotten return after latch_res_pipe) is refused with
+ * LATCH_ERR_HTTP_HEADERS_SENT and reported, naming this call as where the
+ * response was sealed, and the producer answers (where Node lets the
+ * res.end() win and fails the pipe's next write). latch_res_write /
+ * latch_res_end stay allowed from anywhere: they are how the producer
+ * writes. Inside pull every call is the producer's.
+ *
  * Returns 0 (done will run), or an error and done never runs:
  * LATCH_ERR_INVALID_ARG (pull NULL), LATCH_ERR_STATE (a pipe already,
- * one per response), LATCH_ERR_STREAM_WRITE_AFTER_END (ended),
+ * one per response; reported naming the first producer's call as the
+ * seal), LATCH_ERR_STREAM_WRITE_AFTER_END (ended),
  * LATCH_ERR_STREAM_DESTROYED, LATCH_ERR_WRONG_THREAD, LATCH_ERR_NOMEM; all
  * but NOMEM reported.
  */
@@ -1294,9 +1304,11 @@ typedef struct latch_file_opts {
  * _write, _end ... made beside it (Express's res.sendFile() and a
  * forgotten return) is refused with LATCH_ERR_HTTP_HEADERS_SENT and
  * reported, naming this call as where the response was sealed; headers
- * and status may still be set until the file is opened. Moving the chain
- * on is refused as well (latch_handler). After a failure (done's error
- * handlers run) the response is theirs again.
+ * and status may still be set until the file is opened, but not sent
+ * (latch_res_write_head, latch_res_flush_headers and latch_sse_start are
+ * refused the same way). Moving the chain on is refused as well
+ * (latch_handler). After a failure (done's error handlers run) the
+ * response is theirs again.
  */
 #define latch_res_sendfile(res, path, opts, done, data)                        \
     latch_res_sendfile_at((res), (path), (opts), (done), (data), LATCH_HERE)
@@ -1363,6 +1375,10 @@ typedef struct latch_proxy_opts {
      * the response is FRESH: it may answer (its own 502 page); if it
      * returns with the response unanswered, latch answers 502 (504 on a
      * timeout) through the error handlers. Its return value is ignored.
+     * An answer it begins and leaves unfinished when it returns (a
+     * write without an end) is reported as ERR_NO_RESPONSE (call
+     * "on_error", sealed where its headers went out) and cut: the hook
+     * answers before it returns.
      * err->code is the cause (UV_ECONNREFUSED, UV_ETIMEDOUT,
      * LATCH_ERR_UPSTREAM, ...), err->status 502 or 504. Never called after
      * the client left, and never once headers were forwarded: then latch
@@ -1410,7 +1426,8 @@ typedef struct latch_proxy_opts {
  * Until the upstream fails before its headers (on_error, then the error
  * handlers), the body is the proxy's: another body call on the response is
  * refused (LATCH_ERR_HTTP_HEADERS_SENT, reported, naming latch_proxy as
- * the seal), as is moving the chain on (latch_handler).
+ * the seal), as is sending the head (latch_res_write_head,
+ * latch_res_flush_headers) or moving the chain on (latch_handler).
  * Returns 0 (the response is the proxy's: return LATCH_DONE), or an error
  * with nothing sent: LATCH_ERR_INVALID_ARG (NULL, a malformed upstream;
  * reported), LATCH_ERR_HTTP_HEADERS_SENT and the other state errors of a
@@ -1735,9 +1752,12 @@ LATCH_API bool latch_join_settled(const latch_join *j);
 /* Starts the stream: status 200, Content-Type: text/event-stream,
  * Cache-Control: no-cache, X-Accel-Buffering: no (nginx passes each event
  * on at once), no Content-Length or Content-Encoding; the headers go out
- * now. LATCH_ERR_HTTP_HEADERS_SENT (reported) when they went out already;
- * LATCH_ERR_STATE (reported) while the server shuts down. The stream gets
- * a comment line (":") after each heartbeat period without output. */
+ * now. LATCH_ERR_HTTP_HEADERS_SENT (reported, naming latch_sse_start)
+ * when they went out already, or when a producer holds the response (a
+ * file being opened, the proxy, a pipe: see latch_res_pipe), before any
+ * of its headers is touched; LATCH_ERR_STATE (reported) while the server
+ * shuts down. The stream gets a comment line (":") after each heartbeat
+ * period without output. */
 #define latch_sse_start(res) latch_sse_start_at((res), LATCH_HERE)
 LATCH_API int latch_sse_start_at(latch_res *res, latch_site at);
 /* Sends one event: "event: E" (event NULL: omitted, the client's default

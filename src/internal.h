@@ -603,10 +603,20 @@ typedef struct latch_attach_ops {
  * (ERR_HTTP_HEADERS_SENT, the producer's call named as the seal), as
  * Express's res.sendFile() followed by a forgotten res.send(). Header and
  * status calls stay allowed; a cancelled request (the timeout's error
- * handlers) is let through. The pipe's end and a producer failure
- * (latch_res_pipe_fail) clear it.
+ * handlers) is let through; a call that sends the head (write_head,
+ * flush_headers) is refused too. A user's pipe (stream.c) makes it PIPE:
+ * only a whole answer beside it (send, json, redirect, send_status,
+ * latch_sse_start) is refused, since its producer writes with the
+ * ordinary calls from anywhere; inside its pull (PULLING) nothing is.
+ * The pipe's end and a producer failure (latch_res_pipe_fail) clear it.
  */
-enum { LATCH_SOLE_NONE = 0, LATCH_SOLE_HELD = 1, LATCH_SOLE_WRITING = 2 };
+enum {
+    LATCH_SOLE_NONE = 0,
+    LATCH_SOLE_HELD = 1,
+    LATCH_SOLE_WRITING = 2,
+    LATCH_SOLE_PIPE = 3,
+    LATCH_SOLE_PULLING = 4,
+};
 static inline void latch__sole_enter(latch_res *res)
 {
     if (res->sole == LATCH_SOLE_HELD)

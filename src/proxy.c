@@ -533,6 +533,17 @@ static void up_done(void *data, int status, bool headed)
         /* Unanswered: the error handlers say 502 (504). */
         if (!p->over && res->state == LATCH_RS_FRESH && !res->detached)
             latch_res_pipe_fail_at(res, status, p->at);
+        /* Begun and left unfinished: nothing will end it (the hook
+         * answers before it returns), and the pipe would hold it open
+         * for good. A response without its end, as a handler's. */
+        else if (!p->over && res->state == LATCH_RS_HEADERS_SENT &&
+                 !res->detached) {
+            latch__violation(res, LATCH_ERR_NO_RESPONSE, "on_error",
+                             "The proxy's on_error hook returned with its "
+                             "answer unfinished: the response is cut",
+                             p->at);
+            latch_res_pipe_fail_at(res, status, p->at);
+        }
     } else if (res->state < LATCH_RS_ENDED && !res->detached) {
         /* Headers went out: truncated, never complete-looking. */
         latch_res_pipe_fail_at(res, status, p->at);

@@ -426,7 +426,8 @@ static void transition(latch_res *res, int to)
  * A body call on a response a producer of latch's own holds (res->sole,
  * internal.h): refused with the producer's call as the seal, unless it
  * only sets headers or status, or the request was cancelled (the
- * timeout's error handlers answer).
+ * timeout's error handlers answer). Beside a user's pipe only a whole
+ * answer is refused: its producer writes with the ordinary calls.
  */
 static LATCH_COLD int sole_refuse(latch_res *res, int kind, const char *call,
                                   latch_site at)
@@ -435,8 +436,10 @@ static LATCH_COLD int sole_refuse(latch_res *res, int kind, const char *call,
     latch_attach *a;
     char msg[112];
 
-    if (kind == LATCH_K_HEADER || kind == LATCH_K_STATUS ||
-        res->cancel_reason != LATCH_CANCEL_NONE)
+    if (res->sole == LATCH_SOLE_WRITING || res->sole == LATCH_SOLE_PULLING ||
+        kind == LATCH_K_HEADER || kind == LATCH_K_STATUS ||
+        res->cancel_reason != LATCH_CANCEL_NONE ||
+        (res->sole == LATCH_SOLE_PIPE && kind != LATCH_K_SEND))
         return 0;
     for (a = res->attach; a != NULL && claim == NULL; a = a->next)
         if (a->ops->claim != NULL)
@@ -444,6 +447,7 @@ static LATCH_COLD int sole_refuse(latch_res *res, int kind, const char *call,
     snprintf(msg, sizeof(msg), "Cannot %s: the response is being sent by %s",
              kind == LATCH_K_WRITE  ? "write"
              : kind == LATCH_K_SEND ? "send"
+             : kind == LATCH_K_HEAD ? "send the headers"
                                     : "end",
              claim != NULL ? claim->call : "a producer");
     latch__violation_sealed(res, LATCH_ERR_HTTP_HEADERS_SENT, call, msg, at,
@@ -467,7 +471,7 @@ int latch__res_gate(latch_res *res, int kind, const char *call,
         return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
     switch (res->state) {
     case LATCH_RS_FRESH:
-        return res->sole != LATCH_SOLE_HELD ? 0
+        return res->sole == LATCH_SOLE_NONE ? 0
                                             : sole_refuse(res, kind, call, at);
     case LATCH_RS_DESTROYED:
         snprintf(msg, sizeof(msg),
@@ -808,8 +812,8 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_write_head", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    int r = latch__res_gate(res, LATCH_K_HEADER, "latch_res_write_head",
-                            "write", at);
+    int r =
+        latch__res_gate(res, LATCH_K_HEAD, "latch_res_write_head", "write", at);
 
     if (r != 0)
         return r;
@@ -836,7 +840,7 @@ int latch_res_flush_headers_at(latch_res *res, latch_site at)
             res->ex->unhold(res);
         return 0;
     }
-    r = latch__res_gate(res, LATCH_K_HEADER, "latch_res_flush_headers", "write",
+    r = latch__res_gate(res, LATCH_K_HEAD, "latch_res_flush_headers", "write",
                         at);
     if (r != 0)
         return r;

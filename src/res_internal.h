@@ -18,7 +18,8 @@
 
 /* What kind of call asks the gate (latch__res_gate). */
 enum latch_res_call {
-    LATCH_K_HEADER, /* set/append/remove header, write_head */
+    LATCH_K_HEADER, /* set/append/remove header */
+    LATCH_K_HEAD,   /* write_head, flush_headers: the head goes out */
     LATCH_K_STATUS,
     LATCH_K_WRITE,
     LATCH_K_END_DATA,

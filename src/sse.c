@@ -747,11 +747,11 @@ int latch_sse_start_at(latch_res *h, latch_site at)
 
     if ((res = enter(h, "latch_sse_start", &at, &r)) == NULL)
         return r;
-    if (res->state != LATCH_RS_FRESH) {
-        /* The same refusal as any header after the headers. */
-        return latch_res_set_header_at(res, "Content-Type", "text/event-stream",
-                                       at);
-    }
+    /* A whole answer, as latch_res_send: refused (naming this call) after
+     * the headers, and beside a producer that holds the response (a file
+     * being opened), before any of its headers is touched. */
+    if ((r = latch__res_send_check(res, "latch_sse_start", at)) < 0)
+        return r;
     if ((r = latch_res_status_at(res, 200, at)) < 0 ||
         (r = latch_res_set_header_at(res, "Content-Type", "text/event-stream",
                                      at)) < 0 ||
@@ -768,7 +768,12 @@ int latch_sse_start_at(latch_res *h, latch_site at)
     if ((e = evs_get(res)) == NULL)
         return LATCH_ERR_NOMEM;
     e->sse = true;
-    return latch_res_flush_headers_at(res, at);
+    r = latch_res_flush_headers_at(res, at);
+    /* Later reports name this call, not the flush it made. */
+    if (r >= 0 && res->headers_at.call != NULL &&
+        strcmp(res->headers_at.call, "latch_res_flush_headers") == 0)
+        res->headers_at.call = "latch_sse_start";
+    return r;
 }
 
 /* Writes one frame of an SSE response: refused (reported) unless

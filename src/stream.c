@@ -25,8 +25,10 @@ typedef struct latch_pipe {
     uint16_t frame;   /* the handler call that made it: its callbacks' */
     bool over;        /* done ran (or is running) */
     bool failed;      /* latch_res_pipe_fail was called */
+    bool failed_head; /* ... before the headers: error handlers answer */
     int error;        /* and with what */
     latch_seal claim; /* the call that gave the response to this pipe */
+    latch_seal fail;  /* the latch_res_pipe_fail call */
 } latch_pipe;
 
 static void pipe_end(latch_attach *a, latch_res *res, int reason);
@@ -58,7 +60,9 @@ static int refuse(latch_res *res, int code, const char *call, const char *msg,
 /* The refusal for a call on a response that is over: its state's error. */
 static int refuse_over(latch_res *res, const char *call, latch_site at)
 {
-    if (res->state == LATCH_RS_DESTROYED || res->detached)
+    /* A finished response that left its connection ended: as a write. */
+    if (res->state == LATCH_RS_DESTROYED ||
+        (res->detached && res->state < LATCH_RS_ENDED))
         return refuse(res, LATCH_ERR_STREAM_DESTROYED, call,
                       "The response was destroyed: the pipe is over", at);
     return refuse(res, LATCH_ERR_STREAM_WRITE_AFTER_END, call,
@@ -91,10 +95,16 @@ int latch__res_pipe_named(latch_res *res, latch_pull_cb pull,
         latch__res_attach_done(res))
         return refuse_over(res, call, at);
     /* One producer at a time: after a failure, an error handler may send
-     * its own page through a new one (a sendfile of 500.html). */
-    if ((p = pipe_of(res)) != NULL && !p->failed)
-        return refuse(res, LATCH_ERR_STATE, call,
-                      "The response already has a pipe (one per response)", at);
+     * its own page through a new one (a sendfile of 500.html). The
+     * report names the first producer's call: nothing else sealed the
+     * response yet. */
+    if ((p = pipe_of(res)) != NULL && !p->failed) {
+        latch__violation_sealed(
+            res, LATCH_ERR_STATE, call,
+            "The response already has a pipe (one per response)", at, NULL,
+            &p->claim);
+        return LATCH_ERR_STATE;
+    }
     if ((p = calloc(1, sizeof(*p))) == NULL)
         return LATCH_ERR_NOMEM;
     p->a.ops = &pipe_ops;
@@ -107,6 +117,11 @@ int latch__res_pipe_named(latch_res *res, latch_pull_cb pull,
     p->claim.at = at;
     latch__res_ref(res); /* until done returned */
     latch__res_attach(res, &p->a);
+    /* A whole answer beside it (latch_res_send ...) is refused; the
+     * producer's own writes are not (file.c and the proxy go further:
+     * latch__pipe_make_sole). */
+    if (res->sole == LATCH_SOLE_NONE)
+        res->sole = LATCH_SOLE_PIPE;
     if (LATCH_TRACING())
         latch__trace(res, "pipe start", call, at);
     /* The first pull: at the next flush, once this response may write. */
@@ -185,7 +200,12 @@ static void pipe_drain(latch_attach *a, latch_res *res)
     if (p->over || p->failed || res->state >= LATCH_RS_ENDED || res->detached)
         return;
     prev = latch__frame_enter(res, p->frame);
+    /* Inside pull the producer may answer whole (latch_res_send). */
+    if (res->sole == LATCH_SOLE_PIPE)
+        res->sole = LATCH_SOLE_PULLING;
     p->pull(latch__res_hf(res, p->frame), p->data);
+    if (res->sole == LATCH_SOLE_PULLING)
+        res->sole = LATCH_SOLE_PIPE;
     latch__frame_leave(res, prev);
 }
 
@@ -216,6 +236,12 @@ static void pipe_end(latch_attach *a, latch_res *res, int reason)
     p->over = true;
     res->sole = LATCH_SOLE_NONE;
     status = pipe_status(p, res, reason);
+    /* The error handlers answered a failure after latch_res_pipe_fail
+     * returned (it was called inside a handler): later reports name the
+     * failure, not the error page it caused, as when they answered at
+     * once. */
+    if (p->failed_head && res->ended_at.call != NULL)
+        res->ended_at = p->fail;
     if (LATCH_TRACING()) {
         char event[64];
         snprintf(event, sizeof(event), "pipe done (%s)",
@@ -282,15 +308,27 @@ int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at)
     if ((p = pipe_of(res)) == NULL)
         return refuse(res, LATCH_ERR_STATE, "latch_res_pipe_fail",
                       "The response has no pipe", at);
+    if (p->failed && !p->over && res->state < LATCH_RS_ENDED &&
+        !res->detached) {
+        /* Failed once already; its error handlers have not answered yet:
+         * that first call is what sealed the response. */
+        latch__violation_sealed(
+            res, LATCH_ERR_STREAM_WRITE_AFTER_END, "latch_res_pipe_fail",
+            "The pipe already failed: the pipe is over", at, NULL, &p->fail);
+        return LATCH_ERR_STREAM_WRITE_AFTER_END;
+    }
     if (p->over || p->failed || res->state >= LATCH_RS_ENDED || res->detached)
         return refuse_over(res, "latch_res_pipe_fail", at);
     p->failed = true;
     p->error = error;
+    p->fail.call = "latch_res_pipe_fail";
+    p->fail.at = at;
     res->sole = LATCH_SOLE_NONE; /* the error handlers answer now */
     latch__res_ref(res);         /* answering may finish and release it */
     latch__res_retract_head(res);
     if (res->state == LATCH_RS_FRESH) {
         /* Nothing went out: the error handlers answer. */
+        p->failed_head = true;
         latch__res_raise(res, error, fail_status(error), "latch_res_pipe_fail",
                          at);
         /* Later reports name the failure, not the error page it caused. */
