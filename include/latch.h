@@ -683,42 +683,90 @@ LATCH_API int latch_fail_at(latch_req *req, int status, const char *message,
  * latch_req_aborted, latch_req_cancel_reason, the response) is the loop's:
  * a job asks latch_work_cancelled, and latch_req_ip off the loop is
  * refused (NULL, LATCH_ERR_WRONG_THREAD, reported).
+ *
+ * A getter given a handle whose request is over (kept without a
+ * reference) returns NULL, 0 or false, or LATCH_ERR_STREAM_DESTROYED, and
+ * reports it. So that the report names the caller's place, each getter
+ * here and on latch_res below (and each latch_json_* call) is a macro over
+ * an _at variant; the plain functions remain for callers that take their
+ * address. (latch_req_header's variant is latch_req_header_get_at and
+ * latch_req_header_at's is latch_req_header_nth_at, the _at names being
+ * taken.)
  */
 LATCH_API const char *latch_req_method(const latch_req *req);
+LATCH_API const char *latch_req_method_at(const latch_req *req, latch_site at);
+#define latch_req_method(req) latch_req_method_at((req), LATCH_HERE)
 /* The path, percent-decoded, without the query. */
 LATCH_API const char *latch_req_path(const latch_req *req);
+LATCH_API const char *latch_req_path_at(const latch_req *req, latch_site at);
+#define latch_req_path(req) latch_req_path_at((req), LATCH_HERE)
 /* The request target exactly as sent. */
 LATCH_API const char *latch_req_url(const latch_req *req);
+LATCH_API const char *latch_req_url_at(const latch_req *req, latch_site at);
+#define latch_req_url(req) latch_req_url_at((req), LATCH_HERE)
 /* The first value of query parameter `name` (decoded: percent escapes,
  * '+' as a space; names are compared decoded), NULL if absent; "" for a
  * key without '='. */
 LATCH_API const char *latch_req_query(const latch_req *req, const char *name);
+LATCH_API const char *latch_req_query_at(const latch_req *req, const char *name,
+                                         latch_site at);
+#define latch_req_query(req, name) latch_req_query_at((req), (name), LATCH_HERE)
 /* Every value of a repeated query parameter ("?tag=a&tag=b", what Express
  * gives as an array), in order: stores the first `max` in values and
  * returns how many there are (0 if absent), or LATCH_ERR_INVALID_ARG. */
 LATCH_API int latch_req_query_values(const latch_req *req, const char *name,
                                      const char **values, int max);
+LATCH_API int latch_req_query_values_at(const latch_req *req, const char *name,
+                                        const char **values, int max,
+                                        latch_site at);
+#define latch_req_query_values(req, name, values, max)                         \
+    latch_req_query_values_at((req), (name), (values), (max), LATCH_HERE)
 /* A route parameter (decoded), NULL if the route has none of that name. */
 LATCH_API const char *latch_req_param(const latch_req *req, const char *name);
+LATCH_API const char *latch_req_param_at(const latch_req *req, const char *name,
+                                         latch_site at);
+#define latch_req_param(req, name) latch_req_param_at((req), (name), LATCH_HERE)
 /* The first value of a header (case-insensitive name), NULL if absent. */
 LATCH_API const char *latch_req_header(const latch_req *req, const char *name);
+LATCH_API const char *latch_req_header_get_at(const latch_req *req,
+                                              const char *name, latch_site at);
+#define latch_req_header(req, name)                                            \
+    latch_req_header_get_at((req), (name), LATCH_HERE)
 /* Every value of a header sent on several lines, in order (as with
  * latch_req_query_values): stores the first `max`, returns the count. */
 LATCH_API int latch_req_header_values(const latch_req *req, const char *name,
                                       const char **values, int max);
+LATCH_API int latch_req_header_values_at(const latch_req *req, const char *name,
+                                         const char **values, int max,
+                                         latch_site at);
+#define latch_req_header_values(req, name, values, max)                        \
+    latch_req_header_values_at((req), (name), (values), (max), LATCH_HERE)
 /* Number of header fields, and field i (0-based) as name and value. */
 LATCH_API int latch_req_header_count(const latch_req *req);
+LATCH_API int latch_req_header_count_at(const latch_req *req, latch_site at);
+#define latch_req_header_count(req) latch_req_header_count_at((req), LATCH_HERE)
 LATCH_API int latch_req_header_at(const latch_req *req, int i,
                                   const char **name, const char **value);
+LATCH_API int latch_req_header_nth_at(const latch_req *req, int i,
+                                      const char **name, const char **value,
+                                      latch_site at);
+#define latch_req_header_at(req, i, name, value)                               \
+    latch_req_header_nth_at((req), (i), (name), (value), LATCH_HERE)
 /* The value of cookie `name` from the Cookie header(s), percent-decoded
  * and without surrounding quotes; NULL if absent. */
 LATCH_API const char *latch_req_cookie(const latch_req *req, const char *name);
+LATCH_API const char *latch_req_cookie_at(const latch_req *req,
+                                          const char *name, latch_site at);
+#define latch_req_cookie(req, name)                                            \
+    latch_req_cookie_at((req), (name), LATCH_HERE)
 /* The client's IP address as text ("127.0.0.1", "::1"). Without a trusted
  * proxy (the default) it is the peer of the connection; with
  * latch_app_set_trust_proxy(app, n), the address n hops back in
  * X-Forwarded-For (as Express's "trust proxy" n). NULL once the
  * connection is gone and nothing was cached. */
 LATCH_API const char *latch_req_ip(const latch_req *req);
+LATCH_API const char *latch_req_ip_at(const latch_req *req, latch_site at);
+#define latch_req_ip(req) latch_req_ip_at((req), LATCH_HERE)
 /*
  * JSON request bodies (parsed with jansson). latch_json_body is a
  * middleware (latch_use(app, prefix, latch_json_body, NULL)): for a request
@@ -731,15 +779,27 @@ LATCH_API const char *latch_req_ip(const latch_req *req);
 typedef struct json_t json_t;
 LATCH_API int latch_json_body(latch_req *req, latch_res *res, void *data);
 LATCH_API json_t *latch_req_json(const latch_req *req);
+LATCH_API json_t *latch_req_json_at(const latch_req *req, latch_site at);
+#define latch_req_json(req) latch_req_json_at((req), LATCH_HERE)
 /* The buffered body (may be empty, data non-NULL). Returns 0. */
 LATCH_API int latch_req_body(latch_req *req, const void **data, size_t *len);
+LATCH_API int latch_req_body_at(latch_req *req, const void **data, size_t *len,
+                                latch_site at);
+#define latch_req_body(req, data, len)                                         \
+    latch_req_body_at((req), (data), (len), LATCH_HERE)
 /* Unique per server run, increasing per worker. */
 LATCH_API uint64_t latch_req_id(const latch_req *req);
+LATCH_API uint64_t latch_req_id_at(const latch_req *req, latch_site at);
+#define latch_req_id(req) latch_req_id_at((req), LATCH_HERE)
 /* True once the client went away or the request was cancelled. */
 LATCH_API bool latch_req_aborted(const latch_req *req);
+LATCH_API bool latch_req_aborted_at(const latch_req *req, latch_site at);
+#define latch_req_aborted(req) latch_req_aborted_at((req), LATCH_HERE)
 /* True when the request came over TLS (a latch_listen_tls listener), as
  * Express's req.secure without proxies; false otherwise and for NULL. */
 LATCH_API bool latch_req_secure(const latch_req *req);
+LATCH_API bool latch_req_secure_at(const latch_req *req, latch_site at);
+#define latch_req_secure(req) latch_req_secure_at((req), LATCH_HERE)
 /*
  * The request's cancellation signal. It fires once, on the first of: the
  * client went away (EOF or reset while the response is not complete), the
@@ -767,12 +827,22 @@ LATCH_API int latch_req_on_cancel_at(latch_req *req, latch_cancel_cb cb,
     latch_req_on_cancel_at((req), (cb), (data), LATCH_HERE)
 /* LATCH_CANCEL_* for a cancelled request, LATCH_CANCEL_NONE otherwise. */
 LATCH_API int latch_req_cancel_reason(const latch_req *req);
+LATCH_API int latch_req_cancel_reason_at(const latch_req *req, latch_site at);
+#define latch_req_cancel_reason(req)                                           \
+    latch_req_cancel_reason_at((req), LATCH_HERE)
 
 /* 0 for HTTP/1.0, 1 for HTTP/1.1 (HTTP/1.2 to 1.9 are served as 1.1: 1). */
 LATCH_API int latch_req_version_minor(const latch_req *req);
+LATCH_API int latch_req_version_minor_at(const latch_req *req, latch_site at);
+#define latch_req_version_minor(req)                                           \
+    latch_req_version_minor_at((req), LATCH_HERE)
 /* The response of a request, and the request of a response. */
 LATCH_API latch_res *latch_req_res(latch_req *req);
+LATCH_API latch_res *latch_req_res_at(latch_req *req, latch_site at);
+#define latch_req_res(req) latch_req_res_at((req), LATCH_HERE)
 LATCH_API latch_req *latch_res_req(latch_res *res);
+LATCH_API latch_req *latch_res_req_at(latch_res *res, latch_site at);
+#define latch_res_req(res) latch_res_req_at((res), LATCH_HERE)
 
 /* ------------------------------------------------------------------ */
 /* The response                                                         */
@@ -792,6 +862,8 @@ LATCH_API latch_req *latch_res_req(latch_res *res);
 LATCH_API int latch_res_status_at(latch_res *res, int status, latch_site at);
 /* The status set so far (200 by default). */
 LATCH_API int latch_res_get_status(const latch_res *res);
+LATCH_API int latch_res_get_status_at(const latch_res *res, latch_site at);
+#define latch_res_get_status(res) latch_res_get_status_at((res), LATCH_HERE)
 
 /*
  * Sets (replacing, keeping its position), appends (another line of the same
@@ -828,6 +900,10 @@ LATCH_API int latch_res_clear_headers_at(latch_res *res, latch_site at);
  * next header change on this response. */
 LATCH_API const char *latch_res_get_header(const latch_res *res,
                                            const char *name);
+LATCH_API const char *latch_res_get_header_at(const latch_res *res,
+                                              const char *name, latch_site at);
+#define latch_res_get_header(res, name)                                        \
+    latch_res_get_header_at((res), (name), LATCH_HERE)
 
 /* Builds the header block with this status; nothing is sent yet (Node's
  * writeHead). Until the next write, end or flush the head is held: when
@@ -1017,17 +1093,43 @@ typedef struct latch_json latch_json;
  * was destroyed, or a writer is already open. */
 LATCH_API latch_json *latch_res_json_begin_at(latch_res *res, latch_site at);
 LATCH_API int latch_json_object_begin(latch_json *j);
+LATCH_API int latch_json_object_begin_at(latch_json *j, latch_site at);
+#define latch_json_object_begin(j) latch_json_object_begin_at((j), LATCH_HERE)
 LATCH_API int latch_json_object_end(latch_json *j);
+LATCH_API int latch_json_object_end_at(latch_json *j, latch_site at);
+#define latch_json_object_end(j) latch_json_object_end_at((j), LATCH_HERE)
 LATCH_API int latch_json_array_begin(latch_json *j);
+LATCH_API int latch_json_array_begin_at(latch_json *j, latch_site at);
+#define latch_json_array_begin(j) latch_json_array_begin_at((j), LATCH_HERE)
 LATCH_API int latch_json_array_end(latch_json *j);
+LATCH_API int latch_json_array_end_at(latch_json *j, latch_site at);
+#define latch_json_array_end(j) latch_json_array_end_at((j), LATCH_HERE)
 LATCH_API int latch_json_key(latch_json *j, const char *key);
+LATCH_API int latch_json_key_at(latch_json *j, const char *key, latch_site at);
+#define latch_json_key(j, key) latch_json_key_at((j), (key), LATCH_HERE)
 LATCH_API int latch_json_string(latch_json *j, const char *s);
+LATCH_API int latch_json_string_at(latch_json *j, const char *s, latch_site at);
+#define latch_json_string(j, s) latch_json_string_at((j), (s), LATCH_HERE)
 LATCH_API int latch_json_string_n(latch_json *j, const char *s, size_t n);
+LATCH_API int latch_json_string_n_at(latch_json *j, const char *s, size_t n,
+                                     latch_site at);
+#define latch_json_string_n(j, s, n)                                           \
+    latch_json_string_n_at((j), (s), (n), LATCH_HERE)
 LATCH_API int latch_json_int(latch_json *j, int64_t v);
+LATCH_API int latch_json_int_at(latch_json *j, int64_t v, latch_site at);
+#define latch_json_int(j, v) latch_json_int_at((j), (v), LATCH_HERE)
 LATCH_API int latch_json_uint(latch_json *j, uint64_t v);
+LATCH_API int latch_json_uint_at(latch_json *j, uint64_t v, latch_site at);
+#define latch_json_uint(j, v) latch_json_uint_at((j), (v), LATCH_HERE)
 LATCH_API int latch_json_double(latch_json *j, double v);
+LATCH_API int latch_json_double_at(latch_json *j, double v, latch_site at);
+#define latch_json_double(j, v) latch_json_double_at((j), (v), LATCH_HERE)
 LATCH_API int latch_json_bool(latch_json *j, bool v);
+LATCH_API int latch_json_bool_at(latch_json *j, bool v, latch_site at);
+#define latch_json_bool(j, v) latch_json_bool_at((j), (v), LATCH_HERE)
 LATCH_API int latch_json_null(latch_json *j);
+LATCH_API int latch_json_null_at(latch_json *j, latch_site at);
+#define latch_json_null(j) latch_json_null_at((j), LATCH_HERE)
 #define latch_res_json_end(res) latch_res_json_end_at((res), LATCH_HERE)
 LATCH_API int latch_res_json_end_at(latch_res *res, latch_site at);
 
@@ -1061,9 +1163,20 @@ LATCH_API void latch_res_destroy_at(latch_res *res, latch_site at);
  *     }
  */
 LATCH_API bool latch_res_headers_sent(const latch_res *res);
+LATCH_API bool latch_res_headers_sent_at(const latch_res *res, latch_site at);
+#define latch_res_headers_sent(res) latch_res_headers_sent_at((res), LATCH_HERE)
 LATCH_API bool latch_res_writable_ended(const latch_res *res);
+LATCH_API bool latch_res_writable_ended_at(const latch_res *res, latch_site at);
+#define latch_res_writable_ended(res)                                          \
+    latch_res_writable_ended_at((res), LATCH_HERE)
 LATCH_API bool latch_res_writable_finished(const latch_res *res);
+LATCH_API bool latch_res_writable_finished_at(const latch_res *res,
+                                              latch_site at);
+#define latch_res_writable_finished(res)                                       \
+    latch_res_writable_finished_at((res), LATCH_HERE)
 LATCH_API bool latch_res_destroyed(const latch_res *res);
+LATCH_API bool latch_res_destroyed_at(const latch_res *res, latch_site at);
+#define latch_res_destroyed(res) latch_res_destroyed_at((res), LATCH_HERE)
 
 /*
  * Callbacks, each fired at most once, on the response's thread, after

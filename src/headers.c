@@ -320,10 +320,11 @@ int latch_res_clear_headers_at(latch_res *res, latch_site at)
     return 0;
 }
 
-const char *latch_res_get_header(const latch_res *res, const char *name)
+const char *latch_res_get_header_at(const latch_res *res, const char *name,
+                                    latch_site at)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_get_header",
-                                            &latch__no_site)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_get_header", &at)) == NULL)
         return NULL;
     int i;
 
@@ -335,6 +336,11 @@ const char *latch_res_get_header(const latch_res *res, const char *name)
         return NULL;
     i = latch__res_find_header(res, name, strlen(name));
     return i < 0 ? NULL : res->hbuf.data + res->hdrs[i].value_off;
+}
+
+const char *latch_res_get_header(const latch_res *res, const char *name)
+{
+    return latch_res_get_header_at(res, name, latch__no_site);
 }
 
 int latch_res_status_at(latch_res *res, int status, latch_site at)
@@ -352,12 +358,17 @@ int latch_res_status_at(latch_res *res, int status, latch_site at)
     return 0;
 }
 
-int latch_res_get_status(const latch_res *res)
+int latch_res_get_status_at(const latch_res *res, latch_site at)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_get_status",
-                                            &latch__no_site)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_get_status", &at)) == NULL)
         return 0;
     return res ? res->status : 0;
+}
+
+int latch_res_get_status(const latch_res *res)
+{
+    return latch_res_get_status_at(res, latch__no_site);
 }
 
 /* Removes every line of a header (latch's own decision, not reported). */

@@ -33,6 +33,52 @@
 #include "parser.h"
 #include "router.h"
 
+/*
+ * latch.h makes its getters and the JSON writer's calls macros that pass
+ * the caller's place (a stale handle's report names it). latch's own code
+ * passes real pointers or handles it was given, for which no place is
+ * needed, and defines the plain functions: it calls those.
+ */
+#undef latch_res_get_header
+#undef latch_res_get_status
+#undef latch_req_method
+#undef latch_req_path
+#undef latch_req_url
+#undef latch_req_version_minor
+#undef latch_req_id
+#undef latch_req_aborted
+#undef latch_req_secure
+#undef latch_req_header
+#undef latch_req_header_values
+#undef latch_req_header_count
+#undef latch_req_header_at
+#undef latch_req_query
+#undef latch_req_query_values
+#undef latch_req_param
+#undef latch_req_body
+#undef latch_req_cookie
+#undef latch_req_ip
+#undef latch_req_res
+#undef latch_req_json
+#undef latch_req_cancel_reason
+#undef latch_res_headers_sent
+#undef latch_res_writable_ended
+#undef latch_res_writable_finished
+#undef latch_res_destroyed
+#undef latch_res_req
+#undef latch_json_object_begin
+#undef latch_json_object_end
+#undef latch_json_array_begin
+#undef latch_json_array_end
+#undef latch_json_key
+#undef latch_json_string
+#undef latch_json_string_n
+#undef latch_json_int
+#undef latch_json_uint
+#undef latch_json_double
+#undef latch_json_bool
+#undef latch_json_null
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>

@@ -186,61 +186,95 @@ static void refuse_arg(const latch_req *req, const char *call, const char *msg)
                          (latch_site){NULL, 0, NULL});
 }
 
-const char *latch_req_method(const latch_req *req)
+const char *latch_req_method_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_method", &latch__no_site)) == NULL)
+                            req, "latch_req_method", &at)) == NULL)
         return "";
     return req && req->method ? req->method : "";
 }
 
-const char *latch_req_path(const latch_req *req)
+const char *latch_req_method(const latch_req *req)
+{
+    return latch_req_method_at(req, latch__no_site);
+}
+
+const char *latch_req_path_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_path", &latch__no_site)) == NULL)
+                            req, "latch_req_path", &at)) == NULL)
         return "";
     return req && req->path ? req->path : "";
 }
 
-const char *latch_req_url(const latch_req *req)
+const char *latch_req_path(const latch_req *req)
+{
+    return latch_req_path_at(req, latch__no_site);
+}
+
+const char *latch_req_url_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_url", &latch__no_site)) == NULL)
+                            req, "latch_req_url", &at)) == NULL)
         return "";
     return req && req->url ? req->url : "";
 }
 
-int latch_req_version_minor(const latch_req *req)
+const char *latch_req_url(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(req, "latch_req_version_minor",
-                                                &latch__no_site)) == NULL)
+    return latch_req_url_at(req, latch__no_site);
+}
+
+int latch_req_version_minor_at(const latch_req *req, latch_site at)
+{
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_version_minor", &at)) == NULL)
         return 0;
     return req ? req->version_minor : 0;
 }
 
-uint64_t latch_req_id(const latch_req *req)
+int latch_req_version_minor(const latch_req *req)
+{
+    return latch_req_version_minor_at(req, latch__no_site);
+}
+
+uint64_t latch_req_id_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_id", &latch__no_site)) == NULL)
+                            req, "latch_req_id", &at)) == NULL)
         return 0;
     return req ? req->id : 0;
 }
 
-bool latch_req_aborted(const latch_req *req)
+uint64_t latch_req_id(const latch_req *req)
+{
+    return latch_req_id_at(req, latch__no_site);
+}
+
+bool latch_req_aborted_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_aborted", &latch__no_site)) == NULL)
+                            req, "latch_req_aborted", &at)) == NULL)
         return false;
     return req ? req->aborted : false;
 }
 
-bool latch_req_secure(const latch_req *req)
+bool latch_req_aborted(const latch_req *req)
+{
+    return latch_req_aborted_at(req, latch__no_site);
+}
+
+bool latch_req_secure_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_secure", &latch__no_site)) == NULL)
+                            req, "latch_req_secure", &at)) == NULL)
         return false;
     return req ? req->secure : false;
+}
+
+bool latch_req_secure(const latch_req *req)
+{
+    return latch_req_secure_at(req, latch__no_site);
 }
 
 static bool name_ieq(const char *a, const char *b)
@@ -258,10 +292,11 @@ static bool name_ieq(const char *a, const char *b)
     }
 }
 
-const char *latch_req_header(const latch_req *req, const char *name)
+const char *latch_req_header_get_at(const latch_req *req, const char *name,
+                                    latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_header", &latch__no_site)) == NULL)
+                            req, "latch_req_header", &at)) == NULL)
         return NULL;
     uint32_t i;
 
@@ -275,12 +310,16 @@ const char *latch_req_header(const latch_req *req, const char *name)
     return NULL;
 }
 
-int latch_req_header_values(const latch_req *req, const char *name,
-                            const char **values, int max)
+const char *latch_req_header(const latch_req *req, const char *name)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(req, "latch_req_header_values",
-                                                &latch__no_site)) == NULL)
+    return latch_req_header_get_at(req, name, latch__no_site);
+}
+
+int latch_req_header_values_at(const latch_req *req, const char *name,
+                               const char **values, int max, latch_site at)
+{
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_header_values", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     uint32_t i;
     int n = 0;
@@ -304,21 +343,30 @@ int latch_req_header_values(const latch_req *req, const char *name,
     return n;
 }
 
-int latch_req_header_count(const latch_req *req)
+int latch_req_header_values(const latch_req *req, const char *name,
+                            const char **values, int max)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(req, "latch_req_header_count",
-                                                &latch__no_site)) == NULL)
+    return latch_req_header_values_at(req, name, values, max, latch__no_site);
+}
+
+int latch_req_header_count_at(const latch_req *req, latch_site at)
+{
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_header_count", &at)) == NULL)
         return 0;
     return req && req->head ? (int)req->nfields : 0;
 }
 
-int latch_req_header_at(const latch_req *req, int i, const char **name,
-                        const char **value)
+int latch_req_header_count(const latch_req *req)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(req, "latch_req_header_at",
-                                                &latch__no_site)) == NULL)
+    return latch_req_header_count_at(req, latch__no_site);
+}
+
+int latch_req_header_nth_at(const latch_req *req, int i, const char **name,
+                            const char **value, latch_site at)
+{
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_header_at", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     if (name)
         *name = NULL;
@@ -336,6 +384,12 @@ int latch_req_header_at(const latch_req *req, int i, const char **name,
     if (value)
         *value = req->head + req->fields[i].value.off;
     return 0;
+}
+
+int latch_req_header_at(const latch_req *req, int i, const char **name,
+                        const char **value)
+{
+    return latch_req_header_nth_at(req, i, name, value, latch__no_site);
 }
 
 /*
@@ -373,10 +427,11 @@ static int query_values(const latch_req *req, const char *name,
     return n;
 }
 
-const char *latch_req_query(const latch_req *req, const char *name)
+const char *latch_req_query_at(const latch_req *req, const char *name,
+                               latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_query", &latch__no_site)) == NULL)
+                            req, "latch_req_query", &at)) == NULL)
         return NULL;
     const char *v = NULL;
 
@@ -385,12 +440,16 @@ const char *latch_req_query(const latch_req *req, const char *name)
     return query_values(req, name, &v, 1) > 0 ? v : NULL;
 }
 
-int latch_req_query_values(const latch_req *req, const char *name,
-                           const char **values, int max)
+const char *latch_req_query(const latch_req *req, const char *name)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(req, "latch_req_query_values",
-                                                &latch__no_site)) == NULL)
+    return latch_req_query_at(req, name, latch__no_site);
+}
+
+int latch_req_query_values_at(const latch_req *req, const char *name,
+                              const char **values, int max, latch_site at)
+{
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_query_values", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     if (max < 0 || (max > 0 && values == NULL) ||
         (req != NULL && name == NULL)) {
@@ -402,10 +461,17 @@ int latch_req_query_values(const latch_req *req, const char *name,
     return query_values(req, name, values, max);
 }
 
-const char *latch_req_param(const latch_req *req, const char *name)
+int latch_req_query_values(const latch_req *req, const char *name,
+                           const char **values, int max)
+{
+    return latch_req_query_values_at(req, name, values, max, latch__no_site);
+}
+
+const char *latch_req_param_at(const latch_req *req, const char *name,
+                               latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_param", &latch__no_site)) == NULL)
+                            req, "latch_req_param", &at)) == NULL)
         return NULL;
     uint32_t i;
 
@@ -419,10 +485,16 @@ const char *latch_req_param(const latch_req *req, const char *name)
     return NULL;
 }
 
-int latch_req_body(latch_req *req, const void **data, size_t *len)
+const char *latch_req_param(const latch_req *req, const char *name)
 {
-    if (req != NULL && (req = (latch_req *)latch__res_in(
-                            req, "latch_req_body", &latch__no_site)) == NULL)
+    return latch_req_param_at(req, name, latch__no_site);
+}
+
+int latch_req_body_at(latch_req *req, const void **data, size_t *len,
+                      latch_site at)
+{
+    if (req != NULL &&
+        (req = (latch_req *)latch__res_in(req, "latch_req_body", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     static const char empty[1];
 
@@ -441,16 +513,22 @@ int latch_req_body(latch_req *req, const void **data, size_t *len)
     return 0;
 }
 
+int latch_req_body(latch_req *req, const void **data, size_t *len)
+{
+    return latch_req_body_at(req, data, len, latch__no_site);
+}
+
 /* Exposed for app.c: a decoded copy of s[0..n). */
 char *latch__req_decode(latch_req *q, const char *s, size_t n)
 {
     return decode(q, s, n, false);
 }
 
-const char *latch_req_cookie(const latch_req *req, const char *name)
+const char *latch_req_cookie_at(const latch_req *req, const char *name,
+                                latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_cookie", &latch__no_site)) == NULL)
+                            req, "latch_req_cookie", &at)) == NULL)
         return NULL;
     latch_req *q = (latch_req *)req; /* the arena is a cache */
     size_t nlen;
@@ -495,6 +573,11 @@ const char *latch_req_cookie(const latch_req *req, const char *name)
         }
     }
     return NULL;
+}
+
+const char *latch_req_cookie(const latch_req *req, const char *name)
+{
+    return latch_req_cookie_at(req, name, latch__no_site);
 }
 
 /* Trims one X-Forwarded-For element s[0..n) into the arena. */
@@ -557,10 +640,10 @@ int latch__req_peer(const latch_req *q, char *out, size_t cap)
                                                               : LATCH_ERR_STATE;
 }
 
-const char *latch_req_ip(const latch_req *req)
+const char *latch_req_ip_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_ip", &latch__no_site)) == NULL)
+                            req, "latch_req_ip", &at)) == NULL)
         return NULL;
     latch_req *q = (latch_req *)req;
     latch_res *res = latch_req_res(q);
@@ -609,9 +692,14 @@ const char *latch_req_ip(const latch_req *req)
     return q->ip;
 }
 
-latch_res *latch_req_res(latch_req *req)
+const char *latch_req_ip(const latch_req *req)
 {
-    latch_res *r = latch__res_in(req, "latch_req_res", &latch__no_site);
+    return latch_req_ip_at(req, latch__no_site);
+}
+
+latch_res *latch_req_res_at(latch_req *req, latch_site at)
+{
+    latch_res *r = latch__res_in(req, "latch_req_res", &at);
 
     if (r == NULL)
         return NULL;
@@ -619,10 +707,20 @@ latch_res *latch_req_res(latch_req *req)
                                 : r;
 }
 
-json_t *latch_req_json(const latch_req *req)
+latch_res *latch_req_res(latch_req *req)
+{
+    return latch_req_res_at(req, latch__no_site);
+}
+
+json_t *latch_req_json_at(const latch_req *req, latch_site at)
 {
     if (req != NULL && (req = (const latch_req *)latch__res_in(
-                            req, "latch_req_json", &latch__no_site)) == NULL)
+                            req, "latch_req_json", &at)) == NULL)
         return NULL;
     return req ? req->json : NULL;
+}
+
+json_t *latch_req_json(const latch_req *req)
+{
+    return latch_req_json_at(req, latch__no_site);
 }

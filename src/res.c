@@ -1283,15 +1283,19 @@ int latch_req_on_cancel_at(latch_req *req, latch_cancel_cb cb, void *data,
     return 0;
 }
 
-int latch_req_cancel_reason(const latch_req *req)
+int latch_req_cancel_reason_at(const latch_req *req, latch_site at)
 {
-    if (req != NULL &&
-        (req = (const latch_req *)latch__res_in(req, "latch_req_cancel_reason",
-                                                &latch__no_site)) == NULL)
+    if (req != NULL && (req = (const latch_req *)latch__res_in(
+                            req, "latch_req_cancel_reason", &at)) == NULL)
         return 0;
     const latch_res *res = latch_req_res((latch_req *)req);
 
     return res ? res->cancel_reason : LATCH_CANCEL_NONE;
+}
+
+int latch_req_cancel_reason(const latch_req *req)
+{
+    return latch_req_cancel_reason_at(req, latch__no_site);
 }
 
 /*
@@ -1423,26 +1427,36 @@ void latch__res_want_drain(latch_res *res)
 /* Flags and callbacks                                                  */
 /* ------------------------------------------------------------------ */
 
-bool latch_res_headers_sent(const latch_res *res)
+bool latch_res_headers_sent_at(const latch_res *res, latch_site at)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_headers_sent",
-                                            &latch__no_site)) == NULL)
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_headers_sent", &at)) == NULL)
         return false;
     return res != NULL && res->headers_at.call != NULL;
 }
 
-bool latch_res_writable_ended(const latch_res *res)
+bool latch_res_headers_sent(const latch_res *res)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_writable_ended",
-                                            &latch__no_site)) == NULL)
+    return latch_res_headers_sent_at(res, latch__no_site);
+}
+
+bool latch_res_writable_ended_at(const latch_res *res, latch_site at)
+{
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_writable_ended", &at)) == NULL)
         return false;
     return res != NULL && res->end_called;
 }
 
-bool latch_res_writable_finished(const latch_res *res)
+bool latch_res_writable_ended(const latch_res *res)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_writable_finished",
-                                            &latch__no_site)) == NULL)
+    return latch_res_writable_ended_at(res, latch__no_site);
+}
+
+bool latch_res_writable_finished_at(const latch_res *res, latch_site at)
+{
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_writable_finished", &at)) == NULL)
         return false;
     if (res == NULL)
         return false;
@@ -1454,14 +1468,24 @@ bool latch_res_writable_finished(const latch_res *res)
            res->ex->on_wire(res);
 }
 
-bool latch_res_destroyed(const latch_res *res)
+bool latch_res_writable_finished(const latch_res *res)
 {
-    if (res != NULL && (res = latch__res_in(res, "latch_res_destroyed",
-                                            &latch__no_site)) == NULL)
+    return latch_res_writable_finished_at(res, latch__no_site);
+}
+
+bool latch_res_destroyed_at(const latch_res *res, latch_site at)
+{
+    if (res != NULL &&
+        (res = latch__res_in(res, "latch_res_destroyed", &at)) == NULL)
         return false;
     return res != NULL &&
            (res->state == LATCH_RS_DESTROYED ||
             (res->state == LATCH_RS_FINISHED && res->closed_fired));
+}
+
+bool latch_res_destroyed(const latch_res *res)
+{
+    return latch_res_destroyed_at(res, latch__no_site);
 }
 
 enum { CB_FINISH, CB_CLOSE, CB_DRAIN };
@@ -1586,14 +1610,19 @@ int latch_res_on_drain_at(latch_res *res, latch_res_cb cb, void *data,
 /* A handle gives a handle of the same generation (the request's has bit 1
  * set); latch's own pointers give pointers. A stale handle gives NULL,
  * reported. */
-latch_req *latch_res_req(latch_res *res)
+latch_req *latch_res_req_at(latch_res *res, latch_site at)
 {
-    latch_res *r = latch__res_in(res, "latch_res_req", &latch__no_site);
+    latch_res *r = latch__res_in(res, "latch_res_req", &at);
 
     if (r == NULL)
         return NULL;
     /* Same generation, same handler call. */
     return ((uintptr_t)res & 1) ? (latch_req *)((uintptr_t)res | 2) : &r->req;
+}
+
+latch_req *latch_res_req(latch_res *res)
+{
+    return latch_res_req_at(res, latch__no_site);
 }
 
 /* ------------------------------------------------------------------ */

@@ -139,7 +139,7 @@ latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
  * reported) from another thread, and once latch_res_json_end closed the
  * writer (the document went out, or was answered with a 500).
  */
-static int json_check(latch_json **jp, const char *call)
+static int json_check(latch_json **jp, const char *call, latch_site at)
 {
     latch_json *j = *jp;
     latch_res *res;
@@ -147,106 +147,165 @@ static int json_check(latch_json **jp, const char *call)
     if (j == NULL)
         return LATCH_ERR_INVALID_ARG;
     if ((uintptr_t)j & 1) {
-        res = latch__res_in(j, call, &latch__no_site);
+        res = latch__res_in(j, call, &at);
         if (res == NULL)
             return LATCH_ERR_STREAM_DESTROYED;
     } else {
         res = LATCH_CONTAINER_OF(j, latch_res, json);
     }
     if (!latch__res_on_loop(res))
-        return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL,
-                                 (latch_site){NULL, 0, NULL});
+        return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
     if (!res->json_open)
         return latch__res_refuse(
             res, LATCH_ERR_STATE, call,
-            "The JSON writer is closed (latch_res_json_end)",
-            (latch_site){NULL, 0, NULL});
+            "The JSON writer is closed (latch_res_json_end)", at);
     *jp = &res->json;
     return 0;
 }
 
-int latch_json_object_begin(latch_json *j)
+int latch_json_object_begin_at(latch_json *j, latch_site at)
 {
-    int r = json_check(&j, "latch_json_object_begin");
+    int r = json_check(&j, "latch_json_object_begin", at);
 
     return r != 0 ? r : latch__json_object_begin(j);
 }
 
-int latch_json_object_end(latch_json *j)
+int latch_json_object_begin(latch_json *j)
 {
-    int r = json_check(&j, "latch_json_object_end");
+    return latch_json_object_begin_at(j, latch__no_site);
+}
+
+int latch_json_object_end_at(latch_json *j, latch_site at)
+{
+    int r = json_check(&j, "latch_json_object_end", at);
 
     return r != 0 ? r : latch__json_object_end(j);
 }
 
-int latch_json_array_begin(latch_json *j)
+int latch_json_object_end(latch_json *j)
 {
-    int r = json_check(&j, "latch_json_array_begin");
+    return latch_json_object_end_at(j, latch__no_site);
+}
+
+int latch_json_array_begin_at(latch_json *j, latch_site at)
+{
+    int r = json_check(&j, "latch_json_array_begin", at);
 
     return r != 0 ? r : latch__json_array_begin(j);
 }
 
-int latch_json_array_end(latch_json *j)
+int latch_json_array_begin(latch_json *j)
 {
-    int r = json_check(&j, "latch_json_array_end");
+    return latch_json_array_begin_at(j, latch__no_site);
+}
+
+int latch_json_array_end_at(latch_json *j, latch_site at)
+{
+    int r = json_check(&j, "latch_json_array_end", at);
 
     return r != 0 ? r : latch__json_array_end(j);
 }
 
-int latch_json_key(latch_json *j, const char *key)
+int latch_json_array_end(latch_json *j)
 {
-    int r = json_check(&j, "latch_json_key");
+    return latch_json_array_end_at(j, latch__no_site);
+}
+
+int latch_json_key_at(latch_json *j, const char *key, latch_site at)
+{
+    int r = json_check(&j, "latch_json_key", at);
 
     return r != 0 ? r : latch__json_key(j, key);
 }
 
-int latch_json_string(latch_json *j, const char *s)
+int latch_json_key(latch_json *j, const char *key)
 {
-    int r = json_check(&j, "latch_json_string");
+    return latch_json_key_at(j, key, latch__no_site);
+}
+
+int latch_json_string_at(latch_json *j, const char *s, latch_site at)
+{
+    int r = json_check(&j, "latch_json_string", at);
 
     return r != 0 ? r : latch__json_string(j, s);
 }
 
-int latch_json_string_n(latch_json *j, const char *s, size_t n)
+int latch_json_string(latch_json *j, const char *s)
 {
-    int r = json_check(&j, "latch_json_string_n");
+    return latch_json_string_at(j, s, latch__no_site);
+}
+
+int latch_json_string_n_at(latch_json *j, const char *s, size_t n,
+                           latch_site at)
+{
+    int r = json_check(&j, "latch_json_string_n", at);
 
     return r != 0 ? r : latch__json_string_n(j, s, n);
 }
 
-int latch_json_int(latch_json *j, int64_t v)
+int latch_json_string_n(latch_json *j, const char *s, size_t n)
 {
-    int r = json_check(&j, "latch_json_int");
+    return latch_json_string_n_at(j, s, n, latch__no_site);
+}
+
+int latch_json_int_at(latch_json *j, int64_t v, latch_site at)
+{
+    int r = json_check(&j, "latch_json_int", at);
 
     return r != 0 ? r : latch__json_int64(j, v);
 }
 
-int latch_json_uint(latch_json *j, uint64_t v)
+int latch_json_int(latch_json *j, int64_t v)
 {
-    int r = json_check(&j, "latch_json_uint");
+    return latch_json_int_at(j, v, latch__no_site);
+}
+
+int latch_json_uint_at(latch_json *j, uint64_t v, latch_site at)
+{
+    int r = json_check(&j, "latch_json_uint", at);
 
     return r != 0 ? r : latch__json_uint64(j, v);
 }
 
-int latch_json_double(latch_json *j, double v)
+int latch_json_uint(latch_json *j, uint64_t v)
 {
-    int r = json_check(&j, "latch_json_double");
+    return latch_json_uint_at(j, v, latch__no_site);
+}
+
+int latch_json_double_at(latch_json *j, double v, latch_site at)
+{
+    int r = json_check(&j, "latch_json_double", at);
 
     return r != 0 ? r : latch__json_double(j, v);
 }
 
-int latch_json_bool(latch_json *j, bool v)
+int latch_json_double(latch_json *j, double v)
 {
-    int r = json_check(&j, "latch_json_bool");
+    return latch_json_double_at(j, v, latch__no_site);
+}
+
+int latch_json_bool_at(latch_json *j, bool v, latch_site at)
+{
+    int r = json_check(&j, "latch_json_bool", at);
 
     return r != 0 ? r : latch__json_bool(j, v);
 }
 
-int latch_json_null(latch_json *j)
+int latch_json_bool(latch_json *j, bool v)
 {
-    int r = json_check(&j, "latch_json_null");
+    return latch_json_bool_at(j, v, latch__no_site);
+}
+
+int latch_json_null_at(latch_json *j, latch_site at)
+{
+    int r = json_check(&j, "latch_json_null", at);
 
     return r != 0 ? r : latch__json_null(j);
+}
+
+int latch_json_null(latch_json *j)
+{
+    return latch_json_null_at(j, latch__no_site);
 }
 
 int latch_res_json_end_at(latch_res *res, latch_site at)

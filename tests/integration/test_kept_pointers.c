@@ -452,6 +452,132 @@ static void test_kept_res_post_reported(void **state)
     assert_int_equal(v.request_id, atomic_load(&kept_id));
 }
 
+/* ------------------------------------------------------------------ */
+/* Getters and the JSON writer through kept handles                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * DESIGN.md: every public function that can raise a violation passes the
+ * caller's place. A getter on a stale handle is refused and reported too
+ * (the Express guard `if (res.headersSent)` in a callback that outlived
+ * its request), and so is a JSON value written after latch_res_json_end:
+ * each report must name the line that made the call, not "?:0". The
+ * handler of the second request makes every such call on the first one's
+ * kept handles; the second request is served untouched.
+ */
+static latch_req *kept_req;
+static latch_json *kept_writer;
+enum { NGET = 20 };
+static struct {
+    const char *call;
+    int line;
+} got[NGET];
+static int ngot;
+
+#define GET(name, expr)                                                        \
+    do {                                                                       \
+        got[ngot].call = (name);                                               \
+        got[ngot++].line = __LINE__;                                           \
+        (void)(expr);                                                          \
+    } while (0)
+
+static int h_keep_both(latch_req *req, latch_res *res, void *data)
+{
+    latch_json *j = latch_res_json_begin(res);
+
+    (void)data;
+    kept_req = req; /* the bug: both kept past the response */
+    kept_res = res;
+    kept_writer = j;
+    atomic_store(&kept_id, latch_req_id(req));
+    latch_json_object_begin(j);
+    latch_json_object_end(j);
+    return latch_res_json_end(res);
+}
+
+static int h_get_b(latch_req *req, latch_res *res, void *data)
+{
+    const char *vals[2], *n, *v;
+    const void *body;
+    size_t len;
+    latch_json *j;
+    latch_req *k = kept_req;
+    latch_res *kr = kept_res;
+    latch_json *kw = kept_writer;
+
+    (void)req;
+    (void)data;
+    ngot = 0;
+    GET("latch_req_method", latch_req_method(k));
+    GET("latch_req_path", latch_req_path(k));
+    GET("latch_req_url", latch_req_url(k));
+    GET("latch_req_query", latch_req_query(k, "q"));
+    GET("latch_req_query_values", latch_req_query_values(k, "q", vals, 2));
+    GET("latch_req_param", latch_req_param(k, "id"));
+    GET("latch_req_header", latch_req_header(k, "Host"));
+    GET("latch_req_header_values", latch_req_header_values(k, "Host", vals, 2));
+    GET("latch_req_header_count", latch_req_header_count(k));
+    GET("latch_req_header_at", latch_req_header_at(k, 0, &n, &v));
+    GET("latch_req_cookie", latch_req_cookie(k, "sid"));
+    GET("latch_req_ip", latch_req_ip(k));
+    GET("latch_req_body", latch_req_body(k, &body, &len));
+    GET("latch_req_aborted", latch_req_aborted(k));
+    GET("latch_req_res", latch_req_res(k));
+    GET("latch_res_headers_sent", latch_res_headers_sent(kr));
+    GET("latch_res_writable_ended", latch_res_writable_ended(kr));
+    GET("latch_res_destroyed", latch_res_destroyed(kr));
+    GET("latch_res_get_header", latch_res_get_header(kr, "X"));
+    GET("latch_json_int", latch_json_int(kw, 1));
+    /* Its own writer, after the document went out: closed. */
+    j = latch_res_json_begin(res);
+    latch_json_object_begin(j);
+    latch_json_object_end(j);
+    latch_res_json_end(res);
+    atomic_store(&post_line, __LINE__ + 1);
+    atomic_store(&post_rc, latch_json_key(j, "late"));
+    return LATCH_DONE;
+}
+
+static void test_kept_getters_name_the_caller(void **state)
+{
+    latch_app *app = latch_app_new();
+    th_vlog log;
+    th_vrec v;
+    th_server s;
+    char *body;
+    int i;
+
+    (void)state;
+    th_record_violations_full(app, &log);
+    assert_int_equal(latch_get(app, "/a", h_keep_both, NULL), 0);
+    assert_int_equal(latch_get(app, "/b", h_get_b, NULL), 0);
+    th_server_start(&s, app);
+    body = second_body(s.port, "/a", "/b");
+    assert_string_equal(body, "{}");
+    free(body);
+    assert_int_equal(th_server_stop(&s), 0);
+    assert_int_equal(ngot, NGET);
+    assert_int_equal(th_vlog_count(&log), NGET + 1);
+    for (i = 0; i < NGET; i++) {
+        assert_true(th_vlog_get(&log, i, &v));
+        if (v.code != LATCH_ERR_STREAM_DESTROYED ||
+            strcmp(v.call, got[i].call) != 0 ||
+            strstr(v.at_file, "test_kept_pointers.c") == NULL ||
+            v.at_line != got[i].line || strcmp(v.at_func, "h_get_b") != 0)
+            fail_msg("report %d: %s %s at %s:%d (%s), wanted "
+                     "ERR_STREAM_DESTROYED %s at line %d (h_get_b)",
+                     i, v.name, v.call, v.at_file, v.at_line, v.at_func,
+                     got[i].call, got[i].line);
+        assert_int_equal(v.request_id, atomic_load(&kept_id));
+    }
+    assert_int_equal(atomic_load(&post_rc), LATCH_ERR_STATE);
+    assert_true(th_vlog_get(&log, NGET, &v));
+    assert_int_equal(v.code, LATCH_ERR_STATE);
+    assert_string_equal(v.call, "latch_json_key");
+    assert_int_equal(v.at_line, atomic_load(&post_line));
+    assert_string_equal(v.at_func, "h_get_b");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_held_past_run),
         cmocka_unit_test(test_fail_after_next_reported),
         cmocka_unit_test(test_kept_res_post_reported),
+        cmocka_unit_test(test_kept_getters_name_the_caller),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
