@@ -1301,7 +1301,7 @@ LATCH_API void latch_res_release_at(latch_res *res, latch_site at);
  * its drain timeout, for the responses the program holds, so a post made
  * while holding one runs. Once latch_run is returning (the worker's loop
  * ended: the drain timeout passed), a post is refused with
- * LATCH_ERR_STATE and fn never runs; the objects of that run stay
+ * LATCH_ERR_STATE, reported, and fn never runs; the objects of that run stay
  * addressable (calls on them are refused) until the next latch_run or
  * latch_app_free. */
 LATCH_API int latch_res_post(latch_res *res, latch_res_cb fn, void *data);

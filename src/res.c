@@ -1656,7 +1656,15 @@ int latch_res_post_at(latch_res *h, latch_res_cb fn, void *data, latch_site at)
                                  "The function is NULL", at);
     /* The handle travels, not the object: checked again on the loop, so
      * a post that arrives after its request was over is refused there. */
-    return latch__worker_post_res(res->w, h, fn, data);
+    int rc = latch__worker_post_res(res->w, h, fn, data);
+
+    if (rc == LATCH_ERR_STATE)
+        /* After latch_run (latch.h: objects stay addressable until the
+         * next run or latch_app_free, and nothing runs on the loop). */
+        latch__res_refuse(res, rc, "latch_res_post",
+                          "The server stopped: no loop will run the function",
+                          at);
+    return rc;
 }
 
 int latch_res_post(latch_res *h, latch_res_cb fn, void *data)

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -818,6 +819,7 @@ static void held_back(latch_res *res, void *data)
 }
 
 /* The thread: waits for the test's go (at most 10 s), then posts. */
+static _Atomic int held_post_line;
 static void *held_thread(void *arg)
 {
     latch_res *res = arg;
@@ -826,6 +828,7 @@ static void *held_thread(void *arg)
     lock();
     wait_ge_locked(&st.held_go, 1, 10000);
     pthread_mutex_unlock(&mu);
+    held_post_line = __LINE__ + 1;
     rc = latch_res_post(res, held_back, NULL);
     lock();
     st.held_post_rc = rc;
@@ -1907,6 +1910,17 @@ static void test_shutdown_held_past_drain_time(void **state)
     assert_int_equal(s.held_posted, 1);
     assert_int_equal(s.held_post_rc, LATCH_ERR_STATE);
     assert_int_equal(s.held_back, 0);
+    /* Refused and reported, naming the thread's call. */
+    assert_int_equal(th_vlog_count(&vlog), 1);
+    {
+        th_vrec v;
+
+        assert_true(th_vlog_get(&vlog, 0, &v));
+        assert_int_equal(v.code, LATCH_ERR_STATE);
+        assert_string_equal(v.call, "latch_res_post");
+        assert_string_equal(v.at_file, __FILE__);
+        assert_int_equal(v.at_line, atomic_load(&held_post_line));
+    }
 }
 
 /* ------------------------------------------------------------------ */
