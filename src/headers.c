@@ -331,7 +331,7 @@ const char *latch_res_get_header_at(const latch_res *res, const char *name,
     if (res != NULL && name == NULL && latch__res_on_loop(res))
         latch__violation((latch_res *)res, LATCH_ERR_INVALID_ARG,
                          "latch_res_get_header", "Invalid header: NULL name",
-                         (latch_site){NULL, 0, NULL});
+                         at);
     if (res == NULL || name == NULL)
         return NULL;
     i = latch__res_find_header(res, name, strlen(name));

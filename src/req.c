@@ -175,15 +175,15 @@ void latch__req_prepare(latch_req *q)
 /*
  * A request function given a bad argument (a NULL name, a negative
  * count): reported against the request's response, from whatever thread
- * reads the request. Getters have no _at variant, so no call site.
+ * reads the request, at the caller's place.
  */
-static void refuse_arg(const latch_req *req, const char *call, const char *msg)
+static void refuse_arg(const latch_req *req, const char *call, const char *msg,
+                       latch_site at)
 {
     latch_res *res = latch_req_res((latch_req *)req);
 
     if (res != NULL && res->w != NULL)
-        latch__violation(res, LATCH_ERR_INVALID_ARG, call, msg,
-                         (latch_site){NULL, 0, NULL});
+        latch__violation(res, LATCH_ERR_INVALID_ARG, call, msg, at);
 }
 
 const char *latch_req_method_at(const latch_req *req, latch_site at)
@@ -301,7 +301,7 @@ const char *latch_req_header_get_at(const latch_req *req, const char *name,
     uint32_t i;
 
     if (req != NULL && name == NULL)
-        refuse_arg(req, "latch_req_header", "The header name is NULL");
+        refuse_arg(req, "latch_req_header", "The header name is NULL", at);
     if (req == NULL || name == NULL || req->head == NULL)
         return NULL;
     for (i = 0; i < req->nfields; i++)
@@ -328,7 +328,8 @@ int latch_req_header_values_at(const latch_req *req, const char *name,
         (req != NULL && name == NULL)) {
         refuse_arg(req, "latch_req_header_values",
                    name == NULL ? "The header name is NULL"
-                                : "values must hold max entries (max >= 0)");
+                                : "values must hold max entries (max >= 0)",
+                   at);
         return LATCH_ERR_INVALID_ARG;
     }
     if (req == NULL || req->head == NULL)
@@ -376,7 +377,8 @@ int latch_req_header_nth_at(const latch_req *req, int i, const char **name,
         (uint32_t)i >= req->nfields) {
         if (req != NULL)
             refuse_arg(req, "latch_req_header_at",
-                       "The index is outside 0 .. latch_req_header_count - 1");
+                       "The index is outside 0 .. latch_req_header_count - 1",
+                       at);
         return LATCH_ERR_INVALID_ARG;
     }
     if (name)
@@ -436,7 +438,7 @@ const char *latch_req_query_at(const latch_req *req, const char *name,
     const char *v = NULL;
 
     if (req != NULL && name == NULL)
-        refuse_arg(req, "latch_req_query", "The parameter name is NULL");
+        refuse_arg(req, "latch_req_query", "The parameter name is NULL", at);
     return query_values(req, name, &v, 1) > 0 ? v : NULL;
 }
 
@@ -455,7 +457,8 @@ int latch_req_query_values_at(const latch_req *req, const char *name,
         (req != NULL && name == NULL)) {
         refuse_arg(req, "latch_req_query_values",
                    name == NULL ? "The parameter name is NULL"
-                                : "values must hold max entries (max >= 0)");
+                                : "values must hold max entries (max >= 0)",
+                   at);
         return LATCH_ERR_INVALID_ARG;
     }
     return query_values(req, name, values, max);
@@ -476,7 +479,7 @@ const char *latch_req_param_at(const latch_req *req, const char *name,
     uint32_t i;
 
     if (req != NULL && name == NULL)
-        refuse_arg(req, "latch_req_param", "The parameter name is NULL");
+        refuse_arg(req, "latch_req_param", "The parameter name is NULL", at);
     if (req == NULL || name == NULL)
         return NULL;
     for (i = 0; i < req->nparams; i++)
@@ -535,7 +538,7 @@ const char *latch_req_cookie_at(const latch_req *req, const char *name,
     uint32_t i;
 
     if (req != NULL && name == NULL)
-        refuse_arg(req, "latch_req_cookie", "The cookie name is NULL");
+        refuse_arg(req, "latch_req_cookie", "The cookie name is NULL", at);
     if (req == NULL || name == NULL || req->head == NULL)
         return NULL;
     nlen = strlen(name);
@@ -656,8 +659,7 @@ const char *latch_req_ip_at(const latch_req *req, latch_site at)
         return NULL;
     /* The connection is the loop's: another thread may not look. */
     if (!pthread_equal(pthread_self(), res->w->thread)) {
-        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_req_ip", NULL,
-                         latch__no_site);
+        latch__violation(res, LATCH_ERR_WRONG_THREAD, "latch_req_ip", NULL, at);
         return NULL;
     }
     if (req->ip != NULL)

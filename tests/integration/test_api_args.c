@@ -372,56 +372,57 @@ static long reg_null_fn(ctx *c, int which)
     X(71, "latch_req_method", O, 1, 0, 0, str_is(latch_req_method(NULL), ""))  \
     X(72, "latch_req_path", O, 1, 0, 0, str_is(latch_req_path(NULL), ""))      \
     X(73, "latch_req_url", O, 1, 0, 0, str_is(latch_req_url(NULL), ""))        \
-    X(74, "latch_req_query", O, 1, 0, 0, latch_req_query(NULL, "a") == NULL)   \
+    X(74, "latch_req_query", O, 1, 0, 0, (latch_req_query)(NULL, "a") == NULL) \
     X(75, "latch_req_query", H, 1, 1, IA,                                      \
-      latch_req_query(c->req, NULL) == NULL)                                   \
+      (latch_req_query)(c->req, NULL) == NULL)                                 \
     X(76, "latch_req_query_values", H, IA, 1, IA,                              \
       query_values_bad(c, -1, false))                                          \
     X(77, "latch_req_query_values", H, IA, 1, IA,                              \
       query_values_bad(c, 2, true))                                            \
     X(78, "latch_req_query_values", H, IA, 1, IA,                              \
-      latch_req_query_values(c->req, NULL, NULL, 0))                           \
+      (latch_req_query_values)(c->req, NULL, NULL, 0))                         \
     X(79, "latch_req_param", H, 1, 1, IA,                                      \
-      latch_req_param(c->req, NULL) == NULL)                                   \
+      (latch_req_param)(c->req, NULL) == NULL)                                 \
     X(80, "latch_req_header", H, 1, 1, IA,                                     \
-      latch_req_header(c->req, NULL) == NULL)                                  \
+      (latch_req_header)(c->req, NULL) == NULL)                                \
     X(81, "latch_req_header_values", H, IA, 1, IA,                             \
       header_values_bad(c, -1, false))                                         \
     X(82, "latch_req_header_values", H, IA, 1, IA,                             \
       header_values_bad(c, 2, true))                                           \
     X(83, "latch_req_header_values", H, IA, 1, IA,                             \
-      latch_req_header_values(c->req, NULL, NULL, 0))                          \
-    X(84, "latch_req_header_count", O, 0, 0, 0, latch_req_header_count(NULL))  \
+      (latch_req_header_values)(c->req, NULL, NULL, 0))                        \
+    X(84, "latch_req_header_count", O, 0, 0, 0,                                \
+      (latch_req_header_count)(NULL))                                          \
     X(85, "latch_req_header_at", H, IA, 1, IA, header_at_bad(c, -1))           \
     X(86, "latch_req_header_at", H, IA, 1, IA, header_at_bad(c, INT_MAX))      \
     X(87, "latch_req_header_at", O, IA, 0, 0,                                  \
-      latch_req_header_at(NULL, 0, NULL, NULL))                                \
+      (latch_req_header_at)(NULL, 0, NULL, NULL))                              \
     X(88, "latch_req_cookie", H, 1, 1, IA,                                     \
-      latch_req_cookie(c->req, NULL) == NULL)                                  \
-    X(89, "latch_req_ip", O, 1, 0, 0, latch_req_ip(NULL) == NULL)              \
+      (latch_req_cookie)(c->req, NULL) == NULL)                                \
+    X(89, "latch_req_ip", O, 1, 0, 0, (latch_req_ip)(NULL) == NULL)            \
     X(90, "latch_json_body", O, LATCH_NEXT, 0, 0,                              \
       latch_json_body(NULL, NULL, NULL))                                       \
-    X(91, "latch_req_json", O, 1, 0, 0, latch_req_json(NULL) == NULL)          \
+    X(91, "latch_req_json", O, 1, 0, 0, (latch_req_json)(NULL) == NULL)        \
     X(92, "latch_req_body", O, IA, 0, 0, body_null())                          \
-    X(93, "latch_req_id", O, 0, 0, 0, (long)latch_req_id(NULL))                \
-    X(94, "latch_req_aborted", O, 0, 0, 0, latch_req_aborted(NULL))            \
+    X(93, "latch_req_id", O, 0, 0, 0, (long)(latch_req_id)(NULL))              \
+    X(94, "latch_req_aborted", O, 0, 0, 0, (latch_req_aborted)(NULL))          \
     X(95, "latch_req_on_cancel_at", O, IA, 0, 0,                               \
       latch_req_on_cancel(NULL, cb_cancel, NULL))                              \
     X(96, "latch_req_on_cancel_at", H, IA, 1, IA,                              \
       latch_req_on_cancel(c->req, NULL, NULL))                                 \
     X(97, "latch_req_cancel_reason", O, LATCH_CANCEL_NONE, 0, 0,               \
-      latch_req_cancel_reason(NULL))                                           \
+      (latch_req_cancel_reason)(NULL))                                         \
     X(98, "latch_req_version_minor", O, 0, 0, 0,                               \
-      latch_req_version_minor(NULL))                                           \
-    X(99, "latch_req_res", O, 1, 0, 0, latch_req_res(NULL) == NULL)            \
-    X(100, "latch_res_req", O, 1, 0, 0, latch_res_req(NULL) == NULL)           \
+      (latch_req_version_minor)(NULL))                                         \
+    X(99, "latch_req_res", O, 1, 0, 0, (latch_req_res)(NULL) == NULL)          \
+    X(100, "latch_res_req", O, 1, 0, 0, (latch_res_req)(NULL) == NULL)         \
     X(101, "latch_res_status_at", O, IA, 0, 0, latch_res_status(NULL, 200))    \
     X(102, "latch_res_status_at", H, IS, 1, IS, latch_res_status(c->res, 99))  \
     X(103, "latch_res_status_at", H, IS, 1, IS,                                \
       latch_res_status(c->res, 1000))                                          \
     X(104, "latch_res_status_at", H, IS, 1, IS,                                \
       latch_res_status(c->res, INT_MIN))                                       \
-    X(105, "latch_res_get_status", O, 0, 0, 0, latch_res_get_status(NULL))     \
+    X(105, "latch_res_get_status", O, 0, 0, 0, (latch_res_get_status)(NULL))   \
     X(106, "latch_res_set_header_at", O, IA, 0, 0,                             \
       latch_res_set_header(NULL, "X", "1"))                                    \
     X(107, "latch_res_set_header_at", H, IA, 1, IA,                            \
@@ -445,9 +446,9 @@ static long reg_null_fn(ctx *c, int which)
     X(116, "latch_res_clear_headers_at", O, IA, 0, 0,                          \
       latch_res_clear_headers(NULL))                                           \
     X(117, "latch_res_get_header", O, 1, 0, 0,                                 \
-      latch_res_get_header(NULL, "X") == NULL)                                 \
+      (latch_res_get_header)(NULL, "X") == NULL)                               \
     X(118, "latch_res_get_header", H, 1, 1, IA,                                \
-      latch_res_get_header(c->res, NULL) == NULL)                              \
+      (latch_res_get_header)(c->res, NULL) == NULL)                            \
     X(119, "latch_res_write_head_at", O, IA, 0, 0,                             \
       latch_res_write_head(NULL, 200))                                         \
     X(120, "latch_res_write_head_at", H, IS, 1, IS,                            \
@@ -484,32 +485,34 @@ static long reg_null_fn(ctx *c, int which)
     X(140, "latch_res_json_begin_at", O, 1, 0, 0,                              \
       latch_res_json_begin(NULL) == NULL)                                      \
     X(141, "latch_json_object_begin", O, IA, 0, 0,                             \
-      latch_json_object_begin(NULL))                                           \
-    X(142, "latch_json_object_end", O, IA, 0, 0, latch_json_object_end(NULL))  \
+      (latch_json_object_begin)(NULL))                                         \
+    X(142, "latch_json_object_end", O, IA, 0, 0,                               \
+      (latch_json_object_end)(NULL))                                           \
     X(143, "latch_json_array_begin", O, IA, 0, 0,                              \
-      latch_json_array_begin(NULL))                                            \
-    X(144, "latch_json_array_end", O, IA, 0, 0, latch_json_array_end(NULL))    \
-    X(145, "latch_json_key", O, IA, 0, 0, latch_json_key(NULL, "k"))           \
+      (latch_json_array_begin)(NULL))                                          \
+    X(144, "latch_json_array_end", O, IA, 0, 0, (latch_json_array_end)(NULL))  \
+    X(145, "latch_json_key", O, IA, 0, 0, (latch_json_key)(NULL, "k"))         \
     X(146, "latch_json_key", H, IA, 1, IA, json_bad(c, 1))                     \
-    X(147, "latch_json_string", O, IA, 0, 0, latch_json_string(NULL, "s"))     \
+    X(147, "latch_json_string", O, IA, 0, 0, (latch_json_string)(NULL, "s"))   \
     X(148, "latch_json_string_n", O, IA, 0, 0,                                 \
-      latch_json_string_n(NULL, "s", 1))                                       \
+      (latch_json_string_n)(NULL, "s", 1))                                     \
     X(149, "latch_json_string_n", H, IA, 1, IA, json_bad(c, 0))                \
-    X(150, "latch_json_int", O, IA, 0, 0, latch_json_int(NULL, 1))             \
-    X(151, "latch_json_uint", O, IA, 0, 0, latch_json_uint(NULL, 1))           \
-    X(152, "latch_json_double", O, IA, 0, 0, latch_json_double(NULL, 1.0))     \
-    X(153, "latch_json_bool", O, IA, 0, 0, latch_json_bool(NULL, true))        \
-    X(154, "latch_json_null", O, IA, 0, 0, latch_json_null(NULL))              \
+    X(150, "latch_json_int", O, IA, 0, 0, (latch_json_int)(NULL, 1))           \
+    X(151, "latch_json_uint", O, IA, 0, 0, (latch_json_uint)(NULL, 1))         \
+    X(152, "latch_json_double", O, IA, 0, 0, (latch_json_double)(NULL, 1.0))   \
+    X(153, "latch_json_bool", O, IA, 0, 0, (latch_json_bool)(NULL, true))      \
+    X(154, "latch_json_null", O, IA, 0, 0, (latch_json_null)(NULL))            \
     X(155, "latch_res_json_end_at", O, IA, 0, 0, latch_res_json_end(NULL))     \
     X(156, "latch_res_json_end_at", H, LATCH_ERR_STATE, 1, LATCH_ERR_STATE,    \
       latch_res_json_end(c->res))                                              \
     X(157, "latch_res_destroy_at", O, 0, 0, 0, (latch_res_destroy(NULL), 0))   \
-    X(158, "latch_res_headers_sent", O, 0, 0, 0, latch_res_headers_sent(NULL)) \
+    X(158, "latch_res_headers_sent", O, 0, 0, 0,                               \
+      (latch_res_headers_sent)(NULL))                                          \
     X(159, "latch_res_writable_ended", O, 0, 0, 0,                             \
-      latch_res_writable_ended(NULL))                                          \
+      (latch_res_writable_ended)(NULL))                                        \
     X(160, "latch_res_writable_finished", O, 0, 0, 0,                          \
-      latch_res_writable_finished(NULL))                                       \
-    X(161, "latch_res_destroyed", O, 0, 0, 0, latch_res_destroyed(NULL))       \
+      (latch_res_writable_finished)(NULL))                                     \
+    X(161, "latch_res_destroyed", O, 0, 0, 0, (latch_res_destroyed)(NULL))     \
     X(162, "latch_res_on_finish_at", O, IA, 0, 0,                              \
       latch_res_on_finish(NULL, cb_res, NULL))                                 \
     X(163, "latch_res_on_close_at", O, IA, 0, 0,                               \
@@ -708,7 +711,7 @@ static long reg_null_fn(ctx *c, int which)
     X(307, "latch_app_listener_port", O, -1, 0, 0,                             \
       latch_app_listener_port(c->app, 8))                                      \
     X(308, "latch_app_reload_tls", O, IA, 0, 0, latch_app_reload_tls(NULL))    \
-    X(309, "latch_req_secure", O, 0, 0, 0, latch_req_secure(NULL))             \
+    X(309, "latch_req_secure", O, 0, 0, 0, (latch_req_secure)(NULL))           \
     X(310, "latch_app_set_limit", O, IA, 0, 0,                                 \
       latch_app_set_limit(c->app, LATCH_TIMEOUT_HANDSHAKE, 0))                 \
     X(311, "latch_app_set_limit", O, IA, 0, 0,                                 \
@@ -723,7 +726,86 @@ static long reg_null_fn(ctx *c, int which)
       latch_res_post_at(NULL, cb_res, NULL, SITE_))                            \
     X(1405, "latch_res_post_at", H, IA, 1, IA,                                 \
       latch_res_post_at(c->res, NULL, NULL, SITE_))                            \
-    X(1406, "latch_res_post", O, IA, 0, 0, (latch_res_post)(NULL, cb_res, NULL))
+    X(1406, "latch_res_post", O, IA, 0, 0,                                     \
+      (latch_res_post)(NULL, cb_res, NULL))                                    \
+    X(2000, "latch_req_method_at", O, 1, 0, 0,                                 \
+      str_is(latch_req_method(NULL), ""))                                      \
+    X(2001, "latch_req_path_at", O, 1, 0, 0, str_is(latch_req_path(NULL), "")) \
+    X(2002, "latch_req_url_at", O, 1, 0, 0, str_is(latch_req_url(NULL), ""))   \
+    X(2003, "latch_req_query_at", O, 1, 0, 0,                                  \
+      latch_req_query(NULL, "a") == NULL)                                      \
+    X(2004, "latch_req_query_at", H, 1, 1, IA,                                 \
+      latch_req_query(c->req, NULL) == NULL)                                   \
+    X(2005, "latch_req_query_values_at", H, IA, 1, IA,                         \
+      query_values_bad(c, -1, false))                                          \
+    X(2006, "latch_req_query_values_at", H, IA, 1, IA,                         \
+      query_values_bad(c, 2, true))                                            \
+    X(2007, "latch_req_query_values_at", H, IA, 1, IA,                         \
+      latch_req_query_values(c->req, NULL, NULL, 0))                           \
+    X(2008, "latch_req_param_at", H, 1, 1, IA,                                 \
+      latch_req_param(c->req, NULL) == NULL)                                   \
+    X(2009, "latch_req_header_get_at", H, 1, 1, IA,                            \
+      latch_req_header(c->req, NULL) == NULL)                                  \
+    X(2010, "latch_req_header_values_at", H, IA, 1, IA,                        \
+      header_values_bad(c, -1, false))                                         \
+    X(2011, "latch_req_header_values_at", H, IA, 1, IA,                        \
+      header_values_bad(c, 2, true))                                           \
+    X(2012, "latch_req_header_values_at", H, IA, 1, IA,                        \
+      latch_req_header_values(c->req, NULL, NULL, 0))                          \
+    X(2013, "latch_req_header_count_at", O, 0, 0, 0,                           \
+      latch_req_header_count(NULL))                                            \
+    X(2014, "latch_req_header_nth_at", H, IA, 1, IA, header_at_bad(c, -1))     \
+    X(2015, "latch_req_header_nth_at", H, IA, 1, IA,                           \
+      header_at_bad(c, INT_MAX))                                               \
+    X(2016, "latch_req_header_nth_at", O, IA, 0, 0,                            \
+      latch_req_header_at(NULL, 0, NULL, NULL))                                \
+    X(2017, "latch_req_cookie_at", H, 1, 1, IA,                                \
+      latch_req_cookie(c->req, NULL) == NULL)                                  \
+    X(2018, "latch_req_ip_at", O, 1, 0, 0, latch_req_ip(NULL) == NULL)         \
+    X(2019, "latch_req_json_at", O, 1, 0, 0, latch_req_json(NULL) == NULL)     \
+    X(2020, "latch_req_body_at", O, IA, 0, 0, body_null())                     \
+    X(2021, "latch_req_id_at", O, 0, 0, 0, (long)latch_req_id(NULL))           \
+    X(2022, "latch_req_aborted_at", O, 0, 0, 0, latch_req_aborted(NULL))       \
+    X(2023, "latch_req_cancel_reason_at", O, LATCH_CANCEL_NONE, 0, 0,          \
+      latch_req_cancel_reason(NULL))                                           \
+    X(2024, "latch_req_version_minor_at", O, 0, 0, 0,                          \
+      latch_req_version_minor(NULL))                                           \
+    X(2025, "latch_req_res_at", O, 1, 0, 0, latch_req_res(NULL) == NULL)       \
+    X(2026, "latch_res_req_at", O, 1, 0, 0, latch_res_req(NULL) == NULL)       \
+    X(2027, "latch_res_get_status_at", O, 0, 0, 0, latch_res_get_status(NULL)) \
+    X(2028, "latch_res_get_header_at", O, 1, 0, 0,                             \
+      latch_res_get_header(NULL, "X") == NULL)                                 \
+    X(2029, "latch_res_get_header_at", H, 1, 1, IA,                            \
+      latch_res_get_header(c->res, NULL) == NULL)                              \
+    X(2030, "latch_json_object_begin_at", O, IA, 0, 0,                         \
+      latch_json_object_begin(NULL))                                           \
+    X(2031, "latch_json_object_end_at", O, IA, 0, 0,                           \
+      latch_json_object_end(NULL))                                             \
+    X(2032, "latch_json_array_begin_at", O, IA, 0, 0,                          \
+      latch_json_array_begin(NULL))                                            \
+    X(2033, "latch_json_array_end_at", O, IA, 0, 0,                            \
+      latch_json_array_end(NULL))                                              \
+    X(2034, "latch_json_key_at", O, IA, 0, 0, latch_json_key(NULL, "k"))       \
+    X(2035, "latch_json_key_at", H, IA, 1, IA, json_bad(c, 1))                 \
+    X(2036, "latch_json_string_at", O, IA, 0, 0, latch_json_string(NULL, "s")) \
+    X(2037, "latch_json_string_n_at", O, IA, 0, 0,                             \
+      latch_json_string_n(NULL, "s", 1))                                       \
+    X(2038, "latch_json_string_n_at", H, IA, 1, IA, json_bad(c, 0))            \
+    X(2039, "latch_json_int_at", O, IA, 0, 0, latch_json_int(NULL, 1))         \
+    X(2040, "latch_json_uint_at", O, IA, 0, 0, latch_json_uint(NULL, 1))       \
+    X(2041, "latch_json_double_at", O, IA, 0, 0, latch_json_double(NULL, 1.0)) \
+    X(2042, "latch_json_bool_at", O, IA, 0, 0, latch_json_bool(NULL, true))    \
+    X(2043, "latch_json_null_at", O, IA, 0, 0, latch_json_null(NULL))          \
+    X(2044, "latch_res_headers_sent_at", O, 0, 0, 0,                           \
+      latch_res_headers_sent(NULL))                                            \
+    X(2045, "latch_res_writable_ended_at", O, 0, 0, 0,                         \
+      latch_res_writable_ended(NULL))                                          \
+    X(2046, "latch_res_writable_finished_at", O, 0, 0, 0,                      \
+      latch_res_writable_finished(NULL))                                       \
+    X(2047, "latch_res_destroyed_at", O, 0, 0, 0, latch_res_destroyed(NULL))   \
+    X(2048, "latch_json_int_at", H, LATCH_ERR_STATE, 1, LATCH_ERR_STATE,       \
+      json_closed(c))                                                          \
+    X(2049, "latch_req_secure_at", O, 0, 0, 0, latch_req_secure(NULL))
 
 #define FN_(id, api, where, want, nrep, code, expr)                            \
     static long row_##id(ctx *c)                                               \
