@@ -48,6 +48,9 @@ typedef struct task {
     int ms;
     int fail;           /* < 0: fail with this code */
     const char *result; /* resolves with this */
+    bool after_settle;  /* its job waits (at most 5 s) for the join to
+                           settle first: a task that comes late, whatever
+                           the load does to the pool's threads */
 } task;
 
 typedef struct state {
@@ -680,7 +683,14 @@ static void task_timer(latch_res *res, void *data)
 
 static void task_job(void *data)
 {
-    sleep_ms(((task *)data)->ms);
+    task *t = data;
+
+    if (t->after_settle) {
+        lock();
+        wait_ge_locked(&st.join_count, 1, 5000);
+        pthread_mutex_unlock(&mu);
+    }
+    sleep_ms(t->ms);
 }
 
 static void task_after(latch_res *res, int status, void *data)
@@ -728,6 +738,7 @@ static int h_join(latch_req *req, latch_res *res, void *data)
         t->index = i;
         t->result = names[i];
         t->fail = 0;
+        t->after_settle = false;
         if (strcmp(mode, "ok") == 0) {
             t->ms = 10 * (i + 1);
             if (i < 2)
@@ -737,8 +748,9 @@ static int h_join(latch_req *req, latch_res *res, void *data)
             else
                 rc = latch_work(res, task_job, task_after, t);
         } else if (strcmp(mode, "fail") == 0) {
-            t->ms = i == 1 ? 0 : 60;
+            t->ms = 0;
             t->fail = i == 1 ? -ECONNREFUSED : 0;
+            t->after_settle = i != 1;
             rc = latch_work(res, task_job, task_after, t);
         } else if (strcmp(mode, "fail_timers") == 0) {
             t->ms = i == 1 ? 0 : 60;
