@@ -1279,7 +1279,10 @@ static void test_timeout_beats_slow_work(void **state)
     assert_int_equal(s.cancel_count, 1);
     assert_int_equal(s.cancel_reason, LATCH_CANCEL_TIMEOUT);
     assert_int_equal(s.close_count, 1);
-    assert_int_equal(s.work_ran, 1);
+    /* The completion came after the job, if the job had started (a
+     * running job cannot be stopped; libuv runs its completion when it
+     * returns); else the job was cancelled in the queue and never ran. */
+    assert_int_equal(s.work_ran, s.work_started);
     assert_int_equal(th_vlog_count(&vlog), 1);
     expect_violation(0, LATCH_ERR_HTTP_HEADERS_SENT, "latch_res_send",
                      s.after_line, "request timeout", 0);
