@@ -1488,6 +1488,9 @@ typedef struct latch_proxy_opts {
      * the response is FRESH: it may answer (its own 502 page); if it
      * returns with the response unanswered, latch answers 502 (504 on a
      * timeout) through the error handlers. Its return value is ignored.
+     * It may answer through a producer of its own too (latch_res_sendfile
+     * of a 502 page, latch_res_pipe, latch_proxy to another upstream),
+     * which then answers as it would from a handler.
      * An answer it begins and leaves unfinished when it returns (a
      * write without an end) is reported as ERR_NO_RESPONSE (call
      * "on_error", sealed where its headers went out) and cut: the hook

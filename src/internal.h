@@ -1183,6 +1183,12 @@ const latch_seal *latch__pipe_claim(const latch_res *res);
 /* Makes res's live pipe its sole writer (res->sole, LATCH_SOLE_HELD):
  * for producers of latch's own, right after their pipe was attached. */
 void latch__pipe_make_sole(latch_res *res);
+/* The pipe whose data is `data` lends the response (yield true) to a hook
+ * of its producer's, or takes it back (false): while lent it claims
+ * nothing, another producer may be attached beside it (the proxy's
+ * on_error answering with a file, a pipe or another proxy) and it is not
+ * pulled. Nothing happens when res has no such pipe. */
+void latch__pipe_yield(latch_res *res, const void *data, bool yield);
 /* The sole producer's own body calls (latch__sole_enter/_leave around
  * latch_res_write / latch_res_end, with a reference held across): the seal
  * they make is named `call`, the producer's public call. */

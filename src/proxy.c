@@ -515,6 +515,8 @@ static void up_done(void *data, int status, bool headed)
             latch_res_clear_headers_at(res, p->at);
             latch_res_status_at(res, 200, p->at);
         }
+        bool taken = false; /* by a producer the hook started */
+
         /* The response is the hook's (or the error handlers') now. */
         res->sole = LATCH_SOLE_NONE;
         if (p->opts.on_error != NULL) {
@@ -526,18 +528,27 @@ static void up_done(void *data, int status, bool headed)
             };
             uint16_t prev = latch__frame_enter(res, p->frame);
 
+            /* It may answer with a producer of its own (a file, a pipe,
+             * another upstream): this pipe claims nothing meanwhile. */
+            latch__pipe_yield(res, p, true);
             p->opts.on_error(&err, latch__req_hf(res, p->frame),
                              latch__res_hf(res, p->frame), p->opts.data);
             latch__frame_leave(res, prev);
+            if (!p->over) {
+                taken = latch__pipe_claim(res) != NULL;
+                latch__pipe_yield(res, p, false);
+            }
         }
-        /* Unanswered: the error handlers say 502 (504). */
-        if (!p->over && res->state == LATCH_RS_FRESH && !res->detached)
+        if (taken || p->over || res->detached) {
+            /* Answered, or being answered by the hook's producer. */
+        } else if (res->state == LATCH_RS_FRESH) {
+            /* Unanswered: the error handlers say 502 (504). */
             latch_res_pipe_fail_at(res, status, p->at);
-        /* Begun and left unfinished: nothing will end it (the hook
-         * answers before it returns), and the pipe would hold it open
-         * for good. A response without its end, as a handler's. */
-        else if (!p->over && res->state == LATCH_RS_HEADERS_SENT &&
-                 !res->detached) {
+        } else if (res->state == LATCH_RS_HEADERS_SENT) {
+            /* Begun and left unfinished: nothing will end it (the hook
+             * answers before it returns), and the pipe would hold it
+             * open for good. A response without its end, as a
+             * handler's. */
             latch__violation(res, LATCH_ERR_NO_RESPONSE, "on_error",
                              "The proxy's on_error hook returned with its "
                              "answer unfinished: the response is cut",

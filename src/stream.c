@@ -26,6 +26,7 @@ typedef struct latch_pipe {
     bool over;        /* done ran (or is running) */
     bool failed;      /* latch_res_pipe_fail was called */
     bool failed_head; /* ... before the headers: error handlers answer */
+    bool yielded;     /* lent to its producer's hook: latch__pipe_yield */
     int error;        /* and with what */
     latch_seal claim; /* the call that gave the response to this pipe */
     latch_seal fail;  /* the latch_res_pipe_fail call */
@@ -98,7 +99,7 @@ int latch__res_pipe_named(latch_res *res, latch_pull_cb pull,
      * its own page through a new one (a sendfile of 500.html). The
      * report names the first producer's call: nothing else sealed the
      * response yet. */
-    if ((p = pipe_of(res)) != NULL && !p->failed) {
+    if ((p = pipe_of(res)) != NULL && !p->failed && !p->yielded) {
         latch__violation_sealed(
             res, LATCH_ERR_STATE, call,
             "The response already has a pipe (one per response)", at, NULL,
@@ -136,7 +137,7 @@ static const latch_seal *pipe_claim(const latch_attach *a)
 {
     const latch_pipe *p = LATCH_CONTAINER_OF(a, latch_pipe, a);
 
-    return !p->over && !p->failed ? &p->claim : NULL;
+    return !p->over && !p->failed && !p->yielded ? &p->claim : NULL;
 }
 
 const latch_seal *latch__pipe_claim(const latch_res *res)
@@ -150,6 +151,18 @@ void latch__pipe_make_sole(latch_res *res)
 {
     if (latch__pipe_claim(res) != NULL)
         res->sole = LATCH_SOLE_HELD;
+}
+
+void latch__pipe_yield(latch_res *res, const void *data, bool yield)
+{
+    latch_attach *a;
+
+    for (a = res->attach; a != NULL; a = a->next) {
+        latch_pipe *p = LATCH_CONTAINER_OF(a, latch_pipe, a);
+
+        if (a->ops == &pipe_ops && p->data == data)
+            p->yielded = yield;
+    }
 }
 
 /* A seal the producer's own body call just made is the producer's: later
@@ -197,7 +210,8 @@ static void pipe_drain(latch_attach *a, latch_res *res)
     latch_pipe *p = LATCH_CONTAINER_OF(a, latch_pipe, a);
     uint16_t prev;
 
-    if (p->over || p->failed || res->state >= LATCH_RS_ENDED || res->detached)
+    if (p->over || p->failed || p->yielded || res->state >= LATCH_RS_ENDED ||
+        res->detached)
         return;
     prev = latch__frame_enter(res, p->frame);
     /* Inside pull the producer may answer whole (latch_res_send). */

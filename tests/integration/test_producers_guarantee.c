@@ -486,6 +486,38 @@ static void on_error_half(const latch_error *err, latch_req *req,
     R(0, latch_res_write(res, "half", 4));
 }
 
+/* The hook answers with a producer of its own: a file, a pipe, another
+ * upstream. Its contract says it may answer; these are answers. */
+static void on_error_file(const latch_error *err, latch_req *req,
+                          latch_res *res, void *data)
+{
+    (void)err;
+    (void)req;
+    (void)data;
+    latch_res_status(res, 502);
+    R(0, latch_res_sendfile(res, file_path, NULL, count_done, NULL));
+}
+
+static void on_error_pipe(const latch_error *err, latch_req *req,
+                          latch_res *res, void *data)
+{
+    (void)err;
+    (void)req;
+    (void)data;
+    R(0, latch_res_pipe(res, pull_body, count_done, NULL));
+}
+
+static void on_error_failover(const latch_error *err, latch_req *req,
+                              latch_res *res, void *data)
+{
+    char up[64];
+
+    (void)err;
+    (void)data;
+    snprintf(up, sizeof(up), "http://127.0.0.1:%d/origin", srv.port);
+    R(0, latch_proxy(req, res, up, NULL));
+}
+
 static int h_proxy_down(latch_req *req, latch_res *res, void *data)
 {
     latch_proxy_opts o = {.on_error = data};
@@ -633,6 +665,10 @@ static int setup(void **state)
     latch_get(app, "/proxy-down-fails", h_proxy_down,
               (void *)on_error_answers_then_fails);
     latch_get(app, "/proxy-down-half", h_proxy_down, (void *)on_error_half);
+    latch_get(app, "/proxy-down-file", h_proxy_down, (void *)on_error_file);
+    latch_get(app, "/proxy-down-pipe", h_proxy_down, (void *)on_error_pipe);
+    latch_get(app, "/proxy-down-failover", h_proxy_down,
+              (void *)on_error_failover);
     latch_get(app, "/origin/*", origin, NULL);
     latch_get(app, "/sendfile-then-sse", h_sendfile_then_sse, NULL);
     latch_get(app, "/fail-late", h_fail_late, NULL);
@@ -1422,6 +1458,43 @@ static void test_on_error_leaves_its_answer_unfinished(void **state)
     th_expect_alive(srv.port, "/after", "next ran");
 }
 
+/* on_error answers through a producer: it used to be refused (ERR_STATE,
+ * the proxy's own pipe counted as the response's one) and reported, and
+ * the error handlers' 502 went out instead. */
+static void expect_hook_producer(const char *path, int status, const char *body,
+                                 bool done)
+{
+    th_resp *r = two("GET", path);
+
+    assert_int_equal(r[0].status, status);
+    assert_string_equal(r[0].body, body);
+    th_resp_free(r, 2);
+    free(r);
+    assert_int_equal(rcv(7), 0);
+    assert_int_equal(rcv(0), 0);
+    if (done)
+        expect_done(0);
+    expect_reports(0);
+}
+
+static void test_on_error_answers_with_a_file(void **state)
+{
+    (void)state;
+    expect_hook_producer("/proxy-down-file", 502, file_body, true);
+}
+
+static void test_on_error_answers_with_a_pipe(void **state)
+{
+    (void)state;
+    expect_hook_producer("/proxy-down-pipe", 200, "piped body", true);
+}
+
+static void test_on_error_fails_over(void **state)
+{
+    (void)state;
+    expect_hook_producer("/proxy-down-failover", 200, "from origin", false);
+}
+
 /* A middleware after latch_use_proxy never runs for a proxied path. */
 static void test_middleware_after_use_proxy(void **state)
 {
@@ -1467,6 +1540,9 @@ int main(void)
         T(test_proxy_after_write),
         T(test_on_error_answers_then_fails),
         T(test_on_error_leaves_its_answer_unfinished),
+        T(test_on_error_answers_with_a_file),
+        T(test_on_error_answers_with_a_pipe),
+        T(test_on_error_fails_over),
         T(test_middleware_after_use_proxy),
     };
 #undef T
