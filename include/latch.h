@@ -1340,8 +1340,8 @@ LATCH_API int latch_res_post_at(latch_res *res, latch_res_cb fn, void *data,
  * returned.
  *
  * The pipe claims the response: a whole answer made beside it
- * (latch_res_send, _json, _redirect, _send_status, latch_sse_start: a
- * forgotten return after latch_res_pipe) is refused with
+ * (latch_res_send, _json, _redirect, _send_status: a forgotten return
+ * after latch_res_pipe) is refused with
  * LATCH_ERR_HTTP_HEADERS_SENT and reported, naming this call as where the
  * response was sealed, and the producer answers (where Node lets the
  * res.end() win and fails the pipe's next write). latch_res_write /
@@ -1869,11 +1869,12 @@ LATCH_API bool latch_join_settled(const latch_join *j);
  * Cache-Control: no-cache, X-Accel-Buffering: no (nginx passes each event
  * on at once), no Content-Length or Content-Encoding; the headers go out
  * now. LATCH_ERR_HTTP_HEADERS_SENT (reported, naming latch_sse_start)
- * when they went out already, or when a producer holds the response (a
- * file being opened, the proxy, a pipe: see latch_res_pipe), before any
- * of its headers is touched; LATCH_ERR_STATE (reported) while the server
- * shuts down. The stream gets a comment line (":") after each heartbeat
- * period without output. */
+ * when they went out already, or while a file being opened or the proxy
+ * holds the response (as latch_res_flush_headers), before any of its
+ * headers is touched (beside a latch_res_pipe it is allowed: its producer
+ * may stream events); LATCH_ERR_STATE (reported) while the server shuts
+ * down. The stream gets a comment line (":") after each heartbeat period
+ * without output. */
 #define latch_sse_start(res) latch_sse_start_at((res), LATCH_HERE)
 LATCH_API int latch_sse_start_at(latch_res *res, latch_site at);
 /* Sends one event: "event: E" (event NULL: omitted, the client's default

@@ -650,9 +650,9 @@ typedef struct latch_attach_ops {
  * Express's res.sendFile() followed by a forgotten res.send(). Header and
  * status calls stay allowed; a cancelled request (the timeout's error
  * handlers) is let through; a call that sends the head (write_head,
- * flush_headers) is refused too. A user's pipe (stream.c) makes it PIPE:
- * only a whole answer beside it (send, json, redirect, send_status,
- * latch_sse_start) is refused, since its producer writes with the
+ * flush_headers, latch_sse_start) is refused too. A user's pipe
+ * (stream.c) makes it PIPE: only a whole answer beside it (send, json,
+ * redirect, send_status) is refused, since its producer writes with the
  * ordinary calls from anywhere; inside its pull (PULLING) nothing is.
  * The pipe's end and a producer failure (latch_res_pipe_fail) clear it.
  */
@@ -1166,6 +1166,10 @@ void latch__res_timeout(latch_res *res, int status);
 /* send.c: the checks latch_res_json makes before sending (reported), and
  * the send itself for a JSON body of len bytes, reported as `call`. */
 int latch__res_send_check(latch_res *res, const char *call, latch_site at);
+/* res.c: the checks a call that sends the head makes (as
+ * latch_res_flush_headers: refused, reported as `call`, after the headers
+ * and beside a producer of latch's own), 0 when it may. */
+int latch__res_head_check(latch_res *res, const char *call, latch_site at);
 int latch__res_send_json(latch_res *res, const char *json, size_t len,
                          const char *call, latch_site at);
 

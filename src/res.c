@@ -824,6 +824,11 @@ int latch_res_write_head_at(latch_res *res, int status, latch_site at)
                        build_head(res, -1, true, "latch_res_write_head", at));
 }
 
+int latch__res_head_check(latch_res *res, const char *call, latch_site at)
+{
+    return latch__res_gate(res, LATCH_K_HEAD, call, "write", at);
+}
+
 int latch_res_flush_headers_at(latch_res *res, latch_site at)
 {
     if (res != NULL &&

@@ -747,10 +747,11 @@ int latch_sse_start_at(latch_res *h, latch_site at)
 
     if ((res = enter(h, "latch_sse_start", &at, &r)) == NULL)
         return r;
-    /* A whole answer, as latch_res_send: refused (naming this call) after
-     * the headers, and beside a producer that holds the response (a file
-     * being opened), before any of its headers is touched. */
-    if ((r = latch__res_send_check(res, "latch_sse_start", at)) < 0)
+    /* It sends the head, as latch_res_flush_headers: refused (naming
+     * this call) after the headers, and beside a producer of latch's own
+     * that holds the response (a file being opened), before any of its
+     * headers is touched. A user's pipe may stream events. */
+    if ((r = latch__res_head_check(res, "latch_sse_start", at)) < 0)
         return r;
     if ((r = latch_res_status_at(res, 200, at)) < 0 ||
         (r = latch_res_set_header_at(res, "Content-Type", "text/event-stream",

@@ -339,6 +339,23 @@ static int h_pipe_plus_send(latch_req *req, latch_res *res, void *data)
 
 /* ---- SSE ---- */
 
+/* An event stream fed by a pipe: the head may go out beside it. */
+static void pull_events(latch_res *res, void *data)
+{
+    (void)data;
+    R(1, latch_sse_send(res, NULL, NULL, "from the pipe"));
+    R(2, latch_res_end(res, NULL, 0));
+}
+
+static int h_pipe_then_sse(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_pipe(res, pull_events, count_done, NULL);
+    R(0, latch_sse_start(res));
+    return LATCH_DONE;
+}
+
 static int h_sse_twice(latch_req *req, latch_res *res, void *data)
 {
     (void)req;
@@ -656,6 +673,7 @@ static int setup(void **state)
     latch_get(app, "/write-then-pipe", h_write_then_pipe, NULL);
     latch_get(app, "/pipe-plus-send", h_pipe_plus_send, NULL);
     latch_get(app, "/sse-twice", h_sse_twice, NULL);
+    latch_get(app, "/pipe-then-sse", h_pipe_then_sse, NULL);
     latch_get(app, "/sub-after-end", h_sub_after_end, NULL);
     latch_get(app, "/sub-cb-ends", h_sub_cb_ends, NULL);
     latch_get(app, "/sse-kept", h_sse_kept, NULL);
@@ -1221,6 +1239,24 @@ static void test_sse_start_twice(void **state)
              "latch_sse_start", atomic_load(&line_seal));
 }
 
+static void test_pipe_streams_events(void **state)
+{
+    th_resp *r;
+
+    (void)state;
+    r = two("GET", "/pipe-then-sse");
+    assert_int_equal(r[0].status, 200);
+    assert_non_null(strstr(r[0].head, "text/event-stream"));
+    assert_string_equal(r[0].body, "data: from the pipe\n\n");
+    th_resp_free(r, 2);
+    free(r);
+    expect_done(0);
+    assert_int_equal(rcv(0), 0);
+    assert_int_equal(rcv(1), 1);
+    assert_int_equal(rcv(2), 0);
+    expect_reports(0);
+}
+
 static void test_subscribe_after_end(void **state)
 {
     th_resp *r;
@@ -1532,6 +1568,7 @@ int main(void)
         T(test_pipe_and_a_second_writer),
         T(test_flush_headers_beside_a_file),
         T(test_sse_start_twice),
+        T(test_pipe_streams_events),
         T(test_subscribe_after_end),
         T(test_sse_beside_a_file),
         T(test_subscription_ends_its_response),
