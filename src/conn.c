@@ -101,6 +101,10 @@ static const latch_exchange_ops h1_exchange;
 #define RBUF_FREE_MAX 256
 #define OUT_LIMIT ((size_t)1 << 40) /* bounded by the high-water mark */
 #define HIGH_WATER ((size_t)64 * 1024)
+/* An empty output buffer of the first size (buf.c's) goes back to the
+ * worker's list, which keeps at most OUT_FREE_MAX of them. */
+#define OUT_FIRST ((size_t)256)
+#define OUT_FREE_MAX 256
 /* What one file body may send in one loop turn before it lets the other
  * connections of the worker go (nginx's sendfile_max_chunk). */
 #define SF_TURN ((size_t)2 << 20)
@@ -220,6 +224,41 @@ static void rbuf_release(latch_worker *w, latch_rbuf *rb)
         return;
     }
     free(rb);
+}
+
+/*
+ * Output buffers. A connection's `out` (and `wout`) of the first size
+ * (OUT_FIRST, what every response head and small body fits in) is taken
+ * from the worker's list when a response first writes into it and goes
+ * back when it is empty again (shrink), so the 10,000 idle keep-alive
+ * connections of a server hold no output buffer, and a busy one pays a
+ * list pop and push per response instead of malloc and free. A listed
+ * buffer starts with its link. A buffer that grew stays with its
+ * connection (up to HIGH_WATER), as before.
+ */
+static void out_take(latch_worker *w, latch_buf *b)
+{
+    char *p = w->free_outs;
+
+    if (b->cap != 0 || p == NULL)
+        return;
+    memcpy(&w->free_outs, p, sizeof(char *));
+    w->nfree_outs--;
+    b->data = p;
+    b->cap = OUT_FIRST;
+}
+
+static void out_give(latch_worker *w, latch_buf *b)
+{
+    if (w->nfree_outs >= OUT_FREE_MAX) {
+        latch__buf_dispose(b);
+        return;
+    }
+    memcpy(b->data, &w->free_outs, sizeof(char *));
+    w->free_outs = b->data;
+    w->nfree_outs++;
+    b->data = NULL;
+    b->cap = 0;
 }
 
 /* The largest head a connection can need to hold in one buffer. */
@@ -1511,6 +1550,7 @@ static void send_continue(latch_conn *c)
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
     c->flags &= ~LATCH_CF_CONTINUE;
+    out_take(c->w, &c->out);
     if (latch__buf_append(&c->out, cont, sizeof(cont) - 1, OUT_LIMIT) == 0) {
         c->out_total += sizeof(cont) - 1;
         mark_dirty(c);
@@ -1569,6 +1609,7 @@ static latch_buf *h1_sink(latch_res *res)
     if (res == c->writer && res->pending.len == 0 && !res->hold &&
         c->sf == NULL) {
         mark_dirty(c);
+        out_take(c->w, &c->out);
         return &c->out;
     }
     return &res->pending;
@@ -1582,6 +1623,7 @@ static void h1_unhold(latch_res *res)
     res->hold = false;
     if (c == NULL || res != c->writer || res->pending.len == 0 || c->sf != NULL)
         return;
+    out_take(c->w, &c->out);
     if (latch__buf_append(&c->out, res->pending.data, res->pending.len,
                           OUT_LIMIT) < 0) {
         conn_destroy(c);
@@ -1917,13 +1959,15 @@ static void finish_written(latch_conn *c)
  * delivery, 200 subscribers at 20 events/s). */
 static void shrink(latch_conn *c, latch_buf *b)
 {
-    if (b->len != 0)
+    if (b->len != 0 || b->cap == 0)
         return;
     if (b->cap > HIGH_WATER) {
         latch__buf_dispose(b);
     } else if (c->writer != NULL && c->writer->trim_out) {
         c->writer->trim_out = false;
         latch__buf_dispose(b);
+    } else if (b->cap == OUT_FIRST) {
+        out_give(c->w, b);
     }
 }
 
@@ -2332,4 +2376,11 @@ void latch__conn_pool_free(latch_worker *w)
         free(rb);
     }
     w->nfree_first = 0;
+    while (w->free_outs != NULL) {
+        char *p = w->free_outs;
+
+        memcpy(&w->free_outs, p, sizeof(char *));
+        free(p);
+    }
+    w->nfree_outs = 0;
 }

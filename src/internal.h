@@ -383,6 +383,10 @@ struct latch_worker {
     uint32_t nfree_rbufs;
     latch_rbuf *free_first; /* connections' first (small) read buffers */
     uint32_t nfree_first;
+    /* Connections' output buffers while they have nothing to send: a
+     * list threaded through the buffers themselves (conn.c). */
+    char *free_outs;
+    uint32_t nfree_outs;
     latch_res *free_res;
     uint32_t nfree_res;
     uint64_t next_req_id;
