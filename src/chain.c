@@ -37,6 +37,21 @@ static bool prefix_match(const latch_layer *l, const char *path)
             (path[l->prefix_len] == '/' || path[l->prefix_len] == '\0'));
 }
 
+/* Parameters live in the response's cold part, taken by the first one
+ * stored; false when out of memory (the parameter is not stored, as one
+ * past the limit is not). */
+static bool params_ready(latch_req *q)
+{
+    struct latch_res_cold *c;
+
+    if (q->params != NULL)
+        return true;
+    if ((c = latch__res_cold(LATCH_CONTAINER_OF(q, latch_res, req))) == NULL)
+        return false;
+    q->params = c->params;
+    return true;
+}
+
 /* Matches the raw path (before decoding, so an escaped '/' stays inside
  * its segment) and fills the route parameters, decoded, unless q is NULL. */
 static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
@@ -55,7 +70,8 @@ static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
             return false;
         p++;
         if (seg[0] == '*') {
-            if (q != NULL && q->nparams < LATCH__ROUTER_MAX_PARAMS) {
+            if (q != NULL && q->nparams < LATCH__ROUTER_MAX_PARAMS &&
+                params_ready(q)) {
                 q->params[q->nparams].name = "*";
                 q->params[q->nparams].value =
                     latch__req_decode(q, p, (size_t)(end - p));
@@ -69,7 +85,8 @@ static bool route_match(const latch_layer *l, latch_req *q, const char *raw,
         if (seg[0] == ':') {
             if (e == p)
                 return false;
-            if (q != NULL && q->nparams < LATCH__ROUTER_MAX_PARAMS) {
+            if (q != NULL && q->nparams < LATCH__ROUTER_MAX_PARAMS &&
+                params_ready(q)) {
                 q->params[q->nparams].name = seg + 1;
                 q->params[q->nparams].value =
                     latch__req_decode(q, p, (size_t)(e - p));
@@ -190,7 +207,7 @@ static void final_not_found(latch_res *res)
             /* Only the routes the tree matched can name the path. */
             bool hit = false;
             for (uint8_t k = 0; k < res->nrids && !hit; k++)
-                hit = res->rids[k] == l->id;
+                hit = res->cold->rids[k] == l->id;
             if (!hit)
                 continue;
         } else if (!route_match(l, &res->req, raw, rawn)) {
@@ -294,16 +311,29 @@ static void frame_push(latch_res *res, latch_frame *f)
 static void record_move(latch_res *res, uint16_t id, const char *call,
                         latch_site at)
 {
-    if (id == 0)
+    struct latch_res_cold *c;
+
+    /* Out of memory, a later report of a second move names no prior. */
+    if (id == 0 || (c = latch__res_cold(res)) == NULL)
         return;
-    res->move_ids[id & 7] = id;
-    res->moves[id & 7].call = call;
-    res->moves[id & 7].at = at;
+    c->move_ids[id & 7] = id;
+    c->moves[id & 7].call = call;
+    c->moves[id & 7].at = at;
 }
 
 static const latch_seal *move_of(const latch_res *res, uint16_t id)
 {
-    return id != 0 && res->move_ids[id & 7] == id ? &res->moves[id & 7] : NULL;
+    const struct latch_res_cold *c = res->cold;
+
+    if (id == 0)
+        return NULL;
+    if (c != NULL)
+        return c->move_ids[id & 7] == id ? &c->moves[id & 7] : NULL;
+    /* A long-lived response packed them (latch__res_trim). */
+    for (uint32_t i = 0; res->moves != NULL && i < res->moves->n; i++)
+        if (res->moves->m[i].id == id)
+            return &res->moves->m[i].seal;
+    return NULL;
 }
 
 /* The running frame with this id, or NULL. */
@@ -429,7 +459,7 @@ static void next_twice(latch_res *res, const char *call, latch_site at)
  * The next layer, from res->layer on, that takes this request: a
  * middleware whose prefix matches or a route whose method and pattern do.
  * Only candidates are visited: the middleware chain and the routes the
- * tree matched (res->rids, in id order). Fills the route's parameters.
+ * tree matched (cold->rids, in id order). Fills the route's parameters.
  */
 static latch_layer *next_layer(latch_res *res, const char *raw, size_t rawn)
 {
@@ -448,9 +478,10 @@ static latch_layer *next_layer(latch_res *res, const char *raw, size_t rawn)
     }
     while (l != NULL) {
         mw = l->kind == L_MIDDLEWARE ? l : l->next_mw;
-        while (res->ri < res->nrids && res->rids[res->ri] < l->id)
+        /* nrids > 0: the cold part holds them (dispatch) */
+        while (res->ri < res->nrids && res->cold->rids[res->ri] < l->id)
             res->ri++;
-        rt = res->ri < res->nrids ? app->by_id[res->rids[res->ri]] : NULL;
+        rt = res->ri < res->nrids ? app->by_id[res->cold->rids[res->ri]] : NULL;
         if (mw != NULL && (rt == NULL || mw->id < rt->id)) {
             if (prefix_match(mw, q->path))
                 return mw;
@@ -778,13 +809,19 @@ static void dispatch(latch_res *res)
     res->nrids = 0;
     res->rlinear = app->router == NULL;
     if (app->router != NULL) {
+        /* The ids go to the cold part (which the handlers' moves take
+         * anyway); out of memory, the layers are matched one by one. */
+        struct latch_res_cold *c = latch__res_cold(res);
+
         raw_path(&res->req, &raw, &rawn);
-        n = latch__router_match(app->router, raw, rawn, m, LATCH_MAX_RIDS);
+        n = c == NULL ? LATCH_MAX_RIDS + 1
+                      : latch__router_match(app->router, raw, rawn, m,
+                                            LATCH_MAX_RIDS);
         if (n > LATCH_MAX_RIDS) {
             res->rlinear = true;
         } else {
             for (i = 0; i < n; i++)
-                res->rids[i] = m[i].id;
+                c->rids[i] = m[i].id;
             res->nrids = (uint8_t)n;
         }
     }
@@ -973,6 +1010,7 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         (req = (latch_req *)latch__res_in(req, "latch_fail", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
+    struct latch_res_cold *c;
     latch_frame *f;
     int how;
 
@@ -996,10 +1034,11 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     res->err.code = LATCH_ERR_HTTP;
     res->err.status = status;
     res->err.at = at;
-    if (message != NULL) {
-        snprintf(res->err_msg, sizeof(res->err_msg), "%s", message);
-        res->err.message = res->err_msg;
+    if (message != NULL && (c = latch__res_cold(res)) != NULL) {
+        snprintf(c->err_msg, sizeof(c->err_msg), "%s", message);
+        res->err.message = c->err_msg;
     } else {
+        /* No message, or no memory for one: the status's reason. */
         res->err.message = NULL;
     }
     if (f != NULL) {

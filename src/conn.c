@@ -261,6 +261,55 @@ static void out_give(latch_worker *w, latch_buf *b)
     b->cap = 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Parsers                                                              */
+/* ------------------------------------------------------------------ */
+
+/* A pooled parser; its first word links the free list. */
+union latch_pslot {
+    latch_parser p;
+    union latch_pslot *next;
+};
+
+/* A message starts: the connection takes a parser. -1 when out of
+ * memory. */
+static int parser_take(latch_conn *c)
+{
+    latch_worker *w = c->w;
+    union latch_pslot *s = w->free_parsers;
+
+    if (s != NULL) {
+        w->free_parsers = s->next;
+        w->nfree_parsers--;
+    } else if ((s = malloc(sizeof(*s))) == NULL) {
+        return -1;
+    }
+    /* What a reset keeps; process() resets it for the message at once. */
+    s->p.lim = &w->app->cfg.parse;
+    s->p.fields = NULL;
+    s->p.fields_cap = 0;
+    c->parser = &s->p;
+    return 0;
+}
+
+/* No message is being read: the parser goes back to the pool. */
+static void parser_give_back(latch_conn *c)
+{
+    latch_worker *w = c->w;
+    union latch_pslot *s = (union latch_pslot *)(void *)c->parser;
+
+    if (s == NULL)
+        return;
+    c->parser = NULL;
+    if (w->nfree_parsers < RBUF_FREE_MAX) {
+        s->next = w->free_parsers;
+        w->free_parsers = s;
+        w->nfree_parsers++;
+        return;
+    }
+    free(s);
+}
+
 /* The largest head a connection can need to hold in one buffer. */
 static uint32_t rbuf_max(const latch_config *cfg)
 {
@@ -596,7 +645,6 @@ int latch__conn_open(latch_worker *w, int fd, struct latch_tls_ctx *tls)
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    latch__parser_init(&c->parser, &w->app->cfg.parse, NULL, 0);
     c->rx_start = uv_now(&w->loop);
     /* The first request gets the header timeout: a client that connects
      * and says nothing is the start of a slowloris attack. */
@@ -702,6 +750,7 @@ static void on_closed(uv_handle_t *h)
     latch_worker *w = c->w;
 
     s_unlink(c);
+    parser_give_back(c);
     rbuf_release(w, c->rb);
     latch__buf_dispose(&c->out);
     latch__buf_dispose(&c->wout);
@@ -1081,7 +1130,7 @@ static bool host_ok(const latch_parser *p)
  * its strings in place: the head is never parsed again. */
 static int head_done(latch_conn *c)
 {
-    latch_parser *p = &c->parser;
+    latch_parser *p = c->parser;
     latch_res *res = c->cur;
     latch_req *q = &res->req;
     char *base = c->rb->data + c->msg;
@@ -1221,7 +1270,7 @@ static void stream_start(latch_conn *c)
      * sends none of its own, so an upstream that refuses the body first
      * (401, 413) spares the client the upload. */
     q->expect_continue =
-        c->parser.expect == LATCH_EXPECT_CONTINUE && c->bpos == c->rlen;
+        c->parser->expect == LATCH_EXPECT_CONTINUE && c->bpos == c->rlen;
     c->rx_bytes = 0; /* the body's bytes, against the limit */
     dispatch(c);
 }
@@ -1396,7 +1445,7 @@ static void h1_send_continue(latch_res *res)
 /* Parses and dispatches every complete request in the buffer. */
 static void process(latch_conn *c)
 {
-    latch_parser *p = &c->parser;
+    latch_parser *p = c->parser;
     const latch_config *cfg = &c->w->app->cfg;
     const char *data;
     size_t consumed, dlen;
@@ -1411,6 +1460,8 @@ static void process(latch_conn *c)
         return;
     }
     while (!(c->flags & LATCH_CF_CLOSING)) {
+        /* Whatever a handler did meanwhile, the connection's own. */
+        p = c->parser;
         if (!(c->flags & LATCH_CF_IN_BODY)) {
             if (c->msg == c->rlen || (c->flags & LATCH_CF_NO_MORE))
                 break;
@@ -1424,6 +1475,13 @@ static void process(latch_conn *c)
                 break;
             }
             if (c->cur == NULL) {
+                if (p == NULL) {
+                    if (parser_take(c) < 0) {
+                        conn_close(c);
+                        return;
+                    }
+                    p = c->parser;
+                }
                 c->cur = latch__res_alloc(c->w, &h1_exchange);
                 if (c->cur == NULL) {
                     conn_close(c);
@@ -1536,6 +1594,9 @@ static void process(latch_conn *c)
     }
     if (c->flags & LATCH_CF_CLOSING)
         return;
+    /* Between messages the parser holds nothing of the next one. */
+    if (c->cur == NULL && !(c->flags & LATCH_CF_IN_BODY))
+        parser_give_back(c);
     if (c->flags & LATCH_CF_NO_MORE && c->cur == NULL &&
         !(c->flags & LATCH_CF_IN_BODY))
         c->rlen = c->msg; /* never parsed */
@@ -1966,6 +2027,7 @@ static void shrink(latch_conn *c, latch_buf *b)
     } else if (c->writer != NULL && c->writer->trim_out) {
         c->writer->trim_out = false;
         latch__buf_dispose(b);
+        latch__res_trim(c->writer);
     } else if (b->cap == OUT_FIRST) {
         out_give(c->w, b);
     }
@@ -2364,6 +2426,7 @@ void latch__conn_drain(latch_worker *w)
 
 void latch__conn_pool_free(latch_worker *w)
 {
+    union latch_pslot *s;
     latch_rbuf *rb;
 
     while ((rb = w->free_rbufs) != NULL) {
@@ -2383,4 +2446,9 @@ void latch__conn_pool_free(latch_worker *w)
         free(p);
     }
     w->nfree_outs = 0;
+    while ((s = w->free_parsers) != NULL) {
+        w->free_parsers = s->next;
+        free(s);
+    }
+    w->nfree_parsers = 0;
 }

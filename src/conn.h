@@ -48,7 +48,10 @@ struct latch_conn {
     uint32_t rlen, msg, bpos;
     uint32_t nreqs;      /* requests begun on this connection */
     uint64_t body_limit; /* of the request whose body is being read */
-    latch_parser parser;
+    /* The parser, from the worker's pool while a message is being read
+     * (a head, or a body): a connection between requests, or under a
+     * response that waits for long (an event stream), holds none. */
+    latch_parser *parser;
     latch_res *cur; /* request being received (head or body), or NULL */
     /* Responses in request order; only the head one writes to `out`. */
     latch_res *q_head, *q_tail;
@@ -59,8 +62,7 @@ struct latch_conn {
     uv_timer_t *shake_timer; /* a disconnect whose delivery is delayed */
     /* Write side: out collects bytes; wout is being written by uv_write. */
     latch_buf out, wout;
-    uv_write_t *wreq; /* allocated the first time the socket is full */
-    bool writing;
+    uv_write_t *wreq;       /* allocated the first time the socket is full */
     uint64_t out_total;     /* bytes ever appended to out */
     uint64_t written_total; /* bytes the OS accepted */
     /* Lists. */
@@ -75,6 +77,9 @@ struct latch_conn {
     uint8_t peer_family;
     uint16_t peer_port;
     uint8_t peer_addr[16];
+    /* Here, where the address leaves room: uv_write runs on wout; on the
+     * worker's send list (below). */
+    bool writing, on_slist;
     /* The request being received: when it started, bytes so far. */
     uint64_t rx_start, rx_bytes;
     /* The send timeout: on the worker's send list while output waits for
@@ -82,7 +87,6 @@ struct latch_conn {
     latch_conn *s_next, *s_prev;
     uint64_t s_deadline;
     size_t s_queued;
-    bool on_slist;
     /* A file body going out with sendfile(2) (conn.c's h1_sendfile), and
      * the writability watch it waits on (a dup of the socket, made for
      * the connection's first such body, kept until it closes). */

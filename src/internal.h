@@ -387,8 +387,12 @@ struct latch_worker {
      * list threaded through the buffers themselves (conn.c). */
     char *free_outs;
     uint32_t nfree_outs;
+    union latch_pslot *free_parsers; /* conn.c's parsers */
+    uint32_t nfree_parsers;
     latch_res *free_res;
     uint32_t nfree_res;
+    struct latch_res_cold *free_cold; /* responses' cold parts (res.c) */
+    uint32_t nfree_cold;
     uint64_t next_req_id;
     /* Calls posted from other threads (latch_res_post). */
     pthread_mutex_t post_mu;
@@ -480,7 +484,9 @@ struct latch_req {
     struct latch_arena_blk *arena; /* decoded strings; never move */
     size_t arena_left;
     atomic_bool arena_busy; /* taking bytes: any thread (req.c) */
-    latch_param params[LATCH__ROUTER_MAX_PARAMS];
+    /* The route's parameters: the response's cold part, from the first
+     * one stored (NULL before); the pointer never changes after. */
+    latch_param *params;
     uint32_t nparams;
     const char *ip; /* latch_req_ip's answer, once computed */
     json_t *json;   /* latch_json_body's result */
@@ -498,8 +504,9 @@ typedef struct latch_seal {
 
 struct latch_res {
     latch_req req;
-    uint64_t handle;          /* what users hold for this request (res.c) */
-    uint32_t slot;            /* its slot in the handle table, or UINT32_MAX */
+    uint64_t handle; /* what users hold for this request (res.c) */
+    uint32_t slot;   /* its slot in the handle table, or UINT32_MAX */
+    int cut_code;    /* why latch destroyed it (LATCH_ERR_LIMIT), or 0 */
     struct latch_slot *slotp; /* that slot */
     uint32_t refs;            /* every reference, latch's own and the user's */
     uint32_t urefs; /* of which taken by latch_res_retain (user code) */
@@ -528,13 +535,17 @@ struct latch_res {
     latch_buf hbuf;
     latch_hdr *hdrs;
     uint32_t nhdrs, hdrs_cap;
-    /* latch_res_json_begin's writer and the body it writes. */
-    latch_json json;
-    latch_buf jbuf;
+    /* The store was packed into one exact block (latch__res_trim). */
+    bool hdrs_packed;
+    /* latch_res_json_begin's writer is open (in the cold part). */
     bool json_open;
     /* LATCH_SOLE_*: a producer of latch's own (a file, the proxy) alone
      * writes this response's body; any other body call is refused. */
     uint8_t sole;
+    bool closed_fired, want_drain; /* on_close ran; on_drain is owed */
+    bool trim_out;    /* latch__res_trim_output, until conn.c did */
+    bool in_error;    /* the chain runs the error handlers */
+    bool attach_over; /* the attachments' end ops ran for the end */
     /* Output produced while an earlier response is still in the queue. */
     latch_buf pending;
     /* Places. */
@@ -542,34 +553,24 @@ struct latch_res {
     /* Callbacks. */
     latch_res_cb on_finish, on_close, on_drain;
     void *on_finish_data, *on_close_data, *on_drain_data;
-    bool closed_fired, want_drain;
-    bool trim_out; /* latch__res_trim_output, until conn.c did */
     /* The chain (app.c). */
-    latch_layer *layer;            /* next layer to try */
-    uint32_t rids[LATCH_MAX_RIDS]; /* ids of the routes matching the path */
-    uint8_t nrids, ri;
-    bool rlinear; /* more matched than rids holds: match layer by layer */
+    latch_layer *layer; /* next layer to try */
+    uint8_t nrids, ri;  /* cold->rids: the routes matching the path */
+    bool rlinear;       /* more matched than rids holds: match layer by layer */
+    /* (The cancellation signal's, beside them: no padding.) */
+    uint8_t cancel_reason;  /* LATCH_CANCEL_*, once the request is cancelled */
+    bool cancel_fired;      /* the signal went out (attachments, callbacks);
+                               the request timeout marks the reason first
+                               and fires after its error handlers ran */
+    uint8_t ncancel;        /* cancel_cbs used (in the cold part) */
+    bool pending_next;      /* a handler returned LATCH_PENDING */
+    bool chain_ref;         /* the chain holds a reference */
+    bool chain_dropped;     /* the response closed while the chain waited */
     latch_errlayer *elayer; /* next error layer to try */
     latch_error err;
-    bool in_error;
     /* What is tied to this response (async.c's timers, jobs and joins;
      * later pipes, upstreams, subscriptions): see latch_attach below. */
     struct latch_attach *attach;
-    bool attach_over;      /* their end ops ran for the end of the response */
-    int cut_code;          /* why latch destroyed it (LATCH_ERR_LIMIT), or 0 */
-    uint8_t cancel_reason; /* LATCH_CANCEL_*, once the request is cancelled */
-    bool cancel_fired;     /* the signal went out (attachments, callbacks);
-                              the request timeout marks the reason first
-                              and fires after its error handlers ran */
-    uint8_t ncancel;
-    struct {
-        latch_cancel_cb cb;
-        void *data;
-        uint16_t frame; /* the handler call that registered it */
-    } cancel_cbs[LATCH_MAX_CANCEL_CBS];
-    bool pending_next;         /* a handler returned LATCH_PENDING */
-    bool chain_ref;            /* the chain holds a reference */
-    bool chain_dropped;        /* the response closed while the chain waited */
     struct latch_frame *frame; /* the handler call running (app.c) */
     /* Who dispatched it (the chain, app.c), told of what it must know;
      * NULL before dispatch. */
@@ -591,10 +592,63 @@ struct latch_res {
     uint16_t pending_frame; /* the frame that returned LATCH_PENDING */
     uint16_t dropped_frame; /* the pending frame whose chain was dropped */
     uint16_t on_finish_frame, on_close_frame, on_drain_frame;
+    /* What a plain request uses only while it is served (below): NULL
+     * until first needed. */
+    struct latch_res_cold *cold;
+    /* The cold part's moves, packed, once a long-lived response gave the
+     * rest back (latch__res_trim); NULL otherwise. */
+    struct latch_moves *moves;
+};
+
+/* The moves (below) that a long-lived response keeps: only the frames
+ * that moved its chain, in one exact block. */
+struct latch_moves {
+    uint32_t n;
+    struct {
+        uint16_t id;
+        latch_seal seal;
+    } m[];
+};
+
+/*
+ * The cold part of a response: what a request uses while it is served
+ * but a stream that waits for events does not (issue 15: thousands of
+ * streams wait at once). Taken from the worker's pool the first time one
+ * of its fields is needed (latch__res_cold, on the loop: every request
+ * the chain runs records its handlers' moves), and given back when the
+ * response is recycled, or earlier by a long-lived response whose chain
+ * is done and whose cold part holds nothing live but the moves
+ * (latch__res_trim): those are packed into res->moves, so a late report
+ * still names them, and a later use takes a cold part again with them
+ * restored. Whatever it holds stays valid as long as the response does: a
+ * parameter read late from another thread, a cancellation callback, the
+ * places a late report names. The counts and flags that say whether it
+ * holds anything else (req.nparams, ncancel, json_open, err.message) stay
+ * in the response, so a reader that finds none never needs it.
+ */
+struct latch_res_cold {
+    struct latch_res_cold *next; /* the worker's free list */
+    latch_res *res;              /* whose it is (the JSON writer's owner) */
+    latch_param params[LATCH__ROUTER_MAX_PARAMS]; /* req.params */
+    uint32_t rids[LATCH_MAX_RIDS]; /* ids of the routes matching the path,
+                                      in id order (app.c's dispatch) */
+    struct {
+        latch_cancel_cb cb;
+        void *data;
+        uint16_t frame; /* the handler call that registered it */
+    } cancel_cbs[LATCH_MAX_CANCEL_CBS];
+    /* What each of the last eight handler calls did to move the chain
+     * (app.c, for the report of a second move). */
     uint16_t move_ids[8];
     latch_seal moves[8];
-    char err_msg[128];
+    char err_msg[128]; /* latch_fail's message */
+    /* latch_res_json_begin's writer and the body it writes. */
+    latch_json json;
+    latch_buf jbuf;
 };
+/* res's cold part, taken from the pool the first time; NULL when out of
+ * memory. On the response's loop only. */
+struct latch_res_cold *latch__res_cold(latch_res *res);
 
 /* ------------------------------------------------------------------ */
 /* Attachments: what is tied to one response (res.c releases them)      */
@@ -1080,6 +1134,10 @@ void latch__res_fields_moved(latch_res *res, latch_field *fields);
  * buffer back the next time it is empty (conn.c), instead of keeping it
  * for the next write. One-shot, so a busy stream keeps its buffer. */
 void latch__res_trim_output(latch_res *res);
+/* Called by the protocol there (its output buffer just went back): a
+ * response whose head is on the wire packs its header store into one
+ * exact block (latch_res_get_header still answers from it). */
+void latch__res_trim(latch_res *res);
 /* latch's own references (connection queue, chain, timers, work, joins,
  * frames): never counted as the user's, so a user's over-release can be
  * told apart and refused. unref may recycle the response. */

@@ -107,8 +107,7 @@ latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex)
     }
     /* Keep the buffers' storage; reset everything else. */
     {
-        latch_buf hbuf = r->hbuf, pending = r->pending, body = r->req.body,
-                  jbuf = r->jbuf;
+        latch_buf hbuf = r->hbuf, pending = r->pending, body = r->req.body;
         latch_hdr *hdrs = r->hdrs;
         uint32_t hcap = r->hdrs_cap;
         latch_field *fields = r->req.fields;
@@ -126,8 +125,6 @@ latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex)
         r->pending.len = 0;
         r->req.body = body;
         r->req.body.len = 0;
-        r->jbuf = jbuf;
-        r->jbuf.len = 0;
         r->hdrs = hdrs;
         r->hdrs_cap = hcap;
         r->req.fields = fields;
@@ -162,6 +159,59 @@ void latch__res_fields_moved(latch_res *res, latch_field *fields)
 void latch__res_trim_output(latch_res *res)
 {
     res->trim_out = true;
+}
+
+static void cold_give_back(latch_res *res);
+
+/*
+ * A response whose head is on the wire and that will wait for long (an
+ * event stream, once quiet: conn.c, at its trim): its header store, kept
+ * for latch_res_get_header only since no header can change any more, is
+ * packed into one block of the exact size, entries then strings, and the
+ * pooled buffers it had go (416 B of 3.3 KB per waiting EventSource).
+ */
+void latch__res_trim(latch_res *res)
+{
+    uint32_t i, n = 0;
+    size_t bytes = 0, off = 0;
+    latch_hdr *h = NULL;
+    char *str;
+
+    if (res->cold != NULL)
+        cold_give_back(res);
+    if (res->state == LATCH_RS_FRESH || res->hold || res->hdrs_packed)
+        return;
+    for (i = 0; i < res->nhdrs; i++)
+        if (!res->hdrs[i].removed) {
+            n++;
+            bytes += res->hdrs[i].name_len + 1u + res->hdrs[i].value_len + 1u;
+        }
+    /* Out of memory, the store stays as it is. */
+    if (n > 0 && (h = malloc(n * sizeof(*h) + bytes)) == NULL)
+        return;
+    str = n > 0 ? (char *)(h + n) : NULL;
+    for (i = 0, n = 0; i < res->nhdrs; i++) {
+        const latch_hdr *o = &res->hdrs[i];
+        if (o->removed)
+            continue;
+        h[n] = *o;
+        h[n].name_off = (uint32_t)off;
+        memcpy(str + off, res->hbuf.data + o->name_off, o->name_len + 1u);
+        off += o->name_len + 1u;
+        h[n].value_off = (uint32_t)off;
+        memcpy(str + off, res->hbuf.data + o->value_off, o->value_len + 1u);
+        off += o->value_len + 1u;
+        n++;
+    }
+    latch__buf_dispose(&res->hbuf);
+    free(res->hdrs);
+    res->hdrs = h;
+    res->nhdrs = res->hdrs_cap = n;
+    /* hbuf views the block's strings; it is never grown again (every
+     * header call is refused past FRESH) and never freed on its own. */
+    res->hbuf.data = str;
+    res->hbuf.len = res->hbuf.cap = bytes;
+    res->hdrs_packed = true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -232,6 +282,104 @@ static void recycle_attached(latch_res *res)
 
 static void cancel_signal(latch_res *res, int reason);
 
+/* ------------------------------------------------------------------ */
+/* The cold part (internal.h)                                           */
+/* ------------------------------------------------------------------ */
+
+struct latch_res_cold *latch__res_cold(latch_res *res)
+{
+    latch_worker *w = res->w;
+    struct latch_res_cold *c = res->cold;
+
+    if (c != NULL)
+        return c;
+    if ((c = w->free_cold) != NULL) {
+        w->free_cold = c->next;
+        w->nfree_cold--;
+    } else if ((c = calloc(1, sizeof(*c))) == NULL) {
+        return NULL;
+    }
+    /* Only the moves are read before they are written (the counts and
+     * flags in res guard the rest); the JSON buffer keeps its storage. */
+    memset(c->move_ids, 0, sizeof(c->move_ids));
+    c->jbuf.len = 0;
+    c->res = res;
+    res->cold = c;
+    if (res->moves != NULL) {
+        /* Given back by latch__res_trim: the moves come back. */
+        for (uint32_t i = 0; i < res->moves->n; i++) {
+            uint16_t id = res->moves->m[i].id;
+            c->move_ids[id & 7] = id;
+            c->moves[id & 7] = res->moves->m[i].seal;
+        }
+        free(res->moves);
+        res->moves = NULL;
+    }
+    return c;
+}
+
+static void cold_put(latch_worker *w, latch_res *r);
+
+/*
+ * A long-lived response gives its cold part back early (internal.h):
+ * only when its chain is done and nothing there is live but the moves,
+ * which are packed. Out of memory, it keeps the cold part.
+ */
+static void cold_give_back(latch_res *res)
+{
+    struct latch_res_cold *c = res->cold;
+    struct latch_moves *m;
+    uint32_t i, n = 0;
+
+    if (res->dispatched != LATCH_DISPATCH_DONE || res->frame != NULL ||
+        res->req.nparams != 0 || res->ncancel != 0 || res->json_open ||
+        res->err.message == c->err_msg)
+        return;
+    for (i = 0; i < 8; i++)
+        n += c->move_ids[i] != 0;
+    if (n > 0) {
+        if ((m = malloc(sizeof(*m) + n * sizeof(m->m[0]))) == NULL)
+            return;
+        m->n = 0;
+        for (i = 0; i < 8; i++)
+            if (c->move_ids[i] != 0) {
+                m->m[m->n].id = c->move_ids[i];
+                m->m[m->n].seal = c->moves[i];
+                m->n++;
+            }
+        res->moves = m;
+    }
+    res->req.params = NULL; /* nparams is 0: nobody reads it */
+    /* The chain is done; were it walked again, it would match layer by
+     * layer rather than read the route ids. */
+    res->nrids = 0;
+    res->rlinear = true;
+    cold_put(res->w, res);
+}
+
+static void cold_free(struct latch_res_cold *c)
+{
+    latch__buf_dispose(&c->jbuf);
+    free(c);
+}
+
+/* res's cold part goes back to the worker's pool. */
+static void cold_put(latch_worker *w, latch_res *r)
+{
+    struct latch_res_cold *c = r->cold;
+
+    r->cold = NULL;
+    if (c->jbuf.cap > KEEP_BUF)
+        latch__buf_dispose(&c->jbuf);
+    if (w->nfree_cold < RES_FREE_MAX) {
+        c->next = w->free_cold;
+        w->free_cold = c;
+        w->nfree_cold++;
+        return;
+    }
+    cold_free(c);
+}
+
 static void res_recycle(latch_res *r)
 {
     latch_worker *w = r->w;
@@ -243,6 +391,19 @@ static void res_recycle(latch_res *r)
     r->req.rb = NULL;
     latch__req_reset(&r->req);
     recycle_attached(r);
+    if (r->cold != NULL)
+        cold_put(w, r);
+    free(r->moves);
+    r->moves = NULL;
+    if (r->hdrs_packed) {
+        /* One block (latch__res_trim), not worth keeping: the next
+         * request on this object makes a store of its own. */
+        free(r->hdrs);
+        r->hdrs = NULL;
+        r->nhdrs = r->hdrs_cap = 0;
+        r->hbuf = (latch_buf){NULL, 0, 0};
+        r->hdrs_packed = false;
+    }
     /* Large buffers are not worth keeping in the pool. */
     if (r->hbuf.cap > KEEP_HBUF)
         latch__buf_dispose(&r->hbuf);
@@ -250,8 +411,6 @@ static void res_recycle(latch_res *r)
         latch__buf_dispose(&r->pending);
     if (r->req.body.cap > KEEP_BUF)
         latch__buf_dispose(&r->req.body);
-    if (r->jbuf.cap > KEEP_BUF)
-        latch__buf_dispose(&r->jbuf);
     if (w->nfree_res < RES_FREE_MAX) {
         r->q_next = w->free_res;
         w->free_res = r;
@@ -261,7 +420,6 @@ static void res_recycle(latch_res *r)
     latch__buf_dispose(&r->hbuf);
     latch__buf_dispose(&r->pending);
     latch__buf_dispose(&r->req.body);
-    latch__buf_dispose(&r->jbuf);
     free(r->hdrs);
     free(r->req.fields);
     if (r->slot != UINT32_MAX)
@@ -271,6 +429,7 @@ static void res_recycle(latch_res *r)
 
 void latch__res_pool_free(latch_worker *w)
 {
+    struct latch_res_cold *c;
     latch_res *r;
 
     while ((r = w->free_res) != NULL) {
@@ -278,7 +437,6 @@ void latch__res_pool_free(latch_worker *w)
         latch__buf_dispose(&r->hbuf);
         latch__buf_dispose(&r->pending);
         latch__buf_dispose(&r->req.body);
-        latch__buf_dispose(&r->jbuf);
         free(r->hdrs);
         free(r->req.fields);
         if (r->slot != UINT32_MAX)
@@ -286,6 +444,11 @@ void latch__res_pool_free(latch_worker *w)
         free(r);
     }
     w->nfree_res = 0;
+    while ((c = w->free_cold) != NULL) {
+        w->free_cold = c->next;
+        cold_free(c);
+    }
+    w->nfree_cold = 0;
 }
 
 void latch__res_ref(latch_res *res)
@@ -1228,14 +1391,15 @@ static void cancel_signal(latch_res *res, int reason)
     /* Hold the response: releasing timers and jobs may drop the others. */
     res->refs++;
     end_attached(res, reason);
-    n = res->ncancel;
+    n = res->ncancel; /* > 0: the cold part holds them */
     for (i = 0; i < n; i++) {
-        latch_cancel_cb cb = res->cancel_cbs[i].cb;
-        res->cancel_cbs[i].cb = NULL;
+        struct latch_res_cold *c = res->cold;
+        latch_cancel_cb cb = c->cancel_cbs[i].cb;
+        c->cancel_cbs[i].cb = NULL;
         if (cb != NULL) {
-            uint16_t prev = latch__frame_enter(res, res->cancel_cbs[i].frame);
-            cb(latch__req_hf(res, res->cancel_cbs[i].frame), reason,
-               res->cancel_cbs[i].data);
+            uint16_t prev = latch__frame_enter(res, c->cancel_cbs[i].frame);
+            cb(latch__req_hf(res, c->cancel_cbs[i].frame), reason,
+               c->cancel_cbs[i].data);
             latch__frame_leave(res, prev);
         }
     }
@@ -1257,6 +1421,7 @@ int latch_req_on_cancel_at(latch_req *req, latch_cancel_cb cb, void *data,
                             req, "latch_req_on_cancel", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
     latch_res *res = latch_req_res(req);
+    struct latch_res_cold *c;
 
     if (res == NULL)
         return LATCH_ERR_INVALID_ARG;
@@ -1281,9 +1446,11 @@ int latch_req_on_cancel_at(latch_req *req, latch_cancel_cb cb, void *data,
                           "At most 8 cancellation callbacks per request", at);
         return LATCH_ERR_LIMIT;
     }
-    res->cancel_cbs[res->ncancel].cb = cb;
-    res->cancel_cbs[res->ncancel].data = data;
-    res->cancel_cbs[res->ncancel].frame = latch__frame_pick(hf, res);
+    if ((c = latch__res_cold(res)) == NULL)
+        return LATCH_ERR_NOMEM;
+    c->cancel_cbs[res->ncancel].cb = cb;
+    c->cancel_cbs[res->ncancel].data = data;
+    c->cancel_cbs[res->ncancel].frame = latch__frame_pick(hf, res);
     res->ncancel++;
     return 0;
 }

@@ -117,6 +117,7 @@ latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
         return NULL;
     int r =
         latch__res_gate(res, LATCH_K_SEND, "latch_res_json_begin", "set", at);
+    struct latch_res_cold *c;
 
     if (r != 0)
         return NULL;
@@ -125,8 +126,11 @@ latch_json *latch_res_json_begin_at(latch_res *res, latch_site at)
                           "A JSON writer is already open on this response", at);
         return NULL;
     }
-    res->jbuf.len = 0;
-    latch__json_init(&res->json, &res->jbuf, JSON_MAX_BYTES, JSON_MAX_DEPTH);
+    /* The writer lives in the response's cold part. */
+    if ((c = latch__res_cold(res)) == NULL)
+        return NULL; /* out of memory */
+    c->jbuf.len = 0;
+    latch__json_init(&c->json, &c->jbuf, JSON_MAX_BYTES, JSON_MAX_DEPTH);
     res->json_open = true;
     /* The writer is named by its request's handle, not by its address:
      * one kept past its response is refused, never a later request's
@@ -151,7 +155,7 @@ static int json_check(latch_json **jp, const char *call, latch_site at)
         if (res == NULL)
             return LATCH_ERR_STREAM_DESTROYED;
     } else {
-        res = LATCH_CONTAINER_OF(j, latch_res, json);
+        res = LATCH_CONTAINER_OF(j, struct latch_res_cold, json)->res;
     }
     if (!latch__res_on_loop(res))
         return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, call, NULL, at);
@@ -159,7 +163,7 @@ static int json_check(latch_json **jp, const char *call, latch_site at)
         return latch__res_refuse(
             res, LATCH_ERR_STATE, call,
             "The JSON writer is closed (latch_res_json_end)", at);
-    *jp = &res->json;
+    *jp = &res->cold->json; /* json_open: the cold part holds it */
     return 0;
 }
 
@@ -325,7 +329,7 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
         return latch__res_refuse(res, LATCH_ERR_STATE, "latch_res_json_end",
                                  "No JSON writer is open on this response", at);
     res->json_open = false;
-    r = latch__json_finish(&res->json);
+    r = latch__json_finish(&res->cold->json);
     if (r < 0) {
         /* A broken document is never sent as if it were whole: the
          * writer's error is reported here, where the document ended. */
@@ -348,8 +352,8 @@ int latch_res_json_end_at(latch_res *res, latch_site at)
     if (res->state == LATCH_RS_FRESH &&
         latch_res_get_header(res, "Content-Type") != NULL)
         ct = NULL;
-    return send_as(res, ct, res->jbuf.data, res->jbuf.len, "latch_res_json_end",
-                   at);
+    return send_as(res, ct, res->cold->jbuf.data, res->cold->jbuf.len,
+                   "latch_res_json_end", at);
 }
 
 int latch_res_type_at(latch_res *res, const char *type, latch_site at)
