@@ -897,7 +897,10 @@ LATCH_API int latch_res_remove_header_at(latch_res *res, const char *name,
     latch_res_clear_headers_at((res), LATCH_HERE)
 LATCH_API int latch_res_clear_headers_at(latch_res *res, latch_site at);
 /* The value of a header set so far (first one), or NULL. Valid until the
- * next header change on this response. */
+ * next header change on this response; on an event stream (latch_sse_start,
+ * latch_subscribe), only until control goes back to the loop: once its
+ * head is on the wire and it waits, its header store is packed into a
+ * block of the exact size, from which later calls still answer. */
 LATCH_API const char *latch_res_get_header(const latch_res *res,
                                            const char *name);
 LATCH_API const char *latch_res_get_header_at(const latch_res *res,
