@@ -125,6 +125,9 @@ uint64_t th_rss(void);
 
 /* Plain TCP to 127.0.0.1:port (th_connect is TLS in the TLS mode). */
 int th_tcp_connect(int port);
+/* A loopback port nothing listens on now (bound by the kernel's choice,
+ * then closed): for a refused connect, or a server of the test's own. */
+int th_free_port(void);
 /* The harness's TLS mode: LATCH_TEST_TLS=1 in the environment. Then
  * th_server_start listens with latch_listen_tls (the "server" pair), and
  * th_connect / th_try_connect return a socket relayed over TLS. */

@@ -293,20 +293,6 @@ static int error_handler(const latch_error *err, latch_req *req, latch_res *res,
 /* The server                                                           */
 /* ------------------------------------------------------------------ */
 
-/* A loopback port nothing listens on (bound, then closed). */
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t n = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static int setup(void **state)
 {
     latch_app *app = latch_app_new();
@@ -319,7 +305,7 @@ static int setup(void **state)
     fputs(file_body, f);
     fclose(f);
     assert_non_null(app);
-    down_port = free_port();
+    down_port = th_free_port();
     latch_app_on_violation(app, on_violation, NULL);
     latch_use(app, "/sendfile-next", sendfile_then_next, NULL);
     latch_use(app, "/pipe-next-inside", pipe_then_next_inside, NULL);

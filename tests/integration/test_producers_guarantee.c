@@ -624,23 +624,6 @@ static int error_handler(const latch_error *err, latch_req *req, latch_res *res,
     return LATCH_DONE;
 }
 
-/* A loopback port nothing listens on (bound, then closed). */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t n = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static int setup(void **state)
 {
     latch_app *app = latch_app_new();
@@ -653,7 +636,7 @@ static int setup(void **state)
     assert_non_null(f = fopen(file_path, "w"));
     fputs(file_body, f);
     fclose(f);
-    down_port = free_port();
+    down_port = th_free_port();
     latch_app_set_sse_heartbeat(app, 0);
     th_record_violations_full(app, &vlog);
     latch_get(app, "/timeout-done", h_timeout_done, NULL);

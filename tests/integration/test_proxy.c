@@ -1233,22 +1233,6 @@ static th_resp *get_on(int fd, const char *path)
     return r;
 }
 
-/* A port where nothing listens (bound once, then closed). */
-static int dead_port(void)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t sl = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
 /*
  * Every ending once more under LATCH_SHAKE, 20 seeds, the wire checked
  * each time: a whole answer; a reset before the head (502), a refused
@@ -1266,7 +1250,7 @@ static void test_endings_shaken(void **state)
     int fd;
 
     (void)state;
-    snprintf(dead_url, sizeof(dead_url), "http://127.0.0.1:%d", dead_port());
+    snprintf(dead_url, sizeof(dead_url), "http://127.0.0.1:%d", th_free_port());
     for (int s = 1; s <= 20; s++) {
         snprintf(seed, sizeof(seed), "%d", s * 104729);
         setenv("LATCH_SHAKE", seed, 1);

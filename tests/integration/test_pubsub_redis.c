@@ -41,23 +41,6 @@
 
 #include <cmocka.h>
 
-static int free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    assert_true(fd >= 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
 /* A command to the test's Redis; the integer reply (or -1). */
 static long long redis_int(int port, const char *fmt, const char *arg)
 {
@@ -283,7 +266,7 @@ static void test_two_processes(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     chat = chat_start(rport, &bport);
     th_server_start(&a, redis_app(rport));
@@ -341,7 +324,7 @@ static void test_redis_killed_and_restarted(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app(rport));
     sse_open(&c, a.port, "/events", NULL, 0);
@@ -411,7 +394,7 @@ static void test_replay_from_stream(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app_hist(rport, 16));
     wait_running(&a);
@@ -488,7 +471,7 @@ static void test_publish_before_subscribe_confirmed(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app(rport));
     for (i = 0; i < 20; i++) {
@@ -545,7 +528,7 @@ static void test_resubscribe_at_once(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app(rport));
     sse_open(&c1, a.port, "/hold", NULL, 0);
@@ -580,7 +563,7 @@ static void test_thread_publish_refused_while_down(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app(rport));
     wait_running(&a);
@@ -673,7 +656,7 @@ static void test_reconnect_backfills(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app_hist(rport, 64));
     sse_open(&c, a.port, "/events", NULL, 0);
@@ -713,7 +696,7 @@ static void test_reconnect_trimmed_gap(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app_hist(rport, 4));
     sse_open(&c, a.port, "/events", NULL, 0);
@@ -758,7 +741,7 @@ static void test_last_event_id_ahead(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app_hist(rport, 16));
     sse_open(&c0, a.port, "/events", NULL, 0);
@@ -828,7 +811,7 @@ static void test_publish_retried_after_drop(void **state)
     (void)state;
     if (skip_without_redis())
         skip();
-    rport = free_port();
+    rport = th_free_port();
     redis = redis_start(rport);
     th_server_start(&a, redis_app(rport));
     sse_open(&c, a.port, "/events", NULL, 0);
