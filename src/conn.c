@@ -105,6 +105,8 @@ static const latch_exchange_ops h1_exchange;
  * worker's list, which keeps at most OUT_FREE_MAX of them. */
 #define OUT_FIRST ((size_t)256)
 #define OUT_FREE_MAX 256
+/* Parsers kept for messages to come (a parser is taken per message). */
+#define PARSER_FREE_MAX 256
 /* What one file body may send in one loop turn before it lets the other
  * connections of the worker go (nginx's sendfile_max_chunk). */
 #define SF_TURN ((size_t)2 << 20)
@@ -226,37 +228,62 @@ static void rbuf_release(latch_worker *w, latch_rbuf *rb)
     free(rb);
 }
 
+/* The worker's intrusive free lists (output buffers, parsers). */
+static void *fl_pop(latch_freelist *f)
+{
+    void *p = f->head;
+
+    if (p != NULL) {
+        memcpy(&f->head, p, sizeof(void *));
+        f->n--;
+    }
+    return p;
+}
+
+/* False when the list holds `max` already: the caller frees `p`. */
+static bool fl_push(latch_freelist *f, void *p, uint32_t max)
+{
+    if (f->n >= max)
+        return false;
+    memcpy(p, &f->head, sizeof(void *));
+    f->head = p;
+    f->n++;
+    return true;
+}
+
+static void fl_free(latch_freelist *f)
+{
+    void *p;
+
+    while ((p = fl_pop(f)) != NULL)
+        free(p);
+}
+
 /*
  * Output buffers. A connection's `out` (and `wout`) of the first size
  * (OUT_FIRST, what every response head and small body fits in) is taken
  * from the worker's list when a response first writes into it and goes
  * back when it is empty again (shrink), so the 10,000 idle keep-alive
  * connections of a server hold no output buffer, and a busy one pays a
- * list pop and push per response instead of malloc and free. A listed
- * buffer starts with its link. A buffer that grew stays with its
- * connection (up to HIGH_WATER), as before.
+ * list pop and push per response instead of malloc and free. A buffer
+ * that grew stays with its connection (up to HIGH_WATER), as before.
  */
 static void out_take(latch_worker *w, latch_buf *b)
 {
-    char *p = w->free_outs;
+    char *p;
 
-    if (b->cap != 0 || p == NULL)
+    if (b->cap != 0 || (p = fl_pop(&w->free_outs)) == NULL)
         return;
-    memcpy(&w->free_outs, p, sizeof(char *));
-    w->nfree_outs--;
     b->data = p;
     b->cap = OUT_FIRST;
 }
 
 static void out_give(latch_worker *w, latch_buf *b)
 {
-    if (w->nfree_outs >= OUT_FREE_MAX) {
+    if (!fl_push(&w->free_outs, b->data, OUT_FREE_MAX)) {
         latch__buf_dispose(b);
         return;
     }
-    memcpy(b->data, &w->free_outs, sizeof(char *));
-    w->free_outs = b->data;
-    w->nfree_outs++;
     b->data = NULL;
     b->cap = 0;
 }
@@ -265,49 +292,33 @@ static void out_give(latch_worker *w, latch_buf *b)
 /* Parsers                                                              */
 /* ------------------------------------------------------------------ */
 
-/* A pooled parser; its first word links the free list. */
-union latch_pslot {
-    latch_parser p;
-    union latch_pslot *next;
-};
-
 /* A message starts: the connection takes a parser. -1 when out of
  * memory. */
 static int parser_take(latch_conn *c)
 {
     latch_worker *w = c->w;
-    union latch_pslot *s = w->free_parsers;
+    latch_parser *p = fl_pop(&w->free_parsers);
 
-    if (s != NULL) {
-        w->free_parsers = s->next;
-        w->nfree_parsers--;
-    } else if ((s = malloc(sizeof(*s))) == NULL) {
+    if (p == NULL && (p = malloc(sizeof(*p))) == NULL)
         return -1;
-    }
     /* What a reset keeps; process() resets it for the message at once. */
-    s->p.lim = &w->app->cfg.parse;
-    s->p.fields = NULL;
-    s->p.fields_cap = 0;
-    c->parser = &s->p;
+    p->lim = &w->app->cfg.parse;
+    p->fields = NULL;
+    p->fields_cap = 0;
+    c->parser = p;
     return 0;
 }
 
 /* No message is being read: the parser goes back to the pool. */
 static void parser_give_back(latch_conn *c)
 {
-    latch_worker *w = c->w;
-    union latch_pslot *s = (union latch_pslot *)(void *)c->parser;
+    latch_parser *p = c->parser;
 
-    if (s == NULL)
+    if (p == NULL)
         return;
     c->parser = NULL;
-    if (w->nfree_parsers < RBUF_FREE_MAX) {
-        s->next = w->free_parsers;
-        w->free_parsers = s;
-        w->nfree_parsers++;
-        return;
-    }
-    free(s);
+    if (!fl_push(&c->w->free_parsers, p, PARSER_FREE_MAX))
+        free(p);
 }
 
 /* The largest head a connection can need to hold in one buffer. */
@@ -2426,7 +2437,6 @@ void latch__conn_drain(latch_worker *w)
 
 void latch__conn_pool_free(latch_worker *w)
 {
-    union latch_pslot *s;
     latch_rbuf *rb;
 
     while ((rb = w->free_rbufs) != NULL) {
@@ -2439,16 +2449,6 @@ void latch__conn_pool_free(latch_worker *w)
         free(rb);
     }
     w->nfree_first = 0;
-    while (w->free_outs != NULL) {
-        char *p = w->free_outs;
-
-        memcpy(&w->free_outs, p, sizeof(char *));
-        free(p);
-    }
-    w->nfree_outs = 0;
-    while ((s = w->free_parsers) != NULL) {
-        w->free_parsers = s->next;
-        free(s);
-    }
-    w->nfree_parsers = 0;
+    fl_free(&w->free_outs);
+    fl_free(&w->free_parsers);
 }

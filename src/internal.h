@@ -342,6 +342,13 @@ typedef struct latch_wlistener {
     struct latch_tls_ctx *tls; /* the app listener's; NULL: plain */
 } latch_wlistener;
 
+/* A free list threaded through the blocks it holds (a listed block's
+ * first word links the next), with its length. */
+typedef struct latch_freelist {
+    void *head;
+    uint32_t n;
+} latch_freelist;
+
 struct latch_worker {
     uv_loop_t loop;
     latch_app *app;
@@ -383,12 +390,9 @@ struct latch_worker {
     uint32_t nfree_rbufs;
     latch_rbuf *free_first; /* connections' first (small) read buffers */
     uint32_t nfree_first;
-    /* Connections' output buffers while they have nothing to send: a
-     * list threaded through the buffers themselves (conn.c). */
-    char *free_outs;
-    uint32_t nfree_outs;
-    union latch_pslot *free_parsers; /* conn.c's parsers */
-    uint32_t nfree_parsers;
+    /* Connections' output buffers while they have nothing to send, and
+     * parsers while no message is read (conn.c's intrusive lists). */
+    latch_freelist free_outs, free_parsers;
     latch_res *free_res;
     uint32_t nfree_res;
     struct latch_res_cold *free_cold; /* responses' cold parts (res.c) */
