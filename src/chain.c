@@ -685,7 +685,8 @@ static void chain_unreferenced(latch_res *res)
     char buf[200];
 
     if (res->detached || res->state >= LATCH_RS_ENDED || res->pending_next ||
-        res->dispatched != LATCH_DISPATCH_DONE || res->on_drain != NULL)
+        res->dispatched != LATCH_DISPATCH_DONE ||
+        latch__res_has_cb(res, LATCH_CB_DRAIN))
         return;
     if (latch__async_request_timer_armed(res))
         mine++;

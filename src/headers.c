@@ -146,6 +146,9 @@ int latch__res_put_header(latch_res *res, const char *name, size_t nlen,
     uint32_t pos;
     int r, i;
 
+    /* A packed store is read-only, and may be shared (latch__res_trim). */
+    if (res->hdrs_packed)
+        return LATCH_ERR_STATE;
     if (!append && (i = latch__res_find_header(res, name, nlen)) >= 0) {
         /* Replace in place: Node keeps the first position of a name. */
         latch_hdr *h = &res->hdrs[i];
@@ -376,6 +379,8 @@ void latch__res_drop_header(latch_res *res, const char *name, size_t n)
 {
     int i;
 
+    if (res->hdrs_packed)
+        return; /* read-only (latch__res_put_header) */
     while ((i = latch__res_find_header(res, name, n)) >= 0)
         res->hdrs[i].removed = 1;
 }

@@ -29,6 +29,7 @@
 #define LATCH_INTERNAL_H
 
 #include "http.h"
+#include "intern.h"
 #include "latch.h"
 #include "parser.h"
 #include "router.h"
@@ -397,6 +398,9 @@ struct latch_worker {
     uint32_t nfree_res;
     struct latch_res_cold *free_cold; /* responses' cold parts (res.c) */
     uint32_t nfree_cold;
+    /* Long-lived responses' packed headers and moves, one copy of each
+     * (res.c's trim; intern.h). */
+    latch_interns interns;
     uint64_t next_req_id;
     /* Calls posted from other threads (latch_res_post). */
     pthread_mutex_t post_mu;
@@ -476,18 +480,19 @@ struct latch_req {
     bool secure;       /* arrived over TLS */
     bool fields_moved; /* fields live in rb, not in the pooled array */
     /* A streamed body (below): in what would be padding. */
-    bool body_streamed;   /* dispatched before its body arrived */
-    bool body_open;       /* that body is still arriving */
-    bool sink_paused;     /* the sink returned 0: wait for its resume */
-    bool expect_continue; /* the client waits for 100 Continue (the proxy
-                             relays the upstream's) */
-    bool continue_owed;   /* relayed but not yet sent: earlier responses
-                             are still going out */
+    bool body_streamed;     /* dispatched before its body arrived */
+    bool body_open;         /* that body is still arriving */
+    bool sink_paused;       /* the sink returned 0: wait for its resume */
+    bool expect_continue;   /* the client waits for 100 Continue (the proxy
+                               relays the upstream's) */
+    bool continue_owed;     /* relayed but not yet sent: earlier responses
+                               are still going out */
+    atomic_bool arena_busy; /* taking bytes from `arena`: any thread
+                               (req.c) */
     uint64_t id;
     latch_buf body;
     struct latch_arena_blk *arena; /* decoded strings; never move */
     size_t arena_left;
-    atomic_bool arena_busy; /* taking bytes: any thread (req.c) */
     /* The route's parameters: the response's cold part, from the first
      * one stored (NULL before); the pointer never changes after. */
     latch_param *params;
@@ -554,33 +559,22 @@ struct latch_res {
     latch_buf pending;
     /* Places. */
     latch_seal headers_at, ended_at;
-    /* Callbacks. */
-    latch_res_cb on_finish, on_close, on_drain;
-    void *on_finish_data, *on_close_data, *on_drain_data;
+    /* Callbacks: latch_res_on_finish/_close/_drain's, NULL until one is
+     * set (most responses set none; an event stream waits without). */
+    struct latch_res_cbs *cbs;
     /* The chain (app.c). */
     latch_layer *layer; /* next layer to try */
     uint8_t nrids, ri;  /* cold->rids: the routes matching the path */
     bool rlinear;       /* more matched than rids holds: match layer by layer */
     /* (The cancellation signal's, beside them: no padding.) */
-    uint8_t cancel_reason;  /* LATCH_CANCEL_*, once the request is cancelled */
-    bool cancel_fired;      /* the signal went out (attachments, callbacks);
-                               the request timeout marks the reason first
-                               and fires after its error handlers ran */
-    uint8_t ncancel;        /* cancel_cbs used (in the cold part) */
-    bool pending_next;      /* a handler returned LATCH_PENDING */
-    bool chain_ref;         /* the chain holds a reference */
-    bool chain_dropped;     /* the response closed while the chain waited */
-    latch_errlayer *elayer; /* next error layer to try */
-    latch_error err;
-    /* What is tied to this response (async.c's timers, jobs and joins;
-     * later pipes, upstreams, subscriptions): see latch_attach below. */
-    struct latch_attach *attach;
-    struct latch_frame *frame; /* the handler call running (app.c) */
-    /* Who dispatched it (the chain, app.c), told of what it must know;
-     * NULL before dispatch. */
-    const struct latch_res_owner_ops *owner;
-    latch_seal returned; /* the last handler's return value, and where */
-    latch_seal resumed;  /* what last resumed a pending chain */
+    uint8_t cancel_reason; /* LATCH_CANCEL_*, once the request is cancelled */
+    bool cancel_fired;     /* the signal went out (attachments, callbacks);
+                              the request timeout marks the reason first
+                              and fires after its error handlers ran */
+    uint8_t ncancel;       /* cancel_cbs used (in the cold part) */
+    bool pending_next;     /* a handler returned LATCH_PENDING */
+    bool chain_ref;        /* the chain holds a reference */
+    bool chain_dropped;    /* the response closed while the chain waited */
     /*
      * Who may move the chain (app.c). Every handler call gets a frame id
      * (1, 2, ... per request); latch's callbacks (timers, work, joins,
@@ -595,7 +589,17 @@ struct latch_res {
     uint16_t ambient;       /* frame of the latch callback running, or 0 */
     uint16_t pending_frame; /* the frame that returned LATCH_PENDING */
     uint16_t dropped_frame; /* the pending frame whose chain was dropped */
-    uint16_t on_finish_frame, on_close_frame, on_drain_frame;
+    latch_errlayer *elayer; /* next error layer to try */
+    latch_error err;
+    /* What is tied to this response (async.c's timers, jobs and joins;
+     * later pipes, upstreams, subscriptions): see latch_attach below. */
+    struct latch_attach *attach;
+    struct latch_frame *frame; /* the handler call running (app.c) */
+    /* Who dispatched it (the chain, app.c), told of what it must know;
+     * NULL before dispatch. */
+    const struct latch_res_owner_ops *owner;
+    latch_seal returned; /* the last handler's return value, and where */
+    latch_seal resumed;  /* what last resumed a pending chain */
     /* What a plain request uses only while it is served (below): NULL
      * until first needed. */
     struct latch_res_cold *cold;
@@ -603,6 +607,20 @@ struct latch_res {
      * rest back (latch__res_trim); NULL otherwise. */
     struct latch_moves *moves;
 };
+
+/* A response's callbacks (res.c), by LATCH_CB_*: each with its data and
+ * the handler call that registered it. Kept with the pooled object once
+ * made. */
+enum { LATCH_CB_FINISH, LATCH_CB_CLOSE, LATCH_CB_DRAIN };
+struct latch_res_cbs {
+    latch_res_cb cb[3];
+    void *data[3];
+    uint16_t frame[3];
+};
+static inline bool latch__res_has_cb(const latch_res *r, int kind)
+{
+    return r->cbs != NULL && r->cbs->cb[kind] != NULL;
+}
 
 /* The moves (below) that a long-lived response keeps: only the frames
  * that moved its chain, in one exact block. */

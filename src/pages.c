@@ -28,6 +28,11 @@ void latch__pages_error(latch_res *res, int status, const char *msg,
     char esc[1024], body[1400];
     int n;
 
+    /* Only a response with nothing sent gets a page (latch__res_simple
+     * says so too): a sent head's store, which may be a block shared by
+     * other responses (latch__res_trim), is never touched. */
+    if (res->state != LATCH_RS_FRESH)
+        return;
     res->nhdrs = 0;
     res->hbuf.len = 0;
     latch__res_header(res, "Content-Security-Policy", "default-src 'none'");
@@ -74,6 +79,8 @@ int latch__res_status_page(latch_res *res, int status, const char *event)
     char body[160];
     int n = snprintf(body, sizeof(body), "%s\n", latch__http_reason(status));
 
+    if (res->state != LATCH_RS_FRESH)
+        return LATCH_ERR_STATE;
     res->nhdrs = 0;
     res->hbuf.len = 0;
     return latch__res_simple(res, status, "text/plain; charset=utf-8", body,

@@ -114,8 +114,13 @@ latch_res *latch__res_alloc(latch_worker *w, const latch_exchange_ops *ex)
         uint32_t slot = r->slot;
         uint64_t handle = r->handle;
         latch_slot *slotp = r->slotp;
+        struct latch_res_cbs *cbs = r->cbs;
 
         memset(r, 0, sizeof(*r));
+        if (cbs != NULL) {
+            memset(cbs, 0, sizeof(*cbs));
+            r->cbs = cbs;
+        }
         r->slot = slot;
         r->handle = handle;
         r->slotp = slotp;
@@ -169,16 +174,26 @@ static void cold_give_back(latch_res *res);
  * for latch_res_get_header only since no header can change any more, is
  * packed into one block of the exact size, entries then strings, and the
  * pooled buffers it had go (416 B of 3.3 KB per waiting EventSource).
+ * The block is the worker's one copy of those bytes (intern.h): the
+ * streams of one route usually answer with the same headers, and
+ * thousands of them then share one block.
  */
 void latch__res_trim(latch_res *res)
 {
     uint32_t i, n = 0;
-    size_t bytes = 0, off = 0;
+    size_t bytes = 0, off = 0, size;
     latch_hdr *h = NULL;
-    char *str;
+    const void *shared = NULL;
+    char *str, stack[512];
 
     if (res->cold != NULL)
         cold_give_back(res);
+    /* Storage an earlier request on this pooled object left, unused
+     * (latch_req_body answers a static "" for an empty body). */
+    if (res->pending.len == 0)
+        latch__buf_dispose(&res->pending);
+    if (res->req.body.len == 0)
+        latch__buf_dispose(&res->req.body);
     if (res->state == LATCH_RS_FRESH || res->hold || res->hdrs_packed)
         return;
     for (i = 0; i < res->nhdrs; i++)
@@ -186,15 +201,24 @@ void latch__res_trim(latch_res *res)
             n++;
             bytes += res->hdrs[i].name_len + 1u + res->hdrs[i].value_len + 1u;
         }
-    /* Out of memory, the store stays as it is. */
-    if (n > 0 && (h = malloc(n * sizeof(*h) + bytes)) == NULL)
-        return;
+    size = n * sizeof(*h) + bytes;
+    if (n > 0) {
+        /* Built in zeroed memory: it is compared as bytes. Out of memory,
+         * the store stays as it is. */
+        if (size <= sizeof(stack)) {
+            h = (latch_hdr *)(void *)stack;
+            memset(h, 0, size);
+        } else if ((h = calloc(1, size)) == NULL) {
+            return;
+        }
+    }
     str = n > 0 ? (char *)(h + n) : NULL;
     for (i = 0, n = 0; i < res->nhdrs; i++) {
         const latch_hdr *o = &res->hdrs[i];
         if (o->removed)
             continue;
-        h[n] = *o;
+        h[n].name_len = o->name_len;
+        h[n].value_len = o->value_len;
         h[n].name_off = (uint32_t)off;
         memcpy(str + off, res->hbuf.data + o->name_off, o->name_len + 1u);
         off += o->name_len + 1u;
@@ -203,13 +227,22 @@ void latch__res_trim(latch_res *res)
         off += o->value_len + 1u;
         n++;
     }
+    if (n > 0) {
+        shared = latch__intern(&res->w->interns, h, size);
+        if ((char *)h != stack)
+            free(h);
+        if (shared == NULL)
+            return;
+    }
     latch__buf_dispose(&res->hbuf);
     free(res->hdrs);
-    res->hdrs = h;
+    /* Read-only from here on (const in all but the type): every header
+     * call is refused past FRESH and latch's own ones when packed. */
+    res->hdrs = (latch_hdr *)(uintptr_t)shared;
     res->nhdrs = res->hdrs_cap = n;
-    /* hbuf views the block's strings; it is never grown again (every
-     * header call is refused past FRESH) and never freed on its own. */
-    res->hbuf.data = str;
+    /* hbuf views the block's strings; it is never grown again and never
+     * freed on its own. */
+    res->hbuf.data = n > 0 ? (char *)(res->hdrs + n) : NULL;
     res->hbuf.len = res->hbuf.cap = bytes;
     res->hdrs_packed = true;
 }
@@ -312,7 +345,7 @@ struct latch_res_cold *latch__res_cold(latch_res *res)
             c->move_ids[id & 7] = id;
             c->moves[id & 7] = res->moves->m[i].seal;
         }
-        free(res->moves);
+        latch__intern_release(&w->interns, res->moves);
         res->moves = NULL;
     }
     return c;
@@ -328,7 +361,11 @@ static void cold_put(latch_worker *w, latch_res *r);
 static void cold_give_back(latch_res *res)
 {
     struct latch_res_cold *c = res->cold;
-    struct latch_moves *m;
+    union {
+        struct latch_moves m;
+        char b[sizeof(struct latch_moves) + 8 * sizeof(res->moves->m[0])];
+    } u;
+    const void *shared;
     uint32_t i, n = 0;
 
     if (res->dispatched != LATCH_DISPATCH_DONE || res->frame != NULL ||
@@ -338,16 +375,24 @@ static void cold_give_back(latch_res *res)
     for (i = 0; i < 8; i++)
         n += c->move_ids[i] != 0;
     if (n > 0) {
-        if ((m = malloc(sizeof(*m) + n * sizeof(m->m[0]))) == NULL)
-            return;
-        m->n = 0;
+        /* In zeroed memory, member by member (no padding copied): the
+         * block is the worker's one copy of these bytes (intern.h), as
+         * every stream of a route moves its chain at the same places. */
+        memset(&u, 0, sizeof(u));
         for (i = 0; i < 8; i++)
             if (c->move_ids[i] != 0) {
-                m->m[m->n].id = c->move_ids[i];
-                m->m[m->n].seal = c->moves[i];
-                m->n++;
+                u.m.m[u.m.n].id = c->move_ids[i];
+                u.m.m[u.m.n].seal.call = c->moves[i].call;
+                u.m.m[u.m.n].seal.at.file = c->moves[i].at.file;
+                u.m.m[u.m.n].seal.at.line = c->moves[i].at.line;
+                u.m.m[u.m.n].seal.at.func = c->moves[i].at.func;
+                u.m.n++;
             }
-        res->moves = m;
+        shared = latch__intern(&res->w->interns, &u.m,
+                               sizeof(u.m) + n * sizeof(u.m.m[0]));
+        if (shared == NULL)
+            return;
+        res->moves = (struct latch_moves *)(uintptr_t)shared;
     }
     res->req.params = NULL; /* nparams is 0: nobody reads it */
     /* The chain is done; were it walked again, it would match layer by
@@ -393,12 +438,14 @@ static void res_recycle(latch_res *r)
     recycle_attached(r);
     if (r->cold != NULL)
         cold_put(w, r);
-    free(r->moves);
+    if (r->moves != NULL)
+        latch__intern_release(&w->interns, r->moves);
     r->moves = NULL;
     if (r->hdrs_packed) {
-        /* One block (latch__res_trim), not worth keeping: the next
+        /* One shared block (latch__res_trim), the worker's: the next
          * request on this object makes a store of its own. */
-        free(r->hdrs);
+        if (r->hdrs != NULL)
+            latch__intern_release(&w->interns, r->hdrs);
         r->hdrs = NULL;
         r->nhdrs = r->hdrs_cap = 0;
         r->hbuf = (latch_buf){NULL, 0, 0};
@@ -422,6 +469,7 @@ static void res_recycle(latch_res *r)
     latch__buf_dispose(&r->req.body);
     free(r->hdrs);
     free(r->req.fields);
+    free(r->cbs);
     if (r->slot != UINT32_MAX)
         latch__rslot_give_back(r->slot);
     free(r);
@@ -439,6 +487,7 @@ void latch__res_pool_free(latch_worker *w)
         latch__buf_dispose(&r->req.body);
         free(r->hdrs);
         free(r->req.fields);
+        free(r->cbs);
         if (r->slot != UINT32_MAX)
             latch__rslot_give_back(r->slot);
         free(r);
@@ -449,6 +498,7 @@ void latch__res_pool_free(latch_worker *w)
         cold_free(c);
     }
     w->nfree_cold = 0;
+    latch__interns_end(&w->interns);
 }
 
 void latch__res_ref(latch_res *res)
@@ -1218,19 +1268,35 @@ int latch_res_end_at(latch_res *res, const void *data, size_t len,
 /* Ends of life                                                         */
 /* ------------------------------------------------------------------ */
 
+/* Takes callback `kind` away (it runs at most once) and runs it, with
+ * the handler call that registered it as the ambient frame. */
+static void run_cb(latch_res *res, int kind)
+{
+    struct latch_res_cbs *c = res->cbs;
+    latch_res_cb cb = c != NULL ? c->cb[kind] : NULL;
+    uint16_t prev, frame;
+
+    if (cb == NULL)
+        return;
+    c->cb[kind] = NULL;
+    frame = c->frame[kind];
+    prev = latch__frame_enter(res, frame);
+    cb(latch__res_hf(res, frame), c->data[kind]);
+    latch__frame_leave(res, prev);
+}
+
+static void cb_clear(latch_res *res, int kind)
+{
+    if (res->cbs != NULL)
+        res->cbs->cb[kind] = NULL;
+}
+
 static void fire_close(latch_res *res)
 {
-    latch_res_cb cb = res->on_close;
-
     if (res->closed_fired)
         return;
     res->closed_fired = true;
-    res->on_close = NULL;
-    if (cb) {
-        uint16_t prev = latch__frame_enter(res, res->on_close_frame);
-        cb(latch__res_hf(res, res->on_close_frame), res->on_close_data);
-        latch__frame_leave(res, prev);
-    }
+    run_cb(res, LATCH_CB_CLOSE);
 }
 
 /* Body bytes that went on the wire: none for HEAD, 204 and 304, whatever
@@ -1270,7 +1336,7 @@ void latch__res_continue(latch_res *res)
 /* The last byte was handed to the OS: FINISHED, then finish and close. */
 void latch__res_finished(latch_res *res)
 {
-    latch_res_cb cb = res->on_finish;
+    latch_res_cb cb = res->cbs != NULL ? res->cbs->cb[LATCH_CB_FINISH] : NULL;
 
     if (res->t_start != 0 && res->owner != NULL) /* metrics, log or trace */
         res->owner->observe(res, true);
@@ -1278,14 +1344,10 @@ void latch__res_finished(latch_res *res)
     end_attached(res, LATCH_CANCEL_NONE); /* no timer fires after this */
     res->conn = NULL;
     res->detached = true;
-    res->on_finish = NULL;
-    res->on_drain = NULL;
+    cb_clear(res, LATCH_CB_DRAIN);
     latch__res_ref(res);
-    if (cb) {
-        uint16_t prev = latch__frame_enter(res, res->on_finish_frame);
-        cb(latch__res_hf(res, res->on_finish_frame), res->on_finish_data);
-        latch__frame_leave(res, prev);
-    }
+    if (cb != NULL)
+        run_cb(res, LATCH_CB_FINISH);
     fire_close(res);
     if (LATCH_TRACING())
         latch__trace(res, "closed", NULL, (latch_site){NULL, 0, NULL});
@@ -1318,8 +1380,8 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
             latch__trace_state(res, LATCH_RS_DESTROYED);
     }
     res->req.aborted = res->req.aborted || unfinished;
-    res->on_finish = NULL;
-    res->on_drain = NULL;
+    cb_clear(res, LATCH_CB_FINISH);
+    cb_clear(res, LATCH_CB_DRAIN);
     latch__res_ref(res);
     /* The cancellation first, so that attachments whose end reports how
      * the response ended (a pipe's done) learn the reason. */
@@ -1564,24 +1626,16 @@ static void drain_attached(latch_res *r)
 
 void latch__res_check_drain(latch_res *r)
 {
-    latch_res_cb cb;
-
     if (r == NULL || !r->want_drain || r->conn == NULL ||
         r->ex->backlog(r) >= LATCH_HIGH_WATER)
         return;
     r->want_drain = false;
-    cb = r->on_drain;
-    if (cb) {
+    if (latch__res_has_cb(r, LATCH_CB_DRAIN)) {
         /* The callback was an owner of the response; held across it, the
          * release checks whether it left one (it wrote and registered
          * again, ended, or handed the response on). */
-        uint16_t prev;
-
-        r->on_drain = NULL;
         latch__res_ref(r);
-        prev = latch__frame_enter(r, r->on_drain_frame);
-        cb(latch__res_hf(r, r->on_drain_frame), r->on_drain_data);
-        latch__frame_leave(r, prev);
+        run_cb(r, LATCH_CB_DRAIN);
         latch__res_unref(r);
     }
     drain_attached(r);
@@ -1660,8 +1714,6 @@ bool latch_res_destroyed(const latch_res *res)
     return latch_res_destroyed_at(res, latch__no_site);
 }
 
-enum { CB_FINISH, CB_CLOSE, CB_DRAIN };
-
 /*
  * Registers one of the response's callbacks. A call from another thread
  * (ERR_WRONG_THREAD) or after the event (LATCH_ERR_STATE: cb would never
@@ -1679,32 +1731,22 @@ static int set_cb(latch_res *res, int kind, latch_res_cb cb, void *data,
     if (!latch__res_on_loop(res))
         return latch__res_refuse(res, LATCH_ERR_WRONG_THREAD, names[kind], NULL,
                                  at);
-    done = kind == CB_FINISH  ? res->detached || res->state >= LATCH_RS_FINISHED
-           : kind == CB_CLOSE ? res->closed_fired
-                              : res->detached;
+    done = kind == LATCH_CB_FINISH
+               ? res->detached || res->state >= LATCH_RS_FINISHED
+           : kind == LATCH_CB_CLOSE ? res->closed_fired
+                                    : res->detached;
     if (done)
         return latch__res_refuse(
             res, LATCH_ERR_STATE, names[kind],
             "The event already happened: the callback would never "
             "run",
             at);
-    switch (kind) {
-    case CB_FINISH:
-        res->on_finish = cb;
-        res->on_finish_data = data;
-        res->on_finish_frame = latch__frame_pick(hf, res);
-        break;
-    case CB_CLOSE:
-        res->on_close = cb;
-        res->on_close_data = data;
-        res->on_close_frame = latch__frame_pick(hf, res);
-        break;
-    default:
-        res->on_drain = cb;
-        res->on_drain_data = data;
-        res->on_drain_frame = latch__frame_pick(hf, res);
-        break;
-    }
+    if (res->cbs == NULL && (res->cbs = calloc(1, sizeof(*res->cbs))) == NULL)
+        return latch__res_refuse(res, LATCH_ERR_NOMEM, names[kind],
+                                 "Out of memory", at);
+    res->cbs->cb[kind] = cb;
+    res->cbs->data[kind] = data;
+    res->cbs->frame[kind] = latch__frame_pick(hf, res);
     return 0;
 }
 
@@ -1722,7 +1764,7 @@ int latch_res_on_finish_at(latch_res *res, latch_res_cb cb, void *data,
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_on_finish", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    return set_cb(res, CB_FINISH, cb, data, hf, at);
+    return set_cb(res, LATCH_CB_FINISH, cb, data, hf, at);
 }
 
 int latch_res_on_close_at(latch_res *res, latch_res_cb cb, void *data,
@@ -1733,7 +1775,7 @@ int latch_res_on_close_at(latch_res *res, latch_res_cb cb, void *data,
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_on_close", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    return set_cb(res, CB_CLOSE, cb, data, hf, at);
+    return set_cb(res, LATCH_CB_CLOSE, cb, data, hf, at);
 }
 
 int latch_res_on_finish(latch_res *res, latch_res_cb cb, void *data)
@@ -1759,7 +1801,7 @@ int latch_res_on_drain_at(latch_res *res, latch_res_cb cb, void *data,
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_on_drain", &at)) == NULL)
         return LATCH_ERR_STREAM_DESTROYED;
-    int r = set_cb(res, CB_DRAIN, cb, data, hf, at);
+    int r = set_cb(res, LATCH_CB_DRAIN, cb, data, hf, at);
 
     if (r != 0)
         return r;
