@@ -139,6 +139,7 @@ static int msg_frame(latch_msg *m, latch_msgid id, bool dashed)
     size_t n;
 
     m->id = id;
+    m->dashed = dashed;
     latch__msgid_format(id, dashed, m->idbuf);
     m->m.id = m->idbuf;
     n = latch__evs_event_size(m->m.event, m->idbuf, m->m.data, m->m.len);

@@ -48,6 +48,7 @@ typedef struct latch_chan latch_chan;
 typedef struct latch_msg {
     _Atomic uint32_t refs;
     uint8_t kind; /* LATCH_MSG_* */
+    bool dashed;  /* id prints as "hi-lo" (idbuf) */
     latch_msgid id;
     latch_chan *ch;
     latch_message m;

@@ -22,6 +22,11 @@
  * it the stream is closed (LATCH_SLOW_DISCONNECT) or the oldest queued
  * messages are dropped for one latch-gap event (LATCH_SLOW_DROP).
  *
+ * A waiting subscriber is most of what a server holds at scale, so it is
+ * kept small: a response's stream and its first subscription are one
+ * allocation, the last id a client got is kept as an id and printed only
+ * for a gap, and the queue exists only while the client is behind.
+ *
  * What it is not: the hub (ids, history, threads: pubsub.c), nor the
  * frame format (evstream.c).
  */
@@ -39,41 +44,87 @@ typedef struct sse_worker sse_worker;
 typedef struct evs evs;
 typedef struct sub sub;
 
+/* Messages held back while a subscriber's connection is full, in a ring
+ * of cap: made for its first one, freed once it is empty again, so that
+ * a subscriber that keeps up holds none. */
+typedef struct subq {
+    size_t head, len, cap;
+    size_t bytes; /* msg_cost of what it holds */
+    latch_msg *m[];
+} subq;
+
+/* How a subscriber's last id prints (sub.last_form). */
+enum {
+    LAST_NONE = 0, /* "": no id yet */
+    LAST_PLAIN,    /* last.id as "hi" (in-process) */
+    LAST_DASHED,   /* last.id as "hi-lo" (a backend's stream id) */
+    LAST_TEXT,     /* last.text: a Last-Event-ID that no id prints as */
+};
+
+/* The longest Last-Event-ID kept as the client's last id. */
+#define LAST_ID_MAX 48
+
 /* A subscription. */
 struct sub {
-    sub *next, *prev; /* the channel's list on this worker */
-    sub *evs_next;    /* the response's subscriptions */
-    sub *dead_next;   /* sse_worker's graveyard */
+    sub *next; /* the channel's list on this worker */
+    union {
+        sub *prev;      /* the channel's list, while on it */
+        sub *dead_next; /* then sse_worker's graveyard */
+    } u;
+    sub *evs_next; /* the response's subscriptions */
     evs *e;
     latch_chan *ch;
     latch_message_cb cb; /* NULL: written as SSE events */
     void *data;
-    uint16_t frame;   /* the handler call that subscribed */
-    bool dead;        /* left its channel; freed at the next sweep */
-    bool gap_pending; /* queued messages were dropped */
-    bool pending;     /* waits for the backend (hub_ready, probed) */
-    bool ahead;       /* pending on a probe: its Last-Event-ID is newer
-                         than this process has seen */
-    bool has_start;   /* pending with a Last-Event-ID, in last_id */
+    subq *q;          /* NULL unless messages are held back */
     latch_msgid from; /* deliver only ids above */
-    char last_id[48]; /* the last id the client got (for a gap) */
-    /* Messages held back while the connection is full. */
-    latch_msg **q;
-    size_t qhead, qlen, qcap, qbytes;
+    /* The last id the client got, for a gap: kept as an id and printed
+     * only when a gap needs it (last_form says how). */
+    union {
+        latch_msgid id;
+        char *text; /* LAST_TEXT: owned */
+    } last;
+    uint16_t frame; /* the handler call that subscribed */
+    unsigned last_form : 2;
+    bool dead : 1;        /* left its channel; freed at the next sweep */
+    bool gap_pending : 1; /* queued messages were dropped */
+    bool pending : 1;     /* waits for the backend (hub_ready, probed) */
+    bool ahead : 1;       /* pending on a probe: its Last-Event-ID is
+                             newer than this process has seen */
+    bool has_start : 1;   /* pending with a Last-Event-ID, in last */
+    bool own : 1;         /* lives in its evs's block (evs_sub) */
+};
+
+/* Where a response's evs and its first subscription's sub live. */
+enum {
+    ROOM_NONE = 0, /* the evs was made alone (latch_sse_start) */
+    ROOM_FREE,     /* made by latch_subscribe: its sub is not used yet */
+    ROOM_USED,     /* its sub is subscribed */
+    ROOM_BURIED,   /* its sub left and waits on the graveyard */
+    ROOM_SWEPT,    /* its sub is gone */
 };
 
 /* A response's event stream and subscriptions: its attachment. */
 struct evs {
     latch_attach a;
-    latch_res *res;
-    sse_worker *sw;
-    evs *next, *prev; /* sw's list */
+    latch_res *res;   /* its worker's sse_worker holds the list */
+    evs *next, *prev; /* sse_worker's list */
     sub *subs;
     uint64_t last_write;
-    bool sse;     /* latch_sse_start done */
-    bool ended;   /* the response is over for its subscriptions */
-    bool blocked; /* a write returned 0: wait for drained */
+    bool sse;      /* latch_sse_start done */
+    bool ended;    /* the response is over for its subscriptions */
+    bool blocked;  /* a write returned 0: wait for drained */
+    bool recycled; /* the response let it go while its own sub was on the
+                      graveyard: the sweep frees the block */
+    uint8_t room;  /* ROOM_* */
 };
+
+/* One allocation for a stream and its first subscription (the usual
+ * case: one latch_subscribe per response). */
+typedef struct evs_sub {
+    evs e;
+    sub s;
+} evs_sub;
 
 /* One worker's streams. */
 struct sse_worker {
@@ -160,13 +211,22 @@ LATCH_COLD static void trace_sub(const latch_res *res, const char *what,
     latch__trace(res, event, at.file != NULL ? "latch_subscribe" : NULL, at);
 }
 
+/* Frees the subscriptions that left, once no delivery walks past them.
+ * A response's own sub (in its evs's block) is never freed alone: the
+ * block goes here only if the response let it go meanwhile. */
 static void sweep(sse_worker *sw)
 {
     sub *s;
 
     while ((s = sw->graveyard) != NULL) {
-        sw->graveyard = s->dead_next;
-        free(s);
+        sw->graveyard = s->u.dead_next;
+        if (!s->own) {
+            free(s);
+            continue;
+        }
+        s->e->room = ROOM_SWEPT;
+        if (s->e->recycled)
+            free(s->e);
     }
 }
 
@@ -174,16 +234,101 @@ static void sweep(sse_worker *sw)
 /* Subscriptions end                                                    */
 /* ------------------------------------------------------------------ */
 
+/* What a queued message costs its subscriber: the bytes it will write
+ * (the message itself is shared by every subscriber and the history). */
+static size_t msg_cost(const latch_msg *m)
+{
+    return m->sse_len + sizeof(m);
+}
+
+/* Takes the oldest message that s holds back (s->q not NULL), with its
+ * reference; the queue goes once it is empty. */
+static latch_msg *q_pop(sub *s)
+{
+    subq *q = s->q;
+    latch_msg *m = q->m[q->head];
+
+    q->head = (q->head + 1) % q->cap;
+    q->bytes -= msg_cost(m);
+    if (--q->len == 0) {
+        free(q);
+        s->q = NULL;
+    }
+    return m;
+}
+
 static void q_clear(sub *s)
 {
-    while (s->qlen > 0) {
-        latch__msg_unref(s->q[s->qhead]);
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qlen--;
+    while (s->q != NULL)
+        latch__msg_unref(q_pop(s));
+}
+
+/* ------------------------------------------------------------------ */
+/* The last id a client got                                             */
+/* ------------------------------------------------------------------ */
+
+static void last_drop(sub *s)
+{
+    if (s->last_form == LAST_TEXT)
+        free(s->last.text);
+    s->last_form = LAST_NONE;
+}
+
+static inline void last_set(sub *s, latch_msgid id, bool dashed)
+{
+    if (s->last_form == LAST_TEXT)
+        free(s->last.text);
+    s->last.id = id;
+    s->last_form = dashed ? LAST_DASHED : LAST_PLAIN;
+}
+
+/* Whether `text` is how an id prints ("hi", or "hi-lo" when it has a
+ * dash); its id in *id if so. */
+static bool last_is_id(const char *text, latch_msgid *id, bool *dashed)
+{
+    char canon[44];
+
+    if (latch__msgid_parse(text, id) < 0)
+        return false;
+    *dashed = strchr(text, '-') != NULL;
+    latch__msgid_format(*id, *dashed, canon);
+    return strcmp(canon, text) == 0;
+}
+
+/* Sets the last id to exactly `text` (shorter than LAST_ID_MAX): an id
+ * when it prints so, else a copy of the text: `copy` when not NULL (s
+ * takes it: latch_subscribe makes it while failing is still clean), else
+ * one made here (out of memory: no last id). */
+static void last_set_text(sub *s, const char *text, char *copy)
+{
+    latch_msgid id;
+    bool dashed;
+
+    if (copy == NULL && last_is_id(text, &id, &dashed)) {
+        last_set(s, id, dashed);
+        return;
     }
-    free(s->q);
-    s->q = NULL;
-    s->qcap = s->qbytes = 0;
+    if (copy == NULL)
+        copy = strdup(text);
+    last_drop(s);
+    if (copy != NULL) {
+        s->last.text = copy;
+        s->last_form = LAST_TEXT;
+    }
+}
+
+/* The last id as the client knows it, written into out; returns out. */
+static const char *last_text(const sub *s, char out[LAST_ID_MAX])
+{
+    switch (s->last_form) {
+    case LAST_PLAIN:
+    case LAST_DASHED:
+        latch__msgid_format(s->last.id, s->last_form == LAST_DASHED, out);
+        break;
+    case LAST_TEXT: snprintf(out, LAST_ID_MAX, "%s", s->last.text); break;
+    default: out[0] = '\0';
+    }
+    return out;
 }
 
 /* Leaves the channel, exactly once; the memory goes at the next sweep. */
@@ -196,21 +341,24 @@ static void sub_leave(sse_worker *sw, sub *s)
         return;
     s->dead = true;
     q_clear(s);
+    last_drop(s); /* nobody reads a dead subscriber's last id */
     head = latch__chan_local(s->ch, w);
-    if (s->prev != NULL)
-        s->prev->next = s->next;
+    if (s->u.prev != NULL)
+        s->u.prev->next = s->next;
     else
         *head = s->next;
     if (s->next != NULL)
-        s->next->prev = s->prev;
+        s->next->u.prev = s->u.prev;
     /* Unlinked, but its own next stays valid for a delivery walking
      * past it: the sub is freed only when no walk runs. */
     latch__hub_leave(w->app, w, s->ch);
     if (LATCH_TRACING())
         trace_sub(s->e->res, "unsubscribed", s->ch->name,
                   (latch_site){NULL, 0, NULL});
-    s->dead_next = sw->graveyard;
+    s->u.dead_next = sw->graveyard; /* u.prev is read no more */
     sw->graveyard = s;
+    if (s->own)
+        s->e->room = ROOM_BURIED;
 }
 
 /* The response is over for its stream and subscriptions (any reason).
@@ -220,13 +368,14 @@ static void sub_leave(sse_worker *sw, sub *s)
 static void evs_end(evs *e)
 {
     latch_res *res = e->res;
-    sse_worker *sw = e->sw;
+    sse_worker *sw;
     int owned = 0;
     sub *s;
 
     if (e->ended)
         return;
     e->ended = true;
+    sw = sse_worker_of(res->w, false); /* made before e: still there */
     for (s = e->subs; s != NULL; s = s->evs_next)
         if (!s->dead) {
             sub_leave(sw, s);
@@ -258,7 +407,12 @@ static void att_recycle(latch_attach *a, latch_res *res)
 
     (void)res;
     evs_end(e); /* a response recycled without its end: never dispatched */
-    free(e);
+    /* Its own sub may still be on the graveyard (a delivery is walking):
+     * the sweep frees the block then. */
+    if (e->room == ROOM_BURIED)
+        e->recycled = true;
+    else
+        free(e);
 }
 
 static void att_drained(latch_attach *a, latch_res *res);
@@ -266,9 +420,10 @@ static void att_drained(latch_attach *a, latch_res *res);
 static const latch_attach_ops evs_ops = {
     .end = att_end, .recycle = att_recycle, .drain = att_drained};
 
-/* The stream state of res, made on first use. NULL when out of memory or
+/* The stream state of res, made on first use (`room`: with its first
+ * subscription's memory, for latch_subscribe). NULL when out of memory or
  * on a draining worker. */
-static evs *evs_get(latch_res *res)
+static evs *evs_get(latch_res *res, bool room)
 {
     latch_attach *a = latch__res_attached(res, &evs_ops);
     sse_worker *sw;
@@ -278,12 +433,12 @@ static evs *evs_get(latch_res *res)
         return LATCH_CONTAINER_OF(a, evs, a);
     if ((sw = sse_worker_of(res->w, true)) == NULL)
         return NULL;
-    e = calloc(1, sizeof(*e));
+    e = calloc(1, room ? sizeof(evs_sub) : sizeof(evs));
     if (e == NULL)
         return NULL;
+    e->room = room ? ROOM_FREE : ROOM_NONE;
     e->a.ops = &evs_ops;
     e->res = res;
-    e->sw = sw;
     e->last_write = uv_now(&res->w->loop);
     e->next = sw->list;
     if (sw->list != NULL)
@@ -345,7 +500,7 @@ static void sub_send(sub *s, latch_msg *msg, const char *gap_last)
     latch__res_ref(res);
     e->last_write = uv_now(&res->w->loop);
     if (gap_last == NULL && msg->kind == LATCH_MSG_EVENT)
-        snprintf(s->last_id, sizeof(s->last_id), "%s", msg->idbuf);
+        last_set(s, msg->id, msg->dashed);
     if (s->cb != NULL) {
         uint16_t prev = latch__frame_enter(res, s->frame);
 
@@ -380,11 +535,12 @@ static void sub_send(sub *s, latch_msg *msg, const char *gap_last)
     latch__res_unref(res);
 }
 
-/* What a queued message costs its subscriber: the bytes it will write
- * (the message itself is shared by every subscriber and the history). */
-static size_t msg_cost(const latch_msg *m)
+/* Sends a gap to a subscriber now, naming the last id it got. */
+LATCH_COLD static void sub_send_gap(sub *s)
 {
-    return m->sse_len + sizeof(m);
+    char last[LAST_ID_MAX];
+
+    sub_send(s, NULL, last_text(s, last));
 }
 
 /* Holds msg back for a subscriber whose connection is full, under the
@@ -393,26 +549,30 @@ static void sub_queue(sub *s, latch_msg *msg)
 {
     latch_app *app = s->e->res->w->app;
     size_t max = app->slow_max_bytes;
+    subq *q = s->q;
 
-    if (s->qlen == s->qcap) {
-        size_t cap = s->qcap ? s->qcap * 2 : 8, i;
-        latch_msg **q = malloc(cap * sizeof(*q));
-        if (q == NULL) {
+    if (q == NULL || q->len == q->cap) {
+        size_t cap = q != NULL ? q->cap * 2 : 8, i;
+        subq *nq = malloc(sizeof(*nq) + cap * sizeof(nq->m[0]));
+        if (nq == NULL) {
             s->gap_pending = true; /* lost: the client hears of it */
             return;
         }
-        for (i = 0; i < s->qlen; i++)
-            q[i] = s->q[(s->qhead + i) % s->qcap];
-        free(s->q);
-        s->q = q;
-        s->qhead = 0;
-        s->qcap = cap;
+        *nq = (subq){.cap = cap};
+        if (q != NULL) {
+            for (i = 0; i < q->len; i++)
+                nq->m[i] = q->m[(q->head + i) % q->cap];
+            nq->len = q->len;
+            nq->bytes = q->bytes;
+            free(q);
+        }
+        s->q = q = nq;
     }
     latch__msg_ref(msg);
-    s->q[(s->qhead + s->qlen) % s->qcap] = msg;
-    s->qlen++;
-    s->qbytes += msg_cost(msg);
-    if (s->qbytes <= max)
+    q->m[(q->head + q->len) % q->cap] = msg;
+    q->len++;
+    q->bytes += msg_cost(msg);
+    if (q->bytes <= max)
         return;
     if (app->slow_policy == LATCH_SLOW_DISCONNECT) {
         /* Close the stream; the client reconnects with Last-Event-ID. */
@@ -420,12 +580,8 @@ static void sub_queue(sub *s, latch_msg *msg)
                              (latch_site){__FILE__, __LINE__, "slow consumer"});
         return;
     }
-    while (s->qbytes > max && s->qlen > 0) {
-        latch_msg *old = s->q[s->qhead];
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qlen--;
-        s->qbytes -= msg_cost(old);
-        latch__msg_unref(old);
+    while (s->q != NULL && s->q->bytes > max) {
+        latch__msg_unref(q_pop(s));
         s->gap_pending = true;
     }
 }
@@ -441,13 +597,13 @@ static void sub_offer(sub *s, latch_msg *msg)
     }
     if (msg->kind == LATCH_MSG_GAP) {
         /* The backend may have lost messages: say so in order. */
-        if (s->qlen > 0 || s->e->blocked)
+        if (s->q != NULL || s->e->blocked)
             s->gap_pending = true;
         else
-            sub_send(s, NULL, s->last_id);
+            sub_send_gap(s);
         return;
     }
-    if (s->qlen > 0 || s->gap_pending || s->e->blocked)
+    if (s->q != NULL || s->gap_pending || s->e->blocked)
         sub_queue(s, msg);
     else
         sub_send(s, msg, NULL);
@@ -459,12 +615,9 @@ static void sub_flush(sub *s)
     while (!s->dead && !s->e->ended && !s->e->blocked) {
         if (s->gap_pending) {
             s->gap_pending = false;
-            sub_send(s, NULL, s->last_id);
-        } else if (s->qlen > 0) {
-            latch_msg *m = s->q[s->qhead];
-            s->qhead = (s->qhead + 1) % s->qcap;
-            s->qlen--;
-            s->qbytes -= msg_cost(m);
+            sub_send_gap(s);
+        } else if (s->q != NULL) {
+            latch_msg *m = q_pop(s);
             sub_send(s, m, NULL);
             latch__msg_unref(m);
         } else {
@@ -476,12 +629,12 @@ static void sub_flush(sub *s)
 static void att_drained(latch_attach *a, latch_res *res)
 {
     evs *e = LATCH_CONTAINER_OF(a, evs, a);
-    sse_worker *sw = e->sw;
+    sse_worker *sw;
     sub *s;
 
-    (void)res;
     if (e->ended || !e->blocked)
         return;
+    sw = sse_worker_of(res->w, false);
     e->blocked = false;
     sw->depth++;
     for (s = e->subs; s != NULL && !e->ended && !e->blocked; s = s->evs_next)
@@ -513,7 +666,7 @@ static void sub_push(sub *s, latch_msg *m)
 {
     if (s->dead || s->e->ended)
         return;
-    if (s->e->blocked || s->qlen > 0)
+    if (s->e->blocked || s->q != NULL)
         sub_queue(s, m);
     else
         sub_send(s, m, NULL);
@@ -525,10 +678,11 @@ static void sub_push(sub *s, latch_msg *m)
 static void sub_catch_up(sub *s, const char *gap_last, latch_msg **replay,
                          size_t n)
 {
-    evs *e = s->e;
+    sse_worker *sw = sse_worker_of(s->e->res->w, false);
     size_t i;
 
-    e->sw->depth++;
+    /* s and its evs may be over after a send: only sw is used after. */
+    sw->depth++;
     if (gap_last != NULL)
         sub_send(s, NULL, gap_last);
     for (i = 0; i < n; i++) {
@@ -536,8 +690,8 @@ static void sub_catch_up(sub *s, const char *gap_last, latch_msg **replay,
         latch__msg_unref(replay[i]);
     }
     free(replay);
-    if (--e->sw->depth == 0)
-        sweep(e->sw);
+    if (--sw->depth == 0)
+        sweep(sw);
 }
 
 /* A subscriber whose Last-Event-ID is newer than anything this process
@@ -545,10 +699,12 @@ static void sub_catch_up(sub *s, const char *gap_last, latch_msg **replay,
  * holds after it (probed). */
 static void sub_probe(sub *s, latch_worker *w)
 {
+    char last[LAST_ID_MAX];
+
     s->pending = true;
     s->has_start = true;
     s->ahead = true;
-    latch__hub_probe(w->app, w, s->ch, s->last_id);
+    latch__hub_probe(w->app, w, s->ch, last_text(s, last));
 }
 
 /* The hub's call when the backend delivers ch on w: each subscriber that
@@ -557,6 +713,7 @@ static void sub_probe(sub *s, latch_worker *w)
 static void ready(latch_worker *w, latch_chan *ch, const char *start)
 {
     sse_worker *sw = sse_worker_of(w, false);
+    char last[LAST_ID_MAX];
     latch_replay rp;
     sub *s, *next;
 
@@ -568,8 +725,11 @@ static void ready(latch_worker *w, latch_chan *ch, const char *start)
         if (!s->pending || s->dead || s->e->ended)
             continue;
         s->pending = false;
-        if (latch__hub_replay(w->app, ch, s->has_start ? s->last_id : start,
-                              &rp) < 0) {
+        if (s->has_start)
+            last_text(s, last);
+        else
+            snprintf(last, sizeof(last), "%s", start);
+        if (latch__hub_replay(w->app, ch, last, &rp) < 0) {
             /* Out of memory for the list: the client hears of a gap. */
             rp = (latch_replay){.gap = true};
         }
@@ -579,14 +739,11 @@ static void ready(latch_worker *w, latch_chan *ch, const char *start)
         }
         s->from = rp.from;
         if (!s->has_start && !rp.gap)
-            snprintf(s->last_id, sizeof(s->last_id), "%s", start);
+            last_set_text(s, start, NULL);
         if (rp.gap) {
             /* Live from here; the client's last id is all it can learn. */
-            char last[48];
-            snprintf(last, sizeof(last), "%s",
-                     s->has_start ? s->last_id : start);
             if (s->from.hi != 0 || s->from.lo != 0)
-                latch__msgid_format(s->from, true, s->last_id);
+                last_set(s, s->from, true);
             sub_catch_up(s, last, rp.msgs, rp.n);
         } else {
             sub_catch_up(s, NULL, rp.msgs, rp.n);
@@ -607,6 +764,7 @@ static void probed(latch_worker *w, latch_chan *ch, const char *after,
                    latch_msg **msgs, size_t n, bool known)
 {
     sse_worker *sw = sse_worker_of(w, false);
+    char last[LAST_ID_MAX];
     latch_msgid upto;
     latch_replay rp;
     sub *s, *next;
@@ -618,7 +776,7 @@ static void probed(latch_worker *w, latch_chan *ch, const char *after,
     for (s = *latch__chan_local(ch, w); s != NULL; s = next) {
         next = s->next;
         if (!s->pending || !s->ahead || s->dead || s->e->ended ||
-            strcmp(s->last_id, after) != 0)
+            strcmp(last_text(s, last), after) != 0)
             continue;
         s->pending = s->ahead = false;
         if (latch__msgid_parse(after, &upto) < 0 || (n == 0 && !known)) {
@@ -632,7 +790,7 @@ static void probed(latch_worker *w, latch_chan *ch, const char *after,
             s->from = rp.from;
             sub_catch_up(s, after, NULL, 0);
             if (s->from.hi != 0 || s->from.lo != 0)
-                latch__msgid_format(s->from, true, s->last_id);
+                last_set(s, s->from, true);
             continue;
         }
         if (!known)
@@ -643,7 +801,7 @@ static void probed(latch_worker *w, latch_chan *ch, const char *after,
         }
         if (latch__hub_since(w->app, ch, upto, &rp) < 0)
             rp = (latch_replay){.gap = true};
-        sub_catch_up(s, rp.gap ? s->last_id : NULL, rp.msgs, rp.n);
+        sub_catch_up(s, rp.gap ? last_text(s, last) : NULL, rp.msgs, rp.n);
         s->from = latch__msgid_cmp(rp.from, upto) > 0 ? rp.from : upto;
     }
     if (--sw->depth == 0)
@@ -739,7 +897,8 @@ static int refuse(latch_res *res, int code, const char *call, const char *msg,
     return code;
 }
 
-int latch_sse_start_at(latch_res *h, latch_site at)
+/* latch_sse_start; `room` as evs_get's. */
+static int sse_start(latch_res *h, latch_site at, bool room)
 {
     latch_res *res;
     evs *e;
@@ -766,7 +925,7 @@ int latch_sse_start_at(latch_res *h, latch_site at)
     if (res->w->draining)
         return refuse(res, LATCH_ERR_STATE, "latch_sse_start",
                       "The server is shutting down", at);
-    if ((e = evs_get(res)) == NULL)
+    if ((e = evs_get(res, room)) == NULL)
         return LATCH_ERR_NOMEM;
     e->sse = true;
     r = latch_res_flush_headers_at(res, at);
@@ -775,6 +934,11 @@ int latch_sse_start_at(latch_res *h, latch_site at)
         strcmp(res->headers_at.call, "latch_res_flush_headers") == 0)
         res->headers_at.call = "latch_sse_start";
     return r;
+}
+
+int latch_sse_start_at(latch_res *h, latch_site at)
+{
+    return sse_start(h, at, false);
 }
 
 /* Writes one frame of an SSE response: refused (reported) unless
@@ -882,11 +1046,13 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
                        void *data, latch_site at)
 {
     const char *last;
+    char *copy = NULL;
     latch_replay rp;
+    latch_msgid id;
     size_t clen;
     latch_res *res;
     latch_chan *ch;
-    bool pending;
+    bool pending, dashed;
     sub *s;
     evs *e;
     void **head;
@@ -908,20 +1074,38 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
     if (cb == NULL) {
         latch_attach *a = latch__res_attached(res, &evs_ops);
         if ((a == NULL || !LATCH_CONTAINER_OF(a, evs, a)->sse) &&
-            (r = latch_sse_start_at(h, at)) < 0)
+            (r = sse_start(h, at, true)) < 0)
             return r;
     }
     if (res->w->draining)
         return refuse(res, LATCH_ERR_STATE, "latch_subscribe",
                       "The server is shutting down", at);
-    if ((e = evs_get(res)) == NULL || (s = calloc(1, sizeof(*s))) == NULL)
+    if ((e = evs_get(res, true)) == NULL)
         return LATCH_ERR_NOMEM;
     last = latch_req_header(&res->req, "Last-Event-ID");
+    /* A Last-Event-ID that no id prints as may become the last id as it
+     * is: its copy is made while failing is clean. */
+    if (last != NULL && strlen(last) < LAST_ID_MAX &&
+        !last_is_id(last, &id, &dashed) && (copy = strdup(last)) == NULL)
+        return LATCH_ERR_NOMEM;
+    /* The response's first subscription lives in its evs's block. */
+    if (e->room == ROOM_FREE)
+        s = &LATCH_CONTAINER_OF(e, evs_sub, e)->s; /* zeroed, never used */
+    else if ((s = calloc(1, sizeof(*s))) == NULL) {
+        free(copy);
+        return LATCH_ERR_NOMEM;
+    }
     r = latch__hub_join(res->w->app, res->w, &hub_up, channel, last, &ch, &rp,
                         &pending);
     if (r < 0) {
-        free(s);
+        if (e->room != ROOM_FREE)
+            free(s);
+        free(copy);
         return r;
+    }
+    if (e->room == ROOM_FREE) {
+        e->room = ROOM_USED;
+        s->own = true;
     }
     if (LATCH_TRACING())
         trace_sub(res, "subscribed", channel, at);
@@ -933,19 +1117,21 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
     s->frame = latch__frame_pick(latch__frame_of(h), res);
     s->pending = pending;
     s->from = rp.from;
-    if (last != NULL && !rp.gap && strlen(last) < sizeof(s->last_id)) {
-        snprintf(s->last_id, sizeof(s->last_id), "%s", last);
+    if (last != NULL && !rp.gap && strlen(last) < LAST_ID_MAX) {
+        last_set_text(s, last, copy);
+        copy = NULL;
         s->has_start = pending;
     } else if ((pending || rp.ahead) && last != NULL) {
         rp.gap = true; /* an id no channel could hold */
         rp.ahead = s->pending = false;
     } else if (s->from.hi != 0 || s->from.lo != 0) {
-        latch__msgid_format(s->from, ch->dashed, s->last_id);
+        last_set(s, s->from, ch->dashed);
     }
+    free(copy);
     head = latch__chan_local(ch, res->w);
     s->next = *head;
     if (*head != NULL)
-        ((sub *)*head)->prev = s;
+        ((sub *)*head)->u.prev = s;
     *head = s;
     s->evs_next = e->subs;
     e->subs = s;
