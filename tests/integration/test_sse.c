@@ -508,6 +508,168 @@ static void test_slow_consumer_dropped_with_gap(void **state)
     th_server_stop(&s);
 }
 
+/*
+ * Checks what a dropping slow consumer got in ev[from..nev): ids increase,
+ * each event's data starts with its own id (its publish number: nothing
+ * came from another slot of a queue that was remade), and each gap names
+ * the id of the event before it ("" before any). *last: the id before
+ * ev[from], then the newest. Returns the number of gaps.
+ */
+static int check_drop_phase(const sse_client *c, size_t from, long *last)
+{
+    char want[64];
+    int gaps = 0;
+    size_t k;
+    long id;
+
+    for (k = from; k < c->nev; k++) {
+        if (strcmp(c->ev[k].event, "latch-gap") == 0) {
+            if (*last == 0)
+                snprintf(want, sizeof(want), "{\"last_id\":\"\"}");
+            else
+                snprintf(want, sizeof(want), "{\"last_id\":\"%ld\"}", *last);
+            assert_string_equal(c->ev[k].data, want);
+            gaps++;
+            continue;
+        }
+        id = atol(c->ev[k].id);
+        assert_true(id > *last);
+        assert_int_equal(atol(c->ev[k].data), id);
+        *last = id;
+    }
+    return gaps;
+}
+
+/* Reads until the newest event is `mark`, for up to 20 s. */
+static void read_until_event(sse_client *c, const char *mark)
+{
+    int64_t end = th_now_ms() + 20000;
+
+    while ((c->nev == 0 || strcmp(c->ev[c->nev - 1].event, mark) != 0) &&
+           th_now_ms() < end && sse_pump(c, 100))
+        ;
+    assert_true(c->nev > 0);
+    assert_string_equal(c->ev[c->nev - 1].event, mark);
+}
+
+/*
+ * A slow consumer that caught up gives its queue back (sse.c frees it once
+ * empty) and gets a new one when it falls behind again: in both rounds the
+ * events come in publish order with their own data, and each gap names the
+ * last id the client got, the round before's included.
+ */
+static void test_slow_consumer_slow_again(void **state)
+{
+    th_server s;
+    sse_client slow;
+    latch_app *app = new_app();
+    char *big = malloc(1024);
+    const char *mark[2] = {"mark1", "mark2"};
+    int i, round, seq = 0, gaps[2];
+    size_t from = 0;
+    long last = 0;
+
+    (void)state;
+    memset(big, 'c', 1023);
+    big[1023] = '\0';
+    assert_int_equal(
+        latch_app_set_slow_consumer(app, 32 * 1024, LATCH_SLOW_DROP), 0);
+    th_server_start(&s, app);
+    sse_open(&slow, s.port, "/events?ch=again", NULL, 4096);
+    wait_subscribers(app, "again", 1);
+    for (round = 0; round < 2; round++) {
+        /* The client reads nothing while 8 MiB go out. */
+        for (i = 0; i < 8192; i++) {
+            int n = snprintf(big, 32, "%d", ++seq);
+            big[n] = 'c';
+            latch_publish(app, "again", NULL, big, 1023);
+        }
+        snprintf(big, 32, "%d", ++seq);
+        latch_publish(app, "again", mark[round], big, strlen(big));
+        /* Then everything: the queue drains empty with the mark. */
+        read_until_event(&slow, mark[round]);
+        gaps[round] = check_drop_phase(&slow, from, &last);
+        assert_int_equal(last, seq);
+        from = slow.nev;
+    }
+    assert_true(gaps[0] >= 1);
+    assert_true(gaps[1] >= 1);
+    assert_int_equal(latch_app_subscribers(app, "again"), 1);
+    sse_close(&slow);
+    free(big);
+    th_server_stop(&s);
+}
+
+/* A delivery callback that destroys its own stream. */
+static void on_destroy(latch_res *res, const latch_message *m, void *data)
+{
+    (void)m;
+    (void)data;
+    pthread_mutex_lock(&mu);
+    st.cb_calls++;
+    pthread_mutex_unlock(&mu);
+    latch_res_destroy(res);
+}
+
+/* GET /gone: a stream with two subscriptions of "gone": the first (no
+ * callback) shares its stream's allocation, the second (on_destroy) is
+ * made alone and comes first on the channel's list. */
+static int h_gone(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    if (latch_subscribe(res, "gone", NULL, NULL) != 0 ||
+        latch_subscribe(res, "gone", on_destroy, NULL) != 0)
+        return latch_fail(req, 500, "subscribe failed");
+    return LATCH_DONE;
+}
+
+/*
+ * A response destroyed from a delivery, in the middle of the walk of its
+ * channel: both its subscriptions end there, once, and the one that
+ * shares the stream's allocation is still walked past (never freed with
+ * the stream while a delivery runs: ASan checks it) to reach the next
+ * subscriber, who gets every message.
+ */
+static void test_callback_destroys_its_stream(void **state)
+{
+    th_vlog log;
+    th_server s;
+    sse_client plain, gone;
+    latch_app *app = new_app();
+    int64_t end;
+    int calls;
+
+    (void)state;
+    reset();
+    latch_get(app, "/gone", h_gone, NULL);
+    th_record_violations_full(app, &log);
+    th_server_start(&s, app);
+    sse_open(&plain, s.port, "/events?ch=gone", NULL, 0);
+    wait_subscribers(app, "gone", 1);
+    sse_open(&gone, s.port, "/gone", NULL, 0);
+    wait_subscribers(app, "gone", 3);
+    latch_publish(app, "gone", NULL, "one", 3);
+    assert_int_equal(sse_wait_events(&plain, 1, 5000), 1);
+    assert_string_equal(plain.ev[0].data, "one");
+    wait_subscribers(app, "gone", 1);
+    end = th_now_ms() + 5000;
+    while (sse_pump(&gone, 100) && th_now_ms() < end)
+        ;
+    assert_true(gone.eof);
+    assert_int_equal(gone.nev, 0); /* destroyed before its turn came */
+    latch_publish(app, "gone", NULL, "two", 3);
+    assert_int_equal(sse_wait_events(&plain, 2, 5000), 2);
+    assert_string_equal(plain.ev[1].data, "two");
+    pthread_mutex_lock(&mu);
+    calls = st.cb_calls;
+    pthread_mutex_unlock(&mu);
+    assert_int_equal(calls, 1);
+    assert_int_equal(th_vlog_count(&log), 0);
+    sse_close(&gone);
+    sse_close(&plain);
+    th_server_stop(&s);
+}
+
 /* ------------------------------------------------------------------ */
 
 static void test_replay_and_gap(void **state)
@@ -602,6 +764,8 @@ int main(void)
         cmocka_unit_test(test_broken_callback_after_timeout),
         cmocka_unit_test(test_slow_consumer_closed),
         cmocka_unit_test(test_slow_consumer_dropped_with_gap),
+        cmocka_unit_test(test_slow_consumer_slow_again),
+        cmocka_unit_test(test_callback_destroys_its_stream),
         cmocka_unit_test(test_replay_and_gap),
         cmocka_unit_test(test_shutdown_final_event),
     };
