@@ -897,20 +897,22 @@ static int refuse(latch_res *res, int code, const char *call, const char *msg,
     return code;
 }
 
-/* latch_sse_start; `room` as evs_get's. */
-static int sse_start(latch_res *h, latch_site at, bool room)
+/* latch_sse_start, or the start latch_subscribe makes for a stream of
+ * events (no callback): `call` is the one the user made, named in reports
+ * and as the seal of the headers. `room` as evs_get's. */
+static int sse_start(latch_res *h, const char *call, latch_site at, bool room)
 {
     latch_res *res;
     evs *e;
     int r;
 
-    if ((res = enter(h, "latch_sse_start", &at, &r)) == NULL)
+    if ((res = enter(h, call, &at, &r)) == NULL)
         return r;
     /* It sends the head, as latch_res_flush_headers: refused (naming
      * this call) after the headers, and beside a producer of latch's own
      * that holds the response (a file being opened), before any of its
      * headers is touched. A user's pipe may stream events. */
-    if ((r = latch__res_head_check(res, "latch_sse_start", at)) < 0)
+    if ((r = latch__res_head_check(res, call, at)) < 0)
         return r;
     if ((r = latch_res_status_at(res, 200, at)) < 0 ||
         (r = latch_res_set_header_at(res, "Content-Type", "text/event-stream",
@@ -923,8 +925,8 @@ static int sse_start(latch_res *h, latch_site at, bool room)
     latch_res_remove_header_at(res, "Content-Encoding", at);
     latch_res_remove_header_at(res, "Content-Length", at);
     if (res->w->draining)
-        return refuse(res, LATCH_ERR_STATE, "latch_sse_start",
-                      "The server is shutting down", at);
+        return refuse(res, LATCH_ERR_STATE, call, "The server is shutting down",
+                      at);
     if ((e = evs_get(res, room)) == NULL)
         return LATCH_ERR_NOMEM;
     e->sse = true;
@@ -932,13 +934,13 @@ static int sse_start(latch_res *h, latch_site at, bool room)
     /* Later reports name this call, not the flush it made. */
     if (r >= 0 && res->headers_at.call != NULL &&
         strcmp(res->headers_at.call, "latch_res_flush_headers") == 0)
-        res->headers_at.call = "latch_sse_start";
+        res->headers_at.call = call;
     return r;
 }
 
 int latch_sse_start_at(latch_res *h, latch_site at)
 {
-    return sse_start(h, at, false);
+    return sse_start(h, "latch_sse_start", at, false);
 }
 
 /* Writes one frame of an SSE response: refused (reported) unless
@@ -1074,7 +1076,7 @@ int latch_subscribe_at(latch_res *h, const char *channel, latch_message_cb cb,
     if (cb == NULL) {
         latch_attach *a = latch__res_attached(res, &evs_ops);
         if ((a == NULL || !LATCH_CONTAINER_OF(a, evs, a)->sse) &&
-            (r = sse_start(h, at, true)) < 0)
+            (r = sse_start(h, "latch_subscribe", at, true)) < 0)
             return r;
     }
     if (res->w->draining)

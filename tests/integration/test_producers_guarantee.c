@@ -1283,7 +1283,7 @@ static void test_sse_beside_a_file(void **state)
     bad = atomic_load(&line_bad);
     expect_v(0, LATCH_ERR_HTTP_HEADERS_SENT, "latch_sse_start", bad,
              "latch_res_sendfile", atomic_load(&line_seal));
-    expect_v(1, LATCH_ERR_HTTP_HEADERS_SENT, "latch_sse_start", bad + 1,
+    expect_v(1, LATCH_ERR_HTTP_HEADERS_SENT, "latch_subscribe", bad + 1,
              "latch_res_sendfile", atomic_load(&line_seal));
     assert_int_equal(latch_app_subscribers(srv.app, "beside-file"), 0);
 }

@@ -148,6 +148,72 @@ static void test_stream_format(void **state)
     th_server_stop(&s);
 }
 
+/*
+ * latch_subscribe without a callback starts the event stream itself: a
+ * refusal of that start, and the seal of the head it sends, name
+ * latch_subscribe (the call the user made), not latch_sse_start.
+ */
+static int h_sub_after_head(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    latch_res_flush_headers(res);
+    st.sse_rc[0] = latch_subscribe(res, "late-head", NULL, NULL);
+    latch_res_end(res, NULL, 0);
+    return LATCH_DONE;
+}
+
+static int h_sub_then_header(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    st.sse_rc[1] = latch_subscribe(res, "implicit", NULL, NULL);
+    st.sse_rc[2] = latch_res_set_header(res, "X-Late", "1");
+    latch_res_end(res, NULL, 0);
+    return LATCH_DONE;
+}
+
+static void test_subscribe_names_itself(void **state)
+{
+    th_vlog log;
+    th_server s;
+    sse_client c;
+    th_vrec r;
+    latch_app *app = new_app();
+
+    (void)state;
+    reset();
+    latch_get(app, "/after-head", h_sub_after_head, NULL);
+    latch_get(app, "/then-header", h_sub_then_header, NULL);
+    th_record_violations_full(app, &log);
+    th_server_start(&s, app);
+    sse_open(&c, s.port, "/after-head", NULL, 0);
+    while (!c.ended && sse_pump(&c, 2000))
+        ;
+    assert_true(c.ended);
+    sse_close(&c);
+    sse_open(&c, s.port, "/then-header", NULL, 0);
+    while (!c.ended && sse_pump(&c, 2000))
+        ;
+    assert_true(c.ended);
+    assert_non_null(strstr(c.head, "Content-Type: text/event-stream\r\n"));
+    sse_close(&c);
+    th_server_stop(&s);
+    assert_int_equal(st.sse_rc[0], LATCH_ERR_HTTP_HEADERS_SENT);
+    assert_int_equal(st.sse_rc[1], 0);
+    assert_int_equal(st.sse_rc[2], LATCH_ERR_HTTP_HEADERS_SENT);
+    assert_int_equal(th_vlog_count(&log), 2);
+    assert_true(th_vlog_get(&log, 0, &r));
+    assert_int_equal(r.code, LATCH_ERR_HTTP_HEADERS_SENT);
+    assert_string_equal(r.call, "latch_subscribe");
+    assert_non_null(strstr(r.at_file, "test_sse.c"));
+    assert_string_equal(r.sealed_call, "latch_res_flush_headers");
+    assert_true(th_vlog_get(&log, 1, &r));
+    assert_string_equal(r.call, "latch_res_set_header");
+    assert_string_equal(r.sealed_call, "latch_subscribe");
+    assert_non_null(strstr(r.sealed_file, "test_sse.c"));
+}
+
 static void test_heartbeat(void **state)
 {
     th_server s;
@@ -757,6 +823,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_format),
+        cmocka_unit_test(test_subscribe_names_itself),
         cmocka_unit_test(test_heartbeat),
         cmocka_unit_test(test_10000_events_to_100_subscribers),
         cmocka_unit_test(test_publish_from_4_threads),
