@@ -1568,12 +1568,13 @@ LATCH_API int latch_proxy_at(latch_req *req, latch_res *res,
  * is empty for every handler under the prefix), and its body goes to the
  * upstream as it arrives, with the client's Content-Length or else
  * chunked, at the upstream's pace (while the upstream does not take it,
- * latch reads nothing more from the client). The body limit still
- * applies (a latch_route_body_limit rule that matches, else
- * LATCH_LIMIT_BODY, as nginx's client_max_body_size does): a
- * Content-Length above it is a 413 before anything is forwarded, a
- * chunked body that grows past it gets a 413 (or is cut, once the
- * answer started) and its upstream request is abandoned. So do the
+ * latch reads nothing more from the client). LATCH_LIMIT_BODY, which
+ * bounds what latch buffers, does not apply to such a body (it is never
+ * buffered); a latch_route_body_limit rule that matches does (nginx's
+ * client_max_body_size for a location): a Content-Length above it is a
+ * 413 before anything is forwarded, a chunked body that grows past it
+ * gets a 413 (or is cut, once the answer started) and its upstream
+ * request is abandoned. So do the
  * deadlines of a request's arrival (LATCH_TIMEOUT_BODY,
  * LATCH_TIMEOUT_RECEIVE, LATCH_LIMIT_MIN_RATE after
  * LATCH_TIMEOUT_RATE_GRACE): 408 when nothing was sent, else the

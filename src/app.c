@@ -120,6 +120,9 @@ static int prepare(latch_app *app)
     for (l = app->limits; l != NULL; l = l->next)
         if (l->body_limit > app->cfg.parse.body)
             app->cfg.parse.body = l->body_limit;
+    /* A body streamed to a proxy has no limit but a rule's. */
+    if (app->streams)
+        app->cfg.parse.body = UINT64_MAX;
     free(app->by_id);
     app->by_id = by_id;
     app->first_mw = next_mw;

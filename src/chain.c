@@ -124,11 +124,15 @@ static bool method_match(const latch_layer *l, const latch_req *q)
     return q->is_head && strcmp(l->method, "GET") == 0;
 }
 
+static bool body_streams(const latch_app *app, const latch_req *q);
+
 /*
  * The body limit of a request whose head just arrived: that of the first
  * latch_route_body_limit rule, in registration order, that matches its
- * method and path, else the app's LATCH_LIMIT_BODY. Rules are few and only
- * requests with a body ask, so a walk over them is enough.
+ * method and path, else the app's LATCH_LIMIT_BODY, which bounds what
+ * latch buffers: a body streamed to a proxy is never buffered, and only a
+ * rule limits it (DESIGN.md). Rules are few and only requests with a body
+ * ask, so a walk over them is enough.
  */
 static uint64_t body_limit(const latch_app *app, const latch_req *q)
 {
@@ -136,13 +140,13 @@ static uint64_t body_limit(const latch_app *app, const latch_req *q)
     const char *raw;
     size_t rawn;
 
-    if (app->limits == NULL)
-        return app->cfg.body;
-    raw_path(q, &raw, &rawn);
-    for (l = app->limits; l != NULL; l = l->next)
-        if (method_match(l, q) && route_match(l, NULL, raw, rawn))
-            return l->body_limit;
-    return app->cfg.body;
+    if (app->limits != NULL) {
+        raw_path(q, &raw, &rawn);
+        for (l = app->limits; l != NULL; l = l->next)
+            if (method_match(l, q) && route_match(l, NULL, raw, rawn))
+                return l->body_limit;
+    }
+    return body_streams(app, q) ? UINT64_MAX : app->cfg.body;
 }
 
 /* ------------------------------------------------------------------ */

@@ -320,6 +320,19 @@ static int h_gate(latch_req *req, latch_res *res, void *data)
 /* Limits for the next start() (0: latch's default). */
 static uint64_t receive_ms, min_rate, grace_ms;
 
+/* POST /buffered: a body latch buffers, answered with its length. */
+static int h_buffered(latch_req *req, latch_res *res, void *data)
+{
+    size_t len = 0;
+    char out[32];
+
+    (void)data;
+    latch_req_body(req, NULL, &len);
+    snprintf(out, sizeof(out), "%zu", len);
+    latch_res_send(res, out, strlen(out));
+    return LATCH_DONE;
+}
+
 static void start(void)
 {
     latch_app *app = latch_app_new();
@@ -346,6 +359,10 @@ static void start(void)
                      0);
     latch_use(app, "/up", h_gate, NULL);
     assert_int_equal(latch_use_proxy(app, "/up", url, NULL), 0);
+    /* A prefix no rule names: LATCH_LIMIT_BODY (1 MiB) bounds what latch
+     * buffers, and a body streamed to the proxy is never buffered. */
+    assert_int_equal(latch_use_proxy(app, "/free", url, NULL), 0);
+    latch_post(app, "/buffered", h_buffered, NULL);
     th_server_start(&srv, app);
     memset(&viol, 0, sizeof(viol));
     up_script(0, false, false);
@@ -623,6 +640,26 @@ static void test_body_limits(void **state)
     stop();
 }
 
+/* Under a proxy prefix that no latch_route_body_limit rule names, a body
+ * larger than LATCH_LIMIT_BODY goes through whole, by Content-Length and
+ * chunked (DESIGN.md: the app's limit bounds what latch buffers, and a
+ * proxied body is streamed); a body latch buffers is still held to it. */
+static void test_app_limit_is_for_buffered_bodies(void **state)
+{
+    (void)state;
+    start();
+    upload("/free/big", 5 * MB + 3, 0);
+    upload("/free/chunked", 3 * MB + 5, 10000);
+    {
+        static const char big[] = "POST /buffered HTTP/1.1\r\nHost: h\r\n"
+                                  "Content-Length: 1048577\r\n\r\n";
+        th_expect_error_close(srv.port, big, sizeof(big) - 1, 413,
+                              "Payload Too Large");
+    }
+    assert_int_equal(atomic_load(&up.requests), 2);
+    stop();
+}
+
 /* The client leaves half way through its upload: the upstream sees its
  * connection closed (the request abandoned, never pooled). */
 static void test_client_leaves_mid_upload(void **state)
@@ -803,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_continue_relayed),
         cmocka_unit_test(test_continue_refused),
         cmocka_unit_test(test_body_limits),
+        cmocka_unit_test(test_app_limit_is_for_buffered_bodies),
         cmocka_unit_test(test_client_leaves_mid_upload),
         cmocka_unit_test(test_middleware_in_front),
         cmocka_unit_test(test_streamed_body_deadlines),
