@@ -562,9 +562,9 @@ enum {
  * buffered per worker and written by a thread of latch's, at least every
  * 100 ms; a descriptor that blocks or fails never holds a worker up: lines
  * that do not fit are dropped and counted (latch_access_log_dropped_total
- * in the metrics). fd -1 turns the log off. The caller owns fd and keeps
- * it open until latch_app_free (or until the log is turned off); latch
- * never closes it or changes its flags. Set before latch_run. Returns 0,
+ * in the metrics). fd -1 (or format -1) turns the log off. The caller owns fd
+ * and keeps it open until latch_app_free (or until the log is turned off);
+ * latch never closes it or changes its flags. Set before latch_run. Returns 0,
  * LATCH_ERR_INVALID_ARG (NULL app, an fd that is not open, an unknown
  * format), LATCH_ERR_STATE while the app runs, LATCH_ERR_NOMEM or a
  * negated errno (the writer thread could not start).

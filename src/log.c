@@ -227,7 +227,9 @@ int latch_app_set_access_log(latch_app *app, int fd, int format)
 
     if (app == NULL)
         return LATCH_ERR_INVALID_ARG;
-    if (fd < 0) {
+    /* DESIGN.md lists -1 beside the formats as "turns it off"; the header
+     * says fd -1. Either one turns the log off. */
+    if (fd < 0 || format == -1) {
         if (app->running)
             return LATCH_ERR_STATE;
         alog_stop(app);

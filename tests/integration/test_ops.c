@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -872,6 +873,33 @@ static void test_access_log_arguments(void **state)
     close(p[1]);
 }
 
+/* DESIGN.md: "format LATCH_LOG_COMBINED (1 ...) or LATCH_LOG_JSON (2 ...);
+ * -1 turns it off": a format of -1 with an open descriptor turns the log
+ * off (it was refused as an unknown format), and nothing is written. */
+static void test_access_log_format_off(void **state)
+{
+    char path[] = "/tmp/latch-alog-XXXXXX";
+    int fd = mkstemp(path);
+    latch_app *app = latch_app_new();
+    srv s;
+    struct stat st;
+
+    (void)state;
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_non_null(app);
+    latch_get(app, "/hello", hello, NULL);
+    assert_int_equal(latch_app_set_access_log(app, fd, LATCH_LOG_COMBINED), 0);
+    assert_int_equal(latch_app_set_access_log(app, fd, -1), 0);
+    srv_start(&s, app, 1);
+    get_status(s.port, "/hello", 200);
+    get_status(s.port, "/hello", 200);
+    srv_stop(&s); /* the writer, were it on, has written all by now */
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -881,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_access_log_stuck_pipe),
         cmocka_unit_test(test_access_log_reader_gone),
         cmocka_unit_test(test_access_log_arguments),
+        cmocka_unit_test(test_access_log_format_off),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
