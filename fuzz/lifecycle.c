@@ -573,6 +573,18 @@ static int rq_of_id(uint64_t id)
     return -1;
 }
 
+/* Whether a report's file is this one: latch names a site's file relative
+ * to where the program runs (latch__site_file), while __FILE__ is the path
+ * the compiler was given (fuzz/run.sh gives absolute ones). */
+static bool this_file(const char *file)
+{
+    static const char self[] = __FILE__;
+    size_t n = strlen(file), m = strlen(self);
+
+    return n <= m && strcmp(&self[m - n], file) == 0 &&
+           (n == m || self[m - n - 1] == '/');
+}
+
 static void on_violation(const latch_violation *v, void *data)
 {
     frame *f = tl_top;
@@ -586,8 +598,8 @@ static void on_violation(const latch_violation *v, void *data)
         G.rs[rq].reports++;
     for (int d = 0; v->at.file != NULL && d < G.ndefer; d++)
         if (G.defer[d].rq == rq && v->at.line >= G.defer[d].line &&
-            v->at.line <= G.defer[d].line + 3 &&
-            strcmp(v->at.file, __FILE__) == 0 && G.defer[d].seen == 0) {
+            v->at.line <= G.defer[d].line + 3 && this_file(v->at.file) &&
+            G.defer[d].seen == 0) {
             G.defer[d].seen++; /* one report answers one call */
             break;
         }
@@ -595,7 +607,7 @@ static void on_violation(const latch_violation *v, void *data)
         /* The site is the line of the latch macro inside CALL's
          * arguments: at most a few lines below where CALL starts. */
         if (v->at.file != NULL && v->at.line >= f->line &&
-            v->at.line <= f->line + 3 && strcmp(v->at.file, __FILE__) == 0)
+            v->at.line <= f->line + 3 && this_file(v->at.file))
             f->reported++;
         else if (v->at.file == NULL)
             f->siteless++;

@@ -66,7 +66,8 @@ run_lifecycle() {
     $cc $flags -DLATCH_BUILDING -I"$root/include" -I"$root/src" \
         -I"$root/fuzz" "$root"/src/*.c "$root/fuzz/lifecycle.c" \
         "$root/fuzz/fuzz_lifecycle.c" -o "$out/fuzz_lifecycle" \
-        $(pkg-config --cflags --libs libuv jansson) -lpthread -lm
+        $(pkg-config --cflags --libs libuv jansson hiredis openssl) \
+        -lpthread -lm
 
     # Each input runs a server and real connections: a few per second. A
     # program that hangs is reported by the oracle itself within ~15 s;
