@@ -1878,7 +1878,10 @@ LATCH_API bool latch_join_settled(const latch_join *j);
  * headers is touched (beside a latch_res_pipe it is allowed: its producer
  * may stream events); LATCH_ERR_STATE (reported) while the server shuts
  * down. The stream gets a comment line (":") after each heartbeat period
- * without output. */
+ * without output. A request timeout (latch_app_set_request_timeout) still
+ * runs: when it fires, the stream is destroyed and its subscriptions end
+ * (a late write is refused and reported); a route whose streams should
+ * outlive it clears it first with latch_req_set_timeout(req, 0, 0). */
 #define latch_sse_start(res) latch_sse_start_at((res), LATCH_HERE)
 LATCH_API int latch_sse_start_at(latch_res *res, latch_site at);
 /* Sends one event: "event: E" (event NULL: omitted, the client's default

@@ -214,6 +214,53 @@ static void test_subscribe_names_itself(void **state)
     assert_non_null(strstr(r.sealed_file, "test_sse.c"));
 }
 
+/*
+ * An app-wide request timeout ends an event stream that did not clear it
+ * (destroyed, subscription gone); a route that clears it with
+ * latch_req_set_timeout(req, 0, 0) keeps its stream past it (latch.h,
+ * latch_sse_start).
+ */
+static int h_events_no_timeout(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    latch_req_set_timeout(req, 0, 0);
+    if (latch_subscribe(res, "outlive", NULL, NULL) != 0)
+        return latch_fail(req, 500, "subscribe failed");
+    return LATCH_DONE;
+}
+
+static void test_stream_and_request_timeout(void **state)
+{
+    th_server s;
+    sse_client kept, cut;
+    latch_app *app = new_app();
+    int64_t end;
+
+    (void)state;
+    assert_int_equal(latch_app_set_request_timeout(app, 150, 0), 0);
+    latch_get(app, "/outlive", h_events_no_timeout, NULL);
+    th_server_start(&s, app);
+    sse_open(&kept, s.port, "/outlive", NULL, 0);
+    sse_open(&cut, s.port, "/events?ch=outlive", NULL, 0);
+    end = th_now_ms() + 5000;
+    while (latch_app_subscribers(app, "outlive") < 1 && th_now_ms() < end)
+        usleep(1000);
+    /* Past the timeout: the stream that kept it is gone. */
+    end = th_now_ms() + 5000;
+    while (!cut.eof && !cut.ended && th_now_ms() < end && sse_pump(&cut, 50))
+        ;
+    assert_true(cut.head_done);
+    assert_true(cut.eof || cut.ended);
+    usleep(200 * 1000);
+    assert_int_equal(latch_app_subscribers(app, "outlive"), 1);
+    assert_int_equal(latch_publish(app, "outlive", NULL, "still here", 10), 1);
+    assert_int_equal(sse_wait_events(&kept, 1, 5000), 1);
+    assert_string_equal(kept.ev[0].data, "still here");
+    sse_close(&kept);
+    sse_close(&cut);
+    th_server_stop(&s);
+}
+
 static void test_heartbeat(void **state)
 {
     th_server s;
@@ -824,6 +871,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_format),
         cmocka_unit_test(test_subscribe_names_itself),
+        cmocka_unit_test(test_stream_and_request_timeout),
         cmocka_unit_test(test_heartbeat),
         cmocka_unit_test(test_10000_events_to_100_subscribers),
         cmocka_unit_test(test_publish_from_4_threads),
