@@ -184,7 +184,8 @@ void latch__res_trim(latch_res *res)
     size_t bytes = 0, off = 0, size;
     latch_hdr *h = NULL;
     const void *shared = NULL;
-    char *str, stack[512];
+    char *str;
+    _Alignas(latch_hdr) char stack[512];
 
     if (res->cold != NULL)
         cold_give_back(res);
@@ -1336,8 +1337,6 @@ void latch__res_continue(latch_res *res)
 /* The last byte was handed to the OS: FINISHED, then finish and close. */
 void latch__res_finished(latch_res *res)
 {
-    latch_res_cb cb = res->cbs != NULL ? res->cbs->cb[LATCH_CB_FINISH] : NULL;
-
     if (res->t_start != 0 && res->owner != NULL) /* metrics, log or trace */
         res->owner->observe(res, true);
     transition(res, LATCH_RS_FINISHED);
@@ -1346,8 +1345,7 @@ void latch__res_finished(latch_res *res)
     res->detached = true;
     cb_clear(res, LATCH_CB_DRAIN);
     latch__res_ref(res);
-    if (cb != NULL)
-        run_cb(res, LATCH_CB_FINISH);
+    run_cb(res, LATCH_CB_FINISH);
     fire_close(res);
     if (LATCH_TRACING())
         latch__trace(res, "closed", NULL, (latch_site){NULL, 0, NULL});

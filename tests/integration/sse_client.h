@@ -223,6 +223,17 @@ static size_t sse_wait_events(sse_client *c, size_t n, int ms)
     return c->nev;
 }
 
+/* Pumps until the stream ended (its terminating chunk, or the server
+ * closed) or ms passed; whether it ended. */
+static inline bool sse_wait_end(sse_client *c, int ms)
+{
+    int64_t end = th_now_ms() + ms;
+
+    while (!c->ended && !c->eof && th_now_ms() < end && sse_pump(c, 50))
+        ;
+    return c->ended || c->eof;
+}
+
 static void sse_close(sse_client *c)
 {
     size_t i;

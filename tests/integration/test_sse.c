@@ -112,8 +112,7 @@ static void test_stream_format(void **state)
     th_record_violations_full(app, &log);
     th_server_start(&s, app);
     sse_open(&c, s.port, "/raw", NULL, 0);
-    while (!c.ended && sse_pump(&c, 2000))
-        ;
+    assert_true(sse_wait_end(&c, 5000));
     assert_true(c.ended);
     assert_non_null(strstr(c.head, "HTTP/1.1 200 OK\r\n"));
     assert_non_null(strstr(c.head, "Content-Type: text/event-stream\r\n"));
@@ -188,13 +187,11 @@ static void test_subscribe_names_itself(void **state)
     th_record_violations_full(app, &log);
     th_server_start(&s, app);
     sse_open(&c, s.port, "/after-head", NULL, 0);
-    while (!c.ended && sse_pump(&c, 2000))
-        ;
+    assert_true(sse_wait_end(&c, 5000));
     assert_true(c.ended);
     sse_close(&c);
     sse_open(&c, s.port, "/then-header", NULL, 0);
-    while (!c.ended && sse_pump(&c, 2000))
-        ;
+    assert_true(sse_wait_end(&c, 5000));
     assert_true(c.ended);
     assert_non_null(strstr(c.head, "Content-Type: text/event-stream\r\n"));
     sse_close(&c);
@@ -229,30 +226,35 @@ static int h_events_no_timeout(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
+static void wait_outlive(latch_app *app, int n)
+{
+    int64_t end = th_now_ms() + 5000;
+
+    while (latch_app_subscribers(app, "outlive") != n && th_now_ms() < end)
+        usleep(1000);
+    assert_int_equal(latch_app_subscribers(app, "outlive"), n);
+}
+
 static void test_stream_and_request_timeout(void **state)
 {
     th_server s;
     sse_client kept, cut;
     latch_app *app = new_app();
-    int64_t end;
 
     (void)state;
     assert_int_equal(latch_app_set_request_timeout(app, 150, 0), 0);
     latch_get(app, "/outlive", h_events_no_timeout, NULL);
     th_server_start(&s, app);
+    /* In this order, so that the kept stream's timer, had it one, would
+     * fire before the other's (one loop, earlier deadline). */
     sse_open(&kept, s.port, "/outlive", NULL, 0);
+    wait_outlive(app, 1);
     sse_open(&cut, s.port, "/events?ch=outlive", NULL, 0);
-    end = th_now_ms() + 5000;
-    while (latch_app_subscribers(app, "outlive") < 1 && th_now_ms() < end)
-        usleep(1000);
-    /* Past the timeout: the stream that kept it is gone. */
-    end = th_now_ms() + 5000;
-    while (!cut.eof && !cut.ended && th_now_ms() < end && sse_pump(&cut, 50))
-        ;
+    wait_outlive(app, 2);
+    /* The timeout ends the stream that kept it: its subscription goes. */
+    assert_true(sse_wait_end(&cut, 5000));
     assert_true(cut.head_done);
-    assert_true(cut.eof || cut.ended);
-    usleep(200 * 1000);
-    assert_int_equal(latch_app_subscribers(app, "outlive"), 1);
+    wait_outlive(app, 1);
     assert_int_equal(latch_publish(app, "outlive", NULL, "still here", 10), 1);
     assert_int_equal(sse_wait_events(&kept, 1, 5000), 1);
     assert_string_equal(kept.ev[0].data, "still here");

@@ -102,8 +102,10 @@ static void test_streams_read_their_own_headers(void **state)
         assert_true(c[i].head_done);
     }
     wait_subscribers(app, NS);
-    /* Quiet for a moment: the streams' stores are packed and shared. */
-    usleep(50 * 1000);
+    /* Each store was packed and shared when its head's write completed
+     * (conn.c's shrink, in the flush that sent it); a publish is
+     * delivered on a later turn of the loop, so every callback below
+     * reads a shared store. */
     assert_int_equal(latch_publish(app, "room", NULL, "one", 3), NS);
     for (i = 0; i < NS; i++)
         expect_answer(&c[i], i, 1);
