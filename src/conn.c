@@ -107,6 +107,9 @@ static const latch_exchange_ops h1_exchange;
 #define OUT_FREE_MAX 256
 /* Parsers kept for messages to come (a parser is taken per message). */
 #define PARSER_FREE_MAX 256
+/* Write-wait parts kept for sockets to fill (only slow clients and large
+ * responses take one, and each gives it back once the socket drained). */
+#define WAIT_FREE_MAX 64
 /* What one file body may send in one loop turn before it lets the other
  * connections of the worker go (nginx's sendfile_max_chunk). */
 #define SF_TURN ((size_t)2 << 20)
@@ -170,16 +173,16 @@ static int io_try_write(latch_conn *c, const uv_buf_t *b)
 static int io_write(latch_conn *c, const uv_buf_t *b, uv_write_cb cb)
 {
     if (c->tls != NULL)
-        return latch__tls_write(c->tls, c->wreq, b, cb);
-    return uv_write(c->wreq, (uv_stream_t *)&c->tcp, b, 1, cb);
+        return latch__tls_write(c->tls, &c->wait->req, b, cb);
+    return uv_write(&c->wait->req, (uv_stream_t *)&c->tcp, b, 1, cb);
 }
 
 static int io_shutdown(latch_conn *c, uv_shutdown_cb cb)
 {
     if (c->tls != NULL)
-        return latch__tls_shutdown(c->tls, c->sreq, cb,
+        return latch__tls_shutdown(c->tls, &c->rare->sreq, cb,
                                    !(c->flags & LATCH_CF_CUT));
-    return uv_shutdown(c->sreq, (uv_stream_t *)&c->tcp, cb);
+    return uv_shutdown(&c->rare->sreq, (uv_stream_t *)&c->tcp, cb);
 }
 
 /* ------------------------------------------------------------------ */
@@ -260,9 +263,9 @@ static void fl_free(latch_freelist *f)
 }
 
 /*
- * Output buffers. A connection's `out` (and `wout`) of the first size
- * (OUT_FIRST, what every response head and small body fits in) is taken
- * from the worker's list when a response first writes into it and goes
+ * Output buffers. A connection's `out` (and its wait part's `wout`) of the
+ * first size (OUT_FIRST, what every response head and small body fits in) is
+ * taken from the worker's list when a response first writes into it and goes
  * back when it is empty again (shrink), so the 10,000 idle keep-alive
  * connections of a server hold no output buffer, and a busy one pays a
  * list pop and push per response instead of malloc and free. A buffer
@@ -286,6 +289,73 @@ static void out_give(latch_worker *w, latch_buf *b)
     }
     b->data = NULL;
     b->cap = 0;
+}
+
+/*
+ * The write-wait part (conn.h): taken when output must wait for the
+ * socket, given back by the flush that finds the socket drained, nothing
+ * left to write and no file body waiting. wait_take returns 0, or -1
+ * when out of memory.
+ *
+ * latch__conn_waits counts the parts connections hold now, all workers
+ * together: a test hook (test_survive.c checks that each fill of the
+ * socket takes one and each drain gives it back), counted only on this
+ * slow path.
+ */
+atomic_uint latch__conn_waits;
+
+static int wait_take(latch_conn *c)
+{
+    latch_conn_wait *wt;
+
+    if (c->wait != NULL)
+        return 0;
+    wt = fl_pop(&c->w->free_waits);
+    if (wt == NULL && (wt = malloc(sizeof(*wt))) == NULL)
+        return -1;
+    wt->req.data = c;
+    memset(&wt->wout, 0, sizeof(wt->wout));
+    wt->s_next = wt->s_prev = NULL;
+    c->wait = wt;
+    atomic_fetch_add_explicit(&latch__conn_waits, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* The part goes back to the pool, with no buffer: a buffer wout kept
+ * (one that grew, under HIGH_WATER: shrink) becomes out's when out has
+ * none, as it would have stayed with the connection; else it goes.
+ * Only with LATCH_CF_WRITING and LATCH_CF_SENDQ clear, or on close. */
+static void wait_give(latch_conn *c)
+{
+    latch_conn_wait *wt = c->wait;
+
+    c->wait = NULL;
+    atomic_fetch_sub_explicit(&latch__conn_waits, 1, memory_order_relaxed);
+    if (wt->wout.cap != 0 && c->out.cap == 0 &&
+        !(c->flags & LATCH_CF_CLOSING)) {
+        c->out = wt->wout;
+        c->out.len = 0;
+    } else {
+        latch__buf_dispose(&wt->wout);
+    }
+    if (!fl_push(&c->w->free_waits, wt, WAIT_FREE_MAX))
+        free(wt);
+}
+
+/* Gives the wait part back if nothing waits for the socket any more. */
+static void wait_done(latch_conn *c)
+{
+    if (c->wait != NULL && !(c->flags & (LATCH_CF_WRITING | LATCH_CF_SENDQ)))
+        wait_give(c);
+}
+
+/* The rare part (conn.h), made the first time one of its fields is
+ * needed. NULL when out of memory. */
+static latch_conn_rare *rare_take(latch_conn *c)
+{
+    if (c->rare == NULL)
+        c->rare = calloc(1, sizeof(*c->rare));
+    return c->rare;
 }
 
 /* ------------------------------------------------------------------ */
@@ -478,19 +548,20 @@ static void t_set(latch_conn *c, int kind)
 static void s_unlink(latch_conn *c)
 {
     latch_worker *w = c->w;
+    latch_conn_wait *wt = c->wait;
 
-    if (!c->on_slist)
+    if (!(c->flags & LATCH_CF_SENDQ))
         return;
-    if (c->s_prev)
-        c->s_prev->s_next = c->s_next;
+    if (wt->s_prev)
+        wt->s_prev->wait->s_next = wt->s_next;
     else
-        w->s_head = c->s_next;
-    if (c->s_next)
-        c->s_next->s_prev = c->s_prev;
+        w->s_head = wt->s_next;
+    if (wt->s_next)
+        wt->s_next->wait->s_prev = wt->s_prev;
     else
-        w->s_tail = c->s_prev;
-    c->s_next = c->s_prev = NULL;
-    c->on_slist = false;
+        w->s_tail = wt->s_prev;
+    wt->s_next = wt->s_prev = NULL;
+    c->flags &= ~LATCH_CF_SENDQ;
 }
 
 /*
@@ -514,27 +585,29 @@ static size_t s_waiting(latch_conn *c)
            (c->tls != NULL ? latch__tls_unsent(c->tls) : 0);
 }
 
+/* The connection holds its wait part (wait_take). */
 static void s_set(latch_conn *c)
 {
     latch_worker *w = c->w;
+    latch_conn_wait *wt = c->wait;
 
     s_unlink(c);
-    c->on_slist = true;
-    c->s_queued = s_waiting(c);
-    c->s_deadline = uv_now(&w->loop) + w->app->cfg.send_ms;
-    c->s_prev = w->s_tail;
-    c->s_next = NULL;
+    c->flags |= LATCH_CF_SENDQ;
+    wt->s_queued = s_waiting(c);
+    wt->s_deadline = uv_now(&w->loop) + w->app->cfg.send_ms;
+    wt->s_prev = w->s_tail;
+    wt->s_next = NULL;
     if (w->s_tail)
-        w->s_tail->s_next = c;
+        w->s_tail->wait->s_next = c;
     else
         w->s_head = c;
     w->s_tail = c;
-    arm_sweeper(w, c->s_deadline);
+    arm_sweeper(w, wt->s_deadline);
 }
 
 static void on_send_deadline(latch_conn *c)
 {
-    if (s_waiting(c) < c->s_queued) {
+    if (s_waiting(c) < c->wait->s_queued) {
         s_set(c); /* it read some: another period */
         return;
     }
@@ -580,7 +653,7 @@ static void sweep(latch_worker *w)
         while (w->tl[k].head && w->tl[k].head->deadline <= now)
             on_timeout(w->tl[k].head);
     }
-    while (w->s_head && w->s_head->s_deadline <= now)
+    while (w->s_head && w->s_head->wait->s_deadline <= now)
         on_send_deadline(w->s_head);
     if (w->draining && w->drain_deadline && now >= w->drain_deadline) {
         /* The drain time is over: what is still open is cut. */
@@ -606,8 +679,8 @@ static void sweep(latch_worker *w)
     for (k = 1; k < LATCH_T_COUNT; k++)
         if (w->tl[k].head && w->tl[k].head->deadline < next)
             next = w->tl[k].head->deadline;
-    if (w->s_head && w->s_head->s_deadline < next)
-        next = w->s_head->s_deadline;
+    if (w->s_head && w->s_head->wait->s_deadline < next)
+        next = w->s_head->wait->s_deadline;
     if (w->draining && w->drain_deadline && w->drain_deadline < next)
         next = w->drain_deadline;
     if (next != UINT64_MAX)
@@ -764,7 +837,8 @@ static void on_closed(uv_handle_t *h)
     parser_give_back(c);
     rbuf_release(w, c->rb);
     latch__buf_dispose(&c->out);
-    latch__buf_dispose(&c->wout);
+    if (c->wait != NULL)
+        wait_give(c); /* its uv_write, if any, completed (cancelled) */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -782,8 +856,7 @@ static void on_closed(uv_handle_t *h)
             *pp = c->next_dirty;
     }
     latch__tls_free(c->tls);
-    free(c->sreq);
-    free(c->wreq);
+    free(c->rare);
     free(c);
     if (w->draining && w->nconns == 0)
         w->drained(w);
@@ -818,20 +891,20 @@ static void close_why(latch_conn *c, int reason)
                                  !(c->flags & LATCH_CF_CUT));
     if (c->sf != NULL)
         sf_end(c, UV_ECANCELED);
-    if (c->sf_poll != NULL) {
+    if (c->rare != NULL && c->rare->sf_poll != NULL) {
         /* uv_close stops the watch at once (epoll forgets the dup), so
          * the dup may close right after; the handle's memory goes when
          * libuv is done with it. */
         uv_os_fd_t dfd = -1;
-        uv_fileno((uv_handle_t *)c->sf_poll, &dfd);
-        uv_close((uv_handle_t *)c->sf_poll, (uv_close_cb)free);
+        uv_fileno((uv_handle_t *)c->rare->sf_poll, &dfd);
+        uv_close((uv_handle_t *)c->rare->sf_poll, (uv_close_cb)free);
         if (dfd >= 0)
             close(dfd);
-        c->sf_poll = NULL;
+        c->rare->sf_poll = NULL;
     }
-    if (c->shake_timer != NULL) {
-        uv_close((uv_handle_t *)c->shake_timer, (uv_close_cb)free);
-        c->shake_timer = NULL;
+    if (c->rare != NULL && c->rare->shake_timer != NULL) {
+        uv_close((uv_handle_t *)c->rare->shake_timer, (uv_close_cb)free);
+        c->rare->shake_timer = NULL;
     }
     if (c->cur != NULL) {
         r = c->cur;
@@ -894,12 +967,11 @@ static void start_linger(latch_conn *c)
         conn_close(c);
         return;
     }
-    c->sreq = malloc(sizeof(*c->sreq));
-    if (c->sreq == NULL) {
+    if (rare_take(c) == NULL) {
         conn_close(c);
         return;
     }
-    c->sreq->data = c;
+    c->rare->sreq.data = c;
     if (io_shutdown(c, on_shutdown) != 0)
         conn_close(c);
 }
@@ -933,7 +1005,7 @@ static void read_resume(latch_conn *c)
  */
 static uint64_t held(const latch_conn *c)
 {
-    uint64_t n = c->out.len + c->wout.len;
+    uint64_t n = pending_out(c);
     const latch_res *r;
 
     for (r = c->q_head; r != NULL; r = r->q_next)
@@ -1109,23 +1181,24 @@ static void on_shaken(uv_timer_t *t)
     latch_conn *c = t->data;
 
     uv_close((uv_handle_t *)t, (uv_close_cb)free);
-    c->shake_timer = NULL;
-    peer_gone_now(c, c->shake_status);
+    c->rare->shake_timer = NULL;
+    peer_gone_now(c, c->rare->shake_status);
 }
 
 static void peer_gone(latch_conn *c, int status)
 {
     uint64_t delay = latch__shake_ms(c->w);
+    latch_conn_rare *r;
 
-    if (delay > 0 && c->shake_timer == NULL &&
-        (c->shake_timer = malloc(sizeof(*c->shake_timer))) != NULL) {
+    if (delay > 0 && (r = rare_take(c)) != NULL && r->shake_timer == NULL &&
+        (r->shake_timer = malloc(sizeof(*r->shake_timer))) != NULL) {
         /* LATCH_SHAKE: the disconnect reaches the app a little later, as
          * it may in production. */
         read_stop(c);
-        c->shake_status = status;
-        c->shake_timer->data = c;
-        uv_timer_init(&c->w->loop, c->shake_timer);
-        uv_timer_start(c->shake_timer, on_shaken, delay, 0);
+        r->shake_status = status;
+        r->shake_timer->data = c;
+        uv_timer_init(&c->w->loop, r->shake_timer);
+        uv_timer_start(r->shake_timer, on_shaken, delay, 0);
         return;
     }
     peer_gone_now(c, status);
@@ -1478,8 +1551,7 @@ static void process(latch_conn *c)
                 break;
             if (c->cur == NULL &&
                 (c->inflight >= cfg->pipeline ||
-                 (c->inflight > 0 &&
-                  c->out.len + c->wout.len >= cfg->conn_buffer))) {
+                 (c->inflight > 0 && pending_out(c) >= cfg->conn_buffer))) {
                 /* Enough in flight or held: stop reading until some
                  * finish or go out (maybe_resume). */
                 read_pause(c);
@@ -1855,7 +1927,7 @@ static void h1_ended(latch_res *res)
 
 static size_t pending_out(const latch_conn *c)
 {
-    return c->out.len + c->wout.len;
+    return c->out.len + (c->wait != NULL ? c->wait->wout.len : 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1900,7 +1972,7 @@ static bool h1_on_wire(const latch_res *res)
             return false; /* its bytes wait behind an earlier response */
     if (res->end_seq <= c->written_total)
         return true;
-    return !c->writing && pending_out(c) < LATCH_HIGH_WATER;
+    return !(c->flags & LATCH_CF_WRITING) && pending_out(c) < LATCH_HIGH_WATER;
 }
 
 static void h1_want_flush(latch_res *res)
@@ -2044,19 +2116,22 @@ static void shrink(latch_conn *c, latch_buf *b)
     }
 }
 
+/* The wait part stays until the flush this schedules: out may have
+ * filled meanwhile, and then the socket is likely full again. */
 static void on_written(uv_write_t *req, int status)
 {
     latch_conn *c = req->data;
+    latch_conn_wait *wt = c->wait;
 
-    c->writing = false;
+    c->flags &= ~LATCH_CF_WRITING;
     if (status < 0) {
         if (status != UV_ECANCELED)
             conn_close(c);
         return;
     }
-    c->written_total += c->wout.len;
-    c->wout.len = 0;
-    shrink(c, &c->wout);
+    c->written_total += wt->wout.len;
+    wt->wout.len = 0;
+    shrink(c, &wt->wout);
     s_unlink(c);
     finish_written(c);
     if (c->flags & LATCH_CF_CLOSING)
@@ -2136,10 +2211,13 @@ static void sf_end(latch_conn *c, int status)
     c->sf = NULL;
     /* libuv's stop is an epoll_ctl(DEL) whether or not the watch is on:
      * a body that never waited (most small files) makes no syscall. */
-    if (c->sf_poll != NULL && uv_is_active((uv_handle_t *)c->sf_poll))
-        uv_poll_stop(c->sf_poll);
-    if (!c->writing)
+    if (c->rare != NULL && c->rare->sf_poll != NULL &&
+        uv_is_active((uv_handle_t *)c->rare->sf_poll))
+        uv_poll_stop(c->rare->sf_poll);
+    if (!(c->flags & LATCH_CF_WRITING)) {
         s_unlink(c);
+        wait_done(c);
+    }
     if (status == 0 && !(c->flags & LATCH_CF_CLOSING)) {
         h1_unhold(res);
         if (res == c->writer && res->state >= LATCH_RS_ENDED)
@@ -2162,7 +2240,9 @@ static int sf_watch(latch_conn *c)
     uv_poll_t *p;
     int dfd, r;
 
-    if (c->sf_poll != NULL)
+    if (rare_take(c) == NULL)
+        return LATCH_ERR_NOMEM;
+    if (c->rare->sf_poll != NULL)
         return 0;
     if ((r = uv_fileno((uv_handle_t *)&c->tcp, &sfd)) < 0)
         return r;
@@ -2179,7 +2259,7 @@ static int sf_watch(latch_conn *c)
         return r;
     }
     p->data = c;
-    c->sf_poll = p;
+    c->rare->sf_poll = p;
     return 0;
 }
 
@@ -2231,14 +2311,18 @@ static void sf_run(latch_conn *c)
     }
     /* The socket is full, or this turn's share is spent: on when it can
      * take more. A deadline that finds no byte moved since closes it. */
-    if (moved || !c->on_slist)
+    if (wait_take(c) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (moved || !(c->flags & LATCH_CF_SENDQ))
         s_set(c);
     /* A watch still on (sf_run called from on_sf_writable) stays as it
      * is: libuv's start is a DEL then an ADD even for the same events.
      * No watch to be had: the body cannot go on (truncated, closed). */
     if (sf_watch(c) < 0 ||
-        (!uv_is_active((uv_handle_t *)c->sf_poll) &&
-         uv_poll_start(c->sf_poll, UV_WRITABLE, on_sf_writable) < 0))
+        (!uv_is_active((uv_handle_t *)c->rare->sf_poll) &&
+         uv_poll_start(c->rare->sf_poll, UV_WRITABLE, on_sf_writable) < 0))
         conn_close(c);
 }
 
@@ -2251,7 +2335,7 @@ static void on_sf_writable(uv_poll_t *p, int status, int events)
 
     (void)events;
     if (c->sf == NULL || (c->flags & LATCH_CF_CLOSING) || status < 0 ||
-        c->writing || c->out.len > 0) {
+        (c->flags & LATCH_CF_WRITING) || c->out.len > 0) {
         if (!uv_is_closing((uv_handle_t *)p))
             uv_poll_stop(p);
         if (status < 0 && c->sf != NULL && !(c->flags & LATCH_CF_CLOSING))
@@ -2306,7 +2390,7 @@ static void flush(latch_conn *c)
         if (c->flags & LATCH_CF_CLOSING)
             return;
     }
-    if (c->writing)
+    if (c->flags & LATCH_CF_WRITING)
         return;
     if (c->out.len > 0) {
         b = uv_buf_init(c->out.data, (unsigned)c->out.len);
@@ -2320,27 +2404,24 @@ static void flush(latch_conn *c)
         c->written_total += (size_t)n;
         if ((size_t)n < c->out.len) {
             /* The socket is full: hand the rest to uv_write and collect
-             * new output in the other buffer meanwhile. */
-            memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
-            c->out.len -= (size_t)n;
-            tmp = c->wout;
-            c->wout = c->out;
-            c->out = tmp;
-            c->out.len = 0;
-            b = uv_buf_init(c->wout.data, (unsigned)c->wout.len);
-            /* Most connections never fill the socket: the request for
-             * it is allocated the first time, not with every connection. */
-            if (c->wreq == NULL &&
-                (c->wreq = malloc(sizeof(*c->wreq))) == NULL) {
+             * new output in the other buffer meanwhile. Most connections
+             * never fill the socket: what waiting needs is taken now. */
+            if (wait_take(c) < 0) {
                 conn_close(c);
                 return;
             }
-            c->wreq->data = c;
+            memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
+            c->out.len -= (size_t)n;
+            tmp = c->wait->wout;
+            c->wait->wout = c->out;
+            c->out = tmp;
+            c->out.len = 0;
+            b = uv_buf_init(c->wait->wout.data, (unsigned)c->wait->wout.len);
             if (io_write(c, &b, on_written) < 0) {
                 conn_close(c);
                 return;
             }
-            c->writing = true;
+            c->flags |= LATCH_CF_WRITING;
             s_set(c);
         } else {
             c->out.len = 0;
@@ -2363,12 +2444,15 @@ static void flush(latch_conn *c)
         }
         latch__res_check_drain(c->writer);
     }
-    if (c->sf != NULL && !c->writing && c->out.len == 0) {
+    if (c->sf != NULL && !(c->flags & LATCH_CF_WRITING) && c->out.len == 0) {
         sf_run(c);
         if (c->flags & LATCH_CF_CLOSING)
             return;
     }
-    if (!c->writing && c->out.len == 0 &&
+    /* The socket took everything and no file body waits: the wait part
+     * goes back (a waiting connection holds none). */
+    wait_done(c);
+    if (!(c->flags & LATCH_CF_WRITING) && c->out.len == 0 &&
         (c->flags & LATCH_CF_CLOSE_AFTER_WRITE) && c->q_head == NULL)
         start_linger(c);
 }
@@ -2379,7 +2463,7 @@ static void flush_now(latch_conn *c)
 {
     uv_buf_t b;
 
-    if (c->writing || c->out.len == 0 || (c->flags & LATCH_CF_CLOSING))
+    if ((c->flags & (LATCH_CF_WRITING | LATCH_CF_CLOSING)) || c->out.len == 0)
         return;
     b = uv_buf_init(c->out.data, (unsigned)c->out.len);
     (void)io_try_write(c, &b);
@@ -2451,4 +2535,5 @@ void latch__conn_pool_free(latch_worker *w)
     w->nfree_first = 0;
     fl_free(&w->free_outs);
     fl_free(&w->free_parsers);
+    fl_free(&w->free_waits);
 }

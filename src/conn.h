@@ -30,7 +30,44 @@ enum {
                                        look clean (no TLS close_notify) */
     LATCH_CF_BODY_WAIT = 1u << 14,  /* a streamed body waits for its sink
                                        (none yet, or it paused) */
+    LATCH_CF_WRITING = 1u << 15,    /* uv_write runs on the wait part's
+                                       wout */
+    LATCH_CF_SENDQ = 1u << 16,      /* on the worker's send list (the send
+                                       timeout runs) */
 };
+
+/*
+ * What a connection needs only while its output waits for the socket
+ * (uv_try_write did not take everything, or a file body waits for
+ * writability): taken from the worker's pool when a write must wait,
+ * given back once the socket took everything and nothing is queued, so
+ * a connection that waits for its next request or event holds none.
+ * Held while LATCH_CF_WRITING or LATCH_CF_SENDQ is set, or between a
+ * write's completion and the flush after it.
+ */
+typedef struct latch_conn_wait {
+    uv_write_t req; /* uv_write of wout (tls.c's write takes it too) */
+    latch_buf wout; /* being written by uv_write; out collects meanwhile */
+    /* The send timeout: the worker's send list, the deadline, and the
+     * size of what waited for the client when last looked at. */
+    latch_conn *s_next, *s_prev;
+    uint64_t s_deadline;
+    size_t s_queued;
+} latch_conn_wait;
+
+/*
+ * What few connections ever use, behind one pointer: made the first time
+ * one of them is needed, freed with the connection.
+ */
+typedef struct latch_conn_rare {
+    uv_shutdown_t sreq; /* the write side's shutdown (start_linger) */
+    /* The writability watch a file body waits on (a dup of the socket,
+     * made for the connection's first body that has to wait, kept until
+     * it closes). */
+    uv_poll_t *sf_poll;
+    uv_timer_t *shake_timer; /* a disconnect whose delivery is delayed */
+    int shake_status;        /* ... and its status */
+} latch_conn_rare;
 
 struct latch_conn {
     uv_tcp_t tcp;
@@ -56,13 +93,11 @@ struct latch_conn {
     /* Responses in request order; only the head one writes to `out`. */
     latch_res *q_head, *q_tail;
     latch_res *writer; /* first response in the queue not yet ended */
-    uint32_t inflight;
-    int shake_status;
-    uv_shutdown_t *sreq;
-    uv_timer_t *shake_timer; /* a disconnect whose delivery is delayed */
-    /* Write side: out collects bytes; wout is being written by uv_write. */
-    latch_buf out, wout;
-    uv_write_t *wreq;       /* allocated the first time the socket is full */
+    /* Write side: out collects bytes (the wait part's wout is what
+     * uv_write has, while the socket is full). */
+    latch_buf out;
+    latch_conn_wait *wait;  /* NULL unless output waits for the socket */
+    latch_conn_rare *rare;  /* NULL until one of its fields is needed */
     uint64_t out_total;     /* bytes ever appended to out */
     uint64_t written_total; /* bytes the OS accepted */
     /* Lists. */
@@ -77,21 +112,14 @@ struct latch_conn {
     uint8_t peer_family;
     uint16_t peer_port;
     uint8_t peer_addr[16];
-    /* Here, where the address leaves room: uv_write runs on wout; on the
-     * worker's send list (below). */
-    bool writing, on_slist;
+    /* Here, where the address leaves room: responses queued (requests
+     * dispatched whose response has not gone out). */
+    uint32_t inflight;
     /* The request being received: when it started, bytes so far. */
     uint64_t rx_start, rx_bytes;
-    /* The send timeout: on the worker's send list while output waits for
-     * the socket; the size of libuv's write queue when last looked at. */
-    latch_conn *s_next, *s_prev;
-    uint64_t s_deadline;
-    size_t s_queued;
-    /* A file body going out with sendfile(2) (conn.c's h1_sendfile), and
-     * the writability watch it waits on (a dup of the socket, made for
-     * the connection's first such body, kept until it closes). */
+    /* A file body going out with sendfile(2) (conn.c's h1_sendfile); read
+     * by every response's writes, so here rather than in the rare part. */
     struct latch_sfile *sf;
-    uv_poll_t *sf_poll;
 };
 
 #endif

@@ -391,9 +391,10 @@ struct latch_worker {
     uint32_t nfree_rbufs;
     latch_rbuf *free_first; /* connections' first (small) read buffers */
     uint32_t nfree_first;
-    /* Connections' output buffers while they have nothing to send, and
-     * parsers while no message is read (conn.c's intrusive lists). */
-    latch_freelist free_outs, free_parsers;
+    /* Connections' output buffers while they have nothing to send,
+     * parsers while no message is read, and write-wait parts while the
+     * socket takes everything (conn.c's intrusive lists). */
+    latch_freelist free_outs, free_parsers, free_waits;
     latch_res *free_res;
     uint32_t nfree_res;
     struct latch_res_cold *free_cold; /* responses' cold parts (res.c) */

@@ -5,7 +5,10 @@
  * whatever its SIGPIPE disposition; pipelined requests are answered in
  * order at any depth however the bytes are split; a client that never
  * reads loses its connection at the send timeout and cannot make the
- * server hold more than the connection buffer; requests that arrive too
+ * server hold more than the connection buffer; a client that stops
+ * reading, then reads, gets every byte in order, fill after fill on one
+ * connection, each fill taking the connection's write-wait part and each
+ * drain giving it back; requests that arrive too
  * slowly get 408; at the connection cap idle and slow connections make
  * room for newcomers; a slow-body attack on a server with 256 descriptors
  * does not deny service to normal clients; accept failures are counted
@@ -62,13 +65,23 @@ static int h_n(latch_req *req, latch_res *res, void *data)
 
 static _Atomic int big_dispatched;
 static size_t big_size = 256 * 1024; /* set while no server runs */
-static char big_body[4u << 20];      /* all 'x', shared by the workers */
+/* Lines of 16 bytes, each its own offset in hex: a byte lost, doubled or
+ * moved shows. Shared by the workers. */
+static char big_body[4u << 20];
 static pthread_once_t big_once = PTHREAD_ONCE_INIT;
 
 static void big_init(void)
 {
-    memset(big_body, 'x', sizeof(big_body));
+    char line[17];
+
+    for (size_t i = 0; i < sizeof(big_body); i += 16) {
+        snprintf(line, sizeof(line), "%015zx\n", i);
+        memcpy(big_body + i, line, 16);
+    }
 }
+
+/* conn.c's test hook: write-wait parts held by connections now. */
+extern atomic_uint latch__conn_waits;
 
 static int h_big(latch_req *req, latch_res *res, void *data)
 {
@@ -100,6 +113,36 @@ static void sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+/* True once latch__conn_waits is `n`, false if it is not within
+ * timeout_ms (looked at every millisecond). */
+static bool waits_become(unsigned n, int timeout_ms)
+{
+    int64_t t0 = th_now_ms();
+
+    while (atomic_load(&latch__conn_waits) != n) {
+        if (th_now_ms() - t0 > timeout_ms)
+            return false;
+        sleep_ms(1);
+    }
+    return true;
+}
+
+/* A socket connected to 127.0.0.1:port whose receive buffer is `rcv`
+ * bytes, set before the connect so the window it announces stays small. */
+static int small_window_connect(int port, int rcv)
+{
+    struct sockaddr_in sa = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
 }
 
 /* Sends all of it, or returns false (the peer went away). */
@@ -462,20 +505,15 @@ static void test_nonreader_bounded_then_closed(void **state)
     assert_int_equal(latch_get(app, "/big", h_big, NULL), 0);
     setup_nonreader(app);
     th_server_start(&s, app);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
-    {
-        struct sockaddr_in sa = {0};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons((uint16_t)s.port);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    }
+    assert_int_equal(atomic_load(&latch__conn_waits), 0);
+    fd = small_window_connect(s.port, rcv);
     snprintf(req, sizeof(req), "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     for (i = 0; i < 16; i++)
         assert_true(send_all(fd, req, strlen(req)));
     t0 = th_now_ms();
+    /* The socket is full: the output waits, under the send timeout, in
+     * the connection's write-wait part. */
+    assert_true(waits_become(1, 5000));
     /* The server must give up on it: a reset or EOF arrives within the
      * send timeout and some slack, without our reading before. */
     sleep_ms(2500);
@@ -490,6 +528,79 @@ static void test_nonreader_bounded_then_closed(void **state)
         assert_int_not_equal(end, TH_OPEN);
     }
     assert_true(th_now_ms() - t0 < 10000);
+    /* The closed connection gave its part back. */
+    assert_true(waits_become(0, 5000));
+    close(fd);
+    big_size = 256 * 1024;
+    assert_int_equal(th_server_stop(&s), 0);
+}
+
+/* Whether the head of one response to GET /big and all of its body (as
+ * big_size bytes of big_body) arrived. */
+static bool until_big(const char *buf, size_t len, void *arg)
+{
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+
+    (void)arg;
+    return end != NULL && (size_t)(buf + len - (end + 4)) >= big_size;
+}
+
+/*
+ * Fill and drain, again and again, on one keep-alive connection: a 4 MiB
+ * response to a client that reads nothing (through a small window, so
+ * the kernel never holds all of it) fills the socket, and the output
+ * waits in the connection's write-wait part; then the client reads it
+ * all, every byte in order, and the drained connection gives the part
+ * back before the next request. Under ASan, a part lost or freed twice
+ * on the way shows too.
+ */
+static void test_fill_drain_cycles(void **state)
+{
+    th_server s;
+    latch_app *app = latch_app_new();
+    int fd, round;
+    size_t len;
+    char *out;
+    th_resp *r;
+
+    (void)state;
+    big_size = 4u << 20;
+    assert_int_equal(latch_get(app, "/big", h_big, NULL), 0);
+    assert_int_equal(latch_get(app, "/hello", h_hello, NULL), 0);
+    /* Far more than the test takes: no timeout closes the connection
+     * (which would give its part back too). */
+    assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_SEND, 60000), 0);
+    assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_KEEPALIVE, 60000),
+                     0);
+    th_server_start(&s, app);
+    assert_int_equal(atomic_load(&latch__conn_waits), 0);
+    fd = small_window_connect(s.port, 4096);
+    for (round = 0; round < 5; round++) {
+        th_send_str(fd, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+        if (!waits_become(1, 5000))
+            fail_msg("round %d: the output never waited for the socket", round);
+        out = th_read(fd, &len, 20000, until_big, NULL);
+        assert_non_null(out);
+        assert_int_equal(th_last_end(), TH_OPEN);
+        r = th_expect_responses(out, len, 1, NULL);
+        assert_int_equal(r[0].status, 200);
+        assert_int_equal(r[0].body_len, big_size);
+        if (memcmp(r[0].body, big_body, big_size) != 0)
+            fail_msg("round %d: the body arrived altered", round);
+        th_resp_free(r, 1);
+        free(r);
+        free(out);
+        if (!waits_become(0, 5000))
+            fail_msg("round %d: the drained connection kept its part", round);
+    }
+    /* The connection still serves. */
+    th_send_str(fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    {
+        int n = 1;
+        out = th_read(fd, &len, 5000, th_until_responses, &n);
+    }
+    assert_non_null(strstr(out, "\r\n\r\nhello"));
+    free(out);
     close(fd);
     big_size = 256 * 1024;
     assert_int_equal(th_server_stop(&s), 0);
@@ -511,15 +622,7 @@ static void test_slow_reader_kept(void **state)
     assert_int_equal(latch_get(app, "/big", h_big, NULL), 0);
     assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_SEND, 1000), 0);
     th_server_start(&s, app);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
-    {
-        struct sockaddr_in sa = {0};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons((uint16_t)s.port);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    }
+    fd = small_window_connect(s.port, rcv);
     th_send_str(fd, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     start = th_now_ms();
     /* Read 4 MiB in 8 KiB steps, pausing 100 ms every 128 KiB: about
@@ -929,6 +1032,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_any_depth),
         cmocka_unit_test(test_nonreader_bounded_then_closed),
         cmocka_unit_test(test_slow_reader_kept),
+        cmocka_unit_test(test_fill_drain_cycles),
         cmocka_unit_test(test_slow_body_408),
         cmocka_unit_test(test_receive_deadline_408),
         cmocka_unit_test(test_connection_cap_sheds),
