@@ -871,7 +871,8 @@ LATCH_API int latch_res_get_status_at(const latch_res *res, latch_site at);
  * token and value must not contain CR, LF or NUL (LATCH_ERR_INVALID_CHAR).
  * The strings are copied. latch owns the framing, so these are refused
  * with LATCH_ERR_INVALID_ARG (reported): a Content-Length that is not a
- * decimal number, a second Content-Length or Transfer-Encoding line, the
+ * decimal number up to 2^63 - 1 (what clients can hold), a second
+ * Content-Length or Transfer-Encoding line, the
  * two together, and a Transfer-Encoding other than "chunked". A
  * Transfer-Encoding is dropped for an HTTP/1.0 client (the body then ends
  * at the close), and a Connection header that promises keep-alive on a

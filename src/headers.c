@@ -129,13 +129,23 @@ static bool is_cl(const char *name, size_t n)
     return n == 14 && latch__res_ieq(name, "content-length", 14);
 }
 
-static bool digits_only(const char *s)
+/* A Content-Length a client can hold: decimal digits only, at most
+ * 2^63 - 1. Clients read it into a signed 64-bit integer (curl, Go) and
+ * refuse a larger one as malformed (RFC 9110 8.6 warns of the overflow):
+ * "99999999999999999999" would be a response no client can frame. */
+static bool cl_valid(const char *s)
 {
+    uint64_t v = 0;
+
     if (*s == '\0')
         return false;
-    for (; *s; s++)
+    for (; *s; s++) {
         if (*s < '0' || *s > '9')
             return false;
+        if (v > ((uint64_t)INT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
     return true;
 }
 
@@ -208,14 +218,15 @@ static bool is_only_token(const char *v, const char *tok)
  * would announce a coding the body does not have), a second
  * Transfer-Encoding or Content-Length line, Content-Length together with
  * Transfer-Encoding (RFC 9112 §6.2: a sender must not), and a
- * Content-Length that is not a decimal number.
+ * Content-Length that is not a decimal number or is past 2^63 - 1.
  */
 static const char *framing_check(latch_res *res, const char *name, size_t n,
                                  const char *value, bool append)
 {
     if (is_cl(name, n)) {
-        if (!digits_only(value))
-            return "Content-Length must be a decimal number";
+        if (!cl_valid(value))
+            return "Content-Length must be a decimal number up to "
+                   "9223372036854775807";
         if (append && latch__res_find_header(res, name, n) >= 0)
             return "A second Content-Length would make the body's end "
                    "ambiguous";

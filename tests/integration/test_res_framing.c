@@ -9,7 +9,8 @@
  * append_header, latch_res_type, latch_res_status, write_head,
  * send_status): a Transfer-Encoding other than chunked, Content-Length
  * with chunked (either order), two Content-Lengths, a Content-Length that
- * is not a number, a 1xx status as the final answer. The call is refused
+ * is not a number or that no client can hold (past 2^63 - 1), a 1xx
+ * status as the final answer. The call is refused
  * and reported (or normalized), and the answer that follows is checked
  * byte for byte, then /ok on the same connection.
  *
@@ -65,6 +66,12 @@ static int framing_handler(latch_req *req, latch_res *res, const void *arg)
         latch_res_set_header(res, "Content-Length", "-1");
         latch_res_set_header(res, "Content-Length", " 5");
         latch_res_set_header(res, "Content-Length", "0x5");
+        latch_res_end(res, "hello", 5);
+    } else if (strcmp(p, "/cl-too-big") == 0) {
+        /* Digits, but past what a client reads into a signed 64-bit
+         * integer: once on the wire, the response could not be framed. */
+        latch_res_set_header(res, "Content-Length", "99999999999999999999");
+        latch_res_set_header(res, "Content-Length", "9223372036854775808");
         latch_res_end(res, "hello", 5);
     } else if (strcmp(p, "/te-send") == 0) {
         /* send knows the whole body: its Content-Length wins. */
@@ -143,6 +150,10 @@ static const fcase cases[] = {
      HELLO_CL,
      {IA, IA, IA},
      {"latch_res_set_header", "latch_res_set_header", "latch_res_set_header"}},
+    {"/cl-too-big",
+     HELLO_CL,
+     {IA, IA},
+     {"latch_res_set_header", "latch_res_set_header"}},
     {"/te-send", HELLO_SEND, {0}, {NULL}},
     {"/status-101", HELLO_SEND, {IS}, {"latch_res_status"}},
     {"/write-head-103", HELLO_SEND, {IS}, {"latch_res_write_head"}},
