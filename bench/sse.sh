@@ -11,7 +11,8 @@
 #           (VmRSS after the N subscribed minus before, / N);
 #   rate    $RATE events/s for $RATE_S seconds: publish -> client latency,
 #           p50 and p99 of every delivery (CLOCK_MONOTONIC, one machine).
-# Each line is the median of $ROUNDS rounds. Results: bench/results/
+# Each line is the median of $ROUNDS rounds, after $WARMUP warm-up round(s)
+# left out of it. Results: bench/results/
 # sse-<UTC>.txt. Usage: bench/sse.sh   (SUBS="1000" ROUNDS=1 for a look)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 SUBS=${SUBS:-"1000 10000"}
 DELIVERIES=${DELIVERIES:-500000} # per burst round: K = DELIVERIES / N
 ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-1} # rounds run first and left out of the medians
 RATE=${RATE:-10}
 RATE_S=${RATE_S:-3}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -102,7 +104,7 @@ mkdir -p bench/results
 result=bench/results/sse-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
   echo "# bench/sse.sh $(date -u +%FT%TZ) on $(nproc) CPUs ($(uname -r))"
-  echo "# SUBS=\"$SUBS\" DELIVERIES=$DELIVERIES ROUNDS=$ROUNDS RATE=$RATE RATE_S=$RATE_S"
+  echo "# SUBS=\"$SUBS\" DELIVERIES=$DELIVERIES ROUNDS=$ROUNDS WARMUP=$WARMUP RATE=$RATE RATE_S=$RATE_S"
   echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$result"
 for n in $SUBS; do
@@ -112,14 +114,15 @@ for n in $SUBS; do
     log "$s: $n subscribers, burst of $k events"
     start "$s"
     taskset -c "$CLIENT_CPU" build-bench/sseclients -p "$port" -P "$pid" \
-      -R "$redis_pid" -n "$n" -k "$k" -i "$ROUNDS" -l "$s-burst" |
+      -R "$redis_pid" -n "$n" -k "$k" -i "$ROUNDS" -w "$WARMUP" \
+      -l "$s-burst" |
       tee -a "$result" | grep '^sse:' >&2 || true
     stop
     log "$s: $n subscribers, $RATE events/s for $RATE_S s"
     start "$s"
     taskset -c "$CLIENT_CPU" build-bench/sseclients -p "$port" -P "$pid" \
       -R "$redis_pid" -n "$n" -k $((RATE * RATE_S)) -r "$RATE" -i "$ROUNDS" \
-      -l "$s-rate" | tee -a "$result" | grep '^sse:' >&2 || true
+      -w "$WARMUP" -l "$s-rate" | tee -a "$result" | grep '^sse:' >&2 || true
     stop
   done
 done
