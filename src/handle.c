@@ -183,6 +183,47 @@ void latch__rslot_give_back(uint32_t idx)
     pthread_mutex_unlock(&slot_mu);
 }
 
+/*
+ * What a handle may still reach once an app's run is over for good: the
+ * next latch_run frees the workers of the last one (ws[0..n)), and
+ * latch_app_free the app. A response the program held past its run (a
+ * latch_res_retain it never released, a thread that kept it) still has a
+ * live slot pointing to a worker about to be freed, so a later call through
+ * its handle (latch_res_post, latch_res_release, any getter) would follow
+ * it: its slot is retired now, and such a call is refused as for any stale
+ * handle. The object itself stays where it was, as unreleased as before.
+ * With app_gone every slot that names the app forgets it (free slots too):
+ * a stale handle used after latch_app_free is refused without a report,
+ * there being no app left to report to. Any thread; the caller makes sure
+ * no worker of the app runs.
+ */
+void latch__rslot_run_over(const latch_app *app, const latch_worker *ws, int n,
+                           bool app_gone)
+{
+    uint32_t i;
+
+    pthread_mutex_lock(&slot_mu);
+    for (i = 0; i < slot_count; i++) {
+        latch_slot *sl = latch__rslot_at(i);
+        latch_res *r;
+
+        if (atomic_load_explicit(&sl->app, memory_order_relaxed) != app)
+            continue;
+        r = atomic_load_explicit(&sl->obj, memory_order_relaxed);
+        if (r != NULL && n > 0 && r->w >= ws && r->w < ws + n &&
+            atomic_load_explicit(&sl->gen, memory_order_relaxed) != 0) {
+            /* Retired as a slot whose generation would wrap is: never on
+             * the free list again, its handles stale forever. */
+            atomic_store_explicit(&sl->last_id, r->req.id,
+                                  memory_order_relaxed);
+            atomic_store_explicit(&sl->gen, 0, memory_order_release);
+        }
+        if (app_gone)
+            atomic_store_explicit(&sl->app, NULL, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&slot_mu);
+}
+
 latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
 {
     uint32_t idx = LATCH_H_SLOT(v);

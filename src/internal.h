@@ -1018,6 +1018,12 @@ latch_res *latch__res_stale(uintptr_t v, const char *call,
 uint32_t latch__rslot_take(void);
 void latch__rslot_give_back(uint32_t idx);
 latch_slot *latch__rslot_at(uint32_t idx);
+/* handle.c: an app's run is over for good (server.c: the next latch_run
+ * frees the workers ws[0..n) of the last one; latch_app_free frees the
+ * app). The slots of responses that still point to those workers are
+ * retired, and with app_gone every slot forgets the app. */
+void latch__rslot_run_over(const latch_app *app, const latch_worker *ws, int n,
+                           bool app_gone);
 /* The site of calls that have none (plain functions). */
 static const latch_site latch__no_site = {NULL, 0, NULL};
 

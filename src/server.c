@@ -623,6 +623,10 @@ static void free_spent(latch_app *app)
 {
     int i;
 
+    /* A response the program still holds from that run points to these
+     * workers: its handle goes stale before they go. */
+    if (app->nspent > 0)
+        latch__rslot_run_over(app, app->spent, app->nspent, false);
     for (i = 0; i < app->nspent; i++)
         pthread_mutex_destroy(&app->spent[i].post_mu);
     free(app->spent);
@@ -686,6 +690,8 @@ void latch__server_free(latch_app *app)
         latch__tls_ctx_free(app->listeners[i].tls);
     }
     free_spent(app);
+    /* A handle kept past the app is refused, never reported to it. */
+    latch__rslot_run_over(app, NULL, 0, true);
     pthread_mutex_destroy(&app->live_mu);
 }
 

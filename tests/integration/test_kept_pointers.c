@@ -12,6 +12,12 @@
  * latch_res_post to a response kept without a reference, whose report
  * must name the caller and the request the handle belonged to.
  *
+ * And handles that outlive more than their request: a response held
+ * (retained, never released) into the app's next latch_run, whose start
+ * frees the workers it pointed to, and a handle kept without a reference
+ * past latch_app_free. Both are refused as stale handles, never followed
+ * (ASan checks).
+ *
  * One worker and one connection make the next request reuse the object
  * (and, for the timer and the join, memory) the first one had.
  */
@@ -329,6 +335,102 @@ static void test_held_past_run(void **state)
     latch_app_free(app);
 }
 
+static int h_ok(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    return latch_res_send(res, "ok", 2);
+}
+
+/*
+ * The same reference, still held when the program runs the app again:
+ * that latch_run frees the workers of the first run, which the held
+ * response points to. Every call through its handle is refused as stale
+ * and reported (it followed the freed worker before), the second run
+ * serves as usual, and after latch_app_free the handle is refused
+ * without a report (there is no app to report to).
+ */
+static void test_held_into_the_next_run(void **state)
+{
+    static th_violations v;
+    th_server s;
+    latch_app *app = latch_app_new();
+    int fd;
+    size_t len;
+    char *out;
+
+    (void)state;
+    memset(&v, 0, sizeof(v));
+    th_record_violations(app, &v);
+    assert_int_equal(latch_get(app, "/hold", h_hold, NULL), 0);
+    assert_int_equal(latch_get(app, "/ok", h_ok, NULL), 0);
+    assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_DRAIN, 100), 0);
+    th_server_start(&s, app);
+    fd = th_connect(s.port);
+    th_send_str(fd, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    while (held == NULL)
+        usleep(1000);
+    latch_stop(app);
+    pthread_join(*(pthread_t *)s.thread, NULL);
+    free(s.thread);
+    out = th_read(fd, &len, 5000, NULL, NULL);
+    free(out);
+    close(fd);
+    /* The second run; its first request is served before the old handle
+     * is used, so that the run is surely under way. */
+    th_server_start(&s, app);
+    th_expect_alive(s.port, "/ok", "ok");
+    assert_int_equal(th_violation_count(&v), 0);
+    assert_int_equal(latch_res_post(held, never_posted, NULL),
+                     LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(latch_res_end(held, "late", 4),
+                     LATCH_ERR_STREAM_DESTROYED);
+    latch_res_release(held);
+    assert_int_equal(th_violation_count(&v), 3);
+    assert_int_equal(v.codes[0], LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(v.codes[2], LATCH_ERR_STREAM_DESTROYED);
+    th_expect_alive(s.port, "/ok", "ok");
+    th_server_stop(&s); /* latch_app_free */
+    assert_int_equal(latch_res_end(held, "later", 5),
+                     LATCH_ERR_STREAM_DESTROYED);
+    assert_int_equal(th_violation_count(&v), 3);
+    held = NULL;
+}
+
+/* A handle kept without a reference, used after its app was freed (a
+ * program that makes a new app, or a test suite that runs many in one
+ * process): refused, and no report goes to the freed app. */
+static latch_res *kept_past_app;
+
+static int h_keep_past_app(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    kept_past_app = res; /* the bug: kept without a reference */
+    return latch_res_send(res, "ok", 2);
+}
+
+static void test_kept_past_its_app(void **state)
+{
+    static th_violations v;
+    th_server s;
+    latch_app *app = latch_app_new();
+
+    (void)state;
+    memset(&v, 0, sizeof(v));
+    th_record_violations(app, &v);
+    assert_int_equal(latch_get(app, "/ok", h_keep_past_app, NULL), 0);
+    th_server_start(&s, app);
+    th_expect_alive(s.port, "/ok", "ok");
+    th_server_stop(&s); /* latch_app_free */
+    assert_non_null(kept_past_app);
+    assert_int_equal(latch_res_send(kept_past_app, "late", 4),
+                     LATCH_ERR_STREAM_DESTROYED);
+    assert_string_equal(latch_req_path(latch_res_req(kept_past_app)), "");
+    assert_int_equal(th_violation_count(&v), 0);
+    kept_past_app = NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* latch_fail after latch_next, then LATCH_NEXT (fuzzer seed 816)      */
 /* ------------------------------------------------------------------ */
@@ -585,6 +687,8 @@ int main(void)
         cmocka_unit_test(test_kept_timer),
         cmocka_unit_test(test_kept_join),
         cmocka_unit_test(test_held_past_run),
+        cmocka_unit_test(test_held_into_the_next_run),
+        cmocka_unit_test(test_kept_past_its_app),
         cmocka_unit_test(test_fail_after_next_reported),
         cmocka_unit_test(test_kept_res_post_reported),
         cmocka_unit_test(test_kept_getters_name_the_caller),
