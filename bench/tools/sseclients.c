@@ -332,8 +332,8 @@ int main(int argc, char **argv)
         printf("%s %d: %s subs=%d events=%d rate=%g delivered=%zu/%zu "
                "deliveries_s=%.0f p50_us=%.0f p99_us=%.0f "
                "cpu_ns_per_delivery=%.0f\n",
-               r < 0 ? "warm-up" : "round", r < 0 ? r + warm + 1 : r + 1,
-               label, nsubs, k, rate, nlat, cap, dps_r, p50_r, p99_r, cpu_r);
+               r < 0 ? "warm-up" : "round", r < 0 ? r + warm + 1 : r + 1, label,
+               nsubs, k, rate, nlat, cap, dps_r, p50_r, p99_r, cpu_r);
         fflush(stdout);
         usleep(200000);
     }
