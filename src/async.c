@@ -189,7 +189,7 @@ latch_timer *latch_set_timeout_at(latch_res *res, uint64_t ms, latch_res_cb cb,
     t->frame = latch__frame_pick(hf, res);
     /* The caller keeps a handle, which turns stale when the timer's
      * memory goes with its response: never a dangling pointer. */
-    if ((t->h = latch__handle_new(t)) == 0) {
+    if ((t->h = latch__handle_new(t, res->w)) == 0) {
         disarm(t);
         return NULL;
     }
@@ -808,7 +808,7 @@ latch_join *latch_join_new_at(latch_res *res, int n, latch_join_cb done,
     atomic_init(&j->settled, false);
     j->frame = latch__frame_pick(hf, res);
     j->w = res->w;
-    if ((j->h = latch__handle_new(j)) == 0) {
+    if ((j->h = latch__handle_new(j, j->w)) == 0) {
         free(j->seen);
         free(j);
         return NULL;

@@ -28,6 +28,7 @@ typedef struct hslot {
     uint32_t gen;       /* the live generation; a free slot keeps its last */
     uint32_t next_free; /* free list: index + 1 */
     void *obj;          /* NULL when free */
+    const void *owner;  /* the worker the object lives on */
 } hslot;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -50,7 +51,7 @@ void latch__handle_unlock(void)
     pthread_mutex_unlock(&mu);
 }
 
-uintptr_t latch__handle_new(void *obj)
+uintptr_t latch__handle_new(void *obj, const void *owner)
 {
     uint32_t idx = UINT32_MAX;
     hslot *sl;
@@ -72,6 +73,7 @@ uintptr_t latch__handle_new(void *obj)
         if (++sl->gen == 0)
             sl->gen = 1; /* after 2^32 lives a slot starts again at 1 */
         sl->obj = obj;
+        sl->owner = owner;
         h = (uintptr_t)sl->gen << 32 | (uintptr_t)idx << 1 | 1u;
     }
     pthread_mutex_unlock(&mu);
@@ -117,6 +119,29 @@ void latch__handle_retire(uintptr_t h)
             sl->next_free = free_head;
             free_head = idx + 1;
         }
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+/* The workers in [lo, hi) are about to be freed (server.c: the next
+ * latch_run, latch_app_free): a handle of an object still living on one
+ * of them (a join whose response the program held past its run, its
+ * tasks still out) goes stale now, so that a late report is refused
+ * instead of following the object to its worker. The object stays. */
+void latch__handle_run_over(const void *lo, const void *hi)
+{
+    uint32_t idx;
+
+    pthread_mutex_lock(&mu);
+    for (idx = 0; idx < nslots; idx++) {
+        hslot *sl = slot_at(idx);
+        uintptr_t o = (uintptr_t)sl->owner;
+
+        if (sl->obj == NULL || o < (uintptr_t)lo || o >= (uintptr_t)hi)
+            continue;
+        sl->obj = NULL;
+        sl->next_free = free_head;
+        free_head = idx + 1;
     }
     pthread_mutex_unlock(&mu);
 }
@@ -210,7 +235,9 @@ void latch__rslot_run_over(const latch_app *app, const latch_worker *ws, int n,
         if (atomic_load_explicit(&sl->app, memory_order_relaxed) != app)
             continue;
         r = atomic_load_explicit(&sl->obj, memory_order_relaxed);
-        if (r != NULL && n > 0 && r->w >= ws && r->w < ws + n &&
+        /* Compared as numbers: r->w may be a worker of another run. */
+        if (r != NULL && n > 0 && (uintptr_t)r->w >= (uintptr_t)ws &&
+            (uintptr_t)r->w < (uintptr_t)(ws + n) &&
             atomic_load_explicit(&sl->gen, memory_order_relaxed) != 0) {
             /* Retired as a slot whose generation would wrap is: never on
              * the free list again, its handles stale forever. */

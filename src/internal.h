@@ -1228,7 +1228,10 @@ void latch__res_want_drain(latch_res *res);
  * latch__handle_new gives 0 when out of memory; a retired handle and any
  * value that never was one give NULL from latch__handle_get. The _locked
  * form lets a caller pin the object before another thread may free it. */
-uintptr_t latch__handle_new(void *obj);
+uintptr_t latch__handle_new(void *obj, const void *owner);
+/* Retires the handles of objects whose owner (the worker given to
+ * latch__handle_new) lies in [lo, hi): those workers are being freed. */
+void latch__handle_run_over(const void *lo, const void *hi);
 void latch__handle_retire(uintptr_t h);
 void *latch__handle_get(uintptr_t h);
 void latch__handle_lock(void);

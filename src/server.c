@@ -625,8 +625,10 @@ static void free_spent(latch_app *app)
 
     /* A response the program still holds from that run points to these
      * workers: its handle goes stale before they go. */
-    if (app->nspent > 0)
+    if (app->nspent > 0) {
         latch__rslot_run_over(app, app->spent, app->nspent, false);
+        latch__handle_run_over(app->spent, app->spent + app->nspent);
+    }
     for (i = 0; i < app->nspent; i++)
         pthread_mutex_destroy(&app->spent[i].post_mu);
     free(app->spent);

@@ -14,8 +14,9 @@
  *
  * And handles that outlive more than their request: a response held
  * (retained, never released) into the app's next latch_run, whose start
- * frees the workers it pointed to, and a handle kept without a reference
- * past latch_app_free. Both are refused as stale handles, never followed
+ * frees the workers it pointed to, a join of such a response whose task
+ * reports then, and a handle kept without a reference past
+ * latch_app_free. Both are refused as stale handles, never followed
  * (ASan checks).
  *
  * One worker and one connection make the next request reuse the object
@@ -397,6 +398,68 @@ static void test_held_into_the_next_run(void **state)
     held = NULL;
 }
 
+/* A join of a response held past its run, its task still out when the
+ * program runs the app again: the task's late report is refused as for
+ * any stale join (it followed the join to the freed worker before). */
+static latch_join *held_join;
+static _Atomic int held_join_status = 1;
+
+static void held_join_done(latch_res *res, int status, void *const *results,
+                           void *data)
+{
+    (void)res;
+    (void)results;
+    (void)data;
+    atomic_store(&held_join_status, status);
+}
+
+static int h_hold_join(latch_req *req, latch_res *res, void *data)
+{
+    (void)req;
+    (void)data;
+    if (held_join != NULL)
+        return latch_res_send(res, "ok", 2);
+    held_join = latch_join_new(res, 1, held_join_done, NULL);
+    latch_res_retain(res); /* the bug: never released */
+    held = res;
+    return LATCH_DONE;
+}
+
+static void test_join_held_into_the_next_run(void **state)
+{
+    th_server s;
+    latch_app *app = latch_app_new();
+    int fd;
+    size_t len;
+    char *out;
+
+    (void)state;
+    assert_int_equal(latch_get(app, "/join", h_hold_join, NULL), 0);
+    assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_DRAIN, 100), 0);
+    th_server_start(&s, app);
+    fd = th_connect(s.port);
+    th_send_str(fd, "GET /join HTTP/1.1\r\nHost: t\r\n\r\n");
+    while (held == NULL)
+        usleep(1000);
+    latch_stop(app);
+    pthread_join(*(pthread_t *)s.thread, NULL);
+    free(s.thread);
+    out = th_read(fd, &len, 5000, NULL, NULL);
+    free(out);
+    close(fd);
+    /* The drain cut the response: the join completed, its task is out. */
+    assert_int_equal(atomic_load(&held_join_status), LATCH_ERR_CANCELLED);
+    th_server_start(&s, app);
+    th_expect_alive(s.port, "/join", "ok");
+    assert_int_equal(latch_join_resolve(held_join, 0, NULL),
+                     LATCH_ERR_STREAM_DESTROYED);
+    assert_true(latch_join_settled(held_join));
+    latch_res_release(held);
+    th_server_stop(&s);
+    held = NULL;
+    held_join = NULL;
+}
+
 /* A handle kept without a reference, used after its app was freed (a
  * program that makes a new app, or a test suite that runs many in one
  * process): refused, and no report goes to the freed app. */
@@ -688,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_kept_join),
         cmocka_unit_test(test_held_past_run),
         cmocka_unit_test(test_held_into_the_next_run),
+        cmocka_unit_test(test_join_held_into_the_next_run),
         cmocka_unit_test(test_kept_past_its_app),
         cmocka_unit_test(test_fail_after_next_reported),
         cmocka_unit_test(test_kept_res_post_reported),
