@@ -231,11 +231,34 @@ static void final_not_found(latch_res *res)
         latch__pages_error(res, 404, msg, NULL, NULL, "final handler");
 }
 
+/* The chain's state to read (internal.h, latch_chainst): the cold
+ * part's, the packed copy a long-lived response keeps, or none (zero). */
+static const struct latch_chainst *peek(const latch_res *res)
+{
+    static const struct latch_chainst none;
+
+    if (res->cold != NULL)
+        return &res->cold->cs;
+    return res->moves != NULL ? &res->moves->cs : &none;
+}
+
+/* The chain's state to write: the cold part's, taken back (its packed
+ * copy restored) when a long-lived response gave it back; NULL out of
+ * memory. Taken at dispatch and kept while the chain runs, so never NULL
+ * there. */
+static struct latch_chainst *st(latch_res *res)
+{
+    struct latch_res_cold *c = latch__res_cold(res);
+
+    return c != NULL ? &c->cs : NULL;
+}
+
 /* The final handler for an error no error handler took. */
 static void final_error(latch_res *res)
 {
+    const struct latch_chainst *cs = peek(res);
     latch_app *app = res->w->app;
-    int status = res->err.status;
+    int status = cs->err.status;
     char msg[600];
 
     if (status < 400 || status > 599)
@@ -248,11 +271,10 @@ static void final_error(latch_res *res)
          * attacker more than the status does. */
         if (app->development)
             snprintf(msg, sizeof(msg), "%s\n    at %s:%d (%s)",
-                     res->err.message ? res->err.message
-                                      : latch_strerror(res->err.code),
-                     res->err.at.file ? res->err.at.file : "?",
-                     res->err.at.line,
-                     res->err.at.func ? res->err.at.func : "?");
+                     cs->err.message ? cs->err.message
+                                     : latch_strerror(cs->err.code),
+                     cs->err.at.file ? cs->err.at.file : "?", cs->err.at.line,
+                     cs->err.at.func ? cs->err.at.func : "?");
         else
             snprintf(msg, sizeof(msg), "%s", latch__http_reason(status));
         latch__pages_error(res, status, msg, NULL, NULL, "final handler");
@@ -272,12 +294,13 @@ static latch_site layer_site(const latch_layer *l)
                         l->name ? l->name : l->pattern_src};
 }
 
-static void set_error(latch_res *res, int code, latch_site at)
+static void set_error(latch_res *res, struct latch_chainst *cs, int code,
+                      latch_site at)
 {
-    res->err.code = code;
-    res->err.status = 500;
-    res->err.message = NULL;
-    res->err.at = at;
+    cs->err.code = code;
+    cs->err.status = 500;
+    cs->err.message = NULL;
+    cs->err.at = at;
     res->in_error = true;
 }
 
@@ -429,7 +452,7 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
     /* A latch_fail after latch_next is its own misuse, reported as well
      * when the handler also returned LATCH_NEXT (fuzzer seed 816). */
     if (f->failed || rc < 0) {
-        latch_site at = f->failed ? res->err.at : handler;
+        latch_site at = f->failed ? peek(res)->err.at : handler;
         const char *call = f->failed ? "latch_fail" : "error return";
         if (!error_after_response(res, call, at))
             latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, call,
@@ -445,31 +468,33 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
  * what resumed or ended it before as the report's prior site. */
 static void next_twice(latch_res *res, const char *call, latch_site at)
 {
+    const struct latch_chainst *cs = peek(res);
     const latch_seal *prior = NULL;
     const char *msg = NULL;
 
     if (res->frame != NULL && res->frame->continued) {
         prior = &res->frame->next;
         msg = "latch_next() called twice in one handler";
-    } else if (res->resumed.call != NULL) {
-        prior = &res->resumed;
-    } else if (res->returned.call != NULL) {
-        prior = &res->returned;
+    } else if (cs->resumed.call != NULL) {
+        prior = &cs->resumed;
+    } else if (cs->returned.call != NULL) {
+        prior = &cs->returned;
     }
     latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, call, msg, at, prior);
 }
 
 /*
- * The next layer, from res->layer on, that takes this request: a
+ * The next layer, from cs->layer on, that takes this request: a
  * middleware whose prefix matches or a route whose method and pattern do.
  * Only candidates are visited: the middleware chain and the routes the
  * tree matched (cold->rids, in id order). Fills the route's parameters.
  */
-static latch_layer *next_layer(latch_res *res, const char *raw, size_t rawn)
+static latch_layer *next_layer(latch_res *res, const struct latch_chainst *cs,
+                               const char *raw, size_t rawn)
 {
     latch_app *app = res->w->app;
     latch_req *q = &res->req;
-    latch_layer *l = res->layer, *mw, *rt;
+    latch_layer *l = cs->layer, *mw, *rt;
 
     if (res->rlinear) {
         /* More routes match this path than the request remembers. */
@@ -507,36 +532,47 @@ static void run(latch_res *res)
 {
     latch_app *app = res->w->app;
     latch_req *q = &res->req;
+    /* Stays put while the chain runs (internal.h): the cold part is given
+     * back only once the chain is done. */
+    struct latch_chainst *cs = st(res);
     latch_frame f;
     const char *raw;
     size_t rawn;
     bool complete_before;
     int rc;
 
+    if (cs == NULL) {
+        /* Out of memory, with no record of where the chain stands (a
+         * chain resumed after its response gave its cold part back):
+         * the response is cut rather than answered from a guess. */
+        latch_res_destroy_at(res, no_site);
+        chain_done(res);
+        return;
+    }
     raw_path(q, &raw, &rawn);
     while (!res->detached) {
         if (res->in_error) {
-            latch_errlayer *e = res->elayer;
+            latch_errlayer *e = cs->elayer;
             if (e == NULL) {
                 final_error(res);
                 chain_done(res);
                 return;
             }
-            res->elayer = e->next;
+            cs->elayer = e->next;
             /* Whether this error handler is the one that answers. */
             complete_before =
                 res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED;
             frame_push(res, &f);
-            rc = e->fn(&res->err, latch__req_hf(res, f.id),
+            rc = e->fn(&cs->err, latch__req_hf(res, f.id),
                        latch__res_hf(res, f.id), e->data);
             frame_pop(res, &f);
-            res->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
-            res->returned.at = (latch_site){
-                e->at.file, e->at.line, e->name ? e->name : "error handler"};
+            cs->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
+            cs->returned.at = (latch_site){e->at.file, e->at.line,
+                                           e->name ? e->name : "error handler"};
             if (!f.continued && !f.failed)
-                record_move(res, f.id, res->returned.call, res->returned.at);
+                record_move(res, f.id, cs->returned.call, cs->returned.at);
             if (f.continued) {
-                frame_returned(res, &f, rc, res->returned.at);
+                frame_returned(res, &f, rc, cs->returned.at);
                 return;
             }
             if (f.failed) {
@@ -545,7 +581,7 @@ static void run(latch_res *res)
                  * a complete answer that is the handler that responds and
                  * forwards, reported with both places. */
                 if (!complete_before)
-                    error_after_response(res, "latch_fail", res->err.at);
+                    error_after_response(res, "latch_fail", cs->err.at);
                 continue;
             }
             if (rc == LATCH_NEXT) {
@@ -555,30 +591,30 @@ static void run(latch_res *res)
                  * next(err)"), or passing it on after headers only,
                  * which has the final handler cut the response. */
                 if (!complete_before)
-                    error_after_response(res, "LATCH_NEXT", res->returned.at);
+                    error_after_response(res, "LATCH_NEXT", cs->returned.at);
                 continue;
             }
             chain_done(res);
             return;
         }
-        latch_layer *l = next_layer(res, raw, rawn);
+        latch_layer *l = next_layer(res, cs, raw, rawn);
         if (l == NULL) {
             if (res->state == LATCH_RS_FRESH)
                 final_not_found(res);
             chain_done(res);
             return;
         }
-        res->layer = l->next;
+        cs->layer = l->next;
         frame_push(res, &f);
         rc = l->fn(latch__req_hf(res, f.id), latch__res_hf(res, f.id), l->data);
         frame_pop(res, &f);
-        res->returned.at = layer_site(l);
-        res->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
-                             : rc == LATCH_DONE    ? "LATCH_DONE"
-                             : rc == LATCH_PENDING ? "LATCH_PENDING"
-                                                   : "error return";
+        cs->returned.at = layer_site(l);
+        cs->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
+                            : rc == LATCH_DONE    ? "LATCH_DONE"
+                            : rc == LATCH_PENDING ? "LATCH_PENDING"
+                                                  : "error return";
         if (!f.continued && !f.failed && rc != LATCH_PENDING)
-            record_move(res, f.id, res->returned.call, res->returned.at);
+            record_move(res, f.id, cs->returned.call, cs->returned.at);
         if (f.continued) {
             /* The chain went on inside the handler's own latch_next. */
             frame_returned(res, &f, rc, layer_site(l));
@@ -588,20 +624,20 @@ static void run(latch_res *res)
             /* latch_fail decided the outcome; a conflicting NEXT is the
              * classic "catch block that responds and forwards" bug. */
             if (rc == LATCH_NEXT) {
-                latch_seal fail = {"latch_fail", res->err.at};
+                latch_seal fail = {"latch_fail", cs->err.at};
                 latch__violation_prior(
                     res, LATCH_ERR_NEXT_TWICE, "LATCH_NEXT",
                     "LATCH_NEXT returned after latch_fail() in one handler",
                     layer_site(l), &fail);
             }
             if (moved_after_claim(res, "latch_fail", CLAIMED_ERROR,
-                                  res->err.at)) {
+                                  cs->err.at)) {
                 chain_done(res);
                 return;
             }
-            error_after_response(res, "latch_fail", res->err.at);
+            error_after_response(res, "latch_fail", cs->err.at);
             res->in_error = true;
-            res->elayer = app->errlayers;
+            cs->elayer = app->errlayers;
             continue;
         }
         if (rc == LATCH_DONE) {
@@ -633,9 +669,9 @@ static void run(latch_res *res)
             chain_done(res);
             return;
         }
-        set_error(res, rc < 0 ? rc : LATCH_ERR_INVALID_ARG, layer_site(l));
+        set_error(res, cs, rc < 0 ? rc : LATCH_ERR_INVALID_ARG, layer_site(l));
         error_after_response(res, "error return", layer_site(l));
-        res->elayer = app->errlayers;
+        cs->elayer = app->errlayers;
     }
     chain_done(res);
 }
@@ -684,6 +720,7 @@ static void chain_closed(latch_res *res)
  */
 static void chain_unreferenced(latch_res *res)
 {
+    const struct latch_chainst *cs = peek(res);
     uint32_t mine = 1 + (res->chain_ref ? 1 : 0);
     const char *msg = NULL;
     char buf[200];
@@ -696,17 +733,16 @@ static void chain_unreferenced(latch_res *res)
         mine++;
     if (res->refs != mine)
         return;
-    if (res->returned.call != NULL) {
-        snprintf(buf, sizeof(buf),
-                 "%s returned %s and the response was never %s",
-                 res->returned.at.func ? res->returned.at.func : "a handler",
-                 res->returned.call,
-                 res->state == LATCH_RS_FRESH ? "sent" : "ended");
+    if (cs->returned.call != NULL) {
+        snprintf(
+            buf, sizeof(buf), "%s returned %s and the response was never %s",
+            cs->returned.at.func ? cs->returned.at.func : "a handler",
+            cs->returned.call, res->state == LATCH_RS_FRESH ? "sent" : "ended");
         msg = buf;
     }
     latch__violation(res, LATCH_ERR_NO_RESPONSE,
-                     res->returned.call ? res->returned.call : "handler", msg,
-                     res->returned.call ? res->returned.at : no_site);
+                     cs->returned.call ? cs->returned.call : "handler", msg,
+                     cs->returned.call ? cs->returned.at : no_site);
     /* A held head (write_head, then nothing) never went out: answer 500
      * rather than close on an empty reply. */
     latch__res_retract_head(res);
@@ -729,18 +765,25 @@ static void chain_raise(latch_res *res, int code, int status, const char *call,
                         latch_site at)
 {
     latch_frame *f = res->frame;
+    struct latch_chainst *cs = st(res);
 
-    res->err.code = code;
-    res->err.status = status;
-    res->err.message = NULL;
-    res->err.at = at;
+    if (cs == NULL) {
+        /* Out of memory (a long-lived response that gave its cold part
+         * back): no error handler can be told, so the response is cut. */
+        latch_res_destroy_at(res, no_site);
+        return;
+    }
+    cs->err.code = code;
+    cs->err.status = status;
+    cs->err.message = NULL;
+    cs->err.at = at;
     if (f != NULL && !f->continued && !f->failed) {
         record_move(res, f->id, call, at);
         f->failed = true;
         return;
     }
     res->in_error = true;
-    res->elayer = res->w->app->errlayers;
+    cs->elayer = res->w->app->errlayers;
     if (f != NULL) {
         /* The running handler moved the chain already: answer now, with
          * no chain to run. */
@@ -749,8 +792,8 @@ static void chain_raise(latch_res *res, int code, int status, const char *call,
     }
     if (res->pending_next) {
         res->pending_next = false;
-        res->resumed.call = call;
-        res->resumed.at = at;
+        cs->resumed.call = call;
+        cs->resumed.at = at;
         record_move(res, res->pending_frame, call, at);
         run(res);
         return;
@@ -768,6 +811,8 @@ static void chain_raise(latch_res *res, int code, int status, const char *call,
  * does. The caller holds a reference. */
 static void chain_timeout(latch_res *res, int status)
 {
+    struct latch_chainst *cs;
+
     if (res->frame != NULL)
         return; /* a handler runs: the loop cannot be in a timer now */
     if (res->pending_next && res->chain_ref) {
@@ -781,13 +826,18 @@ static void chain_timeout(latch_res *res, int status)
         res->refs++; /* the chain's reference, again */
         res->chain_ref = true;
     }
+    if ((cs = st(res)) == NULL) {
+        /* Out of memory: no error handler can be told (chain_raise). */
+        latch_res_destroy_at(res, no_site);
+        return;
+    }
     res->dispatched = LATCH_DISPATCH_RUNNING;
-    res->err.code = LATCH_ERR_CANCELLED;
-    res->err.status = status;
-    res->err.message = "Request timed out";
-    res->err.at = no_site;
+    cs->err.code = LATCH_ERR_CANCELLED;
+    cs->err.status = status;
+    cs->err.message = "Request timed out";
+    cs->err.at = no_site;
     res->in_error = true;
-    res->elayer = res->w->app->errlayers;
+    cs->elayer = res->w->app->errlayers;
     run(res);
 }
 
@@ -801,6 +851,10 @@ static void chain_observe(latch_res *res, bool finished)
 static void dispatch(latch_res *res)
 {
     latch_app *app = res->w->app;
+    /* The chain's state and the ids of the routes matching the path go
+     * to the cold part (which the handlers' moves take anyway); out of
+     * memory, run() cuts the response. */
+    struct latch_res_cold *c = latch__res_cold(res);
     latch_rmatch m[LATCH_MAX_RIDS];
     const char *raw;
     size_t rawn;
@@ -809,15 +863,12 @@ static void dispatch(latch_res *res)
     if (app->cfg.request_ms > 0)
         latch__request_timer_start(res, app->cfg.request_ms,
                                    app->cfg.request_status);
-    res->layer = app->layers;
+    if (c != NULL)
+        c->cs.layer = app->layers;
     res->ri = 0;
     res->nrids = 0;
     res->rlinear = app->router == NULL;
     if (app->router != NULL) {
-        /* The ids go to the cold part (which the handlers' moves take
-         * anyway); out of memory, the layers are matched one by one. */
-        struct latch_res_cold *c = latch__res_cold(res);
-
         raw_path(&res->req, &raw, &rawn);
         n = c == NULL ? LATCH_MAX_RIDS + 1
                       : latch__router_match(app->router, raw, rawn, m,
@@ -849,6 +900,8 @@ static void dispatch(latch_res *res)
  * named for (a function posted from another thread). */
 static bool take_pending(latch_res *res, const char *call, latch_site at)
 {
+    struct latch_chainst *cs;
+
     if (res->chain_dropped) {
         /* The response closed while this handler waited (a timeout, the
          * client leaving, another handler's answer). */
@@ -861,7 +914,7 @@ static bool take_pending(latch_res *res, const char *call, latch_site at)
          * is a handler that already returned and the response was sent
          * meanwhile: that is continuing after the answer. Otherwise the
          * chain is being resumed a second time. */
-        if (res->resumed.call == NULL && res->state != LATCH_RS_FRESH)
+        if (peek(res)->resumed.call == NULL && res->state != LATCH_RS_FRESH)
             latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call, NULL,
                              at);
         else
@@ -869,8 +922,9 @@ static bool take_pending(latch_res *res, const char *call, latch_site at)
         return false;
     }
     res->pending_next = false;
-    res->resumed.call = call;
-    res->resumed.at = at;
+    /* A pending chain keeps its cold part (st): never NULL here. */
+    if ((cs = st(res)) != NULL)
+        cs->resumed = (latch_seal){call, at};
     record_move(res, res->pending_frame, call, at);
     return true;
 }
@@ -933,11 +987,15 @@ static void resume(latch_res *res, latch_site at)
 
 static void continue_inside(latch_res *res, latch_frame *f, latch_site at)
 {
+    struct latch_chainst *cs;
+
     f->continued = true;
     f->held = true;
     f->next.call = "latch_next";
     f->next.at = at;
-    res->resumed = f->next;
+    /* A running handler's chain keeps its cold part (st): never NULL. */
+    if ((cs = st(res)) != NULL)
+        cs->resumed = f->next;
     record_move(res, f->id, "latch_next", at);
     res->refs++;
     resume(res, at);
@@ -1036,15 +1094,20 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     }
     if (status < 400 || status > 599)
         status = 500;
-    res->err.code = LATCH_ERR_HTTP;
-    res->err.status = status;
-    res->err.at = at;
-    if (message != NULL && (c = latch__res_cold(res)) != NULL) {
+    /* A running or pending chain keeps its cold part (st). */
+    if ((c = latch__res_cold(res)) == NULL) {
+        latch_res_destroy_at(res, no_site);
+        return LATCH_ERR_HTTP;
+    }
+    c->cs.err.code = LATCH_ERR_HTTP;
+    c->cs.err.status = status;
+    c->cs.err.at = at;
+    if (message != NULL) {
         snprintf(c->err_msg, sizeof(c->err_msg), "%s", message);
-        res->err.message = c->err_msg;
+        c->cs.err.message = c->err_msg;
     } else {
-        /* No message, or no memory for one: the status's reason. */
-        res->err.message = NULL;
+        /* No message: the status's reason. */
+        c->cs.err.message = NULL;
     }
     if (f != NULL) {
         /* After latch_next in the same handler, reported when it returns
@@ -1060,7 +1123,7 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     }
     error_after_response(res, "latch_fail", at);
     res->in_error = true;
-    res->elayer = res->w->app->errlayers;
+    c->cs.elayer = res->w->app->errlayers;
     run(res);
     return LATCH_ERR_HTTP;
 }

@@ -563,10 +563,10 @@ struct latch_res {
     /* Callbacks: latch_res_on_finish/_close/_drain's, NULL until one is
      * set (most responses set none; an event stream waits without). */
     struct latch_res_cbs *cbs;
-    /* The chain (app.c). */
-    latch_layer *layer; /* next layer to try */
-    uint8_t nrids, ri;  /* cold->rids: the routes matching the path */
-    bool rlinear;       /* more matched than rids holds: match layer by layer */
+    /* The chain (chain.c); its layers, error and places are in the cold
+     * part (latch_chainst). */
+    uint8_t nrids, ri; /* cold->rids: the routes matching the path */
+    bool rlinear;      /* more matched than rids holds: match layer by layer */
     /* (The cancellation signal's, beside them: no padding.) */
     uint8_t cancel_reason; /* LATCH_CANCEL_*, once the request is cancelled */
     bool cancel_fired;     /* the signal went out (attachments, callbacks);
@@ -590,8 +590,6 @@ struct latch_res {
     uint16_t ambient;       /* frame of the latch callback running, or 0 */
     uint16_t pending_frame; /* the frame that returned LATCH_PENDING */
     uint16_t dropped_frame; /* the pending frame whose chain was dropped */
-    latch_errlayer *elayer; /* next error layer to try */
-    latch_error err;
     /* What is tied to this response (async.c's timers, jobs and joins;
      * later pipes, upstreams, subscriptions): see latch_attach below. */
     struct latch_attach *attach;
@@ -599,14 +597,26 @@ struct latch_res {
     /* Who dispatched it (the chain, app.c), told of what it must know;
      * NULL before dispatch. */
     const struct latch_res_owner_ops *owner;
-    latch_seal returned; /* the last handler's return value, and where */
-    latch_seal resumed;  /* what last resumed a pending chain */
     /* What a plain request uses only while it is served (below): NULL
      * until first needed. */
     struct latch_res_cold *cold;
-    /* The cold part's moves, packed, once a long-lived response gave the
-     * rest back (latch__res_trim); NULL otherwise. */
+    /* The cold part's chain state and moves, packed, once a long-lived
+     * response gave the rest back (latch__res_trim); NULL otherwise. */
     struct latch_moves *moves;
+};
+
+/*
+ * The chain's state (chain.c), in the response's cold part: it is live
+ * while the chain runs, and a stream that waits long after its chain is
+ * done keeps it only packed (struct latch_moves), for a late report or a
+ * late error. Zeroed when a cold part is taken for a new request.
+ */
+struct latch_chainst {
+    latch_layer *layer;     /* next layer to try */
+    latch_errlayer *elayer; /* next error layer to try */
+    latch_error err;        /* the error the error handlers run with */
+    latch_seal returned;    /* the last handler's return value, and where */
+    latch_seal resumed;     /* what last resumed a pending chain */
 };
 
 /* A response's callbacks (res.c), by LATCH_CB_*: each with its data and
@@ -623,9 +633,11 @@ static inline bool latch__res_has_cb(const latch_res *r, int kind)
     return r->cbs != NULL && r->cbs->cb[kind] != NULL;
 }
 
-/* The moves (below) that a long-lived response keeps: only the frames
- * that moved its chain, in one exact block. */
+/* What a long-lived response keeps of its cold part (latch__res_trim):
+ * the chain's state and the frames that moved the chain, in one exact
+ * block, shared by the streams whose bytes are equal (intern.h). */
 struct latch_moves {
+    struct latch_chainst cs;
     uint32_t n;
     struct {
         uint16_t id;
@@ -640,14 +652,15 @@ struct latch_moves {
  * of its fields is needed (latch__res_cold, on the loop: every request
  * the chain runs records its handlers' moves), and given back when the
  * response is recycled, or earlier by a long-lived response whose chain
- * is done and whose cold part holds nothing live but the moves
- * (latch__res_trim): those are packed into res->moves, so a late report
- * still names them, and a later use takes a cold part again with them
- * restored. Whatever it holds stays valid as long as the response does: a
- * parameter read late from another thread, a cancellation callback, the
+ * is done and whose cold part holds nothing live but the chain's state
+ * and the moves (latch__res_trim): those are packed into res->moves, so a
+ * late report still names them, and a later use takes a cold part again
+ * with them restored. Whatever it holds stays valid as long as the response
+ * does: a parameter read late from another thread, a cancellation callback, the
  * places a late report names. The counts and flags that say whether it
- * holds anything else (req.nparams, ncancel, json_open, err.message) stay
- * in the response, so a reader that finds none never needs it.
+ * holds anything else (req.nparams, ncancel, json_open) stay in the
+ * response, so a reader that finds none never needs it; a latch_fail
+ * message (err_msg) keeps the cold part.
  */
 struct latch_res_cold {
     struct latch_res_cold *next; /* the worker's free list */
@@ -664,14 +677,19 @@ struct latch_res_cold {
      * (app.c, for the report of a second move). */
     uint16_t move_ids[8];
     latch_seal moves[8];
-    char err_msg[128]; /* latch_fail's message */
+    struct latch_chainst cs; /* the chain's state (above) */
+    char err_msg[128];       /* latch_fail's message */
     /* latch_res_json_begin's writer and the body it writes. */
     latch_json json;
     latch_buf jbuf;
 };
 /* res's cold part, taken from the pool the first time; NULL when out of
  * memory. On the response's loop only. */
-struct latch_res_cold *latch__res_cold(latch_res *res);
+struct latch_res_cold *latch__res_cold_take(latch_res *res);
+static inline struct latch_res_cold *latch__res_cold(latch_res *res)
+{
+    return res->cold != NULL ? res->cold : latch__res_cold_take(res);
+}
 
 /* ------------------------------------------------------------------ */
 /* Attachments: what is tied to one response (res.c releases them)      */

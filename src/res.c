@@ -320,7 +320,29 @@ static void cancel_signal(latch_res *res, int reason);
 /* The cold part (internal.h)                                           */
 /* ------------------------------------------------------------------ */
 
-struct latch_res_cold *latch__res_cold(latch_res *res)
+/* The chain's state, member by member (no padding copied: a packed
+ * record is compared as bytes). */
+static void chainst_copy(struct latch_chainst *d, const struct latch_chainst *s)
+{
+    d->layer = s->layer;
+    d->elayer = s->elayer;
+    d->err.code = s->err.code;
+    d->err.status = s->err.status;
+    d->err.message = s->err.message;
+    d->err.at.file = s->err.at.file;
+    d->err.at.line = s->err.at.line;
+    d->err.at.func = s->err.at.func;
+    d->returned.call = s->returned.call;
+    d->returned.at.file = s->returned.at.file;
+    d->returned.at.line = s->returned.at.line;
+    d->returned.at.func = s->returned.at.func;
+    d->resumed.call = s->resumed.call;
+    d->resumed.at.file = s->resumed.at.file;
+    d->resumed.at.line = s->resumed.at.line;
+    d->resumed.at.func = s->resumed.at.func;
+}
+
+struct latch_res_cold *latch__res_cold_take(latch_res *res)
 {
     latch_worker *w = res->w;
     struct latch_res_cold *c = res->cold;
@@ -333,14 +355,18 @@ struct latch_res_cold *latch__res_cold(latch_res *res)
     } else if ((c = calloc(1, sizeof(*c))) == NULL) {
         return NULL;
     }
-    /* Only the moves are read before they are written (the counts and
-     * flags in res guard the rest); the JSON buffer keeps its storage. */
+    /* Only the moves and the chain's state are read before they are
+     * written (the counts and flags in res guard the rest); the JSON
+     * buffer keeps its storage. */
     memset(c->move_ids, 0, sizeof(c->move_ids));
+    memset(&c->cs, 0, sizeof(c->cs));
     c->jbuf.len = 0;
     c->res = res;
     res->cold = c;
     if (res->moves != NULL) {
-        /* Given back by latch__res_trim: the moves come back. */
+        /* Given back by latch__res_trim: the chain's state and the moves
+         * come back. */
+        chainst_copy(&c->cs, &res->moves->cs);
         for (uint32_t i = 0; i < res->moves->n; i++) {
             uint16_t id = res->moves->m[i].id;
             c->move_ids[id & 7] = id;
@@ -356,8 +382,9 @@ static void cold_put(latch_worker *w, latch_res *r);
 
 /*
  * A long-lived response gives its cold part back early (internal.h):
- * only when its chain is done and nothing there is live but the moves,
- * which are packed. Out of memory, it keeps the cold part.
+ * only when its chain is done and nothing there is live but the chain's
+ * state and the moves, which are packed (a latch_fail message, kept in the
+ * cold part, keeps it). Out of memory, it keeps the cold part.
  */
 static void cold_give_back(latch_res *res)
 {
@@ -371,30 +398,29 @@ static void cold_give_back(latch_res *res)
 
     if (res->dispatched != LATCH_DISPATCH_DONE || res->frame != NULL ||
         res->req.nparams != 0 || res->ncancel != 0 || res->json_open ||
-        res->err.message == c->err_msg)
+        c->cs.err.message == c->err_msg)
         return;
     for (i = 0; i < 8; i++)
         n += c->move_ids[i] != 0;
-    if (n > 0) {
-        /* In zeroed memory, member by member (no padding copied): the
-         * block is the worker's one copy of these bytes (intern.h), as
-         * every stream of a route moves its chain at the same places. */
-        memset(&u, 0, sizeof(u));
-        for (i = 0; i < 8; i++)
-            if (c->move_ids[i] != 0) {
-                u.m.m[u.m.n].id = c->move_ids[i];
-                u.m.m[u.m.n].seal.call = c->moves[i].call;
-                u.m.m[u.m.n].seal.at.file = c->moves[i].at.file;
-                u.m.m[u.m.n].seal.at.line = c->moves[i].at.line;
-                u.m.m[u.m.n].seal.at.func = c->moves[i].at.func;
-                u.m.n++;
-            }
-        shared = latch__intern(&res->w->interns, &u.m,
-                               sizeof(u.m) + n * sizeof(u.m.m[0]));
-        if (shared == NULL)
-            return;
-        res->moves = (struct latch_moves *)(uintptr_t)shared;
-    }
+    /* In zeroed memory, member by member (no padding copied): the
+     * block is the worker's one copy of these bytes (intern.h), as
+     * every stream of a route moves its chain at the same places. */
+    memset(&u, 0, sizeof(u));
+    chainst_copy(&u.m.cs, &c->cs);
+    for (i = 0; i < 8; i++)
+        if (c->move_ids[i] != 0) {
+            u.m.m[u.m.n].id = c->move_ids[i];
+            u.m.m[u.m.n].seal.call = c->moves[i].call;
+            u.m.m[u.m.n].seal.at.file = c->moves[i].at.file;
+            u.m.m[u.m.n].seal.at.line = c->moves[i].at.line;
+            u.m.m[u.m.n].seal.at.func = c->moves[i].at.func;
+            u.m.n++;
+        }
+    shared = latch__intern(&res->w->interns, &u.m,
+                           sizeof(u.m) + n * sizeof(u.m.m[0]));
+    if (shared == NULL)
+        return;
+    res->moves = (struct latch_moves *)(uintptr_t)shared;
     res->req.params = NULL; /* nparams is 0: nobody reads it */
     /* The chain is done; were it walked again, it would match layer by
      * layer rather than read the route ids. */

@@ -24,6 +24,7 @@
 #include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -269,6 +270,115 @@ static void test_late_calls_on_waiting_stream(void **state)
     th_server_stop(&s);
 }
 
+/* A stream whose only owner is a program's reference, let go late. */
+typedef struct forgot {
+    latch_res *_Atomic res; /* retained by the handler */
+    _Atomic int reports;    /* ERR_NO_RESPONSE reports */
+    char message[160];      /* the first one's message, and call */
+    char call[32];
+} forgot;
+
+static forgot the_forgot;
+
+static void on_forgot_violation(const latch_violation *v, void *data)
+{
+    forgot *f = data;
+
+    if (v->code != LATCH_ERR_NO_RESPONSE)
+        return;
+    if (atomic_load(&f->reports) == 0) {
+        snprintf(f->message, sizeof(f->message), "%s",
+                 v->message ? v->message : "(null)");
+        snprintf(f->call, sizeof(f->call), "%s", v->call ? v->call : "(null)");
+    }
+    atomic_fetch_add(&f->reports, 1);
+}
+
+static int h_forgot(latch_req *req, latch_res *res, void *data)
+{
+    (void)data;
+    if (latch_sse_start(res) != 0)
+        return latch_fail(req, 500, "start failed");
+    latch_res_retain(res);
+    atomic_store(&the_forgot.res, res);
+    return LATCH_DONE;
+}
+
+static void on_forgot_cancel(latch_req *req, int reason, void *data)
+{
+    (void)req;
+    (void)reason;
+    (void)data;
+}
+
+/* On the loop, long after the handler returned: a cancellation callback
+ * (which needs the cold part again), then the reference goes. */
+static void retake_then_release(latch_res *res, void *data)
+{
+    (void)data;
+    assert_int_equal(
+        latch_req_on_cancel(latch_res_req(res), on_forgot_cancel, NULL), 0);
+    latch_res_release(res);
+}
+
+/*
+ * The chain's state of a stream that waited (its cold part given back,
+ * the chain's state kept packed with the moves) is the same when a late
+ * report needs it: a stream whose last owner lets go without ending it is
+ * reported as never ended, naming the handler's return (LATCH_DONE, by
+ * name), read from the packed copy, or (`retake`) from the cold part a
+ * late call took back, into which that copy was restored. Had it been
+ * lost either way, the report would name no return ("handler", no
+ * message).
+ */
+static void forgotten_stream(bool retake)
+{
+    th_server s;
+    latch_app *app = latch_app_new();
+    latch_res *res;
+    int fd;
+    int64_t end;
+
+    memset(&the_forgot, 0, sizeof(the_forgot));
+    assert_non_null(app);
+    latch_app_on_violation(app, on_forgot_violation, &the_forgot);
+    latch_get(app, "/forgot", h_forgot, NULL);
+    th_server_start(&s, app);
+    fd = open_stream(s.port, "GET /forgot HTTP/1.1\r\nHost: t\r\n"
+                             "Accept: text/event-stream\r\n\r\n");
+    res = atomic_load(&the_forgot.res);
+    assert_non_null(res);
+    /* From this thread: either is carried out on the loop. */
+    if (retake)
+        assert_int_equal(latch_res_post(res, retake_then_release, NULL), 0);
+    else
+        latch_res_release(res);
+    end = th_now_ms() + 5000;
+    while (atomic_load(&the_forgot.reports) == 0 && th_now_ms() < end)
+        usleep(1000);
+    assert_int_equal(atomic_load(&the_forgot.reports), 1);
+    assert_string_equal(the_forgot.call, "LATCH_DONE");
+    assert_string_equal(the_forgot.message,
+                        "h_forgot returned LATCH_DONE and the response was "
+                        "never ended");
+    /* Its headers were out: the stream is cut, never left open. */
+    assert_int_not_equal(th_wait_close(fd, 5000), TH_OPEN);
+    close(fd);
+    th_server_stop(&s);
+}
+
+static void test_late_report_on_waiting_stream(void **state)
+{
+    (void)state;
+    forgotten_stream(false);
+}
+
+static void test_late_report_after_retake(void **state)
+{
+    (void)state;
+    forgotten_stream(true);
+}
+
 /* GET /echo: the path, a query value, X-Echo and the number of fields,
  * each read from the request's head wherever it lives. */
 static int h_echo(latch_req *req, latch_res *res, void *data)
@@ -444,6 +554,8 @@ int main(void)
         cmocka_unit_test(test_eventsource_subscriber),
         cmocka_unit_test(test_plain_subscriber),
         cmocka_unit_test(test_late_calls_on_waiting_stream),
+        cmocka_unit_test(test_late_report_on_waiting_stream),
+        cmocka_unit_test(test_late_report_after_retake),
         cmocka_unit_test(test_moved_heads_pipelined),
         cmocka_unit_test(test_first_buffer_outgrown),
         cmocka_unit_test(test_idle_keepalive_connection),

@@ -28,9 +28,12 @@
  * part taken from the worker's pool while output waits (248), and the
  * shutdown request, the file body's writability watch and the delayed
  * disconnect to a rare part made the first time one is needed (104):
- * latch_conn 496 (a 512-byte heap block instead of 592). */
-#define RES_BUDGET 600
-#define COLD_BUDGET 1016
+ * latch_conn 496 (a 512-byte heap block instead of 592). Then the chain's
+ * state (layers, error, the places of the last return and resume:
+ * latch_chainst, 120 B) moved to the cold part, which a waiting stream
+ * gives back (packed, shared): latch_res 480, its cold part 1136. */
+#define RES_BUDGET 480
+#define COLD_BUDGET 1136
 #define CONN_BUDGET 496
 #define CONN_WAIT_BUDGET 248
 #define CONN_RARE_BUDGET 104
