@@ -8,7 +8,8 @@ PORT ?= 8080
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 
-.PHONY: all build run test test-fast test-asan fuzz bench install clean deps
+.PHONY: all build run test test-fast test-asan test-fuzz-seeds fuzz bench install \
+	clean deps
 
 all: build
 
@@ -25,11 +26,18 @@ run: build
 
 # The format check (clang-format, STYLE.md), the layering check (src/LAYERS
 # against the objects), every test, then the whole suite again under
-# ASan + UBSan. Warnings are errors here, as in CI.
+# ASan + UBSan, then both fuzz targets built and run over their seeds once
+# (fuzz/run.sh --seeds: ~25 s). Warnings are errors here, as in CI.
 test:
-	@scripts/deps.sh build test
+	@scripts/deps.sh build test fuzz
 	@scripts/check_format.sh
-	@$(MAKE) --no-print-directory test-fast test-asan
+	@$(MAKE) --no-print-directory test-fast test-asan test-fuzz-seeds
+
+test-fuzz-seeds:
+	@mkdir -p build-fuzz
+	@fuzz/run.sh --seeds >build-fuzz/seeds.log 2>&1 || \
+	    { tail -40 build-fuzz/seeds.log; echo "fuzz seeds: FAILED"; exit 1; }
+	@echo "fuzz seeds: parser and lifecycle targets pass every seed"
 
 test-fast:
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_TESTS=ON \
