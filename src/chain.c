@@ -231,15 +231,10 @@ static void final_not_found(latch_res *res)
         latch__pages_error(res, 404, msg, NULL, NULL, "final handler");
 }
 
-/* The chain's state to read (internal.h, latch_chainst): the cold
- * part's, the packed copy a long-lived response keeps, or none (zero). */
+/* The chain's state to read (internal.h, latch_chainst). */
 static const struct latch_chainst *peek(const latch_res *res)
 {
-    static const struct latch_chainst none;
-
-    if (res->cold != NULL)
-        return &res->cold->cs;
-    return res->moves != NULL ? &res->moves->cs : &none;
+    return latch__res_marks(res);
 }
 
 /* The chain's state to write: the cold part's, taken back (its packed

@@ -365,6 +365,8 @@ void latch__violation_sealed(latch_res *res, int code, const char *call,
                              const latch_seal *prior, const latch_seal *sealed)
 {
     latch_violation v;
+    latch_seal ended = latch__res_seal(res, LATCH_SEAL_ENDED);
+    latch_seal headers = latch__res_seal(res, LATCH_SEAL_HEADERS);
     const latch_seal *seal;
 
     memset(&v, 0, sizeof(v));
@@ -375,9 +377,9 @@ void latch__violation_sealed(latch_res *res, int code, const char *call,
     v.at = at;
     /* The place that matters is the one that closed the door the call
      * tried to open: the end for writes, the headers for header calls. */
-    seal = res->ended_at.call ? &res->ended_at : &res->headers_at;
-    if (code == LATCH_ERR_HTTP_HEADERS_SENT && res->headers_at.call)
-        seal = &res->headers_at;
+    seal = ended.call ? &ended : &headers;
+    if (code == LATCH_ERR_HTTP_HEADERS_SENT && headers.call)
+        seal = &headers;
     if (sealed != NULL && seal->call == NULL)
         seal = sealed;
     if (seal->call != NULL) {

@@ -558,8 +558,10 @@ struct latch_res {
     bool attach_over; /* the attachments' end ops ran for the end */
     /* Output produced while an earlier response is still in the queue. */
     latch_buf pending;
-    /* Places. */
-    latch_seal headers_at, ended_at;
+    /* What sealed it: the call that sent its head, and the one that ended
+     * it (or the event that cut it), NULL until then. Their places are in
+     * the cold part (latch_chainst; latch__res_seal reads a whole seal). */
+    const char *headers_call, *ended_call;
     /* Callbacks: latch_res_on_finish/_close/_drain's, NULL until one is
      * set (most responses set none; an event stream waits without). */
     struct latch_res_cbs *cbs;
@@ -606,10 +608,11 @@ struct latch_res {
 };
 
 /*
- * The chain's state (chain.c), in the response's cold part: it is live
- * while the chain runs, and a stream that waits long after its chain is
- * done keeps it only packed (struct latch_moves), for a late report or a
- * late error. Zeroed when a cold part is taken for a new request.
+ * The chain's state (chain.c) and the places of the response's seals,
+ * in the response's cold part: live while the chain runs, and read by
+ * reports; a stream that waits long after its chain is done keeps them
+ * only packed (struct latch_moves), for a late report or a late error.
+ * Zeroed when a cold part is taken for a new request.
  */
 struct latch_chainst {
     latch_layer *layer;     /* next layer to try */
@@ -617,6 +620,9 @@ struct latch_chainst {
     latch_error err;        /* the error the error handlers run with */
     latch_seal returned;    /* the last handler's return value, and where */
     latch_seal resumed;     /* what last resumed a pending chain */
+    /* Where the response's seals were made (res->headers_call and
+     * ended_call say what made them). */
+    latch_site headers_site, ended_site;
 };
 
 /* A response's callbacks (res.c), by LATCH_CB_*: each with its data and
@@ -690,6 +696,31 @@ static inline struct latch_res_cold *latch__res_cold(latch_res *res)
 {
     return res->cold != NULL ? res->cold : latch__res_cold_take(res);
 }
+/* The chain's state and the seals' places to read: the cold part's, the
+ * packed copy a long-lived response keeps, or none (all zero). Any
+ * thread that may read the response. */
+static inline const struct latch_chainst *latch__res_marks(const latch_res *r)
+{
+    static const struct latch_chainst none;
+
+    if (r->cold != NULL)
+        return &r->cold->cs;
+    return r->moves != NULL ? &r->moves->cs : &none;
+}
+/* A seal as it stands (what made it, and where), and setting one: the
+ * call always, its place in the cold part (out of memory the place alone
+ * is lost, a report then names none). On the response's loop. */
+enum { LATCH_SEAL_HEADERS, LATCH_SEAL_ENDED };
+static inline latch_seal latch__res_seal(const latch_res *res, int which)
+{
+    const struct latch_chainst *m = latch__res_marks(res);
+
+    if (which == LATCH_SEAL_HEADERS)
+        return (latch_seal){res->headers_call, m->headers_site};
+    return (latch_seal){res->ended_call, m->ended_site};
+}
+void latch__res_seal_set(latch_res *res, int which, const char *call,
+                         latch_site at);
 
 /* ------------------------------------------------------------------ */
 /* Attachments: what is tied to one response (res.c releases them)      */

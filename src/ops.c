@@ -110,7 +110,7 @@ void latch__ops_closed(latch_res *res, bool finished)
     status = res->status;
     if (!finished &&
         (res->state == LATCH_RS_FRESH ||
-         (res->state == LATCH_RS_DESTROYED && res->headers_at.call == NULL)))
+         (res->state == LATCH_RS_DESTROYED && res->headers_call == NULL)))
         status = 499;
     if (app->ops & LATCH_OPS_METRICS) {
         if (status >= 100 && status < 100 + LATCH_NSTATUS)

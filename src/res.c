@@ -340,6 +340,40 @@ static void chainst_copy(struct latch_chainst *d, const struct latch_chainst *s)
     d->resumed.at.file = s->resumed.at.file;
     d->resumed.at.line = s->resumed.at.line;
     d->resumed.at.func = s->resumed.at.func;
+    d->headers_site.file = s->headers_site.file;
+    d->headers_site.line = s->headers_site.line;
+    d->headers_site.func = s->headers_site.func;
+    d->ended_site.file = s->ended_site.file;
+    d->ended_site.line = s->ended_site.line;
+    d->ended_site.func = s->ended_site.func;
+}
+
+void latch__res_seal_set(latch_res *res, int which, const char *call,
+                         latch_site at)
+{
+    const latch_site *now;
+    struct latch_res_cold *c = res->cold;
+
+    if (which == LATCH_SEAL_HEADERS)
+        res->headers_call = call;
+    else
+        res->ended_call = call;
+    if (c == NULL) {
+        /* A stream that gave its cold part back takes it again only for
+         * a place that changes (an event's place is none, as is the end's
+         * of a stream not ended yet). */
+        now = which == LATCH_SEAL_HEADERS ? &latch__res_marks(res)->headers_site
+                                          : &latch__res_marks(res)->ended_site;
+        if (now->file == at.file && now->line == at.line &&
+            now->func == at.func)
+            return;
+        if ((c = latch__res_cold_take(res)) == NULL)
+            return; /* the place is lost, never the seal */
+    }
+    if (which == LATCH_SEAL_HEADERS)
+        c->cs.headers_site = at;
+    else
+        c->cs.ended_site = at;
 }
 
 struct latch_res_cold *latch__res_cold_take(latch_res *res)
@@ -950,8 +984,7 @@ static int build_head(latch_res *res, int64_t known_len, bool hold,
     b->len = (size_t)(p - b->data);
 sealed:
     transition(res, LATCH_RS_HEADERS_SENT);
-    res->headers_at.call = call;
-    res->headers_at.at = at;
+    latch__res_seal_set(res, LATCH_SEAL_HEADERS, call, at);
     return 0;
 }
 
@@ -1112,10 +1145,8 @@ static int over_limit(latch_res *res, const char *call, latch_site at)
              (unsigned long long)res->w->app->cfg.output);
     latch__violation(res, LATCH_ERR_LIMIT, call, msg, at);
     res->cut_code = LATCH_ERR_LIMIT;
-    if (res->ended_at.call == NULL) {
-        res->ended_at.call = call;
-        res->ended_at.at = at;
-    }
+    if (res->ended_call == NULL)
+        latch__res_seal_set(res, LATCH_SEAL_ENDED, call, at);
     latch_res_destroy_at(res, at);
     return LATCH_ERR_LIMIT;
 }
@@ -1258,8 +1289,7 @@ int latch__res_end(latch_res *res, const void *data, size_t len,
     }
     transition(res, LATCH_RS_ENDED);
     res->end_called = true;
-    res->ended_at.call = call;
-    res->ended_at.at = at;
+    latch__res_seal_set(res, LATCH_SEAL_ENDED, call, at);
     if (LATCH_TRACING())
         latch__trace_end(res, fresh);
     if (res->conn == NULL) {
@@ -1395,10 +1425,9 @@ void latch__res_detach(latch_res *res, const char *event, int reason)
     res->conn = NULL;
     res->detached = true;
     if (unfinished && res->state != LATCH_RS_DESTROYED) {
-        if (res->state < LATCH_RS_ENDED && res->ended_at.call == NULL) {
-            res->ended_at.call = event;
-            res->ended_at.at = (latch_site){NULL, 0, NULL};
-        }
+        if (res->state < LATCH_RS_ENDED && res->ended_call == NULL)
+            latch__res_seal_set(res, LATCH_SEAL_ENDED, event,
+                                (latch_site){NULL, 0, NULL});
         transition(res, LATCH_RS_DESTROYED);
         if (LATCH_TRACING())
             latch__trace_state(res, LATCH_RS_DESTROYED);
@@ -1438,10 +1467,8 @@ void latch_res_destroy_at(latch_res *res, latch_site at)
     if (res->state >= LATCH_RS_FINISHED || res->detached)
         return; /* as Node: destroying a finished response does nothing */
     c = res->conn;
-    if (res->ended_at.call == NULL) {
-        res->ended_at.call = "latch_res_destroy";
-        res->ended_at.at = at;
-    }
+    if (res->ended_call == NULL)
+        latch__res_seal_set(res, LATCH_SEAL_ENDED, "latch_res_destroy", at);
     transition(res, LATCH_RS_DESTROYED);
     if (LATCH_TRACING())
         latch__trace(res, "destroyed", "latch_res_destroy", at);
@@ -1570,8 +1597,8 @@ bool latch__res_retract_head(latch_res *res)
     transition(res, LATCH_RS_FRESH);
     res->hold = false;
     res->pending.len = 0; /* the head, and only it: nothing came after */
-    res->headers_at.call = NULL;
-    res->headers_at.at = (latch_site){NULL, 0, NULL};
+    latch__res_seal_set(res, LATCH_SEAL_HEADERS, NULL,
+                        (latch_site){NULL, 0, NULL});
     res->chunked = res->has_cl = res->close_delimited = false;
     res->content_length = 0;
     return true;
@@ -1589,10 +1616,10 @@ bool latch__res_timeout_begin(latch_res *res)
 
 /* What sealed the response during the timeout's error handlers (their
  * latch_res_json ...) is reported as the timeout, at their site. */
-static void seal_as_timeout(latch_seal *s)
+static void seal_as_timeout(const char **call)
 {
-    if (s->call != NULL)
-        s->call = "request timeout";
+    if (*call != NULL)
+        *call = "request timeout";
 }
 
 bool latch__res_timeout_seal(latch_res *res)
@@ -1600,8 +1627,8 @@ bool latch__res_timeout_seal(latch_res *res)
     latch__res_retract_head(res);
     if (res->cancel_reason == LATCH_CANCEL_TIMEOUT && !res->cancel_fired) {
         /* The error handlers ran (latch__res_timeout_begin). */
-        seal_as_timeout(&res->headers_at);
-        seal_as_timeout(&res->ended_at);
+        seal_as_timeout(&res->headers_call);
+        seal_as_timeout(&res->ended_call);
     }
     return res->state == LATCH_RS_FRESH;
 }
@@ -1613,10 +1640,8 @@ void latch__res_timeout_cut(latch_res *res)
     if (res->state != LATCH_RS_HEADERS_SENT)
         return;
     /* Too late for a status: cut it, visibly incomplete. */
-    if (res->ended_at.call == NULL) {
-        res->ended_at.call = "request timeout";
-        res->ended_at.at = none;
-    }
+    if (res->ended_call == NULL)
+        latch__res_seal_set(res, LATCH_SEAL_ENDED, "request timeout", none);
     /* The attachments hear of it from latch__res_cancel, cancelled with
      * the reason before they hear that the response is over. */
     transition(res, LATCH_RS_DESTROYED);
@@ -1682,7 +1707,7 @@ bool latch_res_headers_sent_at(const latch_res *res, latch_site at)
     if (res != NULL &&
         (res = latch__res_in(res, "latch_res_headers_sent", &at)) == NULL)
         return false;
-    return res != NULL && res->headers_at.call != NULL;
+    return res != NULL && res->headers_call != NULL;
 }
 
 bool latch_res_headers_sent(const latch_res *res)

@@ -932,9 +932,9 @@ static int sse_start(latch_res *h, const char *call, latch_site at, bool room)
     e->sse = true;
     r = latch_res_flush_headers_at(res, at);
     /* Later reports name this call, not the flush it made. */
-    if (r >= 0 && res->headers_at.call != NULL &&
-        strcmp(res->headers_at.call, "latch_res_flush_headers") == 0)
-        res->headers_at.call = call;
+    if (r >= 0 && res->headers_call != NULL &&
+        strcmp(res->headers_call, "latch_res_flush_headers") == 0)
+        res->headers_call = call;
     return r;
 }
 

@@ -167,12 +167,14 @@ void latch__pipe_yield(latch_res *res, const void *data, bool yield)
 
 /* A seal the producer's own body call just made is the producer's: later
  * reports name `call` (latch_res_sendfile), not the latch_res_end it made. */
-static void own_seal(latch_seal *s, const char *made, const char *call,
-                     latch_site at)
+static void own_seal(latch_res *res, int which, const char *made,
+                     const char *call, latch_site at)
 {
-    if (s->call != NULL && strcmp(s->call, made) == 0 &&
-        s->at.line == at.line && s->at.file == at.file)
-        s->call = call;
+    latch_seal s = latch__res_seal(res, which);
+
+    if (s.call != NULL && strcmp(s.call, made) == 0 && s.at.line == at.line &&
+        s.at.file == at.file)
+        latch__res_seal_set(res, which, call, at);
 }
 
 int latch__pipe_own_write(latch_res *res, const void *data, size_t len,
@@ -184,7 +186,7 @@ int latch__pipe_own_write(latch_res *res, const void *data, size_t len,
     latch__sole_enter(res);
     r = latch_res_write_at(res, data, len, at);
     latch__sole_leave(res);
-    own_seal(&res->headers_at, "latch_res_write", call, at);
+    own_seal(res, LATCH_SEAL_HEADERS, "latch_res_write", call, at);
     latch__res_unref(res);
     return r;
 }
@@ -198,8 +200,8 @@ int latch__pipe_own_end(latch_res *res, const void *data, size_t len,
     latch__sole_enter(res);
     r = latch_res_end_at(res, data, len, at);
     latch__sole_leave(res);
-    own_seal(&res->headers_at, "latch_res_end", call, at);
-    own_seal(&res->ended_at, "latch_res_end", call, at);
+    own_seal(res, LATCH_SEAL_HEADERS, "latch_res_end", call, at);
+    own_seal(res, LATCH_SEAL_ENDED, "latch_res_end", call, at);
     latch__res_unref(res);
     return r;
 }
@@ -254,8 +256,8 @@ static void pipe_end(latch_attach *a, latch_res *res, int reason)
      * returned (it was called inside a handler): later reports name the
      * failure, not the error page it caused, as when they answered at
      * once. */
-    if (p->failed_head && res->ended_at.call != NULL)
-        res->ended_at = p->fail;
+    if (p->failed_head && res->ended_call != NULL)
+        latch__res_seal_set(res, LATCH_SEAL_ENDED, p->fail.call, p->fail.at);
     if (LATCH_TRACING()) {
         char event[64];
         snprintf(event, sizeof(event), "pipe done (%s)",
@@ -346,16 +348,14 @@ int latch_res_pipe_fail_at(latch_res *res, int error, latch_site at)
         latch__res_raise(res, error, fail_status(error), "latch_res_pipe_fail",
                          at);
         /* Later reports name the failure, not the error page it caused. */
-        if (res->state >= LATCH_RS_ENDED) {
-            res->ended_at.call = "latch_res_pipe_fail";
-            res->ended_at.at = at;
-        }
+        if (res->state >= LATCH_RS_ENDED)
+            latch__res_seal_set(res, LATCH_SEAL_ENDED, "latch_res_pipe_fail",
+                                at);
     } else {
         /* Headers are out: truncated, never complete-looking. */
-        if (res->ended_at.call == NULL) {
-            res->ended_at.call = "latch_res_pipe_fail";
-            res->ended_at.at = at;
-        }
+        if (res->ended_call == NULL)
+            latch__res_seal_set(res, LATCH_SEAL_ENDED, "latch_res_pipe_fail",
+                                at);
         latch_res_destroy_at(res, at);
     }
     latch__res_unref(res);

@@ -172,6 +172,7 @@ void latch__trace(const latch_res *res, const char *event, const char *call,
 
 void latch__trace_state(const latch_res *res, int to)
 {
+    latch_seal seal;
     const latch_seal *s = NULL;
     const char *event;
     tline l;
@@ -179,16 +180,19 @@ void latch__trace_state(const latch_res *res, int to)
     switch (to) {
     case LATCH_RS_HEADERS_SENT:
         event = "headers sent";
-        s = &res->headers_at;
+        seal = latch__res_seal(res, LATCH_SEAL_HEADERS);
+        s = &seal;
         break;
     case LATCH_RS_ENDED:
         event = "ended";
-        s = &res->ended_at;
+        seal = latch__res_seal(res, LATCH_SEAL_ENDED);
+        s = &seal;
         break;
     case LATCH_RS_FINISHED: event = "finished"; break;
     case LATCH_RS_DESTROYED:
         event = "destroyed";
-        s = &res->ended_at;
+        seal = latch__res_seal(res, LATCH_SEAL_ENDED);
+        s = &seal;
         break;
     default: return; /* a held head taken back: nothing happened */
     }

@@ -276,6 +276,11 @@ typedef struct forgot {
     _Atomic int reports;    /* ERR_NO_RESPONSE reports */
     char message[160];      /* the first one's message, and call */
     char call[32];
+    int start_line;       /* where the handler started the stream */
+    _Atomic int sent;     /* ERR_HTTP_HEADERS_SENT reports */
+    char sealed_call[32]; /* the first one's seal */
+    char sealed_file[256];
+    int sealed_line;
 } forgot;
 
 static forgot the_forgot;
@@ -284,6 +289,14 @@ static void on_forgot_violation(const latch_violation *v, void *data)
 {
     forgot *f = data;
 
+    if (v->code == LATCH_ERR_HTTP_HEADERS_SENT &&
+        atomic_fetch_add(&f->sent, 1) == 0) {
+        snprintf(f->sealed_call, sizeof(f->sealed_call), "%s",
+                 v->sealed_call ? v->sealed_call : "(null)");
+        snprintf(f->sealed_file, sizeof(f->sealed_file), "%s",
+                 v->sealed_at.file ? v->sealed_at.file : "(null)");
+        f->sealed_line = v->sealed_at.line;
+    }
     if (v->code != LATCH_ERR_NO_RESPONSE)
         return;
     if (atomic_load(&f->reports) == 0) {
@@ -297,6 +310,7 @@ static void on_forgot_violation(const latch_violation *v, void *data)
 static int h_forgot(latch_req *req, latch_res *res, void *data)
 {
     (void)data;
+    the_forgot.start_line = __LINE__ + 1;
     if (latch_sse_start(res) != 0)
         return latch_fail(req, 500, "start failed");
     latch_res_retain(res);
@@ -312,24 +326,28 @@ static void on_forgot_cancel(latch_req *req, int reason, void *data)
 }
 
 /* On the loop, long after the handler returned: a cancellation callback
- * (which needs the cold part again), then the reference goes. */
-static void retake_then_release(latch_res *res, void *data)
+ * when asked (which needs the cold part again), a header set too late,
+ * then the reference goes. */
+static void late_calls_then_release(latch_res *res, void *data)
 {
-    (void)data;
-    assert_int_equal(
-        latch_req_on_cancel(latch_res_req(res), on_forgot_cancel, NULL), 0);
+    if (*(bool *)data)
+        assert_int_equal(
+            latch_req_on_cancel(latch_res_req(res), on_forgot_cancel, NULL), 0);
+    assert_int_equal(latch_res_set_header(res, "X-Late", "1"),
+                     LATCH_ERR_HTTP_HEADERS_SENT);
     latch_res_release(res);
 }
 
 /*
- * The chain's state of a stream that waited (its cold part given back,
- * the chain's state kept packed with the moves) is the same when a late
- * report needs it: a stream whose last owner lets go without ending it is
- * reported as never ended, naming the handler's return (LATCH_DONE, by
- * name), read from the packed copy, or (`retake`) from the cold part a
- * late call took back, into which that copy was restored. Had it been
- * lost either way, the report would name no return ("handler", no
- * message).
+ * The chain's state and the seals' places of a stream that waited (its
+ * cold part given back, those kept packed with the moves) are the same
+ * when a late report needs them: a header set late names the head's seal
+ * (latch_sse_start, at its line), and a stream whose last owner lets go
+ * without ending it is reported as never ended, naming the handler's
+ * return (LATCH_DONE, by name). Read from the packed copy, or (`retake`)
+ * from the cold part a late call took back, into which that copy was
+ * restored. Had either been lost, the reports would name no place and no
+ * return ("handler", no message).
  */
 static void forgotten_stream(bool retake)
 {
@@ -348,11 +366,7 @@ static void forgotten_stream(bool retake)
                              "Accept: text/event-stream\r\n\r\n");
     res = atomic_load(&the_forgot.res);
     assert_non_null(res);
-    /* From this thread: either is carried out on the loop. */
-    if (retake)
-        assert_int_equal(latch_res_post(res, retake_then_release, NULL), 0);
-    else
-        latch_res_release(res);
+    assert_int_equal(latch_res_post(res, late_calls_then_release, &retake), 0);
     end = th_now_ms() + 5000;
     while (atomic_load(&the_forgot.reports) == 0 && th_now_ms() < end)
         usleep(1000);
@@ -361,6 +375,11 @@ static void forgotten_stream(bool retake)
     assert_string_equal(the_forgot.message,
                         "h_forgot returned LATCH_DONE and the response was "
                         "never ended");
+    /* The late header names the head's seal, call and place. */
+    assert_int_equal(atomic_load(&the_forgot.sent), 1);
+    assert_string_equal(the_forgot.sealed_call, "latch_sse_start");
+    assert_non_null(strstr(the_forgot.sealed_file, "test_sse_memory.c"));
+    assert_int_equal(the_forgot.sealed_line, the_forgot.start_line);
     /* Its headers were out: the stream is cut, never left open. */
     assert_int_not_equal(th_wait_close(fd, 5000), TH_OPEN);
     close(fd);

@@ -166,6 +166,7 @@ static int teardown(void **state)
 
     latch_app_free(f->app);
     free(f->w);
+    free(f->res->cold); /* taken by latch__res_seal_set for the places */
     free(f->res);
     free(f);
     return 0;
@@ -174,15 +175,15 @@ static int teardown(void **state)
 static void seal_headers(latch_res *res, const char *call, const char *file,
                          int line, const char *func)
 {
-    res->headers_at.call = call;
-    res->headers_at.at = (latch_site){file, line, func};
+    latch__res_seal_set(res, LATCH_SEAL_HEADERS, call,
+                        (latch_site){file, line, func});
 }
 
 static void seal_end(latch_res *res, const char *call, const char *file,
                      int line, const char *func)
 {
-    res->ended_at.call = call;
-    res->ended_at.at = (latch_site){file, line, func};
+    latch__res_seal_set(res, LATCH_SEAL_ENDED, call,
+                        (latch_site){file, line, func});
 }
 
 /* Copies of what the hook saw: its pointers die when it returns. */
@@ -313,7 +314,7 @@ static void test_framework_event_seal_and_no_seal(void **state)
 
     hook_on(f);
     /* Sealed by an event: a name and no file. */
-    f->res->ended_at.call = "request timeout";
+    f->res->ended_call = "request timeout";
     latch__violation(f->res, LATCH_ERR_STREAM_DESTROYED, "latch_res_write",
                      NULL, SITE("file.c", 5, "h"));
     assert_int_equal(rec.calls, 1);
@@ -322,7 +323,8 @@ static void test_framework_event_seal_and_no_seal(void **state)
     assert_int_equal(rec.sealed_line, 0);
 
     /* Not sealed at all. */
-    memset(&f->res->ended_at, 0, sizeof(f->res->ended_at));
+    latch__res_seal_set(f->res, LATCH_SEAL_ENDED, NULL,
+                        (latch_site){NULL, 0, NULL});
     latch__violation(f->res, LATCH_ERR_NO_RESPONSE, "handler", NULL,
                      SITE("file.c", 6, "h"));
     assert_int_equal(rec.calls, 2);
@@ -493,7 +495,7 @@ static void test_default_hook_event_seal(void **state)
     char out[2048];
     capture c;
 
-    f->res->ended_at.call = "client disconnect";
+    f->res->ended_call = "client disconnect";
     f->res->req.id = 123456789012345ULL;
     f->res->req.method = "GET";
     f->res->req.path = "/a b";
