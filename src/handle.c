@@ -267,8 +267,19 @@ latch_res *latch__res_stale(uintptr_t v, const char *call, const latch_site *at)
     app = atomic_load_explicit(&sl->app, memory_order_relaxed);
     if (app == NULL)
         return NULL;
-    if (atomic_load_explicit(&sl->gen, memory_order_relaxed) ==
-        LATCH_H_GEN(v) + 1) {
+    if (atomic_load_explicit(&sl->gen, memory_order_relaxed) == 0 &&
+        atomic_load_explicit(&sl->obj, memory_order_relaxed) != NULL) {
+        /* Retired by latch__rslot_run_over: it was referenced, but its
+         * run is over for good. */
+        last_id = atomic_load_explicit(&sl->last_id, memory_order_relaxed);
+        snprintf(msg, sizeof(msg),
+                 "%s of request %llu used after its server run was over (the "
+                 "app ran again): a reference kept past latch_run; nothing "
+                 "was done",
+                 v & 2 ? "The request" : "The response",
+                 (unsigned long long)last_id);
+    } else if (atomic_load_explicit(&sl->gen, memory_order_relaxed) ==
+               LATCH_H_GEN(v) + 1) {
         last_id = atomic_load_explicit(&sl->last_id, memory_order_relaxed);
         snprintf(msg, sizeof(msg),
                  "%s of request %llu used after that request was over: it was "
