@@ -568,16 +568,19 @@ struct latch_res {
     /* The chain (chain.c); its layers, error and places are in the cold
      * part (latch_chainst). */
     uint8_t nrids, ri; /* cold->rids: the routes matching the path */
-    bool rlinear;      /* more matched than rids holds: match layer by layer */
     /* (The cancellation signal's, beside them: no padding.) */
     uint8_t cancel_reason; /* LATCH_CANCEL_*, once the request is cancelled */
-    bool cancel_fired;     /* the signal went out (attachments, callbacks);
-                              the request timeout marks the reason first
-                              and fires after its error handlers ran */
     uint8_t ncancel;       /* cancel_cbs used (in the cold part) */
-    bool pending_next;     /* a handler returned LATCH_PENDING */
-    bool chain_ref;        /* the chain holds a reference */
-    bool chain_dropped;    /* the response closed while the chain waited */
+    /* Flags of one byte (a waiting stream keeps the response: its size is
+     * per subscriber). */
+    bool rlinear : 1;       /* more matched than rids holds: match layer by
+                               layer */
+    bool cancel_fired : 1;  /* the signal went out (attachments, callbacks);
+                               the request timeout marks the reason first
+                               and fires after its error handlers ran */
+    bool pending_next : 1;  /* a handler returned LATCH_PENDING */
+    bool chain_ref : 1;     /* the chain holds a reference */
+    bool chain_dropped : 1; /* the response closed while the chain waited */
     /*
      * Who may move the chain (app.c). Every handler call gets a frame id
      * (1, 2, ... per request); latch's callbacks (timers, work, joins,

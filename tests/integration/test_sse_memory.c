@@ -133,7 +133,7 @@ static size_t per_subscriber(const char *req)
 /*
  * Subscribers as a browser's EventSource makes them (Accept:
  * text/event-stream). Each holds, in glibc chunks: the response object
- * (448 B; its cold part, 1,184 B with the chain's state and the places of
+ * (432 B; its cold part, 1,184 B with the chain's state and the places of
  * its seals, went back to the worker's pool once the stream was quiet,
  * and its finish/close/drain callbacks are a block made only by
  * latch_res_on_*), the connection (512; its parser is pooled and taken
@@ -144,7 +144,7 @@ static size_t per_subscriber(const char *req)
  * while the client falls behind) and its head and fields in a buffer of
  * their own (160); its packed header store, and the chain's state, the
  * seals' places and the moves that a late report may name, are the
- * worker's one copy for every stream with equal bytes (intern.c): 1,325 B
+ * worker's one copy for every stream with equal bytes (intern.c): 1,309 B
  * measured (1,565 before the chain's state, the seals' places and the
  * connection's parts went, 1,933 before the shared copies and the one
  * block, 3,315 before that). The chain's state kept in the response
