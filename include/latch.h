@@ -164,11 +164,14 @@ typedef struct latch_error {
     latch_site at;       /* where it was raised */
 } latch_error;
 
-/* An error handler: returns LATCH_DONE (handled) or LATCH_NEXT. One that
- * answers in full and then passes the error on (LATCH_NEXT, latch_fail)
- * is reported as ERR_NEXT_AFTER_RESPONSE with both places; delegating an
- * error someone else answered (Express's "if (res.headersSent) return
- * next(err)") is not. */
+/* An error handler: returns LATCH_DONE (handled), LATCH_NEXT, or
+ * LATCH_PENDING (an async one: it calls latch_next, which goes on to the
+ * next error handler, or latch_fail, which passes a new error on, once,
+ * later; the request timeout answers meanwhile as for a pending handler).
+ * One that answers in full and then passes the error on (LATCH_NEXT,
+ * latch_fail) is reported as ERR_NEXT_AFTER_RESPONSE with both places;
+ * delegating an error someone else answered (Express's "if
+ * (res.headersSent) return next(err)") is not. */
 typedef int (*latch_error_handler)(const latch_error *err, latch_req *req,
                                    latch_res *res, void *data);
 

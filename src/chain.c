@@ -561,10 +561,12 @@ static void run(latch_res *res)
             rc = e->fn(&cs->err, latch__req_hf(res, f.id),
                        latch__res_hf(res, f.id), e->data);
             frame_pop(res, &f);
-            cs->returned.call = rc == LATCH_NEXT ? "LATCH_NEXT" : "LATCH_DONE";
+            cs->returned.call = rc == LATCH_NEXT      ? "LATCH_NEXT"
+                                : rc == LATCH_PENDING ? "LATCH_PENDING"
+                                                      : "LATCH_DONE";
             cs->returned.at = (latch_site){e->at.file, e->at.line,
                                            e->name ? e->name : "error handler"};
-            if (!f.continued && !f.failed)
+            if (!f.continued && !f.failed && rc != LATCH_PENDING)
                 record_move(res, f.id, cs->returned.call, cs->returned.at);
             if (f.continued) {
                 frame_returned(res, &f, rc, cs->returned.at);
@@ -588,6 +590,15 @@ static void run(latch_res *res)
                 if (!complete_before)
                     error_after_response(res, "LATCH_NEXT", cs->returned.at);
                 continue;
+            }
+            if (rc == LATCH_PENDING) {
+                /* An async error handler (Express's error middleware that
+                 * awaits, then calls next(err)): its latch_next goes on
+                 * to the next error handler, its latch_fail passes a new
+                 * error on to it. */
+                res->pending_next = true;
+                res->pending_frame = f.id;
+                return;
             }
             chain_done(res);
             return;
@@ -1117,8 +1128,11 @@ int latch_fail_at(latch_req *req, int status, const char *message,
         return LATCH_ERR_HTTP;
     }
     error_after_response(res, "latch_fail", at);
+    /* From a pending error handler the new error goes on to the next
+     * error handler, as latch_fail inside one does; else to the first. */
+    if (!res->in_error)
+        c->cs.elayer = res->w->app->errlayers;
     res->in_error = true;
-    c->cs.elayer = res->w->app->errlayers;
     run(res);
     return LATCH_ERR_HTTP;
 }

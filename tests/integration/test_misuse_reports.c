@@ -11,6 +11,10 @@
  *  - Joins settled from pool threads (Promise.all's tasks finish there):
  *    latch_join_resolve / latch_join_fail from any thread post the report
  *    to the response's loop, and the completion runs there.
+ *  - An async error handler (Express's error middleware that awaits a log
+ *    write, then calls next(err)): LATCH_PENDING, then latch_next or
+ *    latch_fail from its job's completion goes on to the next error
+ *    handler, with no report.
  *  - Calls on a tombstone that used to return LATCH_ERR_STATE or NULL
  *    silently (latch_req_on_cancel, latch_req_set_timeout, latch_join_new,
  *    latch_res_flush_headers): reported.
@@ -90,6 +94,97 @@ static void test_error_handler_answers_then_fail(void **state)
 {
     (void)state;
     error_handler_case(eh_send_fail, "latch_fail", true);
+}
+
+/* ---- an async error handler ----------------------------------------- */
+
+static int async_fails_with; /* 0: latch_next, else latch_fail's status */
+
+static void log_job(void *data)
+{
+    (void)data;
+}
+
+static void logged(latch_res *res, int status, void *data)
+{
+    (void)data;
+    if (status != 0)
+        return; /* cancelled: latch answered */
+    if (async_fails_with == 0)
+        latch_next(latch_res_req(res));
+    else
+        latch_fail(latch_res_req(res), async_fails_with, "from the log");
+}
+
+static int eh_async_log(const latch_error *err, latch_req *req, latch_res *res,
+                        void *data)
+{
+    (void)err;
+    (void)req;
+    (void)data;
+    return latch_work(res, log_job, logged, NULL) < 0 ? LATCH_NEXT
+                                                      : LATCH_PENDING;
+}
+
+static int eh_answer_status(const latch_error *err, latch_req *req,
+                            latch_res *res, void *data)
+{
+    char body[64];
+    int n;
+
+    (void)req;
+    (void)data;
+    n = snprintf(body, sizeof(body), "%d %s", err->status,
+                 err->message != NULL ? err->message : "-");
+    latch_res_status(res, err->status);
+    latch_res_send(res, body, (size_t)n);
+    return LATCH_DONE;
+}
+
+static int fails_400(latch_req *req, latch_res *res, const void *arg)
+{
+    (void)res;
+    (void)arg;
+    return latch_fail(req, 400, "bad input");
+}
+
+static void async_error_handler_case(int fail_status, const char *want)
+{
+    latch_app *app = srv_prepare(fails_400, NULL);
+    int fd;
+
+    async_fails_with = fail_status;
+    assert_int_equal(latch_use_error(app, eh_async_log, NULL), 0);
+    assert_int_equal(latch_use_error(app, eh_answer_status, NULL), 0);
+    srv_go(app);
+    fd = th_connect(srv.port);
+    th_send_str(fd, REQ("/x"));
+    expect_resp(fd, want);
+    expect_ok_on(fd);
+    close(fd);
+    srv_stop();
+    /* It used to be taken for LATCH_DONE: the completion's latch_next was
+     * ERR_NEXT_TWICE, then ERR_NO_RESPONSE and a 500. */
+    if (th_vlog_count(&vlog) != 0)
+        fail_msg("%d report(s), the first %s from %s", th_vlog_count(&vlog),
+                 vget(0).name, vget(0).call);
+}
+
+static void test_async_error_handler_next(void **state)
+{
+    (void)state;
+    async_error_handler_case(
+        0, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html; "
+           "charset=utf-8\r\nContent-Length: 13\r\n" KA "\r\n400 bad input");
+}
+
+static void test_async_error_handler_fail(void **state)
+{
+    (void)state;
+    async_error_handler_case(
+        502,
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html; "
+        "charset=utf-8\r\nContent-Length: 16\r\n" KA "\r\n502 from the log");
 }
 
 /* ---- calls from another thread --------------------------------------- */
@@ -344,6 +439,8 @@ int main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_error_handler_answers_then_fail,
                                   teardown),
+        cmocka_unit_test_teardown(test_async_error_handler_next, teardown),
+        cmocka_unit_test_teardown(test_async_error_handler_fail, teardown),
         cmocka_unit_test_teardown(test_wrong_thread_is_reported, teardown),
         cmocka_unit_test_teardown(test_join_settled_from_pool_threads,
                                   teardown),
