@@ -539,10 +539,13 @@ static int worker_init(latch_worker *w, latch_app *app, int index)
         w->ls[i].tls = l->tls;
         tls = tls || l->tls != NULL;
     }
+    /* Whole seconds, rounded down as Node does: a client told more than
+     * the connection will wait may send its next request to a connection
+     * that is closing (1,500 ms is "timeout=1", 200 ms "timeout=0"). */
     w->ka_len = (size_t)snprintf(
         w->ka_line, sizeof(w->ka_line),
         "Connection: keep-alive\r\nKeep-Alive: timeout=%llu\r\n",
-        (unsigned long long)((app->cfg.keepalive_ms + 999) / 1000));
+        (unsigned long long)(app->cfg.keepalive_ms / 1000));
     w->max_conns = default_max_conns(app);
     for (i = 0; i < app->nlisteners; i++) {
         r = uv_poll_init_socket(&w->loop, &w->ls[i].poll, w->ls[i].fd);

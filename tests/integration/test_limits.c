@@ -535,7 +535,9 @@ static void test_408_trickled_head(void **state)
 }
 
 /* After a response, an idle keep-alive connection is closed (FIN) with
- * nothing written. */
+ * nothing written. Its Keep-Alive promises no more than it waits: 200 ms
+ * is "timeout=0" (whole seconds rounded down, as Node does; rounded up,
+ * a client would send its next request to a closing connection). */
 static void test_keepalive_idle_close(void **state)
 {
     int fd = th_connect(srv.port), one = 1;
@@ -551,6 +553,7 @@ static void test_keepalive_idle_close(void **state)
     r = th_expect_responses(out, len, 1, NULL);
     assert_int_equal(r[0].status, 200);
     assert_non_null(strstr(r[0].head, "Connection: keep-alive\r\n"));
+    assert_non_null(strstr(r[0].head, "Keep-Alive: timeout=0\r\n"));
     th_resp_free(r, 1);
     free(r);
     free(out);
