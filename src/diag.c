@@ -364,11 +364,20 @@ void latch__violation_sealed(latch_res *res, int code, const char *call,
                              const char *message, latch_site at,
                              const latch_seal *prior, const latch_seal *sealed)
 {
+    static const latch_site nowhere = {NULL, 0, NULL};
     latch_violation v;
-    latch_seal ended = latch__res_seal(res, LATCH_SEAL_ENDED);
-    latch_seal headers = latch__res_seal(res, LATCH_SEAL_HEADERS);
+    latch_seal ended = {res->ended_call, nowhere};
+    latch_seal headers = {res->headers_call, nowhere};
     const latch_seal *seal;
 
+    /* The seals' places live in the cold part or its packed copy, which
+     * the loop may give back at any time: read on the loop only. A call
+     * from another thread (refused as such) is told what sealed the
+     * response, without the place. */
+    if (pthread_equal(pthread_self(), res->w->thread)) {
+        ended = latch__res_seal(res, LATCH_SEAL_ENDED);
+        headers = latch__res_seal(res, LATCH_SEAL_HEADERS);
+    }
     memset(&v, 0, sizeof(v));
     v.code = code;
     v.name = latch_err_name(code);

@@ -700,8 +700,8 @@ static inline struct latch_res_cold *latch__res_cold(latch_res *res)
     return res->cold != NULL ? res->cold : latch__res_cold_take(res);
 }
 /* The chain's state and the seals' places to read: the cold part's, the
- * packed copy a long-lived response keeps, or none (all zero). Any
- * thread that may read the response. */
+ * packed copy a long-lived response keeps, or none (all zero). On the
+ * response's loop: either may be given back there at any time. */
 static inline const struct latch_chainst *latch__res_marks(const latch_res *r)
 {
     static const struct latch_chainst none;

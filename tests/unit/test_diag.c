@@ -151,6 +151,7 @@ static int setup(void **state)
     if (f->app == NULL || f->w == NULL || f->res == NULL)
         return -1;
     f->w->app = f->app;
+    f->w->thread = pthread_self(); /* reports are made on its loop */
     f->res->w = f->w;
     f->res->req.id = 17;
     f->res->req.method = "POST";
@@ -306,6 +307,38 @@ static void test_headers_seal_when_not_ended(void **state)
     assert_int_equal(rec.calls, 1);
     assert_string_equal(rec.sealed_call.s, "latch_res_write");
     assert_int_equal(rec.sealed_line, 12);
+}
+
+/* A report made off the response's loop (a call from the wrong thread)
+ * names what sealed the response but not where: the places live in the
+ * cold part, which the loop may give back meanwhile. */
+static void *report_off_loop(void *arg)
+{
+    fixture *f = arg;
+
+    latch__violation(f->res, LATCH_ERR_WRONG_THREAD, "latch_res_write", NULL,
+                     SITE("thread.c", 7, "worker"));
+    return NULL;
+}
+
+static void test_off_loop_report_names_no_place(void **state)
+{
+    fixture *f = *state;
+    pthread_t t;
+
+    hook_on(f);
+    seal_end(f->res, "latch_res_end", "file.c", 30, "h_end");
+    assert_int_equal(pthread_create(&t, NULL, report_off_loop, f), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(rec.calls, 1);
+    assert_string_equal(rec.sealed_call.s, "latch_res_end");
+    assert_true(rec.sealed_file.null);
+    assert_int_equal(rec.sealed_line, 0);
+    /* On the loop, the place. */
+    latch__violation(f->res, LATCH_ERR_STREAM_WRITE_AFTER_END,
+                     "latch_res_write", NULL, SITE("file.c", 31, "h_end"));
+    assert_int_equal(rec.calls, 2);
+    assert_int_equal(rec.sealed_line, 30);
 }
 
 static void test_framework_event_seal_and_no_seal(void **state)
@@ -893,6 +926,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_headers_seal_when_not_ended, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_framework_event_seal_and_no_seal,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_off_loop_report_names_no_place,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_path_falls_back_to_url, setup,
                                         teardown),
