@@ -557,6 +557,8 @@ static void run(latch_res *res)
             /* Whether this error handler is the one that answers. */
             complete_before =
                 res->state == LATCH_RS_ENDED || res->state == LATCH_RS_FINISHED;
+            /* For its latch_next inside or after LATCH_PENDING (resume). */
+            res->eh_complete = complete_before;
             frame_push(res, &f);
             rc = e->fn(&cs->err, latch__req_hf(res, f.id),
                        latch__res_hf(res, f.id), e->data);
@@ -859,7 +861,7 @@ static void dispatch(latch_res *res)
     latch_app *app = res->w->app;
     /* The chain's state and the ids of the routes matching the path go
      * to the cold part (which the handlers' moves take anyway); out of
-     * memory, run() cuts the response. */
+     * memory, the response is cut (below). */
     struct latch_res_cold *c = latch__res_cold(res);
     latch_rmatch m[LATCH_MAX_RIDS];
     const char *raw;
@@ -898,6 +900,14 @@ static void dispatch(latch_res *res)
     res->owner = &chain_owner;
     res->refs++; /* the chain's reference */
     res->chain_ref = true;
+    if (c == NULL) {
+        /* Out of memory: no chain state, so no handler can run; the
+         * response is cut (as run() does), never answered 404 by a chain
+         * that a later cold part would start without its first layer. */
+        latch_res_destroy_at(res, no_site);
+        chain_done(res);
+        return;
+    }
     run(res);
 }
 
@@ -977,6 +987,15 @@ static void stray_move(latch_res *res, uint16_t id, const char *call,
  * (then reported, and the chain ends), the next layers run now. */
 static void resume(latch_res *res, latch_site at)
 {
+    if (res->in_error && !res->detached) {
+        /* An error handler passing the error on (latch_next inside it, or
+         * after its LATCH_PENDING): as its LATCH_NEXT would, whatever went
+         * out already; reported only when it answered in full itself. */
+        if (!res->eh_complete)
+            error_after_response(res, "latch_next", at);
+        run(res);
+        return;
+    }
     if (res->state != LATCH_RS_FRESH || res->detached) {
         if (!res->detached)
             latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, "latch_next",
@@ -1109,7 +1128,12 @@ int latch_fail_at(latch_req *req, int status, const char *message,
     c->cs.err.status = status;
     c->cs.err.at = at;
     if (message != NULL) {
-        snprintf(c->err_msg, sizeof(c->err_msg), "%s", message);
+        /* An error handler passing its own error's message on gives the
+         * buffer this copy writes: copied through the stack. */
+        char msg[sizeof(c->err_msg)];
+
+        snprintf(msg, sizeof(msg), "%s", message);
+        memcpy(c->err_msg, msg, strlen(msg) + 1);
         c->cs.err.message = c->err_msg;
     } else {
         /* No message: the status's reason. */

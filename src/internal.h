@@ -581,6 +581,9 @@ struct latch_res {
     bool pending_next : 1;  /* a handler returned LATCH_PENDING */
     bool chain_ref : 1;     /* the chain holds a reference */
     bool chain_dropped : 1; /* the response closed while the chain waited */
+    bool eh_complete : 1;   /* the response was complete when the error
+                               handler running or pending was called: its
+                               passing the error on is delegation */
     /*
      * Who may move the chain (app.c). Every handler call gets a frame id
      * (1, 2, ... per request); latch's callbacks (timers, work, joins,

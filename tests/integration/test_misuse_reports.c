@@ -187,6 +187,82 @@ static void test_async_error_handler_fail(void **state)
         "charset=utf-8\r\nContent-Length: 16\r\n" KA "\r\n502 from the log");
 }
 
+/* A handler whose stream broke after its head went out. */
+static int streams_then_fails(latch_req *req, latch_res *res, const void *arg)
+{
+    (void)arg;
+    latch_res_write(res, "part", 4);
+    return latch_fail(req, 500, "broke mid-stream");
+}
+
+static void delegated(latch_res *res, int status, void *data)
+{
+    (void)data;
+    if (status == 0)
+        latch_next(latch_res_req(res));
+}
+
+/* Express's "if (res.headersSent) return next(err)", at once or after an
+ * await. */
+static int eh_delegate(const latch_error *err, latch_req *req, latch_res *res,
+                       void *data)
+{
+    (void)err;
+    (void)req;
+    (void)data;
+    return latch_res_headers_sent(res) ? LATCH_NEXT : LATCH_DONE;
+}
+
+static int eh_async_delegate(const latch_error *err, latch_req *req,
+                             latch_res *res, void *data)
+{
+    (void)err;
+    (void)req;
+    (void)data;
+    return latch_work(res, log_job, delegated, NULL) < 0 ? LATCH_NEXT
+                                                         : LATCH_PENDING;
+}
+
+/* The error handler delegates an error raised after the head went out:
+ * no report, and the final handler cuts the response (no last chunk), as
+ * Express's finalhandler destroys the socket. The async form used to be
+ * reported ERR_NEXT_AFTER_RESPONSE, then ERR_NO_RESPONSE. */
+static void delegated_after_head_case(latch_error_handler eh)
+{
+    latch_app *app = srv_prepare(streams_then_fails, NULL);
+    size_t len = 0;
+    char *out;
+    int fd;
+
+    assert_int_equal(latch_use_error(app, eh, NULL), 0);
+    srv_go(app);
+    fd = th_connect(srv.port);
+    th_send_str(fd, REQ("/x"));
+    out = th_read(fd, &len, 5000, NULL, NULL);
+    assert_int_not_equal(th_last_end(), TH_OPEN);
+    assert_non_null(strstr(out, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(out, "\r\n4\r\npart\r\n"));
+    assert_null(strstr(out, "\r\n0\r\n\r\n"));
+    free(out);
+    close(fd);
+    srv_stop();
+    if (th_vlog_count(&vlog) != 0)
+        fail_msg("%d report(s), the first %s from %s", th_vlog_count(&vlog),
+                 vget(0).name, vget(0).call);
+}
+
+static void test_error_handler_delegates_after_head(void **state)
+{
+    (void)state;
+    delegated_after_head_case(eh_delegate);
+}
+
+static void test_async_error_handler_delegates_after_head(void **state)
+{
+    (void)state;
+    delegated_after_head_case(eh_async_delegate);
+}
+
 /* ---- calls from another thread --------------------------------------- */
 
 static latch_timer *foreign_timer;
@@ -441,6 +517,10 @@ int main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_async_error_handler_next, teardown),
         cmocka_unit_test_teardown(test_async_error_handler_fail, teardown),
+        cmocka_unit_test_teardown(test_error_handler_delegates_after_head,
+                                  teardown),
+        cmocka_unit_test_teardown(test_async_error_handler_delegates_after_head,
+                                  teardown),
         cmocka_unit_test_teardown(test_wrong_thread_is_reported, teardown),
         cmocka_unit_test_teardown(test_join_settled_from_pool_threads,
                                   teardown),
