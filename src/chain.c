@@ -728,7 +728,7 @@ static void chain_closed(latch_res *res)
  */
 static void chain_unreferenced(latch_res *res)
 {
-    const struct latch_chainst *cs = peek(res);
+    const struct latch_chainst *cs;
     uint32_t mine = 1 + (res->chain_ref ? 1 : 0);
     const char *msg = NULL;
     char buf[200];
@@ -741,6 +741,7 @@ static void chain_unreferenced(latch_res *res)
         mine++;
     if (res->refs != mine)
         return;
+    cs = peek(res); /* only now: every answered request passes above */
     if (cs->returned.call != NULL) {
         snprintf(
             buf, sizeof(buf), "%s returned %s and the response was never %s",
