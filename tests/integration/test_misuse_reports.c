@@ -187,6 +187,38 @@ static void test_async_error_handler_fail(void **state)
         "charset=utf-8\r\nContent-Length: 16\r\n" KA "\r\n502 from the log");
 }
 
+/* Passing the same error on with latch_fail: its message is the buffer
+ * latch_fail copies into (it was copied onto itself). */
+static int eh_fail_same(const latch_error *err, latch_req *req, latch_res *res,
+                        void *data)
+{
+    (void)res;
+    (void)data;
+    return latch_fail(req, err->status, err->message);
+}
+
+static void test_error_handler_fails_with_its_error(void **state)
+{
+    latch_app *app = srv_prepare(fails_400, NULL);
+    int fd;
+
+    (void)state;
+    assert_int_equal(latch_use_error(app, eh_fail_same, NULL), 0);
+    assert_int_equal(latch_use_error(app, eh_answer_status, NULL), 0);
+    srv_go(app);
+    fd = th_connect(srv.port);
+    th_send_str(fd, REQ("/x"));
+    expect_resp(fd, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html; "
+                    "charset=utf-8\r\nContent-Length: 13\r\n" KA
+                    "\r\n400 bad input");
+    expect_ok_on(fd);
+    close(fd);
+    srv_stop();
+    if (th_vlog_count(&vlog) != 0)
+        fail_msg("%d report(s), the first %s from %s", th_vlog_count(&vlog),
+                 vget(0).name, vget(0).call);
+}
+
 /* A handler whose stream broke after its head went out. */
 static int streams_then_fails(latch_req *req, latch_res *res, const void *arg)
 {
@@ -517,6 +549,8 @@ int main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_async_error_handler_next, teardown),
         cmocka_unit_test_teardown(test_async_error_handler_fail, teardown),
+        cmocka_unit_test_teardown(test_error_handler_fails_with_its_error,
+                                  teardown),
         cmocka_unit_test_teardown(test_error_handler_delegates_after_head,
                                   teardown),
         cmocka_unit_test_teardown(test_async_error_handler_delegates_after_head,
