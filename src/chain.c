@@ -231,12 +231,6 @@ static void final_not_found(latch_res *res)
         latch__pages_error(res, 404, msg, NULL, NULL, "final handler");
 }
 
-/* The chain's state to read (internal.h, latch_chainst). */
-static const struct latch_chainst *peek(const latch_res *res)
-{
-    return latch__res_marks(res);
-}
-
 /* The chain's state to write: the cold part's, taken back (its packed
  * copy restored) when a long-lived response gave it back; NULL out of
  * memory. Taken at dispatch and kept while the chain runs, so never NULL
@@ -251,7 +245,7 @@ static struct latch_chainst *st(latch_res *res)
 /* The final handler for an error no error handler took. */
 static void final_error(latch_res *res)
 {
-    const struct latch_chainst *cs = peek(res);
+    const struct latch_chainst *cs = latch__res_marks(res);
     latch_app *app = res->w->app;
     int status = cs->err.status;
     char msg[600];
@@ -447,7 +441,7 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
     /* A latch_fail after latch_next is its own misuse, reported as well
      * when the handler also returned LATCH_NEXT (fuzzer seed 816). */
     if (f->failed || rc < 0) {
-        latch_site at = f->failed ? peek(res)->err.at : handler;
+        latch_site at = f->failed ? latch__res_marks(res)->err.at : handler;
         const char *call = f->failed ? "latch_fail" : "error return";
         if (!error_after_response(res, call, at))
             latch__violation_prior(res, LATCH_ERR_NEXT_TWICE, call,
@@ -463,7 +457,7 @@ static void frame_returned(latch_res *res, latch_frame *f, int rc,
  * what resumed or ended it before as the report's prior site. */
 static void next_twice(latch_res *res, const char *call, latch_site at)
 {
-    const struct latch_chainst *cs = peek(res);
+    const struct latch_chainst *cs = latch__res_marks(res);
     const latch_seal *prior = NULL;
     const char *msg = NULL;
 
@@ -741,7 +735,8 @@ static void chain_unreferenced(latch_res *res)
         mine++;
     if (res->refs != mine)
         return;
-    cs = peek(res); /* only now: every answered request passes above */
+    cs = latch__res_marks(
+        res); /* only now: every answered request passes above */
     if (cs->returned.call != NULL) {
         snprintf(
             buf, sizeof(buf), "%s returned %s and the response was never %s",
@@ -931,7 +926,8 @@ static bool take_pending(latch_res *res, const char *call, latch_site at)
          * is a handler that already returned and the response was sent
          * meanwhile: that is continuing after the answer. Otherwise the
          * chain is being resumed a second time. */
-        if (peek(res)->resumed.call == NULL && res->state != LATCH_RS_FRESH)
+        if (latch__res_marks(res)->resumed.call == NULL &&
+            res->state != LATCH_RS_FRESH)
             latch__violation(res, LATCH_ERR_NEXT_AFTER_RESPONSE, call, NULL,
                              at);
         else
