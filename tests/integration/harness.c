@@ -266,6 +266,15 @@ int64_t th_now_ms(void)
     return now_ms();
 }
 
+void th_wait_subscribers(latch_app *app, const char *channel, int n)
+{
+    int64_t end = now_ms() + 10000;
+
+    while (latch_app_subscribers(app, channel) != n && now_ms() < end)
+        usleep(1000);
+    assert_int_equal(latch_app_subscribers(app, channel), n);
+}
+
 uint64_t th_rss(void)
 {
     FILE *f = fopen("/proc/self/status", "r");

@@ -117,6 +117,9 @@ void th_expect_error_close(int port, const char *req, size_t len, int status,
 void th_expect_alive(int port, const char *path, const char *body);
 /* Milliseconds of CLOCK_MONOTONIC. */
 int64_t th_now_ms(void);
+/* Waits (10 s at most) until `channel` has `n` subscribers in `app`, and
+ * asserts it has. */
+void th_wait_subscribers(latch_app *app, const char *channel, int n);
 /* VmRSS of this process (the server and the test's clients), in bytes;
  * asserts it could be read. */
 uint64_t th_rss(void);

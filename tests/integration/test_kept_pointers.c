@@ -279,7 +279,7 @@ static void test_kept_join(void **state)
 /* A response held past latch_run                                       */
 /* ------------------------------------------------------------------ */
 
-static latch_res *held;
+static latch_res *_Atomic held; /* set on the server's thread */
 
 static int h_hold(latch_req *req, latch_res *res, void *data)
 {
@@ -298,6 +298,33 @@ static void never_posted(latch_res *res, void *data)
 }
 
 /*
+ * Starts the app, sends `req` (whose handler holds its response in
+ * `held`), waits for it to be held, then stops the server and waits for
+ * latch_run to return, keeping the app. The drain cuts the response.
+ */
+static void run_until_held(th_server *s, latch_app *app, const char *req)
+{
+    int64_t end;
+    size_t len;
+    char *out;
+    int fd;
+
+    th_server_start(s, app);
+    fd = th_connect(s->port);
+    th_send_str(fd, req);
+    end = th_now_ms() + 5000;
+    while (atomic_load(&held) == NULL && th_now_ms() < end)
+        usleep(1000);
+    assert_non_null(atomic_load(&held));
+    latch_stop(app);
+    pthread_join(*(pthread_t *)s->thread, NULL);
+    free(s->thread);
+    out = th_read(fd, &len, 5000, NULL, NULL);
+    free(out);
+    close(fd);
+}
+
+/*
  * The program keeps a reference past the server's life and uses it from
  * its own thread after latch_run returned: a post is refused with
  * LATCH_ERR_STATE, every call refused, nothing touches freed memory (ASan
@@ -308,31 +335,17 @@ static void test_held_past_run(void **state)
     th_server s;
     th_violations v = {0};
     latch_app *app = latch_app_new();
-    int fd;
-    size_t len;
-    char *out;
 
     (void)state;
     th_record_violations(app, &v);
     assert_int_equal(latch_get(app, "/hold", h_hold, NULL), 0);
     assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_DRAIN, 100), 0);
-    th_server_start(&s, app);
-    fd = th_connect(s.port);
-    th_send_str(fd, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
-    while (held == NULL)
-        usleep(1000);
-    /* Stop, and wait for latch_run to return, but keep the app. */
-    latch_stop(app);
-    pthread_join(*(pthread_t *)s.thread, NULL);
-    out = th_read(fd, &len, 5000, NULL, NULL);
-    free(out);
-    close(fd);
+    run_until_held(&s, app, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(latch_res_post(held, never_posted, NULL), LATCH_ERR_STATE);
     assert_true(latch_res_set_header(held, "X-Late", "1") < 0);
     assert_true(latch_res_end(held, "late", 4) < 0);
     latch_res_release(held);
     held = NULL;
-    free(s.thread);
     latch_app_free(app);
 }
 
@@ -357,26 +370,13 @@ static void test_held_into_the_next_run(void **state)
     th_vrec rec;
     th_server s;
     latch_app *app = latch_app_new();
-    int fd;
-    size_t len;
-    char *out;
 
     (void)state;
     th_record_violations_full(app, &v);
     assert_int_equal(latch_get(app, "/hold", h_hold, NULL), 0);
     assert_int_equal(latch_get(app, "/ok", h_ok, NULL), 0);
     assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_DRAIN, 100), 0);
-    th_server_start(&s, app);
-    fd = th_connect(s.port);
-    th_send_str(fd, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
-    while (held == NULL)
-        usleep(1000);
-    latch_stop(app);
-    pthread_join(*(pthread_t *)s.thread, NULL);
-    free(s.thread);
-    out = th_read(fd, &len, 5000, NULL, NULL);
-    free(out);
-    close(fd);
+    run_until_held(&s, app, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
     /* The second run; its first request is served before the old handle
      * is used, so that the run is surely under way. */
     th_server_start(&s, app);
@@ -433,24 +433,11 @@ static void test_join_held_into_the_next_run(void **state)
 {
     th_server s;
     latch_app *app = latch_app_new();
-    int fd;
-    size_t len;
-    char *out;
 
     (void)state;
     assert_int_equal(latch_get(app, "/join", h_hold_join, NULL), 0);
     assert_int_equal(latch_app_set_limit(app, LATCH_TIMEOUT_DRAIN, 100), 0);
-    th_server_start(&s, app);
-    fd = th_connect(s.port);
-    th_send_str(fd, "GET /join HTTP/1.1\r\nHost: t\r\n\r\n");
-    while (held == NULL)
-        usleep(1000);
-    latch_stop(app);
-    pthread_join(*(pthread_t *)s.thread, NULL);
-    free(s.thread);
-    out = th_read(fd, &len, 5000, NULL, NULL);
-    free(out);
-    close(fd);
+    run_until_held(&s, app, "GET /join HTTP/1.1\r\nHost: t\r\n\r\n");
     /* The drain cut the response: the join completed, its task is out. */
     assert_int_equal(atomic_load(&held_join_status), LATCH_ERR_CANCELLED);
     th_server_start(&s, app);

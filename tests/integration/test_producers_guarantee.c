@@ -1288,15 +1288,6 @@ static void test_sse_beside_a_file(void **state)
     assert_int_equal(latch_app_subscribers(srv.app, "beside-file"), 0);
 }
 
-static void wait_subscribers(const char *ch, int n)
-{
-    int64_t end = th_now_ms() + 5000;
-
-    while (latch_app_subscribers(srv.app, ch) != n && th_now_ms() < end)
-        usleep(1000);
-    assert_int_equal(latch_app_subscribers(srv.app, ch), n);
-}
-
 /* The callback ends the response; the hub delivers again: never to it. */
 static void test_subscription_ends_its_response(void **state)
 {
@@ -1311,7 +1302,7 @@ static void test_subscription_ends_its_response(void **state)
     snprintf(req, sizeof(req), "GET /sub-cb-ends HTTP/1.1\r\nHost: x\r\n\r\n%s",
              after_req);
     th_send_str(fd, req);
-    wait_subscribers("cb-ends", 1);
+    th_wait_subscribers(srv.app, "cb-ends", 1);
     assert_int_equal(latch_publish(srv.app, "cb-ends", "ev", "payload", 7), 1);
     assert_true(latch_publish(srv.app, "cb-ends", "ev", "again", 5) >= 0);
     raw = th_read(fd, &len, 5000, th_until_responses, &n);
@@ -1322,7 +1313,7 @@ static void test_subscription_ends_its_response(void **state)
     assert_string_equal(r[1].body, "next ran");
     th_resp_free(r, 2);
     free(r);
-    wait_subscribers("cb-ends", 0);
+    th_wait_subscribers(srv.app, "cb-ends", 0);
     assert_int_equal(latch_publish(srv.app, "cb-ends", "ev", "late", 4), 0);
     assert_int_equal(atomic_load(&cb_runs), 1);
     assert_int_equal(rcv(0), 1);
@@ -1343,9 +1334,9 @@ static void test_stream_used_after_client_left(void **state)
     raw = th_read(fd, &len, 5000, th_until_substr, "\r\n\r\n");
     assert_non_null(strstr(raw, "text/event-stream"));
     free(raw);
-    wait_subscribers("kept", 1);
+    th_wait_subscribers(srv.app, "kept", 1);
     close(fd);
-    wait_subscribers("kept", 0);
+    th_wait_subscribers(srv.app, "kept", 0);
     assert_int_equal(latch_publish(srv.app, "kept", NULL, "x", 1), 0);
     assert_int_equal(latch_res_post(atomic_load(&kept), post_sends, NULL), 0);
     wait_for(&late_runs, 1);
@@ -1391,7 +1382,7 @@ static void test_publish_storm_while_clients_leave(void **state)
         fds[i] = th_connect(srv.port);
         th_send_str(fds[i], "GET /storm HTTP/1.1\r\nHost: x\r\n\r\n");
     }
-    wait_subscribers("storm", STORM_CLIENTS);
+    th_wait_subscribers(srv.app, "storm", STORM_CLIENTS);
     for (intptr_t i = 0; i < 4; i++)
         assert_int_equal(
             pthread_create(&t[i], NULL, storm_publisher, (void *)i), 0);
@@ -1404,7 +1395,7 @@ static void test_publish_storm_while_clients_leave(void **state)
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
     assert_int_equal(atomic_load(&storm_errors), 0);
-    wait_subscribers("storm", 0);
+    th_wait_subscribers(srv.app, "storm", 0);
     expect_reports(0);
     th_expect_alive(srv.port, "/after", "next ran");
 }

@@ -71,15 +71,6 @@ static latch_app *new_app(void)
     return app;
 }
 
-static void wait_subscribers(latch_app *app, const char *ch, int n)
-{
-    int64_t end = th_now_ms() + 10000;
-
-    while (latch_app_subscribers(app, ch) != n && th_now_ms() < end)
-        usleep(1000);
-    assert_int_equal(latch_app_subscribers(app, ch), n);
-}
-
 /* ------------------------------------------------------------------ */
 
 /* GET /raw: the SSE calls one by one, their results kept. */
@@ -226,15 +217,6 @@ static int h_events_no_timeout(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
-static void wait_outlive(latch_app *app, int n)
-{
-    int64_t end = th_now_ms() + 5000;
-
-    while (latch_app_subscribers(app, "outlive") != n && th_now_ms() < end)
-        usleep(1000);
-    assert_int_equal(latch_app_subscribers(app, "outlive"), n);
-}
-
 static void test_stream_and_request_timeout(void **state)
 {
     th_server s;
@@ -248,13 +230,13 @@ static void test_stream_and_request_timeout(void **state)
     /* In this order, so that the kept stream's timer, had it one, would
      * fire before the other's (one loop, earlier deadline). */
     sse_open(&kept, s.port, "/outlive", NULL, 0);
-    wait_outlive(app, 1);
+    th_wait_subscribers(app, "outlive", 1);
     sse_open(&cut, s.port, "/events?ch=outlive", NULL, 0);
-    wait_outlive(app, 2);
+    th_wait_subscribers(app, "outlive", 2);
     /* The timeout ends the stream that kept it: its subscription goes. */
     assert_true(sse_wait_end(&cut, 5000));
     assert_true(cut.head_done);
-    wait_outlive(app, 1);
+    th_wait_subscribers(app, "outlive", 1);
     assert_int_equal(latch_publish(app, "outlive", NULL, "still here", 10), 1);
     assert_int_equal(sse_wait_events(&kept, 1, 5000), 1);
     assert_string_equal(kept.ev[0].data, "still here");
@@ -317,7 +299,7 @@ static void test_10000_events_to_100_subscribers(void **state)
     th_server_start(&s, app);
     for (i = 0; i < NSUB; i++)
         sse_open(&c[i], s.port, "/events?ch=fan", NULL, 0);
-    wait_subscribers(app, "fan", NSUB);
+    th_wait_subscribers(app, "fan", NSUB);
     for (i = 1; i <= NEV; i++) {
         snprintf(data, sizeof(data), "%d", i);
         assert_int_equal(latch_publish(app, "fan", NULL, data, strlen(data)),
@@ -338,7 +320,7 @@ static void test_10000_events_to_100_subscribers(void **state)
         check_in_order(&c[i], NEV, 1);
         sse_close(&c[i]);
     }
-    wait_subscribers(app, "fan", 0);
+    th_wait_subscribers(app, "fan", 0);
     assert_int_equal(th_vlog_count(&log), 0);
     th_server_stop(&s);
 }
@@ -376,7 +358,7 @@ static void test_publish_from_4_threads(void **state)
     th_server_start(&s, app);
     for (i = 0; i < 3; i++)
         sse_open(&c[i], s.port, "/events?ch=four", NULL, 0);
-    wait_subscribers(app, "four", 3);
+    th_wait_subscribers(app, "four", 3);
     pub_app = app;
     for (t = 0; t < NTHR; t++)
         pthread_create(&th[t], NULL, publisher, (void *)(intptr_t)t);
@@ -417,19 +399,19 @@ static void test_disconnect_mid_stream(void **state)
     th_server_start(&s, app);
     sse_open(&a, s.port, "/events?ch=mid", NULL, 0);
     sse_open(&b, s.port, "/events?ch=mid", NULL, 0);
-    wait_subscribers(app, "mid", 2);
+    th_wait_subscribers(app, "mid", 2);
     for (i = 0; i < 50; i++)
         latch_publish(app, "mid", NULL, "x", 1);
     assert_int_equal(sse_wait_events(&a, 50, 5000), 50);
     th_close_reset(a.fd); /* gone mid-stream */
     a.fd = -1;
-    wait_subscribers(app, "mid", 1);
+    th_wait_subscribers(app, "mid", 1);
     for (i = 0; i < 50; i++)
         latch_publish(app, "mid", NULL, "y", 1);
     assert_int_equal(sse_wait_events(&b, 100, 5000), 100);
     close(b.fd); /* a FIN this time */
     b.fd = -1;
-    wait_subscribers(app, "mid", 0);
+    th_wait_subscribers(app, "mid", 0);
     /* Publishing to nobody reaches nobody; nothing was reported. */
     assert_int_equal(latch_publish(app, "mid", NULL, "z", 1), 0);
     assert_int_equal(th_vlog_count(&log), 0);
@@ -492,12 +474,12 @@ static void test_broken_callback_after_timeout(void **state)
     th_record_violations_full(app, &log);
     th_server_start(&s, app);
     sse_open(&c, s.port, "/seed", NULL, 0);
-    wait_subscribers(app, "seed", 1);
+    th_wait_subscribers(app, "seed", 1);
     latch_publish(app, "seed", NULL, "before", 6);
     assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
     /* The timeout cuts the stream and ends the subscription. */
     assert_int_equal(th_wait_close(c.fd, 5000), TH_EOF);
-    wait_subscribers(app, "seed", 0);
+    th_wait_subscribers(app, "seed", 0);
     pthread_mutex_lock(&mu);
     st.timed_out = true;
     calls = st.cb_calls;
@@ -545,7 +527,7 @@ static void test_slow_consumer_closed(void **state)
     th_record_violations_full(app, &log);
     th_server_start(&s, app);
     sse_open(&slow, s.port, "/events?ch=slow", NULL, 4096);
-    wait_subscribers(app, "slow", 1);
+    th_wait_subscribers(app, "slow", 1);
     before = (long)(th_rss() / 1024);
     /* 64 MiB of events to a client that reads nothing. */
     for (i = 0; i < 65536 && latch_app_subscribers(app, "slow") > 0; i++) {
@@ -556,7 +538,7 @@ static void test_slow_consumer_closed(void **state)
                 peak = now - before;
         }
     }
-    wait_subscribers(app, "slow", 0);
+    th_wait_subscribers(app, "slow", 0);
     assert_true(i < 65536);
     /* What the server held for it stayed near the socket buffers plus the
      * queue limit: far below what was published. */
@@ -564,7 +546,7 @@ static void test_slow_consumer_closed(void **state)
     /* It was closed, and the server goes on serving others. */
     assert_int_equal(th_wait_close(slow.fd, 10000) != TH_OPEN, 1);
     sse_open(&fast, s.port, "/events?ch=slow", NULL, 0);
-    wait_subscribers(app, "slow", 1);
+    th_wait_subscribers(app, "slow", 1);
     latch_publish(app, "slow", NULL, "ok", 2);
     assert_int_equal(sse_wait_events(&fast, 1, 5000), 1);
     assert_string_equal(fast.ev[0].data, "ok");
@@ -592,7 +574,7 @@ static void test_slow_consumer_dropped_with_gap(void **state)
         latch_app_set_slow_consumer(app, 32 * 1024, LATCH_SLOW_DROP), 0);
     th_server_start(&s, app);
     sse_open(&slow, s.port, "/events?ch=drop", NULL, 4096);
-    wait_subscribers(app, "drop", 1);
+    th_wait_subscribers(app, "drop", 1);
     for (i = 0; i < 8192; i++)
         latch_publish(app, "drop", NULL, big, 1023);
     latch_publish(app, "drop", "last", "end", 3);
@@ -691,7 +673,7 @@ static void test_slow_consumer_slow_again(void **state)
         latch_app_set_slow_consumer(app, 32 * 1024, LATCH_SLOW_DROP), 0);
     th_server_start(&s, app);
     sse_open(&slow, s.port, "/events?ch=again", NULL, 4096);
-    wait_subscribers(app, "again", 1);
+    th_wait_subscribers(app, "again", 1);
     for (round = 0; round < 2; round++) {
         /* The client reads nothing while 8 MiB go out. */
         for (i = 0; i < 8192; i++) {
@@ -760,13 +742,13 @@ static void test_callback_destroys_its_stream(void **state)
     th_record_violations_full(app, &log);
     th_server_start(&s, app);
     sse_open(&plain, s.port, "/events?ch=gone", NULL, 0);
-    wait_subscribers(app, "gone", 1);
+    th_wait_subscribers(app, "gone", 1);
     sse_open(&gone, s.port, "/gone", NULL, 0);
-    wait_subscribers(app, "gone", 3);
+    th_wait_subscribers(app, "gone", 3);
     latch_publish(app, "gone", NULL, "one", 3);
     assert_int_equal(sse_wait_events(&plain, 1, 5000), 1);
     assert_string_equal(plain.ev[0].data, "one");
-    wait_subscribers(app, "gone", 1);
+    th_wait_subscribers(app, "gone", 1);
     end = th_now_ms() + 5000;
     while (sse_pump(&gone, 100) && th_now_ms() < end)
         ;
@@ -805,30 +787,30 @@ static void test_replay_and_gap(void **state)
     /* Within the ring (13..20): 16..20, then live from 21. */
     sse_open(&c, s.port, "/events?ch=r", "15", 0);
     assert_int_equal(sse_wait_events(&c, 5, 5000), 5);
-    wait_subscribers(app, "r", 1);
+    th_wait_subscribers(app, "r", 1);
     latch_publish(app, "r", NULL, "21", 2);
     assert_int_equal(sse_wait_events(&c, 6, 5000), 6);
     check_in_order(&c, 6, 16);
     sse_close(&c);
-    wait_subscribers(app, "r", 0);
+    th_wait_subscribers(app, "r", 0);
     /* The newest id: nothing to replay. */
     sse_open(&c, s.port, "/events?ch=r", "21", 0);
-    wait_subscribers(app, "r", 1);
+    th_wait_subscribers(app, "r", 1);
     latch_publish(app, "r", NULL, "22", 2);
     assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
     check_in_order(&c, 1, 22);
     sse_close(&c);
-    wait_subscribers(app, "r", 0);
+    th_wait_subscribers(app, "r", 0);
     /* Older than the ring: one gap, then live. */
     sse_open(&c, s.port, "/events?ch=r", "5", 0);
-    wait_subscribers(app, "r", 1);
+    th_wait_subscribers(app, "r", 1);
     latch_publish(app, "r", NULL, "23", 2);
     assert_int_equal(sse_wait_events(&c, 2, 5000), 2);
     assert_string_equal(c.ev[0].event, "latch-gap");
     assert_string_equal(c.ev[0].data, "{\"last_id\":\"5\"}");
     assert_string_equal(c.ev[1].id, "23");
     sse_close(&c);
-    wait_subscribers(app, "r", 0);
+    th_wait_subscribers(app, "r", 0);
     /* An id this channel never had (a quote in it, escaped), and one
      * from the future: a gap each. */
     sse_open(&c, s.port, "/events?ch=r", "ab\"c", 0);
@@ -852,7 +834,7 @@ static void test_shutdown_final_event(void **state)
     (void)state;
     th_server_start(&s, app);
     sse_open(&c, s.port, "/events?ch=bye", NULL, 0);
-    wait_subscribers(app, "bye", 1);
+    th_wait_subscribers(app, "bye", 1);
     latch_publish(app, "bye", NULL, "hi", 2);
     assert_int_equal(sse_wait_events(&c, 1, 5000), 1);
     latch_stop(s.app);

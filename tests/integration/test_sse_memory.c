@@ -91,15 +91,6 @@ static int open_stream(int port, const char *req)
     return fd;
 }
 
-static void wait_subscribers(latch_app *app, int n)
-{
-    int64_t end = th_now_ms() + 10000;
-
-    while (latch_app_subscribers(app, "mem") != n && th_now_ms() < end)
-        usleep(1000);
-    assert_int_equal(latch_app_subscribers(app, "mem"), n);
-}
-
 /*
  * Heap per subscriber for streams opened with `req`. One stream first
  * makes what the worker and the channel need once (the stream list, the
@@ -117,15 +108,15 @@ static size_t per_subscriber(const char *req)
     latch_get(app, "/events", h_events, NULL);
     th_server_start(&s, app);
     fds[NSUBS] = open_stream(s.port, req);
-    wait_subscribers(app, 1);
+    th_wait_subscribers(app, "mem", 1);
     before = heap_in_use();
     for (i = 0; i < NSUBS; i++)
         fds[i] = open_stream(s.port, req);
-    wait_subscribers(app, NSUBS + 1);
+    th_wait_subscribers(app, "mem", NSUBS + 1);
     after = heap_in_use();
     for (i = 0; i <= NSUBS; i++)
         close(fds[i]);
-    wait_subscribers(app, 0);
+    th_wait_subscribers(app, "mem", 0);
     th_server_stop(&s);
     return after > before ? (after - before) / NSUBS : 0;
 }
@@ -260,7 +251,7 @@ static void test_late_calls_on_waiting_stream(void **state)
     th_server_start(&s, app);
     fd = open_stream(s.port, "GET /late HTTP/1.1\r\nHost: t\r\n"
                              "Accept: text/event-stream\r\n\r\n");
-    wait_subscribers(app, 1);
+    th_wait_subscribers(app, "mem", 1);
     assert_int_equal(latch_publish(app, "mem", NULL, "hello", 5), 1);
     out = th_read(fd, &len, 5000, until_event, NULL);
     assert_non_null(strstr(out, "data: hello\n\n"));
@@ -271,7 +262,7 @@ static void test_late_calls_on_waiting_stream(void **state)
     assert_int_equal(the_late.twice, 0);
     assert_true(the_late.failed < 0);
     close(fd);
-    wait_subscribers(app, 0);
+    th_wait_subscribers(app, "mem", 0);
     th_server_stop(&s);
 }
 

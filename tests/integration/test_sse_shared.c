@@ -60,15 +60,6 @@ static int h_events(latch_req *req, latch_res *res, void *data)
     return LATCH_DONE;
 }
 
-static void wait_subscribers(latch_app *app, int n)
-{
-    int64_t end = th_now_ms() + 10000;
-
-    while (latch_app_subscribers(app, "room") != n && th_now_ms() < end)
-        usleep(1000);
-    assert_int_equal(latch_app_subscribers(app, "room"), n);
-}
-
 static void expect_answer(sse_client *c, int u, size_t nth)
 {
     char want[64];
@@ -101,7 +92,7 @@ static void test_streams_read_their_own_headers(void **state)
             ;
         assert_true(c[i].head_done);
     }
-    wait_subscribers(app, NS);
+    th_wait_subscribers(app, "room", NS);
     /* Each store was packed and shared when its head's write completed
      * (conn.c's shrink, in the flush that sent it); a publish is
      * delivered on a later turn of the loop, so every callback below
@@ -112,7 +103,7 @@ static void test_streams_read_their_own_headers(void **state)
     /* Half leave, one of each kind first: the others keep their blocks. */
     for (i = 0; i < NS; i += 2)
         sse_close(&c[i]);
-    wait_subscribers(app, NS / 2);
+    th_wait_subscribers(app, "room", NS / 2);
     assert_int_equal(latch_publish(app, "room", NULL, "two", 3), NS / 2);
     for (i = 1; i < NS; i += 2)
         expect_answer(&c[i], i, 2);
@@ -123,7 +114,7 @@ static void test_streams_read_their_own_headers(void **state)
     assert_int_equal(__atomic_load_n(&late_after, __ATOMIC_SEQ_CST), NS / 2);
     for (i = 1; i < NS; i += 2)
         sse_close(&c[i]);
-    wait_subscribers(app, 0);
+    th_wait_subscribers(app, "room", 0);
     assert_int_equal(th_server_stop(&s), 0);
 }
 
